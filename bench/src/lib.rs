@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/` and comparison scripts in `scripts/`.

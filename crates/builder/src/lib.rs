@@ -1,0 +1,1 @@
+//! forge builder (work in progress).

@@ -1,0 +1,5 @@
+//! forge's layer store (work in progress; see the crate README and issue #3).
+
+pub mod digest;
+
+pub use digest::{chain_id, Digest};

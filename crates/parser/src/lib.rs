@@ -1,0 +1,1 @@
+//! forge parser (work in progress).

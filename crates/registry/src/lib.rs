@@ -1,0 +1,1 @@
+//! forge registry (work in progress).

@@ -1,0 +1,1 @@
+//! forge sandbox (work in progress).

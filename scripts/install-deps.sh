@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what forge's tests and demo need on a fresh Debian machine (run as root).
+# Everything comes from Debian's packages: there is no Docker Hub here.
+set -euo pipefail
+pkgs=(
+  busybox-static   # base images for tests and examples
+  docker-registry  # the CNCF distribution server the registry tests push to
+  skopeo umoci podman buildah runc   # oracles nobody here wrote
+  docker.io        # Docker 20.10 with BuildKit: the reference builder
+  apache2-utils    # htpasswd for the Basic-auth registry test
+  openssl iproute2 zstd bzip2 xz-utils jq curl ca-certificates
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "install-deps: cargo is missing (the machine's rustup toolchain)"; exit 1; }
+echo "install-deps: ok"
