@@ -1,12 +1,13 @@
 //! The `forge` binary: thin glue from docker-style flags to the library crates.
 //!
 //! Each subcommand lives in `commands/<verb>.rs` with an `Args` struct (clap) and a
-//! `run(args) -> anyhow::Result<()>`. This file only parses flags, dispatches and maps
+//! `run(&Global, args) -> anyhow::Result<()>`. This file only parses flags, dispatches and maps
 //! errors to exit codes.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 mod commands;
 
@@ -15,8 +16,19 @@ mod commands;
 #[derive(Parser)]
 #[command(name = "forge", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Args, Clone, Debug)]
+pub struct Global {
+    /// The store's directory (an OCI image layout plus forge's metadata).
+    /// Default: $FORGE_ROOT, else /var/lib/forge for root, else $XDG_DATA_HOME/forge.
+    #[arg(long, global = true, env = "FORGE_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -29,7 +41,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Debug(cmd) => commands::debug::run(cmd),
+        Command::Debug(cmd) => commands::debug::run(&cli.global, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

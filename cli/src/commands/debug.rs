@@ -13,7 +13,7 @@ pub enum DebugCommand {
 }
 
 /// Runs a `forge debug` subcommand.
-pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
+pub fn run(_global: &crate::Global, cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::Parse { file } => {
             anyhow::bail!("forge debug parse {}: the parser is not wired in yet", file.display())
