@@ -1,0 +1,139 @@
+//! BuildKit's own parser test data (../shared/conformance/buildkit-parser) and the real-world
+//! corpus (../shared/conformance/real-dockerfiles): our dump must equal BuildKit's byte for byte.
+
+use std::path::{Path, PathBuf};
+
+fn conformance() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance")
+}
+
+fn cases(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (is ../shared beside the repo?)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn testfiles_dump_equals_result() {
+    let dir = conformance().join("buildkit-parser/testfiles");
+    let mut failures = Vec::new();
+    let all = cases(&dir);
+    assert!(all.len() >= 33, "expected 33 cases, found {}", all.len());
+    for case in &all {
+        let src = std::fs::read(case.join("Dockerfile")).unwrap();
+        let expected = std::fs::read_to_string(case.join("result")).unwrap();
+        match forge_parser::parse_bytes(&src, "Dockerfile") {
+            Ok(df) if df.dump() == expected => {}
+            Ok(df) => failures.push(format!("{}:\n--- expected\n{expected}--- got\n{}", case.display(), df.dump())),
+            Err(e) => failures.push(format!("{}: {}", case.display(), e.render())),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), all.len(), failures.join("\n"));
+}
+
+#[test]
+fn negative_cases_fail_with_buildkits_message() {
+    let dir = conformance().join("buildkit-parser/testfiles-negative");
+    let generated = conformance().join("buildkit-parser/generated/testfiles-negative");
+    for case in cases(&dir) {
+        let src = std::fs::read(case.join("Dockerfile")).unwrap();
+        let err = forge_parser::parse_bytes(&src, "Dockerfile").expect_err(&case.display().to_string());
+        let name = case.file_name().unwrap();
+        let expected = std::fs::read_to_string(generated.join(name).join("error.txt")).unwrap();
+        let message = expected.lines().next().unwrap();
+        assert_eq!(err.message(), message, "{}", case.display());
+    }
+}
+
+#[test]
+fn line_numbers_match() {
+    let dir = conformance().join("buildkit-parser/testfile-line");
+    let df = forge_parser::parse(&std::fs::read_to_string(dir.join("Dockerfile")).unwrap(), "Dockerfile").unwrap();
+    let table = std::fs::read_to_string(dir.join("expected-lines.tsv")).unwrap();
+    for row in table.lines().skip(1) {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let (start, end): (usize, usize) = (cols[1].parse().unwrap(), cols[2].parse().unwrap());
+        if cols[0] == "root" {
+            let first = df.nodes().first().unwrap().span.start.line;
+            let last = df.nodes().last().unwrap().span.end_line;
+            assert_eq!((first, last), (start, end), "root span");
+        } else {
+            let i: usize = cols[0].trim_start_matches("child").parse().unwrap();
+            let span = df.nodes()[i].span;
+            assert_eq!((span.start.line, span.end_line), (start, end), "{}", cols[0]);
+        }
+    }
+}
+
+#[test]
+fn heredoc_words() {
+    let table = std::fs::read_to_string(conformance().join("buildkit-parser/go-tables/heredoc-word.tsv")).unwrap();
+    for row in table.lines().skip(1) {
+        let (word, expected) = row.split_once('\t').unwrap();
+        let got = forge_parser::heredoc::parse_heredoc_word(word);
+        match expected {
+            "error" => assert!(got.is_err(), "{word:?} should fail"),
+            "none" => assert_eq!(got.unwrap(), None, "{word:?}"),
+            name => assert_eq!(got.unwrap().map(|h| h.name), Some(name.to_string()), "{word:?}"),
+        }
+    }
+}
+
+#[test]
+fn heredocs_from_lines() {
+    let table = std::fs::read_to_string(conformance().join("buildkit-parser/go-tables/heredocs-from-line.tsv")).unwrap();
+    for row in table.lines().skip(1) {
+        let (line, names) = row.split_once('\t').unwrap_or((row, ""));
+        let got: Vec<String> = forge_parser::heredoc::heredocs_from_line(line).unwrap().into_iter().map(|h| h.name).collect();
+        let expected: Vec<String> = names.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        assert_eq!(got, expected, "{line:?}");
+    }
+}
+
+#[test]
+fn heredoc_bodies_are_extracted() {
+    let dir = conformance().join("buildkit-parser/go-tables/heredoc-extract");
+    let df = forge_parser::parse(&std::fs::read_to_string(dir.join("Dockerfile")).unwrap(), "Dockerfile").unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected-heredocs.json")).unwrap()).unwrap();
+    let cases = expected.as_array().expect("a list of cases");
+    assert!(!cases.is_empty());
+    for case in cases {
+        let i = case["child_index"].as_u64().unwrap() as usize;
+        let docs = &df.nodes()[i].heredocs;
+        let want = case["heredocs"].as_array().unwrap();
+        assert_eq!(docs.len(), want.len(), "child {i}");
+        for (got, want) in docs.iter().zip(want) {
+            assert_eq!(got.name, want["name"].as_str().unwrap(), "child {i}");
+            assert_eq!(got.content, want["content"].as_str().unwrap(), "child {i} {}", got.name);
+            assert_eq!(got.expand, want["expand"].as_bool().unwrap(), "child {i} {}", got.name);
+            assert_eq!(got.chomp, want["chomp"].as_bool().unwrap(), "child {i} {}", got.name);
+            assert_eq!(u64::from(got.fd), want["fd"].as_u64().unwrap(), "child {i} {}", got.name);
+        }
+    }
+}
+
+#[test]
+fn real_world_dockerfiles_dump_equals_result() {
+    let dir = conformance().join("real-dockerfiles");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for path in cases(&dir) {
+        if !path.is_dir() {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let src = std::fs::read(path.join("Dockerfile")).unwrap();
+        let expected = std::fs::read_to_string(path.join("result")).unwrap();
+        checked += 1;
+        match forge_parser::parse_bytes(&src, &name) {
+            Ok(df) if df.dump() == expected => {}
+            Ok(df) => failures.push(format!("{name}: dump differs\n--- expected\n{expected}--- got\n{}", df.dump())),
+            Err(e) => failures.push(e.render()),
+        }
+    }
+    assert!(checked >= 40, "only {checked} real-world files found");
+    assert!(failures.is_empty(), "{} of {checked} differ:\n{}", failures.len(), failures.join("\n"));
+}
