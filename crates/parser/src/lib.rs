@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod directive;
+pub mod expand;
 mod dump;
 mod error;
 pub mod heredoc;
