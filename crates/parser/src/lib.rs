@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod directive;
+pub mod dockerignore;
 pub mod expand;
 mod dump;
 mod error;
