@@ -27,7 +27,9 @@ pub mod dockerignore;
 pub mod expand;
 mod dump;
 mod error;
+pub mod flags;
 pub mod heredoc;
+mod instruction;
 mod line;
 mod node;
 mod span;
@@ -35,6 +37,7 @@ mod words;
 
 pub use error::Error;
 pub use heredoc::Heredoc;
+pub use instruction::{ArgDecl, Command, Copy, From, Healthcheck, Instruction, Run, Spanned};
 pub use line::{Warning, MAX_LINE_BYTES};
 pub use node::{Arg, Node};
 pub use span::{Position, Span};
@@ -46,6 +49,8 @@ pub struct Dockerfile {
     warnings: Vec<Warning>,
     escape: char,
     directives: Vec<(String, String)>,
+    file: String,
+    source: String,
 }
 
 impl Dockerfile {
@@ -69,6 +74,19 @@ impl Dockerfile {
         &self.directives
     }
 
+    /// The instructions, typed. Fails on the first instruction that is not valid (an unknown
+    /// keyword, a flag it does not take, a missing argument), naming its line.
+    pub fn instructions(&self) -> Result<Vec<Spanned<Instruction>>, Error> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                instruction::instruction_from_node(node)
+                    .map(|value| Spanned { value, span: node.span })
+                    .map_err(|m| Error::new(node.span.start, node.span.end_line, m).in_file(&self.file, &self.source))
+            })
+            .collect()
+    }
+
     /// BuildKit's AST dump: one `(keyword ["--flags"] "arg" ...)` line per instruction.
     pub fn dump(&self) -> String {
         dump::dump(&self.nodes)
@@ -83,6 +101,8 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Error> {
         warnings: scanned.warnings,
         escape: scanned.directives.escape(),
         directives: scanned.directives.found,
+        file: file.to_string(),
+        source: source.to_string(),
     })
 }
 
