@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod dag;
 mod directive;
 pub mod dockerignore;
 pub mod expand;
@@ -82,9 +83,14 @@ impl Dockerfile {
             .map(|node| {
                 instruction::instruction_from_node(node)
                     .map(|value| Spanned { value, span: node.span })
-                    .map_err(|m| Error::new(node.span.start, node.span.end_line, m).in_file(&self.file, &self.source))
+                    .map_err(|m| self.error_at(node.span, m))
             })
             .collect()
+    }
+
+    /// An error located at `span` in this file.
+    pub(crate) fn error_at(&self, span: Span, message: String) -> Error {
+        Error::new(span.start, span.end_line, message).in_file(&self.file, &self.source)
     }
 
     /// BuildKit's AST dump: one `(keyword ["--flags"] "arg" ...)` line per instruction.
