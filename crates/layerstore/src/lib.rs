@@ -1,5 +1,7 @@
 //! forge's layer store (work in progress; see the crate README and issue #3).
 
+pub mod archive;
+pub mod diff;
 pub mod digest;
 
 pub use digest::{chain_id, Digest};

@@ -1,0 +1,227 @@
+//! Layer compression: deterministic gzip/zstd writers that hash both sides of the codec in one
+//! pass, and magic-byte detection for reading.
+//!
+//! The diffID (sha256 of the uncompressed tar) and the blob digest (sha256 of the compressed
+//! bytes) come from two [`HashingWriter`]s stacked around the encoder, so a layer is read from
+//! disk once and never held in memory.
+
+use std::io::{self, Read, Write};
+
+use crate::digest::{Digest, HashingWriter};
+
+/// zstd level used for layers; 3 is zstd's own default and what containerd uses.
+const ZSTD_LEVEL: i32 = 3;
+/// zstd worker threads. Must stay >= 1: output is identical for any worker count >= 1 but differs
+/// with 0 (single-threaded mode), and layer digests must not depend on how they were made.
+const ZSTD_WORKERS: u32 = 2;
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
+    None,
+    /// gzip level 6, the format every registry and runtime accepts.
+    #[default]
+    Gzip,
+    /// zstd level 3, faster to write and read; needs a recent runtime on the consumer side.
+    Zstd,
+}
+
+impl Compression {
+    /// The OCI media type of a layer compressed this way.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+/// Why a blob cannot be decompressed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecompressError {
+    /// The magic bytes name a format forge does not read.
+    #[error("layer is compressed with {0}, which forge does not support (use gzip or zstd)")]
+    Unsupported(&'static str),
+    /// Reading the first bytes failed.
+    #[error("reading layer header: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the first bytes of a blob say about its compression.
+fn detect(magic: &[u8]) -> Result<Compression, DecompressError> {
+    if magic.starts_with(&[0x1f, 0x8b]) {
+        Ok(Compression::Gzip)
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Compression::Zstd)
+    } else if magic.starts_with(b"BZh") {
+        Err(DecompressError::Unsupported("bzip2"))
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Err(DecompressError::Unsupported("xz"))
+    } else {
+        Ok(Compression::None)
+    }
+}
+
+/// Wraps `blob` in the decoder its magic bytes call for (gzip, zstd or none) and says which.
+///
+/// Only the first six bytes are peeked, into a small buffer that is chained back in front of the
+/// stream, so this works on pipes and sockets as well as files.
+pub fn decompress<'a, R: Read + 'a>(
+    mut blob: R,
+) -> Result<(Compression, Box<dyn Read + 'a>), DecompressError> {
+    let mut magic = [0u8; 6];
+    let mut filled = 0;
+    while filled < magic.len() {
+        match blob.read(&mut magic[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let kind = detect(&magic[..filled])?;
+    let stream = io::Cursor::new(magic[..filled].to_vec()).chain(blob);
+    let reader: Box<dyn Read + 'a> = match kind {
+        Compression::None => Box::new(stream),
+        // Multi-member: `cat a.gz b.gz` is a valid gzip stream and some tools write layers so.
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(stream)?),
+    };
+    Ok((kind, reader))
+}
+
+enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(w) => w.write(buf),
+            Encoder::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(w) => w.flush(),
+            Encoder::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+/// Digests and sizes of a finished layer blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobDigests {
+    /// sha256 of the uncompressed tar: the layer's diffID.
+    pub diff_id: Digest,
+    /// Length of the uncompressed tar.
+    pub uncompressed_size: u64,
+    /// sha256 of the blob as written: the descriptor digest.
+    pub digest: Digest,
+    /// Length of the blob as written.
+    pub size: u64,
+}
+
+/// A writer that compresses what it is given into `out` and hashes both the input and the output.
+pub struct LayerWriter<W: Write> {
+    inner: HashingWriter<Encoder<HashingWriter<W>>>,
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// Starts a blob in `out`. gzip uses a fixed header (no name, mtime 0) so equal input gives
+    /// equal bytes.
+    pub fn new(out: W, compression: Compression) -> io::Result<Self> {
+        let out = HashingWriter::new(out);
+        let encoder = match compression {
+            Compression::None => Encoder::Plain(out),
+            Compression::Gzip => Encoder::Gzip(
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(out, flate2::Compression::new(6)),
+            ),
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+                enc.multithread(ZSTD_WORKERS)?;
+                Encoder::Zstd(enc)
+            }
+        };
+        Ok(LayerWriter {
+            inner: HashingWriter::new(encoder),
+        })
+    }
+
+    /// Ends the compressed stream and returns `out` with both digests. Nothing is flushed to
+    /// disk: syncing is the caller's business (the content store fsyncs on commit).
+    pub fn finish(self) -> io::Result<(W, BlobDigests)> {
+        let (encoder, diff_id, uncompressed_size) = self.inner.finish();
+        let hashing_out = match encoder {
+            Encoder::Plain(w) => w,
+            Encoder::Gzip(w) => w.finish()?,
+            Encoder::Zstd(w) => w.finish()?,
+        };
+        let (out, digest, size) = hashing_out.finish();
+        Ok((
+            out,
+            BlobDigests {
+                diff_id,
+                uncompressed_size,
+                digest,
+                size,
+            },
+        ))
+    }
+}
+
+impl<W: Write> Write for LayerWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(c: Compression) {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let mut w = LayerWriter::new(Vec::new(), c).unwrap();
+        w.write_all(&data).unwrap();
+        let (blob, d) = w.finish().unwrap();
+        assert_eq!(d.diff_id, Digest::of(&data));
+        assert_eq!(d.digest, Digest::of(&blob));
+        assert_eq!(d.size, blob.len() as u64);
+        let (kind, mut r) = decompress(&blob[..]).unwrap();
+        assert_eq!(kind, c);
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn all_codecs_roundtrip_and_detect() {
+        roundtrip(Compression::None);
+        roundtrip(Compression::Gzip);
+        roundtrip(Compression::Zstd);
+    }
+
+    #[test]
+    fn rejects_bzip2() {
+        assert!(matches!(
+            decompress(&b"BZh91AY&SY"[..]),
+            Err(DecompressError::Unsupported("bzip2"))
+        ));
+    }
+}

@@ -1,0 +1,8 @@
+//! Layer tarballs on the byte level: compression codecs with digesting, and extraction that
+//! cannot escape its target directory (containerd's `pkg/archive`).
+
+pub mod compression;
+pub mod extract;
+
+pub use compression::{decompress, BlobDigests, Compression, DecompressError, LayerWriter};
+pub use extract::{apply_layer, ApplyOptions, ApplyStats, WhiteoutMode};

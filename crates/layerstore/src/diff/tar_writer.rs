@@ -1,0 +1,235 @@
+//! Deterministic tar entries from explicit metadata.
+//!
+//! We never let `tar::Builder` look at the filesystem: its `append_path`/`append_dir_all` follow
+//! symlinks by default, probe for sparse files, walk in readdir order, write no xattrs and detect
+//! no hard links, and `HeaderMode::Deterministic` rewrites modes to 0644/0755. Instead the diff
+//! code lstat()s each file itself and this module turns that metadata into a ustar header, adding
+//! a PAX record only when ustar cannot hold a value (long names, xattrs, big ids or sizes), so
+//! the same tree always gives the same bytes.
+
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+
+use std::ffi::OsStr;
+
+/// Largest value an 8-byte octal ustar field (uid, gid) holds.
+const USTAR_ID_MAX: u64 = 0o7777777;
+/// Largest value the 12-byte octal ustar size field holds.
+const USTAR_SIZE_MAX: u64 = 0o77777777777;
+
+/// What kind of entry, with the data only that kind has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Dir,
+    /// A regular file of this many bytes; the caller streams exactly that many.
+    File(u64),
+    Symlink(Vec<u8>),
+    /// A hard link to an earlier entry of the same layer (path relative to the layer root).
+    HardLink(Vec<u8>),
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+/// Everything written for one entry. `path` is relative to the layer root, without a leading
+/// `/` or `./` and without a trailing `/`.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryMeta {
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds since the epoch; ustar has no sub-second field and PAX mtimes would defeat
+    /// SOURCE_DATE_EPOCH style reproducibility, so nanoseconds are dropped on purpose.
+    pub mtime: i64,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl EntryMeta {
+    /// A whiteout (`.wh.` marker) entry: an empty regular file, as docker and containerd write them.
+    pub(crate) fn whiteout(path: Vec<u8>, mtime: i64) -> EntryMeta {
+        EntryMeta {
+            path,
+            kind: Kind::File(0),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
+/// Writes entries into a tar stream.
+pub(crate) struct TarWriter<W: Write> {
+    builder: tar::Builder<W>,
+    source_date_epoch: Option<i64>,
+}
+
+impl<W: Write> TarWriter<W> {
+    pub(crate) fn new(out: W, source_date_epoch: Option<i64>) -> Self {
+        TarWriter {
+            builder: tar::Builder::new(out),
+            source_date_epoch,
+        }
+    }
+
+    /// Appends one entry; for [`Kind::File`] `data` must yield exactly the declared size, else
+    /// the layer would be corrupt and an error is returned.
+    pub(crate) fn append(&mut self, meta: &EntryMeta, data: impl Read) -> io::Result<()> {
+        let mut header = tar::Header::new_ustar();
+        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+
+        let (entry_type, size) = match &meta.kind {
+            Kind::Dir => (tar::EntryType::Directory, 0),
+            Kind::File(n) => (tar::EntryType::Regular, *n),
+            Kind::Symlink(_) => (tar::EntryType::Symlink, 0),
+            Kind::HardLink(_) => (tar::EntryType::Link, 0),
+            Kind::Char(..) => (tar::EntryType::Char, 0),
+            Kind::Block(..) => (tar::EntryType::Block, 0),
+            Kind::Fifo => (tar::EntryType::Fifo, 0),
+        };
+        header.set_entry_type(entry_type);
+        header.set_mode(meta.mode & 0o7777);
+
+        let mut name = meta.path.clone();
+        if meta.kind == Kind::Dir {
+            name.push(b'/');
+        }
+        if header.set_path(OsStr::from_bytes(&name)).is_err() {
+            pax.push((b"path".to_vec(), name.clone()));
+            set_truncated(&mut header.as_old_mut().name, &name);
+        }
+        if let Kind::Symlink(target) | Kind::HardLink(target) = &meta.kind {
+            if target.len() > 100 || header.set_link_name(OsStr::from_bytes(target)).is_err() {
+                pax.push((b"linkpath".to_vec(), target.clone()));
+                set_truncated(&mut header.as_old_mut().linkname, target);
+            }
+        }
+        for (key, id, set) in [
+            (
+                "uid",
+                meta.uid,
+                tar::Header::set_uid as fn(&mut tar::Header, u64),
+            ),
+            ("gid", meta.gid, tar::Header::set_gid),
+        ] {
+            if id > USTAR_ID_MAX {
+                pax.push((key.as_bytes().to_vec(), id.to_string().into_bytes()));
+                set(&mut header, 0);
+            } else {
+                set(&mut header, id);
+            }
+        }
+        if size > USTAR_SIZE_MAX {
+            pax.push((b"size".to_vec(), size.to_string().into_bytes()));
+            header.set_size(0);
+        } else {
+            header.set_size(size);
+        }
+        let mtime = match self.source_date_epoch {
+            Some(epoch) => meta.mtime.min(epoch),
+            None => meta.mtime,
+        };
+        // Pre-1970 times cannot be written in ustar's unsigned field; 0 is the stable choice.
+        header.set_mtime(mtime.max(0) as u64);
+        if let Kind::Char(major, minor) | Kind::Block(major, minor) = meta.kind {
+            header.set_device_major(major)?;
+            header.set_device_minor(minor)?;
+        }
+        for (k, v) in &meta.xattrs {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(k);
+            pax.push((key, v.clone()));
+        }
+        header.set_cksum();
+
+        if !pax.is_empty() {
+            self.append_pax(&meta.path, &pax)?;
+        }
+        if let Kind::File(n) = meta.kind {
+            let mut exact = ExactReader {
+                inner: data.take(n),
+                left: n,
+            };
+            self.builder.append(&header, &mut exact)?;
+            if exact.left != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{} shrank while being archived ({} bytes missing)",
+                        String::from_utf8_lossy(&meta.path),
+                        exact.left
+                    ),
+                ));
+            }
+        } else {
+            self.builder.append(&header, io::empty())?;
+        }
+        Ok(())
+    }
+
+    /// Writes a PAX extended header (`x`) for the next entry. Its own name is fixed apart from
+    /// the entry's base name so that it carries no pid or time (GNU tar's default does).
+    fn append_pax(&mut self, path: &[u8], records: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+        let mut body = Vec::new();
+        for (k, v) in records {
+            // A record is "<len> <key>=<value>\n" where <len> counts itself too.
+            let rest = 1 + k.len() + 1 + v.len() + 1;
+            let mut len = rest + 1;
+            while len.to_string().len() + rest != len {
+                len = len.to_string().len() + rest;
+            }
+            body.extend_from_slice(len.to_string().as_bytes());
+            body.push(b' ');
+            body.extend_from_slice(k);
+            body.push(b'=');
+            body.extend_from_slice(v);
+            body.push(b'\n');
+        }
+        let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+        let mut name = b"PaxHeaders/".to_vec();
+        name.extend_from_slice(&base[..base.len().min(80)]);
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::XHeader);
+        set_truncated(&mut header.as_old_mut().name, &name);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(body.len() as u64);
+        header.set_cksum();
+        self.builder.append(&header, &body[..])
+    }
+
+    /// Writes the end-of-archive marker and returns the output.
+    pub(crate) fn finish(self) -> io::Result<W> {
+        self.builder.into_inner()
+    }
+}
+
+/// Copies up to the field's length, leaving the rest NUL; PAX readers take the full value
+/// from the extended header.
+fn set_truncated(field: &mut [u8], value: &[u8]) {
+    field.fill(0);
+    let n = value.len().min(field.len());
+    field[..n].copy_from_slice(&value[..n]);
+}
+
+/// Counts how many of the promised bytes are still missing: a file that shrinks while it is read
+/// would otherwise be padded silently by `tar::Builder::append` into a corrupt entry.
+struct ExactReader<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
