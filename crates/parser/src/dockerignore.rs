@@ -17,6 +17,8 @@
 
 use std::path::Path;
 
+use crate::glob::{self, Tok};
+
 /// A pattern list that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IgnoreError {
@@ -39,21 +41,6 @@ pub enum IgnoreError {
         /// The I/O error.
         message: String,
     },
-}
-
-/// One element of a compiled pattern.
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Lit(char),
-    /// `?`: one character other than `/`.
-    One,
-    /// `*`: any run without `/`.
-    Star,
-    /// `**` followed by more pattern: any run of whole directories, possibly none (`(.*/)?`).
-    AnyDirs,
-    /// `**` at the end: anything at all (`.*`).
-    All,
-    Class { negated: bool, ranges: Vec<(char, char)> },
 }
 
 #[derive(Debug, Clone)]
@@ -179,7 +166,7 @@ fn could_match_below(pattern: &str, dir_parts: &[&str]) -> bool {
         let Some(dir_part) = dir_parts.get(i) else { return true };
         match compile(part) {
             Ok(toks) => {
-                if !match_toks(&toks, &dir_part.chars().collect::<Vec<_>>()) {
+                if !glob::matches(&toks, &dir_part.chars().collect::<Vec<_>>()) {
                     return false;
                 }
             }
@@ -197,7 +184,7 @@ impl Pattern {
             .as_ref()
             .map_err(|reason| IgnoreError::BadPattern { pattern: self.cleaned.clone(), reason: reason.clone() })?;
         let chars: Vec<char> = path.chars().collect();
-        Ok(match_toks(toks, &chars))
+        Ok(glob::matches(toks, &chars))
     }
 }
 
@@ -279,10 +266,10 @@ fn compile(pattern: &str) -> Result<Vec<Tok>, String> {
                 if chars.get(i) == Some(&'/') {
                     i += 1;
                 }
-                toks.push(if i >= chars.len() { Tok::All } else { Tok::AnyDirs });
+                toks.push(if i >= chars.len() { Tok::Star { slash: true } } else { Tok::AnyDirs });
             }
-            '*' => toks.push(Tok::Star),
-            '?' => toks.push(Tok::One),
+            '*' => toks.push(Tok::Star { slash: false }),
+            '?' => toks.push(Tok::Any { slash: false }),
             '\\' => {
                 let n = *chars.get(i).ok_or("trailing backslash")?;
                 toks.push(Tok::Lit(n));
@@ -338,28 +325,6 @@ fn class_char(chars: &[char], i: &mut usize) -> Result<char, String> {
     let escaped = *chars.get(*i).ok_or_else(bad)?;
     *i += 1;
     Ok(escaped)
-}
-
-/// Full match of `toks` against `s` (the compiled regexp is anchored at both ends).
-fn match_toks(toks: &[Tok], s: &[char]) -> bool {
-    let Some((tok, rest)) = toks.split_first() else { return s.is_empty() };
-    match tok {
-        Tok::Lit(c) => s.first() == Some(c) && match_toks(rest, &s[1..]),
-        Tok::One => s.first().is_some_and(|c| *c != '/') && match_toks(rest, &s[1..]),
-        Tok::Class { negated, ranges } => {
-            s.first().is_some_and(|c| ranges.iter().any(|(lo, hi)| lo <= c && c <= hi) != *negated)
-                && match_toks(rest, &s[1..])
-        }
-        Tok::Star => {
-            let limit = s.iter().position(|c| *c == '/').unwrap_or(s.len());
-            (0..=limit).any(|n| match_toks(rest, &s[n..]))
-        }
-        Tok::All => true,
-        Tok::AnyDirs => {
-            // `(.*/)?`: nothing, or anything ending in a `/`.
-            match_toks(rest, s) || (0..s.len()).any(|n| s[n] == '/' && match_toks(rest, &s[n + 1..]))
-        }
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::glob::{self, Tok};
+
 /// Where variable values come from.
 pub trait Vars {
     /// The value of `name`, or `None` when it is unset (set-but-empty is `Some("")`).
@@ -365,16 +367,9 @@ impl<'a, V: Vars + ?Sized> Lexer<'a, V> {
     }
 }
 
-/// A shell pattern: `*`, `?` and literal characters (`\*`, `\?`, `\\` escape; `\}` and `\/`
-/// are how `}` and `/` are written inside `${...}`).
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Star,
-    Any,
-    Lit(char),
-}
-
-struct Glob(Vec<Token>);
+/// A `${VAR#pattern}` pattern: `*` and `?` match anything (including `/`), `\\*`, `\\?` and
+/// `\\\\` are literal, and `\\}`/`\\/` are how `}` and `/` are written inside `${...}`.
+struct Glob(Vec<Tok>);
 
 impl Glob {
     fn parse(pattern: &str) -> Result<Glob, String> {
@@ -383,12 +378,12 @@ impl Glob {
         let mut i = 0;
         while i < chars.len() {
             match chars[i] {
-                '*' => out.push(Token::Star),
-                '?' => out.push(Token::Any),
+                '*' => out.push(Tok::Star { slash: true }),
+                '?' => out.push(Tok::Any { slash: true }),
                 '\\' => match chars.get(i + 1) {
                     Some('}' | '/') => {}
                     Some(&c @ ('*' | '?' | '\\')) => {
-                        out.push(Token::Lit(c));
+                        out.push(Tok::Lit(c));
                         i += 1;
                     }
                     other => {
@@ -396,51 +391,27 @@ impl Glob {
                         return Err(format!("invalid pattern ({pattern}) in substitution: invalid escape '\\{c}'"));
                     }
                 },
-                c => out.push(Token::Lit(c)),
+                c => out.push(Tok::Lit(c)),
             }
             i += 1;
         }
         Ok(Glob(out))
     }
 
-    /// Whether the pattern matches all of `s`.
-    fn matches(tokens: &[Token], s: &[char]) -> bool {
-        match tokens.split_first() {
-            None => s.is_empty(),
-            Some((Token::Star, rest)) => (0..=s.len()).any(|i| Glob::matches(rest, &s[i..])),
-            Some((Token::Any, rest)) => !s.is_empty() && Glob::matches(rest, &s[1..]),
-            Some((Token::Lit(c), rest)) => s.first() == Some(c) && Glob::matches(rest, &s[1..]),
-        }
-    }
-
-    /// The length of the shortest (or, `greedy`, longest) prefix of `s` the pattern matches.
-    fn prefix_len(&self, s: &[char], greedy: bool) -> Option<usize> {
-        let mut lens = 0..=s.len();
-        if greedy {
-            lens.rev().find(|&n| Glob::matches(&self.0, &s[..n]))
-        } else {
-            lens.find(|&n| Glob::matches(&self.0, &s[..n]))
-        }
-    }
-
     fn trim_prefix(&self, value: &str, greedy: bool) -> String {
         let chars: Vec<char> = value.chars().collect();
-        match self.prefix_len(&chars, greedy) {
+        match glob::prefix_len(&self.0, &chars, greedy) {
             Some(n) => chars[n..].iter().collect(),
             None => value.to_string(),
         }
     }
 
+    /// Suffix removal as BuildKit does it: reverse the pattern and the value, trim a prefix.
     fn trim_suffix(&self, value: &str, greedy: bool) -> String {
-        let chars: Vec<char> = value.chars().collect();
-        let n = chars.len();
-        let found = if greedy {
-            (0..=n).find(|&start| Glob::matches(&self.0, &chars[start..]))
-        } else {
-            (0..=n).rev().find(|&start| Glob::matches(&self.0, &chars[start..]))
-        };
-        match found {
-            Some(start) => chars[..start].iter().collect(),
+        let reversed: Vec<Tok> = self.0.iter().rev().cloned().collect();
+        let chars: Vec<char> = value.chars().rev().collect();
+        match glob::prefix_len(&reversed, &chars, greedy) {
+            Some(n) => chars[n..].iter().rev().collect(),
             None => value.to_string(),
         }
     }
@@ -452,27 +423,19 @@ impl Glob {
         let mut i = 0;
         let mut replaced = false;
         while i <= chars.len() {
-            let hit = if replaced && !all { None } else { self.prefix_len(&chars[i..], true) };
-            match hit {
-                Some(n) => {
-                    out.push_str(replacement);
-                    replaced = true;
-                    if n == 0 {
-                        if let Some(&c) = chars.get(i) {
-                            out.push(c);
-                        }
-                        i += 1;
-                    } else {
-                        i += n;
-                    }
-                }
-                None => {
-                    if let Some(&c) = chars.get(i) {
-                        out.push(c);
-                    }
-                    i += 1;
+            let hit = if replaced && !all { None } else { glob::prefix_len(&self.0, &chars[i..], true) };
+            if let Some(n) = hit {
+                out.push_str(replacement);
+                replaced = true;
+                if n > 0 {
+                    i += n;
+                    continue;
                 }
             }
+            if let Some(&c) = chars.get(i) {
+                out.push(c);
+            }
+            i += 1;
         }
         out
     }

@@ -29,6 +29,7 @@ pub mod expand;
 mod dump;
 mod error;
 pub mod flags;
+mod glob;
 pub mod heredoc;
 mod instruction;
 mod line;
