@@ -342,14 +342,22 @@ impl Applier<'_> {
                     self.skipped_devices += 1;
                     return Ok(());
                 }
-                let major = header
-                    .device_major()
-                    .map_err(ExtractError::Tar)?
-                    .unwrap_or(0);
-                let minor = header
-                    .device_minor()
-                    .map_err(ExtractError::Tar)?
-                    .unwrap_or(0);
+                // Device numbers are read only for devices: writers often leave them blank
+                // for fifos.
+                let (major, minor) = if ft == FileType::Fifo {
+                    (0, 0)
+                } else {
+                    (
+                        header
+                            .device_major()
+                            .map_err(ExtractError::Tar)?
+                            .unwrap_or(0),
+                        header
+                            .device_minor()
+                            .map_err(ExtractError::Tar)?
+                            .unwrap_or(0),
+                    )
+                };
                 self.remove_at(&parent, &t.name, &t.full)?;
                 rustix::fs::mknodat(
                     &parent,
@@ -411,7 +419,22 @@ impl Applier<'_> {
     }
 
     fn whiteout(&mut self, t: &Target) -> Result<(), ExtractError> {
-        let parent = self.open_parent(&t.parent, true)?;
+        self.check_whiteout_name(t)?;
+        let parent = match self.opts.whiteouts {
+            WhiteoutMode::OverlayDevice => self.open_parent(&t.parent, true)?,
+            // Deleting below a directory that does not exist (or is not one) is a no-op.
+            WhiteoutMode::Delete => match rustix::fs::openat2(
+                &self.root_fd,
+                os(if t.parent.is_empty() { b"." } else { &t.parent }),
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+                Err(e) => return Err(self.fs_err("open directory", &t.parent)(e)),
+            },
+        };
         if t.name == OPAQUE_MARKER {
             match self.opts.whiteouts {
                 WhiteoutMode::OverlayDevice => {
@@ -428,19 +451,9 @@ impl Applier<'_> {
             return Ok(());
         }
         let victim = &t.name[WHITEOUT_PREFIX.len()..];
-        if victim.is_empty()
-            || victim == b"."
-            || victim == b".."
-            || victim.starts_with(WHITEOUT_PREFIX)
-        {
+        if victim.starts_with(WHITEOUT_PREFIX) {
             // `.wh..wh.*` other than the opaque marker are aufs internals (plinks etc.): no meaning here.
-            if victim.starts_with(WHITEOUT_PREFIX) {
-                return Ok(());
-            }
-            return Err(ExtractError::UnsafePath {
-                path: lossy(&t.full),
-                reason: "whiteout of no name, '.' or '..'",
-            });
+            return Ok(());
         }
         let victim_full = if t.parent.is_empty() {
             victim.to_vec()
@@ -459,6 +472,20 @@ impl Applier<'_> {
             .map_err(self.fs_err("mknod whiteout", &victim_full))?;
         }
         Ok(())
+    }
+
+    /// Refuses `.wh.`, `.wh..` and `.wh...`: they would name the directory itself or its parent.
+    fn check_whiteout_name(&self, t: &Target) -> Result<(), ExtractError> {
+        if t.name == OPAQUE_MARKER {
+            return Ok(());
+        }
+        match &t.name[WHITEOUT_PREFIX.len()..] {
+            b"" | b"." | b".." => Err(ExtractError::UnsafePath {
+                path: lossy(&t.full),
+                reason: "whiteout of no name, '.' or '..'",
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Opens the directory `rel` (may be empty: the root) with every symlink on the way resolved
@@ -484,8 +511,16 @@ impl Applier<'_> {
                 {
                     Ok(fd) => fd,
                     Err(Errno::NOENT) => {
-                        rustix::fs::mkdirat(&cur, os(comp), Mode::from_raw_mode(0o755))
-                            .map_err(self.fs_err("mkdir", prefix))?;
+                        // EEXIST here means the component is a symlink whose target is
+                        // missing: refused rather than guessed at.
+                        rustix::fs::mkdirat(&cur, os(comp), Mode::from_raw_mode(0o755)).map_err(
+                            |e| match e {
+                                Errno::EXIST => {
+                                    self.fs_err("parent is a dangling symlink", prefix)(e)
+                                }
+                                e => self.fs_err("mkdir", prefix)(e),
+                            },
+                        )?;
                         rustix::fs::openat2(
                             &self.root_fd,
                             os(prefix),
