@@ -1,7 +1,7 @@
 //! Two-directory diff (lower vs upper), for COPY layers and hosts without overlayfs.
 //!
 //! An entry of `upper` is written when it is new or differs from `lower` in type, mode,
-//! owner, xattrs, symlink target, device number, or (for files) size or mtime, as docker's
+//! owner, xattrs, symlink target, device number, or (for files) size, mtime or link count, as docker's
 //! change detection does; directories are compared without their mtime, which changes with
 //! every child. Names only in `lower` become `.wh.` whiteouts. A directory that did not change
 //! itself is still written, just before its first changed descendant, so the layer carries its
@@ -166,6 +166,9 @@ fn same(old: &EntryMeta, old_st: &Metadata, new: &EntryMeta, new_st: &Metadata) 
             meta_same
                 && old_st.mtime() == new_st.mtime()
                 && old_st.mtime_nsec() == new_st.mtime_nsec()
+                // A new hard link to an unchanged file changes its link count: writing the
+                // file again lets the new name be a link entry to it.
+                && old_st.nlink() == new_st.nlink()
         }
     }
 }

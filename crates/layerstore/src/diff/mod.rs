@@ -209,20 +209,21 @@ fn read_xattrs(abs: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
     Ok(out)
 }
 
-/// Runs a size-probing xattr call twice: once for the length, once into a buffer that big,
-/// retrying if the value grew in between.
+/// Runs an xattr call into a buffer that grows on ERANGE. (A zero-length probe for the size
+/// returns 0 through rustix's slice buffers, so the size is found by growing instead.)
 fn xattr_buf(
     mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> rustix::io::Result<Vec<u8>> {
+    // Linux caps both a value and a name list at 64 KiB.
+    let mut size = 4096;
     loop {
-        let len = call(&mut [])?;
-        let mut buf = vec![0u8; len];
+        let mut buf = vec![0u8; size];
         match call(&mut buf) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
             }
-            Err(rustix::io::Errno::RANGE) => continue,
+            Err(rustix::io::Errno::RANGE) if size < 1 << 20 => size *= 4,
             Err(e) => return Err(e),
         }
     }
@@ -242,7 +243,11 @@ impl HardLinks {
             return;
         }
         match self.first.get(&(st.dev(), st.ino())) {
-            Some(target) => entry.kind = Kind::HardLink(target.clone()),
+            Some(target) => {
+                entry.kind = Kind::HardLink(target.clone());
+                // The inode's xattrs travel with the first entry; a link entry has none.
+                entry.xattrs.clear();
+            }
             None => {
                 self.first.insert((st.dev(), st.ino()), entry.path.clone());
             }

@@ -1,0 +1,241 @@
+//! Layer writing: determinism across runs and codecs, SOURCE_DATE_EPOCH clamping, PAX only
+//! where needed, whiteouts from plain directory diffs.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use forge_layerstore::archive::{decompress, Compression};
+use forge_layerstore::diff::{write_layer, LayerInfo, LayerOptions, LayerSource};
+
+fn make_tree(root: &Path) {
+    let st = Command::new("sh")
+        .arg("-ec")
+        .arg(
+            "mkdir -p a/b c; echo one > a/one; echo two > a/b/two; ln a/one c/one-link
+             ln -s ../a/one c/sym; dd if=/dev/urandom of=big bs=1M count=3 2>/dev/null
+             mkdir -p $(printf 'l%.0s' $(seq 1 120))/deep; echo long > $(printf 'l%.0s' $(seq 1 120))/deep/file
+             touch -d @1700000000 a/one; chmod 640 a/b/two",
+        )
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    rustix::fs::lsetxattr(
+        root.join("a/one"),
+        "user.k",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+}
+
+fn layer(
+    src: &LayerSource<'_>,
+    compression: Compression,
+    epoch: Option<i64>,
+) -> (LayerInfo, Vec<u8>) {
+    let mut out = Vec::new();
+    let info = write_layer(
+        src,
+        &LayerOptions {
+            compression,
+            source_date_epoch: epoch,
+        },
+        &mut out,
+    )
+    .unwrap();
+    (info, out)
+}
+
+/// (path, type flag, mtime, has PAX header before it) for each entry.
+fn entries(blob: &[u8]) -> Vec<(String, u8, u64, bool)> {
+    let (_, plain) = decompress(blob).unwrap();
+    let mut a = tar::Archive::new(plain);
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let pax = e.pax_extensions().unwrap().is_some();
+        out.push((
+            String::from_utf8(e.path_bytes().into_owned()).unwrap(),
+            e.header().entry_type().as_byte(),
+            e.header().mtime().unwrap(),
+            pax,
+        ));
+    }
+    out
+}
+
+#[test]
+fn same_tree_twice_gives_same_digests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&b).unwrap();
+    make_tree(&a);
+    // A second, separately made copy: different inodes, times and creation order.
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", a.display()))
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        let (i1, b1) = layer(
+            &LayerSource::Dirs {
+                lower: None,
+                upper: &a,
+            },
+            c,
+            None,
+        );
+        let (i2, b2) = layer(
+            &LayerSource::Dirs {
+                lower: None,
+                upper: &b,
+            },
+            c,
+            None,
+        );
+        let (i3, _) = layer(
+            &LayerSource::Dirs {
+                lower: None,
+                upper: &a,
+            },
+            c,
+            None,
+        );
+        assert_eq!(i1, i2, "{c:?}");
+        assert_eq!(i1, i3, "{c:?}");
+        assert_eq!(b1, b2);
+        assert_eq!(i1.media_type, c.media_type());
+    }
+    // Same uncompressed stream whatever the codec.
+    let g = layer(
+        &LayerSource::Dirs {
+            lower: None,
+            upper: &a,
+        },
+        Compression::Gzip,
+        None,
+    )
+    .0;
+    let z = layer(
+        &LayerSource::Dirs {
+            lower: None,
+            upper: &a,
+        },
+        Compression::Zstd,
+        None,
+    )
+    .0;
+    assert_eq!(g.diff_id, z.diff_id);
+    assert_ne!(g.digest, z.digest);
+}
+
+#[test]
+fn entries_are_sorted_hardlinked_and_pax_only_when_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_tree(tmp.path());
+    let (_, blob) = layer(
+        &LayerSource::Dirs {
+            lower: None,
+            upper: tmp.path(),
+        },
+        Compression::None,
+        None,
+    );
+    let es = entries(&blob);
+    let names: Vec<_> = es.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(&names[..6], ["a/", "a/b/", "a/b/two", "a/one", "big", "c/"]);
+    let link = es.iter().find(|e| e.0 == "c/one-link").unwrap();
+    assert_eq!(link.1, b'1', "hard link entry");
+    let pax = |n: &str| es.iter().find(|e| e.0 == n).unwrap().3;
+    // xattrs and a 121-byte name that ustar's prefix/name split cannot hold need PAX...
+    assert!(pax("a/one"));
+    assert!(pax(&format!("{}/", "l".repeat(120))));
+    // ...short names, hard links and names the ustar prefix can split do not.
+    for n in ["a/", "a/b/two", "big", "c/one-link", "c/sym"] {
+        assert!(!pax(n), "{n}");
+    }
+    assert!(!pax(&format!("{}/deep/", "l".repeat(120))));
+    assert!(es.iter().any(|e| e.0.ends_with("/deep/file")));
+}
+
+#[test]
+fn source_date_epoch_clamps_mtimes() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_tree(tmp.path());
+    let (_, blob) = layer(
+        &LayerSource::Dirs {
+            lower: None,
+            upper: tmp.path(),
+        },
+        Compression::Gzip,
+        Some(1_600_000_000),
+    );
+    for (name, _, mtime, _) in entries(&blob) {
+        assert!(mtime <= 1_600_000_000, "{name} mtime {mtime}");
+    }
+}
+
+#[test]
+fn dir_diff_writes_changes_and_whiteouts_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+    fs::create_dir(&lower).unwrap();
+    make_tree(&lower);
+    fs::create_dir(&upper).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", lower.display()))
+        .arg(&upper)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::write(upper.join("a/b/added"), b"x").unwrap();
+    fs::remove_file(upper.join("c/sym")).unwrap();
+    let (_, blob) = layer(
+        &LayerSource::Dirs {
+            lower: Some(&lower),
+            upper: &upper,
+        },
+        Compression::None,
+        None,
+    );
+    let names: Vec<_> = entries(&blob).into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["a/", "a/b/", "a/b/added", "c/", "c/.wh.sym"]);
+}
+
+#[test]
+fn upperdir_whiteouts_and_opaque_dirs_are_translated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = tmp.path();
+    fs::create_dir(up.join("opq")).unwrap();
+    fs::write(up.join("opq/new"), b"n").unwrap();
+    rustix::fs::lsetxattr(
+        up.join("opq"),
+        "trusted.overlay.opaque",
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        up.join("gone"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let (_, blob) = layer(&LayerSource::OverlayUpper(up), Compression::None, None);
+    let es = entries(&blob);
+    let names: Vec<_> = es.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, [".wh.gone", "opq/", "opq/.wh..wh..opq", "opq/new"]);
+    assert!(!es[1].3, "overlay xattrs are not written");
+    let mut s = String::new();
+    let (_, mut r) = decompress(&blob[..]).unwrap();
+    r.read_to_string(&mut s).ok();
+}
