@@ -3,5 +3,6 @@
 pub mod archive;
 pub mod diff;
 pub mod digest;
+pub mod snapshot;
 
 pub use digest::{chain_id, Digest};
