@@ -15,6 +15,9 @@ const ZSTD_LEVEL: i32 = 3;
 /// with 0 (single-threaded mode), and layer digests must not depend on how they were made.
 const ZSTD_WORKERS: u32 = 2;
 
+/// zstd job size (bytes of input per worker job).
+const ZSTD_JOB_SIZE: u32 = 4 << 20;
+
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
@@ -149,6 +152,10 @@ impl<W: Write> LayerWriter<W> {
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
                 enc.multithread(ZSTD_WORKERS)?;
+                // Bounds memory: each worker buffers a job of input plus its output, and the
+                // default job size for unknown-length input is large enough to push a layer
+                // write past 64 MiB RSS. Fixed here, so the output stays reproducible.
+                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 Encoder::Zstd(enc)
             }
         };
