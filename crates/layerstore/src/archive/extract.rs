@@ -638,10 +638,11 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Extended attributes as (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The `SCHILY.xattr.*` records of the entry's PAX header.
-fn pax_xattrs(
-    entry: &mut tar::Entry<'_, impl Read>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ExtractError> {
+fn pax_xattrs(entry: &mut tar::Entry<'_, impl Read>) -> Result<Xattrs, ExtractError> {
     let mut out = Vec::new();
     if let Some(exts) = entry.pax_extensions().map_err(ExtractError::Tar)? {
         for ext in exts {

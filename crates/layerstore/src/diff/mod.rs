@@ -186,9 +186,12 @@ fn read_entry(abs: &Path, rel: Vec<u8>, st: &Metadata) -> Result<Option<EntryMet
     }))
 }
 
+/// Extended attributes as (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// All xattrs of `abs` (not following a final symlink), sorted by name. The namespaces are
 /// whatever the filesystem returns: security.capability, user.*, and trusted.* as root.
-fn read_xattrs(abs: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+fn read_xattrs(abs: &Path) -> Result<Xattrs, Error> {
     let names = match xattr_buf(|buf| rustix::fs::llistxattr(abs, buf)) {
         Ok(n) => n,
         // Filesystems without xattr support have, by definition, none.
