@@ -292,7 +292,7 @@ impl Snapshotter {
             self.committed(p)?;
         }
         let new = overlay::new_dir(&self.root).map_err(io_err(&self.root))?;
-        let cleanup = RemoveOnDrop(Some(new.clone()));
+        let mut cleanup = RemoveOnDrop(Some(new.clone()));
         let opts = ApplyOptions {
             whiteouts: WhiteoutMode::OverlayDevice,
             device_nodes: true,
@@ -309,7 +309,8 @@ impl Snapshotter {
             .and_then(|f| f.sync_all())
             .map_err(io_err(&new))?;
         let id = overlay::install(&self.root, &new).map_err(io_err(&new))?;
-        drop(cleanup.disarm());
+        // Installed: the directory is no longer ours to clean up.
+        cleanup.0 = None;
         let rec = Record {
             key: chain.to_string(),
             id,
@@ -384,13 +385,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 
 /// Removes a half-built `new-*` directory unless disarmed.
 struct RemoveOnDrop(Option<PathBuf>);
-
-impl RemoveOnDrop {
-    fn disarm(mut self) -> Self {
-        self.0 = None;
-        self
-    }
-}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
