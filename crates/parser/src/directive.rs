@@ -17,8 +17,13 @@ fn is_re2_space(c: char) -> bool {
 
 /// `#` blanks key blanks `=` blanks value — BuildKit's `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`.
 fn directive_line(input: &str) -> IResult<&str, (&str, &str)> {
+    directive_line_with(input, "#")
+}
+
+/// [`directive_line`] with another comment marker (`//` for syntax detection).
+fn directive_line_with<'a>(input: &'a str, comment: &str) -> IResult<&'a str, (&'a str, &'a str)> {
     let (rest, (_, _, key, _, _, _)) = (
-        tag("#"),
+        tag(comment),
         take_while(is_re2_space),
         recognize(pair(satisfy(|c| c.is_ascii_alphabetic()), take_while(|c: char| c.is_ascii_alphanumeric()))),
         take_while(is_re2_space),
@@ -79,6 +84,63 @@ impl Directives {
         self.found.push((key, value.to_string()));
         Ok(())
     }
+}
+
+/// A directive found by [`detect_syntax`] or [`find_directive`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectiveValue {
+    /// The value up to the first space (`docker/dockerfile:1` for `docker/dockerfile:1 // opts`).
+    pub reference: String,
+    /// The whole value.
+    pub cmdline: String,
+    /// The 1-based line it is on.
+    pub line: usize,
+}
+
+/// Finds the `syntax` directive as BuildKit's `DetectSyntax` does: after an optional BOM and
+/// `#!` line, in the `#` directive block, else in a `//` directive block, else in a JSON object.
+pub fn detect_syntax(source: &str) -> Option<DirectiveValue> {
+    scan_directive("syntax", source, true)
+}
+
+/// Finds the `#`-comment directive `key` (such as `check`) in the directive block.
+pub fn find_directive(key: &str, source: &str) -> Option<DirectiveValue> {
+    scan_directive(key, source, false)
+}
+
+fn scan_directive(key: &str, source: &str, any_format: bool) -> Option<DirectiveValue> {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    let (body, first_line) = match source.strip_prefix("#!") {
+        Some(rest) => (rest.split_once('\n').map_or("", |(_, r)| r), 1),
+        None => (source, 0),
+    };
+    let value = |v: &str, line: usize| DirectiveValue {
+        reference: v.split(' ').next().unwrap_or_default().to_string(),
+        cmdline: v.to_string(),
+        line,
+    };
+    let markers: &[&str] = if any_format { &["#", "//"] } else { &["#"] };
+    for marker in markers {
+        for (i, line) in body.split('\n').enumerate() {
+            let line = line.trim_end_matches('\r');
+            let Ok((_, (k, v))) = directive_line_with(line, marker) else { break };
+            let k = k.to_ascii_lowercase();
+            if !KNOWN.contains(&k.as_str()) {
+                break;
+            }
+            if k == key {
+                return Some(value(v, first_line + i + 1));
+            }
+        }
+    }
+    if any_format {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(body) {
+            if let Some(serde_json::Value::String(v)) = map.get(key) {
+                return Some(value(v, 1));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -264,7 +264,7 @@ fn parse_size(s: &str) -> Option<u64> {
         _ => (trimmed, 1),
     };
     let n: f64 = num.parse().ok()?;
-    (n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 /// `RUN --network=`.

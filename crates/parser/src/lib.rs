@@ -23,7 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod dag;
-mod directive;
+pub mod directive;
 pub mod dockerignore;
 pub mod expand;
 mod dump;

@@ -17,6 +17,8 @@ pub struct Warning {
     pub message: String,
     /// The first line of the instruction it concerns.
     pub line: usize,
+    /// Why it matters.
+    pub detail: &'static str,
 }
 
 /// What the scanner found: instructions, warnings and the directive block.
@@ -126,7 +128,11 @@ pub(crate) fn scan(source: &str) -> Result<Scanned, Error> {
             }
         }
         if empty_continuation {
-            warnings.push(Warning { message: format!("Empty continuation line found in: {line}"), line: start_line });
+            warnings.push(Warning {
+                message: format!("Empty continuation line found in: {line}"),
+                line: start_line,
+                detail: "Empty continuation lines will become errors in a future release.",
+            });
         }
         let span = Span { start: Position { line: start_line, column }, end_line: consumed };
         let mut node =

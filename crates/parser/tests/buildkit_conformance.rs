@@ -137,3 +137,86 @@ fn real_world_dockerfiles_dump_equals_result() {
     assert!(checked >= 40, "only {checked} real-world files found");
     assert!(failures.is_empty(), "{} of {checked} differ:\n{}", failures.len(), failures.join("\n"));
 }
+
+#[test]
+fn directive_detection() {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(conformance().join("buildkit-parser/go-tables/directives.json")).unwrap()).unwrap();
+    for case in cases.as_array().unwrap() {
+        let input = case["input"].as_str().unwrap();
+        match case["function"].as_str().unwrap() {
+            "DirectiveParser.ParseAll" => {
+                let df = forge_parser::parse(&format!("{input}FROM x\n"), "Dockerfile").unwrap();
+                let want: Vec<(String, String)> = case["expected_directives"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| (d["name"].as_str().unwrap().to_string(), d["value"].as_str().unwrap().to_string()))
+                    .collect();
+                assert_eq!(df.directives(), want.as_slice(), "{input:?}");
+            }
+            function => {
+                let got = if function == "DetectSyntax" {
+                    forge_parser::directive::detect_syntax(input)
+                } else {
+                    forge_parser::directive::find_directive("check", input)
+                };
+                assert_eq!(got.is_some(), case["ok"].as_bool().unwrap(), "{function} {input:?}: {got:?}");
+                if let Some(got) = got {
+                    if let Some(r) = case["ref"].as_str() {
+                        assert_eq!(got.reference, r, "{input:?}");
+                    }
+                    if let Some(c) = case["cmdline"].as_str() {
+                        assert_eq!(got.cmdline, c, "{input:?}");
+                    }
+                    if let Some(l) = case["line"].as_u64() {
+                        assert_eq!(got.line as u64, l, "{input:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn json_arrays_and_parse_words() {
+    let tables = conformance().join("buildkit-parser/go-tables");
+    let arrays: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tables.join("json-arrays.json")).unwrap()).unwrap();
+    for case in arrays["valid"].as_array().unwrap() {
+        let input = case["input"].as_str().unwrap();
+        let df = forge_parser::parse(&format!("CMD {input}\n"), "Dockerfile").unwrap();
+        let node = &df.nodes()[0];
+        assert!(node.json, "{input:?} should be exec form");
+        let want: Vec<&str> = case["expected"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(node.words().collect::<Vec<_>>(), want, "{input:?}");
+    }
+    for input in arrays["invalid_not_string_array"].as_array().unwrap() {
+        let input = input.as_str().unwrap();
+        let err = forge_parser::parse(&format!("CMD {input}\n"), "Dockerfile").unwrap_err();
+        assert!(err.message().contains("arrays must be comprised of strings only"), "{input:?}");
+    }
+    let words: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tables.join("parse-words.json")).unwrap()).unwrap();
+    for case in words.as_array().unwrap() {
+        let input = case["input"].as_str().unwrap();
+        // ARG's arguments are exactly BuildKit's parseWords of the rest of the line.
+        let df = forge_parser::parse(&format!("ARG {input}\n"), "Dockerfile").unwrap();
+        let node = &df.nodes()[0];
+        let want: Vec<&str> = case["expect"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(node.words().collect::<Vec<_>>(), want, "{input:?}");
+    }
+}
+
+#[test]
+fn empty_continuation_warnings() {
+    let dir = conformance().join("buildkit-parser/go-tables/empty-continuation-warnings");
+    let df = forge_parser::parse(&std::fs::read_to_string(dir.join("Dockerfile")).unwrap(), "Dockerfile").unwrap();
+    assert_eq!(df.dump(), std::fs::read_to_string(dir.join("result")).unwrap());
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    assert_eq!(df.warnings().len() as u64, expected["warning_count"].as_u64().unwrap());
+    for (warning, parts) in df.warnings().iter().zip(expected["warnings_short_contains"].as_array().unwrap()) {
+        for part in parts.as_array().unwrap() {
+            assert!(warning.message.contains(part.as_str().unwrap()), "{:?} lacks {part}", warning.message);
+        }
+        assert!(warning.detail.contains(expected["warning_detail_contains"].as_str().unwrap()));
+    }
+}
