@@ -30,7 +30,7 @@ pub(crate) fn split_once_whitespace(s: &str) -> (&str, Option<&str>) {
 /// BuildKit's `parseWords`: whitespace-separated words where quotes group and are kept, and the
 /// escape character keeps the next character (both are kept in the word).
 pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    #[derive(PartialEq)]
+    #[derive(PartialEq, Clone, Copy)]
     enum Phase {
         Spaces,
         Word,
@@ -53,48 +53,43 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 phase = Phase::Word;
                 continue;
             }
-            Phase::Word => {
-                if is_space(ch) {
-                    if blank_ok || !word.is_empty() {
-                        words.push(std::mem::take(&mut word));
+            Phase::Word | Phase::Quote(_) => {
+                let escapes = match phase {
+                    Phase::Quote(quote) => {
+                        if ch == quote {
+                            phase = Phase::Word;
+                        }
+                        // Nothing can be escaped inside single quotes.
+                        ch == escape && quote != '\''
                     }
-                    blank_ok = false;
-                    phase = Phase::Spaces;
-                    i += 1;
-                    continue;
-                }
-                if ch == '\'' || ch == '"' {
-                    blank_ok = true;
-                    phase = Phase::Quote(ch);
-                }
-                if ch == escape {
-                    if i + 1 == chars.len() {
-                        i += 1;
-                        continue;
+                    _ => {
+                        if is_space(ch) {
+                            if blank_ok || !word.is_empty() {
+                                words.push(std::mem::take(&mut word));
+                            }
+                            blank_ok = false;
+                            phase = Phase::Spaces;
+                            i += 1;
+                            continue;
+                        }
+                        if ch == '\'' || ch == '"' {
+                            blank_ok = true;
+                            phase = Phase::Quote(ch);
+                        }
+                        ch == escape
                     }
-                    word.push(ch);
-                    i += 1;
-                    word.push(chars[i]);
-                    i += 1;
-                    continue;
-                }
-                word.push(ch);
-                i += 1;
-            }
-            Phase::Quote(quote) => {
-                if ch == quote {
-                    phase = Phase::Word;
-                }
-                if ch == escape && quote != '\'' {
-                    if i + 1 == chars.len() {
-                        phase = Phase::Word;
-                        i += 1;
-                        continue;
+                };
+                if escapes {
+                    // An escape at the very end is dropped (and ends an open quote); otherwise
+                    // both it and the escaped character stay in the word.
+                    match chars.get(i + 1) {
+                        None => phase = Phase::Word,
+                        Some(&next) => {
+                            word.push(ch);
+                            word.push(next);
+                        }
                     }
-                    word.push(ch);
-                    i += 1;
-                    word.push(chars[i]);
-                    i += 1;
+                    i += 2;
                     continue;
                 }
                 word.push(ch);

@@ -1,7 +1,8 @@
 //! The build graph: edges, ARG scoping, target pruning, parallel levels, and errors.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+
+mod common;
 
 use forge_parser::dag::{Base, BuildGraph, GraphOptions, Source};
 
@@ -97,17 +98,9 @@ fn stage_args_expand_from_values_and_unused_args_are_reported() {
 
 #[test]
 fn real_world_corpus_lowers() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/real-dockerfiles");
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.is_dir() {
-            continue;
-        }
-        let df = forge_parser::parse_bytes(&std::fs::read(path.join("Dockerfile")).unwrap(), &path.display().to_string()).unwrap();
+    for (path, src) in common::real_world_dockerfiles() {
+        let df = forge_parser::parse_bytes(&src, &path.display().to_string()).unwrap();
         let g = BuildGraph::new(&df, &GraphOptions::default()).unwrap_or_else(|e| panic!("{}", e.render()));
         assert!(g.levels.iter().flatten().any(|&i| i == g.target));
-        n += 1;
     }
-    assert!(n >= 40);
 }
