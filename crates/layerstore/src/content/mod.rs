@@ -1,0 +1,255 @@
+//! The content store: blobs addressed by digest, in the OCI image layout's `blobs/sha256/`.
+//!
+//! Writing follows containerd's local store. Bytes go to `forge/ingest/<sha256(ref)>/data`
+//! while they are hashed; [`Writer::commit`] syncs them, checks size and digest, and renames the
+//! file into `blobs/sha256/<hex>`. A blob is therefore either absent or whole, whatever kills
+//! the writer. An ingest is locked by its writer (an `flock`, released on drop), never the
+//! whole store, so any number of processes can write different blobs at once; two writers of
+//! the same content under different refs both succeed, since a blob that already exists counts
+//! as committed. An interrupted ingest can be resumed: a new writer on the same ref starts at
+//! [`Writer::offset`].
+//!
+//! ```
+//! use std::io::Write;
+//! use forge_layerstore::content::ContentStore;
+//! use forge_layerstore::Digest;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = ContentStore::open(dir.path())?;
+//! let mut w = store.writer("example")?;
+//! w.write_all(b"hello")?;
+//! let digest = w.commit(Some(5), Some(&Digest::of(b"hello")))?;
+//! assert_eq!(std::fs::read(store.path(&digest))?, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+
+mod lock;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, HashingWriter};
+use lock::FileLock;
+
+/// A content store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on a path.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The blob is not in the store.
+    #[error("blob {0} not found in the content store")]
+    NotFound(Digest),
+    /// Another writer holds this ingest.
+    #[error("ingest {0:?} is being written by another process or thread")]
+    Locked(String),
+    /// The bytes do not hash to what was expected; nothing was stored.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was checked (an ingest ref or a blob path).
+        what: String,
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of the bytes.
+        actual: Digest,
+    },
+    /// The bytes have the wrong length; nothing was stored.
+    #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// What was checked.
+        what: String,
+        /// The size asked for.
+        expected: u64,
+        /// The size of the bytes.
+        actual: u64,
+    },
+}
+
+trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T, Error>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T, Error> {
+        self.map_err(|source| Error::Io { op, path: path.to_path_buf(), source })
+    }
+}
+
+/// Blobs by digest under an OCI layout root.
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    blobs: PathBuf,
+    ingest: PathBuf,
+}
+
+impl ContentStore {
+    /// Opens (creating if needed) the content store of the layout at `root`.
+    pub fn open(root: &Path) -> Result<ContentStore, Error> {
+        let blobs = root.join("blobs").join("sha256");
+        let ingest = root.join("forge").join("ingest");
+        for dir in [&blobs, &ingest] {
+            fs::create_dir_all(dir).ctx("creating", dir)?;
+        }
+        Ok(ContentStore { blobs, ingest })
+    }
+
+    /// Where the blob `digest` lives (whether or not it exists).
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.hex())
+    }
+
+    /// Whether the blob is stored.
+    pub fn exists(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    /// The blob's size in bytes.
+    pub fn size(&self, digest: &Digest) -> Result<u64, Error> {
+        self.metadata(digest).map(|m| m.len())
+    }
+
+    fn metadata(&self, digest: &Digest) -> Result<fs::Metadata, Error> {
+        let path = self.path(digest);
+        match fs::metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(digest.clone())),
+            other => other.ctx("reading metadata of", &path),
+        }
+    }
+
+    /// Opens the blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, Error> {
+        let path = self.path(digest);
+        match File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(digest.clone())),
+            other => other.ctx("opening", &path),
+        }
+    }
+
+    /// Re-hashes a stored blob, streaming: `Err(DigestMismatch)` when it is corrupt.
+    pub fn verify(&self, digest: &Digest) -> Result<(), Error> {
+        let mut file = self.open_blob(digest)?;
+        let mut hasher = HashingWriter::new(io::sink());
+        io::copy(&mut file, &mut hasher).ctx("reading", &self.path(digest))?;
+        let (_, actual, _) = hasher.finish();
+        if &actual != digest {
+            return Err(Error::DigestMismatch { what: self.path(digest).display().to_string(), expected: digest.clone(), actual });
+        }
+        Ok(())
+    }
+
+    /// Removes a blob (absent is fine: the goal is that it is gone).
+    pub fn delete(&self, digest: &Digest) -> Result<(), Error> {
+        let path = self.path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other.ctx("removing", &path),
+        }
+    }
+
+    /// Every stored blob's digest; files that are not named by a sha256 hex are skipped.
+    pub fn list(&self) -> Result<Vec<Digest>, Error> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.blobs).ctx("listing", &self.blobs)? {
+            let entry = entry.ctx("listing", &self.blobs)?;
+            if let Ok(d) = format!("sha256:{}", entry.file_name().to_string_lossy()).parse() {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Starts (or resumes) writing the ingest named `ingest_ref` (any string that names the
+    /// content being written, such as its expected digest). Fails with [`Error::Locked`] while
+    /// another writer holds the same ref.
+    pub fn writer(&self, ingest_ref: &str) -> Result<Writer, Error> {
+        let dir = self.ingest.join(Digest::of(ingest_ref.as_bytes()).hex());
+        fs::create_dir_all(&dir).ctx("creating", &dir)?;
+        let lock = FileLock::try_exclusive(&dir.join("lock"))
+            .ctx("locking", &dir)?
+            .ok_or_else(|| Error::Locked(ingest_ref.to_string()))?;
+        let data_path = dir.join("data");
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&data_path).ctx("opening", &data_path)?;
+        // Resuming: the bytes already there go through the hash first, which also leaves the
+        // file positioned at its end for the new bytes.
+        let mut hasher = HashingWriter::new(io::sink());
+        io::copy(&mut file, &mut hasher).ctx("re-reading", &data_path)?;
+        Ok(Writer { store: self.clone(), ingest_ref: ingest_ref.to_string(), dir, data_path, file, hasher, _lock: lock })
+    }
+}
+
+/// An ingest in progress: write bytes, then [`commit`](Writer::commit). Dropping it without
+/// committing keeps the bytes so a later writer on the same ref can resume.
+pub struct Writer {
+    store: ContentStore,
+    ingest_ref: String,
+    dir: PathBuf,
+    data_path: PathBuf,
+    file: File,
+    hasher: HashingWriter<io::Sink>,
+    _lock: FileLock,
+}
+
+impl Writer {
+    /// Bytes already written (including those of an interrupted earlier writer).
+    pub fn offset(&self) -> u64 {
+        self.hasher.written()
+    }
+
+    /// Syncs the bytes, checks them against `expected_size` and `expected` when given, and moves
+    /// them into the store. Returns the blob's digest. On a mismatch nothing is stored and the
+    /// ingest is discarded.
+    pub fn commit(mut self, expected_size: Option<u64>, expected: Option<&Digest>) -> Result<Digest, Error> {
+        self.file.flush().ctx("flushing", &self.data_path)?;
+        self.file.sync_all().ctx("syncing", &self.data_path)?;
+        let hasher = std::mem::replace(&mut self.hasher, HashingWriter::new(io::sink()));
+        let (_, actual, size) = hasher.finish();
+        let what = || format!("ingest {:?}", self.ingest_ref);
+        let mismatch = match (expected_size, expected) {
+            (Some(want), _) if want != size => Some(Error::SizeMismatch { what: what(), expected: want, actual: size }),
+            (_, Some(want)) if *want != actual => Some(Error::DigestMismatch { what: what(), expected: want.clone(), actual: actual.clone() }),
+            _ => None,
+        };
+        if let Some(err) = mismatch {
+            let _ = fs::remove_dir_all(&self.dir);
+            return Err(err);
+        }
+        let target = self.store.path(&actual);
+        if !target.exists() {
+            fs::set_permissions(&self.data_path, fs::Permissions::from_mode(0o444)).ctx("making read-only", &self.data_path)?;
+            fs::rename(&self.data_path, &target).ctx("committing", &target)?;
+            File::open(&self.store.blobs).and_then(|d| d.sync_all()).ctx("syncing", &self.store.blobs)?;
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+        Ok(actual)
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("ingest_ref", &self.ingest_ref).field("offset", &self.offset()).finish()
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.write_all(&buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}

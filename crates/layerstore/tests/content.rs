@@ -1,0 +1,104 @@
+//! The content store: commit by rename with verification, per-ingest locks, resume, and
+//! concurrent writers of the same content.
+
+use std::io::Write;
+
+use forge_layerstore::content::{ContentStore, Error};
+use forge_layerstore::Digest;
+
+fn store() -> (tempfile::TempDir, ContentStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn commit_stores_read_only_blob_in_oci_layout() {
+    let (dir, store) = store();
+    let mut w = store.writer("r1").unwrap();
+    w.write_all(b"layer bytes").unwrap();
+    let d = w.commit(Some(11), Some(&Digest::of(b"layer bytes"))).unwrap();
+    let path = dir.path().join("blobs/sha256").join(d.hex());
+    assert_eq!(std::fs::read(&path).unwrap(), b"layer bytes");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o444);
+    assert_eq!(store.size(&d).unwrap(), 11);
+    assert_eq!(store.list().unwrap(), vec![d.clone()]);
+    store.verify(&d).unwrap();
+    // The ingest is gone once committed.
+    assert_eq!(std::fs::read_dir(dir.path().join("forge/ingest")).unwrap().count(), 0);
+}
+
+#[test]
+fn mismatches_store_nothing() {
+    let (_dir, store) = store();
+    let mut w = store.writer("bad-digest").unwrap();
+    w.write_all(b"abc").unwrap();
+    let wrong = Digest::of(b"xyz");
+    let err = w.commit(None, Some(&wrong)).unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(store.list().unwrap().is_empty());
+    let mut w = store.writer("bad-size").unwrap();
+    w.write_all(b"abc").unwrap();
+    assert!(matches!(w.commit(Some(4), None).unwrap_err(), Error::SizeMismatch { expected: 4, actual: 3, .. }));
+    assert!(store.list().unwrap().is_empty());
+    // A fresh writer on the failed ref starts from zero.
+    assert_eq!(store.writer("bad-digest").unwrap().offset(), 0);
+}
+
+#[test]
+fn one_writer_per_ref() {
+    let (_dir, store) = store();
+    let _held = store.writer("busy").unwrap();
+    assert!(matches!(store.writer("busy").unwrap_err(), Error::Locked(r) if r == "busy"));
+    // Another ref is not blocked.
+    store.writer("other").unwrap();
+}
+
+#[test]
+fn interrupted_ingest_resumes() {
+    let (_dir, store) = store();
+    let mut w = store.writer("resume").unwrap();
+    w.write_all(b"first half, ").unwrap();
+    drop(w);
+    let mut w = store.writer("resume").unwrap();
+    assert_eq!(w.offset(), 12);
+    w.write_all(b"second half").unwrap();
+    let d = w.commit(Some(23), Some(&Digest::of(b"first half, second half"))).unwrap();
+    assert_eq!(std::fs::read(store.path(&d)).unwrap(), b"first half, second half");
+}
+
+#[test]
+fn same_content_from_many_threads_all_succeed() {
+    let (_dir, store) = store();
+    let data = vec![7u8; 1 << 20];
+    let digest = Digest::of(&data);
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let (store, data, digest) = (&store, &data, &digest);
+            s.spawn(move || {
+                let mut w = store.writer(&format!("thread-{i}")).unwrap();
+                w.write_all(data).unwrap();
+                assert_eq!(&w.commit(Some(data.len() as u64), Some(digest)).unwrap(), digest);
+            });
+        }
+    });
+    assert_eq!(store.list().unwrap(), vec![digest.clone()]);
+    store.verify(&digest).unwrap();
+}
+
+#[test]
+fn corruption_and_absence_are_reported() {
+    let (_dir, store) = store();
+    let mut w = store.writer("c").unwrap();
+    w.write_all(b"original").unwrap();
+    let d = w.commit(None, None).unwrap();
+    let path = store.path(&d);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"tampered").unwrap();
+    assert!(matches!(store.verify(&d).unwrap_err(), Error::DigestMismatch { .. }));
+    store.delete(&d).unwrap();
+    store.delete(&d).unwrap();
+    assert!(matches!(store.open_blob(&d).unwrap_err(), Error::NotFound(_)));
+    assert!(!store.exists(&d));
+}
