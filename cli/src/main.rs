@@ -31,8 +31,28 @@ pub struct Global {
     pub root: Option<PathBuf>,
 }
 
+impl Global {
+    /// The store directory: `--root`/`$FORGE_ROOT`, else `/var/lib/forge` for root, else
+    /// `$XDG_DATA_HOME/forge` (or `~/.local/share/forge`).
+    pub fn store_root(&self) -> anyhow::Result<PathBuf> {
+        if let Some(root) = &self.root {
+            return Ok(root.clone());
+        }
+        if rustix::process::geteuid().is_root() {
+            return Ok(PathBuf::from("/var/lib/forge"));
+        }
+        match (std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")) {
+            (Some(data), _) => Ok(PathBuf::from(data).join("forge")),
+            (None, Some(home)) => Ok(PathBuf::from(home).join(".local/share/forge")),
+            (None, None) => anyhow::bail!("cannot choose a store directory: set --root or FORGE_ROOT"),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Make a one-layer image from a root filesystem tarball (plain, gzip or zstd).
+    Import(commands::import::ImportArgs),
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -42,6 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Debug(cmd) => commands::debug::run(&cli.global, cmd),
+        Command::Import(args) => commands::import::run(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
