@@ -55,20 +55,21 @@ impl Directives {
         self.escape
     }
 
-    /// Looks at one physical line (left-trimmed for the first line of an instruction).
+    /// Looks at one physical line (left-trimmed for the first line of an instruction) and
+    /// says whether it was a directive (then it is not a comment of the next instruction).
     /// Returns an error message for a repeated directive or a bad escape character.
-    pub(crate) fn observe(&mut self, line: &str) -> Result<(), String> {
+    pub(crate) fn observe(&mut self, line: &str) -> Result<bool, String> {
         if self.done {
-            return Ok(());
+            return Ok(false);
         }
         let Ok((_, (key, value))) = directive_line(line) else {
             self.done = true;
-            return Ok(());
+            return Ok(false);
         };
         let key = key.to_ascii_lowercase();
         if !KNOWN.contains(&key.as_str()) {
             self.done = true;
-            return Ok(());
+            return Ok(false);
         }
         if self.seen.contains(&key) {
             return Err(format!("only one {key} parser directive can be used"));
@@ -82,7 +83,7 @@ impl Directives {
             }
         }
         self.found.push((key, value.to_string()));
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -123,7 +124,9 @@ fn scan_directive(key: &str, source: &str, any_format: bool) -> Option<Directive
     for marker in markers {
         for (i, line) in body.split('\n').enumerate() {
             let line = line.trim_end_matches('\r');
-            let Ok((_, (k, v))) = directive_line_with(line, marker) else { break };
+            let Ok((_, (k, v))) = directive_line_with(line, marker) else {
+                break;
+            };
             let k = k.to_ascii_lowercase();
             if !KNOWN.contains(&k.as_str()) {
                 break;

@@ -15,7 +15,7 @@ pub const MAX_LINE_BYTES: usize = 65535;
 pub struct Warning {
     /// The message, as BuildKit words it.
     pub message: String,
-    /// The first line of the instruction it concerns.
+    /// The last line of the instruction it concerns, where BuildKit reports it.
     pub line: usize,
     /// Why it matters.
     pub detail: &'static str,
@@ -35,8 +35,10 @@ struct PhysicalLine<'a> {
 }
 
 fn physical_lines(source: &str) -> Vec<PhysicalLine<'_>> {
-    let mut lines: Vec<PhysicalLine<'_>> =
-        source.split_inclusive('\n').map(|l| PhysicalLine { text: l.strip_suffix('\n').unwrap_or(l), newline: l.ends_with('\n') }).collect();
+    let mut lines: Vec<PhysicalLine<'_>> = source
+        .split_inclusive('\n')
+        .map(|l| PhysicalLine { text: l.strip_suffix('\n').unwrap_or(l), newline: l.ends_with('\n') })
+        .collect();
     if lines.is_empty() {
         lines.push(PhysicalLine { text: "", newline: false });
     }
@@ -81,7 +83,11 @@ pub(crate) fn scan(source: &str) -> Result<Scanned, Error> {
         if raw.len() > MAX_LINE_BYTES {
             return Err(at(start_line, 1, start_line, format!("dockerfile line greater than max allowed size of {MAX_LINE_BYTES}")));
         }
-        if is_comment(raw) {
+        let token = trim_newline(raw);
+        let stripped = token.trim_start();
+        let column = token.len() - stripped.len() + 1;
+        let directive = directives.observe(stripped).map_err(|m| at(start_line, 1, start_line, m))?;
+        if is_comment(raw) && !directive {
             // BuildKit drops the first byte of the untrimmed line, so an indented comment keeps its '#'.
             let text = raw.get(1..).unwrap_or("").trim().to_string();
             if text.is_empty() {
@@ -90,10 +96,6 @@ pub(crate) fn scan(source: &str) -> Result<Scanned, Error> {
                 comments.push(text);
             }
         }
-        let token = trim_newline(raw);
-        let stripped = token.trim_start();
-        let column = token.len() - stripped.len() + 1;
-        directives.observe(stripped).map_err(|m| at(start_line, 1, start_line, m))?;
         let escape = directives.escape();
         let first = if is_comment(stripped) { "" } else { stripped };
         let (mut line, mut continues) = match strip_continuation(first, escape) {
@@ -130,7 +132,7 @@ pub(crate) fn scan(source: &str) -> Result<Scanned, Error> {
         if empty_continuation {
             warnings.push(Warning {
                 message: format!("Empty continuation line found in: {line}"),
-                line: start_line,
+                line: consumed,
                 detail: "Empty continuation lines will become errors in a future release.",
             });
         }

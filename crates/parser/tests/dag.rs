@@ -95,12 +95,3 @@ fn stage_args_expand_from_values_and_unused_args_are_reported() {
     assert!(g.stages[1].deps.contains(&0));
     assert_eq!(g.unused_build_args, vec!["UNUSED"]);
 }
-
-#[test]
-fn real_world_corpus_lowers() {
-    for (path, src) in common::real_world_dockerfiles() {
-        let df = forge_parser::parse_bytes(&src, &path.display().to_string()).unwrap();
-        let g = BuildGraph::new(&df, &GraphOptions::default()).unwrap_or_else(|e| panic!("{}", e.render()));
-        assert!(g.levels.iter().flatten().any(|&i| i == g.target));
-    }
-}
