@@ -104,86 +104,71 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
 }
 
 /// BuildKit's `extractBuilderFlags`: leading `--flag` words of `line`, de-quoted and
-/// de-escaped (always with `\`), then the rest of the line. A bare `--` ends the flags.
+/// de-escaped (always with `\\`), then the rest of the line. A bare `--` ends the flags.
 ///
-/// Like BuildKit it walks bytes, so a non-ASCII byte in a flag becomes the Latin-1 character
-/// of that byte; real Dockerfiles keep flags ASCII.
+/// BuildKit walks bytes and tests each with `unicode.IsSpace`, so the bytes 0x85 and 0xA0
+/// inside a multi-byte character split a word there. We walk characters instead: a flag such
+/// as `--chown=élan` stays whole and valid UTF-8, and no split can fall inside a character.
 pub(crate) fn extract_flags(line: &str) -> (String, Vec<String>) {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
         Word,
-        Quote(u8),
+        Quote(char),
     }
-    let b = line.as_bytes();
+    let mut chars = line.char_indices().peekable();
     let mut words = Vec::new();
     let mut word = String::new();
     let mut blank_ok = false;
     let mut phase = Phase::Spaces;
-    let mut pos = 0;
-    while pos < b.len() {
-        let ch = b[pos];
+    while let Some(&(pos, ch)) = chars.peek() {
         match phase {
             Phase::Spaces => {
-                if (ch as char).is_whitespace() {
-                    pos += 1;
+                if ch.is_whitespace() {
+                    chars.next();
                     continue;
                 }
-                if ch != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' {
+                if !line[pos..].starts_with("--") {
                     return (line[pos..].to_string(), words);
                 }
                 phase = Phase::Word;
             }
             Phase::Word => {
-                if (ch as char).is_whitespace() {
+                chars.next();
+                if ch.is_whitespace() {
                     if word == "--" {
                         return (line[pos..].to_string(), words);
                     }
                     if blank_ok || !word.is_empty() {
                         words.push(std::mem::take(&mut word));
                     }
-                    word.clear();
                     blank_ok = false;
                     phase = Phase::Spaces;
-                    pos += 1;
-                    continue;
-                }
-                if ch == b'\'' || ch == b'"' {
+                } else if ch == '\'' || ch == '"' {
                     phase = Phase::Quote(ch);
                     blank_ok = true;
-                    pos += 1;
-                    continue;
-                }
-                let mut c = ch;
-                if c == b'\\' {
-                    if pos + 1 == b.len() {
-                        pos += 1;
-                        continue;
+                } else if ch == '\\' {
+                    // An escape at the very end is dropped.
+                    if let Some((_, next)) = chars.next() {
+                        word.push(next);
                     }
-                    pos += 1;
-                    c = b[pos];
+                } else {
+                    word.push(ch);
                 }
-                word.push(c as char);
-                pos += 1;
             }
             Phase::Quote(q) => {
+                chars.next();
                 if ch == q {
                     phase = Phase::Word;
-                    pos += 1;
-                    continue;
-                }
-                let mut c = ch;
-                if c == b'\\' {
-                    if pos + 1 == b.len() {
-                        phase = Phase::Word;
-                        pos += 1;
-                        continue;
+                } else if ch == '\\' {
+                    // An escape at the very end drops out of the quote.
+                    match chars.next() {
+                        Some((_, next)) => word.push(next),
+                        None => phase = Phase::Word,
                     }
-                    pos += 1;
-                    c = b[pos];
+                } else {
+                    word.push(ch);
                 }
-                word.push(c as char);
-                pos += 1;
             }
         }
     }
@@ -214,5 +199,8 @@ mod tests {
         assert_eq!(flags, vec!["--a"]);
         assert_eq!(rest.trim(), "--b c");
         assert_eq!(extract_flags("--only").1, vec!["--only"]);
+        assert_eq!(extract_flags("--a\u{0830} x"), ("x".to_string(), vec!["--a\u{0830}".to_string()]));
+        assert_eq!(extract_flags("--chown=caf\u{e0} a b").1, vec!["--chown=caf\u{e0}"]);
+        assert_eq!(extract_flags(r#"--x="a\"b" --y=a\ b c"#), ("c".to_string(), vec![r#"--x=a"b"#.to_string(), "--y=a b".to_string()]));
     }
 }
