@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType, SCHEMA_VERSION};
@@ -58,7 +57,7 @@ impl Index {
         let index = Index { root: root.to_path_buf() };
         let layout = root.join("oci-layout");
         if !layout.exists() {
-            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            crate::atomic::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err("writing", &layout))?;
         }
         if !index.path().exists() {
             let _lock = index.lock()?;
@@ -97,7 +96,7 @@ impl Index {
             .build()
             .map_err(|e| corrupt(&e))?;
         let bytes = crate::canonical::to_vec(&index).map_err(|e| corrupt(&e))?;
-        write_atomic(&path, &bytes)
+        crate::atomic::write(&path, &bytes).map_err(io_err("writing", &path))
     }
 
     /// Points `name` at `manifest`, replacing what the name pointed at before.
@@ -140,15 +139,4 @@ impl Index {
 
 fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations().as_ref()?.get(REF_NAME).map(String::as_str)
-}
-
-/// Replaces `path` atomically and durably: temp file in the same directory, fsync, rename,
-/// fsync the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err("creating a temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(io_err("writing", path))?;
-    tmp.as_file().sync_all().map_err(io_err("syncing", path))?;
-    tmp.persist(path).map_err(|e| io_err("renaming into place", path)(e.error))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", dir))
 }

@@ -52,7 +52,7 @@ fn import_is_deterministic_and_zstd_works() {
     assert_eq!(a.digest(), b.digest());
     let z = import_rootfs(&tmp.path().join("z"), &tar[..], "x", Compression::Zstd).unwrap();
     assert_ne!(z.digest(), a.digest());
-    let inspect = run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:x", tmp.path().join("z").display())));
+    let inspect = run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:x:latest", tmp.path().join("z").display())));
     assert!(inspect.contains("application/vnd.oci.image.layer.v1.tar+zstd"), "{inspect}");
 }
 

@@ -1,0 +1,86 @@
+//! The builder's cache index: a step's cache key names the layer that step made, so an
+//! unchanged step is skipped. Entries are small JSON files under `forge/cache/`, one per key,
+//! written atomically; two builds racing on one key both write the same answer, so the last
+//! rename winning is harmless. The layer blobs themselves live in the content store, which is
+//! what `gc` keeps alive through these entries.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::store::Layer;
+
+/// What a cached step produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The layer the step made; `None` for a step that changed no file.
+    pub layer: Option<Layer>,
+}
+
+/// A cache failure.
+#[derive(Debug, thiserror::Error)]
+#[error("build cache {}: {source}", path.display())]
+pub struct Error {
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// The cache entries of a store.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// Opens (creating if needed) the cache of the store at `root`.
+    pub fn open(root: &Path) -> Result<Cache, Error> {
+        let dir = root.join("forge").join("cache");
+        fs::create_dir_all(&dir).map_err(|source| Error { path: dir.clone(), source })?;
+        Ok(Cache { dir })
+    }
+
+    fn path(&self, key: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.json", key.hex()))
+    }
+
+    /// The entry for `key`. An unreadable or corrupt entry is a miss, not an error: the step
+    /// simply runs again and rewrites it.
+    pub fn get(&self, key: &Digest) -> Option<CacheEntry> {
+        let bytes = fs::read(self.path(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records what the step with `key` produced.
+    pub fn put(&self, key: &Digest, entry: &CacheEntry) -> Result<(), Error> {
+        let path = self.path(key);
+        let bytes = serde_json::to_vec(entry).map_err(|e| Error { path: path.clone(), source: e.into() })?;
+        crate::atomic::write(&path, &bytes).map_err(|source| Error { path, source })
+    }
+
+    /// Every entry, for garbage collection.
+    pub fn entries(&self) -> Result<Vec<(PathBuf, CacheEntry)>, Error> {
+        let mut out = Vec::new();
+        let list = fs::read_dir(&self.dir).map_err(|source| Error { path: self.dir.clone(), source })?;
+        for entry in list.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                if let Some(e) = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                    out.push((path, e));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) -> Result<(), Error> {
+        for (path, _) in self.entries()? {
+            fs::remove_file(&path).map_err(|source| Error { path, source })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,359 @@
+//! The store as one handle: the content store, the index of tags and the snapshotter of one
+//! root, plus the image-level operations built from them (write a layer, write and read an
+//! image, make an image's snapshots). Each piece stays usable on its own; this is the narrow
+//! front door most programs need.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::content::{self, ContentStore};
+use crate::diff::{self, LayerInfo, LayerOptions, LayerSource};
+use crate::digest::Digest;
+use crate::image::ImageConfig;
+use crate::index::{self, Index};
+use crate::snapshot::{self, Snapshotter};
+
+/// JSON documents (manifests, configs, indexes) larger than this are refused when read: they
+/// are read whole, and no real one comes near it.
+const MAX_JSON_BYTES: u64 = 16 << 20;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The content store refused.
+    #[error(transparent)]
+    Content(#[from] content::Error),
+    /// The index refused.
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    /// The snapshotter refused.
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::Error),
+    /// A layer could not be written.
+    #[error(transparent)]
+    Diff(#[from] diff::Error),
+    /// No image has this name.
+    #[error("image {0:?} not found in the store")]
+    NotFound(String),
+    /// Several images match a short ID.
+    #[error("short ID {0:?} matches several images; give more characters")]
+    Ambiguous(String),
+    /// A stored document is not what it should be.
+    #[error("{what} {digest}: {message}")]
+    Invalid {
+        /// Which document.
+        what: &'static str,
+        /// Its digest.
+        digest: Digest,
+        /// What is wrong.
+        message: String,
+    },
+    /// A document could not be encoded.
+    #[error("encoding the {what}: {message}")]
+    Encode {
+        /// Which document.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// An image read from the store.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The manifest's descriptor (as tagged, when reached by tag).
+    pub descriptor: Descriptor,
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// The config.
+    pub config: ImageConfig,
+}
+
+impl Image {
+    /// The image ID as Docker shows it: the config's digest.
+    pub fn id(&self) -> Result<Digest, Error> {
+        to_digest(self.manifest.config().digest().as_ref())
+    }
+
+    /// The manifest's layers with their diffIDs, bottom first.
+    pub fn layers(&self) -> Result<Vec<Layer>, Error> {
+        let diff_ids = &self.config.rootfs.diff_ids;
+        if diff_ids.len() != self.manifest.layers().len() {
+            return Err(Error::Invalid {
+                what: "image",
+                digest: to_digest(self.descriptor.digest().as_ref())?,
+                message: format!("{} layers but {} diffIDs", self.manifest.layers().len(), diff_ids.len()),
+            });
+        }
+        self.manifest
+            .layers()
+            .iter()
+            .zip(diff_ids)
+            .map(|(d, diff_id)| {
+                Ok(Layer {
+                    digest: to_digest(d.digest().as_ref())?,
+                    diff_id: diff_id.clone(),
+                    size: d.size(),
+                    media_type: d.media_type().to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A layer as an image refers to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Layer {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The uncompressed tar's digest.
+    pub diff_id: Digest,
+    /// The blob's size.
+    pub size: u64,
+    /// The blob's media type.
+    pub media_type: String,
+}
+
+impl From<&LayerInfo> for Layer {
+    fn from(info: &LayerInfo) -> Layer {
+        Layer {
+            digest: info.digest.clone(),
+            diff_id: info.diff_id.clone(),
+            size: info.size,
+            media_type: info.media_type.to_string(),
+        }
+    }
+}
+
+/// A store rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    content: ContentStore,
+    index: Index,
+    snapshots: Snapshotter,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store, Error> {
+        Ok(Store {
+            root: root.to_path_buf(),
+            content: ContentStore::open(root)?,
+            index: Index::open(root)?,
+            snapshots: Snapshotter::open(root)?,
+        })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Blobs by digest.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// Tags.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Unpacked layers.
+    pub fn snapshots(&self) -> &Snapshotter {
+        &self.snapshots
+    }
+
+    /// A directory for scratch work on the same filesystem as the store (so results can be
+    /// renamed into it).
+    pub fn tmp_dir(&self) -> Result<PathBuf, Error> {
+        let dir = self.root.join("forge").join("tmp");
+        std::fs::create_dir_all(&dir).map_err(|source| content::Error::Io { op: "creating", path: dir.clone(), source })?;
+        Ok(dir)
+    }
+
+    /// Stores `value` as canonical JSON; returns its digest and size.
+    pub fn put_json<T: Serialize>(&self, value: &T, what: &'static str) -> Result<(Digest, u64), Error> {
+        let bytes = crate::canonical::to_vec(value).map_err(|e| Error::Encode { what, message: e.to_string() })?;
+        let digest = Digest::of(&bytes);
+        if !self.content.exists(&digest) {
+            let mut writer = self.content.writer(&unique_ingest(what))?;
+            writer.write_all(&bytes).map_err(|source| content::Error::Io { op: "writing", path: self.root.clone(), source })?;
+            writer.commit(Some(bytes.len() as u64), Some(&digest))?;
+        }
+        Ok((digest, bytes.len() as u64))
+    }
+
+    /// Reads a stored JSON document, checking its digest.
+    pub fn get_json<T: DeserializeOwned>(&self, digest: &Digest, what: &'static str) -> Result<T, Error> {
+        let invalid = |message: String| Error::Invalid { what, digest: digest.clone(), message };
+        let file = self.content.open_blob(digest)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_JSON_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| invalid(e.to_string()))?;
+        if bytes.len() as u64 > MAX_JSON_BYTES {
+            return Err(invalid(format!("larger than {MAX_JSON_BYTES} bytes")));
+        }
+        if &Digest::of(&bytes) != digest {
+            return Err(invalid("stored bytes do not match the digest (run `forge store fsck`)".into()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Writes the layer for `source` straight into the content store.
+    pub fn write_layer(&self, source: &LayerSource<'_>, opts: &LayerOptions) -> Result<LayerInfo, Error> {
+        let writer = self.content.writer(&unique_ingest("layer"))?;
+        let mut out = std::io::BufWriter::new(writer);
+        let info = diff::write_layer(source, opts, &mut out)?;
+        let writer = out.into_inner().map_err(|e| diff::Error::Write(e.into_error()))?;
+        writer.commit(Some(info.size), Some(&info.digest))?;
+        Ok(info)
+    }
+
+    /// Stores `config` and a manifest over `layers`; returns the manifest's descriptor.
+    pub fn write_image(&self, config: &ImageConfig, layers: &[Layer]) -> Result<Descriptor, Error> {
+        let (config_digest, config_size) = self.put_json(config, "image config")?;
+        let encode = |e: oci_spec::OciSpecError| Error::Encode { what: "manifest", message: e.to_string() };
+        let layers = layers
+            .iter()
+            .map(|l| descriptor(MediaType::from(l.media_type.as_str()), l.size, &l.digest))
+            .collect::<Result<Vec<_>, _>>()?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(MediaType::ImageConfig, config_size, &config_digest)?)
+            .layers(layers)
+            .build()
+            .map_err(encode)?;
+        let (digest, size) = self.put_json(&manifest, "manifest")?;
+        descriptor(MediaType::ImageManifest, size, &digest)
+    }
+
+    /// Points tag `name` (normalized as Docker does: `app` means `app:latest`) at `manifest`.
+    pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), Error> {
+        Ok(self.index.tag(&normalize_tag(name), manifest)?)
+    }
+
+    /// The manifest descriptor `reference` names: a tag (`app`, `app:1`), a manifest digest,
+    /// or an image ID (config digest) or a unique prefix of one of at least 4 hex digits.
+    pub fn resolve(&self, reference: &str) -> Result<Descriptor, Error> {
+        if let Some(d) = self.index.resolve(&normalize_tag(reference))? {
+            return Ok(d);
+        }
+        let tagged = self.index.list()?;
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::NotFound(reference.to_string()));
+        }
+        if let Ok(digest) = Digest::from_str(&format!("sha256:{hex}")) {
+            if let Some((_, d)) = tagged.iter().find(|(_, d)| d.digest().as_ref() == digest.as_str()) {
+                return Ok(d.clone());
+            }
+            if self.content.exists(&digest) {
+                return descriptor(MediaType::ImageManifest, self.content.size(&digest)?, &digest);
+            }
+        }
+        let mut found: Option<Descriptor> = None;
+        for (_, d) in tagged {
+            let id = self.image_of(&d)?.id()?;
+            let manifest_hex = d.digest().as_ref().trim_start_matches("sha256:").to_string();
+            if id.hex().starts_with(hex) || manifest_hex.starts_with(hex) {
+                match &found {
+                    Some(f) if f.digest() != d.digest() => return Err(Error::Ambiguous(reference.to_string())),
+                    _ => found = Some(d),
+                }
+            }
+        }
+        found.ok_or_else(|| Error::NotFound(reference.to_string()))
+    }
+
+    /// Reads the image `reference` names (see [`Store::resolve`]).
+    pub fn image(&self, reference: &str) -> Result<Image, Error> {
+        let d = self.resolve(reference)?;
+        self.image_of(&d)
+    }
+
+    /// Reads the image a manifest (or index, from which linux/amd64 is picked) descriptor names.
+    pub fn image_of(&self, d: &Descriptor) -> Result<Image, Error> {
+        let digest = to_digest(d.digest().as_ref())?;
+        let value: serde_json::Value = self.get_json(&digest, "manifest")?;
+        let is_index = value.get("manifests").is_some();
+        if is_index {
+            let index: ImageIndex = serde_json::from_value(value)
+                .map_err(|e| Error::Invalid { what: "image index", digest: digest.clone(), message: e.to_string() })?;
+            let pick = index
+                .manifests()
+                .iter()
+                .find(|m| m.platform().as_ref().is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"))
+                .ok_or_else(|| Error::Invalid { what: "image index", digest: digest.clone(), message: "no linux/amd64 manifest".into() })?;
+            let mut image = self.image_of(pick)?;
+            image.descriptor = d.clone();
+            return Ok(image);
+        }
+        let manifest: ImageManifest = serde_json::from_value(value)
+            .map_err(|e| Error::Invalid { what: "manifest", digest: digest.clone(), message: e.to_string() })?;
+        let config_digest = to_digest(manifest.config().digest().as_ref())?;
+        let config = self.get_json(&config_digest, "image config")?;
+        Ok(Image { descriptor: d.clone(), manifest, config })
+    }
+
+    /// Makes sure every layer of `layers` is unpacked as a snapshot; returns the top chain ID
+    /// (`None` for no layers). Layers already unpacked are not read.
+    pub fn unpack(&self, layers: &[Layer]) -> Result<Option<Digest>, Error> {
+        let mut parent: Option<Digest> = None;
+        for layer in layers {
+            let chain = crate::digest::chain_id(parent.iter().chain([&layer.diff_id])).expect("one diffID at least");
+            if !self.snapshots.exists(&chain)? {
+                let blob = self.content.open_blob(&layer.digest)?;
+                let got = self.snapshots.unpack_layer(std::io::BufReader::new(blob), parent.as_ref(), &layer.diff_id)?;
+                debug_assert_eq!(got, chain);
+            }
+            parent = Some(chain);
+        }
+        Ok(parent)
+    }
+}
+
+/// Docker's tag normalization for local names: a name without a tag or digest gets `:latest`.
+pub fn normalize_tag(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || name.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+fn to_digest(s: &str) -> Result<Digest, Error> {
+    Digest::from_str(s).map_err(|e| Error::Encode { what: "digest", message: e.to_string() })
+}
+
+fn descriptor(media_type: MediaType, size: u64, digest: &Digest) -> Result<Descriptor, Error> {
+    let digest = oci_spec::image::Digest::from_str(digest.as_str())
+        .map_err(|e| Error::Encode { what: "descriptor", message: e.to_string() })?;
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .size(size)
+        .digest(digest)
+        .build()
+        .map_err(|e| Error::Encode { what: "descriptor", message: e.to_string() })
+}
+
+/// An ingest ref no other writer uses: a layer's digest is unknown until it is written, so
+/// writers cannot share (and resume) by digest.
+fn unique_ingest(what: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{what}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
