@@ -7,6 +7,7 @@ pub mod canonical;
 pub mod content;
 pub mod diff;
 pub mod digest;
+pub mod export;
 pub mod image;
 pub mod import;
 pub mod index;

@@ -57,6 +57,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Reading or writing outside the content store failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A document could not be encoded.
     #[error("encoding the {what}: {message}")]
     Encode {

@@ -188,6 +188,34 @@ impl Pattern {
     }
 }
 
+/// One pattern in `.dockerignore` syntax (`*`, `?`, `[...]`, `**`) matched against a whole
+/// `/`-separated path, with no parent-directory rule: what COPY and ADD source wildcards mean.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    toks: Vec<Tok>,
+}
+
+impl Glob {
+    /// Compiles `pattern` (cleaned first, as a source path is).
+    pub fn new(pattern: &str) -> Result<Glob, IgnoreError> {
+        let cleaned = clean(pattern);
+        compile(&cleaned)
+            .map(|toks| Glob { toks })
+            .map_err(|reason| IgnoreError::BadPattern { pattern: cleaned, reason })
+    }
+
+    /// Whether the whole of `path` matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let chars: Vec<char> = path.chars().collect();
+        glob::matches(&self.toks, &chars)
+    }
+
+    /// Whether `s` has any wildcard character, i.e. whether it needs matching at all.
+    pub fn has_wildcards(s: &str) -> bool {
+        s.contains(['*', '?', '['])
+    }
+}
+
 fn read_patterns(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, line) in text.split('\n').enumerate() {

@@ -80,6 +80,15 @@ impl Mount {
     }
 }
 
+/// The directories of a snapshot (see [`Snapshotter::dirs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayDirs {
+    /// Read-only layers, nearest parent (top-most) first.
+    pub lowerdirs: Vec<PathBuf>,
+    /// For an active snapshot: its upperdir and overlay workdir.
+    pub upper: Option<(PathBuf, PathBuf)>,
+}
+
 /// Why a snapshot operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -237,6 +246,26 @@ impl Snapshotter {
                 overlay::mounts(&self.root, None, &lowers)
             }
         })
+    }
+
+    /// The directories behind snapshot `key`, for callers that mount with the new mount API
+    /// (one `lowerdir+` per layer) rather than an option string: lowerdirs nearest parent
+    /// first; for an active snapshot also its upperdir and workdir.
+    pub fn dirs(&self, key: &str) -> Result<OverlayDirs, Error> {
+        let rec = self.record(key)?;
+        let mut lowerdirs = Vec::new();
+        if rec.kind == Kind::Committed {
+            lowerdirs.push(overlay::upper_path(&self.root, rec.id));
+        }
+        let mut next = rec.parent.clone();
+        while let Some(p) = next {
+            let r = self.committed(&p)?;
+            lowerdirs.push(overlay::upper_path(&self.root, r.id));
+            next = r.parent;
+        }
+        let upper = (rec.kind == Kind::Active)
+            .then(|| (overlay::upper_path(&self.root, rec.id), overlay::work_path(&self.root, rec.id)));
+        Ok(OverlayDirs { lowerdirs, upper })
     }
 
     /// Removes snapshot `key`; a committed one only when nothing uses it as parent.
