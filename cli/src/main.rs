@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod commands;
+mod signals;
 
 /// forge: build container images from Dockerfiles and move them between stores and registries,
 /// without a daemon.
@@ -51,6 +52,8 @@ impl Global {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile.
+    Build(commands::build::BuildArgs),
     /// Make a one-layer image from a root filesystem tarball (plain, gzip or zstd).
     Import(commands::import::ImportArgs),
     /// Developer tools: inspect what forge's front end makes of a file.
@@ -59,8 +62,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A re-executed sandbox init runs the RUN step and never gets past this line.
+    forge_sandbox::enter_if_init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Build(args) => commands::build::run(&cli.global, args),
         Command::Debug(cmd) => commands::debug::run(&cli.global, cmd),
         Command::Import(args) => commands::import::run(&cli.global, args),
     };

@@ -20,7 +20,7 @@ pub struct ImportArgs {
 
 /// Layer compression choices.
 #[derive(Clone, Copy, ValueEnum)]
-enum LayerCompression {
+pub enum LayerCompression {
     Gzip,
     Zstd,
 }

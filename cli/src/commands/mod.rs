@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod build;
 pub mod debug;
 pub mod import;
+pub mod output;

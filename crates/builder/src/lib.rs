@@ -1,1 +1,135 @@
-//! forge builder (work in progress).
+//! forge's builder: runs a Dockerfile's build graph into an image in a [`Store`].
+//!
+//! The parser lowers the Dockerfile to stages ([`forge_parser::dag`]); the builder runs the
+//! stages the target needs, those of one level in parallel. Within a stage each step either
+//! changes only the image config (ENV, CMD, LABEL...) or makes a layer: RUN in a
+//! [`forge_sandbox`] on an overlay of the layers so far, COPY/ADD/WORKDIR on the same overlay
+//! mounted by the builder itself. The overlay's upperdir is diffed into a layer in the store's
+//! content store and kept as a snapshot for the next step. Every layer-making step has a cache
+//! key (`cache_key.rs`); a key already in the store's cache index reuses its layer.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use forge_builder::{build, BuildOptions, NoProgress};
+//! use forge_layerstore::Store;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open("/var/lib/forge".as_ref())?;
+//! let opts = BuildOptions::new("./app".into());
+//! let built = build(&store, &opts, None, &NoProgress)?;
+//! store.tag("app:1", &built.manifest)?;
+//! println!("built {}", built.image_id);
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(missing_docs)]
+
+mod cache_key;
+mod copy;
+mod engine;
+mod error;
+mod mount;
+mod progress;
+mod rootfs;
+mod run;
+mod source;
+mod stage;
+mod users;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use engine::build;
+pub use error::Error;
+pub use forge_layerstore::archive::Compression;
+pub use forge_layerstore::Store;
+pub use forge_sandbox::{Cancel, Limits};
+pub use progress::{Event, NoProgress, Progress};
+
+/// The network RUN steps get unless they say otherwise (`--network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// What `docker build` gives; here the host's network (see the sandbox crate).
+    #[default]
+    Default,
+    /// Loopback only.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// Gets a base image that is not in the store (the CLI pulls it from a registry). Returns the
+/// name under which it is now tagged in the store.
+pub trait BaseImages: Sync {
+    /// Makes `reference` available in the store; the error text is shown to the user.
+    fn fetch(&self, store: &Store, reference: &str) -> Result<String, String>;
+}
+
+/// Everything a build needs besides the store.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The context directory.
+    pub context: PathBuf,
+    /// The Dockerfile (default `<context>/Dockerfile`).
+    pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile's text when it does not come from a file (`-f -`).
+    pub dockerfile_text: Option<String>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`: run every step, (and refresh the cache with the results).
+    pub no_cache: bool,
+    /// `--label`, added to the final image.
+    pub labels: BTreeMap<String, String>,
+    /// `--network`.
+    pub network: Network,
+    /// Resource limits for every RUN step.
+    pub limits: Limits,
+    /// `--secret id=..,src=..`: id to file.
+    pub secrets: BTreeMap<String, PathBuf>,
+    /// Layer compression.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: fixes timestamps so builds are reproducible.
+    pub source_date_epoch: Option<i64>,
+    /// The executable the sandbox re-executes as its init (default: this executable, which
+    /// must call `forge_sandbox::enter_if_init()` first thing in `main`).
+    pub sandbox_init: Option<PathBuf>,
+    /// Cancels the build from another thread (Ctrl-C).
+    pub cancel: Cancel,
+}
+
+impl BuildOptions {
+    /// Defaults for building the context at `context`.
+    pub fn new(context: PathBuf) -> BuildOptions {
+        BuildOptions {
+            context,
+            dockerfile: None,
+            dockerfile_text: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            no_cache: false,
+            labels: BTreeMap::new(),
+            network: Network::Default,
+            limits: Limits::default(),
+            secrets: BTreeMap::new(),
+            compression: Compression::Gzip,
+            source_date_epoch: None,
+            sandbox_init: None,
+            cancel: Cancel::new(),
+        }
+    }
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The image's manifest, stored (not tagged: the caller tags it).
+    pub manifest: oci_spec::image::Descriptor,
+    /// The image ID (config digest).
+    pub image_id: forge_layerstore::Digest,
+    /// The image config.
+    pub config: forge_layerstore::ImageConfig,
+}

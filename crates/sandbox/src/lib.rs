@@ -1,1 +1,331 @@
-//! forge sandbox (work in progress).
+//! forge's RUN sandbox: runs one build step the way Docker runs a container, with nothing
+//! borrowed from another container runtime.
+//!
+//! A step gets new mount, PID, UTS, IPC and cgroup namespaces (and a network namespace with
+//! only loopback for [`Network::None`]), an overlay root filesystem over the image's layers
+//! entered with `pivot_root`, a fresh `/proc`, a minimal `/dev`, read-only `/sys`, Docker's
+//! masked paths, Docker's default capabilities with `no_new_privs`, and its own cgroup (v1 or
+//! v2, detected) with memory, CPU and pids limits. Its output streams back line by line; its
+//! exit status comes back exactly; CPU time, peak memory and OOM kills are reported; when it
+//! ends, is cancelled or fails, every process it started is killed and its cgroup removed.
+//!
+//! The host binary must call [`enter_if_init`] first thing in `main`: the sandbox re-executes
+//! it as the step's init (see `init.rs` for why).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use forge_sandbox::{run, Cancel, RunSpec, Stream};
+//!
+//! fn main() {
+//!     forge_sandbox::enter_if_init();
+//!     let mut spec = RunSpec::new(
+//!         vec!["/var/lib/forge/forge/snapshots/snapshots/1/fs".into()],
+//!         "/tmp/step/upper".into(),
+//!         "/tmp/step/work".into(),
+//!         vec!["/bin/sh".into(), "-c".into(), "echo hello > /greeting".into()],
+//!     );
+//!     spec.limits.memory = Some(256 << 20);
+//!     let outcome = run(&spec, &Cancel::new(), &mut |_: Stream, line: &[u8]| {
+//!         print!("{}", String::from_utf8_lossy(line));
+//!     })
+//!     .expect("sandbox");
+//!     assert!(outcome.status.success());
+//! }
+//! ```
+
+#![deny(missing_docs)]
+
+mod caps;
+mod cgroup;
+mod init;
+mod mounts;
+mod network;
+mod spec;
+mod stubs;
+mod user;
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+pub use spec::{Limits, Mount, MountKind, Network, RunSpec};
+
+use cgroup::Cgroup;
+use init::{InitSpec, Report};
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Cancels a running step from another thread: every process of the step is killed and
+/// [`run`] returns [`Error::Cancelled`].
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A token not yet cancelled.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Cancels.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How the step's command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(i32),
+    /// The kernel's OOM killer killed it (or one of its processes) at the memory limit.
+    OomKilled {
+        /// The limit in bytes, when one was set.
+        limit: Option<u64>,
+    },
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, ExitStatus::Exited(0))
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signaled(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::OomKilled { limit: Some(l) } => write!(f, "killed: out of memory (limit {} MiB)", l >> 20),
+            ExitStatus::OomKilled { limit: None } => write!(f, "killed: out of memory"),
+        }
+    }
+}
+
+/// What a finished step reports.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How the command ended.
+    pub status: ExitStatus,
+    /// CPU time of every process of the step.
+    pub cpu_time: Duration,
+    /// Peak memory of the step's cgroup, where the kernel reports it.
+    pub peak_memory: Option<u64>,
+    /// Wall time from start to the last process gone.
+    pub wall_time: Duration,
+}
+
+/// Why a step could not run (as opposed to running and failing, which is an [`Outcome`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The step was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// The cgroup could not be made or used.
+    #[error("cgroup: {0}")]
+    Cgroup(std::io::Error),
+    /// Starting the init failed.
+    #[error("starting the sandbox init {}: {source}", path.display())]
+    Spawn {
+        /// The executable.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The init could not set the sandbox up (mounts, user, executable lookup...).
+    #[error("{0}")]
+    Setup(String),
+    /// The init died without reporting.
+    #[error("the sandbox init died without reporting a status")]
+    InitDied,
+    /// Scratch files could not be made.
+    #[error("preparing the sandbox: {0}")]
+    Io(std::io::Error),
+}
+
+/// If this process was re-executed as a sandbox init, runs the sandbox and never returns;
+/// otherwise returns at once. Call it first thing in `main` of any binary that runs steps.
+pub fn enter_if_init() {
+    if std::env::var_os(init::MARKER).is_some() {
+        // SAFETY: still single-threaded at the top of main.
+        unsafe { std::env::remove_var(init::MARKER) };
+        init::main();
+    }
+}
+
+/// Runs `spec` and waits for it, passing each output line to `output` (on this thread).
+pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8])) -> Result<Outcome, Error> {
+    let start = Instant::now();
+    let scratch = tempfile::Builder::new().prefix("forge-sandbox-").tempdir().map_err(Error::Io)?;
+    let (rootfs, empty_lower) = (scratch.path().join("rootfs"), scratch.path().join("empty"));
+    std::fs::create_dir(&rootfs).map_err(Error::Io)?;
+    std::fs::create_dir(&empty_lower).map_err(Error::Io)?;
+    let etc_files = etc_files(scratch.path(), &spec.hostname).map_err(Error::Io)?;
+    let stubs = stubs::Stubs::before(spec);
+
+    let name = format!("{}-{}", std::process::id(), unique());
+    let cgroup = Cgroup::create(&name, &spec.limits).map_err(Error::Cgroup)?;
+
+    let exe = match &spec.init {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|source| Error::Spawn { path: "/proc/self/exe".into(), source })?,
+    };
+    let (status_read, status_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| Error::Io(e.into()))?;
+    let mut cmd = Command::new(&exe);
+    cmd.env(init::MARKER, "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let write_fd = status_write.as_raw_fd();
+    // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
+    // async-signal-safe, on fds that stay open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if write_fd == init::STATUS_FD {
+                if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(write_fd, init::STATUS_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn { path: exe.clone(), source })?;
+    drop(status_write);
+    // The init waits for its spec before doing anything, so every process it starts is born
+    // inside the cgroup.
+    if let Err(e) = cgroup.add(child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::Cgroup(e));
+    }
+    let init_spec = InitSpec { run: spec.clone(), rootfs, empty_lower, etc_files };
+    let mut stdin = child.stdin.take().expect("piped");
+    let payload = serde_json::to_vec(&init_spec).map_err(|e| Error::Setup(e.to_string()))?;
+    let sent = stdin.write_all(&payload);
+    drop(stdin);
+    if let Err(e) = sent {
+        let _ = cgroup.kill_all();
+        let _ = child.wait();
+        return Err(Error::Io(e));
+    }
+
+    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    let readers: Vec<_> = [(Stream::Stdout, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)), (Stream::Stderr, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>))]
+        .into_iter()
+        .filter_map(|(stream, pipe)| Some((stream, pipe?)))
+        .map(|(stream, pipe)| {
+            let tx = tx.clone();
+            std::thread::spawn(move || read_lines(stream, pipe, tx))
+        })
+        .collect();
+    drop(tx);
+    let status_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::fs::File::from(status_read).read_to_string(&mut text);
+        text
+    });
+
+    let mut cancelled = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok((stream, line)) => output(stream, &line),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if !cancelled && cancel.is_cancelled() {
+            cancelled = true;
+            let _ = cgroup.kill_all();
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let _ = child.wait();
+    let reports = status_reader.join().unwrap_or_default();
+    // Anything still in the cgroup (a process that closed its output early) dies now.
+    let _ = cgroup.kill_all();
+    let usage = cgroup.usage();
+    drop(cgroup);
+    stubs.clean();
+    drop(scratch);
+    if cancelled {
+        return Err(Error::Cancelled);
+    }
+
+    let reports: Vec<Report> = reports.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    if let Some(Report::Error(e)) = reports.iter().find(|r| matches!(r, Report::Error(_))) {
+        return Err(Error::Setup(e.clone()));
+    }
+    let status = match reports.first() {
+        Some(Report::Exited(c)) => ExitStatus::Exited(*c),
+        Some(Report::Signaled(s)) => ExitStatus::Signaled(*s),
+        _ if usage.oom_killed => ExitStatus::OomKilled { limit: spec.limits.memory },
+        _ => return Err(Error::InitDied),
+    };
+    let status = match status {
+        ExitStatus::Exited(0) => status,
+        _ if usage.oom_killed => ExitStatus::OomKilled { limit: spec.limits.memory },
+        s => s,
+    };
+    Ok(Outcome { status, cpu_time: usage.cpu_time, peak_memory: usage.peak_memory, wall_time: start.elapsed() })
+}
+
+/// Longest line passed on at once; longer ones arrive in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
+fn read_lines(stream: Stream, pipe: Box<dyn Read + Send>, tx: mpsc::Sender<(Stream, Vec<u8>)>) {
+    let mut reader = BufReader::new(pipe);
+    loop {
+        let mut line = Vec::new();
+        match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if tx.send((stream, line)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The `/etc` files every step gets, as Docker provides them.
+fn etc_files(dir: &std::path::Path, hostname: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    // The host's resolver configuration, minus loopback servers that mean nothing inside.
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv: String = host_resolv.lines().filter(|l| !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1"))).map(|l| format!("{l}\n")).collect();
+    let mut out = Vec::new();
+    for (name, text) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))] {
+        let path = dir.join(name);
+        std::fs::write(&path, text)?;
+        out.push((name.to_string(), path));
+    }
+    Ok(out)
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

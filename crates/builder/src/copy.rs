@@ -1,0 +1,237 @@
+//! Writing COPY and ADD sources into a mounted rootfs, with Docker's placement rules: a
+//! directory's contents (not the directory) go to the destination; a file goes to `dest` itself
+//! unless `dest` ends in `/`, already is a directory, or several sources are copied.
+//!
+//! Every write is relative to a directory fd opened inside the rootfs ([`Root`]), so a symlink
+//! in the image cannot send a file outside it.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use rustix::fs::{
+    fchown, fchmod, futimens, mkdirat, mknodat, openat, openat2, statat, symlinkat, unlinkat, utimensat, AtFlags,
+    FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid,
+};
+
+use crate::rootfs::{real_path, Root};
+use crate::source::{Entry, Matched};
+
+/// How to copy.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CopyOptions {
+    /// `--chown`, resolved; `None` keeps the source's owner for stage and image sources and
+    /// uses root for the context.
+    pub(crate) owner: Option<(u32, u32)>,
+    /// Whether the source is the context (owned by root in the image unless `--chown`).
+    pub(crate) from_context: bool,
+    /// `--chmod`.
+    pub(crate) chmod: Option<u32>,
+    /// ADD: local tar archives are extracted instead of copied.
+    pub(crate) extract_archives: bool,
+    /// `--parents`: keep each match's path below the destination.
+    pub(crate) parents: bool,
+}
+
+/// A file given inline (a COPY heredoc).
+#[derive(Debug, Clone)]
+pub(crate) struct InlineFile {
+    pub(crate) name: String,
+    pub(crate) content: Vec<u8>,
+}
+
+/// Copies `matches` and `inline` files to `dest` (absolute, in the image) inside `root`.
+pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile], dest: &str, opts: &CopyOptions) -> Result<(), String> {
+    let count = matches.len() + inline.len();
+    let dest_slash = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
+    let dest_is_dir = dest_slash || root.is_dir(dest);
+    if count > 1 && !dest_is_dir {
+        return Err("When using COPY with more than one source file, the destination must be a directory and end with a /".into());
+    }
+    let dir_owner = opts.owner.unwrap_or((0, 0));
+    let err = |what: &str, e: io::Error| format!("{what}: {e}");
+    for m in matches {
+        let parent_rel = if opts.parents { Path::new(&m.rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
+        let base = format!("{}/{}", dest.trim_end_matches('/'), parent_rel);
+        if m.is_dir() {
+            let target = if opts.parents { format!("{base}/{}", Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()) } else { dest.to_string() };
+            let dir = root.mkdir_all(&target, dir_owner).map_err(|e| err(&target, e))?;
+            copy_tree(&dir, &m.entries, opts).map_err(|e| format!("copying {} to {target}: {e}", m.rel))?;
+            continue;
+        }
+        let entry = &m.entries[0];
+        let name = Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| m.rel.clone());
+        let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(dest) };
+        let dir = root.mkdir_all(&dir_path, dir_owner).map_err(|e| err(&dir_path, e))?;
+        if opts.extract_archives {
+            if let Some(archive) = open_archive(&entry.path).map_err(|e| err(&m.rel, e))? {
+                let target = if dest_is_dir { dir } else { root.mkdir_all(dest, dir_owner).map_err(|e| err(dest, e))? };
+                let real = real_path(&target).map_err(|e| err(dest, e))?;
+                let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
+                forge_layerstore::archive::apply_layer(archive, &real, &opts).map_err(|e| format!("extracting {}: {e}", m.rel))?;
+                continue;
+            }
+        }
+        write_entry(&dir, &file_name, entry, opts).map_err(|e| format!("copying {} to {dir_path}/{file_name}: {e}", m.rel))?;
+    }
+    for file in inline {
+        let (dir_path, file_name) = if dest_is_dir { (dest.to_string(), file.name.clone()) } else { split_dest(dest) };
+        let dir = root.mkdir_all(&dir_path, dir_owner).map_err(|e| err(&dir_path, e))?;
+        let fd = create_file(&dir, &file_name, 0o644).map_err(|e| err(&file_name, e))?;
+        let mut f = File::from(fd);
+        io::Write::write_all(&mut f, &file.content).map_err(|e| err(&file_name, e))?;
+        let (uid, gid) = opts.owner.unwrap_or((0, 0));
+        fchown(&f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| err(&file_name, e.into()))?;
+        fchmod(&f, Mode::from_raw_mode(opts.chmod.unwrap_or(0o644))).map_err(|e| err(&file_name, e.into()))?;
+    }
+    Ok(())
+}
+
+fn split_dest(dest: &str) -> (String, String) {
+    let trimmed = dest.trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((dir, name)) => (if dir.is_empty() { "/".into() } else { dir.into() }, name.into()),
+        None => (".".into(), trimmed.into()),
+    }
+}
+
+/// Copies a directory match's contents below `dir`, then gives `dir` the source directory's
+/// metadata, as Docker does.
+fn copy_tree(dir: &OwnedFd, entries: &[Entry], opts: &CopyOptions) -> io::Result<()> {
+    let mut dirs: Vec<(Option<OwnedFd>, &Entry)> = Vec::new();
+    for entry in &entries[1..] {
+        let (parent_rel, name) = match entry.rel.rsplit_once('/') {
+            Some((p, n)) => (p, n),
+            None => (".", entry.rel.as_str()),
+        };
+        // Below a fresh target, symlinks are only those this copy made; resolving in the
+        // target's root keeps even those inside.
+        let parent = openat2(dir, parent_rel, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT)?;
+        if let Some(fd) = write_entry(&parent, name, entry, opts)? {
+            dirs.push((Some(fd), entry));
+        }
+    }
+    dirs.push((None, &entries[0]));
+    // Directory times last, deepest first: writing children changes them.
+    for (fd, entry) in dirs.iter().rev() {
+        let fd = fd.as_ref().unwrap_or(dir);
+        set_meta(fd, entry, opts)?;
+    }
+    Ok(())
+}
+
+/// Writes one entry named `name` in `parent`. Returns the fd of a directory (whose metadata is
+/// set later, after its children).
+fn write_entry(parent: &OwnedFd, name: &str, entry: &Entry, opts: &CopyOptions) -> io::Result<Option<OwnedFd>> {
+    let ft = entry.meta.file_type();
+    let existing = statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+    if let Some(st) = &existing {
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        match (is_dir, ft.is_dir()) {
+            (true, true) => {}
+            (true, false) => return Err(io::Error::other(format!("cannot replace directory {name:?} with a non-directory"))),
+            _ => unlinkat(parent, name, AtFlags::empty())?,
+        }
+    }
+    if ft.is_dir() {
+        if existing.is_none() {
+            mkdirat(parent, name, Mode::from_raw_mode(0o755))?;
+        }
+        let fd = openat(parent, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        return Ok(Some(fd));
+    }
+    if ft.is_file() {
+        let fd = create_file(parent, name, 0o600)?;
+        let mut out = File::from(fd);
+        io::copy(&mut File::open(&entry.path)?, &mut out)?;
+        set_meta(&out, entry, opts)?;
+        return Ok(None);
+    }
+    if ft.is_symlink() {
+        let target = std::fs::read_link(&entry.path)?;
+        symlinkat(&target, parent, name)?;
+        let (uid, gid) = owner(entry, opts);
+        rustix::fs::chownat(parent, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)?;
+        utimensat(parent, name, &times(entry), AtFlags::SYMLINK_NOFOLLOW)?;
+        return Ok(None);
+    }
+    let kind = if ft.is_fifo() {
+        FileType::Fifo
+    } else if ft.is_char_device() {
+        FileType::CharacterDevice
+    } else if ft.is_block_device() {
+        FileType::BlockDevice
+    } else {
+        // Sockets cannot be copied; Docker skips them too.
+        return Ok(None);
+    };
+    mknodat(parent, name, kind, Mode::from_raw_mode(entry.meta.mode() & 0o7777), entry.meta.rdev())?;
+    let fd = openat(parent, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let (uid, gid) = owner(entry, opts);
+    rustix::fs::chownat(&fd, "", Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::EMPTY_PATH)?;
+    Ok(None)
+}
+
+fn create_file(parent: &OwnedFd, name: &str, mode: u32) -> io::Result<OwnedFd> {
+    Ok(openat(parent, name, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(mode))?)
+}
+
+fn owner(entry: &Entry, opts: &CopyOptions) -> (u32, u32) {
+    match opts.owner {
+        Some(o) => o,
+        None if opts.from_context => (0, 0),
+        None => (entry.meta.uid(), entry.meta.gid()),
+    }
+}
+
+fn times(entry: &Entry) -> Timestamps {
+    let t = Timespec { tv_sec: entry.meta.mtime(), tv_nsec: entry.meta.mtime_nsec() as _ };
+    Timestamps { last_access: t, last_modification: t }
+}
+
+/// Owner, mode (after `--chmod`) and times of a file or directory.
+fn set_meta(fd: &impl std::os::fd::AsFd, entry: &Entry, opts: &CopyOptions) -> io::Result<()> {
+    let (uid, gid) = owner(entry, opts);
+    fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+    // chown clears setuid bits, so the mode comes after it.
+    fchmod(fd, Mode::from_raw_mode(opts.chmod.unwrap_or(entry.meta.mode() & 0o7777)))?;
+    futimens(fd, &times(entry))?;
+    Ok(())
+}
+
+/// Opens `path` as a tar archive (plain, gzip, bzip2, xz or zstd) if it is one.
+fn open_archive(path: &Path) -> io::Result<Option<Box<dyn Read>>> {
+    let mut head = [0u8; 6];
+    let n = File::open(path)?.read(&mut head)?;
+    let head = &head[..n];
+    let file = io::BufReader::new(File::open(path)?);
+    let reader: Box<dyn Read> = if head.starts_with(b"BZh") {
+        Box::new(bzip2::read::MultiBzDecoder::new(file))
+    } else if head.starts_with(b"\xfd7zXZ\0") {
+        Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::new(file)?)
+    } else {
+        Box::new(file)
+    };
+    // A tar has "ustar" at offset 257 of its first header; anything else is copied as a file.
+    let mut reader = reader;
+    let mut header = vec![0u8; 512];
+    let mut got = 0;
+    while got < header.len() {
+        match reader.read(&mut header[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            // A file that merely starts like a compressed stream is not an archive.
+            Err(_) => return Ok(None),
+        }
+    }
+    if got < 512 || &header[257..262] != b"ustar" {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(io::Cursor::new(header).chain(reader))))
+}

@@ -1,0 +1,65 @@
+//! Build errors. A failure in a step names the Dockerfile line it came from.
+
+use std::path::PathBuf;
+
+/// A build failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Dockerfile does not parse or lower to a graph (the message has file:line:col and a
+    /// caret).
+    #[error("{0}")]
+    Dockerfile(#[from] forge_parser::Error),
+    /// Reading the Dockerfile or context failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being read.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A step failed.
+    #[error("{file}:{line}: {instruction}: {message}")]
+    Step {
+        /// The Dockerfile's name.
+        file: String,
+        /// The step's line.
+        line: usize,
+        /// The instruction, abbreviated.
+        instruction: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A RUN step exited with a failure; `output` holds its last lines.
+    #[error("{file}:{line}: {instruction}: process did not complete successfully: {status}{}", tail(.output))]
+    RunFailed {
+        /// The Dockerfile's name.
+        file: String,
+        /// The step's line.
+        line: usize,
+        /// The instruction, abbreviated.
+        instruction: String,
+        /// How it ended.
+        status: String,
+        /// Its last lines of output.
+        output: Vec<String>,
+    },
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] forge_layerstore::store::Error),
+    /// The build was cancelled.
+    #[error("build cancelled")]
+    Cancelled,
+    /// An option is invalid.
+    #[error("{0}")]
+    Options(String),
+}
+
+fn tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("\n--- last lines of output ---\n{}", lines.join("\n"))
+}

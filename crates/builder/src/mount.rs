@@ -1,0 +1,101 @@
+//! Overlay mounts in forge's own mount namespace, for the steps that change a rootfs without a
+//! sandbox (COPY, ADD, WORKDIR) and for reading another stage's tree (`COPY --from`).
+//!
+//! The new mount API is used (one `lowerdir+` per layer) because the classic option string is
+//! limited to one page, which an image of 100+ layers with store paths exceeds. The mount is
+//! detached when the guard drops, so an error never leaves it behind.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::CWD;
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount_remount, move_mount, open_tree, unmount, FsMountFlags,
+    FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+};
+
+/// A mounted overlay (or, for a single read-only layer, a bind mount); unmounted on drop.
+#[derive(Debug)]
+pub(crate) struct OverlayMount {
+    target: PathBuf,
+    /// Whether the mount point was made for this mount (and is removed, never recursively).
+    owns_dir: bool,
+}
+
+impl OverlayMount {
+    /// Mounts `lowerdirs` (top-most first) with `upper` = (upperdir, workdir), or read-only
+    /// without it, at `target`.
+    pub(crate) fn mount(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path) -> io::Result<OverlayMount> {
+        match (lowerdirs, upper) {
+            // Nothing below an upperdir (FROM scratch): the upperdir is the whole tree.
+            ([], Some((upperdir, _))) => {
+                bind(upperdir, target, false)?;
+                return Ok(OverlayMount { target: target.to_path_buf(), owns_dir: false });
+            }
+            // Overlay needs two lowerdirs when it has no upperdir; one layer is a bind.
+            ([only], None) => {
+                bind(only, target, true)?;
+                return Ok(OverlayMount { target: target.to_path_buf(), owns_dir: false });
+            }
+            ([], None) => return Ok(OverlayMount { target: target.to_path_buf(), owns_dir: false }),
+            _ => {}
+        }
+        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        for dir in lowerdirs {
+            fsconfig_set_string(&fs, "lowerdir+", dir)?;
+        }
+        if let Some((upperdir, workdir)) = upper {
+            fsconfig_set_string(&fs, "upperdir", upperdir)?;
+            fsconfig_set_string(&fs, "workdir", workdir)?;
+        }
+        // The layer differ relies on these being off; see forge_layerstore::diff.
+        for (key, value) in [("index", "off"), ("redirect_dir", "off"), ("metacopy", "off")] {
+            fsconfig_set_string(&fs, key, value)?;
+        }
+        fsconfig_create(&fs)?;
+        let attrs = if upper.is_some() { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };
+        let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
+        move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
+        Ok(OverlayMount { target: target.to_path_buf(), owns_dir: false })
+    }
+
+    /// Mounts like [`OverlayMount::mount`] at a new directory under `parent`, removed again
+    /// (with `rmdir`, so never through the mount) when the guard drops.
+    pub(crate) fn mount_scratch(parent: &Path, lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>) -> io::Result<OverlayMount> {
+        let dir = tempfile::Builder::new().prefix("mnt-").tempdir_in(parent)?.keep();
+        match OverlayMount::mount(lowerdirs, upper, &dir) {
+            Ok(mut m) => {
+                m.owns_dir = true;
+                Ok(m)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Where it is mounted.
+    pub(crate) fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+fn bind(source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
+    let tree = open_tree(CWD, source, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC)?;
+    move_mount(&tree, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
+    if readonly {
+        mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")?;
+    }
+    Ok(())
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        // An empty view (no layers) mounted nothing; unmount fails with EINVAL, harmlessly.
+        let _ = unmount(&self.target, UnmountFlags::DETACH);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir(&self.target);
+        }
+    }
+}

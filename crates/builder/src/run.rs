@@ -1,0 +1,276 @@
+//! RUN: the command, its environment and `--mount`s become a sandbox spec; the sandbox runs it
+//! on the step's snapshot and the upperdir becomes the layer.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use forge_parser::dag::Source;
+use forge_parser::dockerignore::Dockerignore;
+use forge_parser::flags::{Mount, MountKind, NetworkMode, Security, Sharing};
+use forge_parser::{Command, Run};
+use forge_sandbox::{ExitStatus, Mount as SandboxMount, MountKind as SandboxMountKind, RunSpec, Stream};
+use rustix::fs::{flock, FlockOperation};
+use sha2::Digest as _;
+
+use crate::cache_key::KeyBuilder;
+use crate::engine::scratch_dir;
+use crate::mount::OverlayMount;
+use crate::progress::Event;
+use crate::source::hash_matches;
+use crate::stage::{json, StageRun, DEFAULT_PATH};
+use crate::{Error, Network};
+
+/// Lines of output kept to show with a failure.
+const TAIL_LINES: usize = 20;
+
+/// Mounts and files that must live as long as the step runs.
+#[derive(Default)]
+struct Held {
+    // Mounts before the directories they use: fields drop in order.
+    mounts: Vec<OverlayMount>,
+    dirs: Vec<tempfile::TempDir>,
+    locks: Vec<File>,
+}
+
+/// Runs one RUN instruction; returns its CPU time and peak memory.
+pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> Result<(Option<Duration>, Option<u64>), Error> {
+    if r.security == Some(Security::Insecure) {
+        return Err(run.fail("--security=insecure is not allowed: forge never gives a build step full privileges".into()));
+    }
+    let argv = argv(run, r);
+    let args = run.run_args();
+    let env = environment(run, &args);
+    let user = run.config.config.user.clone().unwrap_or_default();
+    let cwd = run.cwd();
+    let network = match r.network {
+        Some(NetworkMode::None) => Network::None,
+        Some(NetworkMode::Host) => Network::Host,
+        Some(NetworkMode::Default) | None => run.ctx.opts.network,
+    };
+
+    let mut key = KeyBuilder::new(&run.key, "RUN");
+    key.list(&argv).list(&env).part(&user).part(&cwd).part(&format!("{network:?}"));
+    let mut held = Held::default();
+    let mut mounts = Vec::new();
+    let mut from_sources = sources.iter();
+    let mut secret_env = Vec::new();
+    for m in &r.mounts {
+        let source = if m.from.is_some() { from_sources.next() } else { None };
+        key.part(&format!("{m:?}"));
+        if let Some(mount) = sandbox_mount(run, m, source, &mut held, &mut key, &mut secret_env)? {
+            mounts.push(mount);
+        }
+    }
+    let key = key.finish();
+
+    let mut created_by = format!("RUN {}", match &r.command {
+        Command::Shell(_) => argv.join(" "),
+        Command::Exec(v) => json(v),
+    });
+    if !args.is_empty() {
+        let shown: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        created_by = format!("RUN |{} {} {}", args.len(), shown.join(" "), &created_by[4..]);
+    }
+    created_by.push_str(" # buildkit");
+
+    let mut stats = (None, None);
+    let layer = {
+        let this = &*run;
+        let stats = &mut stats;
+        this.layer_step(&key, |snap| {
+            let mut spec = RunSpec::new(snap.lowerdirs.to_vec(), snap.upperdir.to_path_buf(), snap.workdir.to_path_buf(), argv.clone());
+            spec.env = env.iter().cloned().chain(secret_env.iter().cloned()).collect();
+            spec.user = user.clone();
+            spec.cwd = cwd.clone();
+            spec.hostname = "buildkitsandbox".into();
+            spec.network = match network {
+                Network::None => forge_sandbox::Network::None,
+                Network::Host | Network::Default => forge_sandbox::Network::Host,
+            };
+            spec.mounts = mounts.clone();
+            spec.limits = this.ctx.opts.limits.clone();
+            spec.init = this.ctx.opts.sandbox_init.clone();
+            let mut tail: VecDeque<String> = VecDeque::new();
+            let id = this.step_id.clone();
+            let mut output = |stream: Stream, bytes: &[u8]| {
+                let line = String::from_utf8_lossy(bytes).trim_end_matches('\n').to_string();
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+                let stream = match stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                };
+                this.ctx.progress.event(Event::Output { id: id.clone(), stream, line });
+            };
+            let outcome = forge_sandbox::run(&spec, &this.ctx.opts.cancel, &mut output).map_err(|e| match e {
+                forge_sandbox::Error::Cancelled => Error::Cancelled,
+                e => this.fail(format!("sandbox: {e}")),
+            })?;
+            *stats = (Some(outcome.cpu_time), outcome.peak_memory);
+            if !matches!(outcome.status, ExitStatus::Exited(0)) {
+                return Err(Error::RunFailed {
+                    file: this.ctx.file.clone(),
+                    line: this.span.start.line,
+                    instruction: this.instruction.clone(),
+                    status: outcome.status.to_string(),
+                    output: tail.into_iter().collect(),
+                });
+            }
+            Ok(())
+        })?
+    };
+    drop(held);
+    run.finish_step(key, layer, created_by);
+    Ok(stats)
+}
+
+/// The argv of the step. A shell-form command with heredocs hands the shell the command and
+/// the bodies, which it reads as here-documents; a command that is only `<<EOF` runs the body
+/// as the script, as BuildKit does.
+fn argv(run: &StageRun<'_>, r: &Run) -> Vec<String> {
+    match &r.command {
+        Command::Exec(v) => v.clone(),
+        Command::Shell(s) if r.heredocs.is_empty() => run.command_argv(&Command::Shell(s.clone())),
+        Command::Shell(s) => {
+            let first = &r.heredocs[0];
+            let only_heredoc = r.heredocs.len() == 1
+                && forge_parser::heredoc::parse_heredoc_word(s.trim()).ok().flatten().is_some_and(|h| h.name == first.name);
+            let script = if only_heredoc {
+                if first.chomp { forge_parser::heredoc::chomp(&first.content) } else { first.content.clone() }
+            } else {
+                let mut script = format!("{s}\n");
+                for h in &r.heredocs {
+                    script.push_str(&h.content);
+                    script.push_str(&h.name);
+                    script.push('\n');
+                }
+                script
+            };
+            run.command_argv(&Command::Shell(script))
+        }
+    }
+}
+
+/// The step's environment: build args, then the image's ENV (which wins), with Docker's PATH
+/// when the image sets none.
+fn environment(run: &StageRun<'_>, args: &[(String, String)]) -> Vec<String> {
+    let mut env: Vec<(String, String)> = args.to_vec();
+    for kv in run.config.config.env.iter().flatten() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The sandbox mount for one `--mount`, preparing what it needs on the host.
+fn sandbox_mount(
+    run: &StageRun<'_>,
+    m: &Mount,
+    source: Option<&Source>,
+    held: &mut Held,
+    key: &mut KeyBuilder,
+    secret_env: &mut Vec<String>,
+) -> Result<Option<SandboxMount>, Error> {
+    let expand_opt = |v: &Option<String>| v.as_deref().map(|s| run.expand(s)).transpose();
+    let target = expand_opt(&m.target)?;
+    let src = expand_opt(&m.source)?;
+    let abs = |t: &str| if t.starts_with('/') { t.to_string() } else { format!("{}/{}", run.cwd().trim_end_matches('/'), t) };
+    match m.kind {
+        MountKind::Ssh => Err(run.fail("RUN --mount=type=ssh is not supported".into())),
+        MountKind::Tmpfs => {
+            let target = target.ok_or_else(|| run.fail("tmpfs mount needs a target".into()))?;
+            Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Tmpfs { size: m.size } }))
+        }
+        MountKind::Secret => {
+            let id = match (expand_opt(&m.id)?, &target) {
+                (Some(id), _) => id,
+                (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_string(),
+                (None, None) => return Err(run.fail("secret mount needs an id or a target".into())),
+            };
+            let Some(file) = run.ctx.opts.secrets.get(&id) else {
+                return if m.required { Err(run.fail(format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))) } else { Ok(None) };
+            };
+            if let Some(var) = &m.env {
+                let value = std::fs::read_to_string(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?;
+                secret_env.push(format!("{var}={value}"));
+                if m.target.is_none() {
+                    return Ok(None);
+                }
+            }
+            let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+            Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Bind { source: file.clone(), readonly: true } }))
+        }
+        MountKind::Cache => {
+            let target = target.ok_or_else(|| run.fail("cache mount needs a target".into()))?;
+            let target = abs(&target);
+            let id = expand_opt(&m.id)?.unwrap_or_else(|| target.clone());
+            let dir = run.ctx.store.root().join("forge").join("cache-mounts").join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
+            let fresh = !dir.exists();
+            std::fs::create_dir_all(&dir).map_err(|e| run.fail(format!("creating cache mount {id:?}: {e}")))?;
+            if fresh {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755))).map_err(|e| run.fail(e.to_string()))?;
+                std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))).map_err(|e| run.fail(e.to_string()))?;
+            }
+            if m.sharing == Sharing::Locked {
+                // One writer at a time: held until the step ends.
+                let lock = File::create(dir.with_extension("lock")).map_err(|e| run.fail(e.to_string()))?;
+                flock(&lock, FlockOperation::LockExclusive).map_err(|e| run.fail(format!("locking cache mount {id:?}: {e}")))?;
+                held.locks.push(lock);
+            }
+            Ok(Some(SandboxMount { target, kind: SandboxMountKind::Bind { source: dir, readonly: m.readonly } }))
+        }
+        MountKind::Bind => {
+            let src_rel = src.unwrap_or_else(|| ".".into());
+            let target = abs(&target.unwrap_or_else(|| format!("/{}", src_rel.trim_start_matches('/'))));
+            let host: PathBuf = match source {
+                None => {
+                    // The step's result depends on what it reads from the context.
+                    let matches = run.ctx.context.matches(&src_rel, &Dockerignore::default()).map_err(|e| run.fail(format!("bind source {e}")))?;
+                    hash_matches(&run.ctx.context, &matches, &run.ctx.stat_cache, key.hasher()).map_err(|e| run.fail(e.to_string()))?;
+                    matches[0].entries[0].path.clone()
+                }
+                Some(src) => {
+                    let layers = match src {
+                        Source::Stage(j) => {
+                            let r = run.ctx.done.lock().unwrap()[*j].clone().expect("levels run dependencies first");
+                            key.part(r.key.as_str());
+                            r.layers.clone()
+                        }
+                        Source::Image(reference) => {
+                            let image = run.ctx.store.image(reference).map_err(|e| run.fail(e.to_string()))?;
+                            key.part(image.descriptor.digest().as_ref());
+                            image.layers().map_err(|e| run.fail(e.to_string()))?
+                        }
+                    };
+                    let view = run.view(&layers, &mut held.mounts)?;
+                    let tree = crate::rootfs::Root::open(&view).map_err(|e| run.fail(e.to_string()))?;
+                    tree.resolve(&src_rel).map_err(|e| run.fail(e.to_string()))?.ok_or_else(|| run.fail(format!("bind source {src_rel:?} not found")))?
+                }
+            };
+            if m.readonly || !host.is_dir() {
+                return Ok(Some(SandboxMount { target, kind: SandboxMountKind::Bind { source: host, readonly: m.readonly } }));
+            }
+            // A writable bind must not change its source: writes go to a throwaway upperdir.
+            let scratch = scratch_dir(run.ctx.store, "rwbind-")?;
+            let (up, work) = (scratch.path().join("up"), scratch.path().join("work"));
+            for d in [&up, &work] {
+                std::fs::create_dir(d).map_err(|e| run.fail(e.to_string()))?;
+            }
+            let mount = OverlayMount::mount_scratch(&run.ctx.store.tmp_dir()?, &[host], Some((&up, &work)))
+                .map_err(|e| run.fail(format!("mounting writable bind: {e}")))?;
+            let mnt = mount.path().to_path_buf();
+            held.mounts.push(mount);
+            held.dirs.push(scratch);
+            Ok(Some(SandboxMount { target, kind: SandboxMountKind::Bind { source: mnt, readonly: false } }))
+        }
+    }
+}

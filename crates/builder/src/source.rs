@@ -1,0 +1,280 @@
+//! What COPY and ADD read: the build context (with `.dockerignore` applied) or another stage's
+//! or image's tree. Sources are matched (wildcards included), walked and content-hashed for the
+//! cache key here; `copy.rs` writes them.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use forge_parser::dockerignore::{Dockerignore, Glob};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::rootfs::Root;
+
+/// A tree sources are read from.
+#[derive(Debug)]
+pub(crate) struct SourceTree {
+    root: Root,
+    /// The tree's real path (symlinks resolved), to name entries relative to it.
+    dir: PathBuf,
+    /// `.dockerignore` for the context; nothing for stages and images.
+    ignore: Dockerignore,
+    /// True for the context: files are owned by root in the image whatever they are on disk.
+    pub(crate) is_context: bool,
+}
+
+/// One source argument's match.
+#[derive(Debug, Clone)]
+pub(crate) struct Matched {
+    /// The matched path relative to the tree (`/`-separated, no leading `/`).
+    pub(crate) rel: String,
+    /// Everything to copy: the match itself first (`rel` = ""), then, for a directory, its
+    /// contents parents first and siblings sorted.
+    pub(crate) entries: Vec<Entry>,
+}
+
+impl Matched {
+    /// Whether the match is a directory (its contents are copied, not it).
+    pub(crate) fn is_dir(&self) -> bool {
+        self.entries[0].meta.is_dir()
+    }
+}
+
+/// A file, directory or link to copy.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// Path relative to the match (`""` for the match itself).
+    pub(crate) rel: String,
+    /// Where it is on the host.
+    pub(crate) path: PathBuf,
+    /// Its metadata (the match itself with symlinks followed, entries below without).
+    pub(crate) meta: Metadata,
+}
+
+/// Why a source cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SourceError {
+    #[error("{0:?}: not found")]
+    NotFound(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{0}")]
+    Pattern(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
+    move |source| SourceError::Io { path: path.display().to_string(), source }
+}
+
+impl SourceTree {
+    /// Opens the tree at `dir`.
+    pub(crate) fn open(dir: &Path, ignore: Dockerignore, is_context: bool) -> Result<SourceTree, SourceError> {
+        let real = dir.canonicalize().map_err(io_err(dir))?;
+        Ok(SourceTree { root: Root::open(&real).map_err(io_err(&real))?, dir: real, ignore, is_context })
+    }
+
+    fn rel_of(&self, path: &Path) -> String {
+        path.strip_prefix(&self.dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    fn excluded(&self, rel: &str) -> Result<bool, SourceError> {
+        if rel.is_empty() || self.ignore.is_empty() {
+            return Ok(false);
+        }
+        self.ignore.is_excluded(rel).map_err(|e| SourceError::Pattern(e.to_string()))
+    }
+
+    /// The matches of one source argument, walked, with `exclude` patterns (relative to the
+    /// match) left out.
+    pub(crate) fn matches(&self, source: &str, exclude: &Dockerignore) -> Result<Vec<Matched>, SourceError> {
+        let cleaned = forge_parser::dockerignore::clean(source.trim_start_matches('/'));
+        let rels = if Glob::has_wildcards(&cleaned) {
+            let glob = Glob::new(&cleaned).map_err(|e| SourceError::Pattern(e.to_string()))?;
+            let mut found = Vec::new();
+            self.find(&self.dir.clone(), &glob, &mut found)?;
+            if found.is_empty() {
+                return Err(SourceError::NotFound(source.to_string()));
+            }
+            found
+        } else {
+            vec![if cleaned == "." { String::new() } else { cleaned }]
+        };
+        let mut out = Vec::new();
+        for rel in rels {
+            let real = self.root.resolve(&rel).map_err(io_err(Path::new(&rel)))?;
+            let Some(real) = real else { return Err(SourceError::NotFound(source.to_string())) };
+            let real_rel = self.rel_of(&real);
+            if self.excluded(&real_rel)? {
+                return Err(SourceError::NotFound(source.to_string()));
+            }
+            let meta = std::fs::metadata(&real).map_err(io_err(&real))?;
+            let mut entries = vec![Entry { rel: String::new(), path: real.clone(), meta }];
+            if entries[0].meta.is_dir() {
+                self.walk(&real, "", exclude, &mut entries)?;
+            }
+            out.push(Matched { rel, entries });
+        }
+        Ok(out)
+    }
+
+    /// Paths under `dir` that match `glob`, sorted, skipping ignored directories unread.
+    fn find(&self, dir: &Path, glob: &Glob, out: &mut Vec<String>) -> Result<(), SourceError> {
+        for (_, path, meta) in sorted_dir(dir)? {
+            let rel = self.rel_of(&path);
+            if self.excluded(&rel)? {
+                if meta.is_dir() && !self.ignore.can_skip_dir(&rel).map_err(|e| SourceError::Pattern(e.to_string()))? {
+                    self.find(&path, glob, out)?;
+                }
+                continue;
+            }
+            if glob.matches(&rel) {
+                out.push(rel);
+            } else if meta.is_dir() {
+                self.find(&path, glob, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn walk(&self, dir: &Path, prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>) -> Result<(), SourceError> {
+        for (name, path, meta) in sorted_dir(dir)? {
+            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let excluded_here = !exclude.is_empty() && exclude.is_excluded(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?;
+            let ignored = self.excluded(&self.rel_of(&path))?;
+            if excluded_here || ignored {
+                let keep_looking = meta.is_dir()
+                    && !(ignored && self.ignore.can_skip_dir(&self.rel_of(&path)).map_err(|e| SourceError::Pattern(e.to_string()))?)
+                    && !(excluded_here && exclude.can_skip_dir(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?);
+                if keep_looking {
+                    // An exception below may re-include something; its directory comes along.
+                    let mut below = Vec::new();
+                    self.walk(&path, &rel, exclude, &mut below)?;
+                    if !below.is_empty() {
+                        out.push(Entry { rel: rel.clone(), path: path.clone(), meta });
+                        out.extend(below);
+                    }
+                }
+                continue;
+            }
+            let is_dir = meta.is_dir();
+            out.push(Entry { rel: rel.clone(), path: path.clone(), meta });
+            if is_dir {
+                self.walk(&path, &rel, exclude, out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A directory's entries (name, path, lstat), sorted by name.
+fn sorted_dir(dir: &Path) -> Result<Vec<(String, PathBuf, Metadata)>, SourceError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        out.push((entry.file_name().to_string_lossy().into_owned(), path, meta));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// A remembered file hash, valid while the file's identity and change times are unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    sha256: String,
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> (u64, u64, i64, i64) {
+        (meta.ino(), meta.size(), meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), meta.ctime() * 1_000_000_000 + meta.ctime_nsec())
+    }
+}
+
+/// Content hashes of context files kept across builds, so an unchanged rebuild reads no file
+/// (what docker calls the stat cache). Saved in the store, shared by builds of any context.
+#[derive(Debug, Default)]
+pub(crate) struct StatCache {
+    path: Option<PathBuf>,
+    entries: Mutex<HashMap<PathBuf, Stamp>>,
+    dirty: Mutex<bool>,
+}
+
+impl StatCache {
+    /// Loads the cache saved at `path` (a missing or unreadable one starts empty).
+    pub(crate) fn load(path: PathBuf) -> StatCache {
+        let entries = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        StatCache { path: Some(path), entries: Mutex::new(entries), dirty: Mutex::new(false) }
+    }
+
+    /// The sha256 of the file at `path` with metadata `meta`, from the cache when the file is
+    /// unchanged. A file modified within the last second is hashed and not remembered: its
+    /// mtime could still change within the same tick without the stamp noticing.
+    fn file_hash(&self, path: &Path, meta: &Metadata) -> io::Result<String> {
+        let (ino, size, mtime_ns, ctime_ns) = Stamp::of(meta);
+        if let Some(s) = self.entries.lock().unwrap().get(path) {
+            if (s.ino, s.size, s.mtime_ns, s.ctime_ns) == (ino, size, mtime_ns, ctime_ns) {
+                return Ok(s.sha256.clone());
+            }
+        }
+        let mut hasher = forge_layerstore::digest::HashingWriter::new(io::sink());
+        io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+        let sha256 = hasher.finish().1.hex().to_string();
+        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        if now_ns - mtime_ns.max(ctime_ns) > 1_000_000_000 {
+            self.entries.lock().unwrap().insert(path.to_path_buf(), Stamp { ino, size, mtime_ns, ctime_ns, sha256: sha256.clone() });
+            *self.dirty.lock().unwrap() = true;
+        }
+        Ok(sha256)
+    }
+
+    /// Writes the cache back if it changed (atomically; concurrent builds: last one wins).
+    pub(crate) fn save(&self) -> io::Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if !*self.dirty.lock().unwrap() {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&*self.entries.lock().unwrap())?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        io::Write::write_all(&mut tmp, &bytes)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// Feeds what a COPY would write from `matches` into `hasher`: names, types, modes, link
+/// targets and content (not mtimes, which a checkout changes), plus owners for non-context
+/// trees, where they are copied.
+pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatCache, hasher: &mut Sha256) -> Result<(), SourceError> {
+    for m in matches {
+        hasher.update(format!("match {}\0", m.rel));
+        for e in &m.entries {
+            let mode = e.meta.mode();
+            hasher.update(format!("{}\0{:o}\0", e.rel, mode));
+            if !tree.is_context {
+                hasher.update(format!("{}:{}\0", e.meta.uid(), e.meta.gid()));
+            }
+            let ft = e.meta.file_type();
+            if ft.is_file() {
+                let sum = cache.file_hash(&e.path, &e.meta).map_err(io_err(&e.path))?;
+                hasher.update(sum);
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&e.path).map_err(io_err(&e.path))?;
+                hasher.update(target.as_os_str().as_encoded_bytes());
+            } else if !ft.is_dir() {
+                hasher.update(e.meta.rdev().to_le_bytes());
+            }
+            hasher.update([0]);
+        }
+    }
+    Ok(())
+}

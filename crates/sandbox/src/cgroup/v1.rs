@@ -1,0 +1,136 @@
+//! cgroup v1: a directory per controller, nested under the cgroup forge itself runs in (so a
+//! limit on forge also bounds its steps).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{kill_procs, keyed, read, write, Usage};
+use crate::spec::Limits;
+
+/// The controllers a step's cgroup is made in.
+const CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+
+#[derive(Debug)]
+pub(crate) struct CgroupV1 {
+    /// (controller, directory) for each mounted controller.
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+/// Our own cgroup path in `controller`'s hierarchy, from /proc/self/cgroup.
+fn own_path(controller: &str) -> String {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            ctrls.split(',').any(|c| c == controller).then(|| path.to_string())
+        })
+        .unwrap_or_else(|| "/".into())
+}
+
+impl CgroupV1 {
+    pub(crate) fn create(root: &Path, name: &str, limits: &Limits) -> io::Result<CgroupV1> {
+        let mut dirs = Vec::new();
+        for c in CONTROLLERS {
+            let mount = root.join(c);
+            if !mount.join("cgroup.procs").exists() {
+                continue;
+            }
+            // Joint mounts (cpu,cpuacct) appear twice through symlinks; one directory is enough.
+            let canonical = mount.canonicalize()?;
+            if dirs.iter().any(|(_, d): &(&str, PathBuf)| d.starts_with(&canonical)) {
+                continue;
+            }
+            let dir = canonical.join(own_path(c).trim_start_matches('/')).join("forge").join(name);
+            std::fs::create_dir_all(&dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
+            dirs.push((c, dir));
+        }
+        let cg = CgroupV1 { dirs };
+        cg.apply(limits)?;
+        Ok(cg)
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs.iter().find(|(c, _)| *c == controller).map(|(_, d)| d.as_path())
+    }
+
+    fn apply(&self, limits: &Limits) -> io::Result<()> {
+        if let Some(mem) = self.dir("memory") {
+            if let Some(m) = limits.memory {
+                write(&mem.join("memory.limit_in_bytes"), &m.to_string())?;
+                // Docker's rule: without --memory-swap, swap may equal the memory limit.
+                let swap = match limits.memory_swap {
+                    Some(u64::MAX) => None,
+                    Some(s) => Some(s),
+                    None => Some(m.saturating_mul(2)),
+                };
+                if let (Some(s), true) = (swap, mem.join("memory.memsw.limit_in_bytes").exists()) {
+                    write(&mem.join("memory.memsw.limit_in_bytes"), &s.to_string())?;
+                }
+            }
+        }
+        if let Some(cpu) = self.dir("cpu") {
+            if let Some(s) = limits.cpu_shares {
+                write(&cpu.join("cpu.shares"), &s.to_string())?;
+            }
+            if let Some((quota, period)) = limits.cpu_quota {
+                write(&cpu.join("cpu.cfs_period_us"), &period.to_string())?;
+                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            }
+        }
+        if let (Some(pids), Some(max)) = (self.dir("pids"), limits.pids) {
+            write(&pids.join("pids.max"), &max.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn add(&self, pid: u32) -> io::Result<()> {
+        for (_, d) in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn kill_all(&self) -> io::Result<()> {
+        // Freezing first stops a fork bomb from outrunning the kill loop.
+        let freezer = self.dir("freezer");
+        if let Some(f) = freezer {
+            let _ = write(&f.join("freezer.state"), "FROZEN");
+        }
+        let dir = self.dirs.first().map(|(_, d)| d.clone());
+        let result = match &dir {
+            Some(d) => {
+                for pid in super::procs(d) {
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                }
+                if let Some(f) = freezer {
+                    let _ = write(&f.join("freezer.state"), "THAWED");
+                }
+                kill_procs(d)
+            }
+            None => Ok(()),
+        };
+        result
+    }
+
+    pub(crate) fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        if let Some(acct) = self.dir("cpuacct").or(self.dir("cpu")) {
+            if let Some(ns) = read(&acct.join("cpuacct.usage")).and_then(|s| s.parse::<u64>().ok()) {
+                u.cpu_time = Duration::from_nanos(ns);
+            }
+        }
+        if let Some(mem) = self.dir("memory") {
+            u.peak_memory = read(&mem.join("memory.max_usage_in_bytes")).and_then(|s| s.parse().ok());
+            u.oom_killed = keyed(&mem.join("memory.oom_control"), "oom_kill").is_some_and(|n| n > 0);
+        }
+        u
+    }
+
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(_, d)| d.clone()).collect()
+    }
+}

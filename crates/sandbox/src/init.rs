@@ -1,0 +1,225 @@
+//! The sandbox's init, running in a re-executed copy of the host binary.
+//!
+//! Why re-exec: the caller is typically multi-threaded (tokio, parallel stages), and after
+//! `fork` in a multi-threaded process only async-signal-safe calls are allowed until `exec`,
+//! which rules out the mounts, file reads and allocations the setup needs. A freshly executed
+//! process is single-threaded, so it can unshare namespaces and fork freely.
+//!
+//! Stages:
+//! 1. The init (in the host's PID namespace, already in the step's cgroup) reads the spec from
+//!    stdin, unshares the mount, UTS, IPC, cgroup, PID (and network) namespaces, and forks.
+//! 2. The child is PID 1 of the new PID namespace: it builds the filesystem ([`crate::mounts`]),
+//!    forks the step's command and reaps every process until the command exits; then it kills
+//!    what the command left behind and reports the exact status on fd 3.
+//!
+//! Messages to the parent are JSON lines on fd 3 (close-on-exec, so the command never sees it).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Network, RunSpec};
+
+/// The environment variable that marks a process as a sandbox init.
+pub(crate) const MARKER: &str = "FORGE_SANDBOX_INIT";
+
+/// The fd the init reports on.
+pub(crate) const STATUS_FD: i32 = 3;
+
+/// What the parent sends the init.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct InitSpec {
+    pub(crate) run: RunSpec,
+    /// An empty directory where the rootfs is mounted (in the new mount namespace only).
+    pub(crate) rootfs: PathBuf,
+    /// An empty directory, the lowerdir when the step has no layers below it.
+    pub(crate) empty_lower: PathBuf,
+    /// `/etc` files to bind (name, host file): hosts, resolv.conf, hostname.
+    pub(crate) etc_files: Vec<(String, PathBuf)>,
+}
+
+/// What the init reports.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Report {
+    /// Setup failed before the command ran.
+    Error(String),
+    /// The command exited with this code.
+    Exited(i32),
+    /// The command was killed by this signal.
+    Signaled(i32),
+}
+
+/// Entry point of a re-executed init; never returns.
+pub(crate) fn main() -> ! {
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    // The command must not inherit the report channel.
+    let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
+    let report = match stage1() {
+        Ok(()) => std::process::exit(0),
+        Err(message) => Report::Error(message),
+    };
+    let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
+    std::process::exit(1);
+}
+
+fn stage1() -> Result<(), String> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the spec: {e}"))?;
+    let spec: InitSpec = serde_json::from_str(&text).map_err(|e| format!("decoding the spec: {e}"))?;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID;
+    if spec.run.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
+    // SAFETY: this process is single-threaded (freshly executed; nothing spawned threads).
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let report = match stage2(&spec) {
+                Ok(r) => r,
+                Err(e) => Report::Error(e),
+            };
+            let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+            let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
+            std::process::exit(0);
+        }
+        ForkResult::Parent { child } => {
+            forward_signals_to(child);
+            loop {
+                match waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The pid SIGTERM/SIGINT are passed on to.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn forward_signals_to(pid: Pid) {
+    FORWARD_TO.store(pid.as_raw(), Ordering::SeqCst);
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only calls kill.
+        let _ = unsafe { signal::signal(sig, SigHandler::Handler(forward)) };
+    }
+}
+
+/// PID 1: filesystem, identity, the command, reaping.
+fn stage2(spec: &InitSpec) -> Result<Report, String> {
+    crate::mounts::setup(spec)?;
+    nix::unistd::sethostname(&spec.run.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
+    if spec.run.network == Network::None {
+        crate::network::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let id = crate::user::resolve(&spec.run.user, &passwd, &group)?;
+    let cwd = if spec.run.cwd.is_empty() { "/" } else { spec.run.cwd.as_str() };
+    if std::fs::metadata(cwd).is_err() {
+        std::fs::create_dir_all(cwd).map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
+    }
+
+    let mut env: Vec<String> = spec.run.env.clone();
+    let has = |env: &[String], k: &str| env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(a, _)| a) == k);
+    if !has(&env, "PATH") {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={}", id.home));
+    }
+    if !has(&env, "HOSTNAME") {
+        env.push(format!("HOSTNAME={}", spec.run.hostname));
+    }
+    let path_var = env.iter().rev().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or("").to_string();
+    let program = spec.run.argv.first().ok_or("empty command")?;
+    let exe = find_executable(program, &path_var).ok_or_else(|| format!("exec: {program:?}: executable file not found in $PATH"))?;
+    let to_c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+    let exe = to_c(&exe)?;
+    let argv = spec.run.argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
+    let envp = env.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
+    let dev_null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+
+    // SAFETY: PID 1 is single-threaded.
+    let main = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let err = exec_command(&id, cwd, &dev_null, &exe, &argv, &envp);
+            let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+            let _ = writeln!(status, "{}", serde_json::to_string(&Report::Error(err)).unwrap_or_default());
+            // SAFETY: leave without running the parent's exit handlers twice.
+            unsafe { libc::_exit(127) };
+        }
+        ForkResult::Parent { child } => child,
+    };
+    forward_signals_to(main);
+    let report = loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == main => break Report::Exited(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => break Report::Signaled(sig as i32),
+            Err(nix::errno::Errno::ECHILD) => break Report::Error("the command vanished".into()),
+            _ => continue,
+        }
+    };
+    // Whatever the command left running dies with it: a step never waits on a daemon.
+    let _ = signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+    while !matches!(waitpid(Pid::from_raw(-1), None), Err(nix::errno::Errno::ECHILD)) {}
+    Ok(report)
+}
+
+/// The command's child side: identity, privileges, stdin, then exec. Returns only on failure.
+fn exec_command(id: &crate::user::Identity, cwd: &str, dev_null: &File, exe: &CString, argv: &[CString], envp: &[CString]) -> String {
+    use std::os::fd::AsRawFd;
+    let step = || -> Result<std::convert::Infallible, String> {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            // SAFETY: restoring the default disposition.
+            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+        }
+        // SAFETY: dup2 onto fd 0, which this process owns; no Rust object wraps fd 0 here.
+        if unsafe { libc::dup2(dev_null.as_raw_fd(), 0) } < 0 {
+            return Err(format!("closing stdin: {}", std::io::Error::last_os_error()));
+        }
+        rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
+        crate::caps::restrict()?;
+        let groups: Vec<nix::unistd::Gid> = id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(id.gid)).map_err(|e| format!("setgid {}: {e}", id.gid))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(id.uid)).map_err(|e| format!("setuid {}: {e}", id.uid))?;
+        nix::unistd::chdir(cwd).map_err(|e| format!("chdir {cwd}: {e}"))?;
+        nix::unistd::execve(exe, argv, envp).map_err(|e| format!("exec {}: {e}", exe.to_string_lossy()))
+    };
+    match step() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// Docker's lookup: a name with a `/` is used as is; otherwise the first executable file of
+/// that name in `PATH`.
+fn find_executable(name: &str, path: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return Some(name.to_string());
+    }
+    path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{name}", d.trim_end_matches('/'))).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}

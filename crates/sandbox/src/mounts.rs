@@ -1,0 +1,205 @@
+//! The sandbox's filesystem, set up by its PID 1 inside the new mount namespace: the overlay
+//! rootfs, `/proc`, a minimal `/dev`, read-only `/sys`, the `/etc` files Docker provides, the
+//! step's extra mounts, Docker's masked paths, then `pivot_root` with the old root detached.
+//!
+//! Mount targets inside the image are opened with `openat2(RESOLVE_IN_ROOT)` and mounted on
+//! through `/proc/self/fd/N`, so a symlink in the image cannot redirect a mount to a host path.
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{mkdirat, openat, openat2, symlink, Mode, OFlags, ResolveFlags, CWD};
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount_bind, mount_change, mount_bind_recursive,
+    mount_remount, move_mount, unmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags,
+    MoveMountFlags, UnmountFlags,
+};
+
+use crate::init::InitSpec;
+use crate::spec::MountKind;
+
+/// Host devices a step gets, bind-mounted (Docker's default device set).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Paths Docker hides (files get `/dev/null`, directories an empty read-only tmpfs).
+const MASKED: [&str; 9] = [
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Paths Docker makes read-only.
+const READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Why the rootfs could not be set up.
+type Result<T> = std::result::Result<T, String>;
+
+fn ctx<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// Builds the whole filesystem and pivots into it. Called once, by the sandbox's PID 1.
+pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
+    let root = &spec.rootfs;
+    // Nothing mounted from here on may propagate back to the host.
+    mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE).map_err(ctx("making / private"))?;
+    mount_overlay(spec)?;
+    let root_fd = openat(CWD, root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx("opening the rootfs"))?;
+
+    let proc_dir = in_root(&root_fd, "/proc", true)?;
+    mnt("proc", fd_path(&proc_dir), "proc", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, "").map_err(ctx("mounting /proc"))?;
+
+    let dev = in_root(&root_fd, "/dev", true)?;
+    mnt("tmpfs", fd_path(&dev), "tmpfs", MountFlags::NOSUID | MountFlags::STRICTATIME, "mode=755,size=65536k").map_err(ctx("mounting /dev"))?;
+    let dev_path = root.join("dev");
+    for d in DEVICES {
+        let target = dev_path.join(d);
+        fs::write(&target, b"").map_err(ctx(format!("creating /dev/{d}")))?;
+        mount_bind(Path::new("/dev").join(d), &target).map_err(ctx(format!("binding /dev/{d}")))?;
+    }
+    fs::create_dir(dev_path.join("pts")).map_err(ctx("creating /dev/pts"))?;
+    mnt("devpts", dev_path.join("pts"), "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
+        .map_err(ctx("mounting /dev/pts"))?;
+    symlink("pts/ptmx", dev_path.join("ptmx")).map_err(ctx("linking /dev/ptmx"))?;
+    fs::create_dir(dev_path.join("shm")).map_err(ctx("creating /dev/shm"))?;
+    mnt("shm", dev_path.join("shm"), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, "mode=1777,size=65536k")
+        .map_err(ctx("mounting /dev/shm"))?;
+    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        symlink(target, dev_path.join(name)).map_err(ctx(format!("linking /dev/{name}")))?;
+    }
+
+    let sys = in_root(&root_fd, "/sys", true)?;
+    let ro = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY;
+    if mnt("sysfs", fd_path(&sys), "sysfs", ro, "").is_err() {
+        // sysfs refuses a new mount when the network namespace is the host's; a read-only
+        // recursive bind of the host's shows the same.
+        mount_bind_recursive("/sys", fd_path(&sys)).map_err(ctx("binding /sys"))?;
+        mount_remount(fd_path(&sys), MountFlags::BIND | ro, "").map_err(ctx("making /sys read-only"))?;
+    }
+
+    for (name, source) in &spec.etc_files {
+        let target = in_root(&root_fd, &format!("/etc/{name}"), false)?;
+        mount_bind(source, fd_path(&target)).map_err(ctx(format!("binding /etc/{name}")))?;
+    }
+
+    for m in &spec.run.mounts {
+        match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                let target = in_root(&root_fd, &m.target, source.is_dir())?;
+                mount_bind_recursive(source, fd_path(&target)).map_err(ctx(format!("binding {} at {}", source.display(), m.target)))?;
+                if *readonly {
+                    mount_remount(fd_path(&target), MountFlags::BIND | MountFlags::RDONLY, "").map_err(ctx(format!("making {} read-only", m.target)))?;
+                }
+            }
+            MountKind::Tmpfs { size } => {
+                let target = in_root(&root_fd, &m.target, true)?;
+                let data = size.map(|s| format!("size={s}")).unwrap_or_default();
+                mnt("tmpfs", fd_path(&target), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, data.as_str())
+                    .map_err(ctx(format!("mounting tmpfs at {}", m.target)))?;
+            }
+        }
+    }
+
+    pivot(root)?;
+    mask_paths();
+    Ok(())
+}
+
+/// Mounts the overlay rootfs with the new mount API: one `lowerdir+` per layer, so 100+
+/// layers fit where the one-page option string would not.
+fn mount_overlay(spec: &InitSpec) -> Result<()> {
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(ctx("fsopen overlay"))?;
+    let lowers: Vec<&PathBuf> = if spec.run.lowerdirs.is_empty() { vec![&spec.empty_lower] } else { spec.run.lowerdirs.iter().collect() };
+    for l in lowers {
+        fsconfig_set_string(&fs, "lowerdir+", l).map_err(ctx(format!("overlay lowerdir {}", l.display())))?;
+    }
+    fsconfig_set_string(&fs, "upperdir", &spec.run.upperdir).map_err(ctx(format!("overlay upperdir {}", spec.run.upperdir.display())))?;
+    fsconfig_set_string(&fs, "workdir", &spec.run.workdir).map_err(ctx(format!("overlay workdir {}", spec.run.workdir.display())))?;
+    // The layer differ needs an upperdir that tells the whole truth (see forge-layerstore's diff).
+    for (k, v) in [("index", "off"), ("redirect_dir", "off"), ("metacopy", "off")] {
+        fsconfig_set_string(&fs, k, v).map_err(ctx(format!("overlay {k}={v}")))?;
+    }
+    fsconfig_create(&fs).map_err(ctx("creating the overlay"))?;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(ctx("fsmount"))?;
+    move_mount(&mnt, "", CWD, &spec.rootfs, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(ctx("attaching the rootfs"))?;
+    Ok(())
+}
+
+/// Opens `path` inside the rootfs (resolved as if the rootfs were `/`), creating it as a
+/// directory or an empty file when missing. The parent creates nothing: every component is
+/// made relative to the fd of the one before it.
+fn in_root(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let open = |p: &str| openat2(root, if p.is_empty() { "." } else { p }, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve);
+    let mut done = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        let parent = open(&done).map_err(ctx(format!("opening {path}")))?;
+        let last = i + 1 == parts.len();
+        if !done.is_empty() {
+            done.push('/');
+        }
+        done.push_str(part);
+        if open(&done).is_ok() {
+            continue;
+        }
+        let parent = openat(&parent, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx(format!("opening the parent of {path}")))?;
+        if last && !dir {
+            openat(&parent, *part, OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o644))
+                .map_err(ctx(format!("creating {path}")))?;
+        } else {
+            mkdirat(&parent, *part, Mode::from_raw_mode(0o755)).map_err(ctx(format!("creating {path}")))?;
+        }
+    }
+    open(&done).map_err(ctx(format!("opening {path}")))
+}
+
+/// mount(2) with its options as text (rustix takes them as a C string).
+fn mnt(source: &str, target: impl AsRef<Path>, fstype: &str, flags: MountFlags, data: &str) -> std::io::Result<()> {
+    let data = std::ffi::CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    Ok(rustix::mount::mount(source, target.as_ref(), fstype, flags, Some(data.as_c_str()))?)
+}
+
+/// The magic-link path that names an open fd, for syscalls that take paths.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Makes `root` the root and detaches the old one, so no host path stays reachable.
+fn pivot(root: &Path) -> Result<()> {
+    rustix::process::chdir(root).map_err(ctx("entering the rootfs"))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then
+    // removes the old root without needing a directory for it inside the image.
+    rustix::process::pivot_root(".", ".").map_err(ctx("pivot_root"))?;
+    mount_change(".", MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM).map_err(ctx("isolating the old root"))?;
+    unmount(".", UnmountFlags::DETACH).map_err(ctx("detaching the old root"))?;
+    rustix::process::chdir("/").map_err(ctx("entering /"))?;
+    Ok(())
+}
+
+/// Docker's masked and read-only paths. Paths the kernel lacks are skipped.
+fn mask_paths() {
+    for p in MASKED {
+        match fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                let _ = mnt("tmpfs", p, "tmpfs", MountFlags::RDONLY, "");
+            }
+            Ok(_) => {
+                let _ = mount_bind("/dev/null", p);
+            }
+            Err(_) => {}
+        }
+    }
+    for p in READONLY {
+        if Path::new(p).exists() && mount_bind(p, p).is_ok() {
+            let _ = mount_remount(p, MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, "");
+        }
+    }
+}

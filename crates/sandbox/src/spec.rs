@@ -1,0 +1,109 @@
+//! What a caller asks the sandbox to run: the rootfs layers, the process, extra mounts and
+//! limits. Plain data, serialized to the re-executed init.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One RUN step to execute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Overlay lowerdirs, top-most (newest layer) first; may be empty.
+    pub lowerdirs: Vec<PathBuf>,
+    /// The overlay upperdir: receives every change the step makes (the layer's diff).
+    pub upperdir: PathBuf,
+    /// The overlay workdir, on the same filesystem as `upperdir`.
+    pub workdir: PathBuf,
+    /// The full argv; `argv[0]` without a `/` is looked up in the `PATH` of `env`.
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` pairs; Docker's default `PATH` is added when absent.
+    pub env: Vec<String>,
+    /// Dockerfile `USER` form: `""` (root), `name`, `uid`, `name:group` or `uid:gid`, resolved
+    /// through the rootfs's `/etc/passwd` and `/etc/group`.
+    pub user: String,
+    /// The working directory (absolute); created if missing.
+    pub cwd: String,
+    /// The sandbox's hostname.
+    pub hostname: String,
+    /// The network namespace.
+    pub network: Network,
+    /// Extra mounts (`RUN --mount`).
+    pub mounts: Vec<Mount>,
+    /// cgroup limits.
+    pub limits: Limits,
+    /// The executable re-executed as the sandbox's init; `None` for this executable.
+    pub init: Option<PathBuf>,
+}
+
+impl RunSpec {
+    /// A spec for `argv` on the given overlay directories, as root in `/`, with no network
+    /// and no limits.
+    pub fn new(lowerdirs: Vec<PathBuf>, upperdir: PathBuf, workdir: PathBuf, argv: Vec<String>) -> RunSpec {
+        RunSpec {
+            lowerdirs,
+            upperdir,
+            workdir,
+            argv,
+            env: Vec::new(),
+            user: String::new(),
+            cwd: "/".into(),
+            hostname: "forge".into(),
+            network: Network::None,
+            mounts: Vec::new(),
+            limits: Limits::default(),
+            init: None,
+        }
+    }
+}
+
+/// The network a step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Its own network namespace with only loopback, up.
+    None,
+    /// The host's network namespace. Docker's `default` (a bridged namespace with NAT) is
+    /// mapped here by the builder: forge sets up no bridge or NAT.
+    Host,
+}
+
+/// An extra mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path in the sandbox; created (in the upperdir only as long as the step runs)
+    /// when missing.
+    pub target: String,
+    /// What is mounted.
+    pub kind: MountKind,
+}
+
+/// The kinds of extra mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A host file or directory.
+    Bind {
+        /// The host path.
+        source: PathBuf,
+        /// Mounted read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+}
+
+/// Resource limits of one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Memory plus swap in bytes (`u64::MAX`: unlimited swap).
+    pub memory_swap: Option<u64>,
+    /// CPU shares (cgroup v1 semantics; converted to a weight on v2).
+    pub cpu_shares: Option<u64>,
+    /// CFS quota and period in microseconds.
+    pub cpu_quota: Option<(i64, u64)>,
+    /// Maximum number of processes.
+    pub pids: Option<u64>,
+}

@@ -1,0 +1,143 @@
+//! What a step can see and do: its own PIDs, hostname, mounts, network, user, capabilities.
+
+mod common;
+
+use common::{run_collect, Step};
+use forge_sandbox::{ExitStatus, Network};
+
+#[test]
+fn exit_codes_and_output_come_back_exactly() {
+    let step = Step::new();
+    for (script, want) in [("true", ExitStatus::Exited(0)), ("exit 3", ExitStatus::Exited(3)), ("exit 255", ExitStatus::Exited(255)), ("kill -9 $$", ExitStatus::Signaled(9))] {
+        let (outcome, _) = run_collect(&step.spec(script));
+        assert_eq!(outcome.unwrap().status, want, "{script}");
+    }
+    // Each stream keeps its order (the two are separate pipes, as in Docker).
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let outcome = forge_sandbox::run(&step.spec("echo one; echo two >&2; echo three"), &forge_sandbox::Cancel::new(), &mut |s, line| {
+        let text = String::from_utf8_lossy(line);
+        match s {
+            forge_sandbox::Stream::Stdout => stdout.push_str(&text),
+            forge_sandbox::Stream::Stderr => stderr.push_str(&text),
+        }
+    });
+    assert!(outcome.unwrap().status.success());
+    assert_eq!((stdout.as_str(), stderr.as_str()), ("one\nthree\n", "two\n"));
+}
+
+#[test]
+fn a_step_sees_only_its_own_processes_hostname_and_mounts() {
+    let step = Step::new();
+    let mut spec = step.spec("ps -o pid,comm | tail -n +2; echo host=$(hostname); cat /proc/mounts; ls /proc | grep -c '^[0-9]'");
+    spec.hostname = "sandboxed".into();
+    let (outcome, out) = run_collect(&spec);
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert!(out.contains("host=sandboxed"), "{out}");
+    // PID 1 is the sandbox's init; the shell and ps are the only others.
+    let pids: Vec<u32> = out.lines().take_while(|l| !l.starts_with("host=")).filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
+    assert!(pids.contains(&1) && pids.len() <= 4, "{out}");
+    // Mount points are the sandbox's own; only the root overlay's options name host dirs (as in
+    // Docker, whose /proc/mounts shows the same).
+    let mounts: Vec<&str> = out.lines().filter(|l| l.split(' ').count() == 6).collect();
+    assert!(mounts.iter().any(|l| l.split(' ').nth(1) == Some("/") && l.contains(" overlay ")), "{out}");
+    let host = step.dir.path().to_string_lossy().to_string();
+    for l in &mounts {
+        let point = l.split(' ').nth(1).unwrap();
+        assert!(!point.contains(&host) && !point.starts_with("/tmp/") && !point.starts_with("/work"), "host mount visible: {l}");
+        assert!(point == "/" || !l.contains(&host), "host path in a non-root mount: {l}");
+    }
+}
+
+#[test]
+fn network_none_has_only_loopback_and_host_sees_the_host() {
+    let step = Step::new();
+    let (outcome, out) = run_collect(&step.spec("ls /sys/class/net; ping -c1 -W1 127.0.0.1 >/dev/null && echo lo-ok"));
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert_eq!(out, "lo\nlo-ok\n");
+    let mut spec = step.spec("ls /sys/class/net | wc -l");
+    spec.network = Network::Host;
+    let host_count = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let (outcome, out) = run_collect(&spec);
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert_eq!(out.trim(), host_count.to_string());
+}
+
+#[test]
+fn users_env_and_cwd() {
+    let step = Step::new();
+    for (user, want) in [("", "uid=0(root) gid=0(root)"), ("app", "uid=1000(app) gid=1000(app) groups=50(staff)"), ("1000:50", "uid=1000(app) gid=50(staff)"), ("nobody", "uid=65534(nobody) gid=65534(nogroup)")] {
+        let mut spec = step.spec("id");
+        spec.user = user.into();
+        let (outcome, out) = run_collect(&spec);
+        assert!(outcome.unwrap().status.success(), "{user}: {out}");
+        assert!(out.trim().starts_with(want), "{user}: {out}");
+    }
+    let mut spec = step.spec("pwd; echo $GREETING; echo $HOME");
+    spec.cwd = "/work/dir".into();
+    spec.env = vec!["GREETING=hello there".into()];
+    spec.user = "app".into();
+    let (outcome, out) = run_collect(&spec);
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert_eq!(out, "/work/dir\nhello there\n/home/app\n");
+    let mut spec = step.spec("true");
+    spec.user = "ghost".into();
+    let err = run_collect(&spec).0.unwrap_err();
+    assert!(err.to_string().contains("unable to find user ghost"), "{err}");
+}
+
+#[test]
+fn capabilities_are_dockers_and_escapes_fail() {
+    let step = Step::new();
+    let script = "grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; \
+                  mount -o remount,rw /sys 2>/dev/null && echo remount-worked; \
+                  echo x > /proc/sysrq-trigger 2>/dev/null && echo sysrq-worked; \
+                  cat /proc/kcore 2>/dev/null | head -c1 | wc -c; true";
+    let (outcome, out) = run_collect(&step.spec(script));
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(!out.contains("remount-worked") && !out.contains("sysrq-worked"), "{out}");
+    assert!(out.trim_end().ends_with('0'), "kcore is readable: {out}");
+}
+
+#[test]
+fn writes_land_in_the_upperdir_and_etc_files_do_not() {
+    let step = Step::new();
+    let (outcome, out) = run_collect(&step.spec("echo data > /made; cat /etc/hostname; grep -c localhost /etc/hosts; rm /etc/nsswitch.conf"));
+    assert!(outcome.unwrap().status.success(), "{out}");
+    let upper = step.upper();
+    assert_eq!(std::fs::read_to_string(upper.join("made")).unwrap(), "data\n");
+    let mut names: Vec<String> = walk(&upper);
+    names.sort();
+    // The deletion is a whiteout in the copied-up /etc; no hosts, resolv.conf or hostname.
+    assert_eq!(names, ["etc", "etc/nsswitch.conf", "made"], "upperdir: {names:?}");
+    assert!(!upper.join("proc").exists() && !upper.join("etc/hosts").exists());
+}
+
+#[test]
+fn a_noop_step_leaves_an_empty_upperdir_even_without_mountpoints_in_the_image() {
+    let step = Step::new();
+    for d in ["proc", "sys", "dev"] {
+        std::fs::remove_dir(step.lower().join(d)).unwrap();
+    }
+    let mut spec = step.spec("true");
+    spec.mounts.push(forge_sandbox::Mount { target: "/cache/deep".into(), kind: forge_sandbox::MountKind::Tmpfs { size: None } });
+    let (outcome, out) = run_collect(&spec);
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert_eq!(walk(&step.upper()), Vec::<String>::new());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn go(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                go(base, &p, out);
+            }
+        }
+    }
+    go(dir, dir, &mut out);
+    out
+}
