@@ -54,6 +54,14 @@ impl Global {
 enum Command {
     /// Build an image from a Dockerfile.
     Build(commands::build::BuildArgs),
+    /// Push an image to a registry.
+    Push(commands::push::PushArgs),
+    /// Pull an image from a registry.
+    Pull(commands::pull::PullArgs),
+    /// Store credentials for a registry (in docker's config file).
+    Login(commands::login::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(commands::login::LogoutArgs),
     /// Make a one-layer image from a root filesystem tarball (plain, gzip or zstd).
     Import(commands::import::ImportArgs),
     /// Developer tools: inspect what forge's front end makes of a file.
@@ -67,6 +75,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&cli.global, args),
+        Command::Push(args) => commands::push::run(&cli.global, args),
+        Command::Pull(args) => commands::pull::run(&cli.global, args),
+        Command::Login(args) => commands::login::login(&cli.global, args),
+        Command::Logout(args) => commands::login::logout(&cli.global, args),
         Command::Debug(cmd) => commands::debug::run(&cli.global, cmd),
         Command::Import(args) => commands::import::run(&cli.global, args),
     };

@@ -3,4 +3,8 @@
 pub mod build;
 pub mod debug;
 pub mod import;
+pub mod login;
 pub mod output;
+pub mod pull;
+pub mod push;
+pub mod transfer;

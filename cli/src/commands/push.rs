@@ -1,0 +1,33 @@
+//! `forge push LOCAL [DEST]`: push an image of the store to a registry.
+
+use anyhow::Context;
+use clap::Args;
+use forge_layerstore::Store;
+use forge_registry::Reference;
+
+use crate::commands::transfer::{block_on, progress, RegistryOptions};
+
+/// Arguments of `forge push`.
+#[derive(Args)]
+pub struct PushArgs {
+    /// The image in the store (a tag or ID).
+    local: String,
+    /// Where to push it (default: LOCAL, which must then name a registry, like docker).
+    dest: Option<String>,
+    #[command(flatten)]
+    registry: RegistryOptions,
+    /// No progress output.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Runs `forge push`.
+pub fn run(global: &crate::Global, args: PushArgs) -> anyhow::Result<()> {
+    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let dest = Reference::parse(args.dest.as_deref().unwrap_or(&args.local))?;
+    let client = args.registry.client();
+    let bars = progress(args.quiet);
+    let desc = block_on(client.push(&store, &args.local, &dest, bars.as_ref()))?.with_context(|| format!("pushing {} to {dest}", args.local))?;
+    println!("{dest}@{}", desc.digest());
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! Pull: resolve the reference to a manifest (picking linux/amd64 from an index), then stream
+//! the config and layers into the content store in parallel, each verified by digest and size
+//! as it is committed, resuming interrupted blobs with `Range`. The tag is written last, so a
+//! failed pull never leaves a tag pointing at a missing blob.
+
+use std::io::Write;
+use std::str::FromStr;
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
+use reqwest::Method;
+
+use forge_layerstore::{Digest, Store};
+
+use crate::transport::{backoff, error_chain, Target, Transport};
+use crate::{Error, Progress, Reference};
+
+/// The manifest media types forge reads.
+pub(crate) const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Manifests bigger than this are refused: they are held in memory.
+const MAX_MANIFEST: usize = 4 << 20;
+
+/// Parallel layer downloads.
+const PARALLEL: usize = 3;
+
+/// What a pull stored.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The descriptor tagged in the store (a manifest, or the index it was picked from).
+    pub manifest: Descriptor,
+    /// The name it is tagged under.
+    pub name: String,
+    /// The image's config digest (its ID).
+    pub config: Digest,
+    /// Layer digests, bottom first.
+    pub layers: Vec<Digest>,
+}
+
+pub(crate) async fn pull(t: &Transport, reference: &Reference, store: &Store, progress: &dyn Progress) -> Result<Pulled, Error> {
+    let target = Target { host: reference.api_host(), registry: reference.registry(), repository: reference.repository(), push: false };
+    let (top_bytes, top_type) = fetch_manifest(t, target, reference.manifest_ref()).await?;
+    let top_digest = Digest::of(&top_bytes);
+    if let Some(want) = reference.digest() {
+        if want != top_digest.as_str() {
+            return Err(invalid(reference, "manifest", format!("asked for {want}, got content with digest {top_digest}")));
+        }
+    }
+    store_bytes(store, &top_bytes, &top_digest)?;
+    let top_desc = descriptor(&top_type, top_bytes.len() as u64, &top_digest)?;
+
+    let value: serde_json::Value = serde_json::from_slice(&top_bytes).map_err(|e| invalid(reference, "manifest", e.to_string()))?;
+    let manifest_bytes = if value.get("manifests").is_some() {
+        let index: ImageIndex = serde_json::from_value(value).map_err(|e| invalid(reference, "image index", e.to_string()))?;
+        let pick = index
+            .manifests()
+            .iter()
+            .find(|m| m.platform().as_ref().is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"))
+            .ok_or_else(|| invalid(reference, "image index", "no linux/amd64 image in it".into()))?;
+        let (bytes, _) = fetch_manifest(t, target, pick.digest().as_ref()).await?;
+        let d = Digest::of(&bytes);
+        if d.as_str() != pick.digest().as_ref() {
+            return Err(invalid(reference, "manifest", format!("expected {}, got {d}", pick.digest())));
+        }
+        store_bytes(store, &bytes, &d)?;
+        bytes
+    } else {
+        top_bytes
+    };
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| invalid(reference, "manifest", e.to_string()))?;
+
+    let mut blobs: Vec<(Digest, u64)> = vec![(parse_digest(reference, manifest.config().digest().as_ref())?, manifest.config().size())];
+    for l in manifest.layers() {
+        blobs.push((parse_digest(reference, l.digest().as_ref())?, l.size()));
+    }
+    futures_util::stream::iter(blobs.iter().cloned().map(|(d, size)| fetch_blob(t, target, store, d, size, progress)))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let name = reference.to_string();
+    store.tag(&name, &top_desc)?;
+    record_source(store, reference, blobs.iter().map(|(d, _)| d));
+    let mut layers = blobs.into_iter().map(|(d, _)| d);
+    let config = layers.next().expect("config first");
+    Ok(Pulled { manifest: top_desc, name, config, layers: layers.collect() })
+}
+
+fn invalid(reference: &Reference, what: &str, message: String) -> Error {
+    Error::Invalid { what: what.to_string(), registry: reference.registry().to_string(), message }
+}
+
+fn parse_digest(reference: &Reference, s: &str) -> Result<Digest, Error> {
+    Digest::from_str(s).map_err(|e| invalid(reference, "descriptor", e.to_string()))
+}
+
+pub(crate) fn descriptor(media_type: &str, size: u64, digest: &Digest) -> Result<Descriptor, Error> {
+    let d = oci_spec::image::Digest::from_str(digest.as_str()).map_err(|e| Error::Invalid { what: "digest".into(), registry: String::new(), message: e.to_string() })?;
+    Ok(Descriptor::new(oci_spec::image::MediaType::from(media_type), size, d))
+}
+
+/// GETs a manifest by tag or digest; returns its bytes and media type.
+async fn fetch_manifest(t: &Transport, target: Target<'_>, reference: &str) -> Result<(Vec<u8>, String), Error> {
+    let url = format!("{}/v2/{}/manifests/{reference}", t.base_url(target.host), target.repository);
+    let resp = t.send(target, Method::GET, &url, |r| r.header(ACCEPT, MANIFEST_TYPES)).await?;
+    let resp = Transport::expect(resp, "GET", &[200]).await?;
+    let media_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/vnd.oci.image.manifest.v1+json").split(';').next().unwrap_or("").trim().to_string();
+    if resp.content_length().is_some_and(|l| l as usize > MAX_MANIFEST) {
+        return Err(Error::Invalid { what: "manifest".into(), registry: target.registry.into(), message: "larger than 4 MiB".into() });
+    }
+    let bytes = resp.bytes().await.map_err(|e| Error::Connection { url: url.clone(), message: error_chain(&e) })?;
+    if bytes.len() > MAX_MANIFEST {
+        return Err(Error::Invalid { what: "manifest".into(), registry: target.registry.into(), message: "larger than 4 MiB".into() });
+    }
+    // A manifest's media type may also be inside it (OCI recommends it; Docker requires it).
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| v.get("mediaType")?.as_str().map(str::to_string)).unwrap_or(media_type);
+    Ok((bytes.to_vec(), media_type))
+}
+
+fn store_bytes(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), Error> {
+    if store.content().exists(digest) {
+        return Ok(());
+    }
+    let mut w = store.content().writer(digest.as_str())?;
+    w.write_all(bytes).map_err(|e| Error::File { path: "content store".into(), message: e.to_string() })?;
+    w.commit(Some(bytes.len() as u64), Some(digest))?;
+    Ok(())
+}
+
+/// Streams one blob into the store, resuming from what an interrupted attempt left.
+async fn fetch_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
+    if store.content().exists(&digest) {
+        progress.done(digest.as_str(), "exists");
+        return Ok(());
+    }
+    let url = format!("{}/v2/{}/blobs/{digest}", t.base_url(target.host), target.repository);
+    // The ingest is named by the digest, so an earlier interrupted pull (of this or another
+    // process) resumes; another process pulling it right now makes `writer` fail as locked.
+    let mut writer = store.content().writer(digest.as_str())?;
+    progress.start(digest.as_str(), size, writer.offset());
+    let mut failures = 0;
+    loop {
+        let offset = writer.offset();
+        if offset >= size {
+            break;
+        }
+        let result: Result<(), Error> = async {
+            let resp = t.send(target, Method::GET, &url, |r| if offset > 0 { r.header(RANGE, format!("bytes={offset}-")) } else { r }).await?;
+            let resp = Transport::expect(resp, "GET", &[200, 206]).await?;
+            // A registry that ignores Range sends the whole blob again: skip what we have.
+            let mut skip = if resp.status().as_u16() == 200 { offset } else { 0 };
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| Error::Connection { url: url.clone(), message: error_chain(&e) })?;
+                let mut data = &chunk[..];
+                if skip > 0 {
+                    let n = (skip as usize).min(data.len());
+                    data = &data[n..];
+                    skip -= n as u64;
+                }
+                if writer.offset() + data.len() as u64 > size {
+                    return Err(Error::Invalid { what: format!("blob {digest}"), registry: target.registry.into(), message: format!("more than the {size} bytes the manifest announced") });
+                }
+                writer.write_all(data).map_err(|e| Error::File { path: "content store".into(), message: e.to_string() })?;
+                progress.advance(digest.as_str(), data.len() as u64);
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                if writer.offset() < size {
+                    failures += 1;
+                }
+            }
+            Err(Error::Connection { .. }) if failures < t.config.max_retries => failures += 1,
+            Err(e) => return Err(e),
+        }
+        if failures > t.config.max_retries {
+            return Err(Error::Connection { url, message: format!("blob incomplete after {failures} attempts ({} of {size} bytes)", writer.offset()) });
+        }
+        if writer.offset() < size {
+            tokio::time::sleep(backoff(failures)).await;
+        }
+    }
+    // Verifies size and digest; a mismatch discards the bytes and stores nothing.
+    writer.commit(Some(size), Some(&digest))?;
+    progress.done(digest.as_str(), "pulled");
+    Ok(())
+}
+
+/// Remembers that these blobs are in `reference`'s repository, so a later push to another
+/// repository of the same registry can mount them instead of uploading.
+pub(crate) fn record_source<'a>(store: &Store, reference: &Reference, digests: impl Iterator<Item = &'a Digest>) {
+    let path = store.root().join("forge").join("blob-sources.json");
+    let mut map: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let repo = format!("{}/{}", reference.registry(), reference.repository());
+    for d in digests {
+        map.entry(d.to_string()).or_default().insert(repo.clone());
+    }
+    // A lost update only costs a mount; the file is a hint, written atomically.
+    if let Ok(bytes) = serde_json::to_vec(&map) {
+        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(store.root())) {
+            if tmp.write_all(&bytes).is_ok() {
+                let _ = tmp.persist(&path);
+            }
+        }
+    }
+}
+
+/// Repositories of `registry` known to hold `digest`.
+pub(crate) fn known_sources(store: &Store, registry: &str, digest: &Digest) -> Vec<String> {
+    let path = store.root().join("forge").join("blob-sources.json");
+    let map: std::collections::BTreeMap<String, Vec<String>> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    map.get(digest.as_str())
+        .map(|repos| repos.iter().filter_map(|r| r.strip_prefix(&format!("{registry}/")).map(str::to_string)).collect())
+        .unwrap_or_default()
+}

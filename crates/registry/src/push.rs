@@ -1,0 +1,147 @@
+//! Push: every blob is checked with HEAD first, mounted from another repository of the same
+//! registry when forge knows one holds it, else uploaded (one PUT for small blobs, PATCH chunks
+//! for large ones, streamed from the store file by file range); layers go up in parallel; the
+//! manifest goes last, only once every blob is there.
+
+use std::str::FromStr;
+
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::Method;
+
+use forge_layerstore::{Digest, Store};
+use oci_spec::image::Descriptor;
+
+use crate::pull::{descriptor, known_sources, record_source};
+use crate::transport::{Target, Transport};
+use crate::{Error, Progress, Reference};
+
+/// Blobs up to this size go up in one PUT; larger ones in PATCH chunks of this size.
+const CHUNK: u64 = 32 << 20;
+
+/// Parallel blob uploads.
+const PARALLEL: usize = 3;
+
+pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &Reference, progress: &dyn Progress) -> Result<Descriptor, Error> {
+    let image = store.image(local)?;
+    let target = Target { host: reference.api_host(), registry: reference.registry(), repository: reference.repository(), push: true };
+    let mut blobs: Vec<(Digest, u64)> = vec![(image.id()?, image.manifest.config().size())];
+    for l in image.layers()? {
+        blobs.push((l.digest, l.size));
+    }
+    futures_util::stream::iter(blobs.iter().cloned().map(|(d, size)| push_blob(t, target, store, d, size, progress)))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    // The manifest's exact stored bytes, so its digest is the one the store knows.
+    let manifest_digest = Digest::from_str(image.descriptor.digest().as_ref()).map_err(|e| Error::Invalid { what: "manifest digest".into(), registry: String::new(), message: e.to_string() })?;
+    let bytes = std::fs::read(store.content().path(&manifest_digest)).map_err(|e| Error::File { path: manifest_digest.to_string(), message: e.to_string() })?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Invalid { what: "local manifest".into(), registry: String::new(), message: e.to_string() })?;
+    if value.get("manifests").is_some() {
+        return Err(Error::Invalid { what: "local image".into(), registry: String::new(), message: format!("{local} is a multi-platform index; push one of its images by digest") });
+    }
+    let media_type = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or("application/vnd.oci.image.manifest.v1+json").to_string();
+    let url = format!("{}/v2/{}/manifests/{}", t.base_url(target.host), target.repository, reference.manifest_ref());
+    let resp = t.send(target, Method::PUT, &url, |r| r.header(CONTENT_TYPE, media_type.clone()).body(bytes.clone())).await?;
+    Transport::expect(resp, "PUT", &[200, 201]).await?;
+    record_source(store, reference, blobs.iter().map(|(d, _)| d));
+    descriptor(&media_type, bytes.len() as u64, &manifest_digest)
+}
+
+async fn push_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
+    let base = t.base_url(target.host);
+    let head_url = format!("{base}/v2/{}/blobs/{digest}", target.repository);
+    let resp = t.send(target, Method::HEAD, &head_url, |r| r).await?;
+    if resp.status().is_success() {
+        progress.done(digest.as_str(), "exists");
+        return Ok(());
+    }
+    // Cross-repository mount: 201 means done; 202 means the registry declined and opened an
+    // upload session instead, which is used as if POSTed plainly.
+    let mut location = None;
+    for from in known_sources(store, target.registry, &digest).into_iter().filter(|r| r != target.repository) {
+        let url = format!("{base}/v2/{}/blobs/uploads/?mount={digest}&from={from}", target.repository);
+        let resp = t.send(target, Method::POST, &url, |r| r.header(CONTENT_LENGTH, 0)).await?;
+        match resp.status().as_u16() {
+            201 => {
+                progress.done(digest.as_str(), "mounted");
+                return Ok(());
+            }
+            202 => {
+                location = Some(location_of(&base, &resp)?);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let mut location = match location {
+        Some(l) => l,
+        None => {
+            let url = format!("{base}/v2/{}/blobs/uploads/", target.repository);
+            let resp = t.send(target, Method::POST, &url, |r| r.header(CONTENT_LENGTH, 0)).await?;
+            let resp = Transport::expect(resp, "POST", &[202]).await?;
+            location_of(&base, &resp)?
+        }
+    };
+    progress.start(digest.as_str(), size, 0);
+    let path = store.content().path(&digest);
+    let body = |start: u64, len: u64| -> Result<reqwest::Body, Error> {
+        use std::io::Seek;
+        let mut f = std::fs::File::open(&path).map_err(|e| Error::File { path: path.display().to_string(), message: e.to_string() })?;
+        f.seek(std::io::SeekFrom::Start(start)).map_err(|e| Error::File { path: path.display().to_string(), message: e.to_string() })?;
+        let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(f), len);
+        Ok(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10)))
+    };
+    // Fail early and clearly if the blob is missing; the closures below re-open it per attempt.
+    body(0, 0)?;
+    if size > CHUNK {
+        let mut start = 0;
+        while start < size {
+            let len = CHUNK.min(size - start);
+            // Each attempt re-opens the file at the chunk, so a retried PATCH resends it whole.
+            let resp = t
+                .send(target, Method::PATCH, &location, |r| {
+                    let r = r.header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_LENGTH, len).header(CONTENT_RANGE, format!("{start}-{}", start + len - 1));
+                    match body(start, len) {
+                        Ok(b) => r.body(b),
+                        Err(_) => r,
+                    }
+                })
+                .await?;
+            let resp = Transport::expect(resp, "PATCH", &[202]).await?;
+            location = location_of(&base, &resp)?;
+            start += len;
+            progress.advance(digest.as_str(), len);
+        }
+        let url = with_digest(&location, &digest);
+        let resp = t.send(target, Method::PUT, &url, |r| r.header(CONTENT_LENGTH, 0)).await?;
+        Transport::expect(resp, "PUT", &[201]).await?;
+    } else {
+        let url = with_digest(&location, &digest);
+        let resp = t
+            .send(target, Method::PUT, &url, |r| {
+                let r = r.header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_LENGTH, size);
+                match body(0, size) {
+                    Ok(b) => r.body(b),
+                    Err(_) => r,
+                }
+            })
+            .await?;
+        Transport::expect(resp, "PUT", &[201]).await?;
+        progress.advance(digest.as_str(), size);
+    }
+    progress.done(digest.as_str(), "pushed");
+    Ok(())
+}
+
+/// The upload URL a registry returned, made absolute.
+fn location_of(base: &str, resp: &reqwest::Response) -> Result<String, Error> {
+    let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| Error::Invalid { what: "upload".into(), registry: base.into(), message: "no Location header".into() })?;
+    Ok(if loc.starts_with("http://") || loc.starts_with("https://") { loc.to_string() } else { format!("{base}{loc}") })
+}
+
+fn with_digest(location: &str, digest: &Digest) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}

@@ -1,0 +1,217 @@
+//! HTTP to a registry: the scheme (plain HTTP only for loopback or `insecure`), TLS with extra
+//! CA files per host, authentication on demand (a 401 challenge gets answered once), and
+//! retries with backoff on connection errors, 429 and 5xx, honouring `Retry-After`.
+//!
+//! Written on reqwest rather than oci-client because oci-client buffers whole layers for
+//! push and pull, retries nothing and cannot resume or accept a 202 mount fallback.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use crate::auth::{challenge, docker_config, TokenCache};
+use crate::reference::is_loopback_host;
+use crate::{ClientConfig, Error};
+
+/// Where a request goes, for auth scope and error messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    /// The host to connect to.
+    pub(crate) host: &'a str,
+    /// The registry name credentials are stored under.
+    pub(crate) registry: &'a str,
+    /// The repository.
+    pub(crate) repository: &'a str,
+    /// Whether push access is needed.
+    pub(crate) push: bool,
+}
+
+impl Target<'_> {
+    fn scope(&self) -> String {
+        let actions = if self.push { "pull,push" } else { "pull" };
+        format!("repository:{}:{actions}", self.repository)
+    }
+}
+
+/// Shared HTTP state of a [`crate::Client`].
+#[derive(Debug)]
+pub(crate) struct Transport {
+    pub(crate) config: ClientConfig,
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+    tokens: TokenCache,
+}
+
+impl Transport {
+    pub(crate) fn new(config: ClientConfig) -> Transport {
+        Transport { config, clients: Mutex::new(HashMap::new()), tokens: TokenCache::default() }
+    }
+
+    /// `http://host` for loopback hosts and with `insecure`, else `https://host`.
+    pub(crate) fn base_url(&self, host: &str) -> String {
+        if self.config.insecure || is_loopback_host(host) {
+            format!("http://{host}")
+        } else {
+            format!("https://{host}")
+        }
+    }
+
+    /// The client for `host`, trusting `<certs_dir>/<host>/*.crt` besides the system roots.
+    fn client(&self, host: &str) -> Result<reqwest::Client, Error> {
+        if let Some(c) = self.clients.lock().unwrap().get(host) {
+            return Ok(c.clone());
+        }
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(15)).read_timeout(Duration::from_secs(60));
+        let dir: PathBuf = self.config.certs_dir.join(host);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.extension().is_some_and(|x| x == "crt") {
+                    let pem = std::fs::read(&path).map_err(|e| Error::File { path: path.display().to_string(), message: e.to_string() })?;
+                    let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| Error::File { path: path.display().to_string(), message: e.to_string() })?;
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+        }
+        let client = builder.build().map_err(|e| Error::Connection { url: host.to_string(), message: e.to_string() })?;
+        self.clients.lock().unwrap().insert(host.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Sends a request built by `build` (called again for every attempt, so bodies can be
+    /// re-created), authenticating when challenged and retrying transient failures. Returns
+    /// the first response that is neither a challenge nor transient; the caller checks its status.
+    pub(crate) async fn send(&self, target: Target<'_>, method: Method, url: &str, build: impl Fn(RequestBuilder) -> RequestBuilder) -> Result<Response, Error> {
+        let client = self.client(target.host)?;
+        let scope = target.scope();
+        let mut attempt = 0u32;
+        let mut challenged = false;
+        loop {
+            let mut req = client.request(method.clone(), url);
+            if let Some(auth) = self.tokens.get(target.host, &scope) {
+                req = req.header(AUTHORIZATION, auth);
+            }
+            let result = build(req).send().await;
+            let wait = match result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !challenged => {
+                    challenged = true;
+                    self.tokens.forget(target.host, &scope);
+                    self.authenticate(target, &resp).await?;
+                    continue;
+                }
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
+                    if attempt >= self.config.max_retries {
+                        return Ok(resp);
+                    }
+                    retry_after(&resp).unwrap_or_else(|| backoff(attempt))
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) => {
+                    if attempt >= self.config.max_retries || e.is_builder() {
+                        return Err(Error::Connection { url: url.to_string(), message: error_chain(&e) });
+                    }
+                    backoff(attempt)
+                }
+            };
+            attempt += 1;
+            tracing::debug!(url, attempt, ?wait, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Answers a 401 challenge: Basic with stored credentials, or a token from the realm.
+    async fn authenticate(&self, target: Target<'_>, resp: &Response) -> Result<(), Error> {
+        let fail = |message: String| Error::Auth { registry: target.registry.to_string(), message };
+        let header = resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).ok_or_else(|| fail("401 without a WWW-Authenticate challenge".into()))?;
+        let ch = challenge::parse(header).ok_or_else(|| fail(format!("unreadable challenge {header:?}")))?;
+        let config_path = self.config.docker_config.clone().unwrap_or_else(docker_config::default_path);
+        let creds = docker_config::lookup(&config_path, target.registry)?;
+        let scope = target.scope();
+        match ch.scheme.as_str() {
+            "basic" => {
+                let c = creds.ok_or_else(|| fail(format!("the registry wants a user name and password: forge login {}", target.registry)))?;
+                self.tokens.put(target.host, &scope, basic(&c.username, &c.password), Duration::from_secs(365 * 24 * 3600));
+                Ok(())
+            }
+            "bearer" => {
+                let realm = ch.params.get("realm").ok_or_else(|| fail("bearer challenge without a realm".into()))?;
+                let mut url = reqwest::Url::parse(realm).map_err(|e| fail(format!("bad realm {realm:?}: {e}")))?;
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(service) = ch.params.get("service") {
+                        q.append_pair("service", service);
+                    }
+                    q.append_pair("scope", &scope);
+                }
+                let realm_host = url.host_str().unwrap_or(target.host).to_string();
+                let client = self.client(&realm_host)?;
+                let mut req = client.get(url.clone());
+                if let Some(c) = &creds {
+                    req = req.header(AUTHORIZATION, basic(&c.username, &c.password));
+                }
+                let resp = req.send().await.map_err(|e| fail(format!("token server {url}: {}", error_chain(&e))))?;
+                if !resp.status().is_success() {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    return Err(fail(format!("token server answered {status}: {}", body.chars().take(300).collect::<String>())));
+                }
+                #[derive(serde::Deserialize)]
+                struct TokenAnswer {
+                    token: Option<String>,
+                    access_token: Option<String>,
+                    expires_in: Option<u64>,
+                }
+                let answer: TokenAnswer = resp.json().await.map_err(|e| fail(format!("token server answer: {e}")))?;
+                let token = answer.token.or(answer.access_token).ok_or_else(|| fail("token server sent no token".into()))?;
+                let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60).max(10));
+                self.tokens.put(target.host, &scope, format!("Bearer {token}"), lifetime);
+                Ok(())
+            }
+            other => Err(fail(format!("unsupported auth scheme {other:?}"))),
+        }
+    }
+
+    /// Checks a response's status, turning an unexpected one into [`Error::Status`] with the
+    /// registry's error body.
+    pub(crate) async fn expect(resp: Response, method: &str, ok: &[u16]) -> Result<Response, Error> {
+        if ok.contains(&resp.status().as_u16()) {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let url = resp.url().to_string();
+        let body = resp.text().await.unwrap_or_default();
+        Err(Error::Status { method: method.to_string(), url, status, body: body.chars().take(500).collect() })
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Exponential backoff: 250 ms, 500 ms, 1 s ... capped at 8 s.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(8))
+}
+
+/// `Retry-After` in seconds (capped at 60).
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v: &HeaderValue = resp.headers().get(RETRY_AFTER)?;
+    let secs: u64 = v.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// An error with its causes, which reqwest keeps in the source chain.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
