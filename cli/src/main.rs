@@ -62,6 +62,21 @@ enum Command {
     Login(commands::login::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(commands::login::LogoutArgs),
+    /// List the tagged images of the store.
+    Images(commands::images::ImagesArgs),
+    /// Show images as JSON.
+    Inspect(commands::inspect::InspectArgs),
+    /// Give an image another name.
+    Tag(commands::tag::TagArgs),
+    /// Remove image names (free space with `forge store gc`).
+    Rmi(commands::tag::RmiArgs),
+    /// Write images to an archive (docker-archive or oci-archive).
+    Save(commands::save::SaveArgs),
+    /// Read images from an archive or an OCI layout directory.
+    Load(commands::save::LoadArgs),
+    /// Store maintenance.
+    #[command(subcommand)]
+    Store(commands::store::StoreCommand),
     /// Make a one-layer image from a root filesystem tarball (plain, gzip or zstd).
     Import(commands::import::ImportArgs),
     /// Developer tools: inspect what forge's front end makes of a file.
@@ -75,6 +90,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&cli.global, args),
+        Command::Images(args) => commands::images::run(&cli.global, args),
+        Command::Inspect(args) => commands::inspect::run(&cli.global, args),
+        Command::Tag(args) => commands::tag::tag(&cli.global, args),
+        Command::Rmi(args) => commands::tag::rmi(&cli.global, args),
+        Command::Save(args) => commands::save::save(&cli.global, args),
+        Command::Load(args) => commands::save::load(&cli.global, args),
+        Command::Store(cmd) => commands::store::run(&cli.global, cmd),
         Command::Push(args) => commands::push::run(&cli.global, args),
         Command::Pull(args) => commands::pull::run(&cli.global, args),
         Command::Login(args) => commands::login::login(&cli.global, args),

@@ -11,6 +11,7 @@ pub mod export;
 pub mod image;
 pub mod import;
 pub mod index;
+pub mod maintenance;
 pub mod snapshot;
 pub mod store;
 

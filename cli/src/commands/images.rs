@@ -1,0 +1,89 @@
+//! `forge images`: the tagged images of the store.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use forge_layerstore::Store;
+use serde::Serialize;
+
+/// Output formats for listing commands.
+#[derive(Clone, Copy, Default, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+/// Arguments of `forge images`.
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Serialize)]
+struct Row {
+    repository: String,
+    tag: String,
+    id: String,
+    digest: String,
+    created: Option<String>,
+    size: u64,
+}
+
+/// Runs `forge images`.
+pub fn run(global: &crate::Global, args: ImagesArgs) -> anyhow::Result<()> {
+    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let mut rows = Vec::new();
+    for (name, desc) in store.index().list()? {
+        let (repository, tag) = split_name(&name);
+        let (id, created, size) = match store.image_of(&desc) {
+            Ok(image) => (image.id()?.to_string(), image.config.created.clone(), image.layers()?.iter().map(|l| l.size).sum()),
+            Err(e) => (format!("<broken: {e}>"), None, 0),
+        };
+        rows.push(Row { repository, tag, id, digest: desc.digest().to_string(), created, size });
+    }
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Table => {
+            println!("{:<40} {:<16} {:<14} {:<22} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+            for r in rows {
+                let id = r.id.trim_start_matches("sha256:").chars().take(12).collect::<String>();
+                println!("{:<40} {:<16} {:<14} {:<22} {:>10}", r.repository, r.tag, id, r.created.unwrap_or_default(), human_size(r.size));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `host:5000/app:1` to (`host:5000/app`, `1`).
+pub fn split_name(name: &str) -> (String, String) {
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[slash..].rfind(':') {
+        Some(i) => (name[..slash + i].to_string(), name[slash + i + 1..].to_string()),
+        None => (name.to_string(), String::new()),
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes}B") } else { format!("{v:.1}{}", units[u]) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_split_at_the_tag_not_the_port() {
+        assert_eq!(super::split_name("127.0.0.1:5000/app:1"), ("127.0.0.1:5000/app".into(), "1".into()));
+        assert_eq!(super::split_name("busybox:latest"), ("busybox".into(), "latest".into()));
+        assert_eq!(super::split_name("host:5000/app"), ("host:5000/app".into(), "".into()));
+    }
+}
