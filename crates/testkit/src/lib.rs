@@ -133,6 +133,76 @@ impl Drop for Registry {
     }
 }
 
+/// Debian's Docker daemon (20.10, BuildKit built in), the reference implementation, on a
+/// private socket with its own data directory, no bridge and no iptables rules (so containers
+/// and builds use `--network none` or `host`). Stopped on drop.
+pub struct Dockerd {
+    child: Child,
+    /// Data, exec root and socket.
+    pub dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    /// Starts the daemon and waits until it answers.
+    pub fn start() -> Dockerd {
+        let bin = "/usr/sbin/dockerd";
+        assert!(Path::new(bin).exists(), "{bin} is missing: apt-get install docker.io");
+        let dir = tempfile::Builder::new().prefix("dockerd-").tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new(bin)
+            .arg("--data-root")
+            .arg(dir.path().join("root"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.path().join("docker.sock").display()))
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let d = Dockerd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if d.cmd(&["version"]).status.success() {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("dockerd did not answer in 60 s; log:\n{}", std::fs::read_to_string(d.dir.path().join("log")).unwrap_or_default());
+    }
+
+    /// Runs Debian's docker CLI against this daemon, with BuildKit on.
+    pub fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("/usr/bin/docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.dir.path().join("docker.sock").display()))
+            .env("DOCKER_BUILDKIT", "1")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run /usr/bin/docker")
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd unmount its layers before the directory is removed.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// True when the tests run as root, which the sandbox, overlay and cgroup tests need.
 /// CI runs as root; a test that needs it and finds otherwise fails loudly rather than skipping.
 pub fn require_root() {

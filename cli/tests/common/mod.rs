@@ -1,0 +1,123 @@
+//! Running the real `forge` binary against a scratch store with a busybox base image.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A scratch store and the binary.
+pub struct Forge {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a command printed.
+pub struct Ran {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Ran {
+        Ran { ok: o.status.success(), code: o.status.code(), stdout: String::from_utf8_lossy(&o.stdout).into_owned(), stderr: String::from_utf8_lossy(&o.stderr).into_owned() }
+    }
+}
+
+impl Forge {
+    /// A fresh store holding `busybox:latest`, imported from a busybox-static rootfs.
+    /// An empty store.
+    pub fn empty() -> Forge {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        // Lowercase only: podman turns an `oci:` path into an image name, which must be lowercase.
+        let prefix = format!("forge-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        Forge { dir: tempfile::Builder::new().prefix(&prefix).rand_bytes(0).tempdir().unwrap() }
+    }
+
+    pub fn with_busybox() -> Forge {
+        forge_testkit::require_root();
+        let forge = Forge::empty();
+        let rootfs = forge.dir.path().join("busybox-rootfs");
+        forge_testkit::busybox_rootfs(&rootfs);
+        let tar = forge.dir.path().join("busybox.tar");
+        assert!(Command::new("tar").arg("-C").arg(&rootfs).args(["--numeric-owner", "-cf"]).arg(&tar).arg(".").status().unwrap().success());
+        forge.ok(&["import", tar.to_str().unwrap(), "busybox:latest"]);
+        forge
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_forge"));
+        c.arg("--root").arg(self.store()).stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Ran {
+        self.cmd().args(args).output().unwrap().into()
+    }
+
+    /// Runs and asserts success.
+    pub fn ok(&self, args: &[&str]) -> Ran {
+        let r = self.run(args);
+        assert!(r.ok, "forge {args:?} failed:\n{}\n{}", r.stdout, r.stderr);
+        r
+    }
+
+    /// Writes a context directory with these files (path, content) under `name`.
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        for (path, content) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        dir
+    }
+
+    /// Builds `context` tagged `tag`; returns the run.
+    pub fn build(&self, context: &Path, tag: &str, extra: &[&str]) -> Ran {
+        let mut args = vec!["build", "--progress", "plain", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(context.to_str().unwrap());
+        self.run(&args)
+    }
+
+    /// The image's root filesystem unpacked into a directory, as `--output type=local` gives it.
+    pub fn rootfs(&self, image: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("rootfs-{}", image.replace([':', '/'], "_")));
+        let _ = std::fs::remove_dir_all(&out);
+        // Loaded through umoci, a tool nobody here wrote, from the OCI layout the store is.
+        let bundle = self.dir.path().join(format!("bundle-{}", image.replace([':', '/'], "_")));
+        let _ = std::fs::remove_dir_all(&bundle);
+        let name = forge_layerstore::store::normalize_tag(image);
+        let o = Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:{name}", self.store().display())).arg(&bundle).output().unwrap();
+        assert!(o.status.success(), "umoci unpack {image}: {}", String::from_utf8_lossy(&o.stderr));
+        std::fs::rename(bundle.join("rootfs"), &out).unwrap();
+        out
+    }
+
+    /// The image config, as `forge inspect` shows it.
+    pub fn inspect(&self, image: &str) -> serde_json::Value {
+        let r = self.ok(&["inspect", image]);
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()[0].clone()
+    }
+
+    /// Runs the image under podman and returns its stdout.
+    pub fn podman_run(&self, image: &str, args: &[&str]) -> String {
+        let name = forge_layerstore::store::normalize_tag(image);
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/podman/containers.conf");
+        let o = Command::new("podman")
+            .env("CONTAINERS_CONF", conf)
+            .args(["run", "--rm", "--network", "none"])
+            .arg(format!("oci:{}:{name}", self.store().display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "podman run {image}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
