@@ -2,14 +2,20 @@
 
 use std::path::PathBuf;
 
+impl From<forge_parser::Error> for Error {
+    fn from(e: forge_parser::Error) -> Error {
+        Error::Dockerfile(e)
+    }
+}
+
 /// A build failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The Dockerfile does not parse or lower to a graph (the message has file:line:col and a
     /// caret).
-    #[error("{0}")]
-    Dockerfile(#[from] forge_parser::Error),
+    #[error("{}", .0.render())]
+    Dockerfile(forge_parser::Error),
     /// Reading the Dockerfile or context failed.
     #[error("{what} {}: {source}", path.display())]
     Io {

@@ -81,6 +81,8 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
         // sysfs refuses a new mount when the network namespace is the host's; a read-only
         // recursive bind of the host's shows the same.
         mount_bind_recursive("/sys", fd_path(&sys)).map_err(ctx("binding /sys"))?;
+        // The old fd names the directory under the new mount; remounting needs the mount itself.
+        let sys = in_root(&root_fd, "/sys", true)?;
         mount_remount(fd_path(&sys), MountFlags::BIND | ro, "").map_err(ctx("making /sys read-only"))?;
     }
 
@@ -95,6 +97,7 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
                 let target = in_root(&root_fd, &m.target, source.is_dir())?;
                 mount_bind_recursive(source, fd_path(&target)).map_err(ctx(format!("binding {} at {}", source.display(), m.target)))?;
                 if *readonly {
+                    let target = in_root(&root_fd, &m.target, source.is_dir())?;
                     mount_remount(fd_path(&target), MountFlags::BIND | MountFlags::RDONLY, "").map_err(ctx(format!("making {} read-only", m.target)))?;
                 }
             }

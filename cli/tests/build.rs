@@ -1,0 +1,207 @@
+//! `forge build` semantics, through the binary, on the Dockerfiles of `testdata/build/`, over a
+//! busybox base. Results are read back with umoci (file trees) and `forge inspect` (configs),
+//! and the images run under podman.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Forge;
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build").join(name)
+}
+
+/// A copy of a testdata context in the test's directory, so a test can add files to it.
+fn context_copy(forge: &Forge, name: &str) -> PathBuf {
+    let dest = forge.dir.path().join(format!("ctx-{name}"));
+    assert!(Command::new("cp").arg("-a").arg(testdata(name)).arg(&dest).status().unwrap().success());
+    dest
+}
+
+fn read(root: &Path, path: &str) -> String {
+    std::fs::read_to_string(root.join(path.trim_start_matches('/'))).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn metadata_instructions_and_arg_scoping() {
+    let forge = Forge::with_busybox();
+    let r = forge.build(&testdata("metadata"), "meta:1", &["--build-arg", "LOCAL=override", "--build-arg", "NOT_DECLARED=1"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("NOT_DECLARED"), "an unused build arg is warned about: {}", r.stderr);
+    let root = forge.rootfs("meta:1");
+    assert_eq!(read(&root, "/vars"), "1|override-x|1 override-x|g1|unset|override|g1\n");
+
+    let c = forge.inspect("meta:1");
+    let cfg = &c["Config"];
+    let env: Vec<&str> = cfg["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(env.contains(&"A=1") && env.contains(&"B=override-x") && env.contains(&"C=1 override-x") && env.contains(&"D=g1"), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("LOCAL=") || e.starts_with("GLOBAL=")), "ARGs must not persist: {env:?}");
+    assert_eq!(cfg["Labels"], serde_json::json!({"version": "1.0", "desc": "a b"}));
+    assert_eq!(cfg["ExposedPorts"], serde_json::json!({"80/tcp": {}, "443/udp": {}}));
+    assert_eq!(cfg["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(cfg["StopSignal"], "SIGTERM");
+    assert_eq!(cfg["Healthcheck"], serde_json::json!({"Test": ["CMD-SHELL", "wget -q -O- localhost || exit 1"], "Interval": 5_000_000_000u64, "Retries": 2}));
+    assert_eq!(cfg["OnBuild"], serde_json::json!(["RUN echo child > /onbuild"]));
+    assert_eq!(cfg["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    // CMD set in the same stage survives a later ENTRYPOINT.
+    assert_eq!(cfg["Cmd"], serde_json::json!(["echo", "cmd"]));
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/echo"]));
+    assert_eq!(c["Author"], "someone");
+    let history = c["History"].as_array().unwrap();
+    assert!(history.iter().any(|h| h["created_by"] == "EXPOSE map[80 443/udp]" && h["empty_layer"] == true), "{history:?}");
+    assert_eq!(forge.podman_run("meta:1", &[]), "echo cmd\n");
+
+    // A child image: the trigger runs, is not inherited, and the new ENTRYPOINT drops the
+    // inherited CMD.
+    let r = forge.build(&testdata("onbuild"), "child:1", &[]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(read(&forge.rootfs("child:1"), "/onbuild"), "child\n");
+    let child = forge.inspect("child:1");
+    assert!(child["Config"]["OnBuild"].is_null() && child["Config"]["Cmd"].is_null(), "{}", child["Config"]);
+    assert_eq!(forge.podman_run("child:1", &["/vars"]), "1|override-x|1 override-x|g1|unset|override|g1\n");
+}
+
+#[test]
+fn copy_and_add_follow_dockers_rules() {
+    let forge = Forge::with_busybox();
+    let ctx = context_copy(&forge, "copy");
+    let payload = forge.dir.path().join("payload");
+    std::fs::create_dir_all(payload.join("deep")).unwrap();
+    std::fs::write(payload.join("deep/inside.txt"), "from the archive\n").unwrap();
+    assert!(Command::new("tar").arg("-C").arg(&payload).arg("-czf").arg(ctx.join("archive.tar.gz")).arg(".").status().unwrap().success());
+    std::fs::set_permissions(ctx.join("app/a.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let r = forge.build(&ctx, "copy:1", &[]);
+    assert!(r.ok, "{}", r.stderr);
+    let root = forge.rootfs("copy:1");
+    assert_eq!(read(&root, "/dst/app/a.txt"), "alpha\n");
+    assert_eq!(read(&root, "/dst/app/sub/b.txt"), "beta\n");
+    assert!(root.join("dst/app/skip.log").exists());
+    assert_eq!(read(&root, "/renamed.txt"), "alpha\n");
+    assert_eq!(read(&root, "/glob/a.txt"), "alpha\n");
+    assert!(!root.join("glob/sub").exists() && !root.join("glob/skip.log").exists());
+    let owned = std::fs::metadata(root.join("owned/a.txt")).unwrap();
+    assert_eq!((owned.uid(), owned.gid(), owned.mode() & 0o7777), (1000, 50, 0o640));
+    let plain = std::fs::metadata(root.join("renamed.txt")).unwrap();
+    assert_eq!((plain.uid(), plain.gid(), plain.mode() & 0o7777), (0, 0, 0o755), "context files are root's and keep their mode");
+    assert!(root.join("excl/a.txt").exists() && !root.join("excl/skip.log").exists());
+    assert_eq!(read(&root, "/par/app/sub/b.txt"), "beta\n");
+    assert_eq!(read(&root, "/extracted/deep/inside.txt"), "from the archive\n");
+    assert!(root.join("not-extracted/archive.tar.gz").is_file(), "COPY never extracts");
+    assert_eq!(read(&root, "/inline.txt"), "hello from a heredoc\n");
+    assert_eq!(read(&root, "/w/rel.txt"), "alpha\n");
+    let made = std::fs::metadata(root.join("home/app/made")).unwrap();
+    assert_eq!((made.uid(), made.is_dir()), (1000, true), "WORKDIR is created for the USER");
+    assert!(!root.join("ignored").exists() && !root.join("x.tmp").exists());
+
+    // A source the .dockerignore excludes does not exist for the build.
+    let ctx2 = forge.context("ignored-src", &[("Dockerfile", "FROM busybox:latest\nCOPY ignored/secret /\n"), (".dockerignore", "ignored\n"), ("ignored/secret", "s")]);
+    let r = forge.build(&ctx2, "bad:1", &[]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("Dockerfile:2") && r.stderr.contains("not found"), "{}", r.stderr);
+}
+
+#[test]
+fn run_forms_and_mounts() {
+    let forge = Forge::with_busybox();
+    let secret = forge.dir.path().join("token");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let src = format!("id=tok,src={}", secret.display());
+    let r = forge.build(&testdata("run"), "run:1", &["--secret", &src]);
+    assert!(r.ok, "{}", r.stderr);
+    let root = forge.rootfs("run:1");
+    assert_eq!(read(&root, "/net.txt"), "lo\n");
+    assert_eq!(read(&root, "/heredoc.txt"), "heredoc\nsecond\n");
+    assert_eq!(read(&root, "/exec.txt"), "exec\n");
+    assert_eq!(read(&root, "/secret-ls.txt"), "tok\n");
+    // sha256("s3cret"): the step read the secret's content.
+    assert_eq!(read(&root, "/secret-hash.txt"), "1ec1c26b50d5d3c5\n");
+    assert!(!root.join("run/secrets/tok").exists(), "a secret must not end up in a layer");
+    assert_eq!(read(&root, "/tmpfs.txt"), "x\n");
+    assert!(!root.join("scratch").exists(), "a tmpfs mountpoint must not end up in a layer");
+    assert_eq!(read(&root, "/bound.txt"), "data from the context\n");
+    assert_eq!(read(&root, "/cache-count.txt").trim(), "1");
+    assert_eq!(read(&root, "/tmp/whoami"), "app\n");
+    // No layer holds the secret's value.
+    let store = forge.store();
+    let grep = Command::new("sh").arg("-c").arg(format!("for b in {}/blobs/sha256/*; do (zcat -f $b 2>/dev/null || cat $b) | grep -c s3cret; done | grep -v '^0$'", store.display())).output().unwrap();
+    assert!(String::from_utf8_lossy(&grep.stdout).trim().is_empty(), "secret found in a blob");
+
+    // The cache mount persists across builds: a forced rebuild sees the first build's file.
+    let r = forge.build(&testdata("run"), "run:2", &["--secret", &src, "--no-cache"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(read(&forge.rootfs("run:2"), "/cache-count.txt").trim(), "2");
+
+    // Secrets are not part of the cache key (as in BuildKit), so only a forced rebuild without
+    // the secret runs the step, which then finds no /run/secrets and fails.
+    let r = forge.build(&testdata("run"), "run:3", &["--no-cache"]);
+    assert!(!r.ok && r.stderr.contains("Dockerfile:9"), "{}", r.stderr);
+}
+
+#[test]
+fn a_failing_step_names_its_line_and_shows_its_output() {
+    let forge = Forge::with_busybox();
+    let r = forge.build(&testdata("fail"), "fail:1", &[]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("error: Dockerfile:3: RUN echo \"about to fail\"; exit 3: process did not complete successfully: exit code 3"), "{}", r.stderr);
+    assert!(r.stderr.contains("about to fail"));
+    assert!(!r.stderr.contains("never") && !r.stderr.contains("panicked"));
+    assert!(forge.run(&["inspect", "fail:1"]).stderr.contains("not found"));
+    // A Dockerfile that does not parse shows file:line:col and a caret.
+    let ctx = forge.context("syntax", &[("Dockerfile", "FROM busybox:latest\nCOPY onlyone\n")]);
+    let r = forge.build(&ctx, "x:1", &[]);
+    assert!(r.stderr.contains("Dockerfile:2:1: COPY requires at least two arguments"), "{}", r.stderr);
+    assert!(r.stderr.contains('^'), "{}", r.stderr);
+}
+
+#[test]
+fn target_prunes_stages_and_stages_run() {
+    let forge = Forge::with_busybox();
+    let r = forge.build(&testdata("stages"), "b:1", &["--target", "b"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(!r.stderr.contains("[c]"), "stage c must not run: {}", r.stderr);
+    let root = forge.rootfs("b:1");
+    assert_eq!(read(&root, "/from-a"), "a\n");
+    assert_eq!(read(&root, "/b"), "b\n");
+    let r = forge.build(&testdata("stages"), "x:1", &["--target", "nope"]);
+    assert!(!r.ok && r.stderr.contains("nope"), "{}", r.stderr);
+}
+
+#[test]
+fn builds_are_reproducible_with_source_date_epoch() {
+    let a = Forge::with_busybox();
+    let b = Forge::with_busybox();
+    let id = |f: &Forge| {
+        let r = f.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args(["build", "-q", "-t", "r:1"]).arg(testdata("diff")).output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8(r.stdout).unwrap().trim().to_string()
+    };
+    let (ia, ib) = (id(&a), id(&b));
+    assert!(ia.starts_with("sha256:"), "{ia}");
+    assert_eq!(ia, ib);
+    assert_eq!(a.inspect("r:1")["Created"], "2023-11-14T22:13:20Z");
+}
+
+#[test]
+fn outputs_oci_docker_and_local() {
+    let forge = Forge::with_busybox();
+    let oci = forge.dir.path().join("out-oci.tar");
+    let docker = forge.dir.path().join("out-docker.tar");
+    let local = forge.dir.path().join("out-local");
+    for (spec, _) in [(format!("type=oci,dest={}", oci.display()), ()), (format!("type=docker,dest={}", docker.display()), ()), (format!("type=local,dest={}", local.display()), ())] {
+        let r = forge.build(&testdata("stages"), "o:1", &["--target", "b", "--output", &spec]);
+        assert!(r.ok, "{spec}: {}", r.stderr);
+    }
+    let inspect = Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}", oci.display())).output().unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let list = Command::new("tar").arg("tf").arg(&docker).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).lines().any(|l| l == "manifest.json"));
+    assert_eq!(read(&local, "/b"), "b\n");
+    let iid = forge.dir.path().join("iid");
+    let r = forge.build(&testdata("stages"), "o:1", &["--target", "b", "--iidfile", iid.to_str().unwrap()]);
+    assert!(r.ok);
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), forge.inspect("o:1")["Id"].as_str().unwrap());
+}
