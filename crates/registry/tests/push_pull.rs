@@ -1,0 +1,111 @@
+//! Push and pull against a real registry (Debian's docker-registry), checked with skopeo.
+
+mod common;
+
+use common::{busybox_store, rt, skopeo, Recorder};
+use forge_layerstore::Store;
+use forge_registry::{Client, ClientConfig, NoProgress, Reference};
+
+#[test]
+fn push_then_pull_into_an_empty_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = busybox_store(tmp.path());
+    let registry = forge_testkit::Registry::start();
+    let client = Client::new(ClientConfig::default());
+    let dest = Reference::parse(&format!("{}/lib/busybox:1", registry.addr)).unwrap();
+    let rec = Recorder::default();
+    let pushed = rt().block_on(client.push(&store, "busybox:latest", &dest, &rec)).unwrap();
+    assert_eq!(rec.hows(), ["pushed", "pushed"]);
+
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &format!("docker://{dest}")])).unwrap();
+    assert_eq!(inspect["Digest"], pushed.digest().to_string());
+
+    // Pushing again finds every blob there; another repository mounts them.
+    let rec = Recorder::default();
+    rt().block_on(client.push(&store, "busybox:latest", &dest, &rec)).unwrap();
+    assert_eq!(rec.hows(), ["exists", "exists"]);
+    let other = Reference::parse(&format!("{}/other/busybox:1", registry.addr)).unwrap();
+    let rec = Recorder::default();
+    rt().block_on(client.push(&store, "busybox:latest", &other, &rec)).unwrap();
+    assert_eq!(rec.hows(), ["mounted", "mounted"]);
+
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    let rec = Recorder::default();
+    let pulled = rt().block_on(client.pull(&dest, &empty, &rec)).unwrap();
+    assert_eq!(pulled.manifest.digest(), pushed.digest());
+    assert_eq!(pulled.name, dest.to_string());
+    assert_eq!(rec.hows(), ["pulled", "pulled"]);
+    let report = forge_layerstore::maintenance::fsck(&empty, false).unwrap();
+    assert!(report.is_clean() && report.blobs_checked == 3, "{report:?}");
+    assert_eq!(empty.image(&dest.to_string()).unwrap().id().unwrap(), store.image("busybox:latest").unwrap().id().unwrap());
+    // Pulling what is already there moves no blob.
+    let rec = Recorder::default();
+    rt().block_on(client.pull(&dest, &empty, &rec)).unwrap();
+    assert_eq!(rec.hows(), ["exists", "exists"]);
+}
+
+#[test]
+fn pulls_what_skopeo_pushed_and_skopeo_copies_what_forge_pushed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = busybox_store(tmp.path());
+    let registry = forge_testkit::Registry::start();
+    let by_skopeo = format!("{}/by/skopeo:1", registry.addr);
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci:{}:busybox:latest", store.root().display()), &format!("docker://{by_skopeo}")]);
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    let client = Client::new(ClientConfig::default());
+    let pulled = rt().block_on(client.pull(&Reference::parse(&by_skopeo).unwrap(), &empty, &NoProgress)).unwrap();
+    let image = empty.image_of(&pulled.manifest).unwrap();
+    assert_eq!(image.config.architecture, "amd64");
+    assert_eq!(image.layers().unwrap().len(), 1);
+
+    let by_forge = Reference::parse(&format!("{}/by/forge:1", registry.addr)).unwrap();
+    rt().block_on(client.push(&store, "busybox:latest", &by_forge, &NoProgress)).unwrap();
+    let layout = tmp.path().join("copied");
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{by_forge}"), &format!("oci:{}:x", layout.display())]);
+    assert!(layout.join("index.json").exists());
+}
+
+#[test]
+fn a_large_layer_goes_up_in_chunks_and_comes_back_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("big");
+    std::fs::create_dir(&rootfs).unwrap();
+    // Incompressible, so the blob stays larger than one upload chunk.
+    let mut data = vec![0u8; 48 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(rootfs.join("blob.bin"), &data).unwrap();
+    let tar = std::process::Command::new("tar").arg("-C").arg(&rootfs).args(["-cf", "-", "."]).output().unwrap().stdout;
+    let root = tmp.path().join("store");
+    forge_layerstore::import::import_rootfs(&root, &tar[..], "big:1", forge_layerstore::archive::Compression::Gzip).unwrap();
+    let store = Store::open(&root).unwrap();
+    let registry = forge_testkit::Registry::start();
+    let dest = Reference::parse(&format!("{}/big:1", registry.addr)).unwrap();
+    let client = Client::new(ClientConfig::default());
+    rt().block_on(client.push(&store, "big:1", &dest, &NoProgress)).unwrap();
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    rt().block_on(client.pull(&dest, &empty, &NoProgress)).unwrap();
+    let layer = &empty.image(&dest.to_string()).unwrap().layers().unwrap()[0];
+    assert!(layer.size > 40 << 20);
+    empty.content().verify(&layer.digest).unwrap();
+}
+
+#[test]
+fn missing_images_and_bad_references_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = busybox_store(tmp.path());
+    let registry = forge_testkit::Registry::start();
+    let client = Client::new(ClientConfig::default());
+    let nothing = Reference::parse(&format!("{}/no/such:1", registry.addr)).unwrap();
+    let err = rt().block_on(client.pull(&nothing, &store, &NoProgress)).unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    assert!(store.index().resolve(&nothing.to_string()).unwrap().is_none());
+    let err = rt().block_on(client.push(&store, "not-here:1", &nothing, &NoProgress)).unwrap_err();
+    assert!(err.to_string().contains("not-here"), "{err}");
+    assert!(Reference::parse("Bad/Name").is_err());
+}
