@@ -98,7 +98,7 @@ impl Client {
         let checker = transport::Transport::new(ClientConfig { docker_config: Some(scratch_config), ..self.transport.config.clone() });
         let host = if registry == "docker.io" { "index.docker.io" } else { registry };
         let target = transport::Target { host, registry, repository: "", push: false };
-        let url = format!("{}/v2/", checker.base_url(host));
+        let url = format!("{}/v2/", checker.base_url(host).await?);
         let resp = checker.send(target, reqwest::Method::GET, &url, |r| r).await?;
         if resp.status().as_u16() == 401 {
             return Err(Error::Auth { registry: registry.to_string(), message: "unauthorized: wrong user name or password".into() });

@@ -103,7 +103,7 @@ pub(crate) fn descriptor(media_type: &str, size: u64, digest: &Digest) -> Result
 
 /// GETs a manifest by tag or digest; returns its bytes and media type.
 async fn fetch_manifest(t: &Transport, target: Target<'_>, reference: &str) -> Result<(Vec<u8>, String), Error> {
-    let url = format!("{}/v2/{}/manifests/{reference}", t.base_url(target.host), target.repository);
+    let url = format!("{}/v2/{}/manifests/{reference}", t.base_url(target.host).await?, target.repository);
     let resp = t.send(target, Method::GET, &url, |r| r.header(ACCEPT, MANIFEST_TYPES)).await?;
     let resp = Transport::expect(resp, "GET", &[200]).await?;
     let media_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/vnd.oci.image.manifest.v1+json").split(';').next().unwrap_or("").trim().to_string();
@@ -135,7 +135,7 @@ async fn fetch_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Di
         progress.done(digest.as_str(), "exists");
         return Ok(());
     }
-    let url = format!("{}/v2/{}/blobs/{digest}", t.base_url(target.host), target.repository);
+    let url = format!("{}/v2/{}/blobs/{digest}", t.base_url(target.host).await?, target.repository);
     // The ingest is named by the digest, so an earlier interrupted pull (of this or another
     // process) resumes; another process pulling it right now makes `writer` fail as locked.
     let mut writer = store.content().writer(digest.as_str())?;

@@ -42,7 +42,7 @@ pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &
         return Err(Error::Invalid { what: "local image".into(), registry: String::new(), message: format!("{local} is a multi-platform index; push one of its images by digest") });
     }
     let media_type = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or("application/vnd.oci.image.manifest.v1+json").to_string();
-    let url = format!("{}/v2/{}/manifests/{}", t.base_url(target.host), target.repository, reference.manifest_ref());
+    let url = format!("{}/v2/{}/manifests/{}", t.base_url(target.host).await?, target.repository, reference.manifest_ref());
     let resp = t.send(target, Method::PUT, &url, |r| r.header(CONTENT_TYPE, media_type.clone()).body(bytes.clone())).await?;
     Transport::expect(resp, "PUT", &[200, 201]).await?;
     record_source(store, reference, blobs.iter().map(|(d, _)| d));
@@ -50,7 +50,7 @@ pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &
 }
 
 async fn push_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
-    let base = t.base_url(target.host);
+    let base = t.base_url(target.host).await?;
     let head_url = format!("{base}/v2/{}/blobs/{digest}", target.repository);
     let resp = t.send(target, Method::HEAD, &head_url, |r| r).await?;
     if resp.status().is_success() {

@@ -43,21 +43,40 @@ impl Target<'_> {
 pub(crate) struct Transport {
     pub(crate) config: ClientConfig,
     clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// The base URL found for each host (insecure hosts are probed once).
+    bases: Mutex<HashMap<String, String>>,
     tokens: TokenCache,
 }
 
 impl Transport {
     pub(crate) fn new(config: ClientConfig) -> Transport {
-        Transport { config, clients: Mutex::new(HashMap::new()), tokens: TokenCache::default() }
+        Transport { config, clients: Mutex::new(HashMap::new()), bases: Mutex::new(HashMap::new()), tokens: TokenCache::default() }
     }
 
-    /// `http://host` for loopback hosts and with `insecure`, else `https://host`.
-    pub(crate) fn base_url(&self, host: &str) -> String {
-        if self.config.insecure || is_loopback_host(host) {
-            format!("http://{host}")
-        } else {
-            format!("https://{host}")
+    /// Whether `host` is an insecure registry in docker's sense: loopback, or any with
+    /// `insecure`. Those get HTTPS without certificate checks when they speak it, else HTTP.
+    fn insecure(&self, host: &str) -> bool {
+        self.config.insecure || is_loopback_host(host)
+    }
+
+    /// `https://host`, or for an insecure registry whichever of HTTPS and HTTP it answers,
+    /// HTTPS first (as docker does), found once per host.
+    pub(crate) async fn base_url(&self, host: &str) -> Result<String, Error> {
+        if !self.insecure(host) {
+            return Ok(format!("https://{host}"));
         }
+        if let Some(b) = self.bases.lock().unwrap().get(host) {
+            return Ok(b.clone());
+        }
+        let client = self.client(host)?;
+        let https = format!("https://{host}");
+        let probe = tokio::time::timeout(Duration::from_secs(10), client.get(format!("{https}/v2/")).send()).await;
+        let base = match probe {
+            Ok(Ok(_)) => https,
+            _ => format!("http://{host}"),
+        };
+        self.bases.lock().unwrap().insert(host.to_string(), base.clone());
+        Ok(base)
     }
 
     /// The client for `host`, trusting `<certs_dir>/<host>/*.crt` besides the system roots.
@@ -65,7 +84,10 @@ impl Transport {
         if let Some(c) = self.clients.lock().unwrap().get(host) {
             return Ok(c.clone());
         }
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(15)).read_timeout(Duration::from_secs(60));
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .danger_accept_invalid_certs(self.insecure(host));
         let dir: PathBuf = self.config.certs_dir.join(host);
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
