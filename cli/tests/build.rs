@@ -181,7 +181,7 @@ fn builds_are_reproducible_with_source_date_epoch() {
     };
     let (ia, ib) = (id(&a), id(&b));
     assert!(ia.starts_with("sha256:"), "{ia}");
-    assert_eq!(ia, ib);
+    assert_eq!(ia, ib, "\n{}\n{}", a.inspect("r:1"), b.inspect("r:1"));
     assert_eq!(a.inspect("r:1")["Created"], "2023-11-14T22:13:20Z");
 }
 
