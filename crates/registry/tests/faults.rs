@@ -1,0 +1,162 @@
+//! Faults between forge and a real registry, injected by a proxy in this file: dropped
+//! connections mid-body, 500s, 429 with Retry-After, and a byte flipped in flight. Pull and
+//! push complete through the transient ones; an altered blob is rejected and never stored.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{busybox_store, rt};
+use forge_layerstore::Store;
+use forge_registry::{Client, ClientConfig, NoProgress, Reference};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Every Nth request gets a 500.
+    ServerError,
+    /// Every Nth request gets 429 with Retry-After: 1.
+    TooMany,
+    /// Blob downloads are cut off halfway, every time the proxy sees them for the first time.
+    CutBlobs,
+    /// Blob downloads carry one altered byte.
+    FlipByte,
+}
+
+/// Starts a proxy to `upstream` injecting `fault`; returns its address.
+fn proxy(upstream: String, fault: Fault) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (upstream, count) = (upstream.clone(), count.clone());
+            std::thread::spawn(move || {
+                let _ = serve(client, &upstream, fault, &count);
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one request (head and Content-Length body) from `s`.
+fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        // A TLS handshake (the client probing for HTTPS first): this proxy speaks plain HTTP.
+        if head.is_empty() && byte[0] == 0x16 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok(Some((head, body)))
+}
+
+fn serve(mut client: TcpStream, upstream: &str, fault: Fault, count: &AtomicUsize) -> std::io::Result<()> {
+    while let Some((head, body)) = read_request(&mut client)? {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        let is_blob_get = head.starts_with("GET ") && head.contains("/blobs/sha256:");
+        match fault {
+            Fault::ServerError if n % 3 == 1 => {
+                client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")?;
+                continue;
+            }
+            Fault::TooMany if n % 4 == 1 => {
+                client.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n")?;
+                continue;
+            }
+            _ => {}
+        }
+        // One request per upstream connection, which the upstream closes after answering.
+        let mut up = TcpStream::connect(upstream)?;
+        let mut lines: Vec<&str> = head.trim_end().split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
+        lines.push("Connection: close");
+        up.write_all(format!("{}\r\n\r\n", lines.join("\r\n")).as_bytes())?;
+        up.write_all(&body)?;
+        let mut response = Vec::new();
+        up.read_to_end(&mut response)?;
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |p| p + 4);
+        let status_ok = response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.1 206");
+        match fault {
+            Fault::CutBlobs if is_blob_get && status_ok && response.len() - split > 1000 && !head.to_ascii_lowercase().contains("range:") => {
+                // Headers and half the body, then the connection dies.
+                let half = split + (response.len() - split) / 2;
+                client.write_all(&response[..half])?;
+                return Ok(());
+            }
+            Fault::FlipByte if is_blob_get && status_ok && response.len() > split + 100 => {
+                response[split + 100] ^= 0xff;
+            }
+            _ => {}
+        }
+        // The upstream's answer says `Connection: close`; the client connects again.
+        client.write_all(&response)?;
+        return Ok(());
+    }
+    Ok(())
+}
+
+fn setup() -> (tempfile::TempDir, Store, forge_testkit::Registry) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = busybox_store(tmp.path());
+    let registry = forge_testkit::Registry::start();
+    (tmp, store, registry)
+}
+
+fn client() -> Client {
+    Client::new(ClientConfig { max_retries: 6, ..ClientConfig::default() })
+}
+
+#[test]
+fn push_and_pull_survive_500s_and_429s() {
+    for fault in [Fault::ServerError, Fault::TooMany] {
+        let (tmp, store, registry) = setup();
+        let via = proxy(registry.addr.clone(), fault);
+        let dest = Reference::parse(&format!("{via}/faulty/busybox:1")).unwrap();
+        let pushed = rt().block_on(client().push(&store, "busybox:latest", &dest, &NoProgress)).unwrap();
+        let empty = Store::open(&tmp.path().join("empty")).unwrap();
+        let pulled = rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap();
+        assert_eq!(pulled.manifest.digest(), pushed.digest());
+        assert!(forge_layerstore::maintenance::fsck(&empty, false).unwrap().is_clean());
+    }
+}
+
+#[test]
+fn pull_resumes_a_blob_cut_off_mid_body() {
+    let (tmp, store, registry) = setup();
+    let direct = Reference::parse(&format!("{}/cut/busybox:1", registry.addr)).unwrap();
+    rt().block_on(client().push(&store, "busybox:latest", &direct, &NoProgress)).unwrap();
+    let via = proxy(registry.addr.clone(), Fault::CutBlobs);
+    let dest = Reference::parse(&format!("{via}/cut/busybox:1")).unwrap();
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap();
+    let image = empty.image(&dest.to_string()).unwrap();
+    for l in image.layers().unwrap() {
+        empty.content().verify(&l.digest).unwrap();
+    }
+}
+
+#[test]
+fn an_altered_blob_is_rejected_and_not_stored() {
+    let (tmp, store, registry) = setup();
+    let direct = Reference::parse(&format!("{}/flip/busybox:1", registry.addr)).unwrap();
+    rt().block_on(client().push(&store, "busybox:latest", &direct, &NoProgress)).unwrap();
+    let layer = store.image("busybox:latest").unwrap().layers().unwrap()[0].digest.clone();
+    let via = proxy(registry.addr.clone(), Fault::FlipByte);
+    let dest = Reference::parse(&format!("{via}/flip/busybox:1")).unwrap();
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    let err = rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap_err();
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    assert!(!empty.content().exists(&layer), "the altered layer was stored");
+    assert!(empty.index().list().unwrap().is_empty(), "a failed pull tagged something");
+}
