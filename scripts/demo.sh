@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-work=$(mktemp -d /tmp/forge-demo.XXXXXX)
+# Lowercase only: podman turns an oci: path into an image name, which must be lowercase.
+work=/tmp/forge-demo-$$-$(date +%s)
+mkdir -p "$work"
 step() { printf '\n==> %s\n' "$*"; }
 fail() {
   echo
@@ -51,10 +53,13 @@ current="forge push $ref"; step "$current"
 current="forge pull $ref into an empty store"; step "$current"
 "$forge" --root "$work/store2" pull "$ref"
 
-current="podman run of the pushed image"; step "$current"
+current="forge store fsck of the pulled store"; step "$current"
+"$forge" --root "$work/store2" store fsck
+
+current="podman run of the pulled image (from forge's store, an OCI layout)"; step "$current"
 export CONTAINERS_CONF="$repo/scripts/podman/containers.conf"
 out_podman=$(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay \
-  run --rm --tls-verify=false --network none "$ref")
+  run --rm --network none "oci:$work/store2:$ref")
 echo "$out_podman"
 
 current="checking the output"; step "$current"
