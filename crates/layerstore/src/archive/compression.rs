@@ -15,6 +15,11 @@ const ZSTD_LEVEL: i32 = 3;
 /// with 0 (single-threaded mode), and layer digests must not depend on how they were made.
 const ZSTD_WORKERS: u32 = 2;
 
+/// gzip level for layers (gzip's own default).
+const GZIP_LEVEL: u32 = 6;
+/// gzip worker threads; any count gives the same bytes (see `pgzip`).
+const GZIP_WORKERS: usize = 2;
+
 /// zstd job size (bytes of input per worker job).
 const ZSTD_JOB_SIZE: u32 = 4 << 20;
 
@@ -97,7 +102,7 @@ pub fn decompress<'a, R: Read + 'a>(
 
 enum Encoder<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(super::pgzip::ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -138,17 +143,13 @@ pub struct LayerWriter<W: Write> {
 }
 
 impl<W: Write> LayerWriter<W> {
-    /// Starts a blob in `out`. gzip uses a fixed header (no name, mtime 0) so equal input gives
-    /// equal bytes.
+    /// Starts a blob in `out`. gzip uses a fixed header (no name, mtime 0) and fixed block
+    /// boundaries, so equal input gives equal bytes.
     pub fn new(out: W, compression: Compression) -> io::Result<Self> {
         let out = HashingWriter::new(out);
         let encoder = match compression {
             Compression::None => Encoder::Plain(out),
-            Compression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(out, flate2::Compression::new(6)),
-            ),
+            Compression::Gzip => Encoder::Gzip(super::pgzip::ParallelGzip::new(out, GZIP_LEVEL, GZIP_WORKERS)?),
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
                 enc.multithread(ZSTD_WORKERS)?;

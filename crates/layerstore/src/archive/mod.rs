@@ -3,6 +3,7 @@
 
 pub mod compression;
 pub mod extract;
+mod pgzip;
 
 pub use compression::{decompress, BlobDigests, Compression, DecompressError, LayerWriter};
 pub use extract::{apply_layer, ApplyOptions, ApplyStats, WhiteoutMode};
