@@ -79,6 +79,8 @@ enum Command {
     Store(commands::store::StoreCommand),
     /// Make a one-layer image from a root filesystem tarball (plain, gzip or zstd).
     Import(commands::import::ImportArgs),
+    /// Print shell completions (bash, zsh, fish, ...).
+    Completion(commands::completion::CompletionArgs),
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&cli.global, args),
+        Command::Completion(args) => commands::completion::run(args),
         Command::Images(args) => commands::images::run(&cli.global, args),
         Command::Inspect(args) => commands::inspect::run(&cli.global, args),
         Command::Tag(args) => commands::tag::tag(&cli.global, args),

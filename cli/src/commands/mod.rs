@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod completion;
 pub mod debug;
 pub mod images;
 pub mod import;

@@ -1,4 +1,56 @@
-//! forge's layer store (work in progress; see the crate README and issue #3).
+//! forge's layer store: an OCI image layout on disk that skopeo, umoci and podman read, plus
+//! the pieces a builder needs around it, as a library.
+//!
+//! The pieces follow containerd's model, each with a narrow interface:
+//!
+//! - [`content`]: blobs by digest (`blobs/sha256/`), written through locked, resumable ingests
+//!   and committed only when size and digest verify;
+//! - [`index`]: tags, as `org.opencontainers.image.ref.name` annotations in `index.json`;
+//! - [`snapshot`]: unpacked layers keyed by chain ID, stacked as overlay lowerdirs;
+//! - [`diff`] and [`archive`]: a directory change (an overlay upperdir, or two trees) to a
+//!   deterministic layer tar, compressed and hashed in one pass; and the hostile-input-safe
+//!   reverse, [`archive::apply_layer`];
+//! - [`image`]: Docker/OCI image configs with the fields oci-spec lacks;
+//! - [`store::Store`]: one handle over all of it, with image-level operations;
+//! - [`export`], [`maintenance`], [`cache`]: archives, gc/fsck, the builder's cache index.
+//!
+//! Every write is atomic (temp file, fsync, rename, fsync of the directory), and two processes
+//! may share a store: locks cover one ingest or one small file, never the whole store.
+//!
+//! # Example
+//!
+//! Make a one-layer image from a directory, tag it, and read it back:
+//!
+//! ```
+//! use forge_layerstore::diff::{LayerOptions, LayerSource};
+//! use forge_layerstore::image::History;
+//! use forge_layerstore::{ImageConfig, Layer, Store};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let tree = dir.path().join("tree");
+//! std::fs::create_dir_all(tree.join("etc"))?;
+//! std::fs::write(tree.join("etc/motd"), "hello\n")?;
+//!
+//! let store = Store::open(&dir.path().join("store"))?;
+//! let layer = store.write_layer(&LayerSource::Dirs { lower: None, upper: &tree }, &LayerOptions::default())?;
+//!
+//! let mut config = ImageConfig::scratch();
+//! config.rootfs.diff_ids.push(layer.diff_id.clone());
+//! config.config.cmd = Some(vec!["cat".into(), "/etc/motd".into()]);
+//! config.history.push(History { created_by: Some("example".into()), ..History::default() });
+//! let manifest = store.write_image(&config, &[Layer::from(&layer)])?;
+//! store.tag("motd:1", &manifest)?;
+//!
+//! let image = store.image("motd:1")?;
+//! assert_eq!(image.layers()?.len(), 1);
+//! assert_eq!(image.config.config.cmd.as_deref(), Some(&["cat".to_string(), "/etc/motd".to_string()][..]));
+//! assert!(forge_layerstore::maintenance::fsck(&store, false)?.is_clean());
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(missing_docs)]
 
 pub mod archive;
 mod atomic;
@@ -18,3 +70,8 @@ pub mod store;
 pub use digest::{chain_id, Digest};
 pub use image::ImageConfig;
 pub use store::{Image, Layer, Store};
+
+// The README's library example is compiled and run as a doctest, so it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

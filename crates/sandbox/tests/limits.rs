@@ -40,6 +40,13 @@ fn mine(paths: Vec<String>) -> Vec<String> {
     paths.into_iter().filter(|p| p.contains(&me)).collect()
 }
 
+/// No process carrying `marker`, no cgroup of this test process, no mount under the step's dir.
+fn assert_nothing_left(step: &Step, marker: &str) {
+    assert_eq!(processes_with(marker), Vec::<String>::new());
+    assert_eq!(mine(forge_cgroups()), Vec::<String>::new());
+    assert_eq!(host_mounts_under(step.dir.path()), Vec::<String>::new());
+}
+
 #[test]
 fn memory_limit_is_an_oom_kill_reported_as_such() {
     let step = Step::new();
@@ -84,9 +91,7 @@ fn background_processes_do_not_hang_the_step_and_nothing_is_left_behind() {
     let (outcome, out) = run_collect(&step.spec(&format!("sh -c 'sleep 1000; : {marker}' & echo started")));
     assert!(outcome.unwrap().status.success(), "{out}");
     assert!(start.elapsed() < Duration::from_secs(20));
-    assert_eq!(processes_with(marker), Vec::<String>::new());
-    assert_eq!(mine(forge_cgroups()), Vec::<String>::new());
-    assert_eq!(host_mounts_under(step.dir.path()), Vec::<String>::new());
+    assert_nothing_left(&step, marker);
 }
 
 #[test]
@@ -106,9 +111,7 @@ fn cancel_kills_everything_quickly() {
     t.join().unwrap();
     assert!(matches!(outcome, Err(Error::Cancelled)), "{outcome:?}");
     assert!(start.elapsed() < Duration::from_secs(10));
-    assert_eq!(processes_with(marker), Vec::<String>::new());
-    assert_eq!(mine(forge_cgroups()), Vec::<String>::new());
-    assert_eq!(host_mounts_under(step.dir.path()), Vec::<String>::new());
+    assert_nothing_left(&step, marker);
 }
 
 #[test]
@@ -121,6 +124,5 @@ fn failures_clean_up_too() {
     spec.argv = vec!["no-such-program".into()];
     let err = run_collect(&spec).0.unwrap_err();
     assert!(err.to_string().contains("executable file not found"), "{err}");
-    assert_eq!(mine(forge_cgroups()), Vec::<String>::new());
-    assert_eq!(host_mounts_under(step.dir.path()), Vec::<String>::new());
+    assert_nothing_left(&step, "forge-test-marker-none");
 }

@@ -1,0 +1,18 @@
+//! `forge completion SHELL`: completions generated from the command definitions.
+
+use clap::{Args, CommandFactory};
+use clap_complete::Shell;
+
+/// Arguments of `forge completion`.
+#[derive(Args)]
+pub struct CompletionArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    shell: Shell,
+}
+
+/// Prints the completion script for `shell` on stdout.
+pub fn run(args: CompletionArgs) -> anyhow::Result<()> {
+    let mut cmd = crate::Cli::command();
+    clap_complete::generate(args.shell, &mut cmd, "forge", &mut std::io::stdout());
+    Ok(())
+}
