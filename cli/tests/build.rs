@@ -173,7 +173,7 @@ fn target_prunes_stages_and_stages_run() {
 #[test]
 fn builds_are_reproducible_with_source_date_epoch() {
     let a = Forge::with_busybox();
-    let b = Forge::with_busybox();
+    let b = Forge::with_busybox_of(&a);
     let id = |f: &Forge| {
         let r = f.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args(["build", "-q", "-t", "r:1"]).arg(testdata("diff")).output().unwrap();
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));

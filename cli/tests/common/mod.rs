@@ -46,6 +46,14 @@ impl Forge {
         forge
     }
 
+    /// A fresh store holding the very same `busybox:latest` as `other` (same tarball, so the
+    /// same digests: a rootfs made at another second would differ in mtimes).
+    pub fn with_busybox_of(other: &Forge) -> Forge {
+        let forge = Forge::empty();
+        forge.ok(&["import", other.dir.path().join("busybox.tar").to_str().unwrap(), "busybox:latest"]);
+        forge
+    }
+
     pub fn store(&self) -> PathBuf {
         self.dir.path().join("store")
     }
