@@ -19,5 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The OCI schema tests validate with Python's jsonschema (draft-04 plus `referencing`).
+python3 -c 'import jsonschema, referencing' 2>/dev/null || pip install -q 'jsonschema>=4.18'
 command -v cargo >/dev/null || { echo "install-deps: cargo is missing (the machine's rustup toolchain)"; exit 1; }
 echo "install-deps: ok"

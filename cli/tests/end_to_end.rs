@@ -70,3 +70,22 @@ fn saved_archives_load_into_docker_and_podman() {
     assert!(loaded.stdout.contains("hello:docker"), "{}", loaded.stdout);
     assert_eq!(other.podman_run("hello:docker", &[]).lines().next(), Some("Hello from forge: built without a daemon, pushed, pulled and run."));
 }
+
+#[test]
+fn from_an_image_not_in_the_store_pulls_it_and_build_push_pushes() {
+    let forge = Forge::with_busybox();
+    let registry = forge_testkit::Registry::start();
+    let base = format!("{}/lib/busybox:1", registry.addr);
+    forge.ok(&["push", "-q", "busybox:latest", &base]);
+
+    let other = Forge::empty();
+    let ctx = other.context("pulls", &[("Dockerfile", &format!("FROM {base}\nRUN echo built > /built\n"))]);
+    let dest = format!("{}/app/built:1", registry.addr);
+    let r = other.build(&ctx, &dest, &["--push"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(other.run(&["inspect", &base]).ok, "the base was pulled into the store");
+    let inspect = std::process::Command::new("skopeo").args(["inspect", "--tls-verify=false"]).arg(format!("docker://{dest}")).output().unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let layers = serde_json::from_slice::<serde_json::Value>(&inspect.stdout).unwrap()["Layers"].as_array().unwrap().len();
+    assert_eq!(layers, 2);
+}

@@ -69,6 +69,11 @@ pub struct BuildArgs {
     /// Print only the image ID.
     #[arg(short, long)]
     quiet: bool,
+    /// Push every `-t` name after the build (names must include the registry).
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    registry: crate::commands::transfer::RegistryOptions,
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = crate::commands::import::LayerCompression::Gzip)]
     compression: crate::commands::import::LayerCompression,
@@ -177,9 +182,23 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     };
     let printer = Printer { mode, state: Mutex::new(PrinterState::default()) };
     let progress = |e: Event| printer.print(e);
-    let built = forge_builder::build(&store, &opts, None, &progress)?;
+    let bases = RegistryBases { client: args.registry.client(), runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()? };
+    let built = forge_builder::build(&store, &opts, Some(&bases), &progress)?;
 
     output::write(&store, &built, &output, &args.tags)?;
+    if args.push {
+        if args.tags.is_empty() {
+            bail!("--push needs at least one -t name to push to");
+        }
+        for t in &args.tags {
+            let dest = forge_registry::Reference::parse(t)?;
+            let bar = crate::commands::transfer::progress(args.quiet);
+            bases.runtime.block_on(bases.client.push(&store, t, &dest, bar.as_ref())).with_context(|| format!("pushing {dest}"))?;
+            if !args.quiet {
+                eprintln!("pushed {dest}");
+            }
+        }
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, built.image_id.as_str()).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -193,6 +212,20 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Base images missing from the store are pulled, as `docker build` does.
+struct RegistryBases {
+    client: forge_registry::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl forge_builder::BaseImages for RegistryBases {
+    fn fetch(&self, store: &Store, reference: &str) -> Result<String, String> {
+        let r = forge_registry::Reference::parse(reference).map_err(|e| e.to_string())?;
+        let pulled = self.runtime.block_on(self.client.pull(&r, store, &forge_registry::NoProgress)).map_err(|e| e.to_string())?;
+        Ok(pulled.name)
+    }
 }
 
 impl From<crate::commands::import::LayerCompression> for forge_layerstore::archive::Compression {

@@ -11,11 +11,49 @@ pub enum DebugCommand {
         /// The Dockerfile to parse (`-` for standard input).
         file: std::path::PathBuf,
     },
+    /// Run one command in the RUN sandbox over a directory as the only layer (the upper layer
+    /// is thrown away): for measuring the sandbox and checking what a step sees.
+    Run {
+        /// The root filesystem (read-only lower layer).
+        rootfs: std::path::PathBuf,
+        /// `none` or `host`.
+        #[arg(long, default_value = "none")]
+        network: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 /// Runs a `forge debug` subcommand.
 pub fn run(_global: &crate::Global, cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
+        DebugCommand::Run { rootfs, network, argv } => {
+            let scratch = tempfile::Builder::new().prefix("forge-debug-run-").tempdir()?;
+            let (upper, work) = (scratch.path().join("upper"), scratch.path().join("work"));
+            std::fs::create_dir(&upper)?;
+            std::fs::create_dir(&work)?;
+            let mut spec = forge_sandbox::RunSpec::new(vec![rootfs], upper, work, argv);
+            spec.network = match network.as_str() {
+                "none" => forge_sandbox::Network::None,
+                "host" => forge_sandbox::Network::Host,
+                other => anyhow::bail!("--network must be none or host, not {other:?}"),
+            };
+            let cancel = forge_sandbox::Cancel::new();
+            let c = cancel.clone();
+            crate::signals::on_interrupt(move || c.cancel());
+            let outcome = forge_sandbox::run(&spec, &cancel, &mut |stream, line| {
+                use std::io::Write;
+                let _ = match stream {
+                    forge_sandbox::Stream::Stdout => std::io::stdout().write_all(line),
+                    forge_sandbox::Stream::Stderr => std::io::stderr().write_all(line),
+                };
+            })?;
+            match outcome.status {
+                forge_sandbox::ExitStatus::Exited(0) => Ok(()),
+                status => anyhow::bail!("{status}"),
+            }
+        }
         DebugCommand::Parse { file } => {
             let (name, bytes) = if file.as_os_str() == "-" {
                 let mut buf = Vec::new();

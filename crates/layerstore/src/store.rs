@@ -259,17 +259,21 @@ impl Store {
         if let Some(d) = self.index.resolve(&normalize_tag(reference))? {
             return Ok(d);
         }
+        // `busybox` finds what a pull stored as `docker.io/library/busybox:latest`.
+        if let Ok(full) = oci_spec::distribution::Reference::from_str(reference) {
+            if let Some(d) = self.index.resolve(&full.whole())? {
+                return Ok(d);
+            }
+        }
         let tagged = self.index.list()?;
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
         if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::NotFound(reference.to_string()));
         }
-        if let Ok(digest) = Digest::from_str(&format!("sha256:{hex}")) {
+        let full = Digest::from_str(&format!("sha256:{hex}")).ok();
+        if let Some(digest) = &full {
             if let Some((_, d)) = tagged.iter().find(|(_, d)| d.digest().as_ref() == digest.as_str()) {
                 return Ok(d.clone());
-            }
-            if self.content.exists(&digest) {
-                return descriptor(MediaType::ImageManifest, self.content.size(&digest)?, &digest);
             }
         }
         let mut found: Option<Descriptor> = None;
@@ -281,6 +285,13 @@ impl Store {
                     Some(f) if f.digest() != d.digest() => return Err(Error::Ambiguous(reference.to_string())),
                     _ => found = Some(d),
                 }
+            }
+        }
+        // An untagged manifest, by its full digest.
+        if let (None, Some(digest)) = (&found, &full) {
+            let is_manifest = self.get_json::<serde_json::Value>(digest, "manifest").is_ok_and(|v| v.get("layers").is_some() || v.get("manifests").is_some());
+            if is_manifest {
+                return descriptor(MediaType::ImageManifest, self.content.size(digest)?, digest);
             }
         }
         found.ok_or_else(|| Error::NotFound(reference.to_string()))
