@@ -180,7 +180,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         ProgressMode::Auto => Some(ProgressMode::Plain),
         m => Some(m),
     };
-    let printer = Printer { mode, state: Mutex::new(PrinterState::default()) };
+    let printer = Printer::new(mode);
     let progress = |e: Event| printer.print(e);
     let bases = RegistryBases { client: args.registry.client(), runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()? };
     let built = forge_builder::build(&store, &opts, Some(&bases), &progress)?;
@@ -293,15 +293,26 @@ fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> 
 struct PrinterState {
     /// Step ids in the order they started, to number them as buildx does.
     order: Vec<String>,
+    /// The live view's line per running step (TTY mode).
+    bars: std::collections::HashMap<String, indicatif::ProgressBar>,
+    /// A CACHED step's line says so when it finishes.
+    cached: std::collections::HashSet<String>,
 }
 
-/// Renders build events: plain lines (`#N ...` as buildx's plain mode), or JSON lines.
+/// Renders build events: a live view on a terminal (one line per running step with its
+/// elapsed time and last output line; a finished step keeps its summary line), plain lines
+/// (`#N ...` as buildx's plain mode), or JSON lines.
 struct Printer {
     mode: Option<ProgressMode>,
     state: Mutex<PrinterState>,
+    multi: indicatif::MultiProgress,
 }
 
 impl Printer {
+    fn new(mode: Option<ProgressMode>) -> Printer {
+        Printer { mode, state: Mutex::new(PrinterState::default()), multi: indicatif::MultiProgress::new() }
+    }
+
     fn number(&self, id: &str) -> usize {
         let mut st = self.state.lock().unwrap();
         match st.order.iter().position(|s| s == id) {
@@ -314,29 +325,69 @@ impl Printer {
     }
 
     fn print(&self, e: Event) {
-        let Some(mode) = self.mode else {
-            return;
-        };
-        let mut err = std::io::stderr().lock();
-        if mode == ProgressMode::Json {
-            let _ = writeln!(err, "{}", serde_json::to_string(&e).unwrap_or_default());
-            return;
+        match self.mode {
+            None => {}
+            Some(ProgressMode::Json) => eprintln!("{}", serde_json::to_string(&e).unwrap_or_default()),
+            Some(ProgressMode::Tty) => self.live(e),
+            Some(_) => self.plain(e),
         }
+    }
+
+    fn plain(&self, e: Event) {
+        let mut err = std::io::stderr().lock();
         let _ = match e {
             Event::StepStarted { id, stage, text, .. } => writeln!(err, "#{} [{stage}] {text}", self.number(&id)),
             Event::StepCached { id } => writeln!(err, "#{} CACHED", self.number(&id)),
             Event::Output { id, line, .. } => writeln!(err, "#{} {line}", self.number(&id)),
             Event::StepDone { id, elapsed, cpu_time, peak_memory } => {
-                let mut extra = String::new();
-                if let Some(cpu) = cpu_time {
-                    extra.push_str(&format!(" cpu {:.2}s", cpu.as_secs_f64()));
-                }
-                if let Some(mem) = peak_memory {
-                    extra.push_str(&format!(" peak {:.1} MiB", mem as f64 / (1 << 20) as f64));
-                }
-                writeln!(err, "#{} DONE {:.1}s{extra}", self.number(&id), elapsed.as_secs_f64())
+                writeln!(err, "#{} DONE {:.1}s{}", self.number(&id), elapsed.as_secs_f64(), usage(cpu_time, peak_memory))
             }
             Event::Warning { message } => writeln!(err, "WARNING: {message}"),
         };
     }
+
+    fn live(&self, e: Event) {
+        match e {
+            Event::StepStarted { id, stage, text, .. } => {
+                let n = self.number(&id);
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed:>4} {wide_msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+                bar.set_prefix(format!("#{n} [{stage}] {text}"));
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                self.state.lock().unwrap().bars.insert(id, bar);
+            }
+            Event::StepCached { id } => {
+                self.state.lock().unwrap().cached.insert(id);
+            }
+            Event::Output { id, line, .. } => {
+                if let Some(bar) = self.state.lock().unwrap().bars.get(&id) {
+                    bar.set_message(line);
+                }
+            }
+            Event::StepDone { id, elapsed, cpu_time, peak_memory } => {
+                let mut st = self.state.lock().unwrap();
+                let cached = st.cached.remove(&id);
+                if let Some(bar) = st.bars.remove(&id) {
+                    bar.set_style(indicatif::ProgressStyle::with_template("  {prefix} {wide_msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+                    let what = if cached { "CACHED".to_string() } else { format!("DONE {:.1}s{}", elapsed.as_secs_f64(), usage(cpu_time, peak_memory)) };
+                    bar.finish_with_message(what);
+                }
+            }
+            Event::Warning { message } => {
+                let _ = self.multi.println(format!("WARNING: {message}"));
+            }
+        }
+    }
+}
+
+/// ` cpu 1.20s peak 30.5 MiB`, for RUN steps.
+fn usage(cpu_time: Option<std::time::Duration>, peak_memory: Option<u64>) -> String {
+    let mut extra = String::new();
+    if let Some(cpu) = cpu_time {
+        extra.push_str(&format!(" cpu {:.2}s", cpu.as_secs_f64()));
+    }
+    if let Some(mem) = peak_memory {
+        extra.push_str(&format!(" peak {:.1} MiB", mem as f64 / (1 << 20) as f64));
+    }
+    extra
 }
