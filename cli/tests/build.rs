@@ -205,3 +205,33 @@ fn outputs_oci_docker_and_local() {
     assert!(r.ok);
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), forge.inspect("o:1")["Id"].as_str().unwrap());
 }
+
+#[test]
+fn ctrl_c_cancels_cleanly() {
+    let forge = Forge::with_busybox();
+    let marker = format!("forge-ctrl-c-{}", std::process::id());
+    let ctx = forge.context("slow", &[("Dockerfile", &format!("FROM busybox:latest\nRUN sh -c 'sleep 1000; : {marker}' & sleep 1000\n"))]);
+    let mut child = forge.cmd().args(["build", "--progress", "plain", "-t", "slow:1"]).arg(&ctx).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let start = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "cancel took {:?}", start.elapsed());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("cancelled"), "{err}");
+    // No process, mount or half-written entry is left behind.
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(forge.store().to_str().unwrap()), "a mount under the store is left");
+    forge.ok(&["store", "fsck"]);
+    assert!(forge.run(&["inspect", "slow:1"]).stderr.contains("not found"));
+}
