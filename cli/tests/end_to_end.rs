@@ -62,6 +62,14 @@ fn saved_archives_load_into_docker_and_podman() {
     assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
     let run = docker.cmd(&["run", "--rm", "--network", "none", "hello:docker"]);
     assert!(String::from_utf8_lossy(&run.stdout).starts_with("Hello from forge"), "{}", String::from_utf8_lossy(&run.stderr));
+    // docker pulls and runs what forge pushed (127.0.0.0/8 registries are insecure for docker).
+    let registry = forge_testkit::Registry::start();
+    let dest = format!("{}/forge/hello:docker", registry.addr);
+    forge.ok(&["push", "-q", "hello:docker", &dest]);
+    let pull = docker.cmd(&["pull", &dest]);
+    assert!(pull.status.success(), "{}", String::from_utf8_lossy(&pull.stderr));
+    let run = docker.cmd(&["run", "--rm", "--network", "none", &dest]);
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with("Hello from forge"), "{}", String::from_utf8_lossy(&run.stderr));
     // A forge store loads what docker saves.
     let saved = forge.dir.path().join("from-docker.tar");
     assert!(docker.cmd(&["save", "-o", saved.to_str().unwrap(), "hello:docker"]).status.success());

@@ -80,3 +80,21 @@ fn a_killed_forge_leaves_a_store_that_opens_and_passes_fsck() {
     forge.ok(&["import", tar.to_str().unwrap(), "big:done"]);
     forge.ok(&["store", "fsck"]);
 }
+
+#[test]
+fn loads_an_oci_layout_that_skopeo_wrote() {
+    let forge = Forge::with_busybox();
+    let layout = forge.dir.path().join("skopeo-layout");
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:busybox:latest", forge.store().display()))
+        .arg(format!("oci:{}:copied:7", layout.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let other = Forge::empty();
+    let loaded = other.ok(&["load", "-i", layout.to_str().unwrap()]);
+    assert!(loaded.stdout.contains("copied:7"), "{}", loaded.stdout);
+    assert_eq!(other.inspect("copied:7")["Id"], forge.inspect("busybox:latest")["Id"]);
+    other.ok(&["store", "fsck"]);
+}
