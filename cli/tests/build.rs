@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Forge;
+use sha2::Digest as _;
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build").join(name)
@@ -234,4 +235,51 @@ fn ctrl_c_cancels_cleanly() {
     assert!(!mounts.contains(forge.store().to_str().unwrap()), "a mount under the store is left");
     forge.ok(&["store", "fsck"]);
     assert!(forge.run(&["inspect", "slow:1"]).stderr.contains("not found"));
+}
+
+/// Serves `body` to every request on a loopback port; returns the base URL.
+fn serve(body: Vec<u8>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+            }
+            let mut s = stream;
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(&body);
+        }
+    });
+    url
+}
+
+#[test]
+fn add_downloads_urls_with_checksums() {
+    let forge = Forge::with_busybox();
+    // A gzip tarball: remote archives are copied, never extracted.
+    let payload = forge.dir.path().join("payload");
+    std::fs::create_dir(&payload).unwrap();
+    std::fs::write(payload.join("x"), "x").unwrap();
+    let tgz = forge.dir.path().join("remote.tar.gz");
+    assert!(Command::new("tar").arg("-C").arg(&payload).arg("-czf").arg(&tgz).arg(".").status().unwrap().success());
+    let bytes = std::fs::read(&tgz).unwrap();
+    let digest = format!("sha256:{}", sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let url = serve(bytes.clone());
+    let ctx = forge.context("add-url", &[("Dockerfile", &format!("FROM busybox:latest\nADD --checksum={digest} {url}/files/remote.tar.gz /dl/\nADD {url}/files/remote.tar.gz /named.tgz\n"))]);
+    let r = forge.build(&ctx, "addurl:1", &[]);
+    assert!(r.ok, "{}", r.stderr);
+    let root = forge.rootfs("addurl:1");
+    assert_eq!(std::fs::read(root.join("dl/remote.tar.gz")).unwrap(), bytes);
+    assert_eq!(std::fs::metadata(root.join("dl/remote.tar.gz")).unwrap().mode() & 0o7777, 0o600);
+    assert!(root.join("named.tgz").is_file() && !root.join("dl/x").exists());
+
+    let bad = forge.context("add-url-bad", &[("Dockerfile", &format!("FROM busybox:latest\nADD --checksum=sha256:{} {url}/f /f\n", "0".repeat(64)))]);
+    let r = forge.build(&bad, "addurl:2", &[]);
+    assert!(!r.ok && r.stderr.contains("checksum mismatch") && r.stderr.contains("Dockerfile:2"), "{}", r.stderr);
 }

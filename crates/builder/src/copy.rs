@@ -65,7 +65,7 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
         let name = Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| m.rel.clone());
         let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(dest) };
         let dir = root.mkdir_all(&dir_path, dir_owner).map_err(|e| err(&dir_path, e))?;
-        if opts.extract_archives {
+        if opts.extract_archives && !m.remote {
             if let Some(archive) = open_archive(&entry.path).map_err(|e| err(&m.rel, e))? {
                 let target = if dest_is_dir { dir } else { root.mkdir_all(dest, dir_owner).map_err(|e| err(dest, e))? };
                 let real = real_path(&target).map_err(|e| err(dest, e))?;

@@ -32,6 +32,7 @@ mod engine;
 mod error;
 mod mount;
 mod progress;
+mod remote;
 mod rootfs;
 mod run;
 mod source;

@@ -35,6 +35,8 @@ pub(crate) struct Matched {
     /// Everything to copy: the match itself first (`rel` = ""), then, for a directory, its
     /// contents parents first and siblings sorted.
     pub(crate) entries: Vec<Entry>,
+    /// Downloaded by `ADD <url>`: copied as a file, never extracted.
+    pub(crate) remote: bool,
 }
 
 impl Matched {
@@ -116,7 +118,7 @@ impl SourceTree {
             if entries[0].meta.is_dir() {
                 self.walk(&real, "", exclude, &mut entries)?;
             }
-            out.push(Matched { rel, entries });
+            out.push(Matched { rel, entries, remote: false });
         }
         Ok(out)
     }

@@ -419,9 +419,13 @@ impl<'a> StageRun<'a> {
         };
         let exclude = Dockerignore::new(self.expand_all(&c.exclude)?).map_err(|e| self.fail(e.to_string()))?;
         let srcs = self.expand_all(&c.sources)?;
-        if srcs.iter().any(|s| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
-            return Err(self.fail("ADD from a URL or git repository is not supported yet; download the file into the context".into()));
+        if srcs.iter().any(|s| s.starts_with("git@") || s.ends_with(".git")) {
+            return Err(self.fail("ADD from a git repository is not supported; clone it into the context".into()));
         }
+        if !c.add && srcs.iter().any(|s| crate::remote::is_url(s)) {
+            return Err(self.fail("COPY does not take URLs; use ADD".into()));
+        }
+        let checksum = c.checksum.as_deref().map(|s| self.expand(s)).transpose()?;
         let inline: Vec<InlineFile> = c
             .inline
             .iter()
@@ -457,7 +461,15 @@ impl<'a> StageRun<'a> {
             }
         };
         let mut matches: Vec<Matched> = Vec::new();
+        let downloads = crate::engine::scratch_dir(self.ctx.store, "add-")?;
+        let mut remote_digests = Vec::new();
         for s in &srcs {
+            if crate::remote::is_url(s) {
+                let (m, digest) = crate::remote::fetch(s, downloads.path(), checksum.as_deref()).map_err(|e| self.fail(e))?;
+                remote_digests.push(digest.to_string());
+                matches.push(m);
+                continue;
+            }
             matches.extend(tree.matches(s, &exclude).map_err(|e| self.fail(format!("source {e}")))?);
         }
         let mut key = KeyBuilder::new(&self.key, verb);
@@ -466,7 +478,10 @@ impl<'a> StageRun<'a> {
         for f in &inline {
             key.part(&f.name).part(&String::from_utf8_lossy(&f.content));
         }
-        hash_matches(tree, &matches, &self.ctx.stat_cache, key.hasher()).map_err(|e| self.fail(e.to_string()))?;
+        // Remote files enter the key by content digest (they live outside the tree).
+        key.list(&remote_digests);
+        let local: Vec<Matched> = matches.iter().filter(|m| !m.remote).cloned().collect();
+        hash_matches(tree, &local, &self.ctx.stat_cache, key.hasher()).map_err(|e| self.fail(e.to_string()))?;
         let key = key.finish();
 
         let mut shown: Vec<String> = c.sources.clone();
@@ -484,6 +499,7 @@ impl<'a> StageRun<'a> {
             Ok(())
         })?;
         drop(holders);
+        drop(downloads);
         self.finish_step(key, layer, created_by);
         Ok(())
     }
