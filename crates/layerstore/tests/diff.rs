@@ -67,6 +67,13 @@ fn entries(blob: &[u8]) -> Vec<(String, u8, u64, bool)> {
     out
 }
 
+/// The layer of `make_tree`'s tree, as a plain directory with nothing below it.
+fn tree_layer(compression: Compression, source_date_epoch: Option<i64>) -> Vec<u8> {
+    let tmp = tempfile::tempdir().unwrap();
+    make_tree(tmp.path());
+    layer(&LayerSource::Dirs { lower: None, upper: tmp.path() }, compression, source_date_epoch).1
+}
+
 #[test]
 fn same_tree_twice_gives_same_digests() {
     let tmp = tempfile::tempdir().unwrap();
@@ -137,16 +144,7 @@ fn same_tree_twice_gives_same_digests() {
 
 #[test]
 fn entries_are_sorted_hardlinked_and_pax_only_when_needed() {
-    let tmp = tempfile::tempdir().unwrap();
-    make_tree(tmp.path());
-    let (_, blob) = layer(
-        &LayerSource::Dirs {
-            lower: None,
-            upper: tmp.path(),
-        },
-        Compression::None,
-        None,
-    );
+    let blob = tree_layer(Compression::None, None);
     let es = entries(&blob);
     let names: Vec<_> = es.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(&names[..6], ["a/", "a/b/", "a/b/two", "a/one", "big", "c/"]);
@@ -166,16 +164,7 @@ fn entries_are_sorted_hardlinked_and_pax_only_when_needed() {
 
 #[test]
 fn source_date_epoch_clamps_mtimes() {
-    let tmp = tempfile::tempdir().unwrap();
-    make_tree(tmp.path());
-    let (_, blob) = layer(
-        &LayerSource::Dirs {
-            lower: None,
-            upper: tmp.path(),
-        },
-        Compression::Gzip,
-        Some(1_600_000_000),
-    );
+    let blob = tree_layer(Compression::Gzip, Some(1_600_000_000));
     for (name, _, mtime, _) in entries(&blob) {
         assert!(mtime <= 1_600_000_000, "{name} mtime {mtime}");
     }

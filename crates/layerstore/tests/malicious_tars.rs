@@ -41,6 +41,11 @@ fn pax(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
     raw(buf, b"PaxHeaders/x", tar::EntryType::XHeader, b"", &rec);
 }
 
+/// An `s` entry: a symlink to the directory outside the root, the start of most escapes.
+fn link_to_outside(t: &mut Vec<u8>, env: &Env) {
+    raw(t, b"s", tar::EntryType::Symlink, env.outside.to_str().unwrap().as_bytes(), b"");
+}
+
 fn end(mut buf: Vec<u8>) -> Vec<u8> {
     buf.extend_from_slice(&[0u8; 1024]);
     buf
@@ -229,13 +234,7 @@ fn hard_links_cannot_reach_outside() {
 
     // Through a symlinked directory pointing outside: resolved inside the root instead.
     let mut t = Vec::new();
-    raw(
-        &mut t,
-        b"s",
-        tar::EntryType::Symlink,
-        env.outside.to_str().unwrap().as_bytes(),
-        b"",
-    );
+    link_to_outside(&mut t, &env);
     raw(&mut t, b"y", tar::EntryType::Link, b"s/victim", b"");
     assert!(env.apply(&end(t)).is_err());
     assert_eq!(
@@ -257,13 +256,7 @@ fn whiteouts_of_dot_and_dotdot_are_refused() {
     }
     // A whiteout through a symlink to the outside dir deletes inside the root only.
     let mut t = Vec::new();
-    raw(
-        &mut t,
-        b"s",
-        tar::EntryType::Symlink,
-        env.outside.to_str().unwrap().as_bytes(),
-        b"",
-    );
+    link_to_outside(&mut t, &env);
     raw(&mut t, b"s/.wh.victim", tar::EntryType::Regular, b"", b"");
     raw(&mut t, b"s/.wh..wh..opq", tar::EntryType::Regular, b"", b"");
     env.apply(&end(t)).unwrap();
