@@ -1,18 +1,15 @@
 //! Overlay mounts in forge's own mount namespace, for the steps that change a rootfs without a
 //! sandbox (COPY, ADD, WORKDIR) and for reading another stage's tree (`COPY --from`).
 //!
-//! The new mount API is used (one `lowerdir+` per layer) because the classic option string is
-//! limited to one page, which an image of 100+ layers with store paths exceeds. The mount is
-//! detached when the guard drops, so an error never leaves it behind.
+//! Overlays go through `forge_sandbox::mount_overlay` (the new mount API, one `lowerdir+` per
+//! layer), the same call the sandbox mounts its rootfs with. The mount is detached when the
+//! guard drops, so an error never leaves it behind.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::CWD;
-use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount_remount, move_mount, open_tree, unmount, FsMountFlags,
-    FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
-};
+use rustix::mount::{mount_remount, move_mount, open_tree, unmount, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
 /// A mounted overlay (or, for a single read-only layer, a bind mount); unmounted on drop.
 #[derive(Debug)]
@@ -40,22 +37,7 @@ impl OverlayMount {
             ([], None) => return Ok(OverlayMount { target: target.to_path_buf(), owns_dir: false }),
             _ => {}
         }
-        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-        for dir in lowerdirs {
-            fsconfig_set_string(&fs, "lowerdir+", dir)?;
-        }
-        if let Some((upperdir, workdir)) = upper {
-            fsconfig_set_string(&fs, "upperdir", upperdir)?;
-            fsconfig_set_string(&fs, "workdir", workdir)?;
-        }
-        // The layer differ relies on these being off; see forge_layerstore::diff.
-        for (key, value) in [("index", "off"), ("redirect_dir", "off"), ("metacopy", "off")] {
-            fsconfig_set_string(&fs, key, value)?;
-        }
-        fsconfig_create(&fs)?;
-        let attrs = if upper.is_some() { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };
-        let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
-        move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
+        forge_sandbox::mount_overlay(lowerdirs, upper, target)?;
         Ok(OverlayMount { target: target.to_path_buf(), owns_dir: false })
     }
 

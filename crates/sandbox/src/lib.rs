@@ -41,6 +41,7 @@ mod cgroup;
 mod init;
 mod mounts;
 mod network;
+mod overlay;
 mod spec;
 mod stubs;
 mod user;
@@ -55,6 +56,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+pub use overlay::mount_overlay;
 pub use spec::{Limits, Mount, MountKind, Network, RunSpec};
 
 use cgroup::Cgroup;

@@ -10,11 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{mkdirat, openat, openat2, symlink, Mode, OFlags, ResolveFlags, CWD};
-use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount_bind, mount_change, mount_bind_recursive,
-    mount_remount, move_mount, unmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags,
-    MoveMountFlags, UnmountFlags,
-};
+use rustix::mount::{mount_bind, mount_bind_recursive, mount_change, mount_remount, unmount, MountFlags, MountPropagationFlags, UnmountFlags};
 
 use crate::init::InitSpec;
 use crate::spec::MountKind;
@@ -115,24 +111,10 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
     Ok(())
 }
 
-/// Mounts the overlay rootfs with the new mount API: one `lowerdir+` per layer, so 100+
-/// layers fit where the one-page option string would not.
+/// Mounts the overlay rootfs (an empty lower stands in when the step has no layers).
 fn mount_overlay(spec: &InitSpec) -> Result<()> {
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(ctx("fsopen overlay"))?;
-    let lowers: Vec<&PathBuf> = if spec.run.lowerdirs.is_empty() { vec![&spec.empty_lower] } else { spec.run.lowerdirs.iter().collect() };
-    for l in lowers {
-        fsconfig_set_string(&fs, "lowerdir+", l).map_err(ctx(format!("overlay lowerdir {}", l.display())))?;
-    }
-    fsconfig_set_string(&fs, "upperdir", &spec.run.upperdir).map_err(ctx(format!("overlay upperdir {}", spec.run.upperdir.display())))?;
-    fsconfig_set_string(&fs, "workdir", &spec.run.workdir).map_err(ctx(format!("overlay workdir {}", spec.run.workdir.display())))?;
-    // The layer differ needs an upperdir that tells the whole truth (see forge-layerstore's diff).
-    for (k, v) in [("index", "off"), ("redirect_dir", "off"), ("metacopy", "off")] {
-        fsconfig_set_string(&fs, k, v).map_err(ctx(format!("overlay {k}={v}")))?;
-    }
-    fsconfig_create(&fs).map_err(ctx("creating the overlay"))?;
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(ctx("fsmount"))?;
-    move_mount(&mnt, "", CWD, &spec.rootfs, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(ctx("attaching the rootfs"))?;
-    Ok(())
+    let lowers = if spec.run.lowerdirs.is_empty() { vec![spec.empty_lower.clone()] } else { spec.run.lowerdirs.clone() };
+    crate::overlay::mount_overlay(&lowers, Some((&spec.run.upperdir, &spec.run.workdir)), &spec.rootfs).map_err(|e| e.to_string())
 }
 
 /// Opens `path` inside the rootfs (resolved as if the rootfs were `/`), creating it as a
