@@ -7,6 +7,7 @@ use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use forge_parser::dockerignore::{Dockerignore, Glob};
@@ -207,14 +208,14 @@ impl Stamp {
 pub(crate) struct StatCache {
     path: Option<PathBuf>,
     entries: Mutex<HashMap<PathBuf, Stamp>>,
-    dirty: Mutex<bool>,
+    dirty: AtomicBool,
 }
 
 impl StatCache {
     /// Loads the cache saved at `path` (a missing or unreadable one starts empty).
     pub(crate) fn load(path: PathBuf) -> StatCache {
         let entries = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        StatCache { path: Some(path), entries: Mutex::new(entries), dirty: Mutex::new(false) }
+        StatCache { path: Some(path), entries: Mutex::new(entries), dirty: AtomicBool::new(false) }
     }
 
     /// The sha256 of the file at `path` with metadata `meta`, from the cache when the file is
@@ -233,7 +234,7 @@ impl StatCache {
         let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
         if now_ns - mtime_ns.max(ctime_ns) > 1_000_000_000 {
             self.entries.lock().unwrap().insert(path.to_path_buf(), Stamp { ino, size, mtime_ns, ctime_ns, sha256: sha256.clone() });
-            *self.dirty.lock().unwrap() = true;
+            self.dirty.store(true, Ordering::Relaxed);
         }
         Ok(sha256)
     }
@@ -241,7 +242,7 @@ impl StatCache {
     /// Writes the cache back if it changed (atomically; concurrent builds: last one wins).
     pub(crate) fn save(&self) -> io::Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
-        if !*self.dirty.lock().unwrap() {
+        if !self.dirty.load(Ordering::Relaxed) {
             return Ok(());
         }
         let bytes = serde_json::to_vec(&*self.entries.lock().unwrap())?;

@@ -461,11 +461,16 @@ impl<'a> StageRun<'a> {
             }
         };
         let mut matches: Vec<Matched> = Vec::new();
-        let downloads = crate::engine::scratch_dir(self.ctx.store, "add-")?;
+        // Made only for ADD <url>: a COPY's key computation, run on every build, touches no disk.
+        let mut downloads: Option<tempfile::TempDir> = None;
         let mut remote_digests = Vec::new();
         for s in &srcs {
             if crate::remote::is_url(s) {
-                let (m, digest) = crate::remote::fetch(s, downloads.path(), checksum.as_deref()).map_err(|e| self.fail(e))?;
+                if downloads.is_none() {
+                    downloads = Some(crate::engine::scratch_dir(self.ctx.store, "add-")?);
+                }
+                let dir = downloads.as_ref().expect("made just above").path();
+                let (m, digest) = crate::remote::fetch(s, dir, checksum.as_deref()).map_err(|e| self.fail(e))?;
                 remote_digests.push(digest.to_string());
                 matches.push(m);
                 continue;
