@@ -283,3 +283,22 @@ fn add_downloads_urls_with_checksums() {
     let r = forge.build(&bad, "addurl:2", &[]);
     assert!(!r.ok && r.stderr.contains("checksum mismatch") && r.stderr.contains("Dockerfile:2"), "{}", r.stderr);
 }
+
+#[test]
+fn bad_flags_are_one_clear_error() {
+    let forge = Forge::empty();
+    let ctx = forge.context("flags", &[("Dockerfile", "FROM scratch\n")]);
+    for (flags, says) in [
+        (&["--cpus", "0"][..], "--cpus must be a positive number"),
+        (&["--memory", "12x"][..], "invalid size \"12x\""),
+        (&["--secret", "nonsense"][..], "invalid --secret"),
+        (&["--output", "type=registry"][..], "unsupported --output type"),
+        (&["-f", "/nonexistent/Dockerfile"][..], "reading the Dockerfile"),
+    ] {
+        let r = forge.build(&ctx, "x:1", flags);
+        assert_eq!(r.code, Some(1), "{flags:?}: {}", r.stderr);
+        assert!(r.stderr.starts_with("error:") && r.stderr.contains(says) && !r.stderr.contains("panicked"), "{flags:?}: {}", r.stderr);
+    }
+    let r = forge.run(&["build", "--no-such-flag", ctx.to_str().unwrap()]);
+    assert_eq!(r.code, Some(2), "usage errors exit 2: {}", r.stderr);
+}
