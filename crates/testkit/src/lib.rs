@@ -212,8 +212,12 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    // Straight to fd 2: libtest captures only the print macros, and a skip must be seen.
-    let _ = writeln!(std::io::stderr(), "skipped: ../shared/{rel} is not beside the repository (a plain clone has none)");
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let line = format!("\nskipped: {test}: ../shared/{rel} is not beside the repository (a plain clone has none)\n");
+    // Straight to fd 2 in one write: libtest captures only the print macros, and a skip must
+    // be seen, whole, among the other tests' lines.
+    let _ = std::io::stderr().write_all(line.as_bytes());
     None
 }
 
