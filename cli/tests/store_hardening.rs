@@ -116,9 +116,9 @@ fn busy_context(forge: &Forge, name: &str, steps: usize) -> PathBuf {
     let mut files = Vec::new();
     for i in 0..steps {
         files.push((format!("f{i}"), format!("{name} file {i}\n")));
-        dockerfile.push_str(&format!("COPY f{i} /c/f{i}\nRUN echo {name}-{i} > /r{i} && dd if=/dev/urandom of=/blob{i} bs=64k count=4 2>/dev/null\n"));
+        dockerfile.push_str(&format!("COPY f{i} /c/f{i}\nRUN echo {name}-{i} > /s{i} && dd if=/dev/urandom of=/blob{i} bs=64k count=4 2>/dev/null\n"));
     }
-    dockerfile.push_str("RUN cat /c/* /r* > /all\n");
+    dockerfile.push_str("RUN cat /c/* /s[0-9]* > /all\n");
     let mut entries: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
     entries.push(("Dockerfile", &dockerfile));
     forge.context(name, &entries)
@@ -178,12 +178,16 @@ fn gc_in_a_tight_loop_breaks_no_build_and_no_pull() {
     forge.ok(&["store", "fsck"]);
 }
 
-/// Kills whatever a failed test leaves running with `marker` in its environment.
-struct KillMarked(String);
+/// Kills what the killed builds left running (processes with the marker in their environment)
+/// and removes their cgroups, whether the test passes or fails.
+struct KillCleanup {
+    marker: String,
+    killed: Vec<u32>,
+}
 
-impl KillMarked {
-    fn pids(&self) -> Vec<i32> {
-        let needle = format!("FORGE_KILL_MARKER={}", self.0);
+impl KillCleanup {
+    fn marked(&self) -> Vec<i32> {
+        let needle = format!("FORGE_KILL_MARKER={}", self.marker);
         std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
@@ -193,10 +197,18 @@ impl KillMarked {
     }
 }
 
-impl Drop for KillMarked {
+impl Drop for KillCleanup {
     fn drop(&mut self) {
-        for pid in self.pids() {
+        for pid in self.marked() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        // A cgroup can be removed once its killed processes have exited.
+        for _ in 0..50 {
+            let left: Vec<PathBuf> = self.killed.iter().flat_map(|&pid| cgroups_of(pid)).filter(|d| std::fs::remove_dir(d).is_err()).collect();
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
@@ -280,7 +292,7 @@ fn kill_9_during_build_pull_and_push_leaves_no_process_or_cgroup() {
 fn kill_points(processes: bool) {
     let forge = Forge::with_busybox();
     let marker = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let _cleanup = KillMarked(marker.clone());
+    let mut cleanup = KillCleanup { marker: marker.clone(), killed: Vec::new() };
     let ctx = forge.context(
         "killed",
         &[(
@@ -300,10 +312,9 @@ fn kill_points(processes: bool) {
     forge.ok(&["push", "-q", "big:1", &remote]);
     let puller = Forge::empty();
 
-    let mut killed = Vec::new();
     let delays = |n: u64, span: u64| (0..n).map(move |i| Duration::from_millis(20 + (i * span) / n + (i * 37) % 53));
     for (i, delay) in delays(20, 3000).enumerate() {
-        killed.push(kill_after(&forge, &["build", "-q", "--build-arg", &format!("N={i}"), "-t", "killed:1", ctx.to_str().unwrap()], delay));
+        cleanup.killed.push(kill_after(&forge, &["build", "-q", "--build-arg", &format!("N={i}"), "-t", "killed:1", ctx.to_str().unwrap()], delay));
     }
     for delay in delays(15, 800) {
         kill_after(&puller, &["pull", "-q", "--unpack", &remote], delay);
@@ -312,9 +323,12 @@ fn kill_points(processes: bool) {
         kill_after(&forge, &["push", "-q", "big:1", &format!("{}/kill/pushed{i}:1", registry.addr)], delay);
     }
 
+    // The kills left something behind (or this test proves nothing).
+    assert!(!leftovers(&forge.store()).is_empty() && !leftovers(&puller.store()).is_empty());
     for f in [&forge, &puller] {
-        f.ok(&["store", "gc"]);
-        assert_eq!(leftovers(&f.store()), Vec::<String>::new(), "left after gc");
+        let gc = f.ok(&["store", "gc", "--format", "json"]).stdout;
+        eprintln!("gc after the kills: {gc}");
+        assert_eq!(leftovers(&f.store()), Vec::<String>::new(), "left after gc: {gc}");
         f.ok(&["store", "fsck"]);
     }
     // The store still works: a full build and pull.
@@ -325,9 +339,9 @@ fn kill_points(processes: bool) {
     if !processes {
         return;
     }
-    let cgroups: Vec<PathBuf> = killed.iter().flat_map(|&pid| cgroups_of(pid)).collect();
+    let cgroups: Vec<PathBuf> = cleanup.killed.iter().flat_map(|&pid| cgroups_of(pid)).collect();
     assert!(cgroups.is_empty(), "cgroups of killed builds are left: {cgroups:?}");
-    let survivors = _cleanup.pids();
+    let survivors = cleanup.marked();
     assert!(survivors.is_empty(), "RUN processes of killed builds still run: {survivors:?}");
 }
 
@@ -367,4 +381,60 @@ fn fsck_repair_drops_tags_of_images_that_cannot_be_read() {
     let gc: serde_json::Value = serde_json::from_str(&forge.ok(&["store", "gc", "--format", "json"]).stdout).unwrap();
     assert!(gc["blobs_removed"].as_u64().unwrap() >= 3, "{gc}");
     forge.ok(&["store", "fsck"]);
+}
+
+/// Detaches the mounts of a test, pass or fail.
+struct Unmount(Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for m in &self.0 {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+#[test]
+fn gc_detaches_the_mounts_of_a_dead_forge_and_never_deletes_through_them() {
+    let forge = Forge::with_busybox();
+    // What a forge killed in the middle of a COPY leaves: its scratch directory (whose lock
+    // nobody holds any more) with a snapshot's tree still bind-mounted in it.
+    let tmp = forge.store().join("forge/tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("4242-1-1.lock"), "").unwrap();
+    let mnt = tmp.join("4242-1-1/mnt-x");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let tree = forge.dir.path().join("precious");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/file"), "keep me").unwrap();
+    let _guard = Unmount(vec![mnt.clone()]);
+    assert!(Command::new("mount").arg("--bind").arg(&tree).arg(&mnt).status().unwrap().success());
+    // A live forge's scratch directory beside it stays: a build waiting for its context on stdin.
+    let _live = KillOnDrop(forge.cmd().args(["build", "-q", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap());
+    let scratch_dirs = || std::fs::read_dir(&tmp).unwrap().flatten().filter(|e| !e.file_name().to_string_lossy().starts_with("4242-")).count();
+    for _ in 0..200 {
+        if scratch_dirs() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(scratch_dirs(), 2, "the waiting build made its scratch directory and lock");
+
+    let gc: serde_json::Value = serde_json::from_str(&forge.ok(&["store", "gc", "--format", "json"]).stdout).unwrap();
+    assert_eq!(gc["mounts_detached"], 1, "{gc}");
+    assert_eq!(std::fs::read_to_string(tree.join("sub/file")).unwrap(), "keep me");
+    let canonical = std::fs::canonicalize(forge.store()).unwrap();
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(canonical.to_str().unwrap()));
+    assert!(!tmp.join("4242-1-1").exists() && !tmp.join("4242-1-1.lock").exists());
+    assert_eq!(scratch_dirs(), 2, "the live build's scratch directory and its lock stay");
+}
+
+/// Kills a child, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

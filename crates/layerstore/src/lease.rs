@@ -146,14 +146,13 @@ pub(crate) fn live(root: &Path) -> io::Result<Live> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             other => other?,
         };
-        match FileLock::try_file(file)? {
+        match FileLock::try_file(file.try_clone()?)? {
             Some(_dead) => {
                 // Nobody holds it: its owner released it just now, or died.
                 let _ = fs::remove_file(&path);
                 out.expired += 1;
             }
             None => {
-                let file = File::open(&path)?;
                 let since = file.metadata()?.modified()?;
                 out.oldest = Some(out.oldest.map_or(since, |o| o.min(since)));
                 // A lease being made (still `.tmp-*`) may not be whole yet; it holds its start.
