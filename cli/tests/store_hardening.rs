@@ -389,7 +389,7 @@ struct Unmount(Vec<PathBuf>);
 impl Drop for Unmount {
     fn drop(&mut self) {
         for m in &self.0 {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
+            let _ = Command::new("umount").arg("-l").arg(m).stderr(std::process::Stdio::null()).status();
         }
     }
 }

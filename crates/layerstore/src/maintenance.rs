@@ -9,7 +9,7 @@
 //! operations left half-made: ingests nobody writes, `snapshots/new-*` directories, and the
 //! scratch directories (with their overlay mounts) of forge processes that are gone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::time::SystemTime;
 
@@ -134,26 +134,53 @@ pub fn gc(store: &Store) -> Result<GcReport, Error> {
             }
         }
     }
-    // Children first: keep removing leaves until nothing removable is left.
-    loop {
-        let mut removed = false;
-        for info in store.snapshots().list()? {
-            let tagged = info.kind == Kind::Committed && Digest::from_str(&info.key).is_ok_and(|c| chains.contains(&c));
-            if !tagged && store.snapshots().remove_unless_newer(&info.key, since)? {
-                report.snapshots_removed += 1;
-                removed = true;
-            }
-        }
-        if !removed {
-            break;
-        }
-    }
+    report.snapshots_removed = remove_snapshots(store, &chains, since)?;
     report.half_made_snapshots_removed = store.snapshots().remove_abandoned_dirs(since)?;
     (report.ingests_removed, report.ingest_bytes_freed) = store.content().remove_abandoned_ingests(since)?;
     let scratch = crate::scratch::reclaim(&store.root().join("forge").join("tmp"), since).map_err(io("removing abandoned scratch directories"))?;
     report.scratch_dirs_removed = scratch.dirs;
     report.mounts_detached = scratch.mounts;
     Ok(report)
+}
+
+/// Removes the snapshots that are neither a prefix of a kept image's chain nor held by a lease,
+/// children before parents, from one listing: deepest first, and a parent only once none of its
+/// children is left.
+fn remove_snapshots(store: &Store, chains: &BTreeSet<Digest>, since: SystemTime) -> Result<usize, Error> {
+    let records = store.snapshots().list()?;
+    let parent_of: HashMap<&str, &str> = records.iter().filter_map(|r| Some((r.key.as_str(), r.parent.as_ref()?.as_str()))).collect();
+    let mut children: HashMap<&str, usize> = HashMap::new();
+    for parent in parent_of.values() {
+        *children.entry(parent).or_default() += 1;
+    }
+    fn depth<'a>(parent_of: &HashMap<&'a str, &'a str>, mut key: &'a str) -> usize {
+        let mut d = 0;
+        while let Some(p) = parent_of.get(key) {
+            (key, d) = (p, d + 1);
+            // A cycle in corrupt records.
+            if d > parent_of.len() {
+                break;
+            }
+        }
+        d
+    }
+    let mut candidates: Vec<_> = records
+        .iter()
+        .filter(|r| !(r.kind == Kind::Committed && Digest::from_str(&r.key).is_ok_and(|c| chains.contains(&c))))
+        .map(|r| (depth(&parent_of, &r.key), r))
+        .collect();
+    candidates.sort_by_key(|(d, _)| std::cmp::Reverse(*d));
+    let mut removed = 0;
+    for (_, r) in candidates {
+        if children.get(r.key.as_str()).is_some_and(|&n| n > 0) || !store.snapshots().remove_unless_newer(&r.key, since)? {
+            continue;
+        }
+        removed += 1;
+        if let Some(p) = parent_of.get(r.key.as_str()) {
+            children.entry(p).and_modify(|n| *n -= 1);
+        }
+    }
+    Ok(removed)
 }
 
 /// Re-hashes every blob and checks every tag's image; with `repair`, removes corrupt blobs, then

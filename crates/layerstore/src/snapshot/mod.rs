@@ -313,9 +313,12 @@ impl Snapshotter {
         Ok(true)
     }
 
-    /// Removes snapshot `key` unless its record was written (or reused) at `since` or later or
-    /// another snapshot has it as parent, checked under the key's lock (see [`crate::lease`]).
-    /// Returns whether it was removed.
+    /// Removes snapshot `key` unless its record was written (or reused) at `since` or later,
+    /// checked under the key's lock (see [`crate::lease`]). Returns whether it was removed.
+    ///
+    /// The caller removes children before their parents (as gc does, from one listing): a
+    /// child made since then was made by an operation that reused, and so stamped, this parent
+    /// first, which keeps it. Checking for children here would read every record per call.
     pub fn remove_unless_newer(&self, key: &str, since: SystemTime) -> Result<bool, Error> {
         let _lock = self.lock(key)?;
         let path = meta::record_path(&self.meta_dir(), key);
@@ -328,9 +331,6 @@ impl Snapshotter {
         }
         let rec = self.record(key)?;
         let meta = self.meta_dir();
-        if rec.kind == Kind::Committed && meta::list(&meta).map_err(io_err(&meta))?.iter().any(|r| r.parent.as_ref().is_some_and(|p| p.as_str() == key)) {
-            return Ok(false);
-        }
         meta::remove(&meta, key).map_err(io_err(&meta))?;
         self.remove_dir(rec.id);
         Ok(true)
