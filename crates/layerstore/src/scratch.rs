@@ -35,7 +35,7 @@ impl Scratch {
             // A gc may have judged the lock file unowned in the instant before we locked it and
             // removed it: then ours is not the one at its place, and we take another name.
             let (ours, there) = (lock.file().metadata()?, fs::metadata(&lock_path).ok());
-            if !there.is_some_and(|t| (t.dev(), t.ino()) == (ours.dev(), ours.ino())) {
+            if there.is_none_or(|t| (t.dev(), t.ino()) != (ours.dev(), ours.ino())) {
                 continue;
             }
             let dir = tmp.join(&name);
