@@ -7,7 +7,9 @@
 //! whole store, so any number of processes can write different blobs at once; two writers of
 //! the same content under different refs both succeed, since a blob that already exists counts
 //! as committed. An interrupted ingest can be resumed: a new writer on the same ref starts at
-//! [`Writer::offset`].
+//! [`Writer::offset`]; one that nobody resumes is removed by gc once no live
+//! [lease](crate::lease) holds it. A writer that finds its blob already stored uses
+//! [`ContentStore::reuse`], which stamps the blob so that the writer's lease holds it.
 //!
 //! ```
 //! use std::io::Write;

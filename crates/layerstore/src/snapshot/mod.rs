@@ -22,7 +22,9 @@
 //! Records are created with a rename that never replaces, so two processes unpacking the same
 //! chain ID both succeed: each builds its own `new-*` directory, one wins the record, the other
 //! removes its copy and returns the same chain ID. Operations on one active key hold an
-//! `flock` on that key's lock file only; no lock spans the whole store.
+//! `flock` on that key's lock file only; no lock spans the whole store. A caller building on a
+//! committed snapshot that is already there takes it with [`Snapshotter::reuse`], which stamps
+//! its record under that lock, so the caller's [lease](crate::lease) holds it against gc.
 
 mod meta;
 mod overlay;
