@@ -120,7 +120,7 @@ fn mark_index_children(store: &Store, d: &oci_spec::image::Descriptor, blobs: &m
 /// directories and mounts.
 pub fn gc(store: &Store) -> Result<GcReport, Error> {
     let io = |what: &'static str| move |source: std::io::Error| Error::Io { what, source };
-    let started = SystemTime::now();
+    let started = file_clock_now(&store.root().join("forge").join("tmp")).map_err(io("reading the file clock"))?;
     let leases = crate::lease::live(store.root()).map_err(io("reading the store's leases"))?;
     // Anything stamped at or after this is held by a live lease, or made since gc started.
     let since = leases.oldest.map_or(started, |oldest| oldest.min(started));
@@ -141,6 +141,15 @@ pub fn gc(store: &Store) -> Result<GcReport, Error> {
     report.scratch_dirs_removed = scratch.dirs;
     report.mounts_detached = scratch.mounts;
     Ok(report)
+}
+
+/// The time a file made now gets. Files are stamped by the kernel's clock, which may lag
+/// `SystemTime::now()` by up to a tick (coarse timestamps): a file made just after a `now()`
+/// could look older than it. Leases are compared in that same clock (see [`crate::lease`]).
+fn file_clock_now(dir: &std::path::Path) -> std::io::Result<SystemTime> {
+    std::fs::create_dir_all(dir)?;
+    let probe = tempfile::Builder::new().prefix(".gc-clock-").tempfile_in(dir)?;
+    probe.as_file().metadata()?.modified()
 }
 
 /// Removes the snapshots that are neither a prefix of a kept image's chain nor held by a lease,

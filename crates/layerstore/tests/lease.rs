@@ -13,6 +13,12 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// Lets the kernel's file clock move on, so that what was written before is older than what
+/// comes next (gc keeps whatever is not older than its own start).
+fn tick() {
+    std::thread::sleep(std::time::Duration::from_millis(20));
+}
+
 fn blob(store: &Store, bytes: &[u8]) -> Digest {
     let mut w = store.content().writer(&format!("test-{}", Digest::of(bytes))).unwrap();
     w.write_all(bytes).unwrap();
@@ -24,8 +30,7 @@ fn a_live_lease_keeps_what_it_made_and_reused_and_releasing_it_frees_them() {
     let (_dir, store) = store();
     let old = blob(&store, b"made before the lease, then reused");
     let gone = blob(&store, b"made before the lease, not reused");
-    // Past the coarse tick of the kernel's file clock, so the lease starts after both.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    tick();
     let lease = store.lease("test", &[]).unwrap();
     let made = blob(&store, b"made under the lease");
     assert!(store.content().reuse(&old).unwrap());
@@ -34,6 +39,7 @@ fn a_live_lease_keeps_what_it_made_and_reused_and_releasing_it_frees_them() {
     assert!(!store.content().exists(&gone));
     assert!(store.content().exists(&old) && store.content().exists(&made));
     drop(lease);
+    tick();
     let report = gc(&store).unwrap();
     assert_eq!(report.blobs_removed, 2, "{report:?}");
     assert!(store.content().list().unwrap().is_empty());
@@ -47,6 +53,7 @@ fn a_lease_whose_owner_is_gone_expires() {
     std::fs::create_dir_all(&leases).unwrap();
     std::fs::write(leases.join("1-2-3.json"), r#"{"operation":"build","pid":1,"roots":[]}"#).unwrap();
     let d = blob(&store, b"held by nobody");
+    tick();
     let report = gc(&store).unwrap();
     assert_eq!((report.leases_expired, report.blobs_removed), (1, 1), "{report:?}");
     assert!(!store.content().exists(&d));
@@ -65,12 +72,13 @@ fn the_images_a_lease_names_stay_whole() {
     let manifest = store.write_image(&config, &[Layer::from(&layer)]).unwrap();
     let manifest_digest: Digest = manifest.digest().as_ref().parse().unwrap();
     // Untagged, so only the lease holds it, even for a gc that starts once it is all written.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    tick();
     let lease = store.lease("push", &[manifest_digest.clone()]).unwrap();
     let report = gc(&store).unwrap();
     assert_eq!(report.blobs_removed, 0, "{report:?}");
     assert!(store.image_of(&manifest).unwrap().layers().unwrap().iter().all(|l| store.content().exists(&l.digest)));
     drop(lease);
+    tick();
     assert_eq!(gc(&store).unwrap().blobs_removed, 3);
 }
 
@@ -91,6 +99,7 @@ fn snapshots_reused_under_a_lease_survive_gc() {
     assert_eq!(report.snapshots_removed, 0, "{report:?}");
     assert!(store.snapshots().exists(&chain).unwrap());
     drop(lease);
+    tick();
     let report = gc(&store).unwrap();
     assert_eq!(report.snapshots_removed, 2, "{report:?}");
     assert_eq!(store.snapshots().list().unwrap().len(), 0);
