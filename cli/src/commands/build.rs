@@ -97,6 +97,9 @@ enum ProgressMode {
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
+    // Held until the image is tagged or exported, so a `forge store gc` beside the build
+    // leaves its snapshots and blobs alone.
+    let _lease = store.lease("build", &[])?;
     let output = match &args.output {
         Some(o) => OutputSpec::parse(o)?,
         None => OutputSpec::Image,
