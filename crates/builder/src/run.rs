@@ -91,6 +91,7 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
             };
             spec.mounts = mounts.clone();
             spec.limits = this.ctx.opts.limits.clone();
+            spec.seccomp = this.ctx.opts.seccomp;
             spec.init = this.ctx.opts.sandbox_init.clone();
             let mut tail: VecDeque<String> = VecDeque::new();
             let id = this.step_id.clone();

@@ -1,7 +1,12 @@
 //! One cgroup per step, on cgroup v1 (one directory per controller) or v2 (one unified
-//! directory), detected at run time: limits, accounting, OOM detection, killing every process
-//! however it forked, and removal.
+//! directory), detected at run time: limits, device rules, accounting, OOM detection, killing
+//! every process however it forked, and removal.
+//!
+//! A step's cgroup is named after the forge process that made it (`<pid>-<start time>-<n>`),
+//! so cgroups a killed forge left behind are recognised, emptied and removed the next time any
+//! forge process makes one.
 
+mod devices;
 mod v1;
 mod v2;
 
@@ -30,12 +35,14 @@ pub(crate) struct Usage {
 }
 
 impl Cgroup {
-    /// Creates the cgroup `name` with `limits`.
-    pub(crate) fn create(name: &str, limits: &Limits) -> io::Result<Cgroup> {
+    /// Creates a step's cgroup with `limits` and Docker's device rules, after removing the
+    /// ones dead forge processes left beside it.
+    pub(crate) fn create(limits: &Limits) -> io::Result<Cgroup> {
+        let name = Owner::current().name();
         if is_unified(Path::new(CGROUP_ROOT))? {
-            Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), name, limits)?))
+            Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), &name, limits)?))
         } else {
-            Ok(Cgroup::V1(v1::CgroupV1::create(Path::new(CGROUP_ROOT), name, limits)?))
+            Ok(Cgroup::V1(v1::CgroupV1::create(Path::new(CGROUP_ROOT), &name, limits)?))
         }
     }
 
@@ -76,15 +83,94 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = self.kill_all();
         for p in self.paths() {
-            // rmdir may race with the kernel still tearing down the last task.
-            for _ in 0..50 {
-                match std::fs::remove_dir(&p) {
-                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => std::thread::sleep(Duration::from_millis(10)),
-                    _ => break,
-                }
+            remove(&p);
+        }
+    }
+}
+
+/// Removes an empty cgroup directory; rmdir may race with the kernel still tearing down the
+/// last task.
+fn remove(dir: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => std::thread::sleep(Duration::from_millis(10)),
+            _ => break,
+        }
+    }
+}
+
+/// The forge process a cgroup belongs to: its pid and start time (clock ticks since boot), so
+/// a recycled pid does not pass for the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    pid: u32,
+    start: u64,
+}
+
+impl Owner {
+    fn current() -> Owner {
+        let pid = std::process::id();
+        Owner { pid, start: start_time(pid).unwrap_or(0) }
+    }
+
+    /// A fresh cgroup name for this owner.
+    fn name(self) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        format!("{}-{}-{}", self.pid, self.start, NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The owner named in a cgroup's name, if it has that form.
+    fn of(name: &str) -> Option<Owner> {
+        let mut parts = name.splitn(3, '-');
+        let pid = parts.next()?.parse().ok()?;
+        let start = parts.next()?.parse().ok()?;
+        parts.next()?.parse::<u64>().ok()?;
+        Some(Owner { pid, start })
+    }
+
+    fn is_alive(self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Empties and removes the cgroups in `parent` whose forge process is gone (killed before it
+/// could clean up). Returns how many it removed.
+fn remove_orphans(parents: &[PathBuf]) -> usize {
+    let mut orphans = Vec::new();
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(parent) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if Owner::of(&name).is_some_and(|o| !o.is_alive()) {
+                orphans.push(e.path());
             }
         }
     }
+    // Kill first in every hierarchy, then remove: on v1 a process sits in one directory per
+    // controller and each directory must be empty before it goes.
+    for dir in &orphans {
+        let _ = kill_procs(dir);
+    }
+    for dir in &orphans {
+        remove(dir);
+    }
+    orphans.iter().filter(|d| !d.exists()).count()
+}
+
+/// Removes what killed forge processes left in the cgroup hierarchies this process would use.
+pub(crate) fn remove_leftovers() -> io::Result<usize> {
+    let root = Path::new(CGROUP_ROOT);
+    let parents = if is_unified(root)? { vec![v2::parent(root)] } else { v1::parents(root)? };
+    Ok(remove_orphans(&parents))
 }
 
 /// Whether `root` is a cgroup2 mount (a pure v2 host) rather than a tmpfs of v1 hierarchies.
