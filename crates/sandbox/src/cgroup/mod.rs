@@ -88,6 +88,24 @@ impl Drop for Cgroup {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::Owner;
+
+    #[test]
+    fn owners_are_read_back_from_names() {
+        let me = Owner::current();
+        assert_eq!(Owner::of(&me.name()), Some(me));
+        assert!(me.is_alive());
+        assert_eq!(Owner::of("12-7"), Some(Owner { pid: 12, start: None }));
+        for name in ["forge", "12", "a-1-2", "1-2-3-4", "-1-2"] {
+            assert_eq!(Owner::of(name), None, "{name}");
+        }
+        // The same pid with another start time is a process that reused the pid.
+        assert!(!Owner { start: me.start.map(|s| s + 1), ..me }.is_alive());
+    }
+}
+
 /// Removes an empty cgroup directory; rmdir may race with the kernel still tearing down the
 /// last task.
 fn remove(dir: &Path) {
@@ -100,37 +118,46 @@ fn remove(dir: &Path) {
 }
 
 /// The forge process a cgroup belongs to: its pid and start time (clock ticks since boot), so
-/// a recycled pid does not pass for the owner.
+/// a recycled pid does not pass for the owner. Names from forge versions before the start
+/// time was recorded (`<pid>-<n>`) have only the pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Owner {
     pid: u32,
-    start: u64,
+    start: Option<u64>,
 }
 
 impl Owner {
     fn current() -> Owner {
         let pid = std::process::id();
-        Owner { pid, start: start_time(pid).unwrap_or(0) }
+        Owner { pid, start: start_time(pid) }
     }
 
     /// A fresh cgroup name for this owner.
     fn name(self) -> String {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        format!("{}-{}-{}", self.pid, self.start, NEXT.fetch_add(1, Ordering::Relaxed))
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        match self.start {
+            Some(start) => format!("{}-{start}-{n}", self.pid),
+            None => format!("{}-{n}", self.pid),
+        }
     }
 
-    /// The owner named in a cgroup's name, if it has that form.
+    /// The owner named in a cgroup's name, if it has one of the two forms.
     fn of(name: &str) -> Option<Owner> {
-        let mut parts = name.splitn(3, '-');
-        let pid = parts.next()?.parse().ok()?;
-        let start = parts.next()?.parse().ok()?;
-        parts.next()?.parse::<u64>().ok()?;
-        Some(Owner { pid, start })
+        let numbers: Vec<u64> = name.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        match numbers[..] {
+            [pid, start, _] => Some(Owner { pid: u32::try_from(pid).ok()?, start: Some(start) }),
+            [pid, _] => Some(Owner { pid: u32::try_from(pid).ok()?, start: None }),
+            _ => None,
+        }
     }
 
     fn is_alive(self) -> bool {
-        start_time(self.pid) == Some(self.start)
+        match self.start {
+            Some(start) => start_time(self.pid) == Some(start),
+            None => Path::new(&format!("/proc/{}", self.pid)).exists(),
+        }
     }
 }
 
