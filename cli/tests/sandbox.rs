@@ -174,27 +174,31 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn a_killed_forge_leaves_no_step_running_and_the_next_run_removes_its_cgroup() {
     let forge = Forge::with_busybox();
-    let marker = format!("forge-kill9-{}", std::process::id());
-    let ctx = forge.context("slow", &[("Dockerfile", &format!("FROM busybox:latest\nRUN sh -c 'sleep 1000; : {marker}' & sleep 1000; : {marker}\n"))]);
-    let mut child = forge.cmd().args(["build", "--progress", "plain", "-t", "slow:1"]).arg(&ctx).stderr(std::process::Stdio::null()).spawn().unwrap();
-    let started = eventually(|| pids_with(&marker).len() >= 2);
-    let step = pids_with(&marker);
-    let cgroups: Vec<PathBuf> = step.iter().flat_map(|p| cgroup_dirs(*p)).collect();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(started, "the step did not start");
-    assert!(!cgroups.is_empty(), "the step's processes are in no forge cgroup");
+    let next_ctx = forge.context("next", &[("Dockerfile", "FROM busybox:latest\nRUN true\n")]);
+    // What removes a killed forge's cgroups: the next step any forge starts, or `store gc`.
+    let nexts: [&[&str]; 2] = [&["build", "-q", "--no-cache", "-t", "next:1", next_ctx.to_str().unwrap()], &["store", "gc"]];
+    for (i, next) in nexts.iter().enumerate() {
+        let marker = format!("forge-kill9-{}-{i}", std::process::id());
+        let ctx = forge.context(&format!("slow{i}"), &[("Dockerfile", &format!("FROM busybox:latest\nRUN sh -c 'sleep 1000; : {marker}' & sleep 1000; : {marker}\n"))]);
+        let mut child = forge.cmd().args(["build", "--progress", "plain", "-t", "slow:1"]).arg(&ctx).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let started = eventually(|| pids_with(&marker).len() >= 2);
+        let step = pids_with(&marker);
+        let cgroups: Vec<PathBuf> = step.iter().flat_map(|p| cgroup_dirs(*p)).collect();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(started, "the step did not start");
+        assert!(!cgroups.is_empty(), "the step's processes are in no forge cgroup");
 
-    let gone = eventually(|| pids_with(&marker).is_empty());
-    let left = pids_with(&marker);
-    for pid in &left {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let gone = eventually(|| pids_with(&marker).is_empty());
+        let left = pids_with(&marker);
+        for pid in &left {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        assert!(gone, "processes of the step outlived forge: {left:?}");
+        // The dead forge could not remove its cgroup; the next forge does.
+        assert!(cgroups.iter().all(|d| d.exists()), "{cgroups:?}");
+        forge.ok(next);
+        let left: Vec<&PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();
+        assert!(left.is_empty(), "cgroups of the killed forge remain after forge {next:?}: {left:?}");
     }
-    assert!(gone, "processes of the step outlived forge: {left:?}");
-    // The dead forge could not remove its cgroup; the next step started by any forge does.
-    assert!(cgroups.iter().all(|d| d.exists()), "{cgroups:?}");
-    let ctx = forge.context("next", &[("Dockerfile", "FROM busybox:latest\nRUN true\n")]);
-    forge.ok(&["build", "-q", "-t", "next:1", ctx.to_str().unwrap()]);
-    let left: Vec<&PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();
-    assert!(left.is_empty(), "cgroups of the killed forge remain: {left:?}");
 }

@@ -7,8 +7,8 @@
 //! masked paths, Docker's default capabilities with `no_new_privs` (without `CAP_NET_RAW` on
 //! the host's network), Docker's default seccomp profile, and its own cgroup (v1 or v2,
 //! detected) with memory, CPU and pids limits and Docker's device rules. It inherits no
-//! descriptor but its standard streams, and it dies with the thread that started it. Its output streams back line by line; its
-//! exit status comes back exactly; CPU time, peak memory and OOM kills are reported; when it
+//! descriptor but its standard streams, and it dies with the thread that started it. Its
+//! output streams back line by line; its exit status comes back exactly; CPU time, peak memory and OOM kills are reported; when it
 //! ends, is cancelled or fails, every process it started is killed and its cgroup removed.
 //!
 //! The host binary must call [`enter_if_init`] first thing in `main`: the sandbox re-executes
