@@ -169,7 +169,7 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Empties and removes the cgroups in `parent` whose forge process is gone (killed before it
+/// Empties and removes the cgroups in `parents` whose forge process is gone (killed before it
 /// could clean up). Returns how many it removed.
 fn remove_orphans(parents: &[PathBuf]) -> usize {
     let mut orphans = Vec::new();
@@ -182,8 +182,13 @@ fn remove_orphans(parents: &[PathBuf]) -> usize {
             }
         }
     }
-    // Kill first in every hierarchy, then remove: on v1 a process sits in one directory per
-    // controller and each directory must be empty before it goes.
+    // Thaw, then kill in every hierarchy, then remove: a frozen process cannot die (forge may
+    // have been killed while it froze the step), and on v1 a process sits in one directory per
+    // controller, each of which must be empty before it goes.
+    for dir in &orphans {
+        let _ = write(&dir.join("freezer.state"), "THAWED");
+        let _ = write(&dir.join("cgroup.freeze"), "0");
+    }
     for dir in &orphans {
         let _ = kill_procs(dir);
     }
