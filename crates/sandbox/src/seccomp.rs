@@ -206,8 +206,11 @@ const ALLOWED_ARCH: &[i64] = &[
     libc::SYS_getdents,
     libc::SYS_getpgrp,
     libc::SYS_inotify_init,
-    // io_pgetevents, which the libc crate does not name on x86_64.
+    // Calls the libc crate does not name on x86_64: io_pgetevents, cachestat, map_shadow_stack
+    // (glibc's shadow stacks for new threads).
     333,
+    451,
+    453,
     libc::SYS_lchown,
     libc::SYS_link,
     libc::SYS_lstat,
