@@ -124,6 +124,11 @@ fn failures_clean_up_too() {
     spec.argv = vec!["no-such-program".into()];
     let err = run_collect(&spec).0.unwrap_err();
     assert!(err.to_string().contains("executable file not found"), "{err}");
+    // A limit the kernel refuses fails the step before it starts, and leaves no cgroup.
+    let mut spec = step.spec("true");
+    spec.limits.cpu_quota = Some((1000, 0));
+    let err = run_collect(&spec).0.unwrap_err();
+    assert!(matches!(err, Error::Cgroup(_)), "{err}");
     assert_nothing_left(&step, "forge-test-marker-none");
 }
 

@@ -63,7 +63,12 @@ impl CgroupV1 {
             dirs.push((c, dir));
         }
         let cg = CgroupV1 { dirs };
-        cg.apply(limits)?;
+        if let Err(e) = cg.apply(limits) {
+            for (_, d) in &cg.dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+            return Err(e);
+        }
         Ok(cg)
     }
 

@@ -37,8 +37,10 @@ impl CgroupV2 {
         let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
         let cg = CgroupV2 { dir };
-        cg.apply(limits)?;
-        cg.limit_devices()?;
+        if let Err(e) = cg.apply(limits).and_then(|()| cg.limit_devices()) {
+            let _ = std::fs::remove_dir(&cg.dir);
+            return Err(e);
+        }
         Ok(cg)
     }
 
