@@ -34,6 +34,10 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
     match cmd {
         StoreCommand::Gc { format } => {
+            // Steps of a killed forge leave cgroups (and maybe processes) no one else removes.
+            if let Err(e) = forge_sandbox::remove_leftovers() {
+                eprintln!("warning: removing the cgroups of killed builds: {e}");
+            }
             let r = maintenance::gc(&store)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
