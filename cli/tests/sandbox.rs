@@ -181,7 +181,9 @@ fn a_killed_forge_leaves_no_step_running_and_the_next_run_removes_its_cgroup() {
     for (i, next) in nexts.iter().enumerate() {
         let marker = format!("forge-kill9-{}-{i}", std::process::id());
         let ctx = forge.context(&format!("slow{i}"), &[("Dockerfile", &format!("FROM busybox:latest\nRUN sh -c 'sleep 1000; : {marker}' & sleep 1000; : {marker}\n"))]);
-        let mut child = forge.cmd().args(["build", "--progress", "plain", "-t", "slow:1"]).arg(&ctx).stderr(std::process::Stdio::null()).spawn().unwrap();
+        // The step's scratch files go to the store, where gc finds a dead forge's: none to TMPDIR.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = forge.cmd().env("TMPDIR", tmp.path()).args(["build", "--progress", "plain", "-t", "slow:1"]).arg(&ctx).stderr(std::process::Stdio::null()).spawn().unwrap();
         let started = eventually(|| pids_with(&marker).len() >= 2);
         let step = pids_with(&marker);
         let cgroups: Vec<PathBuf> = step.iter().flat_map(|p| cgroup_dirs(*p)).collect();
@@ -201,5 +203,7 @@ fn a_killed_forge_leaves_no_step_running_and_the_next_run_removes_its_cgroup() {
         forge.ok(next);
         let left: Vec<&PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();
         assert!(left.is_empty(), "cgroups of the killed forge remain after forge {next:?}: {left:?}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "the killed forge left scratch files outside the store: {left:?}");
     }
 }

@@ -98,6 +98,7 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
             spec.limits = this.ctx.opts.limits.clone();
             spec.seccomp = this.ctx.opts.seccomp;
             spec.init = this.ctx.opts.sandbox_init.clone();
+            spec.scratch_in = Some(this.ctx.store.tmp_dir()?);
             let mut tail: VecDeque<String> = VecDeque::new();
             let id = this.step_id.clone();
             let mut output = |stream: Stream, bytes: &[u8]| {

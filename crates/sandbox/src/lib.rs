@@ -183,7 +183,13 @@ pub fn enter_if_init() {
 /// Runs `spec` and waits for it, passing each output line to `output` (on this thread).
 pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8])) -> Result<Outcome, Error> {
     let start = Instant::now();
-    let scratch = tempfile::Builder::new().prefix("forge-sandbox-").tempdir().map_err(Error::Io)?;
+    let mut scratch = tempfile::Builder::new();
+    scratch.prefix("forge-sandbox-");
+    let scratch = match &spec.scratch_in {
+        Some(dir) => scratch.tempdir_in(dir),
+        None => scratch.tempdir(),
+    }
+    .map_err(Error::Io)?;
     let (rootfs, empty_lower) = (scratch.path().join("rootfs"), scratch.path().join("empty"));
     std::fs::create_dir(&rootfs).map_err(Error::Io)?;
     std::fs::create_dir(&empty_lower).map_err(Error::Io)?;

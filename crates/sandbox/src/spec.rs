@@ -37,6 +37,10 @@ pub struct RunSpec {
     pub seccomp: Seccomp,
     /// The executable re-executed as the sandbox's init; `None` for this executable.
     pub init: Option<PathBuf>,
+    /// Where the step's scratch directory (its `/etc` files and rootfs mountpoint) is made: a
+    /// directory its owner reconciles after a crash, such as the store's per-process scratch
+    /// directory, so a `kill -9` leaves nothing behind for good. `None`: the system temp dir.
+    pub scratch_in: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -57,6 +61,7 @@ impl RunSpec {
             limits: Limits::default(),
             seccomp: Seccomp::Default,
             init: None,
+            scratch_in: None,
         }
     }
 }
