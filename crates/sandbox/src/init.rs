@@ -58,6 +58,14 @@ pub(crate) struct InitSpec {
 pub(crate) enum Report {
     /// Setup failed before the command ran.
     Error(String),
+    /// The command could not be executed: not found (`ENOENT`) or not executable (any other
+    /// errno), which callers report differently (docker's 127 and 126).
+    ExecFailed {
+        /// What failed, for people.
+        message: String,
+        /// The errno of the lookup or of `execve`.
+        errno: i32,
+    },
     /// The command exited with this code.
     Exited(i32),
     /// The command was killed by this signal.
@@ -66,6 +74,10 @@ pub(crate) enum Report {
 
 /// Entry point of a re-executed init; never returns.
 pub(crate) fn main() -> ! {
+    // A caller that waits for signals in a thread of its own (`forge run`'s proxy) blocks them,
+    // and a blocked mask survives fork and exec: the command must start with none blocked, as
+    // under docker, or SIGTERM would never reach it.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let mut status = sys::status_file(STATUS_FD);
     // The command must not inherit the report channel.
     let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
@@ -152,7 +164,9 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     }
     let path_var = env.iter().rev().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or("").to_string();
     let program = spec.run.argv.first().ok_or("empty command")?;
-    let exe = find_executable(program, &path_var).ok_or_else(|| format!("exec: {program:?}: executable file not found in $PATH"))?;
+    let Some(exe) = find_executable(program, &path_var) else {
+        return Ok(Report::ExecFailed { message: format!("exec: {program:?}: executable file not found in $PATH"), errno: libc::ENOENT });
+    };
     let to_c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
     let exe = to_c(&exe)?;
     let argv = spec.run.argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
@@ -164,9 +178,9 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
 
     let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let err = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp);
+            let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp);
             let mut status = sys::status_file(STATUS_FD);
-            let _ = writeln!(status, "{}", serde_json::to_string(&Report::Error(err)).unwrap_or_default());
+            let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
             sys::exit_now(127);
         }
         ForkResult::Parent { child } => child,
@@ -186,7 +200,8 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     Ok(report)
 }
 
-/// The command's child side: identity, privileges, stdin, then exec. Returns only on failure.
+/// The command's child side: identity, privileges, stdin, then exec. Returns only on failure,
+/// with the report to send.
 #[allow(clippy::too_many_arguments)]
 fn exec_command(
     id: &crate::user::Identity,
@@ -197,8 +212,8 @@ fn exec_command(
     exe: &CString,
     argv: &[CString],
     envp: &[CString],
-) -> String {
-    let step = || -> Result<std::convert::Infallible, String> {
+) -> Report {
+    let setup = || -> Result<(), String> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         sys::reset_forwarded_signals();
         sys::set_stdin(dev_null.as_fd()).map_err(|e| format!("closing stdin: {e}"))?;
@@ -216,12 +231,13 @@ fn exec_command(
         if let Some(f) = filters {
             f.install()?;
         }
-        nix::unistd::execve(exe, argv, envp).map_err(|e| format!("exec {}: {e}", exe.to_string_lossy()))
+        Ok(())
     };
-    match step() {
-        Ok(never) => match never {},
-        Err(e) => e,
+    if let Err(e) = setup() {
+        return Report::Error(e);
     }
+    let Err(errno) = nix::unistd::execve(exe, argv, envp);
+    Report::ExecFailed { message: format!("exec {}: {}", exe.to_string_lossy(), errno.desc()), errno: errno as i32 }
 }
 
 /// Docker's lookup: a name with a `/` is used as is; otherwise the first executable file of

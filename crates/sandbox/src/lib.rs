@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 pub use overlay::mount_overlay;
 pub use seccomp::{Seccomp, UnknownProfile};
-pub use spec::{Limits, Mount, MountKind, Network, RunSpec};
+pub use spec::{Limits, Mount, MountKind, Network, Output, RunSpec};
 
 use cgroup::Cgroup;
 use init::{InitSpec, Report};
@@ -163,6 +163,14 @@ pub enum Error {
     /// The init could not set the sandbox up (mounts, user, executable lookup...).
     #[error("{0}")]
     Setup(String),
+    /// The command could not be executed (docker's exit codes 127 and 126).
+    #[error("{message}")]
+    Exec {
+        /// What failed, with the program's name.
+        message: String,
+        /// Not found (`ENOENT`, or nothing in `PATH`), rather than found but not executable.
+        not_found: bool,
+    },
     /// The init died without reporting.
     #[error("the sandbox init died without reporting a status")]
     InitDied,
@@ -180,8 +188,33 @@ pub fn enter_if_init() {
     }
 }
 
-/// Runs `spec` and waits for it, passing each output line to `output` (on this thread).
+/// Runs `spec` and waits for it, passing its output to `output` (on this thread): line by
+/// line, or as it comes with [`Output::Raw`].
 pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8])) -> Result<Outcome, Error> {
+    run_observed(spec, cancel, &mut |event| {
+        if let Event::Output(stream, bytes) = event {
+            output(stream, bytes);
+        }
+    })
+}
+
+/// What [`run_observed`] reports while a step runs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// The init started, with this host PID, already in the step's cgroup: a caller that keeps
+    /// state about the step records it, and may signal it (SIGTERM, SIGINT and SIGHUP are passed
+    /// on to the command).
+    Started {
+        /// The init's PID in the caller's PID namespace.
+        pid: u32,
+    },
+    /// Output, as [`run`] passes it.
+    Output(Stream, &'a [u8]),
+}
+
+/// [`run`], reporting the start as well as the output.
+pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Event<'_>)) -> Result<Outcome, Error> {
     let start = Instant::now();
     let mut scratch = tempfile::Builder::new();
     scratch.prefix("forge-sandbox-");
@@ -225,13 +258,15 @@ pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8]
         return Err(Error::Io(e));
     }
 
+    observe(Event::Started { pid: child.id() });
     let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    let raw = spec.output == Output::Raw;
     let readers: Vec<_> = [(Stream::Stdout, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)), (Stream::Stderr, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>))]
         .into_iter()
         .filter_map(|(stream, pipe)| Some((stream, pipe?)))
         .map(|(stream, pipe)| {
             let tx = tx.clone();
-            std::thread::spawn(move || read_lines(stream, pipe, tx))
+            std::thread::spawn(move || if raw { read_chunks(stream, pipe, tx) } else { read_lines(stream, pipe, tx) })
         })
         .collect();
     drop(tx);
@@ -244,7 +279,7 @@ pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8]
     let mut cancelled = false;
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok((stream, line)) => output(stream, &line),
+            Ok((stream, bytes)) => observe(Event::Output(stream, &bytes)),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -256,7 +291,7 @@ pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8]
     for r in readers {
         let _ = r.join();
     }
-    let _ = child.wait();
+    let init_status = child.wait().ok();
     let reports = status_reader.join().unwrap_or_default();
     // Anything still in the cgroup (a process that closed its output early) dies now.
     let _ = cgroup.kill_all();
@@ -269,6 +304,9 @@ pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8]
     }
 
     let reports: Vec<Report> = reports.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    if let Some(Report::ExecFailed { message, errno }) = reports.iter().find(|r| matches!(r, Report::ExecFailed { .. })) {
+        return Err(Error::Exec { message: message.clone(), not_found: *errno == libc::ENOENT || *errno == libc::ENOTDIR });
+    }
     if let Some(Report::Error(e)) = reports.iter().find(|r| matches!(r, Report::Error(_))) {
         return Err(Error::Setup(e.clone()));
     }
@@ -276,7 +314,11 @@ pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8]
         Some(Report::Exited(c)) => ExitStatus::Exited(*c),
         Some(Report::Signaled(s)) => ExitStatus::Signaled(*s),
         _ if usage.oom_killed => ExitStatus::OomKilled { limit: spec.limits.memory },
-        _ => return Err(Error::InitDied),
+        // Killed from outside (`forge rm -f` kills a container's init): the command died with it.
+        _ => match init_status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)) {
+            Some(sig) => ExitStatus::Signaled(sig),
+            None => return Err(Error::InitDied),
+        },
     };
     let status = match status {
         ExitStatus::Exited(0) => status,
@@ -297,6 +339,23 @@ fn read_lines(stream: Stream, pipe: Box<dyn Read + Send>, tx: mpsc::Sender<(Stre
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 if tx.send((stream, line)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Passes output on as it arrives, in pieces of at most [`MAX_LINE`] bytes.
+fn read_chunks(stream: Stream, mut pipe: Box<dyn Read + Send>, tx: mpsc::Sender<(Stream, Vec<u8>)>) {
+    let mut buf = vec![0u8; MAX_LINE];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+            Ok(n) => {
+                if tx.send((stream, buf[..n].to_vec())).is_err() {
                     return;
                 }
             }

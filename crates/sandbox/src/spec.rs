@@ -41,6 +41,20 @@ pub struct RunSpec {
     /// directory its owner reconciles after a crash, such as the store's per-process scratch
     /// directory, so a `kill -9` leaves nothing behind for good. `None`: the system temp dir.
     pub scratch_in: Option<PathBuf>,
+    /// How output reaches the caller.
+    #[serde(default)]
+    pub output: Output,
+}
+
+/// How a step's output is passed to the caller's callback.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// A line at a time (a line longer than 64 KiB in pieces), for progress displays.
+    #[default]
+    Lines,
+    /// The bytes as they arrive, unchanged, for a caller that copies them to its own
+    /// stdout and stderr (`forge run`).
+    Raw,
 }
 
 impl RunSpec {
@@ -62,6 +76,7 @@ impl RunSpec {
             seccomp: Seccomp::Default,
             init: None,
             scratch_in: None,
+            output: Output::Lines,
         }
     }
 }
