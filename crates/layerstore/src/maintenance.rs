@@ -4,7 +4,9 @@
 //! gc keeps what the live [leases](crate::lease) hold: anything written or reused since the
 //! oldest of them started (and since gc itself started), and the images they name. Leases whose
 //! owner is gone are expired first. Snapshots are kept when they are a prefix of a kept image's
-//! layer chain; others (and build snapshots of dead builds) are removed, children before parents.
+//! layer chain, or held (a container's writable layer, see
+//! [`Snapshotter::prepare_held`](crate::snapshot::Snapshotter::prepare_held)) or the parent of
+//! one; others (and build snapshots of dead builds) are removed, children before parents.
 //! Whatever a later build needs again is unpacked from its blob. gc also removes what killed
 //! operations left half-made: ingests nobody writes, `snapshots/new-*` directories, and the
 //! scratch directories (with their overlay mounts) of forge processes that are gone.
@@ -176,6 +178,8 @@ fn remove_snapshots(store: &Store, chains: &BTreeSet<Digest>, since: SystemTime)
     let mut candidates: Vec<_> = records
         .iter()
         .filter(|r| !(r.kind == Kind::Committed && Digest::from_str(&r.key).is_ok_and(|c| chains.contains(&c))))
+        // A held snapshot (a container's) is a root: its holder removes it.
+        .filter(|r| r.held_by.is_none())
         .map(|r| (depth(&parent_of, &r.key), r))
         .collect();
     candidates.sort_by_key(|(d, _)| std::cmp::Reverse(*d));

@@ -33,6 +33,11 @@ pub struct Record {
     pub kind: Kind,
     /// The committed parent, if any.
     pub parent: Option<Digest>,
+    /// Who keeps this active snapshot for good (`container <id>`): a gc root until its holder
+    /// removes it, whatever leases say. `None` for snapshots that only live as long as the
+    /// operation (and lease) that made them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 pub(crate) fn record_path(meta_dir: &Path, key: &str) -> PathBuf {

@@ -166,12 +166,19 @@ impl Snapshotter {
 
     /// Makes an active snapshot `key` on top of committed `parent` and returns its mounts.
     pub fn prepare(&self, key: &str, parent: Option<&Digest>) -> Result<Vec<Mount>, Error> {
-        self.create_active(key, parent, Kind::Active)
+        self.create_active(key, parent, Kind::Active, None)
+    }
+
+    /// [`prepare`](Snapshotter::prepare) for a snapshot that outlives the operation making it
+    /// (a container's writable layer): gc keeps it, and so its parents, until `holder` removes
+    /// it. The holder names itself (`container <id>`) so a leftover can be traced to its owner.
+    pub fn prepare_held(&self, key: &str, parent: Option<&Digest>, holder: &str) -> Result<Vec<Mount>, Error> {
+        self.create_active(key, parent, Kind::Active, Some(holder))
     }
 
     /// Makes a read-only snapshot `key` of committed `parent` and returns its mounts.
     pub fn view(&self, key: &str, parent: Option<&Digest>) -> Result<Vec<Mount>, Error> {
-        self.create_active(key, parent, Kind::View)
+        self.create_active(key, parent, Kind::View, None)
     }
 
     fn create_active(
@@ -179,6 +186,7 @@ impl Snapshotter {
         key: &str,
         parent: Option<&Digest>,
         kind: Kind,
+        holder: Option<&str>,
     ) -> Result<Vec<Mount>, Error> {
         let _lock = self.lock(key)?;
         if let Some(p) = parent {
@@ -200,6 +208,7 @@ impl Snapshotter {
             id,
             kind,
             parent: parent.cloned(),
+            held_by: holder.map(str::to_string),
         };
         if !meta::create(&self.meta_dir(), &rec).map_err(io_err(&self.meta_dir()))? {
             self.remove_dir(id);
@@ -222,6 +231,7 @@ impl Snapshotter {
         let committed = Record {
             key: name.to_string(),
             kind: Kind::Committed,
+            held_by: None,
             ..rec
         };
         if !meta::create(&self.meta_dir(), &committed).map_err(io_err(&self.meta_dir()))? {
@@ -417,6 +427,7 @@ impl Snapshotter {
             id,
             kind: Kind::Committed,
             parent: parent.cloned(),
+            held_by: None,
         };
         if !meta::create(&self.meta_dir(), &rec).map_err(io_err(&self.meta_dir()))? {
             // Another process committed the same chain first: ours is a duplicate, and theirs is
