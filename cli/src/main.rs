@@ -81,6 +81,20 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Print shell completions (bash, zsh, fish, ...).
     Completion(commands::completion::CompletionArgs),
+    /// Create a container and run it in the foreground (exit code: the container's; 125 forge
+    /// failed, 126 not executable, 127 not found).
+    Run(commands::run::RunArgs),
+    /// Create a container without starting it; prints its ID.
+    Create(commands::create::CreateArgs),
+    /// Start a container in the foreground (`-a`).
+    Start(commands::start::StartArgs),
+    /// List containers.
+    Ps(commands::ps::PsArgs),
+    /// Remove containers.
+    Rm(commands::rm::RmArgs),
+    /// Commands on all containers.
+    #[command(subcommand)]
+    Container(commands::container::ContainerCommand),
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -106,9 +120,17 @@ fn main() -> ExitCode {
         Command::Logout(args) => commands::login::logout(&cli.global, args),
         Command::Debug(cmd) => commands::debug::run(&cli.global, cmd),
         Command::Import(args) => commands::import::run(&cli.global, args),
+        Command::Run(args) => commands::run::run(&cli.global, args),
+        Command::Create(args) => commands::create::run(&cli.global, args),
+        Command::Start(args) => commands::start::run(&cli.global, args),
+        Command::Ps(args) => commands::ps::run(&cli.global, args),
+        Command::Rm(args) => commands::rm::run(&cli.global, args),
+        Command::Container(cmd) => commands::container::run(&cli.global, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A container's exit code, or a failure `run` already reported with docker's code.
+        Err(err) if err.downcast_ref::<commands::run::Exit>().is_some() => ExitCode::from(err.downcast_ref::<commands::run::Exit>().map_or(1, |e| e.0)),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(1)

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::Forge;
+use common::{cgroups_of, Forge};
 
 /// Opens a test's scratch directory to everyone (tempdirs are 0700), so only the store's own
 /// permissions stand between a local user and the store.
@@ -211,26 +211,6 @@ impl Drop for KillCleanup {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// The cgroup directories forge made for the RUN steps of `pid`, wherever the hierarchy is.
-fn cgroups_of(pid: u32) -> Vec<PathBuf> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let mut found = Vec::new();
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        for line in own.lines() {
-            let path = line.splitn(3, ':').nth(2).unwrap_or("/").trim_start_matches('/');
-            let forge_dir = hierarchy.path().join(path).join("forge");
-            for e in std::fs::read_dir(&forge_dir).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(&format!("{pid}-")) {
-                    found.push(e.path());
-                }
-            }
-        }
-    }
-    found.sort();
-    found.dedup();
-    found
 }
 
 /// What gc must have taken back: (what, path) pairs still in the store.

@@ -2,6 +2,8 @@
 
 pub mod build;
 pub mod completion;
+pub mod container;
+pub mod create;
 pub mod debug;
 pub mod images;
 pub mod import;
@@ -9,8 +11,12 @@ pub mod inspect;
 pub mod login;
 pub mod output;
 pub mod pull;
+pub mod ps;
 pub mod push;
+pub mod rm;
+pub mod run;
 pub mod save;
+pub mod start;
 pub mod store;
 pub mod tag;
 pub mod transfer;

@@ -129,3 +129,23 @@ impl Forge {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 }
+
+/// The cgroup directories forge made for the sandboxes (RUN steps, containers) of `pid`, wherever the hierarchy is.
+pub fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut found = Vec::new();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for line in own.lines() {
+            let path = line.splitn(3, ':').nth(2).unwrap_or("/").trim_start_matches('/');
+            let forge_dir = hierarchy.path().join(path).join("forge");
+            for e in std::fs::read_dir(&forge_dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&format!("{pid}-")) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}

@@ -1,0 +1,34 @@
+//! `forge container ...`: commands on all containers.
+
+use clap::Subcommand;
+
+use crate::commands::create::containers;
+
+/// `forge container ...`.
+#[derive(Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every container that is not running.
+    Prune {
+        /// Do not ask (forge never asks; accepted for docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// Runs `forge container ...`.
+pub fn run(global: &crate::Global, cmd: ContainerCommand) -> anyhow::Result<()> {
+    match cmd {
+        ContainerCommand::Prune { force: _ } => {
+            let removed = containers(global)?.prune()?;
+            if !removed.is_empty() {
+                println!("Deleted Containers:");
+                for id in &removed {
+                    println!("{id}");
+                }
+                println!();
+            }
+            println!("Total reclaimed containers: {}", removed.len());
+            Ok(())
+        }
+    }
+}

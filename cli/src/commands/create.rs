@@ -1,0 +1,97 @@
+//! `forge create IMAGE [CMD...]`: make a container without starting it; prints its ID.
+
+use anyhow::Context;
+use clap::Args;
+use forge_layerstore::Store;
+use forge_runtime::{Containers, CreateOptions};
+
+use crate::commands::run::Exit;
+
+/// The flags `create` and `run` share (docker's names).
+#[derive(Args, Debug)]
+pub struct ContainerFlags {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// A unique name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (`KEY=VALUE`, or `KEY` to take forge's own value).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Read environment variables from a file (one `KEY=VALUE` a line, `#` comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
+    /// The working directory inside the container.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// The user (`name`, `uid`, `name:group`, `uid:gid`).
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Replace the image's entrypoint (`""` clears it); the image's CMD is then dropped too.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The container's hostname (default: its short ID).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// `none` (loopback only) or `host`.
+    #[arg(long, default_value = "none")]
+    network: String,
+    /// The image.
+    image: String,
+    /// The command and its arguments (replace the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl ContainerFlags {
+    /// The options these flags ask for; `-e` and `--env-file` entries in docker's order (files first).
+    pub fn options(&self) -> anyhow::Result<CreateOptions> {
+        let lookup = |k: &str| std::env::var(k).ok();
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading the env file {}", f.display()))?;
+            env.extend(forge_runtime::env_file(&text, lookup).with_context(|| format!("in {}", f.display()))?);
+        }
+        for e in &self.env {
+            env.extend(forge_runtime::env_entry(e, lookup)?);
+        }
+        Ok(CreateOptions {
+            image: self.image.clone(),
+            name: self.name.clone(),
+            cmd: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env,
+            working_dir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            network: self.network.parse()?,
+            auto_remove: self.rm,
+        })
+    }
+}
+
+/// Arguments of `forge create`.
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    flags: ContainerFlags,
+}
+
+/// Opens the store's containers.
+pub fn containers(global: &crate::Global) -> anyhow::Result<Containers> {
+    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    Ok(Containers::open(&store)?)
+}
+
+/// Runs `forge create`; failures exit with 125 as docker's.
+pub fn run(global: &crate::Global, args: CreateArgs) -> anyhow::Result<()> {
+    let created = args.flags.options().and_then(|opts| Ok(containers(global)?.create(&opts)?));
+    match created {
+        Ok(c) => {
+            println!("{}", c.id());
+            Ok(())
+        }
+        Err(e) => Err(Exit::failed(e)),
+    }
+}

@@ -1,0 +1,81 @@
+//! `forge run IMAGE [CMD...]`: create a container and run it in the foreground, its output
+//! on forge's, its exit code forge's (125 when forge fails, 126/127 when the command cannot be
+//! executed or found, as docker's).
+
+use std::io::Write;
+
+use clap::Args;
+use forge_runtime::{Container, Containers, SignalProxy};
+use forge_sandbox::Stream;
+
+use crate::commands::create::{containers, ContainerFlags};
+
+/// Arguments of `forge run`.
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    flags: ContainerFlags,
+}
+
+/// Ends forge with this exit code, its message (if any) already printed.
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+impl Exit {
+    /// Prints `err` and gives docker's exit code for it: the runtime's (125, 126, 127), else 125.
+    pub fn failed(err: anyhow::Error) -> anyhow::Error {
+        // The library errors spell their source in their own message: a cause already said
+        // at the end of the text so far is not repeated.
+        let mut message = String::new();
+        for cause in err.chain().map(|c| c.to_string()) {
+            if !message.ends_with(&cause) {
+                message = if message.is_empty() { cause } else { format!("{message}: {cause}") };
+            }
+        }
+        eprintln!("forge: {message}");
+        let code = err.chain().find_map(|e| e.downcast_ref::<forge_runtime::Error>()).map_or(125, |e| e.exit_code());
+        Exit(code).into()
+    }
+}
+
+/// Runs `forge run`.
+pub fn run(global: &crate::Global, args: RunArgs) -> anyhow::Result<()> {
+    // First, before any thread starts, so every thread leaves the signals to the proxy.
+    let proxy = SignalProxy::install();
+    let created = args.flags.options().and_then(|opts| {
+        let containers = containers(global)?;
+        let c = containers.create(&opts)?;
+        Ok((containers, c))
+    });
+    let (containers, container) = created.map_err(Exit::failed)?;
+    attach(&containers, &container, &proxy)
+}
+
+/// Runs `container` in the foreground and exits with its code.
+pub fn attach(containers: &Containers, container: &Container, proxy: &SignalProxy) -> anyhow::Result<()> {
+    let state = containers.run_foreground(container, &mut copy_output, Some(proxy)).map_err(|e| Exit::failed(e.into()))?;
+    // 0..=255 by construction (an exit code, or 128 + a signal number).
+    let code = u8::try_from(state.exit_code).unwrap_or(255);
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Exit(code).into())
+    }
+}
+
+/// The container's bytes, unchanged, to the same stream of forge's; a closed stdout (a pipe
+/// whose reader left) drops them rather than failing the container.
+fn copy_output(stream: Stream, bytes: &[u8]) {
+    let _ = match stream {
+        Stream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().lock().flush()),
+        Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+    };
+}

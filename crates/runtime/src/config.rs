@@ -1,0 +1,192 @@
+//! What a container was asked to be (`config.json`): the options of `forge create`/`run`, and
+//! the process they resolve to on the image's config, by docker's rules.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The network a container gets (docker's `--network`; only these two for now).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Its own network namespace with only loopback.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+impl std::str::FromStr for Network {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Network, Error> {
+        match s {
+            "none" => Ok(Network::None),
+            "host" => Ok(Network::Host),
+            _ => Err(Error::Invalid { what: "--network", value: s.into(), reason: "forge supports \"none\" and \"host\"".into() }),
+        }
+    }
+}
+
+/// What the user asked for; unset fields come from the image.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// The image reference, as given.
+    pub image: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// The arguments after the image (replace the image's `Cmd`).
+    pub cmd: Vec<String>,
+    /// `--entrypoint`: `Some("")` clears the image's entrypoint.
+    pub entrypoint: Option<String>,
+    /// `-e`/`--env-file` entries, in order, already `KEY=VALUE` (see [`env_entry`]).
+    pub env: Vec<String>,
+    /// `-w`.
+    pub working_dir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--network`.
+    pub network: Network,
+    /// `--rm`: removed when it exits.
+    pub auto_remove: bool,
+}
+
+/// A container's fixed configuration, written once at create.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Config {
+    /// The full ID (64 hex).
+    pub id: String,
+    /// The unique name, if any.
+    pub name: Option<String>,
+    /// The image reference as given.
+    pub image: String,
+    /// The image's manifest digest.
+    pub image_digest: String,
+    /// The layer chain the writable layer is prepared on (`None` for an image with no layers).
+    pub chain_id: Option<String>,
+    /// The snapshot key of the writable layer.
+    pub snapshot: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// The process: entrypoint and command joined, as executed.
+    pub args: Vec<String>,
+    /// The environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub working_dir: String,
+    /// The user (`name`, `uid`, `uid:gid`...; empty for root).
+    pub user: String,
+    /// The hostname.
+    pub hostname: String,
+    /// The network.
+    pub network: Network,
+    /// Removed when it exits.
+    pub auto_remove: bool,
+}
+
+/// The process part of a config, from the image's config and the options.
+pub(crate) struct Process {
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<String>,
+    pub(crate) working_dir: String,
+    pub(crate) user: String,
+}
+
+/// Docker's rules: `--entrypoint` replaces the image's entrypoint *and* drops its `Cmd`;
+/// arguments after the image replace `Cmd`; `-e` overrides the image's variables by key.
+pub(crate) fn resolve(image: &forge_layerstore::image::ContainerConfig, opts: &CreateOptions) -> Result<Process, Error> {
+    let (entrypoint, image_cmd) = match &opts.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.clone()], Vec::new()),
+        None => (image.entrypoint.clone().unwrap_or_default(), image.cmd.clone().unwrap_or_default()),
+    };
+    let cmd = if opts.cmd.is_empty() { image_cmd } else { opts.cmd.clone() };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(Error::NoCommand);
+    }
+    let mut env: Vec<String> = image.env.clone().unwrap_or_default();
+    for kv in &opts.env {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        env.push(kv.clone());
+    }
+    let working_dir = match opts.working_dir.as_deref().or(image.working_dir.as_deref()) {
+        None | Some("") => "/".to_string(),
+        Some(w) if w.starts_with('/') => w.to_string(),
+        Some(w) => return Err(Error::Invalid { what: "working directory", value: w.into(), reason: "it must be an absolute path".into() }),
+    };
+    let user = opts.user.clone().or_else(|| image.user.clone()).unwrap_or_default();
+    Ok(Process { args, env, working_dir, user })
+}
+
+/// One `-e` value as docker reads it: `KEY=VALUE` as is; a bare `KEY` takes the value from
+/// `lookup` (the caller's environment), and is dropped (`None`) when it has none.
+pub fn env_entry(entry: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Option<String>, Error> {
+    let key = entry.split_once('=').map_or(entry, |(k, _)| k);
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(Error::Invalid { what: "environment variable", value: entry.into(), reason: "the name is empty or has white space".into() });
+    }
+    if entry.contains('=') {
+        return Ok(Some(entry.to_string()));
+    }
+    Ok(lookup(key).map(|v| format!("{key}={v}")))
+}
+
+/// An `--env-file` as docker reads it: one `-e` value per line; blank lines and lines starting
+/// with `#` are skipped.
+pub fn env_file(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.extend(env_entry(line, &lookup)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forge_layerstore::image::ContainerConfig;
+
+    fn image(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>) -> ContainerConfig {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        ContainerConfig { entrypoint: entrypoint.map(v), cmd: cmd.map(v), ..ContainerConfig::default() }
+    }
+
+    fn args(img: &ContainerConfig, entrypoint: Option<&str>, cmd: &[&str]) -> Result<Vec<String>, Error> {
+        let opts = CreateOptions { entrypoint: entrypoint.map(str::to_string), cmd: cmd.iter().map(|s| s.to_string()).collect(), ..CreateOptions::default() };
+        resolve(img, &opts).map(|p| p.args)
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_follow_docker() {
+        let img = image(Some(&["/ep", "-x"]), Some(&["default"]));
+        assert_eq!(args(&img, None, &[]).unwrap(), ["/ep", "-x", "default"]);
+        assert_eq!(args(&img, None, &["mine"]).unwrap(), ["/ep", "-x", "mine"]);
+        // --entrypoint drops the image's Cmd too.
+        assert_eq!(args(&img, Some("/other"), &[]).unwrap(), ["/other"]);
+        assert_eq!(args(&img, Some(""), &["sh"]).unwrap(), ["sh"]);
+        assert!(matches!(args(&img, Some(""), &[]), Err(Error::NoCommand)));
+        assert!(matches!(args(&image(None, None), None, &[]), Err(Error::NoCommand)));
+    }
+
+    #[test]
+    fn env_overrides_by_key_and_reads_the_callers() {
+        let mut img = image(None, Some(&["sh"]));
+        img.env = Some(vec!["PATH=/bin".into(), "A=1".into()]);
+        let lookup = |k: &str| (k == "HOSTVAR").then(|| "h".to_string());
+        let mut env = vec![env_entry("A=2", lookup).unwrap().unwrap()];
+        env.extend(env_entry("HOSTVAR", lookup).unwrap());
+        assert_eq!(env_entry("UNSET", lookup).unwrap(), None);
+        env.extend(env_file("# comment\n\nB=x y\n", lookup).unwrap());
+        let p = resolve(&img, &CreateOptions { env, ..CreateOptions::default() }).unwrap();
+        assert_eq!(p.env, ["PATH=/bin", "A=2", "HOSTVAR=h", "B=x y"]);
+        assert!(env_entry("=x", lookup).is_err());
+    }
+}

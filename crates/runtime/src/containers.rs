@@ -1,0 +1,469 @@
+//! The containers of a store: create, find, run in the foreground, remove, prune, and
+//! reconcile what a dead forge left.
+
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+use forge_layerstore::snapshot::Error as SnapshotError;
+use forge_layerstore::Store;
+use forge_sandbox::{Event, ExitStatus, RunSpec, Stream};
+
+use crate::config::{resolve, Config, CreateOptions};
+use crate::error::{io, Error};
+use crate::state::{now, read_json, write_json, State, Status};
+use crate::sys::{kill_if_same, start_time, SignalProxy};
+
+/// A container as recorded: its configuration and its state.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// What was asked (fixed at create).
+    pub config: Config,
+    /// What it is doing.
+    pub state: State,
+}
+
+impl Container {
+    /// The full ID.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The 12-character ID docker shows.
+    pub fn short_id(&self) -> &str {
+        &self.config.id[..12]
+    }
+}
+
+/// The containers of one store (`<store>/forge/containers/`).
+#[derive(Debug)]
+pub struct Containers {
+    store: Store,
+    dir: PathBuf,
+    names: PathBuf,
+}
+
+/// An exclusive `flock` on a container's `lock` file: held by whoever changes its state, and
+/// by the forge process supervising it for as long as it runs.
+struct Lock {
+    _file: File,
+}
+
+impl Containers {
+    /// The containers of `store`.
+    pub fn open(store: &Store) -> Result<Containers, Error> {
+        let root = store.root().join("forge");
+        let (dir, names) = (root.join("containers"), root.join("container-names"));
+        for d in [&dir, &names] {
+            fs::create_dir_all(d).map_err(io("creating", d))?;
+        }
+        Ok(Containers { store: store.clone(), dir, names })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Creates a container of `opts.image`: its records, then its writable layer, a snapshot
+    /// on the image's layers that gc keeps until the container is removed.
+    pub fn create(&self, opts: &CreateOptions) -> Result<Container, Error> {
+        let image = self.store.image(&opts.image).map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
+        let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
+        let process = resolve(&image.config.config, opts)?;
+        let id = new_id()?;
+        if let Some(name) = &opts.name {
+            self.reserve_name(name, &id)?;
+        }
+        let created = self.create_records(opts, &image, &id, process);
+        let created = created.and_then(|config| {
+            // The lease keeps gc off the layers between their unpacking and the snapshot's
+            // record, which then holds them.
+            let _lease = self.store.lease("create", &[]).map_err(|source| Error::Store { what: "taking a lease", source })?;
+            let chain = self.store.unpack(&layers).map_err(|source| Error::Store { what: "unpacking the image's layers", source })?;
+            self.store
+                .snapshots()
+                .prepare_held(&config.snapshot, chain.as_ref(), &format!("container {id}"))
+                .map_err(|source| Error::Snapshot { what: "preparing the container's writable layer", source })?;
+            Ok(config)
+        });
+        match created {
+            Ok(config) => Ok(Container { config, state: State::created() }),
+            Err(e) => {
+                let _ = self.remove_records(&id, opts.name.as_deref());
+                Err(e)
+            }
+        }
+    }
+
+    fn create_records(&self, opts: &CreateOptions, image: &forge_layerstore::Image, id: &str, process: crate::config::Process) -> Result<Config, Error> {
+        let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
+        let chain = forge_layerstore::chain_id(layers.iter().map(|l| &l.diff_id));
+        let config = Config {
+            id: id.to_string(),
+            name: opts.name.clone(),
+            image: opts.image.clone(),
+            image_digest: image.descriptor.digest().to_string(),
+            chain_id: chain.map(|c| c.to_string()),
+            snapshot: format!("container-{id}"),
+            created: now(),
+            args: process.args,
+            env: process.env,
+            working_dir: process.working_dir,
+            user: process.user,
+            hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            network: opts.network,
+            auto_remove: opts.auto_remove,
+        };
+        // Made whole under a temporary name, then renamed: a listing never sees half a container.
+        let new = self.dir.join(format!(".new-{id}"));
+        fs::create_dir(&new).map_err(io("creating", &new))?;
+        let made = write_json(&new.join("config.json"), &config)
+            .and_then(|()| write_json(&new.join("state.json"), &State::created()))
+            .and_then(|()| File::create(new.join("lock")).map(drop).map_err(io("creating", new.join("lock"))))
+            .and_then(|()| fs::rename(&new, self.path(id)).map_err(io("renaming into place", &new)));
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&new);
+            return Err(e);
+        }
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("syncing", &self.dir))?;
+        Ok(config)
+    }
+
+    /// Takes `name` for `id`: a file made with `O_EXCL`, so two creates cannot both get it.
+    fn reserve_name(&self, name: &str, id: &str) -> Result<(), Error> {
+        validate_name(name)?;
+        let path = self.names.join(name);
+        for _ in 0..2 {
+            match File::options().write(true).create_new(true).open(&path) {
+                Ok(f) => {
+                    use std::io::Write;
+                    return (&f).write_all(id.as_bytes()).and_then(|()| f.sync_all()).map_err(io("reserving the name", &path));
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    if self.path(&holder).join("config.json").exists() {
+                        return Err(Error::NameInUse { name: name.into(), id: holder });
+                    }
+                    // Its container is gone (a create or rm killed halfway): the name is free.
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => return Err(io("reserving the name", &path)(e)),
+            }
+        }
+        Err(Error::NameInUse { name: name.into(), id: fs::read_to_string(&path).unwrap_or_default() })
+    }
+
+    /// The container with this full ID, name or unique ID prefix, reconciled.
+    pub fn get(&self, id_or_name: &str) -> Result<Container, Error> {
+        let id = self.lookup(id_or_name)?;
+        self.load(&id)?.ok_or_else(|| Error::NotFound(id_or_name.into()))
+    }
+
+    fn lookup(&self, key: &str) -> Result<String, Error> {
+        if is_id(key) && self.path(key).is_dir() {
+            return Ok(key.to_string());
+        }
+        if validate_name(key).is_ok() {
+            if let Ok(id) = fs::read_to_string(self.names.join(key)) {
+                if self.path(&id).is_dir() {
+                    return Ok(id);
+                }
+            }
+        }
+        let key = key.to_ascii_lowercase();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::NotFound(key));
+        }
+        let matching: Vec<String> = self.ids()?.into_iter().filter(|id| id.starts_with(&key)).collect();
+        match matching.len() {
+            0 => Err(Error::NotFound(key)),
+            1 => Ok(matching.into_iter().next().expect("one")),
+            _ => Err(Error::Ambiguous(key)),
+        }
+    }
+
+    fn ids(&self) -> Result<Vec<String>, Error> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io("listing", &self.dir))? {
+            let name = entry.map_err(io("listing", &self.dir))?.file_name().to_string_lossy().into_owned();
+            if is_id(&name) {
+                ids.push(name);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Every container, oldest first, reconciled.
+    pub fn list(&self) -> Result<Vec<Container>, Error> {
+        let mut out = Vec::new();
+        for id in self.ids()? {
+            // Removed since the listing.
+            if let Some(c) = self.load(&id)? {
+                out.push(c);
+            }
+        }
+        out.sort_by(|a, b| a.config.created.cmp(&b.config.created));
+        Ok(out)
+    }
+
+    /// Reads a container; one recorded as running whose supervisor is gone is recorded as
+    /// exited first. `None` when it was removed meanwhile.
+    fn load(&self, id: &str) -> Result<Option<Container>, Error> {
+        let dir = self.path(id);
+        let config: Config = match read_json(&dir.join("config.json")) {
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => return Ok(None),
+            other => other?,
+        };
+        let mut state: State = read_json(&dir.join("state.json"))?;
+        if state.status == Status::Running {
+            // A live supervisor holds the lock for as long as the container runs.
+            if let Some(_lock) = self.try_lock(id)? {
+                state = read_json(&dir.join("state.json"))?;
+                if state.status == Status::Running {
+                    self.record_lost(id, &mut state)?;
+                }
+            }
+        }
+        Ok(Some(Container { config, state }))
+    }
+
+    /// Records a running container whose supervisor died as exited (the caller holds its lock).
+    fn record_lost(&self, id: &str, state: &mut State) -> Result<(), Error> {
+        // Its init dies with the supervisor; this is for an init that somehow outlived it.
+        kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
+        // The cgroup the dead supervisor's sandbox made.
+        let _ = forge_sandbox::remove_leftovers();
+        state.status = Status::Exited;
+        state.exit_code = 255;
+        state.finished_at = now();
+        state.error = format!("the forge process {} that ran it is gone; its exit code is unknown", state.supervisor);
+        state.pid = 0;
+        write_json(&self.path(id).join("state.json"), state)
+    }
+
+    fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
+        self.lock_with(id, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+    }
+
+    fn lock(&self, id: &str) -> Result<Option<Lock>, Error> {
+        self.lock_with(id, rustix::fs::FlockOperation::LockExclusive)
+    }
+
+    /// `Ok(None)`: held by another process (non-blocking) or the container is gone.
+    fn lock_with(&self, id: &str, op: rustix::fs::FlockOperation) -> Result<Option<Lock>, Error> {
+        let path = self.path(id).join("lock");
+        let file = match File::open(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            other => other.map_err(io("opening", &path))?,
+        };
+        match rustix::fs::flock(&file, op) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(io("locking", &path)(e.into())),
+        }
+        // Removed while we waited: the lock was on the removed container's file.
+        if !self.path(id).join("config.json").exists() {
+            return Ok(None);
+        }
+        Ok(Some(Lock { _file: file }))
+    }
+
+    /// Starts `container` and waits for it in the foreground: its output goes to `output` as
+    /// it comes, the signals `proxy` receives go to it, and its state is recorded as it starts
+    /// and ends (and it is removed afterwards when it was created with `--rm`). Returns its
+    /// final state.
+    pub fn run_foreground(&self, container: &Container, output: &mut dyn FnMut(Stream, &[u8]), proxy: Option<&SignalProxy>) -> Result<State, Error> {
+        let id = container.id().to_string();
+        let busy = |status| Error::WrongStatus { id: id.clone(), status, what: "it is already running" };
+        let lock = self.try_lock(&id)?.ok_or_else(|| busy(Status::Running))?;
+        let config = container.config.clone();
+        let state_path = self.path(&id).join("state.json");
+        let mut state: State = read_json(&state_path)?;
+        if state.status == Status::Running {
+            self.record_lost(&id, &mut state)?;
+        }
+        let dirs = self.store.snapshots().dirs(&config.snapshot).map_err(|source| Error::Snapshot { what: "finding the container's writable layer", source })?;
+        let (upper, work) = dirs.upper.ok_or_else(|| Error::Snapshot {
+            what: "finding the container's writable layer",
+            source: SnapshotError::NotFound(config.snapshot.clone()),
+        })?;
+        let mut spec = RunSpec::new(dirs.lowerdirs, upper, work, config.args.clone());
+        spec.env = config.env.clone();
+        spec.user = config.user.clone();
+        spec.cwd = config.working_dir.clone();
+        spec.hostname = config.hostname.clone();
+        spec.network = match config.network {
+            crate::Network::None => forge_sandbox::Network::None,
+            crate::Network::Host => forge_sandbox::Network::Host,
+        };
+        spec.output = forge_sandbox::Output::Raw;
+        spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
+
+        let mut recorded = Ok(());
+        let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
+            Event::Started { pid } => {
+                state = State {
+                    status: Status::Running,
+                    pid,
+                    pid_start: start_time(pid).unwrap_or(0),
+                    supervisor: std::process::id(),
+                    started_at: now(),
+                    ..State::created()
+                };
+                recorded = write_json(&state_path, &state);
+                if let Some(p) = proxy {
+                    p.set_target(pid);
+                }
+            }
+            Event::Output(stream, bytes) => output(stream, bytes),
+            _ => {}
+        });
+        if let Some(p) = proxy {
+            p.finished();
+        }
+        if state.started_at.is_empty() {
+            state.started_at = now();
+        }
+        state.status = Status::Exited;
+        state.pid = 0;
+        state.finished_at = now();
+        let result = match ran {
+            Ok(outcome) => {
+                (state.exit_code, state.oom_killed) = match outcome.status {
+                    ExitStatus::Exited(c) => (c, false),
+                    ExitStatus::Signaled(s) => (128 + s, false),
+                    ExitStatus::OomKilled { .. } => (137, true),
+                };
+                Ok(())
+            }
+            Err(forge_sandbox::Error::Exec { message, not_found }) => {
+                state.exit_code = if not_found { 127 } else { 126 };
+                state.error = message.clone();
+                Err(Error::Exec { message, not_found })
+            }
+            Err(source) => {
+                state.exit_code = 125;
+                state.error = source.to_string();
+                Err(Error::Sandbox { id: id.clone(), source })
+            }
+        };
+        write_json(&state_path, &state)?;
+        recorded?;
+        if config.auto_remove {
+            self.remove_locked(&id, config.name.as_deref(), lock)?;
+        } else {
+            drop(lock);
+        }
+        result.map(|()| state)
+    }
+
+    /// Removes a container: its writable layer, its name and its records. A running one only
+    /// with `force`, which kills it first.
+    pub fn remove(&self, container: &Container, force: bool) -> Result<(), Error> {
+        let id = container.id();
+        let lock = match self.try_lock(id)? {
+            Some(lock) => lock,
+            None if !self.path(id).exists() => return Ok(()),
+            None if !force => {
+                return Err(Error::WrongStatus { id: id.into(), status: Status::Running, what: "stop it first, or remove it with -f" });
+            }
+            None => {
+                let state: State = read_json(&self.path(id).join("state.json"))?;
+                kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
+                // Its supervisor records the exit and lets go.
+                match self.lock(id)? {
+                    Some(lock) => lock,
+                    None => return Ok(()),
+                }
+            }
+        };
+        self.remove_locked(id, container.config.name.as_deref(), lock)
+    }
+
+    fn remove_locked(&self, id: &str, name: Option<&str>, lock: Lock) -> Result<(), Error> {
+        let state: State = read_json(&self.path(id).join("state.json"))?;
+        if state.status == Status::Running {
+            let mut state = state;
+            self.record_lost(id, &mut state)?;
+        }
+        self.remove_records_and_layer(id, name)?;
+        drop(lock);
+        Ok(())
+    }
+
+    /// The layer first: a crash after it leaves records that a second `rm` finishes, never a
+    /// held snapshot nobody knows.
+    fn remove_records_and_layer(&self, id: &str, name: Option<&str>) -> Result<(), Error> {
+        match self.store.snapshots().remove(&format!("container-{id}")) {
+            Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+            Err(source) => return Err(Error::Snapshot { what: "removing the container's writable layer", source }),
+        }
+        self.remove_records(id, name)
+    }
+
+    fn remove_records(&self, id: &str, name: Option<&str>) -> Result<(), Error> {
+        let dir = self.path(id);
+        let aside = self.dir.join(format!(".rm-{id}"));
+        match fs::rename(&dir, &aside) {
+            Ok(()) => fs::remove_dir_all(&aside).map_err(io("removing", &aside))?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing", &dir)(e)),
+        }
+        if let Some(name) = name {
+            let path = self.names.join(name);
+            if fs::read_to_string(&path).is_ok_and(|holder| holder == id) {
+                fs::remove_file(&path).map_err(io("freeing the name", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every container that is not running (docker's `container prune`); returns
+    /// their IDs.
+    pub fn prune(&self) -> Result<Vec<String>, Error> {
+        let mut removed = Vec::new();
+        for c in self.list()? {
+            if c.state.status == Status::Running {
+                continue;
+            }
+            // Started by another process since the listing: it stays.
+            let Some(lock) = self.try_lock(c.id())? else { continue };
+            let state: State = read_json(&self.path(c.id()).join("state.json"))?;
+            if state.status == Status::Running {
+                continue;
+            }
+            self.remove_locked(c.id(), c.config.name.as_deref(), lock)?;
+            removed.push(c.config.id);
+        }
+        Ok(removed)
+    }
+
+    /// Where a container's records live (for people and tests).
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.path(id)
+    }
+}
+
+/// A fresh container ID: 32 random bytes in hex, as docker's.
+fn new_id() -> Result<String, Error> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(io("reading", "/dev/urandom"))?;
+    Ok(hex::encode(bytes))
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+fn validate_name(name: &str) -> Result<(), Error> {
+    let mut bytes = name.bytes();
+    let ok = name.len() >= 2 && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric()) && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid { what: "container name", value: name.into(), reason: "only [a-zA-Z0-9][a-zA-Z0-9_.-]+ are allowed".into() })
+    }
+}
+

@@ -1,0 +1,121 @@
+//! Why a container operation failed.
+
+use std::path::PathBuf;
+
+/// A container operation's failure, as data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The image is not in the store (or its name cannot be read).
+    #[error("using image {reference:?}: {source}")]
+    Image {
+        /// The reference as given.
+        reference: String,
+        /// What the store said.
+        source: forge_layerstore::store::Error,
+    },
+    /// Neither the image nor the command line gives a command.
+    #[error("no command specified: the image has no Entrypoint or Cmd, give one after the image name")]
+    NoCommand,
+    /// A flag's value is malformed.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// Which flag or field.
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// No container has this ID, ID prefix or name.
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// The ID prefix names more than one container.
+    #[error("container ID prefix {0:?} is ambiguous: give more characters")]
+    Ambiguous(String),
+    /// The name is taken (docker's 409 Conflict).
+    #[error("the container name {name:?} is already in use by container {id}: remove (or rename) that container to reuse the name")]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// Who holds it.
+        id: String,
+    },
+    /// The operation does not fit the container's status.
+    #[error("container {id} is {status}: {what}")]
+    WrongStatus {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: crate::Status,
+        /// What was refused, and how to proceed.
+        what: &'static str,
+    },
+    /// The command could not be executed (exit code 126, or 127 when `not_found`).
+    #[error("{message}")]
+    Exec {
+        /// What failed.
+        message: String,
+        /// Not found, rather than not executable.
+        not_found: bool,
+    },
+    /// The sandbox could not run the container.
+    #[error("starting container {id}: {source}")]
+    Sandbox {
+        /// The container.
+        id: String,
+        /// The sandbox's error.
+        source: forge_sandbox::Error,
+    },
+    /// The layer store refused.
+    #[error("{what}: {source}")]
+    Store {
+        /// What was being done.
+        what: &'static str,
+        /// The store's error.
+        source: forge_layerstore::store::Error,
+    },
+    /// The snapshotter refused.
+    #[error("{what}: {source}")]
+    Snapshot {
+        /// What was being done.
+        what: &'static str,
+        /// The snapshotter's error.
+        source: forge_layerstore::snapshot::Error,
+    },
+    /// A container's record cannot be read.
+    #[error("container record {}: {message}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Filesystem or process error.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The exit code docker gives this failure: 127 command not found, 126 not executable,
+    /// 125 for everything else (the engine failed, not the container).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Exec { not_found: true, .. } => 127,
+            Error::Exec { not_found: false, .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { what, path, source }
+}

@@ -1,0 +1,71 @@
+//! Processes and signals: the few system calls the runtime makes itself.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use nix::sys::signal::{self, SigSet, Signal};
+use nix::unistd::Pid;
+
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), `None` when it is gone.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Sends `sig` to `pid` if it is still the process that started at `start`.
+pub(crate) fn kill_if_same(pid: u32, start: u64, sig: Signal) {
+    if pid != 0 && start_time(pid) == Some(start) {
+        let _ = signal::kill(Pid::from_raw(pid as i32), sig);
+    }
+}
+
+/// The signals `forge run` passes on to its container (docker's `--sig-proxy`).
+const PROXIED: [Signal; 6] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// Passes the signals this process receives on to the container that is running, if any.
+///
+/// It blocks them in the calling thread, which every thread started afterwards inherits, and
+/// waits for them in a thread of its own, so no handler runs in signal context. Processes this
+/// one spawns get an empty mask back (the standard library resets it), so the container's init
+/// sees its signals as usual.
+#[derive(Debug, Clone)]
+pub struct SignalProxy {
+    target: Arc<AtomicI32>,
+}
+
+impl SignalProxy {
+    /// Starts proxying; call it before starting other threads.
+    pub fn install() -> SignalProxy {
+        let target = Arc::new(AtomicI32::new(0));
+        let mut set = SigSet::empty();
+        for s in PROXIED {
+            set.add(s);
+        }
+        // Only fails for an invalid `how`, which this is not.
+        let _ = set.thread_block();
+        let to = target.clone();
+        std::thread::spawn(move || loop {
+            let Ok(sig) = set.wait() else { continue };
+            match to.load(Ordering::SeqCst) {
+                pid if pid > 0 => {
+                    let _ = signal::kill(Pid::from_raw(pid), sig);
+                }
+                // Nothing runs yet: the signal ends forge, as it would have unblocked.
+                0 if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP) => std::process::exit(128 + sig as i32),
+                // The container ended: forge finishes recording it first.
+                _ => {}
+            }
+        });
+        SignalProxy { target }
+    }
+
+    pub(crate) fn set_target(&self, pid: u32) {
+        self.target.store(pid as i32, Ordering::SeqCst);
+    }
+
+    pub(crate) fn finished(&self) {
+        self.target.store(-1, Ordering::SeqCst);
+    }
+}
