@@ -165,3 +165,48 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     go(dir, dir, &mut out);
     out
 }
+
+#[test]
+fn exec_failures_are_typed_and_raw_output_is_unchanged() {
+    let step = Step::new();
+    for (argv0, not_found) in [("no-such-program", true), ("/no/such/file", true), ("/etc/passwd", false), ("/etc", false)] {
+        let mut spec = step.spec("true");
+        spec.argv = vec![argv0.into()];
+        match run_collect(&spec).0 {
+            Err(forge_sandbox::Error::Exec { not_found: got, message }) => assert_eq!(got, not_found, "{argv0}: {message}"),
+            other => panic!("{argv0}: {other:?}"),
+        }
+    }
+    // Raw: bytes as they come, with no line framing; and Started comes first, with a live pid.
+    let mut spec = step.spec("printf 'a'; sleep 0.2; printf 'b\\nc'");
+    spec.output = forge_sandbox::Output::Raw;
+    let (mut pid, mut chunks) = (None, Vec::new());
+    let outcome = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
+        forge_sandbox::Event::Started { pid: p } => {
+            assert!(std::path::Path::new(&format!("/proc/{p}")).exists());
+            pid = Some(p);
+        }
+        forge_sandbox::Event::Output(_, bytes) => {
+            assert!(pid.is_some(), "output before Started");
+            chunks.push(bytes.to_vec());
+        }
+        _ => {}
+    });
+    assert!(outcome.unwrap().status.success());
+    assert_eq!(chunks.concat(), b"ab\nc");
+}
+
+#[test]
+fn the_callers_blocked_signals_do_not_reach_the_command() {
+    let step = Step::new();
+    // A caller waiting for signals in a thread blocks them in all its threads (forge run does).
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    let t = std::thread::spawn(move || {
+        set.thread_block().unwrap();
+        run_collect(&step.spec("grep SigBlk /proc/self/status"))
+    });
+    let (outcome, out) = t.join().unwrap();
+    assert!(outcome.unwrap().status.success());
+    assert_eq!(out.trim(), "SigBlk:\t0000000000000000");
+}
