@@ -274,8 +274,7 @@ impl Containers {
     /// final state.
     pub fn run_foreground(&self, container: &Container, output: &mut dyn FnMut(Stream, &[u8]), proxy: Option<&SignalProxy>) -> Result<State, Error> {
         let id = container.id().to_string();
-        let busy = |status| Error::WrongStatus { id: id.clone(), status, what: "it is already running" };
-        let lock = self.try_lock(&id)?.ok_or_else(|| busy(Status::Running))?;
+        let lock = self.try_lock(&id)?.ok_or_else(|| Error::WrongStatus { id: id.clone(), status: Status::Running, what: "it can be started again once it exits" })?;
         let config = container.config.clone();
         let state_path = self.path(&id).join("state.json");
         let mut state: State = read_json(&state_path)?;

@@ -238,6 +238,10 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let (status_read, status_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| Error::Io(e.into()))?;
     let mut cmd = Command::new(&exe);
     cmd.env(init::MARKER, "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Its own process group: a terminal's Ctrl-C goes to the caller's group only, and reaches
+    // the step through its caller (which cancels a build, or passes it on to a container once),
+    // not a second time straight from the terminal.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = sys::spawn_init(&mut cmd, status_write.as_fd(), init::STATUS_FD).map_err(|source| Error::Spawn { path: exe.clone(), source })?;
     drop(status_write);
     // The init waits for its spec before doing anything, so every process it starts is born

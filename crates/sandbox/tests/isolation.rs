@@ -177,13 +177,16 @@ fn exec_failures_are_typed_and_raw_output_is_unchanged() {
             other => panic!("{argv0}: {other:?}"),
         }
     }
-    // Raw: bytes as they come, with no line framing; and Started comes first, with a live pid.
+    // Raw: bytes as they come, with no line framing; and Started comes first, with the init's pid.
     let mut spec = step.spec("printf 'a'; sleep 0.2; printf 'b\\nc'");
     spec.output = forge_sandbox::Output::Raw;
     let (mut pid, mut chunks) = (None, Vec::new());
     let outcome = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
         forge_sandbox::Event::Started { pid: p } => {
-            assert!(std::path::Path::new(&format!("/proc/{p}")).exists());
+            // Out of the caller's process group, so a terminal's Ctrl-C does not reach it directly.
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap();
+            let pgrp: i32 = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(2).unwrap().parse().unwrap();
+            assert_ne!(pgrp, nix::unistd::getpgrp().as_raw());
             pid = Some(p);
         }
         forge_sandbox::Event::Output(_, bytes) => {
