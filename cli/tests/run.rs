@@ -322,3 +322,23 @@ fn a_container_whose_forge_was_killed_shows_as_exited_and_rm_cleans_it() {
     assert_eq!(container_snapshots(&forge), Vec::<String>::new());
     assert_eq!(mounts_under(&forge.store()), Vec::<String>::new());
 }
+
+#[test]
+fn run_rm_cycles_leave_nothing_behind() {
+    let forge = Forge::with_busybox();
+    let mut pids = Vec::new();
+    for i in 0..25 {
+        let mut child = forge.cmd().args(["run", "--rm", "busybox", "sh", "-c", &format!("echo {i} > /f; test $(cat /f) = {i}")]).spawn().unwrap();
+        pids.push(child.id());
+        assert!(child.wait().unwrap().success(), "cycle {i}");
+    }
+    let store = forge.store().join("forge");
+    let entries = |d: &str| std::fs::read_dir(store.join(d)).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>()).unwrap_or_default();
+    for d in ["containers", "container-names", "tmp", "leases"] {
+        assert_eq!(entries(d), Vec::<PathBuf>::new(), "left in {d}");
+    }
+    // Only the image's one layer, unpacked by the first run.
+    assert_eq!(entries("snapshots/meta").len(), 1, "snapshots left");
+    assert_eq!(mounts_under(&forge.store()), Vec::<String>::new());
+    assert_eq!(pids.iter().flat_map(|&p| cgroups_of(p)).collect::<Vec<_>>(), Vec::<PathBuf>::new());
+}
