@@ -70,12 +70,17 @@ impl Containers {
         let image = self.store.image(&opts.image).map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
-        let id = new_id()?;
         if let Some(name) = &opts.name {
-            self.reserve_name(name, &id)?;
+            validate_name(name)?;
         }
-        let created = self.create_records(opts, &image, &id, process);
-        let created = created.and_then(|config| {
+        let id = new_id()?;
+        // Records first, then the name: a name whose holder has no records is then surely free.
+        let config = self.create_records(opts, &image, &id, process)?;
+        let created = match &opts.name {
+            Some(name) => self.reserve_name(name, &id),
+            None => Ok(()),
+        };
+        let created = created.and_then(|()| {
             // The lease keeps gc off the layers between their unpacking and the snapshot's
             // record, which then holds them.
             let _lease = self.store.lease("create", &[]).map_err(|source| Error::Store { what: "taking a lease", source })?;
@@ -84,10 +89,10 @@ impl Containers {
                 .snapshots()
                 .prepare_held(&config.snapshot, chain.as_ref(), &format!("container {id}"))
                 .map_err(|source| Error::Snapshot { what: "preparing the container's writable layer", source })?;
-            Ok(config)
+            Ok(())
         });
         match created {
-            Ok(config) => Ok(Container { config, state: State::created() }),
+            Ok(()) => Ok(Container { config, state: State::created() }),
             Err(e) => {
                 let _ = self.remove_records(&id, opts.name.as_deref());
                 Err(e)
@@ -129,28 +134,53 @@ impl Containers {
         Ok(config)
     }
 
-    /// Takes `name` for `id`: a file made with `O_EXCL`, so two creates cannot both get it.
+    /// Takes `name` for `id`. The name's file holds its container's ID and is rewritten only
+    /// under its own `flock`, so two creates cannot both take it; a holder without records
+    /// (removed, or its create failed) no longer holds it.
     fn reserve_name(&self, name: &str, id: &str) -> Result<(), Error> {
-        validate_name(name)?;
+        use std::io::{Read, Seek, Write};
+        let mut file = self.lock_name(name)?;
         let path = self.names.join(name);
-        for _ in 0..2 {
-            match File::options().write(true).create_new(true).open(&path) {
-                Ok(f) => {
-                    use std::io::Write;
-                    return (&f).write_all(id.as_bytes()).and_then(|()| f.sync_all()).map_err(io("reserving the name", &path));
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    if self.path(&holder).join("config.json").exists() {
-                        return Err(Error::NameInUse { name: name.into(), id: holder });
-                    }
-                    // Its container is gone (a create or rm killed halfway): the name is free.
-                    let _ = fs::remove_file(&path);
-                }
-                Err(e) => return Err(io("reserving the name", &path)(e)),
+        let mut holder = String::new();
+        file.read_to_string(&mut holder).map_err(io("reading", &path))?;
+        if !holder.is_empty() && holder != id && self.path(&holder).join("config.json").exists() {
+            return Err(Error::NameInUse { name: name.into(), id: holder });
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(id.as_bytes()))
+            .and_then(|()| file.sync_all())
+            .map_err(io("reserving the name", &path))
+    }
+
+    /// Frees `name` if `id` holds it.
+    fn free_name(&self, name: &str, id: &str) -> Result<(), Error> {
+        let path = self.names.join(name);
+        if !path.exists() {
+            return Ok(());
+        }
+        let _locked = self.lock_name(name)?;
+        // Removed while locked: a waiter finds the file it locked gone and opens a new one.
+        if fs::read_to_string(&path).is_ok_and(|holder| holder == id) {
+            fs::remove_file(&path).map_err(io("freeing the name", &path))?;
+        }
+        Ok(())
+    }
+
+    /// The name's file, created if missing and locked; retried when it was removed between
+    /// opening and locking.
+    fn lock_name(&self, name: &str) -> Result<File, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.names.join(name);
+        loop {
+            let file = File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(io("opening", &path))?;
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io("locking", &path)(e.into()))?;
+            let ours = file.metadata().map_err(io("reading", &path))?;
+            match fs::metadata(&path) {
+                Ok(there) if (there.dev(), there.ino()) == (ours.dev(), ours.ino()) => return Ok(file),
+                _ => continue,
             }
         }
-        Err(Error::NameInUse { name: name.into(), id: fs::read_to_string(&path).unwrap_or_default() })
     }
 
     /// The container with this full ID, name or unique ID prefix, reconciled.
@@ -165,7 +195,7 @@ impl Containers {
         }
         if validate_name(key).is_ok() {
             if let Ok(id) = fs::read_to_string(self.names.join(key)) {
-                if self.path(&id).is_dir() {
+                if is_id(&id) && self.path(&id).is_dir() {
                     return Ok(id);
                 }
             }
@@ -408,13 +438,10 @@ impl Containers {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(io("removing", &dir)(e)),
         }
-        if let Some(name) = name {
-            let path = self.names.join(name);
-            if fs::read_to_string(&path).is_ok_and(|holder| holder == id) {
-                fs::remove_file(&path).map_err(io("freeing the name", &path))?;
-            }
+        match name {
+            Some(name) => self.free_name(name, id),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Removes every container that is not running (docker's `container prune`); returns

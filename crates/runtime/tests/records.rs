@@ -72,3 +72,29 @@ fn a_running_container_whose_supervisor_is_gone_is_recorded_as_exited() {
     let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
     assert_eq!(again["Status"], "exited");
 }
+
+#[test]
+fn concurrent_creates_get_a_name_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_image(dir.path());
+    for round in 0..3 {
+        let name = format!("race{round}");
+        let results: Vec<Result<String, Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let (store, name) = (&store, &name);
+                    // Each thread its own handle, as separate forge processes would have.
+                    s.spawn(move || Containers::open(store).unwrap().create(&opts(Some(name))).map(|c| c.id().to_string()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, Error::NameInUse { .. })), "{results:?}");
+        let containers = Containers::open(&store).unwrap();
+        assert_eq!(containers.get(&name).unwrap().id(), won[0]);
+    }
+    // The losers left no records.
+    assert_eq!(Containers::open(&store).unwrap().list().unwrap().len(), 3);
+}
