@@ -1,7 +1,7 @@
 //! `forge build [OPTIONS] CONTEXT`: build an image from a Dockerfile, as `docker build` does.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -101,13 +101,18 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         Some(o) => OutputSpec::parse(o)?,
         None => OutputSpec::Image,
     };
+    // Set first: a signal must also stop a read of standard input that never ends.
+    let cancel = forge_builder::Cancel::new();
+    let on_signal = cancel.clone();
+    crate::signals::on_interrupt(move || on_signal.cancel());
+    let stdin = || crate::signals::Interruptible::new(std::io::stdin().lock(), cancel.clone());
     // A context on stdin is unpacked into a scratch directory first.
     let _stdin_context;
     let context = if args.context == "-" {
         let dir = tempfile::Builder::new().prefix("context-").tempdir_in(store.tmp_dir()?)?;
         // The hardened layer extractor: a context tar may not write outside its directory.
         let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
-        forge_layerstore::archive::apply_layer(std::io::stdin().lock(), dir.path(), &opts).context("unpacking the context tar from standard input")?;
+        forge_layerstore::archive::apply_layer(stdin(), dir.path(), &opts).context("unpacking the context tar from standard input")?;
         let path = dir.path().to_path_buf();
         _stdin_context = Some(dir);
         path
@@ -122,9 +127,10 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let mut opts = BuildOptions::new(context.clone());
     match args.file.as_deref() {
         Some("-") => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("reading the Dockerfile from standard input")?;
-            opts.dockerfile_text = Some(text);
+            if args.context == "-" {
+                bail!("the context and the Dockerfile cannot both come from standard input");
+            }
+            opts.dockerfile_text = Some(forge_builder::read_dockerfile(stdin()).context("reading the Dockerfile from standard input")?);
         }
         Some(f) => opts.dockerfile = Some(PathBuf::from(f)),
         None => {}
@@ -171,8 +177,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         Ok(v) if !v.is_empty() => Some(v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?),
         _ => None,
     };
-    let cancel = opts.cancel.clone();
-    crate::signals::on_interrupt(move || cancel.cancel());
+    opts.cancel = cancel;
 
     let mode = match args.progress {
         _ if args.quiet => None,

@@ -26,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+mod build_file;
 mod cache_key;
 mod copy;
 mod engine;
@@ -42,6 +43,7 @@ mod users;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use build_file::{read_dockerfile, BuildFileError, MAX_BUILD_FILE};
 pub use engine::build;
 pub use error::Error;
 pub use forge_layerstore::archive::Compression;
