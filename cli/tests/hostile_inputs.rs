@@ -161,3 +161,23 @@ fn sigterm_stops_a_dockerfile_read_that_never_ends() {
         assert!(r.stderr.contains("cancelled"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn expansion_bombs_are_clear_errors() {
+    let forge = Forge::empty();
+    let nested = format!("{}x{}", "${a:-".repeat(3000), "}".repeat(3000));
+    let doubling = format!("FROM scratch\nENV a=x\n{}", "ENV a=${a}${a}\n".repeat(40));
+    // Each word stays under the limit, but together they would not fit in an image config.
+    let many = format!("FROM scratch\nENV a=x\n{}{}", "ENV a=$a$a\n".repeat(20), "ENV b=$a c=$a d=$a e=$a f=$a g=$a h=$a i=$a\n".repeat(3));
+    for (dockerfile, want) in [
+        (format!("FROM scratch\nENV x={nested}\n"), "nested more than"),
+        (doubling, "larger than the limit of 1048576 bytes"),
+        (many, "would exceed"),
+    ] {
+        let ctx = forge.context(&format!("ctx-{}", want.len()), &[("Dockerfile", &dockerfile)]);
+        let r = run_bounded(&forge, &["build", "--progress", "plain", ctx.to_str().unwrap()], Stdio::null());
+        assert_eq!(r.code, Some(1), "{want}: {}", &r.stderr[..r.stderr.len().min(2000)]);
+        assert!(r.stderr.contains(want), "{want}: {}", &r.stderr[..r.stderr.len().min(2000)]);
+        assert!(r.stderr.len() < 4000, "the error echoes the input: {} bytes", r.stderr.len());
+    }
+}

@@ -22,8 +22,8 @@ use crate::index::{self, Index};
 use crate::snapshot::{self, Snapshotter};
 
 /// JSON documents (manifests, configs, indexes) larger than this are refused when read: they
-/// are read whole, and no real one comes near it.
-const MAX_JSON_BYTES: u64 = 16 << 20;
+/// are read whole, and no real one comes near it. A pull refuses them at the same size.
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
