@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod commands;
 mod signals;
+mod stdout;
 
 /// forge: build container images from Dockerfiles and move them between stores and registries,
 /// without a daemon.
@@ -109,6 +110,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output is gone (`forge images | head -1`): nothing is wrong.
+        Err(err) if err.downcast_ref::<stdout::Closed>().is_some() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(1)

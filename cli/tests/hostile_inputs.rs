@@ -181,3 +181,132 @@ fn expansion_bombs_are_clear_errors() {
         assert!(r.stderr.len() < 4000, "the error echoes the input: {} bytes", r.stderr.len());
     }
 }
+
+/// `forge ARGS` with standard output a pipe whose reader is gone.
+fn run_into_closed_pipe(forge: &Forge, args: &[&str]) -> Ran {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    forge.cmd().args(args).stdout(writer).stderr(Stdio::piped()).output().unwrap().into()
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let forge = Forge::with_busybox();
+    let ctx = forge.context("ctx", &[("Dockerfile", "FROM busybox:latest\nENV a=b\n")]);
+    let dockerfile = ctx.join("Dockerfile");
+    let tar = forge.dir.path().join("busybox.tar");
+    forge.ok(&["tag", "busybox:latest", "other:1"]);
+    for args in [
+        vec!["images"],
+        vec!["images", "--format", "json"],
+        vec!["inspect", "busybox:latest"],
+        vec!["debug", "parse", dockerfile.to_str().unwrap()],
+        vec!["completion", "bash"],
+        vec!["import", tar.to_str().unwrap(), "again:1"],
+        vec!["rmi", "other:1"],
+        vec!["build", "-q", ctx.to_str().unwrap()],
+    ] {
+        let r = run_into_closed_pipe(&forge, &args);
+        assert_eq!(r.code, Some(0), "forge {args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "forge {args:?}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn archives_go_into_devices_and_fifos_without_replacing_them() {
+    use std::os::unix::fs::FileTypeExt;
+    let forge = Forge::with_busybox();
+    // A private twin of /dev/null (char 1:3), so that a failure cannot break the host's.
+    let null = forge.dir.path().join("null");
+    assert!(Command::new("mknod").arg(&null).args(["c", "1", "3"]).status().unwrap().success());
+    let ctx = forge.context("ctx", &[("Dockerfile", "FROM busybox:latest\nENV a=b\n")]);
+    let dest = format!("type=docker,dest={}", null.display());
+    for args in [vec!["save", "-o", null.to_str().unwrap(), "busybox:latest"], vec!["build", "-q", "-o", &dest, ctx.to_str().unwrap()]] {
+        forge.ok(&args);
+        assert!(std::fs::metadata(&null).unwrap().file_type().is_char_device(), "forge {args:?} replaced the device");
+    }
+    let fifo = forge.dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    forge.ok(&["save", "-o", fifo.to_str().unwrap(), "busybox:latest"]);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    let archive = reader.join().unwrap();
+    assert!(!archive.is_empty() && archive.len() % 512 == 0, "{} bytes through the FIFO", archive.len());
+    // A regular file is still replaced whole.
+    let file = forge.dir.path().join("out.tar");
+    std::fs::write(&file, "old").unwrap();
+    forge.ok(&["save", "-o", file.to_str().unwrap(), "busybox:latest"]);
+    assert_eq!(std::fs::read(&file).unwrap(), archive);
+}
+
+/// `forge save`'s archive of busybox with every image name in it replaced by `name`.
+fn archive_named(forge: &Forge, name: &str) -> std::path::PathBuf {
+    let saved = forge.dir.path().join("saved.tar");
+    forge.ok(&["save", "-o", saved.to_str().unwrap(), "busybox:latest"]);
+    let dir = tempfile::tempdir_in(forge.dir.path()).unwrap();
+    assert!(Command::new("tar").arg("-C").arg(dir.path()).arg("-xf").arg(&saved).status().unwrap().success());
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    manifest[0]["RepoTags"] = serde_json::json!([name]);
+    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    for m in index["manifests"].as_array_mut().unwrap() {
+        m["annotations"]["org.opencontainers.image.ref.name"] = serde_json::json!(name);
+    }
+    std::fs::write(dir.path().join("index.json"), index.to_string()).unwrap();
+    let out = forge.dir.path().join(format!("named-{}.tar", name.len()));
+    tar_of(dir.path(), &out);
+    out
+}
+
+#[test]
+fn bad_image_names_are_refused_everywhere() {
+    let forge = Forge::with_busybox();
+    let tar = forge.dir.path().join("busybox.tar");
+    let ctx = forge.context("ctx", &[("Dockerfile", "FROM busybox:latest\nENV a=b\n")]);
+    let fresh = Forge::empty();
+    for bad in ["../../../etc:1", "a b:1", "UPPER/x:1"] {
+        let archive = archive_named(&forge, bad);
+        for r in [
+            fresh.run(&["load", "-i", archive.to_str().unwrap()]),
+            forge.run(&["tag", "busybox:latest", bad]),
+            forge.run(&["import", tar.to_str().unwrap(), bad]),
+            forge.run(&["build", "-t", bad, ctx.to_str().unwrap()]),
+        ] {
+            assert_eq!(r.code, Some(1), "{bad}: {}", r.stderr);
+            assert!(r.stderr.contains("invalid image name") || r.stderr.contains("invalid reference"), "{bad}: {}", r.stderr);
+        }
+    }
+    assert_eq!(fresh.ok(&["images", "--format", "json"]).stdout.trim(), "[]");
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&forge.ok(&["images", "--format", "json"]).stdout).unwrap().as_array().unwrap().iter().map(|r| format!("{}:{}", r["repository"].as_str().unwrap(), r["tag"].as_str().unwrap())).collect();
+    assert_eq!(names, ["busybox:latest"]);
+}
+
+#[test]
+fn an_image_over_the_overlay_layer_limit_says_so() {
+    use forge_layerstore::diff::{LayerOptions, LayerSource};
+    use forge_layerstore::{ImageConfig, Layer, Store};
+    let forge = Forge::empty();
+    let store = Store::open(&forge.store()).unwrap();
+    let tree = forge.dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), "x").unwrap();
+    let layer = store.write_layer(&LayerSource::Dirs { lower: None, upper: &tree }, &LayerOptions::default()).unwrap();
+    for (name, count) in [("deep:500", forge_sandbox::MAX_LAYERS), ("deep:501", forge_sandbox::MAX_LAYERS + 1), ("deep:601", 601)] {
+        let mut config = ImageConfig::scratch();
+        config.rootfs.diff_ids = vec![layer.diff_id.clone(); count];
+        let manifest = store.write_image(&config, &vec![Layer::from(&layer); count]).unwrap();
+        store.tag(name, &manifest).unwrap();
+    }
+    let ctx = forge.context("ctx", &[("f", "y")]);
+    std::fs::write(ctx.join("Dockerfile"), "FROM deep:500\nCOPY f /g\n").unwrap();
+    forge.ok(&["build", ctx.to_str().unwrap()]);
+    for (from, step) in [("deep:501", "COPY f /g"), ("deep:601", "COPY f /g"), ("deep:601", "RUN true")] {
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM {from}\n{step}\n")).unwrap();
+        let r = forge.run(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+        assert_eq!(r.code, Some(1), "{from} {step}: {}", r.stderr);
+        assert!(r.stderr.contains("the layer limit was reached") && r.stderr.contains("at most 500 layers"), "{from} {step}: {}", r.stderr);
+    }
+}

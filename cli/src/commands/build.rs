@@ -97,6 +97,10 @@ enum ProgressMode {
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
+    // Checked before the build, not when tagging after it.
+    for t in &args.tags {
+        forge_layerstore::store::check_name(t).context("-t")?;
+    }
     let output = match &args.output {
         Some(o) => OutputSpec::parse(o)?,
         None => OutputSpec::Image,
@@ -208,7 +212,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         std::fs::write(path, built.image_id.as_str()).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.quiet {
-        println!("{}", built.image_id);
+        crate::stdout::outln!("{}", built.image_id)?;
     } else if mode != Some(ProgressMode::Json) {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "writing image {} done", built.image_id);

@@ -43,7 +43,7 @@ mod users;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use build_file::{read_dockerfile, BuildFileError, MAX_BUILD_FILE};
+pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
 pub use engine::build;
 pub use error::Error;
 pub use forge_layerstore::archive::Compression;

@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-pub use overlay::mount_overlay;
+pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
 pub use spec::{Limits, Mount, MountKind, Network, RunSpec};
 
 use cgroup::Cgroup;
