@@ -4,6 +4,7 @@
 //! `run(&Global, args) -> anyhow::Result<()>`. This file only parses flags, dispatches and maps
 //! errors to exit codes.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -113,7 +114,8 @@ fn main() -> ExitCode {
         // The reader of our output is gone (`forge images | head -1`): nothing is wrong.
         Err(err) if err.downcast_ref::<stdout::Closed>().is_some() => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Not `eprintln!`: a closed standard error must not turn the failure into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             ExitCode::from(1)
         }
     }

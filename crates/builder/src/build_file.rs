@@ -44,7 +44,11 @@ pub enum BuildFileError {
 /// Reads `name` inside `dir` (symlinks resolved within `dir`); `Ok(None)` when it does not
 /// exist and `optional`.
 pub(crate) fn read_in(dir: &Path, name: &str, optional: bool) -> Result<Option<Vec<u8>>, BuildFileError> {
-    let root = Root::open(dir)?;
+    let root = match Root::open(dir) {
+        Ok(root) => root,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return if optional { Ok(None) } else { Err(BuildFileError::NotFound { symlink: false }) },
+        Err(e) => return Err(e.into()),
+    };
     // Non-blocking, so that opening a FIFO does not wait for a writer before it is refused.
     let file = match root.open_at(name, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY) {
         Ok(fd) => File::from(fd),

@@ -27,7 +27,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The Dockerfile or a `.dockerignore` cannot be used.
-    #[error("{what} {}: {problem}", path.display())]
+    #[error("reading the {what} {}: {problem}", path.display())]
     BuildFile {
         /// `Dockerfile` or `.dockerignore`.
         what: &'static str,

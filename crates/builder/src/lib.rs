@@ -75,7 +75,9 @@ pub trait BaseImages: Sync {
 pub struct BuildOptions {
     /// The context directory.
     pub context: PathBuf,
-    /// The Dockerfile (default `<context>/Dockerfile`).
+    /// The Dockerfile (default `<context>/Dockerfile`). It is read inside its own directory,
+    /// as BuildKit does: a symlink resolves as if that directory were `/`, never to a host file.
+    /// Only a regular file of at most [`MAX_BUILD_FILE`] bytes is read.
     pub dockerfile: Option<PathBuf>,
     /// The Dockerfile's text when it does not come from a file (`-f -`).
     pub dockerfile_text: Option<String>,
