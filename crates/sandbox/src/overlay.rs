@@ -50,3 +50,18 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, targe
     move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(ctx(format!("attaching the overlay at {}", target.display())))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_layers_than_overlayfs_stacks_is_a_typed_error_before_any_mount() {
+        let lowers: Vec<PathBuf> = (0..=MAX_LAYERS).map(|i| PathBuf::from(format!("/nonexistent/{i}"))).collect();
+        let err = mount_overlay(&lowers, None, Path::new("/nonexistent/target")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let typed = err.get_ref().and_then(|e| e.downcast_ref::<TooManyLayers>());
+        assert_eq!(typed, Some(&TooManyLayers { layers: MAX_LAYERS + 1 }));
+        assert!(err.to_string().contains("the layer limit was reached"), "{err}");
+    }
+}
