@@ -101,6 +101,9 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     for t in &args.tags {
         forge_layerstore::store::check_name(t).context("-t")?;
     }
+    // Held until the image is tagged or exported, so a `forge store gc` beside the build
+    // leaves its snapshots and blobs alone.
+    let _lease = store.lease("build", &[])?;
     let output = match &args.output {
         Some(o) => OutputSpec::parse(o)?,
         None => OutputSpec::Image,

@@ -40,6 +40,7 @@ pub fn import_rootfs(root: &Path, tarball: impl Read, name: &str, compression: C
     // Before anything is stored.
     store::check_name(name)?;
     let store = Store::open(root)?;
+    let _lease = store.lease("import", &[])?;
     let (_, mut tar) = decompress(tarball)?;
     let ingest = format!("import-{}-{}", std::process::id(), Digest::of(name.as_bytes()));
     let mut layer = LayerWriter::new(store.content().writer(&ingest)?, compression).map_err(Error::Stream)?;
