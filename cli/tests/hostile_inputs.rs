@@ -205,6 +205,8 @@ fn a_closed_stdout_ends_quietly() {
         vec!["import", tar.to_str().unwrap(), "again:1"],
         vec!["rmi", "other:1"],
         vec!["build", "-q", ctx.to_str().unwrap()],
+        vec!["store", "fsck"],
+        vec!["store", "gc", "--format", "json"],
     ] {
         let r = run_into_closed_pipe(&forge, &args);
         assert_eq!(r.code, Some(0), "forge {args:?}: {}", r.stderr);
