@@ -184,9 +184,9 @@ fn expansion_bombs_are_clear_errors() {
 
 /// `forge ARGS` with standard output a pipe whose reader is gone.
 fn run_into_closed_pipe(forge: &Forge, args: &[&str]) -> Ran {
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
     drop(reader);
-    forge.cmd().args(args).stdout(writer).stderr(Stdio::piped()).output().unwrap().into()
+    forge.cmd().args(args).stdout(Stdio::from(writer)).stderr(Stdio::piped()).output().unwrap().into()
 }
 
 #[test]
