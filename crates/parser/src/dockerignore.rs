@@ -24,7 +24,7 @@ pub enum IgnoreError {
     #[error("illegal exclusion pattern: \"!\"")]
     LoneBang,
     /// A pattern whose glob syntax is broken (an unterminated `[`, a reversed range...).
-    #[error("syntax error in pattern {pattern:?}: {reason}")]
+    #[error("syntax error in pattern {:?}: {reason}", crate::error::shorten(pattern, 100))]
     BadPattern {
         /// The pattern as cleaned.
         pattern: String,

@@ -74,9 +74,9 @@ pub struct Expanded {
 }
 
 /// A word that cannot be expanded. Its message shows at most the first 100 characters of
-/// the word.
+/// the word and 300 of what is wrong (`${a:?$big}` makes the latter as long as a value).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to process {:?}: {message}", crate::error::shorten(word, 100))]
+#[error("failed to process {:?}: {}", crate::error::shorten(word, 100), crate::error::shorten(message, 300))]
 pub struct ExpandError {
     /// The word as given.
     pub word: String,

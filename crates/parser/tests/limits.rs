@@ -66,6 +66,11 @@ fn expansion_results_are_bounded() {
     }
     assert!(error.is_some_and(|e| e.message.contains("larger than the limit")));
     assert!(env.last().unwrap().1.len() <= MAX_EXPANDED_BYTES);
+    // A message made of a value is cut too.
+    let err = expand_word("${unset:?$a}", &vars, '\\').unwrap_err().to_string();
+    assert!(err.len() < 1000, "{} bytes", err.len());
+    let err = Dockerignore::parse(&format!("[{}", "z".repeat(60_000))).and_then(|d| d.is_excluded("x")).unwrap_err().to_string();
+    assert!(err.len() < 1000, "{} bytes", err.len());
 }
 
 #[test]
