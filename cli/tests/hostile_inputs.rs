@@ -140,15 +140,35 @@ fn has_thread(pid: u32, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Everything under `dir` whose name starts with `prefix`.
+fn find_named(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            found.push(path.clone());
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(find_named(&path, prefix));
+        }
+    }
+    found
+}
+
 #[test]
-fn sigterm_stops_a_dockerfile_read_that_never_ends() {
+fn sigterm_stops_a_read_of_stdin_that_never_ends() {
     let forge = Forge::empty();
     let ctx = forge.context("ctx", &[("empty", "")]);
-    for signal in ["-TERM", "-INT"] {
-        let mut child = forge.cmd().args(["build", "-f", "-", ctx.to_str().unwrap()]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // A Dockerfile on standard input, and a context tar on it (the start of one).
+    let tar = forge.dir.path().join("ctx.tar");
+    tar_of(&ctx, &tar);
+    let tar_start = std::fs::read(&tar).unwrap()[..512].to_vec();
+    let cases = [("-TERM", vec!["build", "-f", "-", ctx.to_str().unwrap()], b"FROM scratch\n".to_vec()), ("-INT", vec!["build", "-f", "-", ctx.to_str().unwrap()], b"FROM scratch\n".to_vec()), ("-TERM", vec!["build", "-"], tar_start)];
+    for (signal, args, first_bytes) in cases {
+        let mut child = forge.cmd().args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         // Some bytes and then nothing, with the pipe left open.
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"FROM scratch\n").unwrap();
+        stdin.write_all(&first_bytes).unwrap();
         // The signal handler's thread exists once forge listens for signals.
         let ready = Instant::now() + Duration::from_secs(20);
         while !has_thread(child.id(), "ctrl-c") && Instant::now() < ready {
@@ -157,8 +177,10 @@ fn sigterm_stops_a_dockerfile_read_that_never_ends() {
         assert!(Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
         let r = wait_bounded(child);
         drop(stdin);
-        assert_eq!(r.code, Some(1), "{signal}: forge did not exit by itself: {}", r.stderr);
+        assert_eq!(r.code, Some(1), "{signal} {args:?}: forge did not exit by itself: {}", r.stderr);
         assert!(r.stderr.contains("cancelled"), "{}", r.stderr);
+        // The half-unpacked context is removed.
+        assert_eq!(find_named(&forge.store(), "context-"), Vec::<std::path::PathBuf>::new());
     }
 }
 
