@@ -1,7 +1,7 @@
 //! `forge build [OPTIONS] CONTEXT`: build an image from a Dockerfile, as `docker build` does.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -107,6 +107,10 @@ enum ProgressMode {
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
+    // Checked before the build, not when tagging after it.
+    for t in &args.tags {
+        forge_layerstore::store::check_name(t).context("-t")?;
+    }
     // Held until the image is tagged or exported, so a `forge store gc` beside the build
     // leaves its snapshots and blobs alone.
     let _lease = store.lease("build", &[])?;
@@ -114,13 +118,18 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         Some(o) => OutputSpec::parse(o)?,
         None => OutputSpec::Image,
     };
+    // Set first: a signal must also stop a read of standard input that never ends.
+    let cancel = forge_builder::Cancel::new();
+    let on_signal = cancel.clone();
+    crate::signals::on_interrupt(move || on_signal.cancel());
+    let stdin = || crate::signals::Interruptible::new(std::io::stdin().lock(), cancel.clone());
     // A context on stdin is unpacked into a scratch directory first.
     let _stdin_context;
     let context = if args.context == "-" {
         let dir = tempfile::Builder::new().prefix("context-").tempdir_in(store.tmp_dir()?)?;
         // The hardened layer extractor: a context tar may not write outside its directory.
         let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
-        forge_layerstore::archive::apply_layer(std::io::stdin().lock(), dir.path(), &opts).context("unpacking the context tar from standard input")?;
+        forge_layerstore::archive::apply_layer(stdin(), dir.path(), &opts).context("unpacking the context tar from standard input")?;
         let path = dir.path().to_path_buf();
         _stdin_context = Some(dir);
         path
@@ -135,9 +144,10 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let mut opts = BuildOptions::new(context.clone());
     match args.file.as_deref() {
         Some("-") => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("reading the Dockerfile from standard input")?;
-            opts.dockerfile_text = Some(text);
+            if args.context == "-" {
+                bail!("the context and the Dockerfile cannot both come from standard input");
+            }
+            opts.dockerfile_text = Some(forge_builder::read_dockerfile(stdin()).context("reading the Dockerfile from standard input")?);
         }
         Some(f) => opts.dockerfile = Some(PathBuf::from(f)),
         None => {}
@@ -190,8 +200,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         Ok(v) if !v.is_empty() => Some(v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?),
         _ => None,
     };
-    let cancel = opts.cancel.clone();
-    crate::signals::on_interrupt(move || cancel.cancel());
+    opts.cancel = cancel;
 
     let mode = match args.progress {
         _ if args.quiet => None,
@@ -222,7 +231,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         std::fs::write(path, built.image_id.as_str()).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.quiet {
-        println!("{}", built.image_id);
+        crate::stdout::outln!("{}", built.image_id)?;
     } else if mode != Some(ProgressMode::Json) {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "writing image {} done", built.image_id);

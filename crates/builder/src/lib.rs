@@ -26,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+mod build_file;
 mod cache_key;
 mod copy;
 mod engine;
@@ -42,6 +43,7 @@ mod users;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
 pub use engine::build;
 pub use error::Error;
 pub use forge_layerstore::archive::Compression;
@@ -74,7 +76,9 @@ pub trait BaseImages: Sync {
 pub struct BuildOptions {
     /// The context directory.
     pub context: PathBuf,
-    /// The Dockerfile (default `<context>/Dockerfile`).
+    /// The Dockerfile (default `<context>/Dockerfile`). It is read inside its own directory,
+    /// as BuildKit does: a symlink resolves as if that directory were `/`, never to a host file.
+    /// Only a regular file of at most [`MAX_BUILD_FILE`] bytes is read.
     pub dockerfile: Option<PathBuf>,
     /// The Dockerfile's text when it does not come from a file (`-f -`).
     pub dockerfile_text: Option<String>,

@@ -39,7 +39,7 @@ impl Root {
     }
 
     /// Opens `path` (inside the root, symlinks followed within it) with `flags`.
-    fn open_at(&self, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
+    pub(crate) fn open_at(&self, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
         Ok(openat2(&self.fd, relative(path), flags | OFlags::CLOEXEC, Mode::empty(), IN_ROOT)?)
     }
 

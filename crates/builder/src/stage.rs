@@ -164,6 +164,25 @@ impl<'a> StageRun<'a> {
         Error::Step { file: self.ctx.file.clone(), line: self.span.start.line, instruction: self.instruction.clone(), message }
     }
 
+    /// The bytes of the config's environment and labels, which ENV and LABEL grow.
+    fn config_bytes(&self) -> usize {
+        let env: usize = self.config.config.env.iter().flatten().map(String::len).sum();
+        let labels: usize = self.config.config.labels.iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
+        env + labels
+    }
+
+    /// Adds `more` bytes to `used`, failing once they could not fit in an image config the
+    /// store can read back (each expanded word is bounded, but not how many there are). Half
+    /// the config's limit: the history repeats every ENV and LABEL.
+    fn check_config_room(&self, used: &mut usize, more: usize) -> Result<(), Error> {
+        *used += more;
+        let limit = forge_layerstore::store::MAX_JSON_BYTES / 2;
+        if *used as u64 > limit {
+            return Err(self.fail(format!("the image's environment and labels would exceed {limit} bytes, the most an image config may hold")));
+        }
+        Ok(())
+    }
+
     /// Variables for expansion: ARGs with values, then the config's ENV (which wins).
     pub(crate) fn vars(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect();
@@ -254,8 +273,11 @@ impl<'a> StageRun<'a> {
             Instruction::Env(pairs) => {
                 // Every value sees the environment from before this instruction, as in Docker.
                 let mut expanded = Vec::new();
+                let mut used = self.config_bytes();
                 for (k, v) in pairs {
-                    expanded.push((self.expand(k)?, self.expand(v)?));
+                    let (k, v) = (self.expand(k)?, self.expand(v)?);
+                    self.check_config_room(&mut used, k.len() + v.len())?;
+                    expanded.push((k, v));
                 }
                 let text: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 for (k, v) in &expanded {
@@ -265,8 +287,10 @@ impl<'a> StageRun<'a> {
             }
             Instruction::Label(pairs) => {
                 let mut text = Vec::new();
+                let mut used = self.config_bytes();
                 for (k, v) in pairs {
                     let (k, v) = (self.expand(k)?, self.expand(v)?);
+                    self.check_config_room(&mut used, k.len() + v.len())?;
                     text.push(format!("{k}={v}"));
                     self.config.config.labels.get_or_insert_with(BTreeMap::new).insert(k, v);
                 }

@@ -171,6 +171,12 @@ pub fn load_layout(store: &Store, dir: &Path) -> Result<Vec<(String, Descriptor)
 }
 
 fn tag_index(store: &Store, index: &ImageIndex) -> Result<Vec<(String, Descriptor)>, Error> {
+    // Every name is checked before the first is tagged: a bad one tags nothing.
+    for d in index.manifests() {
+        if let Some(name) = d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) {
+            crate::store::check_name(name)?;
+        }
+    }
     let mut out = Vec::new();
     for d in index.manifests() {
         // Reading the image checks that its manifest, config and layers are all there.
@@ -205,6 +211,10 @@ fn load_docker_manifest(store: &Store, bytes: &[u8], by_path: &BTreeMap<String, 
     }
     let invalid = |m: String| Error::Invalid { what: "manifest.json", digest: Digest::of(bytes), message: m };
     let entries: Vec<Entry> = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    // Every name is checked before the first is tagged: a bad one tags nothing.
+    for name in entries.iter().flat_map(|e| e.repo_tags.iter().flatten()) {
+        crate::store::check_name(name)?;
+    }
     let find = |p: &str| by_path.get(p).cloned().ok_or_else(|| invalid(format!("{p} is not in the archive")));
     let mut out = Vec::new();
     for e in entries {

@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-pub use overlay::mount_overlay;
+pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
 pub use seccomp::{Seccomp, UnknownProfile};
 pub use spec::{Limits, Mount, MountKind, Network, RunSpec};
 
