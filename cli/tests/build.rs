@@ -142,6 +142,44 @@ fn run_forms_and_mounts() {
     assert!(!r.ok && r.stderr.contains("Dockerfile:9"), "{}", r.stderr);
 }
 
+/// `--secret id=X,env=VAR`: the value reaches the step as a file and as an environment
+/// variable, and no trace of it is left under the store or the temp directory afterwards.
+#[test]
+fn an_env_secret_never_touches_the_disk() {
+    let forge = Forge::with_busybox();
+    let value = format!("forge-secret-{}-d41f7e", std::process::id());
+    // The steps record hashes of what they saw: the value itself must appear nowhere.
+    let dockerfile = "FROM busybox:latest\n\
+        RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -c1-16 > /file-hash && stat -c %a /run/secrets/tok > /mode\n\
+        RUN --mount=type=secret,id=tok,env=TOKEN printf %s \"$TOKEN\" | sha256sum | cut -c1-16 > /env-hash\n";
+    let ctx = forge.context("env-secret", &[("Dockerfile", dockerfile)]);
+    let tmp = forge.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let out = forge
+        .cmd()
+        .env("TMPDIR", &tmp)
+        .env("FORGE_TEST_SECRET", &value)
+        .args(["build", "--progress", "plain", "-t", "sec:1", "--secret", "id=tok,env=FORGE_TEST_SECRET"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let ran = common::Ran::from(out);
+    assert!(ran.ok, "{}", ran.stderr);
+    let root = forge.rootfs("sec:1");
+    let hash: String = sha2::Sha256::digest(value.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).chain(["\n".to_string()]).collect();
+    assert_eq!(read(&root, "/file-hash"), hash);
+    assert_eq!(read(&root, "/env-hash"), hash);
+    for dir in [forge.store(), tmp.clone()] {
+        let grep = Command::new("grep").args(["-r", "-l", "-a", "-F", &value]).arg(&dir).output().unwrap();
+        assert!(grep.stdout.is_empty(), "the secret's value is on disk under {}:\n{}", dir.display(), String::from_utf8_lossy(&grep.stdout));
+    }
+    // Read-only for root alone, as BuildKit mounts secrets.
+    assert_eq!(read(&root, "/mode"), "400\n");
+    // Nor is a mount left behind.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(forge.dir.path().to_str().unwrap()), "a mount is left under the test's directory");
+}
+
 #[test]
 fn a_failing_step_names_its_line_and_shows_its_output() {
     let forge = Forge::with_busybox();

@@ -61,6 +61,26 @@ pub enum Network {
     Host,
 }
 
+/// Where a `--secret`'s value comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A file the user named (`src=`): bound read-only into the steps that mount it.
+    File(PathBuf),
+    /// A value held in memory (`env=`): never written to a persistent disk. A step that mounts
+    /// it as a file gets it from a tmpfs made for that step and unmounted when the step ends.
+    Value(Vec<u8>),
+}
+
+impl std::fmt::Debug for Secret {
+    // The value never reaches logs or error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::File(p) => f.debug_tuple("File").field(p).finish(),
+            Secret::Value(v) => write!(f, "Value(<{} bytes>)", v.len()),
+        }
+    }
+}
+
 /// Gets a base image that is not in the store (the CLI pulls it from a registry). Returns the
 /// name under which it is now tagged in the store.
 pub trait BaseImages: Sync {
@@ -89,8 +109,8 @@ pub struct BuildOptions {
     pub network: Network,
     /// Resource limits for every RUN step.
     pub limits: Limits,
-    /// `--secret id=..,src=..`: id to file.
-    pub secrets: BTreeMap<String, PathBuf>,
+    /// `--secret`: id to where the value is.
+    pub secrets: BTreeMap<String, Secret>,
     /// Layer compression.
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: fixes timestamps so builds are reproducible.

@@ -16,11 +16,11 @@ use sha2::Digest as _;
 
 use crate::cache_key::KeyBuilder;
 use crate::engine::scratch_dir;
-use crate::mount::OverlayMount;
+use crate::mount::{OverlayMount, TmpfsFile};
 use crate::progress::Event;
 use crate::source::hash_matches;
 use crate::stage::{json, StageRun, DEFAULT_PATH};
-use crate::{Error, Network};
+use crate::{Error, Network, Secret};
 
 /// Lines of output kept to show with a failure.
 const TAIL_LINES: usize = 20;
@@ -30,6 +30,7 @@ const TAIL_LINES: usize = 20;
 struct Held {
     // Mounts before the directories they use: fields drop in order.
     mounts: Vec<OverlayMount>,
+    secrets: Vec<TmpfsFile>,
     dirs: Vec<tempfile::TempDir>,
     locks: Vec<File>,
 }
@@ -195,18 +196,31 @@ fn sandbox_mount(
                 (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_string(),
                 (None, None) => return Err(run.fail("secret mount needs an id or a target".into())),
             };
-            let Some(file) = run.ctx.opts.secrets.get(&id) else {
+            let Some(secret) = run.ctx.opts.secrets.get(&id) else {
                 return if m.required { Err(run.fail(format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))) } else { Ok(None) };
             };
             if let Some(var) = &m.env {
-                let value = std::fs::read_to_string(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?;
+                let value = match secret {
+                    Secret::File(file) => std::fs::read(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?,
+                    Secret::Value(v) => v.clone(),
+                };
+                let value = String::from_utf8(value).map_err(|_| run.fail(format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")))?;
                 secret_env.push(format!("{var}={value}"));
                 if m.target.is_none() {
                     return Ok(None);
                 }
             }
             let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-            Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Bind { source: file.clone(), readonly: true } }))
+            let source = match secret {
+                Secret::File(file) => file.clone(),
+                Secret::Value(v) => {
+                    let tmpfs = TmpfsFile::new(&run.ctx.store.tmp_dir()?, v).map_err(|e| run.fail(format!("putting secret {id:?} on a tmpfs: {e}")))?;
+                    let path = tmpfs.path().to_path_buf();
+                    held.secrets.push(tmpfs);
+                    path
+                }
+            };
+            Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Bind { source, readonly: true } }))
         }
         MountKind::Cache => {
             let target = target.ok_or_else(|| run.fail("cache mount needs a target".into()))?;
