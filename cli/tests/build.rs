@@ -224,6 +224,63 @@ fn builds_are_reproducible_with_source_date_epoch() {
     assert_eq!(a.inspect("r:1")["Created"], "2023-11-14T22:13:20Z");
 }
 
+/// The layers of `tag` the build made (the base's first layer left out): (media type, blob path).
+fn built_layers(forge: &Forge, tag: &str) -> Vec<(String, PathBuf)> {
+    let blob = |d: &str| forge.store().join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let digest = forge.inspect(tag)["ManifestDigest"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(&digest)).unwrap()).unwrap();
+    manifest["layers"].as_array().unwrap()[1..]
+        .iter()
+        .map(|l| (l["mediaType"].as_str().unwrap().to_string(), blob(l["digest"].as_str().unwrap())))
+        .collect()
+}
+
+/// A warm store must not hand back layers made with other byte-level options: `--compression`
+/// and `SOURCE_DATE_EPOCH` each make the steps' layers again, and a reproducible build gives
+/// the same digests from a cold and from a warm store, with gzip and zstd.
+#[test]
+fn compression_and_source_date_epoch_apply_in_a_warm_store() {
+    let warm = Forge::with_busybox();
+    let ctx = testdata("diff");
+    let build = |f: &Forge, tag: &str, compression: &str, epoch: Option<&str>| -> String {
+        let mut cmd = f.cmd();
+        if let Some(e) = epoch {
+            cmd.env("SOURCE_DATE_EPOCH", e);
+        }
+        let out = cmd.args(["build", "-q", "-t", tag, "--compression", compression]).arg(&ctx).output().unwrap();
+        assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
+        f.inspect(tag)["ManifestDigest"].as_str().unwrap().to_string()
+    };
+    build(&warm, "w:gzip", "gzip", None);
+    let layers = built_layers(&warm, "w:gzip");
+    assert!(layers.len() >= 3 && layers.iter().all(|(t, _)| t.ends_with("tar+gzip")), "{layers:?}");
+
+    build(&warm, "w:zstd", "zstd", None);
+    let layers = built_layers(&warm, "w:zstd");
+    assert!(layers.iter().all(|(t, _)| t.ends_with("tar+zstd")), "a warm store gave other layers for --compression zstd: {layers:?}");
+
+    // Every entry of every layer is clamped to the epoch (GNU tar reads gzip and zstd alike).
+    let epoch = "1700000000";
+    build(&warm, "w:epoch", "gzip", Some(epoch));
+    for (_, path) in built_layers(&warm, "w:epoch") {
+        let list = Command::new("tar").args(["--full-time", "-tvf"]).arg(&path).output().unwrap();
+        assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+        let listing = String::from_utf8_lossy(&list.stdout).into_owned();
+        for line in listing.lines() {
+            let date = line.split_whitespace().nth(3).unwrap();
+            assert!(date <= "2023-11-14", "an entry newer than SOURCE_DATE_EPOCH in a warm rebuild: {line}");
+        }
+    }
+
+    let cold = Forge::with_busybox_of(&warm);
+    for compression in ["gzip", "zstd"] {
+        let tag = format!("r:{compression}");
+        let a = build(&cold, &tag, compression, Some(epoch));
+        let b = build(&warm, &tag, compression, Some(epoch));
+        assert_eq!(a, b, "{compression}: a cold and a warm store give different images for the same SOURCE_DATE_EPOCH");
+    }
+}
+
 #[test]
 fn outputs_oci_docker_and_local() {
     let forge = Forge::with_busybox();

@@ -532,8 +532,9 @@ impl<'a> StageRun<'a> {
     pub(crate) fn layer_step(&self, key: &Digest, change: impl FnOnce(&Snapshot<'_>) -> Result<(), Error>) -> Result<Option<Layer>, Error> {
         let ctx = self.ctx;
         let store = ctx.store;
+        let index_key = crate::cache_key::layer_key(key, ctx.opts.compression, ctx.opts.source_date_epoch);
         if !ctx.opts.no_cache {
-            if let Some(entry) = ctx.cache.get(key) {
+            if let Some(entry) = ctx.cache.get(&index_key) {
                 if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest)) {
                     ctx.progress.event(Event::StepCached { id: self.step_id.clone() });
                     return Ok(entry.layer);
@@ -565,7 +566,7 @@ impl<'a> StageRun<'a> {
             }
             Some(Layer::from(&info))
         };
-        ctx.cache.put(key, &CacheEntry { layer: layer.clone() }).map_err(|e| self.fail(e.to_string()))?;
+        ctx.cache.put(&index_key, &CacheEntry { layer: layer.clone() }).map_err(|e| self.fail(e.to_string()))?;
         Ok(layer)
     }
 
