@@ -51,23 +51,25 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
         return Err("When using COPY with more than one source file, the destination must be a directory and end with a /".into());
     }
     let dir_owner = opts.owner.unwrap_or((0, 0));
+    // Directories the copy creates get `--chmod` too (BuildKit's CreateDestPath with a mode).
+    let dir_mode = opts.chmod.unwrap_or(0o755);
     let err = |what: &str, e: io::Error| format!("{what}: {e}");
     for m in matches {
         let parent_rel = if opts.parents { Path::new(&m.rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
         let base = format!("{}/{}", dest.trim_end_matches('/'), parent_rel);
         if m.is_dir() {
             let target = if opts.parents { format!("{base}/{}", Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()) } else { dest.to_string() };
-            let dir = root.mkdir_all(&target, dir_owner).map_err(|e| err(&target, e))?;
+            let dir = root.mkdir_all(&target, dir_owner, dir_mode).map_err(|e| err(&target, e))?;
             copy_tree(&dir, &m.entries, opts).map_err(|e| format!("copying {} to {target}: {e}", m.rel))?;
             continue;
         }
         let entry = &m.entries[0];
         let name = Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| m.rel.clone());
         let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(dest) };
-        let dir = root.mkdir_all(&dir_path, dir_owner).map_err(|e| err(&dir_path, e))?;
+        let dir = root.mkdir_all(&dir_path, dir_owner, dir_mode).map_err(|e| err(&dir_path, e))?;
         if opts.extract_archives && !m.remote {
             if let Some(archive) = open_archive(&entry.path).map_err(|e| err(&m.rel, e))? {
-                let target = if dest_is_dir { dir } else { root.mkdir_all(dest, dir_owner).map_err(|e| err(dest, e))? };
+                let target = if dest_is_dir { dir } else { root.mkdir_all(dest, dir_owner, dir_mode).map_err(|e| err(dest, e))? };
                 let real = real_path(&target).map_err(|e| err(dest, e))?;
                 let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
                 forge_layerstore::archive::apply_layer(archive, &real, &opts).map_err(|e| format!("extracting {}: {e}", m.rel))?;
@@ -78,7 +80,7 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
     }
     for file in inline {
         let (dir_path, file_name) = if dest_is_dir { (dest.to_string(), file.name.clone()) } else { split_dest(dest) };
-        let dir = root.mkdir_all(&dir_path, dir_owner).map_err(|e| err(&dir_path, e))?;
+        let dir = root.mkdir_all(&dir_path, dir_owner, dir_mode).map_err(|e| err(&dir_path, e))?;
         let fd = create_file(&dir, &file_name, 0o644).map_err(|e| err(&file_name, e))?;
         let mut f = File::from(fd);
         io::Write::write_all(&mut f, &file.content).map_err(|e| err(&file_name, e))?;

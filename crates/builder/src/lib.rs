@@ -30,6 +30,7 @@ mod cache_key;
 mod copy;
 mod engine;
 mod error;
+mod history;
 mod mount;
 mod progress;
 mod remote;

@@ -19,7 +19,7 @@ use crate::engine::scratch_dir;
 use crate::mount::{OverlayMount, TmpfsFile};
 use crate::progress::Event;
 use crate::source::hash_matches;
-use crate::stage::{json, StageRun, DEFAULT_PATH};
+use crate::stage::{StageRun, DEFAULT_PATH};
 use crate::{Error, Network, Secret};
 
 /// Lines of output kept to show with a failure.
@@ -66,15 +66,7 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     }
     let key = key.finish();
 
-    let mut created_by = format!("RUN {}", match &r.command {
-        Command::Shell(_) => argv.join(" "),
-        Command::Exec(v) => json(v),
-    });
-    if !args.is_empty() {
-        let shown: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        created_by = format!("RUN |{} {} {}", args.len(), shown.join(" "), &created_by[4..]);
-    }
-    created_by.push_str(" # buildkit");
+    let created_by = format!("RUN {} # buildkit", run.history_args(&argv).join(" "));
 
     let mut stats = (None, None);
     let layer = {

@@ -18,6 +18,7 @@ use forge_parser::{Command, Copy, Healthcheck, Instruction, Span, Spanned};
 use crate::cache_key::{base_key, KeyBuilder};
 use crate::copy::{copy_into, CopyOptions, InlineFile};
 use crate::engine::BuildCtx;
+use crate::history;
 use crate::mount::OverlayMount;
 use crate::progress::Event;
 use crate::rootfs::Root;
@@ -32,6 +33,8 @@ pub(crate) struct StageResult {
     pub(crate) layers: Vec<Layer>,
     /// The cache key of its last step: a stage built FROM it starts here.
     pub(crate) key: Digest,
+    /// Its ARGs: a stage built FROM it inherits them, as in BuildKit.
+    pub(crate) args: Vec<(String, Option<String>)>,
 }
 
 /// Docker's default PATH, for images whose config sets none.
@@ -100,6 +103,7 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
             run.config = parent.config.clone();
             run.layers = parent.layers.clone();
             run.key = parent.key.clone();
+            run.args = parent.args.clone();
         }
         Base::Image(reference) => {
             let image = run.base_image(reference)?;
@@ -138,7 +142,7 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
             run.done(start, None, None);
         }
     }
-    Ok(StageResult { config: run.config, layers: run.layers, key: run.key })
+    Ok(StageResult { config: run.config, layers: run.layers, key: run.key, args: run.args })
 }
 
 impl<'a> StageRun<'a> {
@@ -201,6 +205,28 @@ impl<'a> StageRun<'a> {
         out
     }
 
+    /// `words` with BuildKit's `|N K=V ...` prefix naming every ARG of the stage (inherited
+    /// ones included), each with the value the step sees: ENV wins over ARG, and an ARG without
+    /// a value shows as empty.
+    pub(crate) fn history_args(&self, words: &[String]) -> Vec<String> {
+        let vars = self.vars();
+        let mut shown: Vec<(String, String)> = Vec::new();
+        for (k, declared) in &self.args {
+            let v = vars.iter().rev().find(|(vk, _)| vk == k).map(|(_, v)| v.clone()).or_else(|| declared.clone()).unwrap_or_default();
+            match shown.iter_mut().find(|(sk, _)| sk == k) {
+                Some(slot) => slot.1 = v,
+                None => shown.push((k.clone(), v)),
+            }
+        }
+        let mut out = Vec::new();
+        if !shown.is_empty() {
+            out.push(format!("|{}", shown.len()));
+            out.extend(shown.into_iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        out.extend(words.iter().cloned());
+        out
+    }
+
     fn history(&mut self, created_by: String, empty_layer: bool) {
         self.config.history.push(History {
             created: Some(timestamp(self.ctx.opts.source_date_epoch)),
@@ -235,20 +261,22 @@ impl<'a> StageRun<'a> {
             Instruction::Workdir(w) => self.workdir(w)?,
             Instruction::Cmd(c) => {
                 let argv = self.command_argv(c);
-                self.history(format!("CMD {}", json(&argv)), true);
+                self.history(format!("CMD {}", history::go_quoted_list(&argv)), true);
                 self.config.config.cmd = Some(argv);
+                // BuildKit marks every CMD so (Docker's Windows-era flag, kept for compatibility).
+                self.config.config.args_escaped = Some(true);
                 self.cmd_set = true;
             }
             Instruction::Entrypoint(c) => {
                 let argv = self.command_argv(c);
-                self.history(format!("ENTRYPOINT {}", json(&argv)), true);
+                self.history(format!("ENTRYPOINT {}", history::go_quoted_list(&argv)), true);
                 self.config.config.entrypoint = Some(argv);
                 if !self.cmd_set {
                     self.config.config.cmd = None;
                 }
             }
             Instruction::Shell(sh) => {
-                self.history(format!("SHELL {}", json(sh)), true);
+                self.history(format!("SHELL {}", history::go_list(sh)), true);
                 self.config.config.shell = Some(sh.clone());
             }
             Instruction::Env(pairs) => {
@@ -286,25 +314,30 @@ impl<'a> StageRun<'a> {
                         Some(v) => format!("{}={v}", d.name),
                         None => d.name.clone(),
                     });
-                    self.args.retain(|(k, _)| k != &d.name);
-                    self.args.push((d.name.clone(), value));
+                    // A redeclared ARG keeps its place, as in BuildKit's `|N` list.
+                    match self.args.iter_mut().find(|(k, _)| k == &d.name) {
+                        Some(slot) => slot.1 = value,
+                        None => self.args.push((d.name.clone(), value)),
+                    }
                 }
                 self.history(format!("ARG {}", text.join(" ")), true);
             }
             Instruction::Expose(ports) => {
-                let ports = self.expand_all(ports)?;
-                for p in &ports {
-                    let key = if p.contains('/') { p.to_lowercase() } else { format!("{p}/tcp") };
-                    self.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(key, serde_json::json!({}));
+                let mut specs = Vec::new();
+                for p in self.expand_all(ports)? {
+                    specs.extend(port_specs(&p).map_err(|e| self.fail(e))?);
                 }
-                self.history(format!("EXPOSE map[{}]", ports.join(" ")), true);
+                for key in &specs {
+                    self.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(key.clone(), serde_json::json!({}));
+                }
+                self.history(history::expose(&specs), true);
             }
             Instruction::Volume(paths) => {
                 let paths = self.expand_all(paths)?;
                 for p in &paths {
                     self.config.config.volumes.get_or_insert_with(BTreeMap::new).insert(p.clone(), serde_json::json!({}));
                 }
-                self.history(format!("VOLUME {}", json(&paths)), true);
+                self.history(format!("VOLUME {}", history::go_list(&paths)), true);
             }
             Instruction::User(u) => {
                 let u = self.expand(u)?;
@@ -321,8 +354,8 @@ impl<'a> StageRun<'a> {
                 self.history(format!("MAINTAINER {m}"), true);
                 self.config.author = Some(m);
             }
+            // BuildKit records no history entry for ONBUILD.
             Instruction::Onbuild { text, .. } => {
-                self.history(format!("ONBUILD {text}"), true);
                 self.config.config.on_build.get_or_insert_with(Vec::new).push(text.clone());
             }
             Instruction::Healthcheck(h) => {
@@ -341,7 +374,7 @@ impl<'a> StageRun<'a> {
                         retries: retries.map(i64::from),
                     },
                 };
-                self.history(format!("HEALTHCHECK {}", json(check.test.as_deref().unwrap_or_default())), true);
+                self.history(history::healthcheck(&check), true);
                 self.config.config.healthcheck = Some(check);
             }
         }
@@ -382,6 +415,11 @@ impl<'a> StageRun<'a> {
         let path = if w.starts_with('/') { w } else { format!("{}/{}", self.cwd().trim_end_matches('/'), w) };
         let path = forge_parser::dockerignore::clean(&path);
         self.config.config.working_dir = Some(path.clone());
+        // BuildKit makes a layer for every WORKDIR but `/`, even when the directory exists.
+        if path == "/" {
+            self.history("WORKDIR /".into(), true);
+            return Ok(());
+        }
         let user = self.config.config.user.clone().unwrap_or_default();
         let mut key = KeyBuilder::new(&self.key, "WORKDIR");
         key.part(&path).part(&user);
@@ -392,7 +430,7 @@ impl<'a> StageRun<'a> {
                 .map_err(|e| this.fail(format!("mounting the rootfs: {e}")))?;
             let root = Root::open(mount.path()).map_err(|e| this.fail(e.to_string()))?;
             let owner = if user.is_empty() { (0, 0) } else { resolve_owner(&root, &user).map_err(|e| this.fail(e))? };
-            root.mkdir_all(&path, owner).map_err(|e| this.fail(format!("creating {path}: {e}")))?;
+            root.mkdir_all(&path, owner, 0o755).map_err(|e| this.fail(format!("creating {path}: {e}")))?;
             Ok(())
         })?;
         self.finish_step(key, layer, format!("WORKDIR {path}"));
@@ -409,16 +447,16 @@ impl<'a> StageRun<'a> {
                 dest.push('/');
             }
         }
+        let shown_dest = self.expand(&c.dest)?;
         let chown = c.chown.as_deref().map(|s| self.expand(s)).transpose()?;
-        let chmod = match &c.chmod {
-            Some(m) => {
-                let m = self.expand(m)?;
-                Some(u32::from_str_radix(&m, 8).map_err(|_| self.fail(format!("invalid --chmod {m:?}: must be octal")))?)
-            }
+        let chmod_text = c.chmod.as_deref().map(|m| self.expand(m)).transpose()?;
+        let chmod = match &chmod_text {
+            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| self.fail(format!("invalid --chmod {m:?}: must be octal")))?),
             None => None,
         };
         let exclude = Dockerignore::new(self.expand_all(&c.exclude)?).map_err(|e| self.fail(e.to_string()))?;
-        let srcs = self.expand_all(&c.sources)?;
+        // Each source is one word after expansion (a value with spaces names one file), as in BuildKit.
+        let srcs = c.sources.iter().map(|s| self.expand(s)).collect::<Result<Vec<_>, _>>()?;
         if srcs.iter().any(|s| s.starts_with("git@") || s.ends_with(".git")) {
             return Err(self.fail("ADD from a git repository is not supported; clone it into the context".into()));
         }
@@ -489,9 +527,17 @@ impl<'a> StageRun<'a> {
         hash_matches(tree, &local, &self.ctx.stat_cache, key.hasher()).map_err(|e| self.fail(e.to_string()))?;
         let key = key.finish();
 
-        let mut shown: Vec<String> = c.sources.clone();
+        // BuildKit's wording: the flags that change the files, then the expanded sources.
+        let mut shown: Vec<String> = vec![verb.to_string()];
+        if c.parents {
+            shown.push("--parents".into());
+        }
+        shown.extend(chown.iter().map(|o| format!("--chown={o}")));
+        shown.extend(chmod_text.iter().map(|m| format!("--chmod={m}")));
+        shown.extend(srcs.iter().cloned());
         shown.extend(c.inline.iter().map(|h| format!("<<{}", h.name)));
-        let created_by = format!("{verb} {} {} # buildkit", shown.join(" "), c.dest);
+        shown.push(shown_dest);
+        let created_by = format!("{} # buildkit", shown.join(" "));
         let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod, extract_archives: c.add, parents: c.parents };
         let this = &*self;
         let layer = self.layer_step(&key, |snap| {
@@ -549,10 +595,8 @@ impl<'a> StageRun<'a> {
         let (upper, work) = dirs.upper.clone().expect("an active snapshot has an upperdir");
         change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work })?;
 
-        let empty = std::fs::read_dir(&upper).map_err(|e| self.fail(e.to_string()))?.next().is_none();
-        let layer = if empty {
-            None
-        } else {
+        // A step that changed nothing still makes a layer (an empty tar), as in BuildKit.
+        let layer = {
             let opts = LayerOptions { compression: ctx.opts.compression, source_date_epoch: ctx.opts.source_date_epoch };
             let info = store.write_layer(&LayerSource::OverlayUpper(&upper), &opts)?;
             let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
@@ -603,7 +647,39 @@ pub(crate) fn unique() -> String {
     format!("{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// JSON array text, as Docker writes exec forms in history.
-pub(crate) fn json(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_default()
+/// The `port/proto` keys of one EXPOSE word: `80`, `53/udp`, `8000-8002/tcp` (a range gives
+/// every port), as BuildKit parses them.
+fn port_specs(word: &str) -> Result<Vec<String>, String> {
+    let (port, proto) = word.split_once('/').unwrap_or((word, "tcp"));
+    let proto = proto.to_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid port {word:?}: invalid proto {proto:?}"));
+    }
+    // `ip:hostport:port` and `hostport:port` expose the container port.
+    let port = port.rsplit(':').next().unwrap_or(port);
+    let number = |p: &str| p.parse::<u16>().map_err(|_| format!("invalid port {word:?}: invalid containerPort {port:?}"));
+    let (start, end) = match port.split_once('-') {
+        Some((a, b)) => (number(a)?, number(b)?),
+        None => (number(port)?, number(port)?),
+    };
+    if end < start {
+        return Err(format!("invalid port {word:?}: invalid port range {port}"));
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_port_forms() {
+        assert_eq!(port_specs("80").unwrap(), ["80/tcp"]);
+        assert_eq!(port_specs("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(port_specs("5000-5002").unwrap(), ["5000/tcp", "5001/tcp", "5002/tcp"]);
+        assert_eq!(port_specs("127.0.0.1:8080:80/tcp").unwrap(), ["80/tcp"]);
+        assert!(port_specs("http").is_err());
+        assert!(port_specs("80/icmp").is_err());
+        assert!(port_specs("90-80").is_err());
+    }
 }
