@@ -99,8 +99,7 @@ fn split_dest(dest: &str) -> (String, String) {
     }
 }
 
-/// Copies a directory match's contents below `dir`, then gives `dir` the source directory's
-/// metadata, as Docker does.
+/// Copies a directory match's contents below `dir`.
 fn copy_tree(dir: &OwnedFd, entries: &[Entry], opts: &CopyOptions) -> io::Result<()> {
     let mut dirs: Vec<(Option<OwnedFd>, &Entry)> = Vec::new();
     for entry in &entries[1..] {
@@ -115,11 +114,13 @@ fn copy_tree(dir: &OwnedFd, entries: &[Entry], opts: &CopyOptions) -> io::Result
             dirs.push((Some(fd), entry));
         }
     }
-    dirs.push((None, &entries[0]));
-    // Directory times last, deepest first: writing children changes them.
+    // Directory times last, deepest first: writing children changes them. The destination
+    // itself keeps what it had, or what it was created with: BuildKit gives it none of the
+    // source directory's metadata.
     for (fd, entry) in dirs.iter().rev() {
-        let fd = fd.as_ref().unwrap_or(dir);
-        set_meta(fd, entry, opts)?;
+        if let Some(fd) = fd {
+            set_meta(fd, entry, opts)?;
+        }
     }
     Ok(())
 }

@@ -135,11 +135,13 @@ fn argv(run: &StageRun<'_>, r: &Run) -> Vec<String> {
             let script = if only_heredoc {
                 if first.chomp { forge_parser::heredoc::chomp(&first.content) } else { first.content.clone() }
             } else {
-                let mut script = format!("{s}\n");
+                // As BuildKit puts it together: each body on the lines after the command, the
+                // last terminator without a newline.
+                let mut script = s.clone();
                 for h in &r.heredocs {
+                    script.push('\n');
                     script.push_str(&h.content);
                     script.push_str(&h.name);
-                    script.push('\n');
                 }
                 script
             };

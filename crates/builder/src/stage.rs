@@ -97,7 +97,11 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
     run.started();
     let start = Instant::now();
     match &stage.base {
-        Base::Scratch => {}
+        // BuildKit's empty image has Docker's PATH and `/` as its working directory.
+        Base::Scratch => {
+            run.config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+            run.config.config.working_dir = Some("/".into());
+        }
         Base::Stage(j) => {
             let parent = ctx.done.lock().unwrap()[*j].clone().expect("levels run dependencies first");
             run.config = parent.config.clone();
