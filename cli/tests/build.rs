@@ -181,6 +181,60 @@ fn an_env_secret_never_touches_the_disk() {
     assert!(!mounts.contains(forge.dir.path().to_str().unwrap()), "a mount is left under the test's directory");
 }
 
+/// History, layers, ARG inheritance, RUN's user and environment and COPY's JSON form, as Docker
+/// 28.5 made them from the same Dockerfile (recorded here so this runs without the daemon; the
+/// differential suite compares with the daemon itself).
+#[test]
+fn as_docker_28_writes_it() {
+    let forge = Forge::with_busybox();
+    let r = forge.build(&testdata("buildkit28"), "bk:1", &["--network", "none"]);
+    assert!(r.ok, "{}", r.stderr);
+    let image = forge.inspect("bk:1");
+    let history: Vec<String> = image["History"].as_array().unwrap()[1..]
+        .iter()
+        .map(|h| format!("{} {}", if h["empty_layer"] == true { "empty" } else { "layer" }, h["created_by"].as_str().unwrap()))
+        .collect();
+    let docker = [
+        "empty ARG A1=one",
+        "empty ARG A2",
+        "empty ENV E1=x",
+        r#"layer RUN |2 A1=one A2= /bin/sh -c echo "$A1" > /a1 # buildkit"#,
+        "layer RUN |2 A1=one A2= /bin/sh -c env | sort > /env.txt; id > /id.txt # buildkit",
+        "layer WORKDIR /tmp",
+        "layer WORKDIR /newdir",
+        "layer COPY --chown=app:staff --chmod=640 name with space.txt /dst/ # buildkit",
+        "layer ADD --chmod=755 name with space.txt /add/ # buildkit",
+        "empty USER app:staff",
+        "layer RUN |2 A1=one A2= /bin/sh -c id > /tmp/id2.txt # buildkit",
+        "empty USER app",
+        "layer RUN |2 A1=one A2= /bin/sh -c id > /tmp/id3.txt # buildkit",
+        "empty USER root",
+        r#"empty CMD ["cat" "a"]"#,
+        r#"empty ENTRYPOINT ["/bin/sh" "-c" "echo hi"]"#,
+        "empty SHELL [/bin/sh -ec]",
+        r#"empty HEALTHCHECK &{["CMD" "true"] "5s" "0s" "0s" "0s" '\x00'}"#,
+        "empty EXPOSE [53/udp 80/tcp]",
+        "empty VOLUME [/data /other]",
+        "empty STOPSIGNAL SIGTERM",
+        "empty LABEL a=b c d=e f",
+        "empty MAINTAINER me",
+        "layer RUN |2 A1=one A2= /bin/sh -ec echo shell-with-new-shell # buildkit",
+    ];
+    assert_eq!(history, docker);
+    assert_eq!(image["RootFS"]["diff_ids"].as_array().unwrap().len(), 10);
+    assert_eq!(image["Config"]["ArgsEscaped"], true);
+
+    let root = forge.rootfs("bk:1");
+    assert_eq!(read(&root, "/env.txt"), "A1=one\nE1=x\nHOME=/root\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nPWD=/\nSHLVL=1\n");
+    assert_eq!(read(&root, "/id.txt"), "uid=0(root) gid=0(root) groups=0(root)\n");
+    assert_eq!(read(&root, "/tmp/id2.txt"), "uid=1000(app) gid=50(staff) groups=50(staff)\n");
+    assert_eq!(read(&root, "/tmp/id3.txt"), "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)\n");
+    assert_eq!(read(&root, "/dst/name with space.txt"), "hello\n");
+    // The directory COPY made for its destination got --chmod too.
+    let dst = std::fs::metadata(root.join("dst")).unwrap();
+    assert_eq!((dst.mode() & 0o7777, dst.uid(), dst.gid()), (0o640, 1000, 50));
+}
+
 #[test]
 fn a_failing_step_names_its_line_and_shows_its_output() {
     let forge = Forge::with_busybox();
