@@ -47,6 +47,8 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
     let count = matches.len() + inline.len();
     let dest_slash = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
     let dest_is_dir = dest_slash || root.is_dir(dest);
+    // A file destination that is a symlink is written through.
+    let dest_file = if dest_is_dir { dest.to_string() } else { root.follow(dest).map_err(|e| format!("{dest}: {e}"))? };
     if count > 1 && !dest_is_dir {
         return Err("When using COPY with more than one source file, the destination must be a directory and end with a /".into());
     }
@@ -65,7 +67,7 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
         }
         let entry = &m.entries[0];
         let name = Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| m.rel.clone());
-        let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(dest) };
+        let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(&dest_file) };
         let dir = root.mkdir_all(&dir_path, dir_owner, dir_mode).map_err(|e| err(&dir_path, e))?;
         if opts.extract_archives && !m.remote {
             if let Some(archive) = open_archive(&entry.path).map_err(|e| err(&m.rel, e))? {
@@ -79,7 +81,7 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
         write_entry(&dir, &file_name, entry, opts).map_err(|e| format!("copying {} to {dir_path}/{file_name}: {e}", m.rel))?;
     }
     for file in inline {
-        let (dir_path, file_name) = if dest_is_dir { (dest.to_string(), file.name.clone()) } else { split_dest(dest) };
+        let (dir_path, file_name) = if dest_is_dir { (dest.to_string(), file.name.clone()) } else { split_dest(&dest_file) };
         let dir = root.mkdir_all(&dir_path, dir_owner, dir_mode).map_err(|e| err(&dir_path, e))?;
         let fd = create_file(&dir, &file_name, 0o644).map_err(|e| err(&file_name, e))?;
         let mut f = File::from(fd);

@@ -121,12 +121,10 @@ pub(crate) fn healthcheck(h: &Healthcheck) -> String {
     )
 }
 
-/// `EXPOSE` as Docker 28.5 writes it: every `port/proto` (ranges expanded), sorted as text,
-/// repeats kept.
+/// `EXPOSE` as Docker 28.5 writes it: every `port/proto` (ranges expanded) in the order of the
+/// words (which BuildKit sorts as written, before expansion), repeats kept.
 pub(crate) fn expose(ports: &[String]) -> String {
-    let mut sorted = ports.to_vec();
-    sorted.sort();
-    format!("EXPOSE {}", go_list(&sorted))
+    format!("EXPOSE {}", go_list(ports))
 }
 
 #[cfg(test)]
@@ -177,9 +175,6 @@ mod tests {
             retries: Some(3),
         };
         assert_eq!(healthcheck(&h), r#"HEALTHCHECK &{["CMD-SHELL" "curl -f \"http://x/\" || exit 1"] "1m30s" "1.5s" "1h0m0s" "0s" '\x03'}"#);
-        assert_eq!(
-            expose(&s(&["8080/tcp", "443/tcp", "80/udp", "5000/tcp", "5001/tcp", "8080/tcp"])),
-            "EXPOSE [443/tcp 5000/tcp 5001/tcp 80/udp 8080/tcp 8080/tcp]"
-        );
+        assert_eq!(expose(&s(&["443/tcp", "5000/tcp", "5001/tcp", "80/udp", "8080/tcp", "8080/tcp"])), "EXPOSE [443/tcp 5000/tcp 5001/tcp 80/udp 8080/tcp 8080/tcp]");
     }
 }

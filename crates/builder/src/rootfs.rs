@@ -59,6 +59,17 @@ impl Root {
         }
     }
 
+    /// `path` inside the root with symlinks followed (within the root) when it exists, else
+    /// `path` itself: a COPY onto an existing symlink writes through it, as BuildKit does.
+    pub(crate) fn follow(&self, path: &str) -> io::Result<String> {
+        let Some(real) = self.resolve(path)? else { return Ok(path.to_string()) };
+        let top = real_path(&self.fd)?;
+        Ok(match real.strip_prefix(&top) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => path.to_string(),
+        })
+    }
+
     /// Opens directory `path`, creating missing components with `mode`, owned by `owner`.
     pub(crate) fn mkdir_all(&self, path: &str, owner: (u32, u32), mode: u32) -> io::Result<OwnedFd> {
         let rel = relative(path);
@@ -128,6 +139,8 @@ mod tests {
         assert_eq!(real_path(&made).unwrap(), root.join("etc/new/dir").canonicalize().unwrap());
         assert!(root.join("etc/new/dir").is_dir());
         assert!(r.resolve("/nope").unwrap().is_none());
+        assert_eq!(r.follow("etc/up").unwrap(), "/etc/passwd");
+        assert_eq!(r.follow("/nope").unwrap(), "/nope");
         std::fs::write(root.join("file"), "").unwrap();
         assert!(r.mkdir_all("/file/x", (0, 0), 0o755).unwrap_err().to_string().contains("not a directory"));
     }

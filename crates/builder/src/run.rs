@@ -40,7 +40,7 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     if r.security == Some(Security::Insecure) {
         return Err(run.fail("--security=insecure is not allowed: forge never gives a build step full privileges".into()));
     }
-    let argv = argv(run, r);
+    let (argv, script) = argv(run, r);
     let args = run.run_args();
     let env = environment(run, &args);
     let user = run.config.config.user.clone().unwrap_or_default();
@@ -57,6 +57,22 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     let mut mounts = Vec::new();
     let mut from_sources = sources.iter();
     let mut secret_env = Vec::new();
+    if let Some((name, body)) = &script {
+        // The file runs from a read-only mount at /dev/pipes, as in BuildKit; its text is
+        // part of the key since the argv names only its path.
+        key.part(body);
+        let dir = scratch_dir(run.ctx.store, "heredoc-")?;
+        let write = || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(name);
+            std::fs::write(&path, body)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        };
+        write().map_err(|e| run.fail(format!("writing the heredoc script: {e}")))?;
+        mounts.push(SandboxMount { target: "/dev/pipes".into(), kind: SandboxMountKind::Bind { source: dir.path().to_path_buf(), readonly: true } });
+        held.dirs.push(dir);
+    }
     for m in &r.mounts {
         let source = if m.from.is_some() { from_sources.next() } else { None };
         key.part(&format!("{m:?}"));
@@ -121,11 +137,12 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     Ok(stats)
 }
 
-/// The argv of the step. A shell-form command with heredocs hands the shell the command and
-/// the bodies, which it reads as here-documents; a command that is only `<<EOF` runs the body
-/// as the script, as BuildKit does.
-fn argv(run: &StageRun<'_>, r: &Run) -> Vec<String> {
-    match &r.command {
+/// The argv of the step, and a script file it runs (name, text). A shell-form command with
+/// heredocs hands the shell the command and the bodies, which it reads as here-documents; a
+/// command that is only `<<EOF` runs the body as the script, or, when the body starts with
+/// `#!`, runs it as a file at `/dev/pipes/EOF`, as BuildKit does.
+fn argv(run: &StageRun<'_>, r: &Run) -> (Vec<String>, Option<(String, String)>) {
+    let argv = match &r.command {
         Command::Exec(v) => v.clone(),
         Command::Shell(s) if r.heredocs.is_empty() => run.command_argv(&Command::Shell(s.clone())),
         Command::Shell(s) => {
@@ -133,7 +150,12 @@ fn argv(run: &StageRun<'_>, r: &Run) -> Vec<String> {
             let only_heredoc = r.heredocs.len() == 1
                 && forge_parser::heredoc::parse_heredoc_word(s.trim()).ok().flatten().is_some_and(|h| h.name == first.name);
             let script = if only_heredoc {
-                if first.chomp { forge_parser::heredoc::chomp(&first.content) } else { first.content.clone() }
+                let body = if first.chomp { forge_parser::heredoc::chomp(&first.content) } else { first.content.clone() };
+                if body.starts_with("#!") {
+                    let path = format!("/dev/pipes/{}", first.name);
+                    return (run.command_argv(&Command::Shell(path)), Some((first.name.clone(), body)));
+                }
+                body
             } else {
                 // As BuildKit puts it together: each body on the lines after the command, the
                 // last terminator without a newline.
@@ -147,7 +169,8 @@ fn argv(run: &StageRun<'_>, r: &Run) -> Vec<String> {
             };
             run.command_argv(&Command::Shell(script))
         }
-    }
+    };
+    (argv, None)
 }
 
 /// The step's environment: build args, then the image's ENV (which wins), with Docker's PATH
@@ -225,7 +248,8 @@ fn sandbox_mount(
             std::fs::create_dir_all(&dir).map_err(|e| run.fail(format!("creating cache mount {id:?}: {e}")))?;
             if fresh {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755))).map_err(|e| run.fail(e.to_string()))?;
+                // BuildKit creates it under umask 022: `mode=0770` gives 0750.
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755) & !0o022)).map_err(|e| run.fail(e.to_string()))?;
                 std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))).map_err(|e| run.fail(e.to_string()))?;
             }
             if m.sharing == Sharing::Locked {

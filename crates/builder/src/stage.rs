@@ -327,8 +327,11 @@ impl<'a> StageRun<'a> {
                 self.history(format!("ARG {}", text.join(" ")), true);
             }
             Instruction::Expose(ports) => {
+                // BuildKit sorts the words as written, before expanding them.
+                let mut words = ports.clone();
+                words.sort();
                 let mut specs = Vec::new();
-                for p in self.expand_all(ports)? {
+                for p in self.expand_all(&words)? {
                     specs.extend(port_specs(&p).map_err(|e| self.fail(e))?);
                 }
                 for key in &specs {
@@ -363,7 +366,8 @@ impl<'a> StageRun<'a> {
                 self.config.config.on_build.get_or_insert_with(Vec::new).push(text.clone());
             }
             Instruction::Healthcheck(h) => {
-                let ns = |d: &Option<Duration>| d.map(|d| d.as_nanos() as i64);
+                // Zero is "not set" in Docker's config (Go's omitempty).
+                let ns = |d: &Option<Duration>| d.map(|d| d.as_nanos() as i64).filter(|&n| n != 0);
                 let check = match h {
                     Healthcheck::None => ConfigHealthcheck { test: Some(vec!["NONE".into()]), ..Default::default() },
                     Healthcheck::Cmd { test, interval, timeout, start_period, start_interval, retries } => ConfigHealthcheck {
@@ -375,7 +379,7 @@ impl<'a> StageRun<'a> {
                         timeout: ns(timeout),
                         start_period: ns(start_period),
                         start_interval: ns(start_interval),
-                        retries: retries.map(i64::from),
+                        retries: retries.map(i64::from).filter(|&r| r != 0),
                     },
                 };
                 self.history(history::healthcheck(&check), true);
