@@ -8,8 +8,8 @@
 //! on a private socket); the test starts it when it is not up and stops it again afterwards.
 //! Without `../shared` (a fresh clone) the test says it is skipped and passes; with it, a
 //! daemon that cannot start fails the test. A case may hold `.diff-flags`: extra `build`
-//! arguments, one per line, given to both builders. `FORGE_DIFF_CASES=word` builds only the
-//! cases whose name contains `word`.
+//! arguments, one per line, given to both builders. `FORGE_DIFF_CASES=word,word` builds only
+//! the cases whose name contains one of the words.
 
 mod common;
 
@@ -123,7 +123,7 @@ fn cases() -> Vec<Case> {
             let flags = std::fs::read_to_string(dir.join(".diff-flags")).unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
             Case { name: e.file_name().to_string_lossy().into_owned(), dir, flags }
         })
-        .filter(|c| c.name.contains(&only))
+        .filter(|c| only.split(',').any(|w| c.name.contains(w)))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out

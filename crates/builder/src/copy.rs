@@ -69,12 +69,17 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
         let name = Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| m.rel.clone());
         let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(&dest_file) };
         let dir = root.mkdir_all(&dir_path, dir_owner, dir_mode).map_err(|e| err(&dir_path, e))?;
+        let opts_owner = opts.owner;
         if opts.extract_archives && !m.remote {
             if let Some(archive) = open_archive(&entry.path).map_err(|e| err(&m.rel, e))? {
                 let target = if dest_is_dir { dir } else { root.mkdir_all(dest, dir_owner, dir_mode).map_err(|e| err(dest, e))? };
                 let real = real_path(&target).map_err(|e| err(dest, e))?;
                 let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
                 forge_layerstore::archive::apply_layer(archive, &real, &opts).map_err(|e| format!("extracting {}: {e}", m.rel))?;
+                if let Some(owner) = opts_owner {
+                    let names = open_archive(&entry.path).map_err(|e| err(&m.rel, e))?.expect("it was an archive just above");
+                    chown_unpacked(&target, names, owner).map_err(|e| format!("--chown of what {} unpacked: {e}", m.rel))?;
+                }
                 continue;
             }
         }
@@ -89,6 +94,28 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
         let (uid, gid) = opts.owner.unwrap_or((0, 0));
         fchown(&f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| err(&file_name, e.into()))?;
         fchmod(&f, Mode::from_raw_mode(opts.chmod.unwrap_or(0o644))).map_err(|e| err(&file_name, e.into()))?;
+    }
+    Ok(())
+}
+
+/// `ADD --chown` of a local archive: every entry the archive names gets the owner, as in
+/// BuildKit. Paths resolve inside `target`, so the archive's own symlinks cannot lead out.
+fn chown_unpacked(target: &OwnedFd, archive: impl Read, (uid, gid): (u32, u32)) -> io::Result<()> {
+    let mut archive = tar::Archive::new(archive);
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let rel = path.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
+        if rel.is_empty() || rel.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")) {
+            continue;
+        }
+        let fd = match openat2(target, rel, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT) {
+            Ok(fd) => fd,
+            // An entry the extractor skipped (a device node).
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        rustix::fs::chownat(&fd, "", Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::EMPTY_PATH)?;
     }
     Ok(())
 }
