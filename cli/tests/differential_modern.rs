@@ -185,8 +185,8 @@ fn pruned(v: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// What must be equal: the config's `config`, `author`, the layer count and the history
-/// without timestamps.
+/// What must be equal: the config's `config`, `author`, platform, the layer count and the
+/// history without timestamps.
 fn summary(cfg: &serde_json::Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let c = pruned(&cfg["config"]);
@@ -195,7 +195,9 @@ fn summary(cfg: &serde_json::Value) -> BTreeMap<String, String> {
             out.insert(format!("config.{k}"), v.to_string());
         }
     }
-    out.insert("author".into(), cfg["author"].to_string());
+    for k in ["author", "architecture", "os"] {
+        out.insert(k.into(), cfg[k].to_string());
+    }
     out.insert("layers".into(), cfg["rootfs"]["diff_ids"].as_array().map_or(0, Vec::len).to_string());
     for (i, h) in cfg["history"].as_array().into_iter().flatten().enumerate() {
         let empty = h["empty_layer"].as_bool().unwrap_or(false);
@@ -291,7 +293,7 @@ fn same_images_as_docker_28() {
         modern.ok(&args);
         forge.ok(&["load", "-i", saved.to_str().unwrap()]);
     }
-    let mut rmi = vec!["rmi", "-f"];
+    let mut rmi = vec!["rmi", "-f", BASE];
     rmi.extend(built_tags.iter());
     let _ = modern.cmd().args(&rmi).output();
 
