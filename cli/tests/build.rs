@@ -402,7 +402,8 @@ fn serve(body: Vec<u8>) -> String {
                 }
             }
             let mut s = stream;
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            // 1700000000 seconds after the epoch.
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n", body.len());
             let _ = s.write_all(&body);
         }
     });
@@ -426,7 +427,9 @@ fn add_downloads_urls_with_checksums() {
     assert!(r.ok, "{}", r.stderr);
     let root = forge.rootfs("addurl:1");
     assert_eq!(std::fs::read(root.join("dl/remote.tar.gz")).unwrap(), bytes);
-    assert_eq!(std::fs::metadata(root.join("dl/remote.tar.gz")).unwrap().mode() & 0o7777, 0o600);
+    let meta = std::fs::metadata(root.join("dl/remote.tar.gz")).unwrap();
+    // Mode 0600 and the server's Last-Modified, as BuildKit gives a downloaded file.
+    assert_eq!((meta.mode() & 0o7777, meta.mtime()), (0o600, 1_700_000_000));
     assert!(root.join("named.tgz").is_file() && !root.join("dl/x").exists());
 
     let bad = forge.context("add-url-bad", &[("Dockerfile", &format!("FROM busybox:latest\nADD --checksum=sha256:{} {url}/f /f\n", "0".repeat(64)))]);
