@@ -8,7 +8,8 @@
 //! on a private socket); the test starts it when it is not up and stops it again afterwards.
 //! Without `../shared` (a fresh clone) the test says it is skipped and passes; with it, a
 //! daemon that cannot start fails the test. A case may hold `.diff-flags`: extra `build`
-//! arguments, one per line, given to both builders. `FORGE_DIFF_CASES=word,word` builds only
+//! arguments, one per line, given to both builders; `{SERVED}` in them is the URL of an HTTP
+//! server of `testdata/differential/.served/` (for `ADD <url>`). `FORGE_DIFF_CASES=word,word` builds only
 //! the cases whose name contains one of the words.
 
 mod common;
@@ -111,7 +112,7 @@ struct Case {
     flags: Vec<String>,
 }
 
-fn cases() -> Vec<Case> {
+fn cases(served: &str) -> Vec<Case> {
     let root = repo().join("testdata/differential");
     let only = std::env::var("FORGE_DIFF_CASES").unwrap_or_default();
     let mut out: Vec<Case> = std::fs::read_dir(&root)
@@ -120,13 +121,46 @@ fn cases() -> Vec<Case> {
         .filter(|e| e.path().join("Dockerfile").exists())
         .map(|e| {
             let dir = e.path();
-            let flags = std::fs::read_to_string(dir.join(".diff-flags")).unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+            let flags = std::fs::read_to_string(dir.join(".diff-flags"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.replace("{SERVED}", served))
+                .collect();
             Case { name: e.file_name().to_string_lossy().into_owned(), dir, flags }
         })
         .filter(|c| only.split(',').any(|w| c.name.contains(w)))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// Serves the files of `dir` over HTTP on 127.0.0.1 (for `ADD <url>`), with a fixed
+/// Last-Modified; returns the base URL. The thread ends with the test process.
+fn serve(dir: PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+            }
+            let name = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let mut s = stream;
+            let _ = match std::fs::read(dir.join(&name)).ok().filter(|_| !name.contains("..")) {
+                Some(body) => write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n", body.len()).and_then(|_| s.write_all(&body)),
+                None => write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            };
+        }
+    });
+    url
 }
 
 /// path -> "type mode uid:gid what" (content hash, link target or device numbers).
@@ -245,7 +279,8 @@ fn same_images_as_docker_28() {
         return;
     }
     forge_testkit::require_root();
-    let cases = cases();
+    let served = serve(repo().join("testdata/differential/.served"));
+    let cases = cases(&served);
     assert!(!cases.is_empty(), "no cases under testdata/differential");
     let modern = Modern::start(&shared);
     let forge = Forge::empty();
