@@ -173,14 +173,20 @@ fn argv(run: &StageRun<'_>, r: &Run) -> (Vec<String>, Option<(String, String)>) 
     (argv, None)
 }
 
-/// The step's environment: build args, then the image's ENV (which wins), with Docker's PATH
-/// when the image sets none.
+/// The step's environment: build args, then the image's ENV (which wins), then ARGs declared
+/// over an ENV, with Docker's PATH when the image sets none.
 fn environment(run: &StageRun<'_>, args: &[(String, String)]) -> Vec<String> {
     let mut env: Vec<(String, String)> = args.to_vec();
     for kv in run.config.config.env.iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         env.retain(|(ek, _)| ek != k);
         env.push((k.to_string(), v.to_string()));
+    }
+    for (k, v) in &run.arg_over_env {
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
     }
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));

@@ -35,6 +35,8 @@ pub(crate) struct StageResult {
     pub(crate) key: Digest,
     /// Its ARGs: a stage built FROM it inherits them, as in BuildKit.
     pub(crate) args: Vec<(String, Option<String>)>,
+    /// See [`StageRun::arg_over_env`]; inherited with the ARGs.
+    pub(crate) arg_over_env: Vec<(String, String)>,
 }
 
 /// Docker's default PATH, for images whose config sets none.
@@ -49,6 +51,10 @@ pub(crate) struct StageRun<'a> {
     pub(crate) key: Digest,
     /// ARGs declared in this stage with their values (`None`: declared, no value).
     pub(crate) args: Vec<(String, Option<String>)>,
+    /// ARG values declared after an ENV of the same name. BuildKit keeps one environment that
+    /// ENV and ARG both write, in order, so such an ARG wins in expansions and in RUN (the
+    /// image's config keeps the ENV value); a later ENV of the name takes it back.
+    pub(crate) arg_over_env: Vec<(String, String)>,
     /// Whether CMD was set in this stage (an ENTRYPOINT then keeps it).
     cmd_set: bool,
     /// The step being run, for progress and errors.
@@ -83,6 +89,7 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
         layers: Vec::new(),
         key: base_key("scratch"),
         args: Vec::new(),
+        arg_over_env: Vec::new(),
         cmd_set: false,
         step_id: format!("{index}/0"),
         span: stage.span,
@@ -108,6 +115,7 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
             run.layers = parent.layers.clone();
             run.key = parent.key.clone();
             run.args = parent.args.clone();
+            run.arg_over_env = parent.arg_over_env.clone();
         }
         Base::Image(reference) => {
             let image = run.base_image(reference)?;
@@ -146,7 +154,7 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
             run.done(start, None, None);
         }
     }
-    Ok(StageResult { config: run.config, layers: run.layers, key: run.key, args: run.args })
+    Ok(StageResult { config: run.config, layers: run.layers, key: run.key, args: run.args, arg_over_env: run.arg_over_env })
 }
 
 impl<'a> StageRun<'a> {
@@ -172,13 +180,15 @@ impl<'a> StageRun<'a> {
         Error::Step { file: self.ctx.file.clone(), line: self.span.start.line, instruction: self.instruction.clone(), message }
     }
 
-    /// Variables for expansion: ARGs with values, then the config's ENV (which wins).
+    /// Variables for expansion: ARGs with values, then the config's ENV (which wins), then the
+    /// ARGs declared over an ENV (which win over it); the last of a name counts.
     pub(crate) fn vars(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect();
         for kv in self.config.config.env.iter().flatten() {
             let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
             v.push((k.to_string(), val.to_string()));
         }
+        v.extend(self.arg_over_env.iter().cloned());
         v
     }
 
@@ -292,6 +302,7 @@ impl<'a> StageRun<'a> {
                 let text: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 for (k, v) in &expanded {
                     self.config.set_env(k, v);
+                    self.arg_over_env.retain(|(a, _)| a != k);
                 }
                 self.history(format!("ENV {}", text.join(" ")), true);
             }
@@ -319,6 +330,13 @@ impl<'a> StageRun<'a> {
                         None => d.name.clone(),
                     });
                     // A redeclared ARG keeps its place, as in BuildKit's `|N` list.
+                    if let Some(v) = &value {
+                        let in_env = self.config.config.env.iter().flatten().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == d.name);
+                        self.arg_over_env.retain(|(a, _)| a != &d.name);
+                        if in_env {
+                            self.arg_over_env.push((d.name.clone(), v.clone()));
+                        }
+                    }
                     match self.args.iter_mut().find(|(k, _)| k == &d.name) {
                         Some(slot) => slot.1 = value,
                         None => self.args.push((d.name.clone(), value)),
