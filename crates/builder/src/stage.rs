@@ -438,8 +438,9 @@ impl<'a> StageRun<'a> {
 
     fn workdir(&mut self, w: &str) -> Result<(), Error> {
         let w = self.expand(w)?;
-        let path = if w.starts_with('/') { w } else { format!("{}/{}", self.cwd().trim_end_matches('/'), w) };
-        let path = forge_parser::dockerignore::clean(&path);
+        // As BuildKit (moby's NormalizeWorkdir): an absolute path is taken as written, trailing
+        // slash and all; a relative one is joined to the current directory and cleaned.
+        let path = if w.starts_with('/') { w } else { forge_parser::dockerignore::clean(&format!("{}/{}", self.cwd().trim_end_matches('/'), w)) };
         self.config.config.working_dir = Some(path.clone());
         // BuildKit makes a layer for every WORKDIR but `/`, even when the directory exists.
         if path == "/" {
