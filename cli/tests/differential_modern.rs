@@ -9,7 +9,7 @@
 //! Without `../shared` (a fresh clone) the test says it is skipped and passes; with it, a
 //! daemon that cannot start fails the test. A case may hold `.diff-flags`: extra `build`
 //! arguments, one per line, given to both builders; `{SERVED}` in them is the URL of an HTTP
-//! server of `testdata/differential/.served/` (for `ADD <url>`). `FORGE_DIFF_CASES=word,word` builds only
+//! server of `testdata/differential/.served/` (for `ADD <url>`), `{CASE}` the case's directory. `FORGE_DIFF_CASES=word,word` builds only
 //! the cases whose name contains one of the words.
 
 mod common;
@@ -125,7 +125,7 @@ fn cases(served: &str) -> Vec<Case> {
                 .unwrap_or_default()
                 .lines()
                 .filter(|l| !l.trim().is_empty())
-                .map(|l| l.replace("{SERVED}", served))
+                .map(|l| l.replace("{SERVED}", served).replace("{CASE}", &dir.to_string_lossy()))
                 .collect();
             Case { name: e.file_name().to_string_lossy().into_owned(), dir, flags }
         })

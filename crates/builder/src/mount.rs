@@ -92,8 +92,8 @@ pub(crate) struct TmpfsFile {
 
 impl TmpfsFile {
     /// Mounts a tmpfs at a new directory under `parent` and writes `content` to a file in it
-    /// (mode 0400, owned by root, as BuildKit's secret files).
-    pub(crate) fn new(parent: &Path, content: &[u8]) -> io::Result<TmpfsFile> {
+    /// with `mode` and `owner` (uid, gid).
+    pub(crate) fn new(parent: &Path, content: &[u8], mode: u32, owner: (u32, u32)) -> io::Result<TmpfsFile> {
         let dir = tempfile::Builder::new().prefix("secret-").tempdir_in(parent)?.keep();
         // Room for the content and the inode; a tmpfs cannot be smaller than a page anyway.
         let data = std::ffi::CString::new(format!("mode=0700,size={}", content.len() + 8192)).expect("no NUL in numbers");
@@ -105,8 +105,11 @@ impl TmpfsFile {
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&guard.file)?;
+            use std::os::unix::fs::PermissionsExt;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&guard.file)?;
             f.write_all(content)?;
+            std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
         Ok(guard)
     }

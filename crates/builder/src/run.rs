@@ -234,15 +234,16 @@ fn sandbox_mount(
                 }
             }
             let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-            let source = match secret {
-                Secret::File(file) => file.clone(),
-                Secret::Value(v) => {
-                    let tmpfs = TmpfsFile::new(&run.ctx.store.tmp_dir()?, v).map_err(|e| run.fail(format!("putting secret {id:?} on a tmpfs: {e}")))?;
-                    let path = tmpfs.path().to_path_buf();
-                    held.secrets.push(tmpfs);
-                    path
-                }
+            // The step sees a copy on a tmpfs of its own, with the mount's mode and owner
+            // (BuildKit's defaults: 0400, root), whatever the source file's are.
+            let value = match secret {
+                Secret::File(file) => std::fs::read(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?,
+                Secret::Value(v) => v.clone(),
             };
+            let tmpfs = TmpfsFile::new(&run.ctx.store.tmp_dir()?, &value, m.mode.unwrap_or(0o400), (m.uid.unwrap_or(0), m.gid.unwrap_or(0)))
+                .map_err(|e| run.fail(format!("putting secret {id:?} on a tmpfs: {e}")))?;
+            let source = tmpfs.path().to_path_buf();
+            held.secrets.push(tmpfs);
             Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Bind { source, readonly: true } }))
         }
         MountKind::Cache => {
