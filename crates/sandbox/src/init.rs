@@ -43,7 +43,7 @@ pub(crate) struct InitSpec {
     pub(crate) rootfs: PathBuf,
     /// An empty directory, the lowerdir when the step has no layers below it.
     pub(crate) empty_lower: PathBuf,
-    /// `/etc` files to bind (name, host file): hosts, resolv.conf, hostname.
+    /// `/etc` files to bind (name, host file): hosts, resolv.conf.
     pub(crate) etc_files: Vec<(String, PathBuf)>,
 }
 
