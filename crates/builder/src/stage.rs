@@ -220,8 +220,8 @@ impl<'a> StageRun<'a> {
     }
 
     /// `words` with BuildKit's `|N K=V ...` prefix naming every ARG of the stage (inherited
-    /// ones included), each with the value the step sees: ENV wins over ARG, and an ARG without
-    /// a value shows as empty.
+    /// ones included, in the order first declared), each with the value the step sees (as
+    /// [`StageRun::vars`] gives it); an ARG without a value shows as empty.
     pub(crate) fn history_args(&self, words: &[String]) -> Vec<String> {
         let vars = self.vars();
         let mut shown: Vec<(String, String)> = Vec::new();
