@@ -8,6 +8,7 @@ pkgs=(
   skopeo umoci podman buildah runc   # oracles nobody here wrote
   docker.io        # Docker 20.10 with BuildKit: the reference builder
   apache2-utils    # htpasswd for the Basic-auth registry test
+  gcc libc6-dev    # a static system-call probe for the sandbox tests
   openssl iproute2 zstd bzip2 xz-utils jq curl ca-certificates
 )
 missing=()

@@ -2,5 +2,10 @@
 # The whole test suite, as root: real overlayfs, namespaces, cgroups and a real registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -d ../shared ]; then
+  echo "test: ../shared is beside the repository: the conformance and reference-tool tests run too"
+else
+  echo "test: ../shared is absent (a plain clone): the tests that need it are skipped (each prints 'skipped:')"
+fi
 cargo test --workspace --locked
 echo "forge: all tests passed"

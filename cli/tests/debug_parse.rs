@@ -1,7 +1,6 @@
 //! `forge debug parse` through the real binary: BuildKit's dump on stdout, located errors on
 //! stderr with a non-zero exit.
 
-use std::path::Path;
 use std::process::Command;
 
 fn forge() -> Command {
@@ -10,7 +9,7 @@ fn forge() -> Command {
 
 #[test]
 fn prints_buildkits_dump() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/buildkit-parser/testfiles/health");
+    let Some(case) = forge_testkit::shared_data("conformance/buildkit-parser/testfiles/health") else { return };
     let out = forge().args(["debug", "parse"]).arg(case.join("Dockerfile")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(case.join("result")).unwrap());

@@ -44,12 +44,12 @@ impl Modern {
         Path::new(SOCKET).exists() && Command::new("/usr/bin/docker").env("DOCKER_HOST", format!("unix://{SOCKET}")).arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
     }
 
-    /// Connects to the daemon, starting it (from `shared`'s anchors) when it is not up.
-    fn start(shared: &Path) -> Modern {
+    /// Connects to the daemon, starting it (with the scripts of `anchors`) when it is not up.
+    fn start(anchors: &Path) -> Modern {
         let mut started = false;
         if !Modern::up() {
             std::fs::create_dir_all(ANCHORS).unwrap();
-            for e in std::fs::read_dir(shared.join("anchors")).unwrap().flatten() {
+            for e in std::fs::read_dir(anchors).unwrap().flatten() {
                 if e.file_type().unwrap().is_file() {
                     std::fs::copy(e.path(), Path::new(ANCHORS).join(e.file_name())).unwrap();
                 }
@@ -273,16 +273,12 @@ fn import_base(forge: &Forge) -> PathBuf {
 
 #[test]
 fn same_images_as_docker_28() {
-    let shared = repo().join("../shared");
-    if !shared.join("anchors/start-dockerd-modern.sh").exists() {
-        eprintln!("differential_modern: SKIPPED: {} is absent (it holds the Docker 28.5 anchor; CI has it)", shared.display());
-        return;
-    }
+    let Some(anchors) = forge_testkit::shared_data("anchors") else { return };
     forge_testkit::require_root();
     let served = serve(repo().join("testdata/differential/.served"));
     let cases = cases(&served);
     assert!(!cases.is_empty(), "no cases under testdata/differential");
-    let modern = Modern::start(&shared);
+    let modern = Modern::start(&anchors);
     let forge = Forge::empty();
     let base = import_base(&forge);
     modern.ok(&["load", "-i", base.to_str().unwrap()]);

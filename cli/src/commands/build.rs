@@ -35,9 +35,16 @@ pub struct BuildArgs {
     /// A label for the image (`KEY=VALUE`); may be repeated.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// The network for RUN steps: `default`, `none` or `host`.
+    /// The network for RUN steps: `default`, `none` or `host`. Unlike docker, `default` means
+    /// the host's network (forge sets up no bridge yet): steps reach the host's loopback
+    /// services. On the host's network steps get no CAP_NET_RAW (no raw or packet sockets).
+    /// `none` gives a step only its own loopback.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     network: NetworkArg,
+    /// A security option for RUN steps: `seccomp=unconfined` runs them without Docker's
+    /// default seccomp profile (only when a step needs a system call it blocks).
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
     /// Memory limit per RUN step (e.g. `512m`, `2g`).
     #[arg(short = 'm', long, value_name = "BYTES")]
     memory: Option<String>,
@@ -81,8 +88,11 @@ pub struct BuildArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum NetworkArg {
+    /// The host's network, the same as `host` (forge has no bridge yet)
     Default,
+    /// A network namespace with only loopback
     None,
+    /// The host's network
     Host,
 }
 
@@ -97,6 +107,9 @@ enum ProgressMode {
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
+    // Held until the image is tagged or exported, so a `forge store gc` beside the build
+    // leaves its snapshots and blobs alone.
+    let _lease = store.lease("build", &[])?;
     let output = match &args.output {
         Some(o) => OutputSpec::parse(o)?,
         None => OutputSpec::Image,
@@ -150,6 +163,12 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         NetworkArg::None => Network::None,
         NetworkArg::Host => Network::Host,
     };
+    for o in &args.security_opt {
+        match o.split_once(['=', ':']) {
+            Some(("seccomp", profile)) => opts.seccomp = profile.parse().with_context(|| format!("--security-opt {o}"))?,
+            _ => bail!("--security-opt {o:?} is not supported: forge knows seccomp=unconfined"),
+        }
+    }
     opts.limits.memory = args.memory.as_deref().map(parse_bytes).transpose()?;
     opts.limits.memory_swap = match args.memory_swap.as_deref() {
         Some("-1") => Some(u64::MAX),

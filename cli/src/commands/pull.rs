@@ -25,6 +25,7 @@ pub struct PullArgs {
 /// Runs `forge pull`.
 pub fn run(global: &crate::Global, args: PullArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let _lease = store.lease("pull", &[])?;
     let reference = Reference::parse(&args.reference)?;
     let client = args.registry.client();
     let bars = progress(args.quiet);

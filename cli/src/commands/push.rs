@@ -24,6 +24,10 @@ pub struct PushArgs {
 /// Runs `forge push`.
 pub fn run(global: &crate::Global, args: PushArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
+    // The image being sent stays whole even if its tag is removed and gc runs meanwhile (an
+    // `rmi` and a gc both in the instant between this resolve and the lease could still take it).
+    let manifest = store.resolve(&args.local).with_context(|| format!("pushing {}", args.local))?;
+    let _lease = store.lease("push", &[manifest.digest().as_ref().parse()?])?;
     let dest = Reference::parse(args.dest.as_deref().unwrap_or(&args.local))?;
     let client = args.registry.client();
     let bars = progress(args.quiet);

@@ -64,6 +64,7 @@ pub fn save(global: &crate::Global, args: SaveArgs) -> anyhow::Result<()> {
 /// Runs `forge load`.
 pub fn load(global: &crate::Global, args: LoadArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let _lease = store.lease("load", &[])?;
     let loaded = match &args.input {
         Some(p) if p.is_dir() => export::load_layout(&store, p).with_context(|| format!("loading {}", p.display()))?,
         Some(p) => export::load(&store, File::open(p).with_context(|| format!("opening {}", p.display()))?).with_context(|| format!("loading {}", p.display()))?,

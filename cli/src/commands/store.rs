@@ -10,7 +10,8 @@ use crate::commands::images::Format;
 /// `forge store ...`.
 #[derive(Subcommand)]
 pub enum StoreCommand {
-    /// Remove blobs and snapshots that no tag or build-cache entry uses.
+    /// Remove blobs and snapshots that no tag, build-cache entry or running operation uses, and
+    /// what killed operations left (ingests, half-made snapshots, scratch directories, mounts).
     Gc {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -18,7 +19,8 @@ pub enum StoreCommand {
     },
     /// Re-hash every blob and check every tagged image; exit 1 when something is wrong.
     Fsck {
-        /// Remove corrupt blobs (their images must then be pulled or built again).
+        /// Remove corrupt blobs, then the tags of images that cannot be read or lack a blob
+        /// (those images must be pulled or built again).
         #[arg(long)]
         repair: bool,
         /// Output format.
@@ -32,10 +34,23 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
     match cmd {
         StoreCommand::Gc { format } => {
+            // Steps of a killed forge leave cgroups (and maybe processes) no one else removes.
+            if let Err(e) = forge_sandbox::remove_leftovers() {
+                eprintln!("warning: removing the cgroups of killed builds: {e}");
+            }
             let r = maintenance::gc(&store)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-                Format::Table => println!("removed {} blobs ({} bytes) and {} snapshots", r.blobs_removed, r.bytes_freed, r.snapshots_removed),
+                Format::Table => {
+                    println!("removed {} blobs ({} bytes) and {} snapshots", r.blobs_removed, r.bytes_freed, r.snapshots_removed);
+                    let leftovers = r.leases_expired + r.ingests_removed + r.half_made_snapshots_removed + r.scratch_dirs_removed + r.mounts_detached;
+                    if leftovers > 0 {
+                        println!(
+                            "cleaned up after killed operations: {} leases, {} ingests ({} bytes), {} half-made snapshots, {} scratch directories, {} mounts",
+                            r.leases_expired, r.ingests_removed, r.ingest_bytes_freed, r.half_made_snapshots_removed, r.scratch_dirs_removed, r.mounts_detached
+                        );
+                    }
+                }
             }
         }
         StoreCommand::Fsck { repair, format } => {
@@ -48,12 +63,12 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
                         println!("corrupt blob {d}{}", if repair { " (removed)" } else { "" });
                     }
                     for (tag, problem) in &r.broken_tags {
-                        println!("broken image {tag}: {problem}");
+                        println!("broken image {tag}: {problem}{}", if repair { " (tag removed)" } else { "" });
                     }
                 }
             }
             if !r.is_clean() {
-                bail!("the store has problems{}", if repair { "; corrupt blobs were removed" } else { ": run `forge store fsck --repair`" });
+                bail!("the store has problems{}", if repair { "; corrupt blobs and broken tags were removed" } else { ": run `forge store fsck --repair`" });
             }
         }
     }

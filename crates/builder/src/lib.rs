@@ -47,13 +47,14 @@ pub use engine::build;
 pub use error::Error;
 pub use forge_layerstore::archive::Compression;
 pub use forge_layerstore::Store;
-pub use forge_sandbox::{Cancel, Limits};
+pub use forge_sandbox::{Cancel, Limits, Seccomp};
 pub use progress::{Event, NoProgress, Progress};
 
 /// The network RUN steps get unless they say otherwise (`--network`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
-    /// What `docker build` gives; here the host's network (see the sandbox crate).
+    /// What `docker build` gives; here the host's network, without `CAP_NET_RAW` (see the
+    /// sandbox crate).
     #[default]
     Default,
     /// Loopback only.
@@ -110,6 +111,8 @@ pub struct BuildOptions {
     pub network: Network,
     /// Resource limits for every RUN step.
     pub limits: Limits,
+    /// The seccomp profile of every RUN step (`--security-opt seccomp=...`).
+    pub seccomp: Seccomp,
     /// `--secret`: id to where the value is.
     pub secrets: BTreeMap<String, Secret>,
     /// Layer compression.
@@ -136,6 +139,7 @@ impl BuildOptions {
             labels: BTreeMap::new(),
             network: Network::Default,
             limits: Limits::default(),
+            seccomp: Seccomp::Default,
             secrets: BTreeMap::new(),
             compression: Compression::Gzip,
             source_date_epoch: None,

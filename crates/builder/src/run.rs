@@ -53,6 +53,11 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
 
     let mut key = KeyBuilder::new(&run.key, "RUN");
     key.list(&argv).list(&env).part(&user).part(&cwd).part(&format!("{network:?}"));
+    // A layer made without the seccomp filter is not reused by a confined build (nor the other
+    // way round); default keys stay what they were.
+    if run.ctx.opts.seccomp != forge_sandbox::Seccomp::Default {
+        key.part(&format!("seccomp={}", run.ctx.opts.seccomp));
+    }
     let mut held = Held::default();
     let mut mounts = Vec::new();
     let mut from_sources = sources.iter();
@@ -100,7 +105,9 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
             };
             spec.mounts = mounts.clone();
             spec.limits = this.ctx.opts.limits.clone();
+            spec.seccomp = this.ctx.opts.seccomp;
             spec.init = this.ctx.opts.sandbox_init.clone();
+            spec.scratch_in = Some(this.ctx.store.tmp_dir()?);
             let mut tail: VecDeque<String> = VecDeque::new();
             let id = this.step_id.clone();
             let mut output = |stream: Stream, bytes: &[u8]| {

@@ -160,7 +160,7 @@ pub fn load_layout(store: &Store, dir: &Path) -> Result<Vec<(String, Descriptor)
         let entry = entry.map_err(io_err("layout blobs"))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(digest) = Digest::from_str(&format!("sha256:{name}")) else { continue };
-        if store.content().exists(&digest) {
+        if store.content().reuse(&digest)? {
             continue;
         }
         let mut writer = store.content().writer(&format!("load-{}-{name}", std::process::id()))?;

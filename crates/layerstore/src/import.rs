@@ -38,6 +38,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// compressing the layer with `compression`. Returns the manifest's descriptor.
 pub fn import_rootfs(root: &Path, tarball: impl Read, name: &str, compression: Compression) -> Result<Descriptor, Error> {
     let store = Store::open(root)?;
+    let _lease = store.lease("import", &[])?;
     let (_, mut tar) = decompress(tarball)?;
     let ingest = format!("import-{}-{}", std::process::id(), Digest::of(name.as_bytes()));
     let mut layer = LayerWriter::new(store.content().writer(&ingest)?, compression).map_err(Error::Stream)?;

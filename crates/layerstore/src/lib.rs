@@ -12,7 +12,9 @@
 //!   reverse, [`archive::apply_layer`];
 //! - [`image`]: Docker/OCI image configs with the fields oci-spec lacks;
 //! - [`store::Store`]: one handle over all of it, with image-level operations;
-//! - [`export`], [`maintenance`], [`cache`]: archives, gc/fsck, the builder's cache index.
+//! - [`export`], [`maintenance`], [`cache`]: archives, gc/fsck, the builder's cache index;
+//! - [`lease`]: what keeps gc away from a running build, pull or push;
+//! - the store is closed to other local users (its root and `forge/` are 0700).
 //!
 //! Every write is atomic (temp file, fsync, rename, fsync of the directory), and two processes
 //! may share a store: locks cover one ingest or one small file, never the whole store.
@@ -63,7 +65,11 @@ pub mod export;
 pub mod image;
 pub mod import;
 pub mod index;
+pub mod lease;
+mod lock;
 pub mod maintenance;
+mod permissions;
+mod scratch;
 pub mod snapshot;
 pub mod store;
 

@@ -1,14 +1,17 @@
-//! Keeping a store healthy: `gc` removes what no tag or build-cache entry reaches, `fsck`
-//! re-hashes every blob and checks that every tagged image is complete.
+//! Keeping a store healthy: `gc` removes what no tag, build-cache entry or live lease holds,
+//! `fsck` re-hashes every blob and checks that every tagged image is complete.
 //!
-//! gc never removes a blob younger than [`GC_GRACE`]: a build or pull running at the same time
-//! writes blobs before it tags them, and those must survive. Snapshots are kept when they are a
-//! prefix of a kept image's layer chain; others (and leftover build snapshots) are removed,
-//! children before parents. Whatever a later build needs again is unpacked from its blob.
+//! gc keeps what the live [leases](crate::lease) hold: anything written or reused since the
+//! oldest of them started (and since gc itself started), and the images they name. Leases whose
+//! owner is gone are expired first. Snapshots are kept when they are a prefix of a kept image's
+//! layer chain; others (and build snapshots of dead builds) are removed, children before parents.
+//! Whatever a later build needs again is unpacked from its blob. gc also removes what killed
+//! operations left half-made: ingests nobody writes, `snapshots/new-*` directories, and the
+//! scratch directories (with their overlay mounts) of forge processes that are gone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -16,9 +19,6 @@ use crate::cache::Cache;
 use crate::digest::{chain_id, Digest};
 use crate::snapshot::Kind;
 use crate::store::{Error, Store};
-
-/// Blobs written more recently than this are never collected.
-pub const GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// What `gc` did.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -29,6 +29,18 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Snapshots removed.
     pub snapshots_removed: usize,
+    /// Leases whose owner process was gone, expired.
+    pub leases_expired: usize,
+    /// Abandoned ingests removed.
+    pub ingests_removed: usize,
+    /// Their total size.
+    pub ingest_bytes_freed: u64,
+    /// Half-made snapshot directories removed.
+    pub half_made_snapshots_removed: usize,
+    /// Scratch directories of processes that are gone, removed.
+    pub scratch_dirs_removed: usize,
+    /// Mounts those processes left, detached.
+    pub mounts_detached: usize,
 }
 
 /// What `fsck` found.
@@ -38,7 +50,8 @@ pub struct FsckReport {
     pub blobs_checked: usize,
     /// Blobs whose bytes do not match their digest (removed when repairing).
     pub corrupt: Vec<Digest>,
-    /// Tags whose image lacks a blob: (tag, what is wrong).
+    /// Tags whose image cannot be read or lacks a blob: (tag, what is wrong). Removed when
+    /// repairing.
     pub broken_tags: Vec<(String, String)>,
 }
 
@@ -51,10 +64,16 @@ impl FsckReport {
 
 /// The blobs reachable from tags (manifests, indexes, configs, layers) and the build cache,
 /// plus the snapshot chain IDs of the tagged images.
-fn reachable(store: &Store) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), Error> {
+fn reachable(store: &Store, leased: &[Digest]) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), Error> {
     let mut blobs = BTreeSet::new();
     let mut chains = BTreeSet::new();
-    for (_, d) in store.index().list()? {
+    let mut roots: Vec<oci_spec::image::Descriptor> = store.index().list()?.into_iter().map(|(_, d)| d).collect();
+    for digest in leased {
+        if let Ok(size) = store.content().size(digest) {
+            roots.push(crate::store::descriptor(oci_spec::image::MediaType::ImageManifest, size, digest)?);
+        }
+    }
+    for d in roots {
         if let Ok(top) = Digest::from_str(d.digest().as_ref()) {
             blobs.insert(top);
         }
@@ -64,9 +83,10 @@ fn reachable(store: &Store) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), Erro
             blobs.insert(m);
         }
         mark_index_children(store, &d, &mut blobs);
-        blobs.insert(image.id()?);
+        let (Ok(id), Ok(layers)) = (image.id(), image.layers()) else { continue };
+        blobs.insert(id);
         let mut parent: Option<Digest> = None;
-        for l in image.layers()? {
+        for l in layers {
             blobs.insert(l.digest.clone());
             let chain = chain_id(parent.iter().chain([&l.diff_id])).expect("one diffID at least");
             chains.insert(chain.clone());
@@ -95,53 +115,86 @@ fn mark_index_children(store: &Store, d: &oci_spec::image::Descriptor, blobs: &m
     }
 }
 
-/// Removes unreachable blobs (older than [`GC_GRACE`]) and snapshots.
+/// Removes what nothing holds: unreachable blobs and snapshots that no live lease holds,
+/// expired leases, abandoned ingests, half-made snapshots, and dead processes' scratch
+/// directories and mounts.
 pub fn gc(store: &Store) -> Result<GcReport, Error> {
-    let (keep, chains) = reachable(store)?;
-    let mut report = GcReport::default();
-    let now = SystemTime::now();
+    let io = |what: &'static str| move |source: std::io::Error| Error::Io { what, source };
+    let started = file_clock_now(&store.root().join("forge").join("tmp")).map_err(io("reading the file clock"))?;
+    let leases = crate::lease::live(store.root()).map_err(io("reading the store's leases"))?;
+    // Anything stamped at or after this is held by a live lease, or made since gc started.
+    let since = leases.oldest.map_or(started, |oldest| oldest.min(started));
+    let mut report = GcReport { leases_expired: leases.expired, ..GcReport::default() };
+    let (keep, chains) = reachable(store, &leases.roots)?;
     for d in store.content().list()? {
-        if keep.contains(&d) {
-            continue;
-        }
-        let path = store.content().path(&d);
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
-        let young = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_none_or(|age| age < GC_GRACE);
-        if young {
-            continue;
-        }
-        store.content().delete(&d)?;
-        report.blobs_removed += 1;
-        report.bytes_freed += meta.len();
-    }
-    // Children first: keep removing leaves until nothing removable is left.
-    loop {
-        let mut removed = false;
-        for info in store.snapshots().list()? {
-            let keep_it = match info.kind {
-                Kind::Committed => Digest::from_str(&info.key).is_ok_and(|c| chains.contains(&c)),
-                // A build snapshot whose build is gone (its process killed).
-                _ => !info.key.starts_with("build-") || build_alive(&info.key),
-            };
-            if !keep_it && store.snapshots().remove(&info.key).is_ok() {
-                report.snapshots_removed += 1;
-                removed = true;
+        if !keep.contains(&d) {
+            if let Some(size) = store.content().remove_unless_newer(&d, since)? {
+                report.blobs_removed += 1;
+                report.bytes_freed += size;
             }
         }
-        if !removed {
-            break;
-        }
     }
+    report.snapshots_removed = remove_snapshots(store, &chains, since)?;
+    report.half_made_snapshots_removed = store.snapshots().remove_abandoned_dirs(since)?;
+    (report.ingests_removed, report.ingest_bytes_freed) = store.content().remove_abandoned_ingests(since)?;
+    let scratch = crate::scratch::reclaim(&store.root().join("forge").join("tmp"), since).map_err(io("removing abandoned scratch directories"))?;
+    report.scratch_dirs_removed = scratch.dirs;
+    report.mounts_detached = scratch.mounts;
     Ok(report)
 }
 
-/// Build snapshots are named `build-<pid>-...`; the build is alive while its process is.
-fn build_alive(key: &str) -> bool {
-    let pid = key.trim_start_matches("build-").split('-').next().and_then(|p| p.parse::<u32>().ok());
-    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+/// The time a file made now gets. Files are stamped by the kernel's clock, which may lag
+/// `SystemTime::now()` by up to a tick (coarse timestamps): a file made just after a `now()`
+/// could look older than it. Leases are compared in that same clock (see [`crate::lease`]).
+fn file_clock_now(dir: &std::path::Path) -> std::io::Result<SystemTime> {
+    std::fs::create_dir_all(dir)?;
+    let probe = tempfile::Builder::new().prefix(".gc-clock-").tempfile_in(dir)?;
+    probe.as_file().metadata()?.modified()
 }
 
-/// Re-hashes every blob and checks every tag's image; with `repair`, removes corrupt blobs.
+/// Removes the snapshots that are neither a prefix of a kept image's chain nor held by a lease,
+/// children before parents, from one listing: deepest first, and a parent only once none of its
+/// children is left.
+fn remove_snapshots(store: &Store, chains: &BTreeSet<Digest>, since: SystemTime) -> Result<usize, Error> {
+    let records = store.snapshots().list()?;
+    let parent_of: HashMap<&str, &str> = records.iter().filter_map(|r| Some((r.key.as_str(), r.parent.as_ref()?.as_str()))).collect();
+    let mut children: HashMap<&str, usize> = HashMap::new();
+    for parent in parent_of.values() {
+        *children.entry(parent).or_default() += 1;
+    }
+    fn depth<'a>(parent_of: &HashMap<&'a str, &'a str>, mut key: &'a str) -> usize {
+        let mut d = 0;
+        while let Some(p) = parent_of.get(key) {
+            (key, d) = (p, d + 1);
+            // A cycle in corrupt records.
+            if d > parent_of.len() {
+                break;
+            }
+        }
+        d
+    }
+    let mut candidates: Vec<_> = records
+        .iter()
+        .filter(|r| !(r.kind == Kind::Committed && Digest::from_str(&r.key).is_ok_and(|c| chains.contains(&c))))
+        .map(|r| (depth(&parent_of, &r.key), r))
+        .collect();
+    candidates.sort_by_key(|(d, _)| std::cmp::Reverse(*d));
+    let mut removed = 0;
+    for (_, r) in candidates {
+        if children.get(r.key.as_str()).is_some_and(|&n| n > 0) || !store.snapshots().remove_unless_newer(&r.key, since)? {
+            continue;
+        }
+        removed += 1;
+        if let Some(p) = parent_of.get(r.key.as_str()) {
+            children.entry(p).and_modify(|n| *n -= 1);
+        }
+    }
+    Ok(removed)
+}
+
+/// Re-hashes every blob and checks every tag's image; with `repair`, removes corrupt blobs, then
+/// the tags whose image cannot be read or lacks a blob (their images must be pulled or built
+/// again; nothing else could make them whole).
 pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport, Error> {
     let mut report = FsckReport::default();
     for d in store.content().list()? {
@@ -154,11 +207,14 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport, Error> {
         }
     }
     for (name, d) in store.index().list()? {
-        let problem = match store.image_of(&d) {
+        let problem = match store.image_of(&d).and_then(|image| image.layers()) {
             Err(e) => Some(e.to_string()),
-            Ok(image) => image.layers()?.iter().find(|l| !store.content().exists(&l.digest)).map(|l| format!("layer {} is missing", l.digest)),
+            Ok(layers) => layers.iter().find(|l| !store.content().exists(&l.digest)).map(|l| format!("layer {} is missing", l.digest)),
         };
         if let Some(p) = problem {
+            if repair {
+                store.index().untag(&name)?;
+            }
             report.broken_tags.push((name, p));
         }
     }

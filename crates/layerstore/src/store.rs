@@ -149,16 +149,22 @@ pub struct Store {
     content: ContentStore,
     index: Index,
     snapshots: Snapshotter,
+    /// This process's scratch directory, made on first use (see [`crate::scratch`]).
+    scratch: std::sync::Arc<std::sync::Mutex<Option<crate::scratch::Scratch>>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store, Error> {
+        for dir in [root.to_path_buf(), root.join("forge")] {
+            crate::permissions::private_dir(&dir).map_err(|source| Error::Io { what: "securing the store directory", source })?;
+        }
         Ok(Store {
             root: root.to_path_buf(),
             content: ContentStore::open(root)?,
             index: Index::open(root)?,
             snapshots: Snapshotter::open(root)?,
+            scratch: Default::default(),
         })
     }
 
@@ -182,19 +188,30 @@ impl Store {
         &self.snapshots
     }
 
+    /// Takes a [`Lease`](crate::lease::Lease) for `operation` (`build`, `pull`, ...): until it
+    /// drops, `gc` keeps whatever this store gets or reuses from now on, and the images `roots`
+    /// name (manifest digests) with everything they reach. Take it before the first write.
+    pub fn lease(&self, operation: &str, roots: &[Digest]) -> Result<crate::lease::Lease, Error> {
+        crate::lease::acquire(&self.root, operation, roots).map_err(|source| Error::Io { what: "taking a lease on the store", source })
+    }
+
     /// A directory for scratch work on the same filesystem as the store (so results can be
-    /// renamed into it).
+    /// renamed into it). It is this process's own, for as long as this store value (or a clone)
+    /// lives; `gc` removes it, and unmounts what is mounted in it, once the process is gone.
     pub fn tmp_dir(&self) -> Result<PathBuf, Error> {
-        let dir = self.root.join("forge").join("tmp");
-        std::fs::create_dir_all(&dir).map_err(|source| content::Error::Io { op: "creating", path: dir.clone(), source })?;
-        Ok(dir)
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if scratch.is_none() {
+            let tmp = self.root.join("forge").join("tmp");
+            *scratch = Some(crate::scratch::Scratch::create(&tmp).map_err(|source| content::Error::Io { op: "creating a scratch directory in", path: tmp, source })?);
+        }
+        Ok(scratch.as_ref().expect("made above").path().to_path_buf())
     }
 
     /// Stores `value` as canonical JSON; returns its digest and size.
     pub fn put_json<T: Serialize>(&self, value: &T, what: &'static str) -> Result<(Digest, u64), Error> {
         let bytes = crate::canonical::to_vec(value).map_err(|e| Error::Encode { what, message: e.to_string() })?;
         let digest = Digest::of(&bytes);
-        if !self.content.exists(&digest) {
+        if !self.content.reuse(&digest)? {
             let mut writer = self.content.writer(&unique_ingest(what))?;
             writer.write_all(&bytes).map_err(|source| content::Error::Io { op: "writing", path: self.root.clone(), source })?;
             writer.commit(Some(bytes.len() as u64), Some(&digest))?;
@@ -333,7 +350,7 @@ impl Store {
         let mut parent: Option<Digest> = None;
         for layer in layers {
             let chain = crate::digest::chain_id(parent.iter().chain([&layer.diff_id])).expect("one diffID at least");
-            if !self.snapshots.exists(&chain)? {
+            if !self.snapshots.reuse(&chain)? {
                 let blob = self.content.open_blob(&layer.digest)?;
                 let got = self.snapshots.unpack_layer(std::io::BufReader::new(blob), parent.as_ref(), &layer.diff_id)?;
                 debug_assert_eq!(got, chain);
@@ -358,7 +375,7 @@ fn to_digest(s: &str) -> Result<Digest, Error> {
     Digest::from_str(s).map_err(|e| Error::Encode { what: "digest", message: e.to_string() })
 }
 
-fn descriptor(media_type: MediaType, size: u64, digest: &Digest) -> Result<Descriptor, Error> {
+pub(crate) fn descriptor(media_type: MediaType, size: u64, digest: &Digest) -> Result<Descriptor, Error> {
     let digest = oci_spec::image::Digest::from_str(digest.as_str())
         .map_err(|e| Error::Encode { what: "descriptor", message: e.to_string() })?;
     DescriptorBuilder::default()

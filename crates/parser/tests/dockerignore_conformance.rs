@@ -1,11 +1,11 @@
 //! moby/patternmatcher's tables (../shared/conformance/dockerignore).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use forge_parser::dockerignore::{clean, Dockerignore};
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/dockerignore")
+fn dir() -> Option<PathBuf> {
+    forge_testkit::shared_data("conformance/dockerignore")
 }
 
 /// Runs one row: the `Matches` API cleans the path and never matches ".".
@@ -23,8 +23,9 @@ fn check(patterns: &[&str], path: &str, api: &str) -> Result<bool, String> {
     ig.is_excluded(&path).map_err(|e| e.to_string())
 }
 
-fn run_table(file: &str, split_patterns: bool) -> usize {
-    let text = std::fs::read_to_string(dir().join(file)).unwrap();
+/// Runs a table's rows and returns how many there were, or `None` without `../shared`.
+fn run_table(file: &str, split_patterns: bool) -> Option<usize> {
+    let text = std::fs::read_to_string(dir()?.join(file)).unwrap();
     let mut failures = Vec::new();
     let mut rows = 0;
     for line in text.lines().skip(1) {
@@ -43,23 +44,28 @@ fn run_table(file: &str, split_patterns: bool) -> usize {
         }
     }
     assert!(failures.is_empty(), "{file}: {} of {rows} failed:\n{}", failures.len(), failures.join("\n"));
-    rows
+    Some(rows)
 }
 
 #[test]
 fn patterns_table() {
-    assert!(run_table("patterns.tsv", false) > 100);
+    if let Some(rows) = run_table("patterns.tsv", false) {
+        assert!(rows > 100);
+    }
 }
 
 #[test]
 fn multi_pattern_table() {
-    assert!(run_table("patterns-multi.tsv", true) > 10);
+    if let Some(rows) = run_table("patterns-multi.tsv", true) {
+        assert!(rows > 10);
+    }
 }
 
 #[test]
 fn ignorefile_reading() {
-    let input = std::fs::read_to_string(dir().join("ignorefile/input.dockerignore")).unwrap();
-    let expected = std::fs::read_to_string(dir().join("ignorefile/expected-patterns.txt")).unwrap();
+    let Some(dir) = dir() else { return };
+    let input = std::fs::read_to_string(dir.join("ignorefile/input.dockerignore")).unwrap();
+    let expected = std::fs::read_to_string(dir.join("ignorefile/expected-patterns.txt")).unwrap();
     // A lone "!" is kept by the reader and rejected by the matcher, as upstream.
     let err = Dockerignore::parse(&input).unwrap_err();
     assert_eq!(err.to_string(), "illegal exclusion pattern: \"!\"");

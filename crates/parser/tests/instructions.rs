@@ -8,8 +8,8 @@ use forge_parser::{Command, Healthcheck, Instruction};
 
 mod common;
 
-fn tables() -> PathBuf {
-    common::conformance().join("buildkit-parser/go-tables/instructions")
+fn tables() -> Option<PathBuf> {
+    Some(common::conformance()?.join("buildkit-parser/go-tables/instructions"))
 }
 
 fn first(src: &str) -> Result<Instruction, forge_parser::Error> {
@@ -19,8 +19,9 @@ fn first(src: &str) -> Result<Instruction, forge_parser::Error> {
 
 #[test]
 fn buildkit_instruction_errors() {
+    let Some(tables) = tables() else { return };
     let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tables().join("instruction-errors.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(tables.join("instruction-errors.json")).unwrap()).unwrap();
     let cases = cases["cases"].as_array().unwrap();
     assert!(cases.len() > 15);
     for case in cases {
@@ -37,7 +38,8 @@ fn buildkit_instruction_errors() {
 
 #[test]
 fn buildkit_instruction_heredocs() {
-    let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tables().join("instruction-heredocs.json")).unwrap()).unwrap();
+    let Some(tables) = tables() else { return };
+    let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tables.join("instruction-heredocs.json")).unwrap()).unwrap();
     for case in t["copy"].as_array().unwrap() {
         let src = case["dockerfile"].as_str().unwrap();
         let Instruction::Copy(c) = first(src).unwrap() else { panic!("{src:?} is not COPY") };

@@ -8,7 +8,7 @@ use forge_parser::dag::{BuildGraph, GraphOptions};
 
 #[test]
 fn dump_equals_result() {
-    let cases = common::real_world_dockerfiles();
+    let Some(cases) = common::real_world_dockerfiles() else { return };
     let mut failures = Vec::new();
     for (path, src) in &cases {
         let name = path.file_name().unwrap().to_string_lossy();
@@ -24,8 +24,9 @@ fn dump_equals_result() {
 
 #[test]
 fn ast_matches_buildkit() {
+    let Some(cases) = common::real_world_dockerfiles() else { return };
     let mut failures = Vec::new();
-    for (path, src) in common::real_world_dockerfiles() {
+    for (path, src) in cases {
         let ast: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path.join("ast.json")).unwrap()).unwrap();
         let df = forge_parser::parse_bytes(&src, "Dockerfile").unwrap();
         for d in common::ast_differences(&df, &ast) {
@@ -37,7 +38,8 @@ fn ast_matches_buildkit() {
 
 #[test]
 fn every_file_types_and_lowers() {
-    for (path, src) in common::real_world_dockerfiles() {
+    let Some(cases) = common::real_world_dockerfiles() else { return };
+    for (path, src) in cases {
         let df = forge_parser::parse_bytes(&src, &path.display().to_string()).unwrap();
         df.instructions().unwrap_or_else(|e| panic!("{}", e.render()));
         let g = BuildGraph::new(&df, &GraphOptions::default()).unwrap_or_else(|e| panic!("{}", e.render()));

@@ -120,7 +120,8 @@ async fn fetch_manifest(t: &Transport, target: Target<'_>, reference: &str) -> R
 }
 
 fn store_bytes(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), Error> {
-    if store.content().exists(digest) {
+    // `reuse`, not `exists`: the pull's lease then holds the blob against a concurrent gc.
+    if store.content().reuse(digest)? {
         return Ok(());
     }
     let mut w = store.content().writer(digest.as_str())?;
@@ -131,7 +132,7 @@ fn store_bytes(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), Error
 
 /// Streams one blob into the store, resuming from what an interrupted attempt left.
 async fn fetch_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
-    if store.content().exists(&digest) {
+    if store.content().reuse(&digest)? {
         progress.done(digest.as_str(), "exists");
         return Ok(());
     }

@@ -2,6 +2,8 @@
 
 use caps::{CapSet, Capability, CapsHashSet};
 
+use crate::spec::Network;
+
 /// Docker's default capabilities (CapEff `00000000a80425fb` for root).
 pub(crate) const DEFAULT: [Capability; 14] = [
     Capability::CAP_CHOWN,
@@ -20,11 +22,17 @@ pub(crate) const DEFAULT: [Capability; 14] = [
     Capability::CAP_AUDIT_WRITE,
 ];
 
-/// Limits the calling process (about to `execve`) to the default set: the bounding set
-/// decides what a root process gets at exec, the inheritable set must not add back what the
-/// bounding set dropped, and no ambient capabilities survive.
-pub(crate) fn restrict() -> Result<(), String> {
-    let keep: CapsHashSet = DEFAULT.into_iter().collect();
+/// What a step keeps on `network`: the default set, less `CAP_NET_RAW` on the host's network,
+/// where a raw or packet socket would see (and forge) the host's traffic.
+pub(crate) fn for_network(network: Network) -> Vec<Capability> {
+    DEFAULT.into_iter().filter(|c| network != Network::Host || *c != Capability::CAP_NET_RAW).collect()
+}
+
+/// Limits the calling process (about to `execve`) to `keep`: the bounding set decides what a
+/// root process gets at exec, the inheritable set must not add back what the bounding set
+/// dropped, and no ambient capabilities survive.
+pub(crate) fn restrict(keep: &[Capability]) -> Result<(), String> {
+    let keep: CapsHashSet = keep.iter().copied().collect();
     for cap in caps::all() {
         if !keep.contains(&cap) {
             caps::drop(None, CapSet::Bounding, cap).map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;

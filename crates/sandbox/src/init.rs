@@ -13,21 +13,26 @@
 //!    what the command left behind and reports the exact status on fd 3.
 //!
 //! Messages to the parent are JSON lines on fd 3 (close-on-exec, so the command never sees it).
+//!
+//! Nothing the host process was started with gets through: the init closes every other
+//! descriptor first thing. Nothing outlives the host either: the init dies with the thread that
+//! spawned it (see [`crate::sys::spawn_init`]), PID 1 dies with the init, and when PID 1 dies
+//! the kernel kills every process of its PID namespace.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{Network, RunSpec};
+use crate::sys;
 
 /// The environment variable that marks a process as a sandbox init.
 pub(crate) const MARKER: &str = "FORGE_SANDBOX_INIT";
@@ -61,10 +66,10 @@ pub(crate) enum Report {
 
 /// Entry point of a re-executed init; never returns.
 pub(crate) fn main() -> ! {
-    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    let mut status = sys::status_file(STATUS_FD);
     // The command must not inherit the report channel.
     let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
-    let report = match stage1() {
+    let report = match sys::close_from(STATUS_FD as u32 + 1).map_err(|e| format!("closing inherited descriptors: {e}")).and_then(|()| stage1()) {
         Ok(()) => std::process::exit(0),
         Err(message) => Report::Error(message),
     };
@@ -81,19 +86,23 @@ fn stage1() -> Result<(), String> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
-    // SAFETY: this process is single-threaded (freshly executed; nothing spawned threads).
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    // PID 1 must die with this process; a pipe it holds the read end of tells it whether this
+    // process was already gone when it armed its parent-death signal.
+    let (alive_read, alive_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK).map_err(|e| format!("pipe: {e}"))?;
+    match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let report = match stage2(&spec) {
+            drop(alive_write);
+            let report = match die_with_parent(alive_read).and_then(|()| stage2(&spec)) {
                 Ok(r) => r,
                 Err(e) => Report::Error(e),
             };
-            let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+            let mut status = sys::status_file(STATUS_FD);
             let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
             std::process::exit(0);
         }
         ForkResult::Parent { child } => {
-            forward_signals_to(child);
+            drop(alive_read);
+            sys::forward_signals_to(child.as_raw());
             loop {
                 match waitpid(child, None) {
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -104,22 +113,14 @@ fn stage1() -> Result<(), String> {
     }
 }
 
-/// The pid SIGTERM/SIGINT are passed on to.
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = FORWARD_TO.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-fn forward_signals_to(pid: Pid) {
-    FORWARD_TO.store(pid.as_raw(), Ordering::SeqCst);
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        // SAFETY: the handler only calls kill.
-        let _ = unsafe { signal::signal(sig, SigHandler::Handler(forward)) };
+/// Arms SIGKILL for when the parent (the init's first stage) dies, then checks that it has
+/// not died already: its end of `alive` closes when it does.
+fn die_with_parent(alive: std::os::fd::OwnedFd) -> Result<(), String> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).map_err(|e| format!("setting the parent-death signal: {e}"))?;
+    // Nobody writes to the pipe: end of file means the parent is gone, EAGAIN that it lives.
+    match rustix::io::read(&alive, &mut [0u8; 1]) {
+        Err(rustix::io::Errno::AGAIN) => Ok(()),
+        _ => Err("the sandbox init exited while it started".into()),
     }
 }
 
@@ -155,19 +156,20 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     let argv = spec.run.argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
     let envp = env.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
     let dev_null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
+    // On the host's network a raw or packet socket would see the host's traffic.
+    let caps = crate::caps::for_network(spec.run.network);
+    let filters = spec.run.seccomp.compile(&caps)?;
 
-    // SAFETY: PID 1 is single-threaded.
-    let main = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let err = exec_command(&id, cwd, &dev_null, &exe, &argv, &envp);
-            let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+            let err = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp);
+            let mut status = sys::status_file(STATUS_FD);
             let _ = writeln!(status, "{}", serde_json::to_string(&Report::Error(err)).unwrap_or_default());
-            // SAFETY: leave without running the parent's exit handlers twice.
-            unsafe { libc::_exit(127) };
+            sys::exit_now(127);
         }
         ForkResult::Parent { child } => child,
     };
-    forward_signals_to(main);
+    sys::forward_signals_to(main.as_raw());
     let report = loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == main => break Report::Exited(code),
@@ -183,25 +185,35 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
 }
 
 /// The command's child side: identity, privileges, stdin, then exec. Returns only on failure.
-fn exec_command(id: &crate::user::Identity, cwd: &str, dev_null: &File, exe: &CString, argv: &[CString], envp: &[CString]) -> String {
-    use std::os::fd::AsRawFd;
+#[allow(clippy::too_many_arguments)]
+fn exec_command(
+    id: &crate::user::Identity,
+    cwd: &str,
+    dev_null: &File,
+    caps: &[caps::Capability],
+    filters: Option<&crate::seccomp::Filters>,
+    exe: &CString,
+    argv: &[CString],
+    envp: &[CString],
+) -> String {
     let step = || -> Result<std::convert::Infallible, String> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-        for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-            // SAFETY: restoring the default disposition.
-            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
-        }
-        // SAFETY: dup2 onto fd 0, which this process owns; no Rust object wraps fd 0 here.
-        if unsafe { libc::dup2(dev_null.as_raw_fd(), 0) } < 0 {
-            return Err(format!("closing stdin: {}", std::io::Error::last_os_error()));
-        }
+        sys::reset_forwarded_signals();
+        sys::set_stdin(dev_null.as_fd()).map_err(|e| format!("closing stdin: {e}"))?;
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
-        crate::caps::restrict()?;
+        crate::caps::restrict(caps)?;
         let groups: Vec<nix::unistd::Gid> = id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
         nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
         nix::unistd::setgid(nix::unistd::Gid::from_raw(id.gid)).map_err(|e| format!("setgid {}: {e}", id.gid))?;
         nix::unistd::setuid(nix::unistd::Uid::from_raw(id.uid)).map_err(|e| format!("setuid {}: {e}", id.uid))?;
         nix::unistd::chdir(cwd).map_err(|e| format!("chdir {cwd}: {e}"))?;
+        // Only the standard streams pass to the command (the report channel stays open for
+        // an exec failure).
+        sys::cloexec_from(3).map_err(|e| format!("closing descriptors: {e}"))?;
+        // Last, so everything before may use any system call; execve is in every profile.
+        if let Some(f) = filters {
+            f.install()?;
+        }
         nix::unistd::execve(exe, argv, envp).map_err(|e| format!("exec {}: {e}", exe.to_string_lossy()))
     };
     match step() {

@@ -4,9 +4,11 @@
 //! A step gets new mount, PID, UTS, IPC and cgroup namespaces (and a network namespace with
 //! only loopback for [`Network::None`]), an overlay root filesystem over the image's layers
 //! entered with `pivot_root`, a fresh `/proc`, a minimal `/dev`, read-only `/sys`, Docker's
-//! masked paths, Docker's default capabilities with `no_new_privs`, and its own cgroup (v1 or
-//! v2, detected) with memory, CPU and pids limits. Its output streams back line by line; its
-//! exit status comes back exactly; CPU time, peak memory and OOM kills are reported; when it
+//! masked paths, Docker's default capabilities with `no_new_privs` (without `CAP_NET_RAW` on
+//! the host's network), Docker's default seccomp profile, and its own cgroup (v1 or v2,
+//! detected) with memory, CPU and pids limits and Docker's device rules. It inherits no
+//! descriptor but its standard streams, and it dies with the thread that started it. Its
+//! output streams back line by line; its exit status comes back exactly; CPU time, peak memory and OOM kills are reported; when it
 //! ends, is cancelled or fails, every process it started is killed and its cgroup removed.
 //!
 //! The host binary must call [`enter_if_init`] first thing in `main`: the sandbox re-executes
@@ -42,14 +44,15 @@ mod init;
 mod mounts;
 mod network;
 mod overlay;
+mod seccomp;
 mod spec;
 mod stubs;
+mod sys;
 mod user;
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +60,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 pub use overlay::mount_overlay;
+pub use seccomp::{Seccomp, UnknownProfile};
 pub use spec::{Limits, Mount, MountKind, Network, RunSpec};
 
 use cgroup::Cgroup;
@@ -171,8 +175,7 @@ pub enum Error {
 /// otherwise returns at once. Call it first thing in `main` of any binary that runs steps.
 pub fn enter_if_init() {
     if std::env::var_os(init::MARKER).is_some() {
-        // SAFETY: still single-threaded at the top of main.
-        unsafe { std::env::remove_var(init::MARKER) };
+        sys::remove_env_single_threaded(init::MARKER);
         init::main();
     }
 }
@@ -180,15 +183,20 @@ pub fn enter_if_init() {
 /// Runs `spec` and waits for it, passing each output line to `output` (on this thread).
 pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8])) -> Result<Outcome, Error> {
     let start = Instant::now();
-    let scratch = tempfile::Builder::new().prefix("forge-sandbox-").tempdir().map_err(Error::Io)?;
+    let mut scratch = tempfile::Builder::new();
+    scratch.prefix("forge-sandbox-");
+    let scratch = match &spec.scratch_in {
+        Some(dir) => scratch.tempdir_in(dir),
+        None => scratch.tempdir(),
+    }
+    .map_err(Error::Io)?;
     let (rootfs, empty_lower) = (scratch.path().join("rootfs"), scratch.path().join("empty"));
     std::fs::create_dir(&rootfs).map_err(Error::Io)?;
     std::fs::create_dir(&empty_lower).map_err(Error::Io)?;
     let etc_files = etc_files(scratch.path(), &spec.hostname).map_err(Error::Io)?;
     let stubs = stubs::Stubs::before(spec);
 
-    let name = format!("{}-{}", std::process::id(), unique());
-    let cgroup = Cgroup::create(&name, &spec.limits).map_err(Error::Cgroup)?;
+    let cgroup = Cgroup::create(&spec.limits).map_err(Error::Cgroup)?;
 
     let exe = match &spec.init {
         Some(p) => p.clone(),
@@ -197,22 +205,7 @@ pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8]
     let (status_read, status_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| Error::Io(e.into()))?;
     let mut cmd = Command::new(&exe);
     cmd.env(init::MARKER, "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let write_fd = status_write.as_raw_fd();
-    // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
-    // async-signal-safe, on fds that stay open in the parent until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if write_fd == init::STATUS_FD {
-                if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(write_fd, init::STATUS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn { path: exe.clone(), source })?;
+    let mut child = sys::spawn_init(&mut cmd, status_write.as_fd(), init::STATUS_FD).map_err(|source| Error::Spawn { path: exe.clone(), source })?;
     drop(status_write);
     // The init waits for its spec before doing anything, so every process it starts is born
     // inside the cgroup.
@@ -327,8 +320,8 @@ fn etc_files(dir: &std::path::Path, hostname: &str) -> std::io::Result<Vec<(Stri
     Ok(out)
 }
 
-fn unique() -> u64 {
-    use std::sync::atomic::AtomicU64;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+/// Kills the processes and removes the cgroups of steps whose forge process was killed
+/// before it could (every step start does this too); returns how many cgroups it removed.
+pub fn remove_leftovers() -> Result<usize, Error> {
+    cgroup::remove_leftovers().map_err(Error::Cgroup)
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::seccomp::Seccomp;
+
 /// One RUN step to execute.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -31,8 +33,14 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     /// cgroup limits.
     pub limits: Limits,
+    /// The system calls the command may make.
+    pub seccomp: Seccomp,
     /// The executable re-executed as the sandbox's init; `None` for this executable.
     pub init: Option<PathBuf>,
+    /// Where the step's scratch directory (its `/etc` files and rootfs mountpoint) is made: a
+    /// directory its owner reconciles after a crash, such as the store's per-process scratch
+    /// directory, so a `kill -9` leaves nothing behind for good. `None`: the system temp dir.
+    pub scratch_in: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -51,7 +59,9 @@ impl RunSpec {
             network: Network::None,
             mounts: Vec::new(),
             limits: Limits::default(),
+            seccomp: Seccomp::Default,
             init: None,
+            scratch_in: None,
         }
     }
 }
@@ -62,7 +72,8 @@ pub enum Network {
     /// Its own network namespace with only loopback, up.
     None,
     /// The host's network namespace. Docker's `default` (a bridged namespace with NAT) is
-    /// mapped here by the builder: forge sets up no bridge or NAT.
+    /// mapped here by the builder: forge sets up no bridge or NAT. The step then lacks
+    /// `CAP_NET_RAW`, so it cannot open raw or packet sockets to watch the host's traffic.
     Host,
 }
 

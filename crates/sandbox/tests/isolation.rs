@@ -109,6 +109,30 @@ fn capabilities_are_dockers_and_escapes_fail() {
 }
 
 #[test]
+fn seccomp_is_dockers_default_and_off_only_when_asked() {
+    let step = Step::new();
+    let script = "grep '^Seccomp:' /proc/self/status; unshare -U true 2>&1; echo x > /dev/null && echo ok";
+    let (outcome, out) = run_collect(&step.spec(script));
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert_eq!(out, "Seccomp:\t2\nunshare: unshare(0x10000000): Operation not permitted\nok\n");
+    let mut spec = step.spec(script);
+    spec.seccomp = forge_sandbox::Seccomp::Unconfined;
+    let (outcome, out) = run_collect(&spec);
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert_eq!(out, "Seccomp:\t0\nok\n");
+}
+
+#[test]
+fn host_network_steps_lose_cap_net_raw() {
+    let step = Step::new();
+    let mut spec = step.spec("grep CapEff /proc/self/status");
+    spec.network = Network::Host;
+    let (outcome, out) = run_collect(&spec);
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert_eq!(out, "CapEff:\t00000000a80405fb\n");
+}
+
+#[test]
 fn writes_land_in_the_upperdir_and_etc_files_do_not() {
     let step = Step::new();
     let (outcome, out) = run_collect(&step.spec("echo data > /made; test -e /etc/hostname || echo no /etc/hostname; cat /etc/hosts; rm /etc/nsswitch.conf"));

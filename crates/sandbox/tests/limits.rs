@@ -124,5 +124,55 @@ fn failures_clean_up_too() {
     spec.argv = vec!["no-such-program".into()];
     let err = run_collect(&spec).0.unwrap_err();
     assert!(err.to_string().contains("executable file not found"), "{err}");
+    // A limit the kernel refuses fails the step before it starts, and leaves no cgroup.
+    let mut spec = step.spec("true");
+    spec.limits.cpu_quota = Some((1000, 0));
+    let err = run_collect(&spec).0.unwrap_err();
+    assert!(matches!(err, Error::Cgroup(_)), "{err}");
     assert_nothing_left(&step, "forge-test-marker-none");
+}
+
+/// The directory a step's cgroup would get in the hierarchy that freezes processes (v1:
+/// the freezer controller, under this process's own freezer cgroup; v2: the unified root).
+fn freezer_parent() -> std::path::PathBuf {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return root.join("forge");
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = own.lines().find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_string())).expect("no freezer controller");
+    root.join("freezer").join(path.trim_start_matches('/')).join("forge")
+}
+
+#[test]
+fn leftovers_of_a_killed_forge_are_killed_and_removed_even_when_frozen() {
+    let _serial = common::serial();
+    forge_testkit::require_root();
+    // A cgroup as a forge process that has since died would have left it, frozen mid-kill,
+    // with a process inside.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let dir = freezer_parent().join(format!("{}-1-0", gone.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = format!("forge-orphan-{}", std::process::id());
+    let mut child = std::process::Command::new("sh").args(["-c", &format!("read go; sleep 1000; : {marker}")]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+    let frozen = if dir.join("freezer.state").exists() { std::fs::write(dir.join("freezer.state"), "FROZEN") } else { std::fs::write(dir.join("cgroup.freeze"), "1") };
+    use std::io::Write;
+    let _ = child.stdin.take().unwrap().write_all(b"go\n");
+
+    let removed = forge_sandbox::remove_leftovers();
+    let status = child.try_wait().unwrap().or_else(|| {
+        // Clean up whatever the assertions below find.
+        let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+        let _ = child.kill();
+        child.wait().ok();
+        None
+    });
+    let _ = std::fs::remove_dir(&dir);
+    frozen.unwrap();
+    assert!(removed.unwrap() >= 1);
+    assert!(status.is_some(), "the orphaned step's process is still running");
+    assert!(processes_with(&marker).is_empty());
 }

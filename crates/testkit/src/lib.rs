@@ -203,6 +203,24 @@ impl Drop for Dockerd {
     }
 }
 
+/// The project's shared test data beside the repository (`../shared/<rel>`: conformance tables,
+/// anchor workloads), or `None` when this clone has none beside it. CI always has it; a person's
+/// clone usually does not, and there the test that asked says on stderr that it was skipped and
+/// returns early (cargo has no runtime skip).
+pub fn shared_data(rel: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let line = format!("\nskipped: {test}: ../shared/{rel} is not beside the repository (a plain clone has none)\n");
+    // Straight to fd 2 in one write: libtest captures only the print macros, and a skip must
+    // be seen, whole, among the other tests' lines.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    None
+}
+
 /// True when the tests run as root, which the sandbox, overlay and cgroup tests need.
 /// CI runs as root; a test that needs it and finds otherwise fails loudly rather than skipping.
 pub fn require_root() {

@@ -7,7 +7,9 @@
 //! whole store, so any number of processes can write different blobs at once; two writers of
 //! the same content under different refs both succeed, since a blob that already exists counts
 //! as committed. An interrupted ingest can be resumed: a new writer on the same ref starts at
-//! [`Writer::offset`].
+//! [`Writer::offset`]; one that nobody resumes is removed by gc once no live
+//! [lease](crate::lease) holds it. A writer that finds its blob already stored uses
+//! [`ContentStore::reuse`], which stamps the blob so that the writer's lease holds it.
 //!
 //! ```
 //! use std::io::Write;
@@ -24,15 +26,14 @@
 //! # }
 //! ```
 
-mod lock;
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::digest::{Digest, HashingWriter};
-use lock::FileLock;
+use crate::lock::FileLock;
 
 /// A content store failure.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +158,80 @@ impl ContentStore {
         }
     }
 
+    /// Whether the blob is stored, for a writer that will use it instead of writing it again.
+    /// The blob is stamped as written now, under its lock, so a [lease](crate::lease) holds it
+    /// from here on; `Ok(false)` when it is absent (or a gc removed it just before).
+    pub fn reuse(&self, digest: &Digest) -> Result<bool, Error> {
+        let path = self.path(digest);
+        let file = match File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            other => other.ctx("opening", &path)?,
+        };
+        let lock = FileLock::shared(file).ctx("locking", &path)?;
+        // Unlinked by a gc that held the lock first.
+        if lock.file().metadata().ctx("reading metadata of", &path)?.nlink() == 0 {
+            return Ok(false);
+        }
+        lock.file().set_modified(SystemTime::now()).ctx("stamping", &path)?;
+        Ok(true)
+    }
+
+    /// Removes the blob unless it was written (or reused) at `since` or later, checked under its
+    /// lock (see [`crate::lease`]); returns the bytes freed, `None` when it was kept or is gone.
+    pub fn remove_unless_newer(&self, digest: &Digest, since: SystemTime) -> Result<Option<u64>, Error> {
+        let path = self.path(digest);
+        let file = match File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            other => other.ctx("opening", &path)?,
+        };
+        // A writer stamping it right now holds it.
+        let Some(lock) = FileLock::try_file(file).ctx("locking", &path)? else { return Ok(None) };
+        let meta = lock.file().metadata().ctx("reading metadata of", &path)?;
+        if meta.nlink() == 0 || meta.modified().ctx("reading metadata of", &path)? >= since {
+            return Ok(None);
+        }
+        self.delete(digest)?;
+        Ok(Some(meta.len()))
+    }
+
+    /// Removes the ingests nobody is writing whose last write is older than `since` (left by a
+    /// killed writer or one that failed, e.g. on ENOSPC); returns how many and their bytes.
+    pub fn remove_abandoned_ingests(&self, since: SystemTime) -> Result<(usize, u64), Error> {
+        let (mut count, mut bytes) = (0, 0);
+        for entry in fs::read_dir(&self.ingest).ctx("listing", &self.ingest)? {
+            let dir = entry.ctx("listing", &self.ingest)?.path();
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with(".rm-") {
+                // Set aside by a gc that died before removing it.
+                let _ = fs::remove_dir_all(&dir);
+                continue;
+            }
+            let lock = match FileLock::try_exclusive(&dir.join("lock")) {
+                Ok(Some(lock)) => lock,
+                // Being written, or removed meanwhile.
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).ctx("locking", &dir),
+            };
+            let newest = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+            let data = dir.join("data");
+            let last = [newest(&dir), newest(&data)].into_iter().flatten().max();
+            if last.is_some_and(|t| t >= since) {
+                continue;
+            }
+            let size = fs::metadata(&data).map_or(0, |m| m.len());
+            // Set aside while still locked, so a writer that comes for the same ref now starts a
+            // fresh directory rather than one being removed.
+            let aside = self.ingest.join(format!(".rm-{}", crate::snapshot::unique_suffix()));
+            fs::rename(&dir, &aside).ctx("setting aside", &dir)?;
+            drop(lock);
+            fs::remove_dir_all(&aside).ctx("removing", &aside)?;
+            count += 1;
+            bytes += size;
+        }
+        Ok((count, bytes))
+    }
+
     /// Every stored blob's digest; files that are not named by a sha256 hex are skipped.
     pub fn list(&self) -> Result<Vec<Digest>, Error> {
         let mut out = Vec::new();
@@ -175,10 +250,32 @@ impl ContentStore {
     /// another writer holds the same ref.
     pub fn writer(&self, ingest_ref: &str) -> Result<Writer, Error> {
         let dir = self.ingest.join(Digest::of(ingest_ref.as_bytes()).hex());
-        fs::create_dir_all(&dir).ctx("creating", &dir)?;
-        let lock = FileLock::try_exclusive(&dir.join("lock"))
-            .ctx("locking", &dir)?
-            .ok_or_else(|| Error::Locked(ingest_ref.to_string()))?;
+        let lock_path = dir.join("lock");
+        // A gc removing an abandoned ingest of the same ref locks it for an instant and sets its
+        // directory aside (see `remove_abandoned_ingests`): then the lock file vanishes under us,
+        // or the one we locked is no longer at its place, and we start over. Another writer
+        // holds it for longer, which is `Locked`.
+        let mut tries = 0;
+        let lock = loop {
+            tries += 1;
+            fs::create_dir_all(&dir).ctx("creating", &dir)?;
+            match FileLock::try_exclusive(&lock_path) {
+                Ok(Some(lock)) => {
+                    let ours = lock.file().metadata().ctx("locking", &dir)?;
+                    let there = fs::metadata(&lock_path).ok();
+                    if there.is_some_and(|t| (t.dev(), t.ino()) == (ours.dev(), ours.ino())) {
+                        break lock;
+                    }
+                    if tries >= 5 {
+                        return Err(Error::Locked(ingest_ref.to_string()));
+                    }
+                }
+                Ok(None) if tries >= 5 => return Err(Error::Locked(ingest_ref.to_string())),
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => {}
+                Err(e) => return Err(e).ctx("locking", &dir),
+            }
+        };
         let data_path = dir.join("data");
         let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&data_path).ctx("opening", &data_path)?;
         // Resuming: the bytes already there go through the hash first, which also leaves the
@@ -226,7 +323,10 @@ impl Writer {
             return Err(err);
         }
         let target = self.store.path(&actual);
-        if !target.exists() {
+        if !self.store.reuse(&actual)? {
+            // Stamped now: the bytes may be older than the lease of the writer that commits them
+            // (a resumed ingest).
+            self.file.set_modified(SystemTime::now()).ctx("stamping", &self.data_path)?;
             fs::set_permissions(&self.data_path, fs::Permissions::from_mode(0o444)).ctx("making read-only", &self.data_path)?;
             fs::rename(&self.data_path, &target).ctx("committing", &target)?;
             File::open(&self.store.blobs).and_then(|d| d.sync_all()).ctx("syncing", &self.store.blobs)?;

@@ -22,7 +22,9 @@
 //! Records are created with a rename that never replaces, so two processes unpacking the same
 //! chain ID both succeed: each builds its own `new-*` directory, one wins the record, the other
 //! removes its copy and returns the same chain ID. Operations on one active key hold an
-//! `flock` on that key's lock file only; no lock spans the whole store.
+//! `flock` on that key's lock file only; no lock spans the whole store. A caller building on a
+//! committed snapshot that is already there takes it with [`Snapshotter::reuse`], which stamps
+//! its record under that lock, so the caller's [lease](crate::lease) holds it against gc.
 
 mod meta;
 mod overlay;
@@ -30,7 +32,9 @@ mod overlay;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+pub(crate) use meta::unique_suffix;
 pub use meta::{Kind, Record};
 
 use crate::archive::extract::ExtractError;
@@ -297,6 +301,74 @@ impl Snapshotter {
         Ok(matches!(self.read(chain_id.as_str())?, Some(r) if r.kind == Kind::Committed))
     }
 
+    /// Whether committed snapshot `chain_id` exists, for a caller that will build on it. The
+    /// record is stamped as written now, under the key's lock, so a [lease](crate::lease) holds
+    /// it from here on; `Ok(false)` when it is absent (or a gc removed it just before).
+    pub fn reuse(&self, chain_id: &Digest) -> Result<bool, Error> {
+        let key = chain_id.as_str();
+        let _lock = self.lock(key)?;
+        if !self.exists(chain_id)? {
+            return Ok(false);
+        }
+        let path = meta::record_path(&self.meta_dir(), key);
+        File::options().write(true).open(&path).and_then(|f| f.set_modified(SystemTime::now())).map_err(io_err(&path))?;
+        Ok(true)
+    }
+
+    /// Removes snapshot `key` unless its record was written (or reused) at `since` or later,
+    /// checked under the key's lock (see [`crate::lease`]). Returns whether it was removed.
+    ///
+    /// The caller removes children before their parents (as gc does, from one listing): a
+    /// child made since then was made by an operation that reused, and so stamped, this parent
+    /// first, which keeps it. Checking for children here would read every record per call.
+    pub fn remove_unless_newer(&self, key: &str, since: SystemTime) -> Result<bool, Error> {
+        let _lock = self.lock(key)?;
+        let path = meta::record_path(&self.meta_dir(), key);
+        let modified = match fs::metadata(&path).and_then(|m| m.modified()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            other => other.map_err(io_err(&path))?,
+        };
+        if modified >= since {
+            return Ok(false);
+        }
+        let rec = self.record(key)?;
+        let meta = self.meta_dir();
+        meta::remove(&meta, key).map_err(io_err(&meta))?;
+        self.remove_dir(rec.id);
+        Ok(true)
+    }
+
+    /// Removes snapshot directories no record names and no live operation is making: `new-*`
+    /// directories left half-made by a killed unpack or prepare (and numbered ones it had
+    /// renamed into place but not recorded) older than `since`, and `rm-*` ones a killed remove
+    /// had set aside. Returns how many.
+    pub fn remove_abandoned_dirs(&self, since: SystemTime) -> Result<usize, Error> {
+        let meta = self.meta_dir();
+        let used: std::collections::BTreeSet<u64> = meta::list(&meta).map_err(io_err(&meta))?.iter().map(|r| r.id).collect();
+        let snaps = overlay::snapshots_dir(&self.root);
+        let mut removed = 0;
+        for entry in fs::read_dir(&snaps).map_err(io_err(&snaps))? {
+            let path = entry.map_err(io_err(&snaps))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let abandoned = if name.starts_with("rm-") {
+                true
+            } else if name.starts_with("new-") || name.parse::<u64>().is_ok_and(|id| !used.contains(&id)) {
+                // A record written after the list above makes its directory newer than `since`.
+                fs::symlink_metadata(&path).and_then(|m| m.modified()).is_ok_and(|t| t < since)
+            } else {
+                false
+            };
+            if abandoned {
+                let aside = snaps.join(format!("rm-{}", meta::unique_suffix()));
+                let target = if name.starts_with("rm-") { path } else if fs::rename(&path, &aside).is_ok() { aside } else { continue };
+                if fs::remove_dir_all(&target).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every snapshot, sorted by key.
     pub fn list(&self) -> Result<Vec<Info>, Error> {
         let meta = self.meta_dir();
@@ -314,7 +386,7 @@ impl Snapshotter {
         diff_id: &Digest,
     ) -> Result<Digest, Error> {
         let chain = chain_id(parent.into_iter().chain([diff_id])).expect("one diffID at least");
-        if self.exists(&chain)? {
+        if self.reuse(&chain)? {
             return Ok(chain);
         }
         if let Some(p) = parent {
@@ -347,8 +419,12 @@ impl Snapshotter {
             parent: parent.cloned(),
         };
         if !meta::create(&self.meta_dir(), &rec).map_err(io_err(&self.meta_dir()))? {
-            // Another process committed the same chain first: ours is a duplicate.
+            // Another process committed the same chain first: ours is a duplicate, and theirs is
+            // now ours to hold too.
             self.remove_dir(id);
+            if !self.reuse(&chain)? {
+                return Err(Error::NotFound(chain.to_string()));
+            }
         }
         Ok(chain)
     }

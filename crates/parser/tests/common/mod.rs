@@ -3,16 +3,17 @@
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// `../shared/conformance`, relative to the repository root.
-pub fn conformance() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance")
+/// `../shared/conformance` beside the repository, or `None` (the test is skipped) in a clone without it.
+pub fn conformance() -> Option<PathBuf> {
+    forge_testkit::shared_data("conformance")
 }
 
-/// The real-world corpus: one `(case directory, Dockerfile bytes)` per case, sorted.
-pub fn real_world_dockerfiles() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = conformance().join("real-dockerfiles");
+/// The real-world corpus: one `(case directory, Dockerfile bytes)` per case, sorted; `None`
+/// without `../shared`.
+pub fn real_world_dockerfiles() -> Option<Vec<(PathBuf, Vec<u8>)>> {
+    let dir = conformance()?.join("real-dockerfiles");
     let mut cases: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e} (is ../shared beside the repo?)", dir.display()))
         .map(|e| e.unwrap().path())
@@ -24,7 +25,7 @@ pub fn real_world_dockerfiles() -> Vec<(PathBuf, Vec<u8>)> {
         .collect();
     cases.sort();
     assert!(cases.len() >= 40, "only {} real-world Dockerfiles found", cases.len());
-    cases
+    Some(cases)
 }
 
 /// Compares a parse against BuildKit's `ast.json` for the same file (see

@@ -1,7 +1,12 @@
 //! One cgroup per step, on cgroup v1 (one directory per controller) or v2 (one unified
-//! directory), detected at run time: limits, accounting, OOM detection, killing every process
-//! however it forked, and removal.
+//! directory), detected at run time: limits, device rules, accounting, OOM detection, killing
+//! every process however it forked, and removal.
+//!
+//! A step's cgroup is named after the forge process that made it (`<pid>-<start time>-<n>`),
+//! so cgroups a killed forge left behind are recognised, emptied and removed the next time any
+//! forge process makes one.
 
+mod devices;
 mod v1;
 mod v2;
 
@@ -30,12 +35,14 @@ pub(crate) struct Usage {
 }
 
 impl Cgroup {
-    /// Creates the cgroup `name` with `limits`.
-    pub(crate) fn create(name: &str, limits: &Limits) -> io::Result<Cgroup> {
+    /// Creates a step's cgroup with `limits` and Docker's device rules, after removing the
+    /// ones dead forge processes left beside it.
+    pub(crate) fn create(limits: &Limits) -> io::Result<Cgroup> {
+        let name = Owner::current().name();
         if is_unified(Path::new(CGROUP_ROOT))? {
-            Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), name, limits)?))
+            Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), &name, limits)?))
         } else {
-            Ok(Cgroup::V1(v1::CgroupV1::create(Path::new(CGROUP_ROOT), name, limits)?))
+            Ok(Cgroup::V1(v1::CgroupV1::create(Path::new(CGROUP_ROOT), &name, limits)?))
         }
     }
 
@@ -76,15 +83,126 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = self.kill_all();
         for p in self.paths() {
-            // rmdir may race with the kernel still tearing down the last task.
-            for _ in 0..50 {
-                match std::fs::remove_dir(&p) {
-                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => std::thread::sleep(Duration::from_millis(10)),
-                    _ => break,
-                }
+            remove(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Owner;
+
+    #[test]
+    fn owners_are_read_back_from_names() {
+        let me = Owner::current();
+        assert_eq!(Owner::of(&me.name()), Some(me));
+        assert!(me.is_alive());
+        assert_eq!(Owner::of("12-7"), Some(Owner { pid: 12, start: None }));
+        for name in ["forge", "12", "a-1-2", "1-2-3-4", "-1-2"] {
+            assert_eq!(Owner::of(name), None, "{name}");
+        }
+        // The same pid with another start time is a process that reused the pid.
+        assert!(!Owner { start: me.start.map(|s| s + 1), ..me }.is_alive());
+    }
+}
+
+/// Removes an empty cgroup directory; rmdir may race with the kernel still tearing down the
+/// last task.
+fn remove(dir: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => std::thread::sleep(Duration::from_millis(10)),
+            _ => break,
+        }
+    }
+}
+
+/// The forge process a cgroup belongs to: its pid and start time (clock ticks since boot), so
+/// a recycled pid does not pass for the owner. Names from forge versions before the start
+/// time was recorded (`<pid>-<n>`) have only the pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    pid: u32,
+    start: Option<u64>,
+}
+
+impl Owner {
+    fn current() -> Owner {
+        let pid = std::process::id();
+        Owner { pid, start: start_time(pid) }
+    }
+
+    /// A fresh cgroup name for this owner.
+    fn name(self) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        match self.start {
+            Some(start) => format!("{}-{start}-{n}", self.pid),
+            None => format!("{}-{n}", self.pid),
+        }
+    }
+
+    /// The owner named in a cgroup's name, if it has one of the two forms.
+    fn of(name: &str) -> Option<Owner> {
+        let numbers: Vec<u64> = name.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        match numbers[..] {
+            [pid, start, _] => Some(Owner { pid: u32::try_from(pid).ok()?, start: Some(start) }),
+            [pid, _] => Some(Owner { pid: u32::try_from(pid).ok()?, start: None }),
+            _ => None,
+        }
+    }
+
+    fn is_alive(self) -> bool {
+        match self.start {
+            Some(start) => start_time(self.pid) == Some(start),
+            None => Path::new(&format!("/proc/{}", self.pid)).exists(),
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Empties and removes the cgroups in `parents` whose forge process is gone (killed before it
+/// could clean up). Returns how many it removed.
+fn remove_orphans(parents: &[PathBuf]) -> usize {
+    let mut orphans = Vec::new();
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(parent) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if Owner::of(&name).is_some_and(|o| !o.is_alive()) {
+                orphans.push(e.path());
             }
         }
     }
+    // Thaw, then kill in every hierarchy, then remove: a frozen process cannot die (forge may
+    // have been killed while it froze the step), and on v1 a process sits in one directory per
+    // controller, each of which must be empty before it goes.
+    for dir in &orphans {
+        let _ = write(&dir.join("freezer.state"), "THAWED");
+        let _ = write(&dir.join("cgroup.freeze"), "0");
+    }
+    for dir in &orphans {
+        let _ = kill_procs(dir);
+    }
+    for dir in &orphans {
+        remove(dir);
+    }
+    orphans.iter().filter(|d| !d.exists()).count()
+}
+
+/// Removes what killed forge processes left in the cgroup hierarchies this process would use.
+pub(crate) fn remove_leftovers() -> io::Result<usize> {
+    let root = Path::new(CGROUP_ROOT);
+    let parents = if is_unified(root)? { vec![v2::parent(root)] } else { v1::parents(root)? };
+    Ok(remove_orphans(&parents))
 }
 
 /// Whether `root` is a cgroup2 mount (a pure v2 host) rather than a tmpfs of v1 hierarchies.

@@ -9,7 +9,7 @@ use super::{kill_procs, keyed, read, write, Usage};
 use crate::spec::Limits;
 
 /// The controllers a step's cgroup is made in.
-const CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+const CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
 
 #[derive(Debug)]
 pub(crate) struct CgroupV1 {
@@ -29,25 +29,46 @@ fn own_path(controller: &str) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
+/// (controller, the `forge` directory steps' cgroups go in) for each mounted controller.
+fn controller_parents(root: &Path) -> io::Result<Vec<(&'static str, PathBuf)>> {
+    let mut out: Vec<(&'static str, PathBuf)> = Vec::new();
+    for c in CONTROLLERS {
+        let mount = root.join(c);
+        if !mount.join("cgroup.procs").exists() {
+            continue;
+        }
+        // Joint mounts (cpu,cpuacct) appear twice through symlinks; one directory is enough.
+        let canonical = mount.canonicalize()?;
+        if out.iter().any(|(_, d)| d.starts_with(&canonical)) {
+            continue;
+        }
+        out.push((c, canonical.join(own_path(c).trim_start_matches('/')).join("forge")));
+    }
+    Ok(out)
+}
+
+/// The directories steps' cgroups go in, one per hierarchy.
+pub(crate) fn parents(root: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(controller_parents(root)?.into_iter().map(|(_, d)| d).collect())
+}
+
 impl CgroupV1 {
     pub(crate) fn create(root: &Path, name: &str, limits: &Limits) -> io::Result<CgroupV1> {
+        let parents = controller_parents(root)?;
+        super::remove_orphans(&parents.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>());
         let mut dirs = Vec::new();
-        for c in CONTROLLERS {
-            let mount = root.join(c);
-            if !mount.join("cgroup.procs").exists() {
-                continue;
-            }
-            // Joint mounts (cpu,cpuacct) appear twice through symlinks; one directory is enough.
-            let canonical = mount.canonicalize()?;
-            if dirs.iter().any(|(_, d): &(&str, PathBuf)| d.starts_with(&canonical)) {
-                continue;
-            }
-            let dir = canonical.join(own_path(c).trim_start_matches('/')).join("forge").join(name);
+        for (c, parent) in parents {
+            let dir = parent.join(name);
             std::fs::create_dir_all(&dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
             dirs.push((c, dir));
         }
         let cg = CgroupV1 { dirs };
-        cg.apply(limits)?;
+        if let Err(e) = cg.apply(limits) {
+            for (_, d) in &cg.dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+            return Err(e);
+        }
         Ok(cg)
     }
 
@@ -81,6 +102,18 @@ impl CgroupV1 {
         }
         if let (Some(pids), Some(max)) = (self.dir("pids"), limits.pids) {
             write(&pids.join("pids.max"), &max.to_string())?;
+        }
+        match self.dir("devices") {
+            Some(devices) => {
+                write(&devices.join("devices.deny"), "a")?;
+                for rule in super::devices::DEFAULT {
+                    // A rule the parent cgroup does not grant (forge itself in a container)
+                    // cannot be granted here; the step simply goes without that device.
+                    let _ = write(&devices.join("devices.allow"), &rule.to_string());
+                }
+            }
+            // Without the controller a step could read the host's disks: refuse to run.
+            None => return Err(io::Error::other("the cgroup v1 devices controller is not mounted: forge cannot limit a step's device access")),
         }
         Ok(())
     }

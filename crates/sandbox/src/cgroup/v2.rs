@@ -1,8 +1,10 @@
 //! cgroup v2: one directory under `/sys/fs/cgroup/forge/`, with the memory, cpu and pids
-//! controllers enabled for it. It sits at the top level rather than under forge's own cgroup
-//! because v2 forbids enabling controllers for children of a cgroup that holds processes.
+//! controllers enabled for it and Docker's device rules as an eBPF program. It sits at the top
+//! level rather than under forge's own cgroup because v2 forbids enabling controllers for
+//! children of a cgroup that holds processes.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,10 +16,16 @@ pub(crate) struct CgroupV2 {
     dir: PathBuf,
 }
 
+/// The directory steps' cgroups go in.
+pub(crate) fn parent(root: &Path) -> PathBuf {
+    root.join("forge")
+}
+
 impl CgroupV2 {
     pub(crate) fn create(root: &Path, name: &str, limits: &Limits) -> io::Result<CgroupV2> {
-        let parent = root.join("forge");
+        let parent = parent(root);
         std::fs::create_dir_all(&parent)?;
+        super::remove_orphans(std::slice::from_ref(&parent));
         let available = read(&root.join("cgroup.controllers")).unwrap_or_default();
         let wanted: Vec<&str> = ["memory", "cpu", "pids"].into_iter().filter(|c| available.split(' ').any(|a| a == *c)).collect();
         let enable = wanted.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
@@ -29,7 +37,10 @@ impl CgroupV2 {
         let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
         let cg = CgroupV2 { dir };
-        cg.apply(limits)?;
+        if let Err(e) = cg.apply(limits).and_then(|()| cg.limit_devices()) {
+            let _ = std::fs::remove_dir(&cg.dir);
+            return Err(e);
+        }
         Ok(cg)
     }
 
@@ -65,6 +76,14 @@ impl CgroupV2 {
         Ok(())
     }
 
+    /// Attaches the device program. The cgroup keeps it loaded; it goes with the directory.
+    fn limit_devices(&self) -> io::Result<()> {
+        let program = crate::sys::load_device_program(&super::devices::program(&super::devices::DEFAULT))?;
+        let dir = rustix::fs::open(&self.dir, rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+        crate::sys::attach_device_program(dir.as_fd(), program.as_fd())
+            .map_err(|e| io::Error::new(e.kind(), format!("attaching the device program to {}: {e}", self.dir.display())))
+    }
+
     pub(crate) fn add(&self, pid: u32) -> io::Result<()> {
         write(&self.dir.join("cgroup.procs"), &pid.to_string())
     }
@@ -90,5 +109,50 @@ impl CgroupV2 {
             peak_memory: read(&self.dir.join("memory.peak")).and_then(|s| s.parse().ok()),
             oom_killed: keyed(&self.dir.join("memory.events"), "oom_kill").is_some_and(|n| n > 0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A cgroup2 hierarchy to try the device program on: the host's, or on a hybrid host the
+    /// empty one beside the v1 controllers (device programs need no controller).
+    fn unified_root() -> PathBuf {
+        let root = Path::new(super::super::CGROUP_ROOT);
+        if super::super::is_unified(root).unwrap() {
+            root.to_path_buf()
+        } else {
+            root.join("unified")
+        }
+    }
+
+    #[test]
+    fn the_device_program_denies_disks_and_allows_pseudo_devices() {
+        if !rustix::process::geteuid().is_root() {
+            panic!("this test needs root (cgroups, mknod)");
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let disk = scratch.path().join("loop");
+        // A block device node (a loop device's numbers), as a step could make or a layer ship.
+        let made = Command::new("mknod").arg(&disk).args(["b", "7", "0"]).status().unwrap();
+        assert!(made.success());
+        let name = format!("test-devices-{}", std::process::id());
+        let cg = super::super::Cgroup::V2(CgroupV2::create(&unified_root(), &name, &Limits::default()).unwrap());
+        // The shell waits for a line, so it is in the cgroup before it opens anything.
+        let script = format!("read go; dd if={} bs=1 count=1 of=/dev/null 2>&1; head -c1 /dev/zero | wc -c", disk.display());
+        let mut child = Command::new("sh").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let added = cg.add(child.id());
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        drop(cg);
+        added.unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(out.contains("Operation not permitted"), "{out}");
+        assert!(out.trim_end().ends_with('1'), "/dev/zero is not readable: {out}");
+        assert!(!unified_root().join("forge").join(&name).exists());
     }
 }

@@ -7,20 +7,36 @@ use std::path::Path;
 
 use rustix::fs::{flock, FlockOperation};
 
-/// A held exclusive `flock`.
+/// A held `flock` (exclusive unless made by [`FileLock::shared`]).
 #[derive(Debug)]
 pub(crate) struct FileLock {
-    _file: File,
+    file: File,
 }
 
 impl FileLock {
     /// Takes the lock at once or returns `Ok(None)` when someone else holds it.
     pub(crate) fn try_exclusive(path: &Path) -> std::io::Result<Option<FileLock>> {
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        FileLock::try_file(file)
+    }
+
+    /// Takes the exclusive lock of an open file at once, or `Ok(None)` when someone else holds it.
+    pub(crate) fn try_file(file: File) -> std::io::Result<Option<FileLock>> {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(Some(FileLock { _file: file })),
+            Ok(()) => Ok(Some(FileLock { file })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Waits for a shared lock of an open file.
+    pub(crate) fn shared(file: File) -> std::io::Result<FileLock> {
+        flock(&file, FlockOperation::LockShared)?;
+        Ok(FileLock { file })
+    }
+
+    /// The locked file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 }
