@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use forge_builder::{BuildOptions, Event, Network};
+use forge_builder::{BuildOptions, Event, Network, Secret};
 use forge_layerstore::Store;
 
 use crate::commands::output::{self, OutputSpec};
@@ -282,37 +282,42 @@ fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     Ok((n * mult as f64) as u64)
 }
 
-fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Secret>> {
     let mut out = BTreeMap::new();
     for spec in specs {
         let mut id = None;
         let mut src = None;
+        let mut env = None;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("id", v)) => id = Some(v.to_string()),
                 Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
-                Some(("env", v)) => {
-                    // The secret's value comes from forge's own environment: put it in a
-                    // private temporary file the sandbox can bind.
-                    let value = std::env::var(v).with_context(|| format!("--secret {spec:?}: environment variable {v} is not set"))?;
-                    let mut f = tempfile::NamedTempFile::new()?;
-                    f.write_all(value.as_bytes())?;
-                    src = Some(f.into_temp_path().keep()?);
-                }
+                Some(("env", v)) => env = Some(v.to_string()),
                 Some(("type", "file" | "env")) => {}
-                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH"),
+                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
             }
         }
-        let id = id.or_else(|| src.as_ref().and_then(|s| s.file_name()).map(|n| n.to_string_lossy().into_owned()));
-        match (id, src) {
-            (Some(id), Some(src)) => {
+        let secret = match (src, env) {
+            (Some(_), Some(_)) => bail!("invalid --secret {spec:?}: give src= or env=, not both"),
+            (Some(src), None) => {
                 if !src.is_file() {
                     bail!("--secret {spec:?}: {} is not a file", src.display());
                 }
-                out.insert(id, src);
+                id = id.or_else(|| src.file_name().map(|n| n.to_string_lossy().into_owned()));
+                Secret::File(src)
             }
-            _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH"),
-        }
+            // The value stays in memory: the builder puts it on a tmpfs only while a step uses it.
+            (None, Some(var)) => {
+                let value = std::env::var_os(&var).with_context(|| format!("--secret {spec:?}: environment variable {var} is not set"))?;
+                id = id.or_else(|| Some(var.clone()));
+                Secret::Value(std::os::unix::ffi::OsStringExt::into_vec(value))
+            }
+            (None, None) => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
+        };
+        match id {
+            Some(id) => out.insert(id, secret),
+            None => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
+        };
     }
     Ok(out)
 }

@@ -31,6 +31,7 @@ mod cache_key;
 mod copy;
 mod engine;
 mod error;
+mod history;
 mod mount;
 mod progress;
 mod remote;
@@ -62,6 +63,26 @@ pub enum Network {
     None,
     /// The host's network.
     Host,
+}
+
+/// Where a `--secret`'s value comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A file the user named (`src=`): bound read-only into the steps that mount it.
+    File(PathBuf),
+    /// A value held in memory (`env=`): never written to a persistent disk. A step that mounts
+    /// it as a file gets it from a tmpfs made for that step and unmounted when the step ends.
+    Value(Vec<u8>),
+}
+
+impl std::fmt::Debug for Secret {
+    // The value never reaches logs or error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::File(p) => f.debug_tuple("File").field(p).finish(),
+            Secret::Value(v) => write!(f, "Value(<{} bytes>)", v.len()),
+        }
+    }
 }
 
 /// Gets a base image that is not in the store (the CLI pulls it from a registry). Returns the
@@ -96,8 +117,8 @@ pub struct BuildOptions {
     pub limits: Limits,
     /// The seccomp profile of every RUN step (`--security-opt seccomp=...`).
     pub seccomp: Seccomp,
-    /// `--secret id=..,src=..`: id to file.
-    pub secrets: BTreeMap<String, PathBuf>,
+    /// `--secret`: id to where the value is.
+    pub secrets: BTreeMap<String, Secret>,
     /// Layer compression.
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: fixes timestamps so builds are reproducible.

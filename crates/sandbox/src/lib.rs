@@ -306,12 +306,13 @@ fn read_lines(stream: Stream, pipe: Box<dyn Read + Send>, tx: mpsc::Sender<(Stre
 
 /// The `/etc` files every step gets, as Docker provides them.
 fn etc_files(dir: &std::path::Path, hostname: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    // BuildKit's: the hostname on the loopback line, and no /etc/hostname file.
+    let hosts = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     // The host's resolver configuration, minus loopback servers that mean nothing inside.
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv: String = host_resolv.lines().filter(|l| !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1"))).map(|l| format!("{l}\n")).collect();
     let mut out = Vec::new();
-    for (name, text) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))] {
+    for (name, text) in [("hosts", hosts), ("resolv.conf", resolv)] {
         let path = dir.join(name);
         std::fs::write(&path, text)?;
         out.push((name.to_string(), path));
