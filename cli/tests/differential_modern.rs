@@ -291,7 +291,9 @@ fn same_images_as_docker_28() {
                 .iter()
                 .zip(&docker_tags)
                 .map(|(c, tag)| {
-                    let mut args = vec!["build".to_string(), "-q".into(), "--network".into(), "none".into(), "-t".into(), tag.clone()];
+                    // Cold, as forge's fresh store is: BuildKit's cache keys a COPY by content
+                    // alone, so a warm daemon replays a RUN that saw an older mtime.
+                    let mut args = vec!["build".to_string(), "-q".into(), "--no-cache".into(), "--network".into(), "none".into(), "-t".into(), tag.clone()];
                     args.extend(c.flags.iter().cloned());
                     args.push(c.dir.to_string_lossy().into_owned());
                     let out = modern.cmd().args(&args).output().unwrap();
