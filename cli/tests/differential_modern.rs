@@ -15,13 +15,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Forge;
-use sha2::{Digest, Sha256};
 
 const ANCHORS: &str = "/tmp/forge-anchors";
 const CHROOT: &str = "/tmp/forge-anchors/trixie";
@@ -163,35 +161,6 @@ fn serve(dir: PathBuf) -> String {
     url
 }
 
-/// path -> "type mode uid:gid what" (content hash, link target or device numbers).
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let ft = m.file_type();
-            let what = if ft.is_dir() {
-                stack.push(p.clone());
-                "dir".to_string()
-            } else if ft.is_symlink() {
-                format!("link {}", std::fs::read_link(&p).unwrap().display())
-            } else if ft.is_char_device() || ft.is_block_device() {
-                let kind = if ft.is_char_device() { "char" } else { "block" };
-                format!("{kind} {}:{}", rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()))
-            } else if ft.is_fifo() {
-                "fifo".to_string()
-            } else {
-                let hash: String = Sha256::digest(std::fs::read(&p).unwrap()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-                format!("file {hash}")
-            };
-            out.insert(rel, format!("{what} {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid()));
-        }
-    }
-    out
-}
 
 /// The raw image config of `tag` in forge's store.
 fn config(forge: &Forge, tag: &str) -> serde_json::Value {
@@ -341,7 +310,7 @@ fn same_images_as_docker_28() {
         }
         if diffs.is_empty() {
             diffs.extend(differences(&summary(&config(&forge, &f_tag)), &summary(&config(&forge, &d_tag))));
-            diffs.extend(differences(&tree(&forge.rootfs(&f_tag)), &tree(&forge.rootfs(&d_tag))));
+            diffs.extend(differences(&common::tree(&forge.rootfs(&f_tag)), &common::tree(&forge.rootfs(&d_tag))));
             for t in [&f_tag, &d_tag] {
                 let _ = std::fs::remove_dir_all(forge.dir.path().join(format!("rootfs-{}", t.replace([':', '/'], "_"))));
                 let _ = std::fs::remove_dir_all(forge.dir.path().join(format!("bundle-{}", t.replace([':', '/'], "_"))));
