@@ -6,7 +6,8 @@ pkgs=(
   busybox-static   # base images for tests and examples
   docker-registry  # the CNCF distribution server the registry tests push to
   skopeo umoci podman buildah runc   # oracles nobody here wrote
-  docker.io        # Docker 20.10 with BuildKit: the reference builder
+  docker.io        # Docker 20.10: docker load/run of forge's archives and pushes; its CLI drives 28.5
+  debootstrap      # the Debian trixie chroot where Docker 28.5 (the reference builder) runs
   apache2-utils    # htpasswd for the Basic-auth registry test
   gcc libc6-dev    # a static system-call probe for the sandbox tests
   openssl iproute2 zstd bzip2 xz-utils jq curl ca-certificates

@@ -4,6 +4,7 @@
 //! `run(&Global, args) -> anyhow::Result<()>`. This file only parses flags, dispatches and maps
 //! errors to exit codes.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod commands;
 mod signals;
+mod stdout;
 
 /// forge: build container images from Dockerfiles and move them between stores and registries,
 /// without a daemon.
@@ -129,10 +131,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output is gone (`forge images | head -1`): nothing is wrong.
+        Err(err) if err.downcast_ref::<stdout::Closed>().is_some() => ExitCode::SUCCESS,
         // A container's exit code, or a failure `run` already reported with docker's code.
         Err(err) if err.downcast_ref::<commands::run::Exit>().is_some() => ExitCode::from(err.downcast_ref::<commands::run::Exit>().map_or(1, |e| e.0)),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Not `eprintln!`: a closed standard error must not turn the failure into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             ExitCode::from(1)
         }
     }

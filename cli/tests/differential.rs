@@ -5,38 +5,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::Forge;
-use sha2::{Digest, Sha256};
-
-/// path -> "type mode uid:gid content-or-target"
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let what = if m.is_dir() {
-                stack.push(p.clone());
-                "dir".to_string()
-            } else if m.file_type().is_symlink() {
-                format!("link {}", std::fs::read_link(&p).unwrap().display())
-            } else {
-                format!("file {}", hex(&std::fs::read(&p).unwrap()))
-            };
-            out.insert(rel, format!("{what} {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid()));
-        }
-    }
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
+use common::{tree, Forge};
 
 #[test]
 fn same_tree_and_config_as_docker_build() {

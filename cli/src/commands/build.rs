@@ -1,13 +1,13 @@
 //! `forge build [OPTIONS] CONTEXT`: build an image from a Dockerfile, as `docker build` does.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use forge_builder::{BuildOptions, Event, Network};
+use forge_builder::{BuildOptions, Event, Network, Secret};
 use forge_layerstore::Store;
 
 use crate::commands::output::{self, OutputSpec};
@@ -107,6 +107,10 @@ enum ProgressMode {
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
+    // Checked before the build, not when tagging after it.
+    for t in &args.tags {
+        forge_layerstore::store::check_name(t).context("-t")?;
+    }
     // Held until the image is tagged or exported, so a `forge store gc` beside the build
     // leaves its snapshots and blobs alone.
     let _lease = store.lease("build", &[])?;
@@ -114,13 +118,18 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         Some(o) => OutputSpec::parse(o)?,
         None => OutputSpec::Image,
     };
+    // Set first: a signal must also stop a read of standard input that never ends.
+    let cancel = forge_builder::Cancel::new();
+    let on_signal = cancel.clone();
+    crate::signals::on_interrupt(move || on_signal.cancel());
+    let stdin = || crate::signals::Interruptible::new(std::io::stdin().lock(), cancel.clone());
     // A context on stdin is unpacked into a scratch directory first.
     let _stdin_context;
     let context = if args.context == "-" {
         let dir = tempfile::Builder::new().prefix("context-").tempdir_in(store.tmp_dir()?)?;
         // The hardened layer extractor: a context tar may not write outside its directory.
         let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
-        forge_layerstore::archive::apply_layer(std::io::stdin().lock(), dir.path(), &opts).context("unpacking the context tar from standard input")?;
+        forge_layerstore::archive::apply_layer(stdin(), dir.path(), &opts).context("unpacking the context tar from standard input")?;
         let path = dir.path().to_path_buf();
         _stdin_context = Some(dir);
         path
@@ -135,9 +144,10 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let mut opts = BuildOptions::new(context.clone());
     match args.file.as_deref() {
         Some("-") => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("reading the Dockerfile from standard input")?;
-            opts.dockerfile_text = Some(text);
+            if args.context == "-" {
+                bail!("the context and the Dockerfile cannot both come from standard input");
+            }
+            opts.dockerfile_text = Some(forge_builder::read_dockerfile(stdin()).context("reading the Dockerfile from standard input")?);
         }
         Some(f) => opts.dockerfile = Some(PathBuf::from(f)),
         None => {}
@@ -190,8 +200,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         Ok(v) if !v.is_empty() => Some(v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?),
         _ => None,
     };
-    let cancel = opts.cancel.clone();
-    crate::signals::on_interrupt(move || cancel.cancel());
+    opts.cancel = cancel;
 
     let mode = match args.progress {
         _ if args.quiet => None,
@@ -222,7 +231,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         std::fs::write(path, built.image_id.as_str()).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.quiet {
-        println!("{}", built.image_id);
+        crate::stdout::outln!("{}", built.image_id)?;
     } else if mode != Some(ProgressMode::Json) {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "writing image {} done", built.image_id);
@@ -273,37 +282,42 @@ fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     Ok((n * mult as f64) as u64)
 }
 
-fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Secret>> {
     let mut out = BTreeMap::new();
     for spec in specs {
         let mut id = None;
         let mut src = None;
+        let mut env = None;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("id", v)) => id = Some(v.to_string()),
                 Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
-                Some(("env", v)) => {
-                    // The secret's value comes from forge's own environment: put it in a
-                    // private temporary file the sandbox can bind.
-                    let value = std::env::var(v).with_context(|| format!("--secret {spec:?}: environment variable {v} is not set"))?;
-                    let mut f = tempfile::NamedTempFile::new()?;
-                    f.write_all(value.as_bytes())?;
-                    src = Some(f.into_temp_path().keep()?);
-                }
+                Some(("env", v)) => env = Some(v.to_string()),
                 Some(("type", "file" | "env")) => {}
-                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH"),
+                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
             }
         }
-        let id = id.or_else(|| src.as_ref().and_then(|s| s.file_name()).map(|n| n.to_string_lossy().into_owned()));
-        match (id, src) {
-            (Some(id), Some(src)) => {
+        let secret = match (src, env) {
+            (Some(_), Some(_)) => bail!("invalid --secret {spec:?}: give src= or env=, not both"),
+            (Some(src), None) => {
                 if !src.is_file() {
                     bail!("--secret {spec:?}: {} is not a file", src.display());
                 }
-                out.insert(id, src);
+                id = id.or_else(|| src.file_name().map(|n| n.to_string_lossy().into_owned()));
+                Secret::File(src)
             }
-            _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH"),
-        }
+            // The value stays in memory: the builder puts it on a tmpfs only while a step uses it.
+            (None, Some(var)) => {
+                let value = std::env::var_os(&var).with_context(|| format!("--secret {spec:?}: environment variable {var} is not set"))?;
+                id = id.or_else(|| Some(var.clone()));
+                Secret::Value(std::os::unix::ffi::OsStringExt::into_vec(value))
+            }
+            (None, None) => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
+        };
+        match id {
+            Some(id) => out.insert(id, secret),
+            None => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
+        };
     }
     Ok(out)
 }

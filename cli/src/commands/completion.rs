@@ -13,6 +13,7 @@ pub struct CompletionArgs {
 /// Prints the completion script for `shell` on stdout.
 pub fn run(args: CompletionArgs) -> anyhow::Result<()> {
     let mut cmd = crate::Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "forge", &mut std::io::stdout());
-    Ok(())
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "forge", &mut script);
+    crate::stdout::write_all(&script)
 }

@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use crate::commands::create::containers;
+use crate::stdout::outln;
 
 /// `forge container ...`.
 #[derive(Subcommand)]
@@ -21,14 +22,13 @@ pub fn run(global: &crate::Global, cmd: ContainerCommand) -> anyhow::Result<()> 
         ContainerCommand::Prune { force: _ } => {
             let removed = containers(global)?.prune()?;
             if !removed.is_empty() {
-                println!("Deleted Containers:");
+                outln!("Deleted Containers:")?;
                 for id in &removed {
-                    println!("{id}");
+                    outln!("{id}")?;
                 }
-                println!();
+                outln!("")?;
             }
-            println!("Total reclaimed containers: {}", removed.len());
-            Ok(())
+            outln!("Total reclaimed containers: {}", removed.len())
         }
     }
 }

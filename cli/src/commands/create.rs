@@ -6,6 +6,7 @@ use forge_layerstore::Store;
 use forge_runtime::{Containers, CreateOptions};
 
 use crate::commands::run::Exit;
+use crate::stdout::outln;
 
 /// The flags `create` and `run` share (docker's names).
 #[derive(Args, Debug)]
@@ -89,8 +90,7 @@ pub fn run(global: &crate::Global, args: CreateArgs) -> anyhow::Result<()> {
     let created = args.flags.options().and_then(|opts| Ok(containers(global)?.create(&opts)?));
     match created {
         Ok(c) => {
-            println!("{}", c.id());
-            Ok(())
+            outln!("{}", c.id())
         }
         Err(e) => Err(Exit::failed(e)),
     }

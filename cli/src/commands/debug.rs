@@ -56,19 +56,17 @@ pub fn run(_global: &crate::Global, cmd: DebugCommand) -> anyhow::Result<()> {
         }
         DebugCommand::Parse { file } => {
             let (name, bytes) = if file.as_os_str() == "-" {
-                let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading standard input")?;
-                ("-".to_string(), buf)
+                ("-".to_string(), forge_builder::read_capped(std::io::stdin().lock()).context("reading standard input")?)
             } else {
-                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let opened = std::fs::File::open(&file).with_context(|| format!("reading {}", file.display()))?;
+                let bytes = forge_builder::read_capped(opened).with_context(|| format!("reading {}", file.display()))?;
                 (file.display().to_string(), bytes)
             };
             let df = forge_parser::parse_bytes(&bytes, &name).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
             for w in df.warnings() {
                 eprintln!("warning: {name}:{}: {}", w.line, w.message);
             }
-            print!("{}", df.dump());
-            Ok(())
+            crate::stdout::write_all(df.dump().as_bytes())
         }
     }
 }

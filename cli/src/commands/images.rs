@@ -5,6 +5,8 @@ use clap::{Args, ValueEnum};
 use forge_layerstore::Store;
 use serde::Serialize;
 
+use crate::stdout::outln;
+
 /// Output formats for listing commands.
 #[derive(Clone, Copy, Default, ValueEnum)]
 pub enum Format {
@@ -46,12 +48,12 @@ pub fn run(global: &crate::Global, args: ImagesArgs) -> anyhow::Result<()> {
         rows.push(Row { repository, tag, id, digest: desc.digest().to_string(), created, size });
     }
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&rows)?)?,
         Format::Table => {
-            println!("{:<40} {:<16} {:<14} {:<22} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+            outln!("{:<40} {:<16} {:<14} {:<22} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")?;
             for r in rows {
                 let id = r.id.trim_start_matches("sha256:").chars().take(12).collect::<String>();
-                println!("{:<40} {:<16} {:<14} {:<22} {:>10}", r.repository, r.tag, id, r.created.unwrap_or_default(), human_size(r.size));
+                outln!("{:<40} {:<16} {:<14} {:<22} {:>10}", r.repository, r.tag, id, r.created.unwrap_or_default(), human_size(r.size))?;
             }
         }
     }

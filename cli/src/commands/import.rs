@@ -39,6 +39,6 @@ pub fn run(global: &crate::Global, args: ImportArgs) -> anyhow::Result<()> {
     };
     let desc = forge_layerstore::import::import_rootfs(&root, input, &args.name, compression)
         .with_context(|| format!("importing {} as {}", args.tarball.display(), args.name))?;
-    println!("{}", desc.digest());
+    crate::stdout::outln!("{}", desc.digest())?;
     Ok(())
 }

@@ -36,6 +36,6 @@ pub fn run(global: &crate::Global, args: InspectArgs) -> anyhow::Result<()> {
             "Size": layers.iter().map(|l| l.size).sum::<u64>(),
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    crate::stdout::outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(())
 }

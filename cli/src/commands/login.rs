@@ -46,7 +46,7 @@ pub fn login(_: &crate::Global, args: LoginArgs) -> anyhow::Result<()> {
     };
     let creds = Credentials { username: args.username, password };
     block_on(args.registry.client().login(&args.server, &creds))??;
-    println!("Login Succeeded");
+    crate::stdout::outln!("Login Succeeded")?;
     Ok(())
 }
 
@@ -54,9 +54,9 @@ pub fn login(_: &crate::Global, args: LoginArgs) -> anyhow::Result<()> {
 pub fn logout(_: &crate::Global, args: LogoutArgs) -> anyhow::Result<()> {
     let client = forge_registry::Client::new(Default::default());
     if client.logout(&args.server)? {
-        println!("Removing login credentials for {}", args.server);
+        crate::stdout::outln!("Removing login credentials for {}", args.server)?;
     } else {
-        println!("Not logged in to {}", args.server);
+        crate::stdout::outln!("Not logged in to {}", args.server)?;
     }
     Ok(())
 }

@@ -58,12 +58,7 @@ pub fn write(store: &Store, built: &Built, spec: &OutputSpec, tags: &[String]) -
         OutputSpec::Archive { format, dest } => {
             let image = store.image_of(&built.manifest)?;
             let names: Vec<String> = tags.iter().map(|t| forge_layerstore::store::normalize_tag(t)).collect();
-            let tmp = tempfile::NamedTempFile::new_in(dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(".".as_ref()))
-                .with_context(|| format!("creating {}", dest.display()))?;
-            let file = std::io::BufWriter::new(tmp.reopen()?);
-            export::save(store, &[(names, image)], *format, file).with_context(|| format!("writing {}", dest.display()))?;
-            tmp.persist(dest).with_context(|| format!("writing {}", dest.display()))?;
-            Ok(())
+            crate::commands::save::write_output(dest, |out| Ok(export::save(store, &[(names, image)], *format, out)?))
         }
         OutputSpec::Local { dest } => {
             let image = store.image_of(&built.manifest)?;

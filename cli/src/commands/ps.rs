@@ -7,6 +7,7 @@ use forge_runtime::{Container, Status};
 use serde::Serialize;
 
 use crate::commands::create::containers;
+use crate::stdout::outln;
 
 /// Arguments of `forge ps`.
 #[derive(Args)]
@@ -47,7 +48,7 @@ pub fn run(global: &crate::Global, args: PsArgs) -> anyhow::Result<()> {
     list.retain(|c| args.all || c.state.status == Status::Running);
     if args.quiet {
         for c in &list {
-            println!("{}", c.short_id());
+            outln!("{}", c.short_id())?;
         }
         return Ok(());
     }
@@ -56,7 +57,7 @@ pub fn run(global: &crate::Global, args: PsArgs) -> anyhow::Result<()> {
     match args.format.as_str() {
         "json" => {
             for r in &rows {
-                println!("{}", serde_json::to_string(r)?);
+                outln!("{}", serde_json::to_string(r)?)?;
             }
         }
         "table" => {
@@ -72,7 +73,7 @@ pub fn run(global: &crate::Global, args: PsArgs) -> anyhow::Result<()> {
                     *w = (*w).max(cell.chars().count());
                 }
             }
-            let line = |row: Vec<&str>| {
+            let line = |row: Vec<&str>| -> anyhow::Result<()> {
                 let mut out = String::new();
                 for (i, cell) in row.iter().enumerate() {
                     out.push_str(cell);
@@ -80,11 +81,11 @@ pub fn run(global: &crate::Global, args: PsArgs) -> anyhow::Result<()> {
                         out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 3));
                     }
                 }
-                println!("{}", out.trim_end());
+                outln!("{}", out.trim_end())
             };
-            line(header.to_vec());
+            line(header.to_vec())?;
             for row in &cells {
-                line(row.iter().map(String::as_str).collect());
+                line(row.iter().map(String::as_str).collect())?;
             }
         }
         other => anyhow::bail!("unknown --format {other:?}: use table or json"),

@@ -34,6 +34,6 @@ pub fn run(global: &crate::Global, args: PullArgs) -> anyhow::Result<()> {
         let image = store.image_of(&pulled.manifest)?;
         store.unpack(&image.layers()?).context("unpacking the layers")?;
     }
-    println!("{}", pulled.name);
+    crate::stdout::outln!("{}", pulled.name)?;
     Ok(())
 }

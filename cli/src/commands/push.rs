@@ -32,6 +32,6 @@ pub fn run(global: &crate::Global, args: PushArgs) -> anyhow::Result<()> {
     let client = args.registry.client();
     let bars = progress(args.quiet);
     let desc = block_on(client.push(&store, &args.local, &dest, bars.as_ref()))?.with_context(|| format!("pushing {} to {dest}", args.local))?;
-    println!("{dest}@{}", desc.digest());
+    crate::stdout::outln!("{dest}@{}", desc.digest())?;
     Ok(())
 }

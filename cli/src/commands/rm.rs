@@ -1,9 +1,12 @@
 //! `forge rm [-f] CONTAINER...`: remove containers, their writable layers and names.
 
+use std::io::Write;
+
 use anyhow::anyhow;
 use clap::Args;
 
 use crate::commands::create::containers;
+use crate::stdout::outln;
 
 /// Arguments of `forge rm`.
 #[derive(Args)]
@@ -22,9 +25,10 @@ pub fn run(global: &crate::Global, args: RmArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     for name in &args.containers {
         match containers.get(name).and_then(|c| containers.remove(&c, args.force)) {
-            Ok(()) => println!("{name}"),
+            Ok(()) => outln!("{name}")?,
             Err(e) => {
-                eprintln!("error: {e}");
+                // Not `eprintln!`: a closed standard error must not turn the failure into a panic.
+                let _ = writeln!(std::io::stderr(), "error: {e}");
                 failed += 1;
             }
         }

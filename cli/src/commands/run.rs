@@ -40,7 +40,8 @@ impl Exit {
                 message = if message.is_empty() { cause } else { format!("{message}: {cause}") };
             }
         }
-        eprintln!("forge: {message}");
+        // Not `eprintln!`: a closed standard error must not turn the failure into a panic.
+        let _ = writeln!(std::io::stderr(), "forge: {message}");
         let code = err.chain().find_map(|e| e.downcast_ref::<forge_runtime::Error>()).map_or(125, |e| e.exit_code());
         Exit(code).into()
     }

@@ -1,9 +1,9 @@
 //! `forge save` and `forge load`: images to and from archive files (`docker save`/`docker load`
 //! compatible, or OCI), and loading an OCI layout directory such as `skopeo copy` writes.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -54,11 +54,28 @@ pub fn save(global: &crate::Global, args: SaveArgs) -> anyhow::Result<()> {
         SaveFormat::Docker => ArchiveFormat::Docker,
         SaveFormat::Oci => ArchiveFormat::Oci,
     };
-    let dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(".".as_ref()).to_path_buf();
-    let tmp = tempfile::NamedTempFile::new_in(&dir).with_context(|| format!("writing {}", args.output.display()))?;
-    export::save(&store, &images, format, BufWriter::new(tmp.reopen()?)).with_context(|| format!("writing {}", args.output.display()))?;
-    tmp.persist(&args.output).with_context(|| format!("writing {}", args.output.display()))?;
-    Ok(())
+    write_output(&args.output, |out| Ok(export::save(&store, &images, format, out)?))
+}
+
+/// Writes an archive to `path`. A regular file (or a new one) is written whole or not at all:
+/// into a temporary file beside it, renamed over it at the end. Anything else that exists
+/// there (`/dev/null`, a FIFO, a terminal) is opened and written as it is: renaming over it
+/// would replace the device or FIFO with a regular file.
+pub fn write_output(path: &Path, write: impl FnOnce(BufWriter<File>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let context = || format!("writing {}", path.display());
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => {
+            let file = OpenOptions::new().write(true).open(path).with_context(context)?;
+            write(BufWriter::new(file)).with_context(context)
+        }
+        _ => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(".".as_ref());
+            let tmp = tempfile::NamedTempFile::new_in(dir).with_context(context)?;
+            write(BufWriter::new(tmp.reopen().with_context(context)?)).with_context(context)?;
+            tmp.persist(path).with_context(context)?;
+            Ok(())
+        }
+    }
 }
 
 /// Runs `forge load`.
@@ -72,9 +89,9 @@ pub fn load(global: &crate::Global, args: LoadArgs) -> anyhow::Result<()> {
     };
     for (name, d) in loaded {
         if name.is_empty() {
-            println!("Loaded image: {}", d.digest());
+            crate::stdout::outln!("Loaded image: {}", d.digest())?;
         } else {
-            println!("Loaded image: {name}");
+            crate::stdout::outln!("Loaded image: {name}")?;
         }
     }
     Ok(())

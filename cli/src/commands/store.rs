@@ -6,6 +6,7 @@ use forge_layerstore::maintenance;
 use forge_layerstore::Store;
 
 use crate::commands::images::Format;
+use crate::stdout::outln;
 
 /// `forge store ...`.
 #[derive(Subcommand)]
@@ -40,15 +41,15 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
             }
             let r = maintenance::gc(&store)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&r)?)?,
                 Format::Table => {
-                    println!("removed {} blobs ({} bytes) and {} snapshots", r.blobs_removed, r.bytes_freed, r.snapshots_removed);
+                    outln!("removed {} blobs ({} bytes) and {} snapshots", r.blobs_removed, r.bytes_freed, r.snapshots_removed)?;
                     let leftovers = r.leases_expired + r.ingests_removed + r.half_made_snapshots_removed + r.scratch_dirs_removed + r.mounts_detached;
                     if leftovers > 0 {
-                        println!(
+                        outln!(
                             "cleaned up after killed operations: {} leases, {} ingests ({} bytes), {} half-made snapshots, {} scratch directories, {} mounts",
                             r.leases_expired, r.ingests_removed, r.ingest_bytes_freed, r.half_made_snapshots_removed, r.scratch_dirs_removed, r.mounts_detached
-                        );
+                        )?;
                     }
                 }
             }
@@ -56,14 +57,14 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
         StoreCommand::Fsck { repair, format } => {
             let r = maintenance::fsck(&store, repair)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&r)?)?,
                 Format::Table => {
-                    println!("checked {} blobs", r.blobs_checked);
+                    outln!("checked {} blobs", r.blobs_checked)?;
                     for d in &r.corrupt {
-                        println!("corrupt blob {d}{}", if repair { " (removed)" } else { "" });
+                        outln!("corrupt blob {d}{}", if repair { " (removed)" } else { "" })?;
                     }
                     for (tag, problem) in &r.broken_tags {
-                        println!("broken image {tag}: {problem}{}", if repair { " (tag removed)" } else { "" });
+                        outln!("broken image {tag}: {problem}{}", if repair { " (tag removed)" } else { "" })?;
                     }
                 }
             }

@@ -5,6 +5,8 @@ use clap::Args;
 use forge_layerstore::store::normalize_tag;
 use forge_layerstore::Store;
 
+use crate::stdout::outln;
+
 /// Arguments of `forge tag`.
 #[derive(Args)]
 pub struct TagArgs {
@@ -25,7 +27,6 @@ pub struct RmiArgs {
 /// Runs `forge tag`.
 pub fn tag(global: &crate::Global, args: TagArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
-    forge_registry::Reference::parse(&args.target).with_context(|| format!("tag {:?}", args.target))?;
     let desc = store.resolve(&args.source)?;
     store.tag(&args.target, &desc)?;
     Ok(())
@@ -36,7 +37,7 @@ pub fn rmi(global: &crate::Global, args: RmiArgs) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
     for name in &args.images {
         if store.index().untag(&normalize_tag(name))? {
-            println!("Untagged: {}", normalize_tag(name));
+            outln!("Untagged: {}", normalize_tag(name))?;
             continue;
         }
         let desc = store.resolve(name).with_context(|| format!("removing {name}"))?;
@@ -44,7 +45,7 @@ pub fn rmi(global: &crate::Global, args: RmiArgs) -> anyhow::Result<()> {
         for (tag, d) in store.index().list()? {
             if d.digest() == desc.digest() {
                 store.index().untag(&tag)?;
-                println!("Untagged: {tag}");
+                outln!("Untagged: {tag}")?;
                 any = true;
             }
         }

@@ -2,8 +2,12 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use sha2::{Digest, Sha256};
 
 /// A scratch store and the binary.
 pub struct Forge {
@@ -128,6 +132,37 @@ impl Forge {
         assert!(o.status.success(), "podman run {image}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
+}
+
+/// A rootfs as `path -> "type mode uid:gid what"` (what: a content hash, link target or device
+/// numbers), for comparing the trees two builders made.
+pub fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let ft = m.file_type();
+            let what = if ft.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else if ft.is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let kind = if ft.is_char_device() { "char" } else { "block" };
+                format!("{kind} {}:{}", rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()))
+            } else if ft.is_fifo() {
+                "fifo".to_string()
+            } else {
+                let hash: String = Sha256::digest(std::fs::read(&p).unwrap()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+                format!("file {hash}")
+            };
+            out.insert(rel, format!("{what} {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid()));
+        }
+    }
+    out
 }
 
 /// The cgroup directories forge made for the sandboxes (RUN steps, containers) of `pid`, wherever the hierarchy is.

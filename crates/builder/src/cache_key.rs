@@ -3,6 +3,7 @@
 //! Two steps with the same key produce the same layer, so a key found in the store's cache
 //! index is reused without running anything.
 
+use forge_layerstore::archive::Compression;
 use forge_layerstore::Digest;
 use sha2::{Digest as _, Sha256};
 
@@ -48,6 +49,16 @@ impl KeyBuilder {
     }
 }
 
+/// The key under which a step's layer is found in the cache index: the step's key plus the
+/// options that change the layer's bytes but not its files. A store that built a step with
+/// gzip, or without `SOURCE_DATE_EPOCH`, then builds it again for zstd or clamped timestamps
+/// instead of handing back the other layer.
+pub(crate) fn layer_key(step: &Digest, compression: Compression, source_date_epoch: Option<i64>) -> Digest {
+    let mut k = KeyBuilder::new(step, "LAYER");
+    k.part(&format!("{compression:?}")).part(&source_date_epoch.map(|s| s.to_string()).unwrap_or_default());
+    k.finish()
+}
+
 /// The key a stage starts from: `scratch`, or the base image's manifest digest.
 pub(crate) fn base_key(what: &str) -> Digest {
     let mut h = Sha256::new();
@@ -74,5 +85,11 @@ mod tests {
         d.part("ab").part("c");
         assert_eq!(c.finish(), d.finish());
         assert_ne!(base_key("scratch"), base_key("sha256:00"));
+        let step = base_key("scratch");
+        let gzip = layer_key(&step, Compression::Gzip, None);
+        assert_eq!(gzip, layer_key(&step, Compression::Gzip, None));
+        assert_ne!(gzip, layer_key(&step, Compression::Zstd, None));
+        assert_ne!(gzip, layer_key(&step, Compression::Gzip, Some(0)));
+        assert_ne!(layer_key(&step, Compression::Gzip, Some(0)), layer_key(&step, Compression::Gzip, Some(1)));
     }
 }

@@ -47,44 +47,75 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
     let count = matches.len() + inline.len();
     let dest_slash = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
     let dest_is_dir = dest_slash || root.is_dir(dest);
+    // A file destination that is a symlink is written through.
+    let dest_file = if dest_is_dir { dest.to_string() } else { root.follow(dest).map_err(|e| format!("{dest}: {e}"))? };
     if count > 1 && !dest_is_dir {
         return Err("When using COPY with more than one source file, the destination must be a directory and end with a /".into());
     }
     let dir_owner = opts.owner.unwrap_or((0, 0));
+    // Directories the copy creates get `--chmod` too (BuildKit's CreateDestPath with a mode).
+    let dir_mode = opts.chmod.unwrap_or(0o755);
     let err = |what: &str, e: io::Error| format!("{what}: {e}");
     for m in matches {
         let parent_rel = if opts.parents { Path::new(&m.rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
         let base = format!("{}/{}", dest.trim_end_matches('/'), parent_rel);
         if m.is_dir() {
             let target = if opts.parents { format!("{base}/{}", Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()) } else { dest.to_string() };
-            let dir = root.mkdir_all(&target, dir_owner).map_err(|e| err(&target, e))?;
+            let dir = root.mkdir_all(&target, dir_owner, dir_mode).map_err(|e| err(&target, e))?;
             copy_tree(&dir, &m.entries, opts).map_err(|e| format!("copying {} to {target}: {e}", m.rel))?;
             continue;
         }
         let entry = &m.entries[0];
         let name = Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| m.rel.clone());
-        let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(dest) };
-        let dir = root.mkdir_all(&dir_path, dir_owner).map_err(|e| err(&dir_path, e))?;
+        let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(&dest_file) };
+        let dir = root.mkdir_all(&dir_path, dir_owner, dir_mode).map_err(|e| err(&dir_path, e))?;
+        let opts_owner = opts.owner;
         if opts.extract_archives && !m.remote {
             if let Some(archive) = open_archive(&entry.path).map_err(|e| err(&m.rel, e))? {
-                let target = if dest_is_dir { dir } else { root.mkdir_all(dest, dir_owner).map_err(|e| err(dest, e))? };
+                let target = if dest_is_dir { dir } else { root.mkdir_all(dest, dir_owner, dir_mode).map_err(|e| err(dest, e))? };
                 let real = real_path(&target).map_err(|e| err(dest, e))?;
                 let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
                 forge_layerstore::archive::apply_layer(archive, &real, &opts).map_err(|e| format!("extracting {}: {e}", m.rel))?;
+                if let Some(owner) = opts_owner {
+                    let names = open_archive(&entry.path).map_err(|e| err(&m.rel, e))?.expect("it was an archive just above");
+                    chown_unpacked(&target, names, owner).map_err(|e| format!("--chown of what {} unpacked: {e}", m.rel))?;
+                }
                 continue;
             }
         }
         write_entry(&dir, &file_name, entry, opts).map_err(|e| format!("copying {} to {dir_path}/{file_name}: {e}", m.rel))?;
     }
     for file in inline {
-        let (dir_path, file_name) = if dest_is_dir { (dest.to_string(), file.name.clone()) } else { split_dest(dest) };
-        let dir = root.mkdir_all(&dir_path, dir_owner).map_err(|e| err(&dir_path, e))?;
+        let (dir_path, file_name) = if dest_is_dir { (dest.to_string(), file.name.clone()) } else { split_dest(&dest_file) };
+        let dir = root.mkdir_all(&dir_path, dir_owner, dir_mode).map_err(|e| err(&dir_path, e))?;
         let fd = create_file(&dir, &file_name, 0o644).map_err(|e| err(&file_name, e))?;
         let mut f = File::from(fd);
         io::Write::write_all(&mut f, &file.content).map_err(|e| err(&file_name, e))?;
         let (uid, gid) = opts.owner.unwrap_or((0, 0));
         fchown(&f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| err(&file_name, e.into()))?;
         fchmod(&f, Mode::from_raw_mode(opts.chmod.unwrap_or(0o644))).map_err(|e| err(&file_name, e.into()))?;
+    }
+    Ok(())
+}
+
+/// `ADD --chown` of a local archive: every entry the archive names gets the owner, as in
+/// BuildKit. Paths resolve inside `target`, so the archive's own symlinks cannot lead out.
+fn chown_unpacked(target: &OwnedFd, archive: impl Read, (uid, gid): (u32, u32)) -> io::Result<()> {
+    let mut archive = tar::Archive::new(archive);
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let rel = path.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
+        if rel.is_empty() || rel.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")) {
+            continue;
+        }
+        let fd = match openat2(target, rel, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT) {
+            Ok(fd) => fd,
+            // An entry the extractor skipped (a device node).
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        rustix::fs::chownat(&fd, "", Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::EMPTY_PATH)?;
     }
     Ok(())
 }
@@ -97,8 +128,7 @@ fn split_dest(dest: &str) -> (String, String) {
     }
 }
 
-/// Copies a directory match's contents below `dir`, then gives `dir` the source directory's
-/// metadata, as Docker does.
+/// Copies a directory match's contents below `dir`.
 fn copy_tree(dir: &OwnedFd, entries: &[Entry], opts: &CopyOptions) -> io::Result<()> {
     let mut dirs: Vec<(Option<OwnedFd>, &Entry)> = Vec::new();
     for entry in &entries[1..] {
@@ -113,11 +143,13 @@ fn copy_tree(dir: &OwnedFd, entries: &[Entry], opts: &CopyOptions) -> io::Result
             dirs.push((Some(fd), entry));
         }
     }
-    dirs.push((None, &entries[0]));
-    // Directory times last, deepest first: writing children changes them.
+    // Directory times last, deepest first: writing children changes them. The destination
+    // itself keeps what it had, or what it was created with: BuildKit gives it none of the
+    // source directory's metadata.
     for (fd, entry) in dirs.iter().rev() {
-        let fd = fd.as_ref().unwrap_or(dir);
-        set_meta(fd, entry, opts)?;
+        if let Some(fd) = fd {
+            set_meta(fd, entry, opts)?;
+        }
     }
     Ok(())
 }

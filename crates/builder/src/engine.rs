@@ -9,6 +9,7 @@ use forge_layerstore::Store;
 use forge_parser::dag::{BuildGraph, GraphOptions};
 use forge_parser::dockerignore::Dockerignore;
 
+use crate::build_file::{self, BuildFileError};
 use crate::progress::{Event, Progress};
 use crate::source::{SourceTree, StatCache};
 use crate::stage::{self, StageResult};
@@ -39,9 +40,14 @@ pub(crate) struct BuildCtx<'a> {
 /// must be there already.
 pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>, progress: &dyn Progress) -> Result<Built, Error> {
     let dockerfile_path = opts.dockerfile.clone().unwrap_or_else(|| opts.context.join("Dockerfile"));
+    let (dockerfile_dir, dockerfile_name) = build_file::split(&dockerfile_path);
     let text = match &opts.dockerfile_text {
         Some(t) => t.clone(),
-        None => std::fs::read_to_string(&dockerfile_path).map_err(|source| Error::Io { what: "reading the Dockerfile", path: dockerfile_path.clone(), source })?,
+        None => {
+            let fail = |problem| Error::BuildFile { what: "Dockerfile", path: dockerfile_path.clone(), problem };
+            let bytes = build_file::read_in(&dockerfile_dir, &dockerfile_name, false).map_err(fail)?.unwrap_or_default();
+            String::from_utf8(bytes).map_err(|_| fail(BuildFileError::NotUtf8))?
+        }
     };
     let file = dockerfile_path.file_name().map_or("Dockerfile".into(), |n| n.to_string_lossy().into_owned());
     let df = forge_parser::parse(&text, &file)?;
@@ -52,8 +58,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     for name in &graph.unused_build_args {
         progress.event(Event::Warning { message: format!("build argument {name:?} was not consumed by any ARG") });
     }
-    let ignore = Dockerignore::for_build(&opts.context, &dockerfile_path)
-        .map_err(|e| Error::Options(format!("reading .dockerignore: {e}")))?;
+    let ignore = read_dockerignore(&opts.context, &dockerfile_dir, &dockerfile_name)?;
     let context = SourceTree::open(&opts.context, ignore, true)
         .map_err(|e| Error::Options(format!("build context {}: {e}", opts.context.display())))?;
     let forge_dir = store.root().join("forge");
@@ -128,6 +133,23 @@ impl BuildCtx<'_> {
         }
         text
     }
+}
+
+/// The ignore file for a build: `<Dockerfile>.dockerignore` beside the Dockerfile when it
+/// exists, else the context's `.dockerignore`, else nothing is ignored.
+fn read_dockerignore(context: &std::path::Path, dockerfile_dir: &std::path::Path, dockerfile_name: &str) -> Result<Dockerignore, Error> {
+    let specific = format!("{dockerfile_name}.dockerignore");
+    for (dir, name) in [(dockerfile_dir, specific.as_str()), (context, ".dockerignore")] {
+        let path = dir.join(name);
+        match build_file::read_in(dir, name, true) {
+            Ok(Some(bytes)) => {
+                return Dockerignore::parse(&String::from_utf8_lossy(&bytes)).map_err(|e| Error::Options(format!("{}: {e}", path.display())));
+            }
+            Ok(None) => {}
+            Err(problem) => return Err(Error::BuildFile { what: ".dockerignore", path, problem }),
+        }
+    }
+    Ok(Dockerignore::default())
 }
 
 /// A fresh scratch directory in the store (same filesystem as the snapshots).

@@ -26,6 +26,16 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The Dockerfile or a `.dockerignore` cannot be used.
+    #[error("reading the {what} {}: {problem}", path.display())]
+    BuildFile {
+        /// `Dockerfile` or `.dockerignore`.
+        what: &'static str,
+        /// The path as given (never its target: that may be a host file).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: crate::BuildFileError,
+    },
     /// A step failed.
     #[error("{file}:{line}: {instruction}: {message}")]
     Step {

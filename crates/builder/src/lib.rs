@@ -26,10 +26,12 @@
 
 #![deny(missing_docs)]
 
+mod build_file;
 mod cache_key;
 mod copy;
 mod engine;
 mod error;
+mod history;
 mod mount;
 mod progress;
 mod remote;
@@ -42,6 +44,7 @@ mod users;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
 pub use engine::build;
 pub use error::Error;
 pub use forge_layerstore::archive::Compression;
@@ -62,6 +65,26 @@ pub enum Network {
     Host,
 }
 
+/// Where a `--secret`'s value comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A file the user named (`src=`): bound read-only into the steps that mount it.
+    File(PathBuf),
+    /// A value held in memory (`env=`): never written to a persistent disk. A step that mounts
+    /// it as a file gets it from a tmpfs made for that step and unmounted when the step ends.
+    Value(Vec<u8>),
+}
+
+impl std::fmt::Debug for Secret {
+    // The value never reaches logs or error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::File(p) => f.debug_tuple("File").field(p).finish(),
+            Secret::Value(v) => write!(f, "Value(<{} bytes>)", v.len()),
+        }
+    }
+}
+
 /// Gets a base image that is not in the store (the CLI pulls it from a registry). Returns the
 /// name under which it is now tagged in the store.
 pub trait BaseImages: Sync {
@@ -74,7 +97,9 @@ pub trait BaseImages: Sync {
 pub struct BuildOptions {
     /// The context directory.
     pub context: PathBuf,
-    /// The Dockerfile (default `<context>/Dockerfile`).
+    /// The Dockerfile (default `<context>/Dockerfile`). It is read inside its own directory,
+    /// as BuildKit does: a symlink resolves as if that directory were `/`, never to a host file.
+    /// Only a regular file of at most [`MAX_BUILD_FILE`] bytes is read.
     pub dockerfile: Option<PathBuf>,
     /// The Dockerfile's text when it does not come from a file (`-f -`).
     pub dockerfile_text: Option<String>,
@@ -92,8 +117,8 @@ pub struct BuildOptions {
     pub limits: Limits,
     /// The seccomp profile of every RUN step (`--security-opt seccomp=...`).
     pub seccomp: Seccomp,
-    /// `--secret id=..,src=..`: id to file.
-    pub secrets: BTreeMap<String, PathBuf>,
+    /// `--secret`: id to where the value is.
+    pub secrets: BTreeMap<String, Secret>,
     /// Layer compression.
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: fixes timestamps so builds are reproducible.

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::CWD;
-use rustix::mount::{mount_remount, move_mount, open_tree, unmount, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags};
+use rustix::mount::{mount, mount_remount, move_mount, open_tree, unmount, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
 /// A mounted overlay (or, for a single read-only layer, a bind mount); unmounted on drop.
 #[derive(Debug)]
@@ -79,5 +79,50 @@ impl Drop for OverlayMount {
         if self.owns_dir {
             let _ = std::fs::remove_dir(&self.target);
         }
+    }
+}
+
+/// A private tmpfs holding one file, for a secret held in memory: its bytes live in RAM only
+/// and vanish when the guard drops (unmounted, then its empty mount point removed).
+#[derive(Debug)]
+pub(crate) struct TmpfsFile {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl TmpfsFile {
+    /// Mounts a tmpfs at a new directory under `parent` and writes `content` to a file in it
+    /// with `mode` and `owner` (uid, gid).
+    pub(crate) fn new(parent: &Path, content: &[u8], mode: u32, owner: (u32, u32)) -> io::Result<TmpfsFile> {
+        let dir = tempfile::Builder::new().prefix("secret-").tempdir_in(parent)?.keep();
+        // Room for the content and the inode; a tmpfs cannot be smaller than a page anyway.
+        let data = std::ffi::CString::new(format!("mode=0700,size={}", content.len() + 8192)).expect("no NUL in numbers");
+        if let Err(e) = mount("tmpfs", &dir, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(data.as_c_str())) {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e.into());
+        }
+        let guard = TmpfsFile { file: dir.join("secret"), dir };
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            use std::os::unix::fs::PermissionsExt;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&guard.file)?;
+            f.write_all(content)?;
+            std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(guard)
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl Drop for TmpfsFile {
+    fn drop(&mut self) {
+        let _ = unmount(&self.dir, UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }

@@ -1,6 +1,7 @@
 //! `ADD <url>`: the file is downloaded (streamed to disk, never held in memory), checked against
 //! `--checksum` when given, and then copied like a context file named after the URL's last path
-//! segment, with mode 0600 and mtime 0 as BuildKit gives remote files without Last-Modified.
+//! segment, with mode 0600 and the mtime of the response's Last-Modified (0 without one), as
+//! BuildKit gives them.
 //! Remote archives are not extracted, as in Docker.
 
 use std::fs::File;
@@ -30,6 +31,13 @@ pub(crate) fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<(Ma
     if !resp.status().is_success() {
         return Err(format!("downloading {url}: {}", resp.status()));
     }
+    let modified = resp
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
     let path = dir.join(&name);
     let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut writer = HashingWriter::new(io::BufWriter::new(file));
@@ -43,14 +51,15 @@ pub(crate) fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<(Ma
         }
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("{}: {e}", path.display()))?;
-    filetime_zero(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    set_mtime(&path, modified).map_err(|e| format!("{}: {e}", path.display()))?;
     let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((Matched { rel: name, entries: vec![Entry { rel: String::new(), path, meta }], remote: true }, digest))
 }
 
-/// Sets a file's times to the epoch, so the layer does not depend on when it was downloaded.
-fn filetime_zero(path: &Path) -> io::Result<()> {
-    let zero = rustix::fs::Timespec { tv_sec: 0, tv_nsec: 0 };
-    rustix::fs::utimensat(rustix::fs::CWD, path, &rustix::fs::Timestamps { last_access: zero, last_modification: zero }, rustix::fs::AtFlags::empty())?;
+/// Sets a file's times to the server's (or the epoch), so the layer does not depend on when it
+/// was downloaded.
+fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
+    let t = rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &rustix::fs::Timestamps { last_access: t, last_modification: t }, rustix::fs::AtFlags::empty())?;
     Ok(())
 }

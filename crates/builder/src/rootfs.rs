@@ -39,7 +39,7 @@ impl Root {
     }
 
     /// Opens `path` (inside the root, symlinks followed within it) with `flags`.
-    fn open_at(&self, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
+    pub(crate) fn open_at(&self, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
         Ok(openat2(&self.fd, relative(path), flags | OFlags::CLOEXEC, Mode::empty(), IN_ROOT)?)
     }
 
@@ -59,8 +59,19 @@ impl Root {
         }
     }
 
-    /// Opens directory `path`, creating missing components (mode 0755, owned by `owner`).
-    pub(crate) fn mkdir_all(&self, path: &str, owner: (u32, u32)) -> io::Result<OwnedFd> {
+    /// `path` inside the root with symlinks followed (within the root) when it exists, else
+    /// `path` itself: a COPY onto an existing symlink writes through it, as BuildKit does.
+    pub(crate) fn follow(&self, path: &str) -> io::Result<String> {
+        let Some(real) = self.resolve(path)? else { return Ok(path.to_string()) };
+        let top = real_path(&self.fd)?;
+        Ok(match real.strip_prefix(&top) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => path.to_string(),
+        })
+    }
+
+    /// Opens directory `path`, creating missing components with `mode`, owned by `owner`.
+    pub(crate) fn mkdir_all(&self, path: &str, owner: (u32, u32), mode: u32) -> io::Result<OwnedFd> {
         let rel = relative(path);
         let mut done = String::new();
         let mut dir = self.open_at(".", OFlags::DIRECTORY | OFlags::RDONLY)?;
@@ -83,7 +94,7 @@ impl Root {
                     }
                     let fd = self.open_at(&done, OFlags::DIRECTORY | OFlags::RDONLY)?;
                     fchown(&fd, Some(Uid::from_raw(owner.0)), Some(Gid::from_raw(owner.1)))?;
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))?;
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
                     fd
                 }
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
@@ -124,11 +135,13 @@ mod tests {
         assert_eq!(read("/link/passwd"), "inside");
         assert_eq!(read("etc/up"), "inside");
         assert_eq!(read("../../etc/passwd"), "inside");
-        let made = r.mkdir_all("/link/new/dir", (0, 0)).unwrap();
+        let made = r.mkdir_all("/link/new/dir", (0, 0), 0o755).unwrap();
         assert_eq!(real_path(&made).unwrap(), root.join("etc/new/dir").canonicalize().unwrap());
         assert!(root.join("etc/new/dir").is_dir());
         assert!(r.resolve("/nope").unwrap().is_none());
+        assert_eq!(r.follow("etc/up").unwrap(), "/etc/passwd");
+        assert_eq!(r.follow("/nope").unwrap(), "/nope");
         std::fs::write(root.join("file"), "").unwrap();
-        assert!(r.mkdir_all("/file/x", (0, 0)).unwrap_err().to_string().contains("not a directory"));
+        assert!(r.mkdir_all("/file/x", (0, 0), 0o755).unwrap_err().to_string().contains("not a directory"));
     }
 }

@@ -16,11 +16,11 @@ use sha2::Digest as _;
 
 use crate::cache_key::KeyBuilder;
 use crate::engine::scratch_dir;
-use crate::mount::OverlayMount;
+use crate::mount::{OverlayMount, TmpfsFile};
 use crate::progress::Event;
 use crate::source::hash_matches;
-use crate::stage::{json, StageRun, DEFAULT_PATH};
-use crate::{Error, Network};
+use crate::stage::{StageRun, DEFAULT_PATH};
+use crate::{Error, Network, Secret};
 
 /// Lines of output kept to show with a failure.
 const TAIL_LINES: usize = 20;
@@ -30,6 +30,7 @@ const TAIL_LINES: usize = 20;
 struct Held {
     // Mounts before the directories they use: fields drop in order.
     mounts: Vec<OverlayMount>,
+    secrets: Vec<TmpfsFile>,
     dirs: Vec<tempfile::TempDir>,
     locks: Vec<File>,
 }
@@ -39,7 +40,7 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     if r.security == Some(Security::Insecure) {
         return Err(run.fail("--security=insecure is not allowed: forge never gives a build step full privileges".into()));
     }
-    let argv = argv(run, r);
+    let (argv, script) = argv(run, r);
     let args = run.run_args();
     let env = environment(run, &args);
     let user = run.config.config.user.clone().unwrap_or_default();
@@ -61,6 +62,22 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     let mut mounts = Vec::new();
     let mut from_sources = sources.iter();
     let mut secret_env = Vec::new();
+    if let Some((name, body)) = &script {
+        // The file runs from a read-only mount at /dev/pipes, as in BuildKit; its text is
+        // part of the key since the argv names only its path.
+        key.part(body);
+        let dir = scratch_dir(run.ctx.store, "heredoc-")?;
+        let write = || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(name);
+            std::fs::write(&path, body)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        };
+        write().map_err(|e| run.fail(format!("writing the heredoc script: {e}")))?;
+        mounts.push(SandboxMount { target: "/dev/pipes".into(), kind: SandboxMountKind::Bind { source: dir.path().to_path_buf(), readonly: true } });
+        held.dirs.push(dir);
+    }
     for m in &r.mounts {
         let source = if m.from.is_some() { from_sources.next() } else { None };
         key.part(&format!("{m:?}"));
@@ -70,15 +87,7 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     }
     let key = key.finish();
 
-    let mut created_by = format!("RUN {}", match &r.command {
-        Command::Shell(_) => argv.join(" "),
-        Command::Exec(v) => json(v),
-    });
-    if !args.is_empty() {
-        let shown: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        created_by = format!("RUN |{} {} {}", args.len(), shown.join(" "), &created_by[4..]);
-    }
-    created_by.push_str(" # buildkit");
+    let created_by = format!("RUN {} # buildkit", run.history_args(&argv).join(" "));
 
     let mut stats = (None, None);
     let layer = {
@@ -135,11 +144,12 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     Ok(stats)
 }
 
-/// The argv of the step. A shell-form command with heredocs hands the shell the command and
-/// the bodies, which it reads as here-documents; a command that is only `<<EOF` runs the body
-/// as the script, as BuildKit does.
-fn argv(run: &StageRun<'_>, r: &Run) -> Vec<String> {
-    match &r.command {
+/// The argv of the step, and a script file it runs (name, text). A shell-form command with
+/// heredocs hands the shell the command and the bodies, which it reads as here-documents; a
+/// command that is only `<<EOF` runs the body as the script, or, when the body starts with
+/// `#!`, runs it as a file at `/dev/pipes/EOF`, as BuildKit does.
+fn argv(run: &StageRun<'_>, r: &Run) -> (Vec<String>, Option<(String, String)>) {
+    let argv = match &r.command {
         Command::Exec(v) => v.clone(),
         Command::Shell(s) if r.heredocs.is_empty() => run.command_argv(&Command::Shell(s.clone())),
         Command::Shell(s) => {
@@ -147,29 +157,43 @@ fn argv(run: &StageRun<'_>, r: &Run) -> Vec<String> {
             let only_heredoc = r.heredocs.len() == 1
                 && forge_parser::heredoc::parse_heredoc_word(s.trim()).ok().flatten().is_some_and(|h| h.name == first.name);
             let script = if only_heredoc {
-                if first.chomp { forge_parser::heredoc::chomp(&first.content) } else { first.content.clone() }
+                let body = if first.chomp { forge_parser::heredoc::chomp(&first.content) } else { first.content.clone() };
+                if body.starts_with("#!") {
+                    let path = format!("/dev/pipes/{}", first.name);
+                    return (run.command_argv(&Command::Shell(path)), Some((first.name.clone(), body)));
+                }
+                body
             } else {
-                let mut script = format!("{s}\n");
+                // As BuildKit puts it together: each body on the lines after the command, the
+                // last terminator without a newline.
+                let mut script = s.clone();
                 for h in &r.heredocs {
+                    script.push('\n');
                     script.push_str(&h.content);
                     script.push_str(&h.name);
-                    script.push('\n');
                 }
                 script
             };
             run.command_argv(&Command::Shell(script))
         }
-    }
+    };
+    (argv, None)
 }
 
-/// The step's environment: build args, then the image's ENV (which wins), with Docker's PATH
-/// when the image sets none.
+/// The step's environment: build args, then the image's ENV (which wins), then ARGs declared
+/// over an ENV, with Docker's PATH when the image sets none.
 fn environment(run: &StageRun<'_>, args: &[(String, String)]) -> Vec<String> {
     let mut env: Vec<(String, String)> = args.to_vec();
     for kv in run.config.config.env.iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         env.retain(|(ek, _)| ek != k);
         env.push((k.to_string(), v.to_string()));
+    }
+    for (k, v) in &run.arg_over_env {
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
     }
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
@@ -202,18 +226,32 @@ fn sandbox_mount(
                 (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_string(),
                 (None, None) => return Err(run.fail("secret mount needs an id or a target".into())),
             };
-            let Some(file) = run.ctx.opts.secrets.get(&id) else {
+            let Some(secret) = run.ctx.opts.secrets.get(&id) else {
                 return if m.required { Err(run.fail(format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))) } else { Ok(None) };
             };
             if let Some(var) = &m.env {
-                let value = std::fs::read_to_string(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?;
+                let value = match secret {
+                    Secret::File(file) => std::fs::read(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?,
+                    Secret::Value(v) => v.clone(),
+                };
+                let value = String::from_utf8(value).map_err(|_| run.fail(format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")))?;
                 secret_env.push(format!("{var}={value}"));
                 if m.target.is_none() {
                     return Ok(None);
                 }
             }
             let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-            Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Bind { source: file.clone(), readonly: true } }))
+            // The step sees a copy on a tmpfs of its own, with the mount's mode and owner
+            // (BuildKit's defaults: 0400, root), whatever the source file's are.
+            let value = match secret {
+                Secret::File(file) => std::fs::read(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?,
+                Secret::Value(v) => v.clone(),
+            };
+            let tmpfs = TmpfsFile::new(&run.ctx.store.tmp_dir()?, &value, m.mode.unwrap_or(0o400), (m.uid.unwrap_or(0), m.gid.unwrap_or(0)))
+                .map_err(|e| run.fail(format!("putting secret {id:?} on a tmpfs: {e}")))?;
+            let source = tmpfs.path().to_path_buf();
+            held.secrets.push(tmpfs);
+            Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Bind { source, readonly: true } }))
         }
         MountKind::Cache => {
             let target = target.ok_or_else(|| run.fail("cache mount needs a target".into()))?;
@@ -224,7 +262,8 @@ fn sandbox_mount(
             std::fs::create_dir_all(&dir).map_err(|e| run.fail(format!("creating cache mount {id:?}: {e}")))?;
             if fresh {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755))).map_err(|e| run.fail(e.to_string()))?;
+                // BuildKit creates it under umask 022: `mode=0770` gives 0750.
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755) & !0o022)).map_err(|e| run.fail(e.to_string()))?;
                 std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))).map_err(|e| run.fail(e.to_string()))?;
             }
             if m.sharing == Sharing::Locked {

@@ -18,6 +18,7 @@ use forge_parser::{Command, Copy, Healthcheck, Instruction, Span, Spanned};
 use crate::cache_key::{base_key, KeyBuilder};
 use crate::copy::{copy_into, CopyOptions, InlineFile};
 use crate::engine::BuildCtx;
+use crate::history;
 use crate::mount::OverlayMount;
 use crate::progress::Event;
 use crate::rootfs::Root;
@@ -32,6 +33,10 @@ pub(crate) struct StageResult {
     pub(crate) layers: Vec<Layer>,
     /// The cache key of its last step: a stage built FROM it starts here.
     pub(crate) key: Digest,
+    /// Its ARGs: a stage built FROM it inherits them, as in BuildKit.
+    pub(crate) args: Vec<(String, Option<String>)>,
+    /// See [`StageRun::arg_over_env`]; inherited with the ARGs.
+    pub(crate) arg_over_env: Vec<(String, String)>,
 }
 
 /// Docker's default PATH, for images whose config sets none.
@@ -46,6 +51,10 @@ pub(crate) struct StageRun<'a> {
     pub(crate) key: Digest,
     /// ARGs declared in this stage with their values (`None`: declared, no value).
     pub(crate) args: Vec<(String, Option<String>)>,
+    /// ARG values declared after an ENV of the same name. BuildKit keeps one environment that
+    /// ENV and ARG both write, in order, so such an ARG wins in expansions and in RUN (the
+    /// image's config keeps the ENV value); a later ENV of the name takes it back.
+    pub(crate) arg_over_env: Vec<(String, String)>,
     /// Whether CMD was set in this stage (an ENTRYPOINT then keeps it).
     cmd_set: bool,
     /// The step being run, for progress and errors.
@@ -80,6 +89,7 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
         layers: Vec::new(),
         key: base_key("scratch"),
         args: Vec::new(),
+        arg_over_env: Vec::new(),
         cmd_set: false,
         step_id: format!("{index}/0"),
         span: stage.span,
@@ -94,12 +104,18 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
     run.started();
     let start = Instant::now();
     match &stage.base {
-        Base::Scratch => {}
+        // BuildKit's empty image has Docker's PATH and `/` as its working directory.
+        Base::Scratch => {
+            run.config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+            run.config.config.working_dir = Some("/".into());
+        }
         Base::Stage(j) => {
             let parent = ctx.done.lock().unwrap()[*j].clone().expect("levels run dependencies first");
             run.config = parent.config.clone();
             run.layers = parent.layers.clone();
             run.key = parent.key.clone();
+            run.args = parent.args.clone();
+            run.arg_over_env = parent.arg_over_env.clone();
         }
         Base::Image(reference) => {
             let image = run.base_image(reference)?;
@@ -138,7 +154,7 @@ pub(crate) fn run_stage(ctx: &BuildCtx<'_>, index: usize) -> Result<StageResult,
             run.done(start, None, None);
         }
     }
-    Ok(StageResult { config: run.config, layers: run.layers, key: run.key })
+    Ok(StageResult { config: run.config, layers: run.layers, key: run.key, args: run.args, arg_over_env: run.arg_over_env })
 }
 
 impl<'a> StageRun<'a> {
@@ -164,13 +180,34 @@ impl<'a> StageRun<'a> {
         Error::Step { file: self.ctx.file.clone(), line: self.span.start.line, instruction: self.instruction.clone(), message }
     }
 
-    /// Variables for expansion: ARGs with values, then the config's ENV (which wins).
+    /// The bytes of the config's environment and labels, which ENV and LABEL grow.
+    fn config_bytes(&self) -> usize {
+        let env: usize = self.config.config.env.iter().flatten().map(String::len).sum();
+        let labels: usize = self.config.config.labels.iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
+        env + labels
+    }
+
+    /// Adds `more` bytes to `used`, failing once they could not fit in an image config the
+    /// store can read back (each expanded word is bounded, but not how many there are). Half
+    /// the config's limit: the history repeats every ENV and LABEL.
+    fn check_config_room(&self, used: &mut usize, more: usize) -> Result<(), Error> {
+        *used += more;
+        let limit = forge_layerstore::store::MAX_JSON_BYTES / 2;
+        if *used as u64 > limit {
+            return Err(self.fail(format!("the image's environment and labels would exceed {limit} bytes, the most an image config may hold")));
+        }
+        Ok(())
+    }
+
+    /// Variables for expansion: ARGs with values, then the config's ENV (which wins), then the
+    /// ARGs declared over an ENV (which win over it); the last of a name counts.
     pub(crate) fn vars(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect();
         for kv in self.config.config.env.iter().flatten() {
             let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
             v.push((k.to_string(), val.to_string()));
         }
+        v.extend(self.arg_over_env.iter().cloned());
         v
     }
 
@@ -198,6 +235,28 @@ impl<'a> StageRun<'a> {
                 }
             }
         }
+        out
+    }
+
+    /// `words` with BuildKit's `|N K=V ...` prefix naming every ARG of the stage (inherited
+    /// ones included, in the order first declared), each with the value the step sees (as
+    /// [`StageRun::vars`] gives it); an ARG without a value shows as empty.
+    pub(crate) fn history_args(&self, words: &[String]) -> Vec<String> {
+        let vars = self.vars();
+        let mut shown: Vec<(String, String)> = Vec::new();
+        for (k, declared) in &self.args {
+            let v = vars.iter().rev().find(|(vk, _)| vk == k).map(|(_, v)| v.clone()).or_else(|| declared.clone()).unwrap_or_default();
+            match shown.iter_mut().find(|(sk, _)| sk == k) {
+                Some(slot) => slot.1 = v,
+                None => shown.push((k.clone(), v)),
+            }
+        }
+        let mut out = Vec::new();
+        if !shown.is_empty() {
+            out.push(format!("|{}", shown.len()));
+            out.extend(shown.into_iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        out.extend(words.iter().cloned());
         out
     }
 
@@ -235,38 +294,46 @@ impl<'a> StageRun<'a> {
             Instruction::Workdir(w) => self.workdir(w)?,
             Instruction::Cmd(c) => {
                 let argv = self.command_argv(c);
-                self.history(format!("CMD {}", json(&argv)), true);
+                self.history(format!("CMD {}", history::go_quoted_list(&argv)), true);
                 self.config.config.cmd = Some(argv);
+                // BuildKit marks every CMD so (Docker's Windows-era flag, kept for compatibility).
+                self.config.config.args_escaped = Some(true);
                 self.cmd_set = true;
             }
             Instruction::Entrypoint(c) => {
                 let argv = self.command_argv(c);
-                self.history(format!("ENTRYPOINT {}", json(&argv)), true);
+                self.history(format!("ENTRYPOINT {}", history::go_quoted_list(&argv)), true);
                 self.config.config.entrypoint = Some(argv);
                 if !self.cmd_set {
                     self.config.config.cmd = None;
                 }
             }
             Instruction::Shell(sh) => {
-                self.history(format!("SHELL {}", json(sh)), true);
+                self.history(format!("SHELL {}", history::go_list(sh)), true);
                 self.config.config.shell = Some(sh.clone());
             }
             Instruction::Env(pairs) => {
                 // Every value sees the environment from before this instruction, as in Docker.
                 let mut expanded = Vec::new();
+                let mut used = self.config_bytes();
                 for (k, v) in pairs {
-                    expanded.push((self.expand(k)?, self.expand(v)?));
+                    let (k, v) = (self.expand(k)?, self.expand(v)?);
+                    self.check_config_room(&mut used, k.len() + v.len())?;
+                    expanded.push((k, v));
                 }
                 let text: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 for (k, v) in &expanded {
                     self.config.set_env(k, v);
+                    self.arg_over_env.retain(|(a, _)| a != k);
                 }
                 self.history(format!("ENV {}", text.join(" ")), true);
             }
             Instruction::Label(pairs) => {
                 let mut text = Vec::new();
+                let mut used = self.config_bytes();
                 for (k, v) in pairs {
                     let (k, v) = (self.expand(k)?, self.expand(v)?);
+                    self.check_config_room(&mut used, k.len() + v.len())?;
                     text.push(format!("{k}={v}"));
                     self.config.config.labels.get_or_insert_with(BTreeMap::new).insert(k, v);
                 }
@@ -286,25 +353,40 @@ impl<'a> StageRun<'a> {
                         Some(v) => format!("{}={v}", d.name),
                         None => d.name.clone(),
                     });
-                    self.args.retain(|(k, _)| k != &d.name);
-                    self.args.push((d.name.clone(), value));
+                    // A redeclared ARG keeps its place, as in BuildKit's `|N` list.
+                    if let Some(v) = &value {
+                        let in_env = self.config.config.env.iter().flatten().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == d.name);
+                        self.arg_over_env.retain(|(a, _)| a != &d.name);
+                        if in_env {
+                            self.arg_over_env.push((d.name.clone(), v.clone()));
+                        }
+                    }
+                    match self.args.iter_mut().find(|(k, _)| k == &d.name) {
+                        Some(slot) => slot.1 = value,
+                        None => self.args.push((d.name.clone(), value)),
+                    }
                 }
                 self.history(format!("ARG {}", text.join(" ")), true);
             }
             Instruction::Expose(ports) => {
-                let ports = self.expand_all(ports)?;
-                for p in &ports {
-                    let key = if p.contains('/') { p.to_lowercase() } else { format!("{p}/tcp") };
-                    self.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(key, serde_json::json!({}));
+                // BuildKit sorts the words as written, before expanding them.
+                let mut words = ports.clone();
+                words.sort();
+                let mut specs = Vec::new();
+                for p in self.expand_all(&words)? {
+                    specs.extend(port_specs(&p).map_err(|e| self.fail(e))?);
                 }
-                self.history(format!("EXPOSE map[{}]", ports.join(" ")), true);
+                for key in &specs {
+                    self.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(key.clone(), serde_json::json!({}));
+                }
+                self.history(history::expose(&specs), true);
             }
             Instruction::Volume(paths) => {
                 let paths = self.expand_all(paths)?;
                 for p in &paths {
                     self.config.config.volumes.get_or_insert_with(BTreeMap::new).insert(p.clone(), serde_json::json!({}));
                 }
-                self.history(format!("VOLUME {}", json(&paths)), true);
+                self.history(format!("VOLUME {}", history::go_list(&paths)), true);
             }
             Instruction::User(u) => {
                 let u = self.expand(u)?;
@@ -321,12 +403,13 @@ impl<'a> StageRun<'a> {
                 self.history(format!("MAINTAINER {m}"), true);
                 self.config.author = Some(m);
             }
+            // BuildKit records no history entry for ONBUILD.
             Instruction::Onbuild { text, .. } => {
-                self.history(format!("ONBUILD {text}"), true);
                 self.config.config.on_build.get_or_insert_with(Vec::new).push(text.clone());
             }
             Instruction::Healthcheck(h) => {
-                let ns = |d: &Option<Duration>| d.map(|d| d.as_nanos() as i64);
+                // Zero is "not set" in Docker's config (Go's omitempty).
+                let ns = |d: &Option<Duration>| d.map(|d| d.as_nanos() as i64).filter(|&n| n != 0);
                 let check = match h {
                     Healthcheck::None => ConfigHealthcheck { test: Some(vec!["NONE".into()]), ..Default::default() },
                     Healthcheck::Cmd { test, interval, timeout, start_period, start_interval, retries } => ConfigHealthcheck {
@@ -338,10 +421,10 @@ impl<'a> StageRun<'a> {
                         timeout: ns(timeout),
                         start_period: ns(start_period),
                         start_interval: ns(start_interval),
-                        retries: retries.map(i64::from),
+                        retries: retries.map(i64::from).filter(|&r| r != 0),
                     },
                 };
-                self.history(format!("HEALTHCHECK {}", json(check.test.as_deref().unwrap_or_default())), true);
+                self.history(history::healthcheck(&check), true);
                 self.config.config.healthcheck = Some(check);
             }
         }
@@ -379,9 +462,15 @@ impl<'a> StageRun<'a> {
 
     fn workdir(&mut self, w: &str) -> Result<(), Error> {
         let w = self.expand(w)?;
-        let path = if w.starts_with('/') { w } else { format!("{}/{}", self.cwd().trim_end_matches('/'), w) };
-        let path = forge_parser::dockerignore::clean(&path);
+        // As BuildKit (moby's NormalizeWorkdir): an absolute path is taken as written, trailing
+        // slash and all; a relative one is joined to the current directory and cleaned.
+        let path = if w.starts_with('/') { w } else { forge_parser::dockerignore::clean(&format!("{}/{}", self.cwd().trim_end_matches('/'), w)) };
         self.config.config.working_dir = Some(path.clone());
+        // BuildKit makes a layer for every WORKDIR but `/`, even when the directory exists.
+        if path == "/" {
+            self.history("WORKDIR /".into(), true);
+            return Ok(());
+        }
         let user = self.config.config.user.clone().unwrap_or_default();
         let mut key = KeyBuilder::new(&self.key, "WORKDIR");
         key.part(&path).part(&user);
@@ -392,7 +481,7 @@ impl<'a> StageRun<'a> {
                 .map_err(|e| this.fail(format!("mounting the rootfs: {e}")))?;
             let root = Root::open(mount.path()).map_err(|e| this.fail(e.to_string()))?;
             let owner = if user.is_empty() { (0, 0) } else { resolve_owner(&root, &user).map_err(|e| this.fail(e))? };
-            root.mkdir_all(&path, owner).map_err(|e| this.fail(format!("creating {path}: {e}")))?;
+            root.mkdir_all(&path, owner, 0o755).map_err(|e| this.fail(format!("creating {path}: {e}")))?;
             Ok(())
         })?;
         self.finish_step(key, layer, format!("WORKDIR {path}"));
@@ -409,16 +498,16 @@ impl<'a> StageRun<'a> {
                 dest.push('/');
             }
         }
+        let shown_dest = self.expand(&c.dest)?;
         let chown = c.chown.as_deref().map(|s| self.expand(s)).transpose()?;
-        let chmod = match &c.chmod {
-            Some(m) => {
-                let m = self.expand(m)?;
-                Some(u32::from_str_radix(&m, 8).map_err(|_| self.fail(format!("invalid --chmod {m:?}: must be octal")))?)
-            }
+        let chmod_text = c.chmod.as_deref().map(|m| self.expand(m)).transpose()?;
+        let chmod = match &chmod_text {
+            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| self.fail(format!("invalid --chmod {m:?}: must be octal")))?),
             None => None,
         };
         let exclude = Dockerignore::new(self.expand_all(&c.exclude)?).map_err(|e| self.fail(e.to_string()))?;
-        let srcs = self.expand_all(&c.sources)?;
+        // Each source is one word after expansion (a value with spaces names one file), as in BuildKit.
+        let srcs = c.sources.iter().map(|s| self.expand(s)).collect::<Result<Vec<_>, _>>()?;
         if srcs.iter().any(|s| s.starts_with("git@") || s.ends_with(".git")) {
             return Err(self.fail("ADD from a git repository is not supported; clone it into the context".into()));
         }
@@ -489,9 +578,17 @@ impl<'a> StageRun<'a> {
         hash_matches(tree, &local, &self.ctx.stat_cache, key.hasher()).map_err(|e| self.fail(e.to_string()))?;
         let key = key.finish();
 
-        let mut shown: Vec<String> = c.sources.clone();
+        // BuildKit's wording: the flags that change the files, then the expanded sources.
+        let mut shown: Vec<String> = vec![verb.to_string()];
+        if c.parents {
+            shown.push("--parents".into());
+        }
+        shown.extend(chown.iter().map(|o| format!("--chown={o}")));
+        shown.extend(chmod_text.iter().map(|m| format!("--chmod={m}")));
+        shown.extend(srcs.iter().cloned());
         shown.extend(c.inline.iter().map(|h| format!("<<{}", h.name)));
-        let created_by = format!("{verb} {} {} # buildkit", shown.join(" "), c.dest);
+        shown.push(shown_dest);
+        let created_by = format!("{} # buildkit", shown.join(" "));
         let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod, extract_archives: c.add, parents: c.parents };
         let this = &*self;
         let layer = self.layer_step(&key, |snap| {
@@ -532,8 +629,9 @@ impl<'a> StageRun<'a> {
     pub(crate) fn layer_step(&self, key: &Digest, change: impl FnOnce(&Snapshot<'_>) -> Result<(), Error>) -> Result<Option<Layer>, Error> {
         let ctx = self.ctx;
         let store = ctx.store;
+        let index_key = crate::cache_key::layer_key(key, ctx.opts.compression, ctx.opts.source_date_epoch);
         if !ctx.opts.no_cache {
-            if let Some(entry) = ctx.cache.get(key) {
+            if let Some(entry) = ctx.cache.get(&index_key) {
                 if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest)) {
                     ctx.progress.event(Event::StepCached { id: self.step_id.clone() });
                     return Ok(entry.layer);
@@ -548,10 +646,8 @@ impl<'a> StageRun<'a> {
         let (upper, work) = dirs.upper.clone().expect("an active snapshot has an upperdir");
         change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work })?;
 
-        let empty = std::fs::read_dir(&upper).map_err(|e| self.fail(e.to_string()))?.next().is_none();
-        let layer = if empty {
-            None
-        } else {
+        // A step that changed nothing still makes a layer (an empty tar), as in BuildKit.
+        let layer = {
             let opts = LayerOptions { compression: ctx.opts.compression, source_date_epoch: ctx.opts.source_date_epoch };
             let info = store.write_layer(&LayerSource::OverlayUpper(&upper), &opts)?;
             let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
@@ -565,7 +661,7 @@ impl<'a> StageRun<'a> {
             }
             Some(Layer::from(&info))
         };
-        ctx.cache.put(key, &CacheEntry { layer: layer.clone() }).map_err(|e| self.fail(e.to_string()))?;
+        ctx.cache.put(&index_key, &CacheEntry { layer: layer.clone() }).map_err(|e| self.fail(e.to_string()))?;
         Ok(layer)
     }
 
@@ -602,7 +698,39 @@ pub(crate) fn unique() -> String {
     format!("{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// JSON array text, as Docker writes exec forms in history.
-pub(crate) fn json(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_default()
+/// The `port/proto` keys of one EXPOSE word: `80`, `53/udp`, `8000-8002/tcp` (a range gives
+/// every port), as BuildKit parses them.
+fn port_specs(word: &str) -> Result<Vec<String>, String> {
+    let (port, proto) = word.split_once('/').unwrap_or((word, "tcp"));
+    let proto = proto.to_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid port {word:?}: invalid proto {proto:?}"));
+    }
+    // `ip:hostport:port` and `hostport:port` expose the container port.
+    let port = port.rsplit(':').next().unwrap_or(port);
+    let number = |p: &str| p.parse::<u16>().map_err(|_| format!("invalid port {word:?}: invalid containerPort {port:?}"));
+    let (start, end) = match port.split_once('-') {
+        Some((a, b)) => (number(a)?, number(b)?),
+        None => (number(port)?, number(port)?),
+    };
+    if end < start {
+        return Err(format!("invalid port {word:?}: invalid port range {port}"));
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_port_forms() {
+        assert_eq!(port_specs("80").unwrap(), ["80/tcp"]);
+        assert_eq!(port_specs("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(port_specs("5000-5002").unwrap(), ["5000/tcp", "5001/tcp", "5002/tcp"]);
+        assert_eq!(port_specs("127.0.0.1:8080:80/tcp").unwrap(), ["80/tcp"]);
+        assert!(port_specs("http").is_err());
+        assert!(port_specs("80/icmp").is_err());
+        assert!(port_specs("90-80").is_err());
+    }
 }

@@ -171,6 +171,12 @@ pub fn load_layout(store: &Store, dir: &Path) -> Result<Vec<(String, Descriptor)
 }
 
 fn tag_index(store: &Store, index: &ImageIndex) -> Result<Vec<(String, Descriptor)>, Error> {
+    // Every name is checked before the first is tagged: a bad one tags nothing.
+    for d in index.manifests() {
+        if let Some(name) = d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) {
+            crate::store::check_name(name)?;
+        }
+    }
     let mut out = Vec::new();
     for d in index.manifests() {
         // Reading the image checks that its manifest, config and layers are all there.
@@ -181,7 +187,7 @@ fn tag_index(store: &Store, index: &ImageIndex) -> Result<Vec<(String, Descripto
             }
         }
         let mut plain = d.clone();
-        let name = d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
+        let name = d.annotations().as_ref().and_then(entry_name);
         plain.set_annotations(None);
         if let Some(name) = name {
             store.tag(&name, &plain)?;
@@ -191,6 +197,20 @@ fn tag_index(store: &Store, index: &ImageIndex) -> Result<Vec<(String, Descripto
         }
     }
     Ok(out)
+}
+
+/// The name an index entry gives its image. Docker 25 and later write only the tag in
+/// `org.opencontainers.image.ref.name` (which the OCI spec allows) and the full name in
+/// containerd's annotation, so that one wins; Docker Hub's implied prefix is dropped, as
+/// `docker images` shows names.
+fn entry_name(annotations: &std::collections::HashMap<String, String>) -> Option<String> {
+    match annotations.get("io.containerd.image.name") {
+        Some(full) => {
+            let short = full.strip_prefix("docker.io/").unwrap_or(full);
+            Some(short.strip_prefix("library/").unwrap_or(short).to_string())
+        }
+        None => annotations.get(REF_NAME).cloned(),
+    }
 }
 
 /// Builds OCI manifests for the images of a `manifest.json` (Docker's save format).
@@ -205,6 +225,10 @@ fn load_docker_manifest(store: &Store, bytes: &[u8], by_path: &BTreeMap<String, 
     }
     let invalid = |m: String| Error::Invalid { what: "manifest.json", digest: Digest::of(bytes), message: m };
     let entries: Vec<Entry> = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    // Every name is checked before the first is tagged: a bad one tags nothing.
+    for name in entries.iter().flat_map(|e| e.repo_tags.iter().flatten()) {
+        crate::store::check_name(name)?;
+    }
     let find = |p: &str| by_path.get(p).cloned().ok_or_else(|| invalid(format!("{p} is not in the archive")));
     let mut out = Vec::new();
     for e in entries {
@@ -238,4 +262,20 @@ fn sniff_layer(store: &Store, digest: &Digest) -> Result<&'static str, Error> {
         [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd.media_type(),
         _ => Compression::None.media_type(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_index_entries() {
+        let a = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(entry_name(&a(&[(REF_NAME, "app:1")])).as_deref(), Some("app:1"));
+        // docker save of Docker 28: the ref name is the tag alone.
+        assert_eq!(entry_name(&a(&[(REF_NAME, "d"), ("io.containerd.image.name", "docker.io/library/p1:d")])).as_deref(), Some("p1:d"));
+        assert_eq!(entry_name(&a(&[("io.containerd.image.name", "docker.io/me/app:2")])).as_deref(), Some("me/app:2"));
+        assert_eq!(entry_name(&a(&[("io.containerd.image.name", "127.0.0.1:5000/x:3")])).as_deref(), Some("127.0.0.1:5000/x:3"));
+        assert_eq!(entry_name(&a(&[])), None);
+    }
 }

@@ -37,6 +37,8 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// Imports `tarball` as a one-layer linux/amd64 image tagged `name` in the store at `root`,
 /// compressing the layer with `compression`. Returns the manifest's descriptor.
 pub fn import_rootfs(root: &Path, tarball: impl Read, name: &str, compression: Compression) -> Result<Descriptor, Error> {
+    // Before anything is stored.
+    store::check_name(name)?;
     let store = Store::open(root)?;
     let _lease = store.lease("import", &[])?;
     let (_, mut tar) = decompress(tarball)?;

@@ -22,8 +22,8 @@ use crate::index::{self, Index};
 use crate::snapshot::{self, Snapshotter};
 
 /// JSON documents (manifests, configs, indexes) larger than this are refused when read: they
-/// are read whole, and no real one comes near it.
-const MAX_JSON_BYTES: u64 = 16 << 20;
+/// are read whole, and no real one comes near it. A pull refuses them at the same size.
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,14 @@ pub enum Error {
         what: &'static str,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// An image name that docker would refuse (so no tag is written).
+    #[error("invalid image name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given (its first 200 characters).
+        name: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A document could not be encoded.
     #[error("encoding the {what}: {message}")]
@@ -267,6 +275,7 @@ impl Store {
 
     /// Points tag `name` (normalized as Docker does: `app` means `app:latest`) at `manifest`.
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), Error> {
+        check_name(name)?;
         Ok(self.index.tag(&normalize_tag(name), manifest)?)
     }
 
@@ -359,6 +368,32 @@ impl Store {
         }
         Ok(parent)
     }
+}
+
+/// Checks an image name with docker's reference grammar (`[host[:port]/]path[:tag][@digest]`,
+/// a lowercase path of `[a-z0-9]` parts joined by `.`, `_`, `__` or `-`, at most 255
+/// characters) before it becomes a tag: every tag goes through [`Store::tag`], which calls
+/// this, so `../../etc:1` or `a b:1` from an archive or a command line is never stored.
+pub fn check_name(name: &str) -> Result<(), Error> {
+    let invalid = |reason: String| Error::InvalidName { name: name.chars().take(200).collect(), reason };
+    if name.is_empty() {
+        return Err(invalid("empty name".into()));
+    }
+    // The repository part (before a tag or digest) must be lowercase; a host may not be.
+    let path = name.split('@').next().unwrap_or(name);
+    let path = match path.rsplit_once(':') {
+        Some((p, tag)) if !tag.contains('/') => p,
+        _ => path,
+    };
+    let repo = match path.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+        _ => path,
+    };
+    if repo.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(invalid("repository name must be lowercase".into()));
+    }
+    oci_spec::distribution::Reference::from_str(name).map_err(|e| invalid(e.to_string()))?;
+    Ok(())
 }
 
 /// Docker's tag normalization for local names: a name without a tag or digest gets `:latest`.

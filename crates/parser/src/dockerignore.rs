@@ -15,8 +15,6 @@
 //! assert!(!ig.can_skip_dir("node_modules").unwrap());
 //! ```
 
-use std::path::Path;
-
 use crate::glob::{self, Tok};
 
 /// A pattern list that cannot be used.
@@ -26,20 +24,12 @@ pub enum IgnoreError {
     #[error("illegal exclusion pattern: \"!\"")]
     LoneBang,
     /// A pattern whose glob syntax is broken (an unterminated `[`, a reversed range...).
-    #[error("syntax error in pattern {pattern:?}: {reason}")]
+    #[error("syntax error in pattern {:?}: {reason}", crate::error::shorten(pattern, 100))]
     BadPattern {
         /// The pattern as cleaned.
         pattern: String,
         /// What is wrong.
         reason: String,
-    },
-    /// The ignore file could not be read.
-    #[error("reading {path}: {message}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        message: String,
     },
 }
 
@@ -91,26 +81,6 @@ impl Dockerignore {
     /// patterns trimmed and cleaned, a leading `/` dropped.
     pub fn parse(text: &str) -> Result<Dockerignore, IgnoreError> {
         Dockerignore::new(read_patterns(text))
-    }
-
-    /// Reads the ignore file for a build: `<dockerfile>.dockerignore` beside the Dockerfile
-    /// when it exists, else `<context>/.dockerignore`, else nothing is ignored.
-    pub fn for_build(context: &Path, dockerfile: &Path) -> Result<Dockerignore, IgnoreError> {
-        let mut candidates = Vec::new();
-        if let Some(name) = dockerfile.file_name() {
-            let mut specific = name.to_os_string();
-            specific.push(".dockerignore");
-            candidates.push(dockerfile.with_file_name(specific));
-        }
-        candidates.push(context.join(".dockerignore"));
-        for path in candidates {
-            match std::fs::read(&path) {
-                Ok(bytes) => return Dockerignore::parse(&String::from_utf8_lossy(&bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(IgnoreError::Read { path: path.display().to_string(), message: e.to_string() }),
-            }
-        }
-        Ok(Dockerignore::default())
     }
 
     /// True when there are no patterns at all.

@@ -20,7 +20,22 @@ struct Inner {
     position: Position,
     end_line: usize,
     message: String,
+    /// The part of the source line shown: at most [`SHOWN`] characters around the column.
     source_line: Option<String>,
+    /// How many characters of the line come before `source_line` (shown as `...`).
+    source_skipped: usize,
+}
+
+/// How many characters of a message or source line an error shows: a Dockerfile may hold a
+/// line of megabytes, which must not be echoed whole.
+const SHOWN: usize = 160;
+
+/// `s` cut to at most `max` characters, with `...` when cut.
+pub(crate) fn shorten(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => s.into(),
+        Some((end, _)) => format!("{}...", &s[..end]).into(),
+    }
 }
 
 impl Error {
@@ -30,8 +45,9 @@ impl Error {
                 file: String::new(),
                 position,
                 end_line,
-                message: message.into(),
+                message: shorten(&message.into(), 2 * SHOWN).into_owned(),
                 source_line: None,
+                source_skipped: 0,
             }),
         }
     }
@@ -40,8 +56,13 @@ impl Error {
     pub(crate) fn in_file(mut self, file: &str, source: &str) -> Error {
         self.inner.file = file.to_string();
         let line = self.inner.position.line;
-        if line > 0 {
-            self.inner.source_line = source.split('\n').nth(line - 1).map(|l| l.trim_end_matches('\r').to_string());
+        let text = if line > 0 { source.split('\n').nth(line - 1) } else { None };
+        if let Some(text) = text.map(|l| l.trim_end_matches('\r')) {
+            // A window that keeps the column in view.
+            let skip = self.inner.position.column.saturating_sub(SHOWN / 2 + 1);
+            let start = text.char_indices().nth(skip).map_or(text.len(), |(i, _)| i);
+            self.inner.source_skipped = skip;
+            self.inner.source_line = Some(shorten(&text[start..], SHOWN).into_owned());
         }
         self
     }
@@ -68,12 +89,15 @@ impl Error {
             let gutter = format!("{} | ", self.inner.position.line);
             out.push('\n');
             out.push_str(&gutter);
+            let lead = if self.inner.source_skipped > 0 { "..." } else { "" };
+            out.push_str(lead);
             out.push_str(src);
             out.push('\n');
+            out.push_str(&" ".repeat(lead.len()));
             // Tabs in the source keep the caret aligned when echoed as tabs.
             let pad: String = src
                 .chars()
-                .take(self.inner.position.column.saturating_sub(1))
+                .take(self.inner.position.column.saturating_sub(1 + self.inner.source_skipped))
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             out.push_str(&" ".repeat(gutter.len()));

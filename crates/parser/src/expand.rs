@@ -21,6 +21,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::glob::{self, Tok};
 
+/// How deep `${...}` may nest in one word (`${a:-${b:-...}}`), and `ONBUILD ONBUILD ...` in
+/// one instruction. Both are parsed by recursion, on build threads with small stacks; real
+/// Dockerfiles nest two or three deep.
+pub const MAX_NESTING: usize = 100;
+
+/// The largest result of expanding one word (1 MiB). Each `ENV a=$a$a` doubles a value, so
+/// without a bound a few dozen lines exhaust memory; no real value comes near it (Linux
+/// refuses to pass a single environment string over 128 KiB to a program anyway).
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
+
 /// Where variable values come from.
 pub trait Vars {
     /// The value of `name`, or `None` when it is unset (set-but-empty is `Some("")`).
@@ -63,9 +73,10 @@ pub struct Expanded {
     pub unmatched: BTreeSet<String>,
 }
 
-/// A word that cannot be expanded.
+/// A word that cannot be expanded. Its message shows at most the first 100 characters of
+/// the word and 300 of what is wrong (`${a:?$big}` makes the latter as long as a value).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to process {word:?}: {message}")]
+#[error("failed to process {:?}: {}", crate::error::shorten(word, 100), crate::error::shorten(message, 300))]
 pub struct ExpandError {
     /// The word as given.
     pub word: String,
@@ -133,6 +144,8 @@ impl Fields {
 struct Lexer<'a, V: ?Sized> {
     chars: Vec<char>,
     pos: usize,
+    /// How many `${...}` enclose the current position.
+    depth: usize,
     vars: &'a V,
     escape: char,
     matched: BTreeSet<String>,
@@ -141,7 +154,7 @@ struct Lexer<'a, V: ?Sized> {
 
 impl<'a, V: Vars + ?Sized> Lexer<'a, V> {
     fn new(word: &str, vars: &'a V, escape: char) -> Self {
-        Lexer { chars: word.chars().collect(), pos: 0, vars, escape, matched: BTreeSet::new(), unmatched: BTreeSet::new() }
+        Lexer { chars: word.chars().collect(), pos: 0, depth: 0, vars, escape, matched: BTreeSet::new(), unmatched: BTreeSet::new() }
     }
 
     fn peek(&self) -> Option<char> {
@@ -172,8 +185,10 @@ impl<'a, V: Vars + ?Sized> Lexer<'a, V> {
         let mut result = String::new();
         let mut fields = Fields::default();
         while let Some(c) = self.peek() {
+            check_size(&result)?;
             if stops.contains(&c) {
                 self.next();
+                check_size(&result)?;
                 return Ok((result, fields.finish()));
             }
             match c {
@@ -212,6 +227,7 @@ impl<'a, V: Vars + ?Sized> Lexer<'a, V> {
         if let Some(stop) = stops.first() {
             return Err(format!("unexpected end of statement while looking for matching {stop}"));
         }
+        check_size(&result)?;
         Ok((result, fields.finish()))
     }
 
@@ -241,7 +257,10 @@ impl<'a, V: Vars + ?Sized> Lexer<'a, V> {
                     self.next();
                     return Ok(s);
                 }
-                Some('$') => s.push_str(&self.dollar()?),
+                Some('$') => {
+                    s.push_str(&self.dollar()?);
+                    check_size(&s)?;
+                }
                 Some(c) => {
                     self.next();
                     if c == self.escape {
@@ -301,6 +320,19 @@ impl<'a, V: Vars + ?Sized> Lexer<'a, V> {
             Some('{' | '}' | ':') => return Err("syntax error: bad substitution".into()),
             Some(_) => {}
         }
+        if self.depth >= MAX_NESTING {
+            return Err(format!("substitutions nested more than {MAX_NESTING} deep"));
+        }
+        self.depth += 1;
+        let result = self.braced();
+        self.depth -= 1;
+        let value = result?;
+        check_size(&value)?;
+        Ok(value)
+    }
+
+    /// The rest of a `${...}` after the `{`.
+    fn braced(&mut self) -> Result<String, String> {
         let name = self.name();
         let Some(mut op) = self.next() else { return Err("syntax error: missing '}'".into()) };
         let mut op_text = op.to_string();
@@ -363,7 +395,7 @@ impl<'a, V: Vars + ?Sized> Lexer<'a, V> {
         let replacement = self.word_until('}', true, "syntax error: missing '}'")?;
         let value = self.lookup(name).unwrap_or_default();
         let glob = Glob::parse(&pattern)?;
-        Ok(glob.replace(&value, &replacement, all))
+        glob.replace(&value, &replacement, all)
     }
 }
 
@@ -417,7 +449,8 @@ impl Glob {
     }
 
     /// Replaces the first (or every) leftmost-longest match, like Go's regexp with greedy `.*`.
-    fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
+    /// Fails once the result grows past [`MAX_EXPANDED_BYTES`] (`${a//?/$a}` squares it).
+    fn replace(&self, value: &str, replacement: &str, all: bool) -> Result<String, String> {
         let chars: Vec<char> = value.chars().collect();
         let mut out = String::new();
         let mut i = 0;
@@ -426,6 +459,7 @@ impl Glob {
             let hit = if replaced && !all { None } else { glob::prefix_len(&self.0, &chars[i..], true) };
             if let Some(n) = hit {
                 out.push_str(replacement);
+                check_size(&out)?;
                 replaced = true;
                 if n > 0 {
                     i += n;
@@ -437,8 +471,15 @@ impl Glob {
             }
             i += 1;
         }
-        out
+        Ok(out)
     }
+}
+
+fn check_size(s: &str) -> Result<(), String> {
+    if s.len() > MAX_EXPANDED_BYTES {
+        return Err(format!("the expanded word is larger than the limit of {MAX_EXPANDED_BYTES} bytes"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

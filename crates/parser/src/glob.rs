@@ -31,22 +31,27 @@ impl States {
     }
 
     /// Adds a state and everything reachable from it without reading a character.
+    /// A loop with its own stack, not recursion: a pattern of thousands of `*` would
+    /// otherwise recurse thousands deep.
     fn add(&mut self, toks: &[Tok], pos: usize, inside: bool) {
-        let slot = 2 * pos + usize::from(inside);
-        if self.0[slot] {
-            return;
-        }
-        self.0[slot] = true;
-        if inside {
-            return;
-        }
-        match toks.get(pos) {
-            Some(Tok::Star { .. }) => self.add(toks, pos + 1, false),
-            Some(Tok::AnyDirs) => {
-                self.add(toks, pos + 1, false);
-                self.add(toks, pos, true);
+        let mut todo = vec![(pos, inside)];
+        while let Some((pos, inside)) = todo.pop() {
+            let slot = 2 * pos + usize::from(inside);
+            if self.0[slot] {
+                continue;
             }
-            _ => {}
+            self.0[slot] = true;
+            if inside {
+                continue;
+            }
+            match toks.get(pos) {
+                Some(Tok::Star { .. }) => todo.push((pos + 1, false)),
+                Some(Tok::AnyDirs) => {
+                    todo.push((pos, true));
+                    todo.push((pos + 1, false));
+                }
+                _ => {}
+            }
         }
     }
 

@@ -73,6 +73,11 @@ pub(crate) const NOT_STRING_ARRAY: &str = "when using JSON array syntax, arrays 
 
 /// Builds the node for one logical line. Errors are messages; the caller adds the location.
 pub(crate) fn node_from_line(line: &str, escape: char, comments: Vec<String>, span: Span) -> Result<Node, String> {
+    nested_node(line, escape, comments, span, 0)
+}
+
+/// `node_from_line` for an instruction inside `depth` ONBUILDs.
+fn nested_node(line: &str, escape: char, comments: Vec<String>, span: Span, depth: usize) -> Result<Node, String> {
     let trimmed = line.trim();
     let (keyword, rest) = split_once_whitespace(trimmed);
     let (args_text, flags) = match rest {
@@ -93,7 +98,12 @@ pub(crate) fn node_from_line(line: &str, escape: char, comments: Vec<String>, sp
             if args_text.is_empty() {
                 (Vec::new(), false)
             } else {
-                let inner = node_from_line(args_text, escape, Vec::new(), span)?;
+                // BuildKit parses `ONBUILD ONBUILD ...` and rejects it later; the parse
+                // recurses per level, so a line of thousands must stop here first.
+                if depth >= crate::expand::MAX_NESTING {
+                    return Err(format!("ONBUILD nested more than {} deep", crate::expand::MAX_NESTING));
+                }
+                let inner = nested_node(args_text, escape, Vec::new(), span, depth + 1)?;
                 (vec![Arg::Nested(Box::new(inner))], false)
             }
         }

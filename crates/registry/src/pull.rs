@@ -20,8 +20,10 @@ use crate::{Error, Progress, Reference};
 pub(crate) const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// Manifests bigger than this are refused: they are held in memory.
-const MAX_MANIFEST: usize = 4 << 20;
+/// Manifests and configs bigger than this are refused before they are fetched (or as soon
+/// as they grow past it): the store refuses to read larger ones, so the image could never be
+/// used, and manifests are held in memory.
+const MAX_JSON: u64 = forge_layerstore::store::MAX_JSON_BYTES;
 
 /// Parallel layer downloads.
 const PARALLEL: usize = 3;
@@ -41,13 +43,8 @@ pub struct Pulled {
 
 pub(crate) async fn pull(t: &Transport, reference: &Reference, store: &Store, progress: &dyn Progress) -> Result<Pulled, Error> {
     let target = Target { host: reference.api_host(), registry: reference.registry(), repository: reference.repository(), push: false };
-    let (top_bytes, top_type) = fetch_manifest(t, target, reference.manifest_ref()).await?;
+    let (top_bytes, top_type) = fetch_manifest(t, target, reference.manifest_ref(), reference.digest()).await?;
     let top_digest = Digest::of(&top_bytes);
-    if let Some(want) = reference.digest() {
-        if want != top_digest.as_str() {
-            return Err(invalid(reference, "manifest", format!("asked for {want}, got content with digest {top_digest}")));
-        }
-    }
     store_bytes(store, &top_bytes, &top_digest)?;
     let top_desc = descriptor(&top_type, top_bytes.len() as u64, &top_digest)?;
 
@@ -59,11 +56,8 @@ pub(crate) async fn pull(t: &Transport, reference: &Reference, store: &Store, pr
             .iter()
             .find(|m| m.platform().as_ref().is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"))
             .ok_or_else(|| invalid(reference, "image index", "no linux/amd64 image in it".into()))?;
-        let (bytes, _) = fetch_manifest(t, target, pick.digest().as_ref()).await?;
+        let (bytes, _) = fetch_manifest(t, target, pick.digest().as_ref(), Some(pick.digest().as_ref())).await?;
         let d = Digest::of(&bytes);
-        if d.as_str() != pick.digest().as_ref() {
-            return Err(invalid(reference, "manifest", format!("expected {}, got {d}", pick.digest())));
-        }
         store_bytes(store, &bytes, &d)?;
         bytes
     } else {
@@ -71,6 +65,10 @@ pub(crate) async fn pull(t: &Transport, reference: &Reference, store: &Store, pr
     };
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| invalid(reference, "manifest", e.to_string()))?;
 
+    if manifest.config().size() > MAX_JSON {
+        let message = format!("{} bytes, more than the {MAX_JSON} bytes an image config may have", manifest.config().size());
+        return Err(invalid(reference, "image config", message));
+    }
     let mut blobs: Vec<(Digest, u64)> = vec![(parse_digest(reference, manifest.config().digest().as_ref())?, manifest.config().size())];
     for l in manifest.layers() {
         blobs.push((parse_digest(reference, l.digest().as_ref())?, l.size()));
@@ -80,6 +78,8 @@ pub(crate) async fn pull(t: &Transport, reference: &Reference, store: &Store, pr
         .try_collect::<Vec<()>>()
         .await?;
 
+    // Tag only an image the store can read back: its config must parse.
+    store.get_json::<forge_layerstore::ImageConfig>(&blobs[0].0, "image config")?;
     let name = reference.to_string();
     store.tag(&name, &top_desc)?;
     record_source(store, reference, blobs.iter().map(|(d, _)| d));
@@ -101,22 +101,62 @@ pub(crate) fn descriptor(media_type: &str, size: u64, digest: &Digest) -> Result
     Ok(Descriptor::new(oci_spec::image::MediaType::from(media_type), size, d))
 }
 
-/// GETs a manifest by tag or digest; returns its bytes and media type.
-async fn fetch_manifest(t: &Transport, target: Target<'_>, reference: &str) -> Result<(Vec<u8>, String), Error> {
+/// GETs a manifest by tag or digest; returns its bytes and media type. With `want`, the
+/// bytes must hash to it. A body cut off and bytes that do not match are fetched again, up
+/// to the client's retries; the last error says how many attempts were made.
+async fn fetch_manifest(t: &Transport, target: Target<'_>, reference: &str, want: Option<&str>) -> Result<(Vec<u8>, String), Error> {
     let url = format!("{}/v2/{}/manifests/{reference}", t.base_url(target.host).await?, target.repository);
-    let resp = t.send(target, Method::GET, &url, |r| r.header(ACCEPT, MANIFEST_TYPES)).await?;
+    let mut attempt = 0;
+    loop {
+        let err = match fetch_manifest_once(t, target, &url).await {
+            Ok((bytes, media_type)) => match want {
+                Some(want) if Digest::of(&bytes).as_str() != want => {
+                    let message = format!("asked for {want}, got content with digest {}", Digest::of(&bytes));
+                    Error::Invalid { what: "manifest".into(), registry: target.registry.into(), message }
+                }
+                _ => return Ok((bytes, media_type)),
+            },
+            Err(e @ Error::Connection { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        attempt += 1;
+        if attempt > t.config.max_retries {
+            return Err(after_attempts(err, attempt));
+        }
+        tracing::debug!(url, attempt, %err, "fetching the manifest again");
+        tokio::time::sleep(backoff(attempt - 1)).await;
+    }
+}
+
+async fn fetch_manifest_once(t: &Transport, target: Target<'_>, url: &str) -> Result<(Vec<u8>, String), Error> {
+    let too_big = || Error::Invalid { what: "manifest".into(), registry: target.registry.into(), message: format!("larger than {MAX_JSON} bytes") };
+    let resp = t.send(target, Method::GET, url, |r| r.header(ACCEPT, MANIFEST_TYPES)).await?;
     let resp = Transport::expect(resp, "GET", &[200]).await?;
     let media_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/vnd.oci.image.manifest.v1+json").split(';').next().unwrap_or("").trim().to_string();
-    if resp.content_length().is_some_and(|l| l as usize > MAX_MANIFEST) {
-        return Err(Error::Invalid { what: "manifest".into(), registry: target.registry.into(), message: "larger than 4 MiB".into() });
+    if resp.content_length().is_some_and(|l| l > MAX_JSON) {
+        return Err(too_big());
     }
-    let bytes = resp.bytes().await.map_err(|e| Error::Connection { url: url.clone(), message: error_chain(&e) })?;
-    if bytes.len() > MAX_MANIFEST {
-        return Err(Error::Invalid { what: "manifest".into(), registry: target.registry.into(), message: "larger than 4 MiB".into() });
+    let mut bytes = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::Connection { url: url.to_string(), message: error_chain(&e) })?;
+        if (bytes.len() + chunk.len()) as u64 > MAX_JSON {
+            return Err(too_big());
+        }
+        bytes.extend_from_slice(&chunk);
     }
     // A manifest's media type may also be inside it (OCI recommends it; Docker requires it).
     let media_type = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| v.get("mediaType")?.as_str().map(str::to_string)).unwrap_or(media_type);
-    Ok((bytes.to_vec(), media_type))
+    Ok((bytes, media_type))
+}
+
+/// `err` as the final word after `attempts` tries.
+fn after_attempts(err: Error, attempts: u32) -> Error {
+    match err {
+        Error::Connection { url, message } => Error::Connection { url, message: format!("{message} (gave up after {attempts} attempts)") },
+        Error::Invalid { what, registry, message } => Error::Invalid { what, registry, message: format!("{message} (gave up after {attempts} attempts)") },
+        other => other,
+    }
 }
 
 fn store_bytes(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), Error> {
@@ -130,8 +170,29 @@ fn store_bytes(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), Error
     Ok(())
 }
 
-/// Streams one blob into the store, resuming from what an interrupted attempt left.
+/// Streams one blob into the store (see [`fetch_blob_once`]). Bytes that do not hash to the
+/// digest are thrown away and fetched again from the start, up to the client's retries.
 async fn fetch_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
+    let mut attempt = 0;
+    loop {
+        match fetch_blob_once(t, target, store, digest.clone(), size, progress).await {
+            Err(Error::Content(e @ forge_layerstore::content::Error::DigestMismatch { .. })) => {
+                attempt += 1;
+                let err = Error::Invalid { what: format!("blob {digest}"), registry: target.registry.into(), message: e.to_string() };
+                if attempt > t.config.max_retries {
+                    return Err(after_attempts(err, attempt));
+                }
+                tracing::debug!(%digest, attempt, %err, "fetching the blob again");
+                tokio::time::sleep(backoff(attempt - 1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Streams one blob into the store, resuming from what an interrupted attempt left, and
+/// verifies it as it is committed.
+async fn fetch_blob_once(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
     if store.content().reuse(&digest)? {
         progress.done(digest.as_str(), "exists");
         return Ok(());

@@ -16,17 +16,12 @@ pub struct Reference {
 impl Reference {
     /// Parses `text` with Docker's rules.
     pub fn parse(text: &str) -> Result<Reference, Error> {
-        let invalid = |message: String| Error::Reference { input: text.to_string(), message };
-        if text.is_empty() {
-            return Err(invalid("empty reference".into()));
-        }
-        if text.chars().any(|c| c.is_ascii_uppercase()) && !text.contains('@') {
-            // Docker's message for the most common mistake.
-            let name = text.split(':').next().unwrap_or(text);
-            if name.chars().any(|c| c.is_ascii_uppercase()) && !name.contains('.') && !name.contains(':') {
-                return Err(invalid("repository name must be lowercase".into()));
-            }
-        }
+        let invalid = |message: String| Error::Reference { input: text.chars().take(200).collect(), message };
+        // The store's check, so that a name pulled or pushed is one that can be tagged.
+        forge_layerstore::store::check_name(text).map_err(|e| match e {
+            forge_layerstore::store::Error::InvalidName { reason, .. } => invalid(reason),
+            other => invalid(other.to_string()),
+        })?;
         let inner = oci_spec::distribution::Reference::from_str(text).map_err(|e| invalid(e.to_string()))?;
         Ok(Reference { inner })
     }

@@ -107,8 +107,9 @@ fn nonsense_is_a_clear_error() {
         let err = pull(serving(v1, br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#.to_vec(), Vec::new()), None).await;
         assert!(matches!(err, Error::Invalid { .. }), "{err}");
 
-        let err = pull(serving(OCI, vec![b' '; 5 << 20], Vec::new()), None).await;
-        assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
+        // The store's limit for JSON documents, also at pull.
+        let err = pull(serving(OCI, vec![b' '; 17 << 20], Vec::new()), None).await;
+        assert!(err.to_string().contains(&format!("larger than {} bytes", forge_layerstore::store::MAX_JSON_BYTES)), "{err}");
 
         let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":1,"platform":{"os":"linux","architecture":"s390x"}}]}"#;
         let err = pull(serving("application/vnd.oci.image.index.v1+json", index.to_vec(), Vec::new()), None).await;

@@ -1,13 +1,16 @@
 //! Faults between forge and a real registry, injected by a proxy in this file: dropped
-//! connections mid-body, 500s, 429 with Retry-After, and a byte flipped in flight. Pull and
-//! push complete through the transient ones; an altered blob is rejected and never stored.
+//! connections mid-body (blobs and manifests), 500s, 429 with Retry-After, and a byte flipped
+//! in flight (once, or every time). Pull and push complete through the transient ones; bytes
+//! that never verify are rejected after bounded retries and never stored. Also a hostile
+//! image pushed with raw HTTP: a config larger than the store reads is refused.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::{busybox_store, rt};
 use forge_layerstore::Store;
@@ -23,6 +26,10 @@ enum Fault {
     CutBlobs,
     /// Blob downloads carry one altered byte.
     FlipByte,
+    /// Manifest downloads are cut off halfway the first time the proxy sees each.
+    CutManifests,
+    /// The first download of each blob and manifest carries one altered byte.
+    FlipOnce,
 }
 
 /// Starts a proxy to `upstream` injecting `fault`; returns its address.
@@ -30,11 +37,12 @@ fn proxy(upstream: String, fault: Fault) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let count = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(HashSet::new()));
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
-            let (upstream, count) = (upstream.clone(), count.clone());
+            let (upstream, count, seen) = (upstream.clone(), count.clone(), seen.clone());
             std::thread::spawn(move || {
-                let _ = serve(client, &upstream, fault, &count);
+                let _ = serve(client, &upstream, fault, &count, &seen);
             });
         }
     });
@@ -62,10 +70,12 @@ fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>>
     Ok(Some((head, body)))
 }
 
-fn serve(mut client: TcpStream, upstream: &str, fault: Fault, count: &AtomicUsize) -> std::io::Result<()> {
+fn serve(mut client: TcpStream, upstream: &str, fault: Fault, count: &AtomicUsize, seen: &Mutex<HashSet<String>>) -> std::io::Result<()> {
     while let Some((head, body)) = read_request(&mut client)? {
         let n = count.fetch_add(1, Ordering::SeqCst);
         let is_blob_get = head.starts_with("GET ") && head.contains("/blobs/sha256:");
+        let is_manifest_get = head.starts_with("GET ") && head.contains("/manifests/");
+        let first_time = seen.lock().unwrap().insert(head.lines().next().unwrap_or_default().to_string());
         match fault {
             Fault::ServerError if n % 3 == 1 => {
                 client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")?;
@@ -97,6 +107,16 @@ fn serve(mut client: TcpStream, upstream: &str, fault: Fault, count: &AtomicUsiz
             Fault::FlipByte if is_blob_get && status_ok && response.len() > split + 100 => {
                 response[split + 100] ^= 0xff;
             }
+            Fault::CutManifests if is_manifest_get && status_ok && first_time && response.len() > split + 10 => {
+                let half = split + (response.len() - split) / 2;
+                client.write_all(&response[..half])?;
+                return Ok(());
+            }
+            // Byte 10 of a manifest is inside its JSON (`{"schemaVersion"...`): still JSON-ish,
+            // wrong digest.
+            Fault::FlipOnce if (is_blob_get || is_manifest_get) && status_ok && first_time && response.len() > split + 100 => {
+                response[split + 10] ^= 0x01;
+            }
             _ => {}
         }
         // The upstream's answer says `Connection: close`; the client connects again.
@@ -114,7 +134,11 @@ fn setup() -> (tempfile::TempDir, Store, forge_testkit::Registry) {
 }
 
 fn client() -> Client {
-    Client::new(ClientConfig { max_retries: 6, ..ClientConfig::default() })
+    client_retrying(6)
+}
+
+fn client_retrying(max_retries: u32) -> Client {
+    Client::new(ClientConfig { max_retries, ..ClientConfig::default() })
 }
 
 #[test]
@@ -155,8 +179,91 @@ fn an_altered_blob_is_rejected_and_not_stored() {
     let via = proxy(registry.addr.clone(), Fault::FlipByte);
     let dest = Reference::parse(&format!("{via}/flip/busybox:1")).unwrap();
     let empty = Store::open(&tmp.path().join("empty")).unwrap();
-    let err = rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap_err();
+    let err = rt().block_on(client_retrying(2).pull(&dest, &empty, &NoProgress)).unwrap_err();
     assert!(err.to_string().contains("digest mismatch"), "{err}");
+    assert!(err.to_string().contains("gave up after 3 attempts"), "{err}");
     assert!(!empty.content().exists(&layer), "the altered layer was stored");
     assert!(empty.index().list().unwrap().is_empty(), "a failed pull tagged something");
+}
+
+#[test]
+fn pull_fetches_a_cut_off_manifest_again() {
+    let (tmp, store, registry) = setup();
+    let direct = Reference::parse(&format!("{}/cutm/busybox:1", registry.addr)).unwrap();
+    let pushed = rt().block_on(client().push(&store, "busybox:latest", &direct, &NoProgress)).unwrap();
+    let via = proxy(registry.addr.clone(), Fault::CutManifests);
+    // By tag, and by digest (a second manifest request the proxy has not seen).
+    for reference in [format!("{via}/cutm/busybox:1"), format!("{via}/cutm/busybox@{}", pushed.digest())] {
+        let dest = Reference::parse(&reference).unwrap();
+        let empty = Store::open(&tmp.path().join(format!("empty-{}", reference.len()))).unwrap();
+        let pulled = rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap_or_else(|e| panic!("{reference}: {e}"));
+        assert_eq!(pulled.manifest.digest(), pushed.digest());
+        assert!(forge_layerstore::maintenance::fsck(&empty, false).unwrap().is_clean());
+    }
+}
+
+#[test]
+fn pull_fetches_altered_bytes_again_and_verifies_them() {
+    let (tmp, store, registry) = setup();
+    let direct = Reference::parse(&format!("{}/flip1/busybox:1", registry.addr)).unwrap();
+    let pushed = rt().block_on(client().push(&store, "busybox:latest", &direct, &NoProgress)).unwrap();
+    let via = proxy(registry.addr.clone(), Fault::FlipOnce);
+    // By digest, so that the manifest's bytes are checked too.
+    let dest = Reference::parse(&format!("{via}/flip1/busybox@{}", pushed.digest())).unwrap();
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    let pulled = rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap();
+    assert_eq!(pulled.manifest.digest(), pushed.digest());
+    let image = empty.image(&dest.to_string()).unwrap();
+    for l in image.layers().unwrap() {
+        empty.content().verify(&l.digest).unwrap();
+    }
+    assert!(forge_layerstore::maintenance::fsck(&empty, false).unwrap().is_clean());
+}
+
+/// Uploads `bytes` as a blob of `repo` with the distribution API (monolithic upload).
+async fn upload(http: &reqwest::Client, base: &str, repo: &str, bytes: Vec<u8>) -> String {
+    let digest = forge_layerstore::Digest::of(&bytes).to_string();
+    let resp = http.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let location = if location.starts_with("http") { location } else { format!("{base}{location}") };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = http.put(format!("{location}{sep}digest={digest}")).header("content-type", "application/octet-stream").body(bytes).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap());
+    digest
+}
+
+#[test]
+fn a_config_larger_than_the_store_reads_is_refused_and_not_tagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = forge_testkit::Registry::start();
+    let base = format!("http://{}", registry.addr);
+    // 60 MB of valid config JSON, pushed the way a hostile registry user would.
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"pad":"{}"}}"#, "x".repeat(60 << 20)).into_bytes();
+    let config_size = config.len();
+    let manifest = rt().block_on(async {
+        let http = reqwest::Client::new();
+        let config_digest = upload(&http, &base, "big/config", config).await;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": []
+        });
+        let resp = http
+            .put(format!("{base}/v2/big/config/manifests/1"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap());
+        config_digest
+    });
+    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let dest = Reference::parse(&format!("{}/big/config:1", registry.addr)).unwrap();
+    let err = rt().block_on(client().pull(&dest, &store, &NoProgress)).unwrap_err().to_string();
+    assert!(err.contains("image config") && err.contains(&format!("more than the {} bytes", forge_layerstore::store::MAX_JSON_BYTES)), "{err}");
+    assert!(store.index().list().unwrap().is_empty(), "a refused pull tagged something");
+    assert!(!store.content().exists(&manifest.parse().unwrap()), "the config was downloaded");
 }

@@ -318,6 +318,10 @@ impl Containers {
         })?;
         let mut spec = RunSpec::new(dirs.lowerdirs, upper, work, config.args.clone());
         spec.env = config.env.clone();
+        // Docker gives a container HOSTNAME (and the image or -e may set it otherwise).
+        if !spec.env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == "HOSTNAME") {
+            spec.env.insert(0, format!("HOSTNAME={}", config.hostname));
+        }
         spec.user = config.user.clone();
         spec.cwd = config.working_dir.clone();
         spec.hostname = config.hostname.clone();
@@ -326,6 +330,7 @@ impl Containers {
             crate::Network::Host => forge_sandbox::Network::Host,
         };
         spec.output = forge_sandbox::Output::Raw;
+        spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
 
         let mut recorded = Ok(());

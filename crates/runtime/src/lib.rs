@@ -18,7 +18,7 @@
 //!                   exit code, OOMKilled, start and end times, error
 //!     lock          flock'ed by whoever changes the state, and by the forge process that
 //!                   supervises the container for as long as it runs
-//! <store>/forge/container-names/<name>  the ID holding the name (made with O_EXCL)
+//! <store>/forge/container-names/<name>  the ID holding the name (rewritten under its flock)
 //! <store>/forge/snapshots/...           the writable layer: key `container-<id>`, held by
 //!                                       "container <id>" (a gc root)
 //! ```

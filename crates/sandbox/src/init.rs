@@ -48,7 +48,7 @@ pub(crate) struct InitSpec {
     pub(crate) rootfs: PathBuf,
     /// An empty directory, the lowerdir when the step has no layers below it.
     pub(crate) empty_lower: PathBuf,
-    /// `/etc` files to bind (name, host file): hosts, resolv.conf, hostname.
+    /// `/etc` files to bind (name, host file): hosts, resolv.conf (and hostname for a container).
     pub(crate) etc_files: Vec<(String, PathBuf)>,
 }
 
@@ -159,9 +159,7 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     if !has(&env, "HOME") {
         env.push(format!("HOME={}", id.home));
     }
-    if !has(&env, "HOSTNAME") {
-        env.push(format!("HOSTNAME={}", spec.run.hostname));
-    }
+    // No HOSTNAME: BuildKit sets none (the shell may; busybox sh does not).
     let path_var = env.iter().rev().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or("").to_string();
     let program = spec.run.argv.first().ok_or("empty command")?;
     let Some(exe) = find_executable(program, &path_var) else {

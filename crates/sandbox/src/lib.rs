@@ -59,9 +59,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-pub use overlay::mount_overlay;
+pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
 pub use seccomp::{Seccomp, UnknownProfile};
-pub use spec::{Limits, Mount, MountKind, Network, Output, RunSpec};
+pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec};
 
 use cgroup::Cgroup;
 use init::{InitSpec, Report};
@@ -226,7 +226,7 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let (rootfs, empty_lower) = (scratch.path().join("rootfs"), scratch.path().join("empty"));
     std::fs::create_dir(&rootfs).map_err(Error::Io)?;
     std::fs::create_dir(&empty_lower).map_err(Error::Io)?;
-    let etc_files = etc_files(scratch.path(), &spec.hostname).map_err(Error::Io)?;
+    let etc_files = etc_files(scratch.path(), &spec.hostname, spec.etc).map_err(Error::Io)?;
     let stubs = stubs::Stubs::before(spec);
 
     let cgroup = Cgroup::create(&spec.limits).map_err(Error::Cgroup)?;
@@ -368,13 +368,21 @@ fn read_chunks(stream: Stream, mut pipe: Box<dyn Read + Send>, tx: mpsc::Sender<
 }
 
 /// The `/etc` files every step gets, as Docker provides them.
-fn etc_files(dir: &std::path::Path, hostname: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+fn etc_files(dir: &std::path::Path, hostname: &str, style: Etc) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let hosts = match style {
+        // BuildKit's: the hostname on the loopback line, and no /etc/hostname file.
+        Etc::Build => format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        Etc::Container => format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+    };
     // The host's resolver configuration, minus loopback servers that mean nothing inside.
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv: String = host_resolv.lines().filter(|l| !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1"))).map(|l| format!("{l}\n")).collect();
     let mut out = Vec::new();
-    for (name, text) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))] {
+    let mut files = vec![("hosts", hosts), ("resolv.conf", resolv)];
+    if style == Etc::Container {
+        files.push(("hostname", format!("{hostname}\n")));
+    }
+    for (name, text) in files {
         let path = dir.join(name);
         std::fs::write(&path, text)?;
         out.push((name.to_string(), path));

@@ -8,11 +8,30 @@ use std::path::{Path, PathBuf};
 use rustix::fs::CWD;
 use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
 
-/// Mounts `lowerdirs` (top-most first, at least one) at `target`, writable with
-/// `upper` = (upperdir, workdir), read-only without. `index`, `redirect_dir` and `metacopy` are
-/// off: the layer differ needs an upperdir that tells the whole truth (see forge-layerstore's
-/// `diff`). An error names the step and path that failed.
+/// The most lower layers one overlay stacks: the kernel's `OVL_MAX_STACK` (500; a 501st
+/// `lowerdir+` fails with EINVAL). Docker stops at 125 layers (moby's `maxLayerDepth`, sized
+/// for graph drivers that pass every layer in one page of mount options); forge adds layers
+/// one `lowerdir+` at a time, so only the kernel's own limit applies, and an image may have
+/// up to this many layers.
+pub const MAX_LAYERS: usize = 500;
+
+/// An overlay asked for more than [`MAX_LAYERS`] lower layers. It is the source of the
+/// `io::Error` [`mount_overlay`] returns (`ErrorKind::InvalidInput`), for callers to tell it apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{layers} layers: the layer limit was reached (overlayfs stacks at most {MAX_LAYERS} layers, the kernel's OVL_MAX_STACK)")]
+pub struct TooManyLayers {
+    /// How many were asked for.
+    pub layers: usize,
+}
+
+/// Mounts `lowerdirs` (top-most first, at least one, at most [`MAX_LAYERS`]) at `target`,
+/// writable with `upper` = (upperdir, workdir), read-only without. `index`, `redirect_dir`
+/// and `metacopy` are off: the layer differ needs an upperdir that tells the whole truth (see
+/// forge-layerstore's `diff`). An error names the step and path that failed.
 pub fn mount_overlay(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path) -> io::Result<()> {
+    if lowerdirs.len() > MAX_LAYERS {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, TooManyLayers { layers: lowerdirs.len() }));
+    }
     let ctx = |what: String| move |e: rustix::io::Errno| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"));
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(ctx("fsopen overlay".into()))?;
     for l in lowerdirs {
@@ -30,4 +49,19 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, targe
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(ctx("fsmount".into()))?;
     move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(ctx(format!("attaching the overlay at {}", target.display())))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_layers_than_overlayfs_stacks_is_a_typed_error_before_any_mount() {
+        let lowers: Vec<PathBuf> = (0..=MAX_LAYERS).map(|i| PathBuf::from(format!("/nonexistent/{i}"))).collect();
+        let err = mount_overlay(&lowers, None, Path::new("/nonexistent/target")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let typed = err.get_ref().and_then(|e| e.downcast_ref::<TooManyLayers>());
+        assert_eq!(typed, Some(&TooManyLayers { layers: MAX_LAYERS + 1 }));
+        assert!(err.to_string().contains("the layer limit was reached"), "{err}");
+    }
 }

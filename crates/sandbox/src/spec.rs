@@ -44,6 +44,21 @@ pub struct RunSpec {
     /// How output reaches the caller.
     #[serde(default)]
     pub output: Output,
+    /// Which `/etc` files the sandbox provides.
+    #[serde(default)]
+    pub etc: Etc,
+}
+
+/// The `/etc` files a sandbox gets (bound over the image's, never written into its layer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Etc {
+    /// BuildKit's, for RUN steps: `hosts` names the sandbox on the loopback line, `resolv.conf`,
+    /// and no `/etc/hostname`.
+    #[default]
+    Build,
+    /// Docker's, for containers: `hosts` (localhost, and the hostname on 127.0.1.1),
+    /// `resolv.conf` and `/etc/hostname`.
+    Container,
 }
 
 /// How a step's output is passed to the caller's callback.
@@ -77,6 +92,7 @@ impl RunSpec {
             init: None,
             scratch_in: None,
             output: Output::Lines,
+            etc: Etc::Build,
         }
     }
 }

@@ -12,7 +12,10 @@ use crate::spec::RunSpec;
 
 /// The paths (relative to the rootfs) the sandbox may create as mountpoints.
 fn candidates(spec: &RunSpec) -> Vec<String> {
-    let mut out: Vec<String> = ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].map(String::from).to_vec();
+    let mut out: Vec<String> = ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf"].map(String::from).to_vec();
+    if spec.etc == crate::spec::Etc::Container {
+        out.push("etc/hostname".into());
+    }
     out.extend(spec.mounts.iter().map(|m| m.target.trim_matches('/').to_string()).filter(|t| !t.is_empty()));
     out
 }

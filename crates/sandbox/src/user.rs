@@ -6,7 +6,8 @@
 pub(crate) struct Identity {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
-    /// Supplementary groups: every group of `/etc/group` that lists the user.
+    /// Supplementary groups: the primary group and every group of `/etc/group` that lists the
+    /// user; only the named group with `user:group`.
     pub(crate) groups: Vec<u32>,
     /// Home directory, for `HOME` when the environment has none.
     pub(crate) home: String,
@@ -47,8 +48,9 @@ pub(crate) fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Identity,
                 .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
         },
     };
-    // BuildKit gives supplementary groups only when no group was named.
-    let mut supplementary = Vec::new();
+    // As BuildKit: the step's group is always among them; the user's other groups come only
+    // when no group was named.
+    let mut supplementary = vec![gid];
     if grp.is_none() && !name.is_empty() {
         for f in &groups {
             let members = f.get(3).copied().unwrap_or("");
@@ -73,12 +75,15 @@ mod tests {
 
     #[test]
     fn docker_user_forms() {
-        assert_eq!(resolve("", PASSWD, GROUP).unwrap(), Identity { uid: 0, gid: 0, groups: vec![10], home: "/root".into() });
+        // As `id` shows them in Docker 28.5's RUN: the primary group plus the user's member
+        // groups; exactly the named group with `user:group`; gid 0 for an unknown uid.
+        assert_eq!(resolve("", PASSWD, GROUP).unwrap(), Identity { uid: 0, gid: 0, groups: vec![0, 10], home: "/root".into() });
         let app = resolve("app", PASSWD, GROUP).unwrap();
-        assert_eq!((app.uid, app.gid, app.groups.clone(), app.home.as_str()), (1000, 1000, vec![10], "/home/app"));
-        assert_eq!(resolve("1000:10", PASSWD, GROUP).unwrap().gid, 10);
-        assert_eq!(resolve("app:nogroup", PASSWD, GROUP).unwrap().gid, 65534);
-        assert_eq!(resolve("4242", PASSWD, GROUP).unwrap(), Identity { uid: 4242, gid: 0, groups: vec![], home: "/".into() });
+        assert_eq!((app.uid, app.gid, app.groups.clone(), app.home.as_str()), (1000, 1000, vec![1000, 10], "/home/app"));
+        assert_eq!(resolve("1000:10", PASSWD, GROUP).unwrap().groups, vec![10]);
+        let named = resolve("app:nogroup", PASSWD, GROUP).unwrap();
+        assert_eq!((named.gid, named.groups), (65534, vec![65534]));
+        assert_eq!(resolve("4242", PASSWD, GROUP).unwrap(), Identity { uid: 4242, gid: 0, groups: vec![0], home: "/".into() });
         assert!(resolve("ghost", PASSWD, GROUP).unwrap_err().contains("unable to find user ghost"));
         assert!(resolve("app:ghosts", PASSWD, GROUP).unwrap_err().contains("unable to find group ghosts"));
     }
