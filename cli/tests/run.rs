@@ -73,7 +73,11 @@ struct Background<'a> {
 
 impl<'a> Background<'a> {
     fn start(forge: &'a Forge, name: &str, script: &str) -> Background<'a> {
-        let mut child = forge.cmd().args(["run", "--name", name, "busybox", "sh", "-c", script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        Background::start_with(forge, &[], name, script)
+    }
+
+    fn start_with(forge: &'a Forge, flags: &[&str], name: &str, script: &str) -> Background<'a> {
+        let mut child = forge.cmd().arg("run").args(flags).args(["--name", name, "busybox", "sh", "-c", script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
@@ -349,4 +353,18 @@ fn run_rm_cycles_leave_nothing_behind() {
     assert_eq!(entries("snapshots/meta").len(), 1, "snapshots left");
     assert_eq!(mounts_under(&forge.store()), Vec::<String>::new());
     assert_eq!(pids.iter().flat_map(|&p| cgroups_of(p)).collect::<Vec<_>>(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_rm_container_whose_forge_was_killed_is_removed_by_the_next_command() {
+    let forge = Forge::with_busybox();
+    let mut bg = Background::start_with(&forge, &["--rm"], "lost", "echo ready; exec sleep 1000");
+    bg.child.kill().unwrap();
+    bg.child.wait().unwrap();
+    assert_eq!(container_dirs(&forge).len(), 1);
+    // `ps` finds its supervisor gone, and does what it would have done.
+    assert_eq!(ps_json(&forge), Vec::<serde_json::Value>::new());
+    assert_eq!(container_dirs(&forge), Vec::<PathBuf>::new());
+    assert_eq!(container_snapshots(&forge), Vec::<String>::new());
+    forge.ok(&["run", "--rm", "--name", "lost", "busybox", "true"]);
 }

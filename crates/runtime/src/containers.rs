@@ -237,7 +237,8 @@ impl Containers {
     }
 
     /// Reads a container; one recorded as running whose supervisor is gone is recorded as
-    /// exited first. `None` when it was removed meanwhile.
+    /// exited first, and removed if it was made with `--rm` (its supervisor would have).
+    /// `None` when it was removed.
     fn load(&self, id: &str) -> Result<Option<Container>, Error> {
         let dir = self.path(id);
         let config: Config = match read_json(&dir.join("config.json")) {
@@ -247,10 +248,14 @@ impl Containers {
         let mut state: State = read_json(&dir.join("state.json"))?;
         if state.status == Status::Running {
             // A live supervisor holds the lock for as long as the container runs.
-            if let Some(_lock) = self.try_lock(id)? {
+            if let Some(lock) = self.try_lock(id)? {
                 state = read_json(&dir.join("state.json"))?;
                 if state.status == Status::Running {
                     self.record_lost(id, &mut state)?;
+                    if config.auto_remove {
+                        self.remove_locked(id, config.name.as_deref(), lock)?;
+                        return Ok(None);
+                    }
                 }
             }
         }

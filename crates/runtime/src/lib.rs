@@ -30,7 +30,8 @@
 //! **Reconciling.** A running container's supervisor holds its lock. A command that finds a
 //! container recorded as running whose lock it can take knows the supervisor died (its init died
 //! with it: the sandbox ties it to its parent); it records the container as exited with code
-//! 255 and why, and removes the cgroup it left.
+//! 255 and why, and removes the cgroup it left; a container made with `--rm` is then removed, as
+//! its supervisor would have done.
 //!
 //! **Later.** A detached container's supervisor will be a monitor process holding the same lock
 //! and writing `state.json` the same way; logs will go beside it (`<id>/<id>-json.log`), and
