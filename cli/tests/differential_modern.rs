@@ -253,7 +253,9 @@ fn same_images_as_docker_28() {
     modern.ok(&["load", "-i", base.to_str().unwrap()]);
 
     // Docker builds in one thread while forge builds in this one.
-    let docker_tags: Vec<String> = cases.iter().map(|c| format!("forge-diff/{}:docker", c.name)).collect();
+    // Tags of this run only: another run may share the daemon (a developer's and a helper's).
+    let docker_tag = |name: &str| format!("forge-diff-{}/{name}:docker", std::process::id());
+    let docker_tags: Vec<String> = cases.iter().map(|c| docker_tag(&c.name)).collect();
     let docker_results = std::thread::scope(|s| {
         let docker = s.spawn(|| {
             cases
@@ -295,13 +297,14 @@ fn same_images_as_docker_28() {
         modern.ok(&args);
         forge.ok(&["load", "-i", saved.to_str().unwrap()]);
     }
-    let mut rmi = vec!["rmi", "-f", BASE];
+    // The base stays: another run sharing the daemon may still build on it, and each run loads it.
+    let mut rmi = vec!["rmi", "-f"];
     rmi.extend(built_tags.iter());
     let _ = modern.cmd().args(&rmi).output();
 
     let mut failures = Vec::new();
     for ((case, (d_ok, d_err)), (f_ok, f_err)) in cases.iter().zip(&docker_built).zip(&forge_built) {
-        let (d_tag, f_tag) = (format!("forge-diff/{}:docker", case.name), format!("forge-diff/{}:forge", case.name));
+        let (d_tag, f_tag) = (docker_tag(&case.name), format!("forge-diff/{}:forge", case.name));
         let mut diffs = Vec::new();
         match (d_ok, f_ok) {
             (true, true) => {}
