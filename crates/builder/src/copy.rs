@@ -235,23 +235,8 @@ fn set_meta(fd: &impl std::os::fd::AsFd, entry: &Entry, opts: &CopyOptions) -> i
 
 /// Opens `path` as a tar archive (plain, gzip, bzip2, xz or zstd) if it is one.
 fn open_archive(path: &Path) -> io::Result<Option<Box<dyn Read>>> {
-    let mut head = [0u8; 6];
-    let n = File::open(path)?.read(&mut head)?;
-    let head = &head[..n];
-    let file = io::BufReader::new(File::open(path)?);
-    let reader: Box<dyn Read> = if head.starts_with(b"BZh") {
-        Box::new(bzip2::read::MultiBzDecoder::new(file))
-    } else if head.starts_with(b"\xfd7zXZ\0") {
-        Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
-    } else if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::new(file)?)
-    } else {
-        Box::new(file)
-    };
+    let (_, mut reader) = forge_layerstore::archive::sniff(io::BufReader::new(File::open(path)?))?;
     // A tar has "ustar" at offset 257 of its first header; anything else is copied as a file.
-    let mut reader = reader;
     let mut header = vec![0u8; 512];
     let mut got = 0;
     while got < header.len() {
