@@ -33,6 +33,7 @@ mod engine;
 mod error;
 mod history;
 mod mount;
+mod options;
 mod progress;
 mod remote;
 mod rootfs;
@@ -50,6 +51,7 @@ pub use error::Error;
 pub use forge_layerstore::archive::Compression;
 pub use forge_layerstore::Store;
 pub use forge_sandbox::{Cancel, Limits, Seccomp};
+pub use options::{ByteSize, Cpus, MemorySwap, OptionError, SecretSpec, SecurityOpt};
 pub use progress::{Event, NoProgress, Progress};
 
 /// The network RUN steps get unless they say otherwise (`--network`).
