@@ -79,3 +79,21 @@ fn tail(lines: &[String]) -> String {
     }
     format!("\n--- last lines of output ---\n{}", lines.join("\n"))
 }
+
+/// Where a step is: its progress id and its place in the Dockerfile, to locate its errors.
+#[derive(Debug, Clone)]
+pub(crate) struct At {
+    /// `<stage index>/<step index>`.
+    pub(crate) id: String,
+    pub(crate) file: String,
+    pub(crate) line: usize,
+    /// The instruction, abbreviated.
+    pub(crate) instruction: String,
+}
+
+impl At {
+    /// An error located at this step.
+    pub(crate) fn fail(&self, message: String) -> Error {
+        Error::Step { file: self.file.clone(), line: self.line, instruction: self.instruction.clone(), message }
+    }
+}

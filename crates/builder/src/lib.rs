@@ -28,19 +28,23 @@
 
 mod build_file;
 mod cache_key;
-mod copy;
+mod ctx;
 mod engine;
 mod error;
+mod files;
 mod history;
+mod layers;
 mod mount;
 mod options;
 mod progress;
 mod remote;
 mod rootfs;
-mod run;
+mod scheduler;
 mod source;
 mod stage;
+mod step;
 mod users;
+mod vars;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

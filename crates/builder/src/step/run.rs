@@ -15,11 +15,11 @@ use rustix::fs::{flock, FlockOperation};
 use sha2::Digest as _;
 
 use crate::cache_key::KeyBuilder;
-use crate::engine::scratch_dir;
+use crate::layers;
 use crate::mount::{OverlayMount, TmpfsFile};
 use crate::progress::Event;
 use crate::source::hash_matches;
-use crate::stage::{StageRun, DEFAULT_PATH};
+use crate::step::{Made, StepCtx};
 use crate::{Error, Network, Secret};
 
 /// Lines of output kept to show with a failure.
@@ -35,28 +35,32 @@ struct Held {
     locks: Vec<File>,
 }
 
-/// Runs one RUN instruction; returns its CPU time and peak memory.
-pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> Result<(Option<Duration>, Option<u64>), Error> {
+/// What a RUN step measured: its CPU time and peak memory.
+pub(crate) type Usage = (Option<Duration>, Option<u64>);
+
+/// Runs one RUN instruction.
+pub(crate) fn run(step: &StepCtx<'_>, r: &Run, sources: &[Source]) -> Result<(Made, Usage), Error> {
+    let run = step;
     if r.security == Some(Security::Insecure) {
-        return Err(run.fail("--security=insecure is not allowed: forge never gives a build step full privileges".into()));
+        return Err(run.at.fail("--security=insecure is not allowed: forge never gives a build step full privileges".into()));
     }
     let (argv, script) = argv(run, r);
-    let args = run.run_args();
-    let env = environment(run, &args);
-    let user = run.config.config.user.clone().unwrap_or_default();
-    let cwd = run.cwd();
+    let config = &run.image.config;
+    let env = run.image.vars.run_env(config, &run.image.vars.run_args(&run.build.opts.build_args));
+    let user = config.config.user.clone().unwrap_or_default();
+    let cwd = run.image.cwd();
     let network = match r.network {
         Some(NetworkMode::None) => Network::None,
         Some(NetworkMode::Host) => Network::Host,
-        Some(NetworkMode::Default) | None => run.ctx.opts.network,
+        Some(NetworkMode::Default) | None => run.build.opts.network,
     };
 
-    let mut key = KeyBuilder::new(&run.key, "RUN");
+    let mut key = KeyBuilder::new(run.parent_key, "RUN");
     key.list(&argv).list(&env).part(&user).part(&cwd).part(&format!("{network:?}"));
     // A layer made without the seccomp filter is not reused by a confined build (nor the other
     // way round); default keys stay what they were.
-    if run.ctx.opts.seccomp != forge_sandbox::Seccomp::Default {
-        key.part(&format!("seccomp={}", run.ctx.opts.seccomp));
+    if run.build.opts.seccomp != forge_sandbox::Seccomp::Default {
+        key.part(&format!("seccomp={}", run.build.opts.seccomp));
     }
     let mut held = Held::default();
     let mut mounts = Vec::new();
@@ -66,7 +70,7 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
         // The file runs from a read-only mount at /dev/pipes, as in BuildKit; its text is
         // part of the key since the argv names only its path.
         key.part(body);
-        let dir = scratch_dir(run.ctx.store, "heredoc-")?;
+        let dir = run.build.scratch_dir("heredoc-")?;
         let write = || -> std::io::Result<()> {
             use std::os::unix::fs::PermissionsExt;
             let path = dir.path().join(name);
@@ -74,7 +78,7 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         };
-        write().map_err(|e| run.fail(format!("writing the heredoc script: {e}")))?;
+        write().map_err(|e| run.at.fail(format!("writing the heredoc script: {e}")))?;
         mounts.push(SandboxMount { target: "/dev/pipes".into(), kind: SandboxMountKind::Bind { source: dir.path().to_path_buf(), readonly: true } });
         held.dirs.push(dir);
     }
@@ -87,13 +91,13 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
     }
     let key = key.finish();
 
-    let created_by = format!("RUN {} # buildkit", run.history_args(&argv).join(" "));
+    let created_by = format!("RUN {} # buildkit", run.image.vars.history_args(config, &argv).join(" "));
 
     let mut stats = (None, None);
     let layer = {
-        let this = &*run;
+        let this = run;
         let stats = &mut stats;
-        this.layer_step(&key, |snap| {
+        this.layer(&key, |snap| {
             let mut spec = RunSpec::new(snap.lowerdirs.to_vec(), snap.upperdir.to_path_buf(), snap.workdir.to_path_buf(), argv.clone());
             spec.env = env.iter().cloned().chain(secret_env.iter().cloned()).collect();
             spec.user = user.clone();
@@ -104,12 +108,12 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
                 Network::Host | Network::Default => forge_sandbox::Network::Host,
             };
             spec.mounts = mounts.clone();
-            spec.limits = this.ctx.opts.limits.clone();
-            spec.seccomp = this.ctx.opts.seccomp;
-            spec.init = this.ctx.opts.sandbox_init.clone();
-            spec.scratch_in = Some(this.ctx.store.tmp_dir()?);
+            spec.limits = this.build.opts.limits.clone();
+            spec.seccomp = this.build.opts.seccomp;
+            spec.init = this.build.opts.sandbox_init.clone();
+            spec.scratch_in = Some(this.build.store.tmp_dir()?);
             let mut tail: VecDeque<String> = VecDeque::new();
-            let id = this.step_id.clone();
+            let id = this.at.id.clone();
             let mut output = |stream: Stream, bytes: &[u8]| {
                 let line = String::from_utf8_lossy(bytes).trim_end_matches('\n').to_string();
                 if tail.len() == TAIL_LINES {
@@ -120,18 +124,18 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
                     Stream::Stdout => "stdout",
                     Stream::Stderr => "stderr",
                 };
-                this.ctx.progress.event(Event::Output { id: id.clone(), stream, line });
+                this.build.progress.event(Event::Output { id: id.clone(), stream, line });
             };
-            let outcome = forge_sandbox::run(&spec, &this.ctx.opts.cancel, &mut output).map_err(|e| match e {
+            let outcome = forge_sandbox::run(&spec, &this.build.opts.cancel, &mut output).map_err(|e| match e {
                 forge_sandbox::Error::Cancelled => Error::Cancelled,
-                e => this.fail(format!("sandbox: {e}")),
+                e => this.at.fail(format!("sandbox: {e}")),
             })?;
             *stats = (Some(outcome.cpu_time), outcome.peak_memory);
             if !matches!(outcome.status, ExitStatus::Exited(0)) {
                 return Err(Error::RunFailed {
-                    file: this.ctx.file.clone(),
-                    line: this.span.start.line,
-                    instruction: this.instruction.clone(),
+                    file: this.at.file.clone(),
+                    line: this.at.line,
+                    instruction: this.at.instruction.clone(),
                     status: outcome.status.to_string(),
                     output: tail.into_iter().collect(),
                 });
@@ -140,18 +144,17 @@ pub(crate) fn run_step(run: &mut StageRun<'_>, r: &Run, sources: &[Source]) -> R
         })?
     };
     drop(held);
-    run.finish_step(key, layer, created_by);
-    Ok(stats)
+    Ok((Made { key, layer, created_by }, stats))
 }
 
 /// The argv of the step, and a script file it runs (name, text). A shell-form command with
 /// heredocs hands the shell the command and the bodies, which it reads as here-documents; a
 /// command that is only `<<EOF` runs the body as the script, or, when the body starts with
 /// `#!`, runs it as a file at `/dev/pipes/EOF`, as BuildKit does.
-fn argv(run: &StageRun<'_>, r: &Run) -> (Vec<String>, Option<(String, String)>) {
+fn argv(run: &StepCtx<'_>, r: &Run) -> (Vec<String>, Option<(String, String)>) {
     let argv = match &r.command {
         Command::Exec(v) => v.clone(),
-        Command::Shell(s) if r.heredocs.is_empty() => run.command_argv(&Command::Shell(s.clone())),
+        Command::Shell(s) if r.heredocs.is_empty() => run.image.command_argv(&Command::Shell(s.clone())),
         Command::Shell(s) => {
             let first = &r.heredocs[0];
             let only_heredoc = r.heredocs.len() == 1
@@ -160,7 +163,7 @@ fn argv(run: &StageRun<'_>, r: &Run) -> (Vec<String>, Option<(String, String)>) 
                 let body = if first.chomp { forge_parser::heredoc::chomp(&first.content) } else { first.content.clone() };
                 if body.starts_with("#!") {
                     let path = format!("/dev/pipes/{}", first.name);
-                    return (run.command_argv(&Command::Shell(path)), Some((first.name.clone(), body)));
+                    return (run.image.command_argv(&Command::Shell(path)), Some((first.name.clone(), body)));
                 }
                 body
             } else {
@@ -174,36 +177,15 @@ fn argv(run: &StageRun<'_>, r: &Run) -> (Vec<String>, Option<(String, String)>) 
                 }
                 script
             };
-            run.command_argv(&Command::Shell(script))
+            run.image.command_argv(&Command::Shell(script))
         }
     };
     (argv, None)
 }
 
-/// The step's environment: build args, then the image's ENV (which wins), then ARGs declared
-/// over an ENV, with Docker's PATH when the image sets none.
-fn environment(run: &StageRun<'_>, args: &[(String, String)]) -> Vec<String> {
-    let mut env: Vec<(String, String)> = args.to_vec();
-    for kv in run.config.config.env.iter().flatten() {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    for (k, v) in &run.arg_over_env {
-        match env.iter_mut().find(|(ek, _)| ek == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => env.push((k.clone(), v.clone())),
-        }
-    }
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
-    }
-    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
 /// The sandbox mount for one `--mount`, preparing what it needs on the host.
 fn sandbox_mount(
-    run: &StageRun<'_>,
+    run: &StepCtx<'_>,
     m: &Mount,
     source: Option<&Source>,
     held: &mut Held,
@@ -213,28 +195,28 @@ fn sandbox_mount(
     let expand_opt = |v: &Option<String>| v.as_deref().map(|s| run.expand(s)).transpose();
     let target = expand_opt(&m.target)?;
     let src = expand_opt(&m.source)?;
-    let abs = |t: &str| if t.starts_with('/') { t.to_string() } else { format!("{}/{}", run.cwd().trim_end_matches('/'), t) };
+    let abs = |t: &str| run.image.absolute(t);
     match m.kind {
-        MountKind::Ssh => Err(run.fail("RUN --mount=type=ssh is not supported".into())),
+        MountKind::Ssh => Err(run.at.fail("RUN --mount=type=ssh is not supported".into())),
         MountKind::Tmpfs => {
-            let target = target.ok_or_else(|| run.fail("tmpfs mount needs a target".into()))?;
+            let target = target.ok_or_else(|| run.at.fail("tmpfs mount needs a target".into()))?;
             Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Tmpfs { size: m.size } }))
         }
         MountKind::Secret => {
             let id = match (expand_opt(&m.id)?, &target) {
                 (Some(id), _) => id,
                 (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_string(),
-                (None, None) => return Err(run.fail("secret mount needs an id or a target".into())),
+                (None, None) => return Err(run.at.fail("secret mount needs an id or a target".into())),
             };
-            let Some(secret) = run.ctx.opts.secrets.get(&id) else {
-                return if m.required { Err(run.fail(format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))) } else { Ok(None) };
+            let Some(secret) = run.build.opts.secrets.get(&id) else {
+                return if m.required { Err(run.at.fail(format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))) } else { Ok(None) };
             };
             if let Some(var) = &m.env {
                 let value = match secret {
-                    Secret::File(file) => std::fs::read(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?,
+                    Secret::File(file) => std::fs::read(file).map_err(|e| run.at.fail(format!("reading secret {id:?}: {e}")))?,
                     Secret::Value(v) => v.clone(),
                 };
-                let value = String::from_utf8(value).map_err(|_| run.fail(format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")))?;
+                let value = String::from_utf8(value).map_err(|_| run.at.fail(format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")))?;
                 secret_env.push(format!("{var}={value}"));
                 if m.target.is_none() {
                     return Ok(None);
@@ -244,32 +226,32 @@ fn sandbox_mount(
             // The step sees a copy on a tmpfs of its own, with the mount's mode and owner
             // (BuildKit's defaults: 0400, root), whatever the source file's are.
             let value = match secret {
-                Secret::File(file) => std::fs::read(file).map_err(|e| run.fail(format!("reading secret {id:?}: {e}")))?,
+                Secret::File(file) => std::fs::read(file).map_err(|e| run.at.fail(format!("reading secret {id:?}: {e}")))?,
                 Secret::Value(v) => v.clone(),
             };
-            let tmpfs = TmpfsFile::new(&run.ctx.store.tmp_dir()?, &value, m.mode.unwrap_or(0o400), (m.uid.unwrap_or(0), m.gid.unwrap_or(0)))
-                .map_err(|e| run.fail(format!("putting secret {id:?} on a tmpfs: {e}")))?;
+            let tmpfs = TmpfsFile::new(&run.build.store.tmp_dir()?, &value, m.mode.unwrap_or(0o400), (m.uid.unwrap_or(0), m.gid.unwrap_or(0)))
+                .map_err(|e| run.at.fail(format!("putting secret {id:?} on a tmpfs: {e}")))?;
             let source = tmpfs.path().to_path_buf();
             held.secrets.push(tmpfs);
             Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Bind { source, readonly: true } }))
         }
         MountKind::Cache => {
-            let target = target.ok_or_else(|| run.fail("cache mount needs a target".into()))?;
+            let target = target.ok_or_else(|| run.at.fail("cache mount needs a target".into()))?;
             let target = abs(&target);
             let id = expand_opt(&m.id)?.unwrap_or_else(|| target.clone());
-            let dir = run.ctx.store.root().join("forge").join("cache-mounts").join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
+            let dir = run.build.store.root().join("forge").join("cache-mounts").join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
             let fresh = !dir.exists();
-            std::fs::create_dir_all(&dir).map_err(|e| run.fail(format!("creating cache mount {id:?}: {e}")))?;
+            std::fs::create_dir_all(&dir).map_err(|e| run.at.fail(format!("creating cache mount {id:?}: {e}")))?;
             if fresh {
                 use std::os::unix::fs::PermissionsExt;
                 // BuildKit creates it under umask 022: `mode=0770` gives 0750.
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755) & !0o022)).map_err(|e| run.fail(e.to_string()))?;
-                std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))).map_err(|e| run.fail(e.to_string()))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755) & !0o022)).map_err(|e| run.at.fail(e.to_string()))?;
+                std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))).map_err(|e| run.at.fail(e.to_string()))?;
             }
             if m.sharing == Sharing::Locked {
                 // One writer at a time: held until the step ends.
-                let lock = File::create(dir.with_extension("lock")).map_err(|e| run.fail(e.to_string()))?;
-                flock(&lock, FlockOperation::LockExclusive).map_err(|e| run.fail(format!("locking cache mount {id:?}: {e}")))?;
+                let lock = File::create(dir.with_extension("lock")).map_err(|e| run.at.fail(e.to_string()))?;
+                flock(&lock, FlockOperation::LockExclusive).map_err(|e| run.at.fail(format!("locking cache mount {id:?}: {e}")))?;
                 held.locks.push(lock);
             }
             Ok(Some(SandboxMount { target, kind: SandboxMountKind::Bind { source: dir, readonly: m.readonly } }))
@@ -280,39 +262,39 @@ fn sandbox_mount(
             let host: PathBuf = match source {
                 None => {
                     // The step's result depends on what it reads from the context.
-                    let matches = run.ctx.context.matches(&src_rel, &Dockerignore::default()).map_err(|e| run.fail(format!("bind source {e}")))?;
-                    hash_matches(&run.ctx.context, &matches, &run.ctx.stat_cache, key.hasher()).map_err(|e| run.fail(e.to_string()))?;
+                    let matches = run.build.context.matches(&src_rel, &Dockerignore::default()).map_err(|e| run.at.fail(format!("bind source {e}")))?;
+                    hash_matches(&run.build.context, &matches, &run.build.stat_cache, key.hasher()).map_err(|e| run.at.fail(e.to_string()))?;
                     matches[0].entries[0].path.clone()
                 }
                 Some(src) => {
                     let layers = match src {
                         Source::Stage(j) => {
-                            let r = run.ctx.done.lock().unwrap()[*j].clone().expect("levels run dependencies first");
+                            let r = run.finished.get(*j);
                             key.part(r.key.as_str());
                             r.layers.clone()
                         }
                         Source::Image(reference) => {
-                            let image = run.ctx.store.image(reference).map_err(|e| run.fail(e.to_string()))?;
+                            let image = run.build.store.image(reference).map_err(|e| run.at.fail(e.to_string()))?;
                             key.part(image.descriptor.digest().as_ref());
-                            image.layers().map_err(|e| run.fail(e.to_string()))?
+                            image.layers().map_err(|e| run.at.fail(e.to_string()))?
                         }
                     };
-                    let view = run.view(&layers, &mut held.mounts)?;
-                    let tree = crate::rootfs::Root::open(&view).map_err(|e| run.fail(e.to_string()))?;
-                    tree.resolve(&src_rel).map_err(|e| run.fail(e.to_string()))?.ok_or_else(|| run.fail(format!("bind source {src_rel:?} not found")))?
+                    let view = layers::view(run.build.store, run.at, &layers, &mut held.mounts)?;
+                    let tree = crate::rootfs::Root::open(&view).map_err(|e| run.at.fail(e.to_string()))?;
+                    tree.resolve(&src_rel).map_err(|e| run.at.fail(e.to_string()))?.ok_or_else(|| run.at.fail(format!("bind source {src_rel:?} not found")))?
                 }
             };
             if m.readonly || !host.is_dir() {
                 return Ok(Some(SandboxMount { target, kind: SandboxMountKind::Bind { source: host, readonly: m.readonly } }));
             }
             // A writable bind must not change its source: writes go to a throwaway upperdir.
-            let scratch = scratch_dir(run.ctx.store, "rwbind-")?;
+            let scratch = run.build.scratch_dir("rwbind-")?;
             let (up, work) = (scratch.path().join("up"), scratch.path().join("work"));
             for d in [&up, &work] {
-                std::fs::create_dir(d).map_err(|e| run.fail(e.to_string()))?;
+                std::fs::create_dir(d).map_err(|e| run.at.fail(e.to_string()))?;
             }
-            let mount = OverlayMount::mount_scratch(&run.ctx.store.tmp_dir()?, &[host], Some((&up, &work)))
-                .map_err(|e| run.fail(format!("mounting writable bind: {e}")))?;
+            let mount = OverlayMount::mount_scratch(&run.build.store.tmp_dir()?, &[host], Some((&up, &work)))
+                .map_err(|e| run.at.fail(format!("mounting writable bind: {e}")))?;
             let mnt = mount.path().to_path_buf();
             held.mounts.push(mount);
             held.dirs.push(scratch);
