@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use forge_layerstore::cache::Cache;
 use forge_layerstore::{Image, Store};
 
-use crate::error::At;
+use crate::error::{At, StepErrorKind};
 use crate::progress::Progress;
 use crate::source::{SourceTree, StatCache};
 use crate::step::config::Scope;
@@ -58,12 +58,12 @@ impl BuildCtx<'_> {
             Ok(image) => Ok(image),
             Err(forge_layerstore::store::Error::NotFound(_)) => {
                 let Some(bases) = self.bases else {
-                    return Err(at.fail(format!("base image {reference:?} is not in the store (forge pull it or forge import a rootfs)")));
+                    return Err(at.fail(StepErrorKind::BaseImage, format!("base image {reference:?} is not in the store (forge pull it or forge import a rootfs)")));
                 };
-                let name = bases.fetch(self.store, reference).map_err(|e| at.fail(format!("pulling base image {reference:?}: {e}")))?;
-                self.store.image(&name).map_err(|e| at.fail(e.to_string()))
+                let name = bases.fetch(self.store, reference).map_err(|e| at.fail(StepErrorKind::BaseImage, format!("pulling base image {reference:?}: {e}")))?;
+                self.store.image(&name).map_err(|e| at.fail(StepErrorKind::BaseImage, e.to_string()))
             }
-            Err(e) => Err(at.fail(e.to_string())),
+            Err(e) => Err(at.fail(StepErrorKind::BaseImage, e.to_string())),
         }
     }
 }

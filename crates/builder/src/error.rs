@@ -45,6 +45,8 @@ pub enum Error {
         line: usize,
         /// The instruction, abbreviated.
         instruction: String,
+        /// What kind of failure it was.
+        kind: StepErrorKind,
         /// What went wrong.
         message: String,
     },
@@ -73,6 +75,64 @@ pub enum Error {
     Options(String),
 }
 
+impl Error {
+    /// The kind of a step's failure; `None` for failures that are not a step's (see the
+    /// variants: [`Error::RunFailed`] and [`Error::Cancelled`] are kinds of their own).
+    pub fn step_kind(&self) -> Option<StepErrorKind> {
+        match self {
+            Error::Step { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+/// The class of a step's failure, so that callers (and an API's status codes) tell them apart
+/// without reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepErrorKind {
+    /// A variable expansion failed (bad syntax, `${X:?message}`).
+    Expansion,
+    /// The instruction's arguments are invalid: a `--chmod`, an EXPOSE port, a mount without
+    /// its target, an ONBUILD trigger, several sources onto a file.
+    InvalidInstruction,
+    /// forge does not do what the instruction asks: another platform, ssh mounts, git
+    /// sources, URLs in COPY, `--security=insecure`.
+    Unsupported,
+    /// A COPY/ADD or bind-mount source does not exist (or is excluded).
+    SourceNotFound,
+    /// A `--chown` or `USER` name has no entry in the image's passwd or group file.
+    UnknownUser,
+    /// A base or `--from` image is not in the store and cannot be pulled.
+    BaseImage,
+    /// A secret the step needs was not given or cannot be used.
+    Secret,
+    /// The image config would grow past what an image config may hold.
+    TooLarge,
+    /// An `ADD <url>` download failed or did not match its checksum.
+    Download,
+    /// The sandbox could not run the step (not: the step's command failed, that is
+    /// [`Error::RunFailed`]).
+    Sandbox,
+    /// Reading or writing files, or mounting, on the host or in the rootfs failed.
+    Io,
+    /// The store's snapshots, layers or cache index failed.
+    Store,
+}
+
+/// A step's failure before it is located at the step: its kind and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fault {
+    pub(crate) kind: StepErrorKind,
+    pub(crate) message: String,
+}
+
+impl Fault {
+    pub(crate) fn new(kind: StepErrorKind, message: impl Into<String>) -> Fault {
+        Fault { kind, message: message.into() }
+    }
+}
+
 fn tail(lines: &[String]) -> String {
     if lines.is_empty() {
         return String::new();
@@ -92,8 +152,13 @@ pub(crate) struct At {
 }
 
 impl At {
-    /// An error located at this step.
-    pub(crate) fn fail(&self, message: String) -> Error {
-        Error::Step { file: self.file.clone(), line: self.line, instruction: self.instruction.clone(), message }
+    /// An error of `kind` located at this step.
+    pub(crate) fn fail(&self, kind: StepErrorKind, message: impl Into<String>) -> Error {
+        Error::Step { file: self.file.clone(), line: self.line, instruction: self.instruction.clone(), kind, message: message.into() }
+    }
+
+    /// `fault` located at this step.
+    pub(crate) fn locate(&self, fault: Fault) -> Error {
+        self.fail(fault.kind, fault.message)
     }
 }

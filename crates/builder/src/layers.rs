@@ -11,7 +11,7 @@ use forge_layerstore::diff::{LayerOptions, LayerSource};
 use forge_layerstore::{Digest, Layer, Store};
 
 use crate::ctx::BuildCtx;
-use crate::error::At;
+use crate::error::{At, StepErrorKind};
 use crate::mount::OverlayMount;
 use crate::progress::Event;
 use crate::rootfs::Root;
@@ -30,8 +30,8 @@ impl Snapshot<'_> {
     /// returning the mount (unmounted on drop) and its root.
     pub(crate) fn mount(&self, store: &Store, at: &At) -> Result<(OverlayMount, Root), Error> {
         let mount = OverlayMount::mount_scratch(&store.tmp_dir()?, self.lowerdirs, Some((self.upperdir, self.workdir)))
-            .map_err(|e| at.fail(format!("mounting the rootfs: {e}")))?;
-        let root = Root::open(mount.path()).map_err(|e| at.fail(e.to_string()))?;
+            .map_err(|e| at.fail(StepErrorKind::Io, format!("mounting the rootfs: {e}")))?;
+        let root = Root::open(mount.path()).map_err(|e| at.fail(StepErrorKind::Io, e.to_string()))?;
         Ok((mount, root))
     }
 }
@@ -57,9 +57,9 @@ pub(crate) fn layer_step(
     }
     let chain = store.unpack(parent)?;
     let snap_key = format!("build-{}", unique());
-    store.snapshots().prepare(&snap_key, chain.as_ref()).map_err(|e| at.fail(e.to_string()))?;
+    store.snapshots().prepare(&snap_key, chain.as_ref()).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
     let mut guard = SnapshotGuard { store, key: Some(snap_key.clone()) };
-    let dirs = store.snapshots().dirs(&snap_key).map_err(|e| at.fail(e.to_string()))?;
+    let dirs = store.snapshots().dirs(&snap_key).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
     let (upper, work) = dirs.upper.clone().expect("an active snapshot has an upperdir");
     change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work })?;
 
@@ -67,16 +67,16 @@ pub(crate) fn layer_step(
     let layer_opts = LayerOptions { compression: opts.compression, source_date_epoch: opts.source_date_epoch };
     let info = store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?;
     let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
-    if !store.snapshots().exists(&new_chain).map_err(|e| at.fail(e.to_string()))? {
+    if !store.snapshots().exists(&new_chain).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))? {
         match store.snapshots().commit(&new_chain, &snap_key) {
             Ok(()) => guard.key = None,
             // Another build committed the same layer meanwhile; ours is dropped.
             Err(forge_layerstore::snapshot::Error::AlreadyExists(_)) => {}
-            Err(e) => return Err(at.fail(e.to_string())),
+            Err(e) => return Err(at.fail(StepErrorKind::Store, e.to_string())),
         }
     }
     let layer = Some(Layer::from(&info));
-    build.cache.put(&index_key, &CacheEntry { layer: layer.clone() }).map_err(|e| at.fail(e.to_string()))?;
+    build.cache.put(&index_key, &CacheEntry { layer: layer.clone() }).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
     Ok(layer)
 }
 
@@ -85,10 +85,10 @@ pub(crate) fn view(store: &Store, at: &At, layers: &[Layer], holders: &mut Vec<O
     let chain = store.unpack(layers)?;
     let lowerdirs = match &chain {
         // A committed snapshot's dirs are its own tree plus its parents'.
-        Some(c) => store.snapshots().dirs(c.as_str()).map_err(|e| at.fail(e.to_string()))?.lowerdirs,
+        Some(c) => store.snapshots().dirs(c.as_str()).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?.lowerdirs,
         None => Vec::new(),
     };
-    let mount = OverlayMount::mount_scratch(&store.tmp_dir()?, &lowerdirs, None).map_err(|e| at.fail(format!("mounting a read-only view: {e}")))?;
+    let mount = OverlayMount::mount_scratch(&store.tmp_dir()?, &lowerdirs, None).map_err(|e| at.fail(StepErrorKind::Io, format!("mounting a read-only view: {e}")))?;
     let path = mount.path().to_path_buf();
     holders.push(mount);
     Ok(path)

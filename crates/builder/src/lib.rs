@@ -51,7 +51,7 @@ use std::path::PathBuf;
 
 pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
 pub use engine::build;
-pub use error::Error;
+pub use error::{Error, StepErrorKind};
 pub use forge_layerstore::archive::Compression;
 pub use forge_layerstore::Store;
 pub use forge_sandbox::{Cancel, Limits, Seccomp};

@@ -10,7 +10,7 @@ use forge_parser::{Instruction, Span, Spanned};
 
 use crate::cache_key::base_key;
 use crate::ctx::BuildCtx;
-use crate::error::At;
+use crate::error::{At, StepErrorKind};
 use crate::progress::Event;
 use crate::scheduler::{Finished, StageResult};
 use crate::step::config::{self, StageImage};
@@ -60,7 +60,7 @@ pub(crate) fn run_stage(build: &BuildCtx<'_>, graph: &BuildGraph, finished: &Fin
     if let Some(p) = &stage.platform {
         let want = format!("{}/{}", PLATFORM.0, PLATFORM.1);
         if p != &want {
-            return Err(run.at.fail(format!("platform {p:?} is not supported: forge builds {want} only")));
+            return Err(run.at.fail(StepErrorKind::Unsupported, format!("platform {p:?} is not supported: forge builds {want} only")));
         }
     }
     run.started();
@@ -112,7 +112,7 @@ impl StageRun<'_> {
             }
             Base::Image(reference) => {
                 let image = self.build.base_image(&self.at, reference)?;
-                self.layers = image.layers().map_err(|e| self.at.fail(e.to_string()))?;
+                self.layers = image.layers().map_err(|e| self.at.fail(StepErrorKind::Store, e.to_string()))?;
                 self.key = base_key(image.descriptor.digest().as_ref());
                 // A child image keeps the base's history entries.
                 self.image.config = image.config;
@@ -126,7 +126,7 @@ impl StageRun<'_> {
     fn instructions(&mut self, span: Span, own: &[Spanned<Instruction>]) -> Result<Vec<Planned>, Error> {
         let mut out = Vec::new();
         for trigger in self.image.config.config.on_build.take().unwrap_or_default() {
-            let fail = |e: &dyn std::fmt::Display| self.at.fail(format!("ONBUILD trigger {trigger:?}: {e}"));
+            let fail = |e: &dyn std::fmt::Display| self.at.fail(StepErrorKind::InvalidInstruction, format!("ONBUILD trigger {trigger:?}: {e}"));
             let df = forge_parser::parse(&format!("{trigger}\n"), "ONBUILD").map_err(|e| fail(&e))?;
             for ins in df.instructions().map_err(|e| fail(&e))? {
                 out.push((None, Spanned { value: ins.value, span }));
@@ -160,7 +160,7 @@ impl StageRun<'_> {
             _ => {
                 let build = self.build;
                 let scope = build.scope();
-                let created_by = config::apply(&mut self.image, ins, &scope).map_err(|e| self.at.fail(e))?;
+                let created_by = config::apply(&mut self.image, ins, &scope).map_err(|e| self.at.locate(e))?;
                 if let Some(text) = created_by {
                     self.history(text, true);
                 }

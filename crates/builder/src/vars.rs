@@ -5,6 +5,8 @@ use forge_layerstore::ImageConfig;
 use forge_parser::dag::PROXY_ARGS;
 use forge_parser::expand::{expand_word, expand_words};
 
+use crate::error::{Fault, StepErrorKind};
+
 /// Docker's default PATH, for images whose config sets none.
 pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -35,16 +37,16 @@ impl Vars {
     }
 
     /// One word expanded to one value (quotes removed).
-    pub(crate) fn expand(&self, config: &ImageConfig, escape: char, word: &str) -> Result<String, String> {
-        expand_word(word, &self.all(config), escape).map(|e| e.value).map_err(|e| e.to_string())
+    pub(crate) fn expand(&self, config: &ImageConfig, escape: char, word: &str) -> Result<String, Fault> {
+        expand_word(word, &self.all(config), escape).map(|e| e.value).map_err(expansion)
     }
 
     /// Words expanded, each possibly into several (split on unquoted blanks).
-    pub(crate) fn expand_all(&self, config: &ImageConfig, escape: char, words: &[String]) -> Result<Vec<String>, String> {
+    pub(crate) fn expand_all(&self, config: &ImageConfig, escape: char, words: &[String]) -> Result<Vec<String>, Fault> {
         let vars = self.all(config);
         let mut out = Vec::new();
         for w in words {
-            out.extend(expand_words(w, &vars, escape).map_err(|e| e.to_string())?);
+            out.extend(expand_words(w, &vars, escape).map_err(expansion)?);
         }
         Ok(out)
     }
@@ -120,6 +122,10 @@ impl Vars {
             None => self.args.push((name.to_string(), value)),
         }
     }
+}
+
+fn expansion(e: forge_parser::expand::ExpandError) -> Fault {
+    Fault::new(StepErrorKind::Expansion, e.to_string())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use forge_layerstore::ImageConfig;
 use forge_parser::dag::predefined_args;
 use forge_parser::{Command, Healthcheck, Instruction};
 
+use crate::error::{Fault, StepErrorKind};
 use crate::history;
 use crate::vars::Vars;
 
@@ -38,11 +39,11 @@ impl StageImage {
         StageImage { config, vars, cmd_set: false }
     }
 
-    pub(crate) fn expand(&self, scope: &Scope<'_>, word: &str) -> Result<String, String> {
+    pub(crate) fn expand(&self, scope: &Scope<'_>, word: &str) -> Result<String, Fault> {
         self.vars.expand(&self.config, scope.escape, word)
     }
 
-    pub(crate) fn expand_all(&self, scope: &Scope<'_>, words: &[String]) -> Result<Vec<String>, String> {
+    pub(crate) fn expand_all(&self, scope: &Scope<'_>, words: &[String]) -> Result<Vec<String>, Fault> {
         self.vars.expand_all(&self.config, scope.escape, words)
     }
 
@@ -83,18 +84,18 @@ impl StageImage {
 /// Adds `more` bytes to `used`, failing once they could not fit in an image config the store
 /// can read back (each expanded word is bounded, but not how many there are). Half the
 /// config's limit: the history repeats every ENV and LABEL.
-fn check_config_room(used: &mut usize, more: usize) -> Result<(), String> {
+fn check_config_room(used: &mut usize, more: usize) -> Result<(), Fault> {
     *used += more;
     let limit = forge_layerstore::store::MAX_JSON_BYTES / 2;
     if *used as u64 > limit {
-        return Err(format!("the image's environment and labels would exceed {limit} bytes, the most an image config may hold"));
+        return Err(Fault::new(StepErrorKind::TooLarge, format!("the image's environment and labels would exceed {limit} bytes, the most an image config may hold")));
     }
     Ok(())
 }
 
 /// Applies a config-only instruction to `image`; returns its history text, `None` when it
 /// writes none (ONBUILD, as in BuildKit). RUN, COPY/ADD, WORKDIR and FROM are not config-only.
-pub(crate) fn apply(image: &mut StageImage, ins: &Instruction, scope: &Scope<'_>) -> Result<Option<String>, String> {
+pub(crate) fn apply(image: &mut StageImage, ins: &Instruction, scope: &Scope<'_>) -> Result<Option<String>, Fault> {
     let created_by = match ins {
         Instruction::From(_) | Instruction::Run(_) | Instruction::Copy(_) | Instruction::Workdir(_) => {
             unreachable!("the stage runs FROM and the layer steps itself")
@@ -147,7 +148,7 @@ pub(crate) fn apply(image: &mut StageImage, ins: &Instruction, scope: &Scope<'_>
             words.sort();
             let mut specs = Vec::new();
             for p in image.expand_all(scope, &words)? {
-                specs.extend(port_specs(&p)?);
+                specs.extend(port_specs(&p).map_err(|e| Fault::new(StepErrorKind::InvalidInstruction, e))?);
             }
             for key in &specs {
                 image.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(key.clone(), serde_json::json!({}));
@@ -193,7 +194,7 @@ pub(crate) fn apply(image: &mut StageImage, ins: &Instruction, scope: &Scope<'_>
     Ok(Some(created_by))
 }
 
-fn env(image: &mut StageImage, pairs: &[(String, String)], scope: &Scope<'_>) -> Result<String, String> {
+fn env(image: &mut StageImage, pairs: &[(String, String)], scope: &Scope<'_>) -> Result<String, Fault> {
     // Every value sees the environment from before this instruction, as in Docker.
     let mut expanded = Vec::new();
     let mut used = image.config_bytes();
@@ -210,7 +211,7 @@ fn env(image: &mut StageImage, pairs: &[(String, String)], scope: &Scope<'_>) ->
     Ok(format!("ENV {}", text.join(" ")))
 }
 
-fn label(image: &mut StageImage, pairs: &[(String, String)], scope: &Scope<'_>) -> Result<String, String> {
+fn label(image: &mut StageImage, pairs: &[(String, String)], scope: &Scope<'_>) -> Result<String, Fault> {
     let mut text = Vec::new();
     let mut used = image.config_bytes();
     for (k, v) in pairs {
@@ -365,8 +366,12 @@ mod tests {
         assert_eq!(workdir(&mut image, "src/../lib".into()), "/app/lib");
         assert_eq!(image.cwd(), "/app/lib");
         let scope = Scope { escape: '\\', build_args: &BTreeMap::new(), global_args: &[] };
-        for bad in ["EXPOSE 80/icmp\n", "ENV A=${B:?unset}\n"] {
-            assert!(apply(&mut image, &parse(bad)[0], &scope).is_err(), "{bad}");
+        for (bad, kind) in [("EXPOSE 80/icmp\n", StepErrorKind::InvalidInstruction), ("ENV A=${B:?unset}\n", StepErrorKind::Expansion)] {
+            assert_eq!(apply(&mut image, &parse(bad)[0], &scope).unwrap_err().kind, kind, "{bad}");
         }
+        // Each word is bounded, but not how many there are.
+        let count = forge_layerstore::store::MAX_JSON_BYTES as usize / 2 / 50_000 + 1;
+        let huge = Instruction::Label((0..count).map(|i| (format!("l{i}"), "x".repeat(50_000))).collect());
+        assert_eq!(apply(&mut image, &huge, &scope).unwrap_err().kind, StepErrorKind::TooLarge);
     }
 }

@@ -13,6 +13,7 @@ use crate::mount::OverlayMount;
 use crate::source::{hash_matches, Matched, SourceTree};
 use crate::step::{Made, StepCtx};
 use crate::users::resolve_owner;
+use crate::error::StepErrorKind;
 use crate::Error;
 
 /// The instruction with its words expanded.
@@ -59,14 +60,14 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
     let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
     let layer = step.layer(&key, |snap| {
         let (_mount, root) = snap.mount(step.build.store, step.at)?;
-        let owner = x.chown.as_deref().map(|spec| resolve_owner(&root, spec)).transpose().map_err(|e| step.at.fail(e))?;
-        copy_into(&root, &found.matches, &x.inline, &x.dest, &CopyOptions { owner, ..opts }).map_err(|e| step.at.fail(e))
+        let owner = x.chown.as_deref().map(|spec| resolve_owner(&root, spec)).transpose().map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))?;
+        copy_into(&root, &found.matches, &x.inline, &x.dest, &CopyOptions { owner, ..opts }).map_err(|e| step.at.locate(e))
     })?;
     Ok(Made { key, layer, created_by: created_by(c, &x) })
 }
 
 fn expand(step: &StepCtx<'_>, c: &Copy) -> Result<Expanded, Error> {
-    let fail = |m: &str| step.at.fail(m.to_string());
+    let fail = |m: &str| step.at.fail(StepErrorKind::Unsupported, m);
     let shown_dest = step.expand(&c.dest)?;
     let mut dest = shown_dest.clone();
     if !dest.starts_with('/') {
@@ -79,10 +80,10 @@ fn expand(step: &StepCtx<'_>, c: &Copy) -> Result<Expanded, Error> {
     let chown = c.chown.as_deref().map(|s| step.expand(s)).transpose()?;
     let chmod_text = c.chmod.as_deref().map(|m| step.expand(m)).transpose()?;
     let chmod = match &chmod_text {
-        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| step.at.fail(format!("invalid --chmod {m:?}: must be octal")))?),
+        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| step.at.fail(StepErrorKind::InvalidInstruction, format!("invalid --chmod {m:?}: must be octal")))?),
         None => None,
     };
-    let exclude = Dockerignore::new(step.expand_all(&c.exclude)?).map_err(|e| step.at.fail(e.to_string()))?;
+    let exclude = Dockerignore::new(step.expand_all(&c.exclude)?).map_err(|e| step.at.fail(StepErrorKind::InvalidInstruction, e.to_string()))?;
     let sources = c.sources.iter().map(|s| step.expand(s)).collect::<Result<Vec<_>, _>>()?;
     if sources.iter().any(|s| s.starts_with("git@") || s.ends_with(".git")) {
         return Err(fail("ADD from a git repository is not supported; clone it into the context"));
@@ -117,12 +118,12 @@ fn origin(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Origin, Er
                 _ => step.expand(from)?,
             };
             let image = step.build.base_image(step.at, &reference)?;
-            (image.layers().map_err(|e| step.at.fail(e.to_string()))?, image.descriptor.digest().to_string())
+            (image.layers().map_err(|e| step.at.fail(StepErrorKind::Store, e.to_string()))?, image.descriptor.digest().to_string())
         }
     };
     let mut holders = Vec::new();
     let dir = layers::view(step.build.store, step.at, &layers, &mut holders)?;
-    let tree = SourceTree::open(&dir, Dockerignore::default(), false).map_err(|e| step.at.fail(e.to_string()))?;
+    let tree = SourceTree::open(&dir, Dockerignore::default(), false).map_err(|e| step.at.fail(StepErrorKind::Io, e.to_string()))?;
     Ok(Origin { tree: Some(tree), key, _holders: holders })
 }
 
@@ -132,14 +133,14 @@ fn find(step: &StepCtx<'_>, x: &Expanded, tree: &SourceTree) -> Result<Found, Er
     let mut found = Found { matches: Vec::new(), remote_digests: Vec::new(), _downloads: None };
     for s in &x.sources {
         if !crate::remote::is_url(s) {
-            found.matches.extend(tree.matches(s, &x.exclude).map_err(|e| step.at.fail(format!("source {e}")))?);
+            found.matches.extend(tree.matches(s, &x.exclude).map_err(|e| step.at.fail(e.kind(), format!("source {e}")))?);
             continue;
         }
         if found._downloads.is_none() {
             found._downloads = Some(step.build.scratch_dir("add-")?);
         }
         let dir = found._downloads.as_ref().expect("made just above").path();
-        let (m, digest) = crate::remote::fetch(s, dir, x.checksum.as_deref()).map_err(|e| step.at.fail(e))?;
+        let (m, digest) = crate::remote::fetch(s, dir, x.checksum.as_deref()).map_err(|e| step.at.fail(StepErrorKind::Download, e))?;
         found.remote_digests.push(digest.to_string());
         found.matches.push(m);
     }
@@ -155,7 +156,7 @@ fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin: &Origin, found:
     }
     key.list(&found.remote_digests);
     let local: Vec<Matched> = found.matches.iter().filter(|m| !m.remote).cloned().collect();
-    hash_matches(tree, &local, &step.build.stat_cache, key.hasher()).map_err(|e| step.at.fail(e.to_string()))?;
+    hash_matches(tree, &local, &step.build.stat_cache, key.hasher()).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
     Ok(key.finish())
 }
 

@@ -42,11 +42,11 @@ impl StepCtx<'_> {
     }
 
     pub(crate) fn expand(&self, word: &str) -> Result<String, Error> {
-        self.image.expand(&self.scope(), word).map_err(|e| self.at.fail(e))
+        self.image.expand(&self.scope(), word).map_err(|e| self.at.locate(e))
     }
 
     pub(crate) fn expand_all(&self, words: &[String]) -> Result<Vec<String>, Error> {
-        self.image.expand_all(&self.scope(), words).map_err(|e| self.at.fail(e))
+        self.image.expand_all(&self.scope(), words).map_err(|e| self.at.locate(e))
     }
 
     /// The step's layer for `key`: cached, or made by `change` (see `layers.rs`).

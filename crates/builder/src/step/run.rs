@@ -20,6 +20,7 @@ use crate::mount::{OverlayMount, TmpfsFile};
 use crate::progress::Event;
 use crate::source::hash_matches;
 use crate::step::{Made, StepCtx};
+use crate::error::StepErrorKind;
 use crate::{Error, Network, Secret};
 
 /// Lines of output kept to show with a failure.
@@ -42,7 +43,7 @@ pub(crate) type Usage = (Option<Duration>, Option<u64>);
 pub(crate) fn run(step: &StepCtx<'_>, r: &Run, sources: &[Source]) -> Result<(Made, Usage), Error> {
     let run = step;
     if r.security == Some(Security::Insecure) {
-        return Err(run.at.fail("--security=insecure is not allowed: forge never gives a build step full privileges".into()));
+        return Err(run.at.fail(StepErrorKind::Unsupported, "--security=insecure is not allowed: forge never gives a build step full privileges"));
     }
     let (argv, script) = argv(run, r);
     let config = &run.image.config;
@@ -78,7 +79,7 @@ pub(crate) fn run(step: &StepCtx<'_>, r: &Run, sources: &[Source]) -> Result<(Ma
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         };
-        write().map_err(|e| run.at.fail(format!("writing the heredoc script: {e}")))?;
+        write().map_err(|e| run.at.fail(StepErrorKind::Io, format!("writing the heredoc script: {e}")))?;
         mounts.push(SandboxMount { target: "/dev/pipes".into(), kind: SandboxMountKind::Bind { source: dir.path().to_path_buf(), readonly: true } });
         held.dirs.push(dir);
     }
@@ -128,7 +129,7 @@ pub(crate) fn run(step: &StepCtx<'_>, r: &Run, sources: &[Source]) -> Result<(Ma
             };
             let outcome = forge_sandbox::run(&spec, &this.build.opts.cancel, &mut output).map_err(|e| match e {
                 forge_sandbox::Error::Cancelled => Error::Cancelled,
-                e => this.at.fail(format!("sandbox: {e}")),
+                e => this.at.fail(StepErrorKind::Sandbox, format!("sandbox: {e}")),
             })?;
             *stats = (Some(outcome.cpu_time), outcome.peak_memory);
             if !matches!(outcome.status, ExitStatus::Exited(0)) {
@@ -197,26 +198,26 @@ fn sandbox_mount(
     let src = expand_opt(&m.source)?;
     let abs = |t: &str| run.image.absolute(t);
     match m.kind {
-        MountKind::Ssh => Err(run.at.fail("RUN --mount=type=ssh is not supported".into())),
+        MountKind::Ssh => Err(run.at.fail(StepErrorKind::Unsupported, "RUN --mount=type=ssh is not supported")),
         MountKind::Tmpfs => {
-            let target = target.ok_or_else(|| run.at.fail("tmpfs mount needs a target".into()))?;
+            let target = target.ok_or_else(|| run.at.fail(StepErrorKind::InvalidInstruction, "tmpfs mount needs a target"))?;
             Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Tmpfs { size: m.size } }))
         }
         MountKind::Secret => {
             let id = match (expand_opt(&m.id)?, &target) {
                 (Some(id), _) => id,
                 (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_string(),
-                (None, None) => return Err(run.at.fail("secret mount needs an id or a target".into())),
+                (None, None) => return Err(run.at.fail(StepErrorKind::InvalidInstruction, "secret mount needs an id or a target")),
             };
             let Some(secret) = run.build.opts.secrets.get(&id) else {
-                return if m.required { Err(run.at.fail(format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))) } else { Ok(None) };
+                return if m.required { Err(run.at.fail(StepErrorKind::Secret, format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))) } else { Ok(None) };
             };
             if let Some(var) = &m.env {
                 let value = match secret {
-                    Secret::File(file) => std::fs::read(file).map_err(|e| run.at.fail(format!("reading secret {id:?}: {e}")))?,
+                    Secret::File(file) => std::fs::read(file).map_err(|e| run.at.fail(StepErrorKind::Secret, format!("reading secret {id:?}: {e}")))?,
                     Secret::Value(v) => v.clone(),
                 };
-                let value = String::from_utf8(value).map_err(|_| run.at.fail(format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")))?;
+                let value = String::from_utf8(value).map_err(|_| run.at.fail(StepErrorKind::Secret, format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")))?;
                 secret_env.push(format!("{var}={value}"));
                 if m.target.is_none() {
                     return Ok(None);
@@ -226,32 +227,32 @@ fn sandbox_mount(
             // The step sees a copy on a tmpfs of its own, with the mount's mode and owner
             // (BuildKit's defaults: 0400, root), whatever the source file's are.
             let value = match secret {
-                Secret::File(file) => std::fs::read(file).map_err(|e| run.at.fail(format!("reading secret {id:?}: {e}")))?,
+                Secret::File(file) => std::fs::read(file).map_err(|e| run.at.fail(StepErrorKind::Secret, format!("reading secret {id:?}: {e}")))?,
                 Secret::Value(v) => v.clone(),
             };
             let tmpfs = TmpfsFile::new(&run.build.store.tmp_dir()?, &value, m.mode.unwrap_or(0o400), (m.uid.unwrap_or(0), m.gid.unwrap_or(0)))
-                .map_err(|e| run.at.fail(format!("putting secret {id:?} on a tmpfs: {e}")))?;
+                .map_err(|e| run.at.fail(StepErrorKind::Io, format!("putting secret {id:?} on a tmpfs: {e}")))?;
             let source = tmpfs.path().to_path_buf();
             held.secrets.push(tmpfs);
             Ok(Some(SandboxMount { target: abs(&target), kind: SandboxMountKind::Bind { source, readonly: true } }))
         }
         MountKind::Cache => {
-            let target = target.ok_or_else(|| run.at.fail("cache mount needs a target".into()))?;
+            let target = target.ok_or_else(|| run.at.fail(StepErrorKind::InvalidInstruction, "cache mount needs a target"))?;
             let target = abs(&target);
             let id = expand_opt(&m.id)?.unwrap_or_else(|| target.clone());
             let dir = run.build.store.root().join("forge").join("cache-mounts").join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
             let fresh = !dir.exists();
-            std::fs::create_dir_all(&dir).map_err(|e| run.at.fail(format!("creating cache mount {id:?}: {e}")))?;
+            std::fs::create_dir_all(&dir).map_err(|e| run.at.fail(StepErrorKind::Io, format!("creating cache mount {id:?}: {e}")))?;
             if fresh {
                 use std::os::unix::fs::PermissionsExt;
                 // BuildKit creates it under umask 022: `mode=0770` gives 0750.
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755) & !0o022)).map_err(|e| run.at.fail(e.to_string()))?;
-                std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))).map_err(|e| run.at.fail(e.to_string()))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755) & !0o022)).map_err(|e| run.at.fail(StepErrorKind::Io, e.to_string()))?;
+                std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))).map_err(|e| run.at.fail(StepErrorKind::Io, e.to_string()))?;
             }
             if m.sharing == Sharing::Locked {
                 // One writer at a time: held until the step ends.
-                let lock = File::create(dir.with_extension("lock")).map_err(|e| run.at.fail(e.to_string()))?;
-                flock(&lock, FlockOperation::LockExclusive).map_err(|e| run.at.fail(format!("locking cache mount {id:?}: {e}")))?;
+                let lock = File::create(dir.with_extension("lock")).map_err(|e| run.at.fail(StepErrorKind::Io, e.to_string()))?;
+                flock(&lock, FlockOperation::LockExclusive).map_err(|e| run.at.fail(StepErrorKind::Io, format!("locking cache mount {id:?}: {e}")))?;
                 held.locks.push(lock);
             }
             Ok(Some(SandboxMount { target, kind: SandboxMountKind::Bind { source: dir, readonly: m.readonly } }))
@@ -262,8 +263,8 @@ fn sandbox_mount(
             let host: PathBuf = match source {
                 None => {
                     // The step's result depends on what it reads from the context.
-                    let matches = run.build.context.matches(&src_rel, &Dockerignore::default()).map_err(|e| run.at.fail(format!("bind source {e}")))?;
-                    hash_matches(&run.build.context, &matches, &run.build.stat_cache, key.hasher()).map_err(|e| run.at.fail(e.to_string()))?;
+                    let matches = run.build.context.matches(&src_rel, &Dockerignore::default()).map_err(|e| run.at.fail(e.kind(), format!("bind source {e}")))?;
+                    hash_matches(&run.build.context, &matches, &run.build.stat_cache, key.hasher()).map_err(|e| run.at.fail(e.kind(), e.to_string()))?;
                     matches[0].entries[0].path.clone()
                 }
                 Some(src) => {
@@ -274,14 +275,14 @@ fn sandbox_mount(
                             r.layers.clone()
                         }
                         Source::Image(reference) => {
-                            let image = run.build.store.image(reference).map_err(|e| run.at.fail(e.to_string()))?;
+                            let image = run.build.store.image(reference).map_err(|e| run.at.fail(StepErrorKind::BaseImage, e.to_string()))?;
                             key.part(image.descriptor.digest().as_ref());
-                            image.layers().map_err(|e| run.at.fail(e.to_string()))?
+                            image.layers().map_err(|e| run.at.fail(StepErrorKind::Store, e.to_string()))?
                         }
                     };
                     let view = layers::view(run.build.store, run.at, &layers, &mut held.mounts)?;
-                    let tree = crate::rootfs::Root::open(&view).map_err(|e| run.at.fail(e.to_string()))?;
-                    tree.resolve(&src_rel).map_err(|e| run.at.fail(e.to_string()))?.ok_or_else(|| run.at.fail(format!("bind source {src_rel:?} not found")))?
+                    let tree = crate::rootfs::Root::open(&view).map_err(|e| run.at.fail(StepErrorKind::Io, e.to_string()))?;
+                    tree.resolve(&src_rel).map_err(|e| run.at.fail(StepErrorKind::Io, e.to_string()))?.ok_or_else(|| run.at.fail(StepErrorKind::SourceNotFound, format!("bind source {src_rel:?} not found")))?
                 }
             };
             if m.readonly || !host.is_dir() {
@@ -291,10 +292,10 @@ fn sandbox_mount(
             let scratch = run.build.scratch_dir("rwbind-")?;
             let (up, work) = (scratch.path().join("up"), scratch.path().join("work"));
             for d in [&up, &work] {
-                std::fs::create_dir(d).map_err(|e| run.at.fail(e.to_string()))?;
+                std::fs::create_dir(d).map_err(|e| run.at.fail(StepErrorKind::Io, e.to_string()))?;
             }
             let mount = OverlayMount::mount_scratch(&run.build.store.tmp_dir()?, &[host], Some((&up, &work)))
-                .map_err(|e| run.at.fail(format!("mounting writable bind: {e}")))?;
+                .map_err(|e| run.at.fail(StepErrorKind::Io, format!("mounting writable bind: {e}")))?;
             let mnt = mount.path().to_path_buf();
             held.mounts.push(mount);
             held.dirs.push(scratch);
