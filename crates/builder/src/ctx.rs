@@ -10,7 +10,6 @@ use forge_layerstore::{Image, Store};
 use crate::error::{At, StepErrorKind};
 use crate::progress::Progress;
 use crate::source::{SourceTree, StatCache};
-use crate::step::config::Scope;
 use crate::{BaseImages, BuildOptions, Error};
 
 pub(crate) struct BuildCtx<'a> {
@@ -31,11 +30,6 @@ pub(crate) struct BuildCtx<'a> {
 }
 
 impl BuildCtx<'_> {
-    /// What config steps read from the build.
-    pub(crate) fn scope(&self) -> Scope<'_> {
-        Scope { escape: self.escape, build_args: &self.opts.build_args, global_args: &self.global_args }
-    }
-
     /// The first line of the instruction at `span`, shortened for display.
     pub(crate) fn line_text(&self, span: forge_parser::Span) -> String {
         let line = self.lines.get(span.start.line.saturating_sub(1)).map_or("", |l| l.trim());

@@ -8,6 +8,14 @@
 //! content store and kept as a snapshot for the next step. Every layer-making step has a cache
 //! key (`cache_key.rs`); a key already in the store's cache index reuses its layer.
 //!
+//! The code follows that order: `engine.rs` (the build as a whole) sets up a read-only
+//! `ctx.rs` and hands the stages to `scheduler.rs`; `stage.rs` walks one stage and sends each
+//! instruction to its module under `step/` (`config.rs`: pure functions for the config-only
+//! instructions; `run.rs` and `run/mounts.rs`; `copy.rs` for COPY/ADD, placing files with
+//! `files.rs`; `workdir.rs`). Layer steps make their layer through `layers.rs`; variables
+//! scope in `vars.rs`; history text is `history.rs`'s. Options arrive typed (`options.rs`),
+//! and every step failure has a [`StepErrorKind`].
+//!
 //! # Example
 //!
 //! ```no_run

@@ -159,7 +159,7 @@ impl StageRun<'_> {
             }
             _ => {
                 let build = self.build;
-                let scope = build.scope();
+                let scope = step::scope(build);
                 let created_by = config::apply(&mut self.image, ins, &scope).map_err(|e| self.at.locate(e))?;
                 if let Some(text) = created_by {
                     self.history(text, true);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use forge_layerstore::image::Healthcheck as ConfigHealthcheck;
 use forge_layerstore::ImageConfig;
 use forge_parser::dag::predefined_args;
-use forge_parser::{Command, Healthcheck, Instruction};
+use forge_parser::{ArgDecl, Command, Healthcheck, Instruction};
 
 use crate::error::{Fault, StepErrorKind};
 use crate::history;
@@ -124,37 +124,8 @@ pub(crate) fn apply(image: &mut StageImage, ins: &Instruction, scope: &Scope<'_>
         }
         Instruction::Env(pairs) => env(image, pairs, scope)?,
         Instruction::Label(pairs) => label(image, pairs, scope)?,
-        Instruction::Arg(decls) => {
-            let mut text = Vec::new();
-            for d in decls {
-                let value = match scope.build_args.get(&d.name) {
-                    Some(v) => Some(v.clone()),
-                    None => match &d.default {
-                        Some(def) => Some(image.expand(scope, def)?),
-                        None => global_arg(scope, &d.name),
-                    },
-                };
-                text.push(match &value {
-                    Some(v) => format!("{}={v}", d.name),
-                    None => d.name.clone(),
-                });
-                image.vars.declare(&image.config, &d.name, value);
-            }
-            format!("ARG {}", text.join(" "))
-        }
-        Instruction::Expose(ports) => {
-            // BuildKit sorts the words as written, before expanding them.
-            let mut words = ports.clone();
-            words.sort();
-            let mut specs = Vec::new();
-            for p in image.expand_all(scope, &words)? {
-                specs.extend(port_specs(&p).map_err(|e| Fault::new(StepErrorKind::InvalidInstruction, e))?);
-            }
-            for key in &specs {
-                image.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(key.clone(), serde_json::json!({}));
-            }
-            history::expose(&specs)
-        }
+        Instruction::Arg(decls) => arg(image, decls, scope)?,
+        Instruction::Expose(ports) => expose(image, ports, scope)?,
         Instruction::Volume(paths) => {
             let paths = image.expand_all(scope, paths)?;
             for p in &paths {
@@ -221,6 +192,39 @@ fn label(image: &mut StageImage, pairs: &[(String, String)], scope: &Scope<'_>) 
         image.config.config.labels.get_or_insert_with(BTreeMap::new).insert(k, v);
     }
     Ok(format!("LABEL {}", text.join(" ")))
+}
+
+fn arg(image: &mut StageImage, decls: &[ArgDecl], scope: &Scope<'_>) -> Result<String, Fault> {
+    let mut text = Vec::new();
+    for d in decls {
+        let value = match scope.build_args.get(&d.name) {
+            Some(v) => Some(v.clone()),
+            None => match &d.default {
+                Some(def) => Some(image.expand(scope, def)?),
+                None => global_arg(scope, &d.name),
+            },
+        };
+        text.push(match &value {
+            Some(v) => format!("{}={v}", d.name),
+            None => d.name.clone(),
+        });
+        image.vars.declare(&image.config, &d.name, value);
+    }
+    Ok(format!("ARG {}", text.join(" ")))
+}
+
+fn expose(image: &mut StageImage, ports: &[String], scope: &Scope<'_>) -> Result<String, Fault> {
+    // BuildKit sorts the words as written, before expanding them.
+    let mut words = ports.to_vec();
+    words.sort();
+    let mut specs = Vec::new();
+    for p in image.expand_all(scope, &words)? {
+        specs.extend(port_specs(&p).map_err(|e| Fault::new(StepErrorKind::InvalidInstruction, e))?);
+    }
+    for key in &specs {
+        image.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(key.clone(), serde_json::json!({}));
+    }
+    Ok(history::expose(&specs))
 }
 
 /// The config's health check. Zero is "not set" in Docker's config (Go's omitempty).

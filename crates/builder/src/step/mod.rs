@@ -36,9 +36,14 @@ pub(crate) struct Made {
     pub(crate) created_by: String,
 }
 
+/// What config steps read from the build.
+pub(crate) fn scope<'a>(build: &'a BuildCtx<'_>) -> Scope<'a> {
+    Scope { escape: build.escape, build_args: &build.opts.build_args, global_args: &build.global_args }
+}
+
 impl StepCtx<'_> {
     pub(crate) fn scope(&self) -> Scope<'_> {
-        self.build.scope()
+        scope(self.build)
     }
 
     pub(crate) fn expand(&self, word: &str) -> Result<String, Error> {
