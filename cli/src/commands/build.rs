@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use forge_builder::{BuildOptions, ByteSize, Cpus, MemorySwap, Network, SecretSpec, SecurityOpt};
+use forge_builder::{BuildOptions, ByteSize, Cpus, KeyValue, MemorySwap, Network, SecretSpec, SecurityOpt, SourceDateEpoch};
 use forge_layerstore::Store;
 
 use crate::commands::output::{self, OutputSpec};
@@ -149,18 +149,11 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         None => {}
     }
     for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => opts.build_args.insert(k.to_string(), v.to_string()),
-            // `--build-arg KEY` takes the value from forge's environment, or is skipped.
-            None => match std::env::var(a) {
-                Ok(v) => opts.build_args.insert(a.clone(), v),
-                Err(_) => None,
-            },
-        };
+        opts.build_args.extend(a.parse::<KeyValue>()?.build_arg());
     }
     for l in &args.labels {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        opts.labels.insert(k.to_string(), v.to_string());
+        let (k, v) = l.parse::<KeyValue>()?.label();
+        opts.labels.insert(k, v);
     }
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
@@ -181,7 +174,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     }
     opts.compression = args.compression.into();
     opts.source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?),
+        Ok(v) if !v.is_empty() => Some(v.parse::<SourceDateEpoch>()?.0),
         _ => None,
     };
     opts.cancel = cancel;

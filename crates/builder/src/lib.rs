@@ -63,7 +63,7 @@ pub use error::{Error, StepErrorKind};
 pub use forge_layerstore::archive::Compression;
 pub use forge_layerstore::Store;
 pub use forge_sandbox::{Cancel, Limits, Seccomp};
-pub use options::{ByteSize, Cpus, MemorySwap, OptionError, SecretSpec, SecurityOpt};
+pub use options::{ByteSize, Cpus, KeyValue, MemorySwap, OptionError, SecretSpec, SecurityOpt, SourceDateEpoch};
 pub use progress::{Event, NoProgress, Progress};
 
 /// The network RUN steps get unless they say otherwise (`--network`).

@@ -1,5 +1,6 @@
 //! Build options as typed values, parsed once from the text `docker build` takes (`-m 512m`,
-//! `--cpus 1.5`, `--secret id=x,src=f`, `--security-opt seccomp=unconfined`, `--network none`).
+//! `--cpus 1.5`, `--secret id=x,src=f`, `--security-opt seccomp=unconfined`, `--network none`,
+//! `--build-arg K=V`, `--label K=V`, `SOURCE_DATE_EPOCH`).
 //! A front end maps its strings through these `FromStr` impls and hands the values on; nothing
 //! later parses them again.
 
@@ -57,6 +58,58 @@ pub enum OptionError {
     /// A `--network` mode forge does not know.
     #[error("invalid --network {0:?}: forge knows default, none and host")]
     Network(String),
+    /// A `SOURCE_DATE_EPOCH` that is not a number of seconds.
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
+    SourceDateEpoch(String),
+}
+
+/// `KEY=VALUE`, or a bare `KEY` (`--build-arg`, `--label`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The text before the first `=`.
+    pub key: String,
+    /// The text after it; `None` without a `=`.
+    pub value: Option<String>,
+}
+
+impl FromStr for KeyValue {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<KeyValue, Self::Err> {
+        Ok(match s.split_once('=') {
+            Some((k, v)) => KeyValue { key: k.to_string(), value: Some(v.to_string()) },
+            None => KeyValue { key: s.to_string(), value: None },
+        })
+    }
+}
+
+impl KeyValue {
+    /// As a `--build-arg`: a bare `KEY` takes its value from this process's environment, or
+    /// is skipped (`None`) when the variable is not set, as docker does.
+    pub fn build_arg(self) -> Option<(String, String)> {
+        let value = match self.value {
+            Some(v) => v,
+            None => std::env::var(&self.key).ok()?,
+        };
+        Some((self.key, value))
+    }
+
+    /// As a `--label`: a bare `KEY` is an empty label.
+    pub fn label(self) -> (String, String) {
+        (self.key, self.value.unwrap_or_default())
+    }
+}
+
+/// `SOURCE_DATE_EPOCH`: seconds since the epoch that fix a build's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceDateEpoch(pub i64);
+
+impl FromStr for SourceDateEpoch {
+    type Err = OptionError;
+
+    fn from_str(s: &str) -> Result<SourceDateEpoch, OptionError> {
+        s.parse().map(SourceDateEpoch).map_err(|_| OptionError::SourceDateEpoch(s.to_string()))
+    }
 }
 
 /// A byte count: `512`, `512k`, `64m`, `2g` (binary units, a trailing `b` allowed, as docker).
@@ -257,6 +310,18 @@ mod tests {
         for bad in ["nonsense", "id=x", "id=x,mode=0400,src=f", "src=/"] {
             assert!(matches!(bad.parse::<SecretSpec>(), Err(OptionError::SecretSyntax(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn key_values_and_epochs() {
+        let kv = |s: &str| s.parse::<KeyValue>().unwrap();
+        assert_eq!(kv("A=b=c").build_arg(), Some(("A".into(), "b=c".into())));
+        assert_eq!(kv("A=").label(), ("A".into(), String::new()));
+        assert_eq!(kv("A").label(), ("A".into(), String::new()));
+        assert_eq!(kv("FORGE_OPTIONS_TEST_UNSET").build_arg(), None);
+        assert_eq!(kv("PATH").build_arg().map(|(_, v)| v), std::env::var("PATH").ok());
+        assert_eq!("1700000000".parse::<SourceDateEpoch>().unwrap().0, 1_700_000_000);
+        assert_eq!("yesterday".parse::<SourceDateEpoch>().unwrap_err().to_string(), r#"SOURCE_DATE_EPOCH="yesterday" is not a number of seconds"#);
     }
 
     #[test]
