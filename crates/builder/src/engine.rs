@@ -38,7 +38,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     }
     let ignore = read_dockerignore(&opts.context, &dockerfile_dir, &dockerfile_name)?;
     let context = SourceTree::open(&opts.context, ignore, true)
-        .map_err(|e| Error::Options(format!("build context {}: {e}", opts.context.display())))?;
+        .map_err(|e| Error::Context { path: opts.context.clone(), message: e.to_string() })?;
     let forge_dir = store.root().join("forge");
     let ctx = BuildCtx {
         store,
@@ -51,7 +51,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         global_args: graph.global_args.clone(),
         context,
         stat_cache: StatCache::load(forge_dir.join("statcache.json")),
-        cache: Cache::open(store.root()).map_err(|e| Error::Options(e.to_string()))?,
+        cache: Cache::open(store.root())?,
     };
     let finished = scheduler::run(&graph.levels, graph.stages.len(), |i, finished| stage::run_stage(&ctx, &graph, finished, i))?;
     // A failure to save the stat cache only costs re-hashing next time.
@@ -65,7 +65,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     }
     config.created = Some(stage::timestamp(opts.source_date_epoch));
     let manifest = store.write_image(&config, &target.layers)?;
-    let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config).map_err(|e| Error::Options(e.to_string()))?);
+    let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config)?);
     Ok(Built { manifest, image_id, config })
 }
 
@@ -77,7 +77,7 @@ fn read_dockerignore(context: &std::path::Path, dockerfile_dir: &std::path::Path
         let path = dir.join(name);
         match build_file::read_in(dir, name, true) {
             Ok(Some(bytes)) => {
-                return Dockerignore::parse(&String::from_utf8_lossy(&bytes)).map_err(|e| Error::Options(format!("{}: {e}", path.display())));
+                return Dockerignore::parse(&String::from_utf8_lossy(&bytes)).map_err(|e| Error::Dockerignore { path, message: e.to_string() });
             }
             Ok(None) => {}
             Err(problem) => return Err(Error::BuildFile { what: ".dockerignore", path, problem }),

@@ -70,9 +70,31 @@ pub enum Error {
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
-    /// An option is invalid.
-    #[error("{0}")]
-    Options(String),
+    /// The build context cannot be read.
+    #[error("build context {}: {message}", path.display())]
+    Context {
+        /// The context directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A `.dockerignore` does not parse.
+    #[error("{}: {message}", path.display())]
+    Dockerignore {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        message: String,
+    },
+    /// The store's cache index cannot be opened.
+    #[error(transparent)]
+    Cache(#[from] forge_layerstore::cache::Error),
+    /// The image config cannot be encoded.
+    #[error("encoding the image config: {0}")]
+    Config(#[from] serde_json::Error),
+    /// A build thread panicked (a bug in forge).
+    #[error("a build thread panicked")]
+    Panicked,
 }
 
 impl Error {

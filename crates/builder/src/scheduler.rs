@@ -64,7 +64,7 @@ pub(crate) fn run(
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Options("a build thread panicked".into())))).collect()
+            handles.into_iter().map(|h| h.join().unwrap_or(Err(Error::Panicked))).collect()
         });
         // The first real failure wins over the "cancelled" of stages stopped because of it.
         let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
