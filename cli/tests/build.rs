@@ -107,6 +107,24 @@ fn copy_and_add_follow_dockers_rules() {
 }
 
 #[test]
+fn add_extracts_the_four_compressions_buildkit_reads() {
+    let forge = Forge::with_busybox();
+    let payload = forge.dir.path().join("payload");
+    std::fs::create_dir_all(payload.join("deep")).unwrap();
+    std::fs::write(payload.join("deep/inside.txt"), "from the archive\n").unwrap();
+    let ctx = forge.context("add-compressed", &[("Dockerfile", "FROM busybox:latest\nADD a.tar.gz /gz/\nADD a.tar.bz2 /bz2/\nADD a.tar.xz /xz/\nADD a.tar.zst /zst/\n")]);
+    for (name, flag) in [("a.tar.gz", "-z"), ("a.tar.bz2", "-j"), ("a.tar.xz", "-J"), ("a.tar.zst", "--zstd")] {
+        assert!(Command::new("tar").arg("-C").arg(&payload).arg(flag).arg("-cf").arg(ctx.join(name)).arg(".").status().unwrap().success(), "{name}");
+    }
+    let r = forge.build(&ctx, "compressed:1", &[]);
+    assert!(r.ok, "{}", r.stderr);
+    let root = forge.rootfs("compressed:1");
+    for dir in ["gz", "bz2", "xz", "zst"] {
+        assert_eq!(read(&root, &format!("/{dir}/deep/inside.txt")), "from the archive\n", "{dir}");
+    }
+}
+
+#[test]
 fn run_forms_and_mounts() {
     let forge = Forge::with_busybox();
     let secret = forge.dir.path().join("token");

@@ -45,6 +45,8 @@ pub enum Error {
         line: usize,
         /// The instruction, abbreviated.
         instruction: String,
+        /// What kind of failure it was.
+        kind: StepErrorKind,
         /// What went wrong.
         message: String,
     },
@@ -68,9 +70,89 @@ pub enum Error {
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
-    /// An option is invalid.
-    #[error("{0}")]
-    Options(String),
+    /// The build context cannot be read.
+    #[error("build context {}: {message}", path.display())]
+    Context {
+        /// The context directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A `.dockerignore` does not parse.
+    #[error("{}: {message}", path.display())]
+    Dockerignore {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        message: String,
+    },
+    /// The store's cache index cannot be opened.
+    #[error(transparent)]
+    Cache(#[from] forge_layerstore::cache::Error),
+    /// The image config cannot be encoded.
+    #[error("encoding the image config: {0}")]
+    Config(#[from] serde_json::Error),
+    /// A build thread panicked (a bug in forge).
+    #[error("a build thread panicked")]
+    Panicked,
+}
+
+impl Error {
+    /// The kind of a step's failure; `None` for failures that are not a step's (see the
+    /// variants: [`Error::RunFailed`] and [`Error::Cancelled`] are kinds of their own).
+    pub fn step_kind(&self) -> Option<StepErrorKind> {
+        match self {
+            Error::Step { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+/// The class of a step's failure, so that callers (and an API's status codes) tell them apart
+/// without reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepErrorKind {
+    /// A variable expansion failed (bad syntax, `${X:?message}`).
+    Expansion,
+    /// The instruction's arguments are invalid: a `--chmod`, an EXPOSE port, a mount without
+    /// its target, an ONBUILD trigger, several sources onto a file.
+    InvalidInstruction,
+    /// forge does not do what the instruction asks: another platform, ssh mounts, git
+    /// sources, URLs in COPY, `--security=insecure`.
+    Unsupported,
+    /// A COPY/ADD or bind-mount source does not exist (or is excluded).
+    SourceNotFound,
+    /// A `--chown` or `USER` name has no entry in the image's passwd or group file.
+    UnknownUser,
+    /// A base or `--from` image is not in the store and cannot be pulled.
+    BaseImage,
+    /// A secret the step needs was not given or cannot be used.
+    Secret,
+    /// The image config would grow past what an image config may hold.
+    TooLarge,
+    /// An `ADD <url>` download failed or did not match its checksum.
+    Download,
+    /// The sandbox could not run the step (not: the step's command failed, that is
+    /// [`Error::RunFailed`]).
+    Sandbox,
+    /// Reading or writing files, or mounting, on the host or in the rootfs failed.
+    Io,
+    /// The store's snapshots, layers or cache index failed.
+    Store,
+}
+
+/// A step's failure before it is located at the step: its kind and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fault {
+    pub(crate) kind: StepErrorKind,
+    pub(crate) message: String,
+}
+
+impl Fault {
+    pub(crate) fn new(kind: StepErrorKind, message: impl Into<String>) -> Fault {
+        Fault { kind, message: message.into() }
+    }
 }
 
 fn tail(lines: &[String]) -> String {
@@ -78,4 +160,27 @@ fn tail(lines: &[String]) -> String {
         return String::new();
     }
     format!("\n--- last lines of output ---\n{}", lines.join("\n"))
+}
+
+/// Where a step is: its progress id and its place in the Dockerfile, to locate its errors.
+#[derive(Debug, Clone)]
+pub(crate) struct At {
+    /// `<stage index>/<step index>`.
+    pub(crate) id: String,
+    pub(crate) file: String,
+    pub(crate) line: usize,
+    /// The instruction, abbreviated.
+    pub(crate) instruction: String,
+}
+
+impl At {
+    /// An error of `kind` located at this step.
+    pub(crate) fn fail(&self, kind: StepErrorKind, message: impl Into<String>) -> Error {
+        Error::Step { file: self.file.clone(), line: self.line, instruction: self.instruction.clone(), kind, message: message.into() }
+    }
+
+    /// `fault` located at this step.
+    pub(crate) fn locate(&self, fault: Fault) -> Error {
+        self.fail(fault.kind, fault.message)
+    }
 }

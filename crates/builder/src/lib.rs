@@ -8,6 +8,14 @@
 //! content store and kept as a snapshot for the next step. Every layer-making step has a cache
 //! key (`cache_key.rs`); a key already in the store's cache index reuses its layer.
 //!
+//! The code follows that order: `engine.rs` (the build as a whole) sets up a read-only
+//! `ctx.rs` and hands the stages to `scheduler.rs`; `stage.rs` walks one stage and sends each
+//! instruction to its module under `step/` (`config.rs`: pure functions for the config-only
+//! instructions; `run.rs` and `run/mounts.rs`; `copy.rs` for COPY/ADD, placing files with
+//! `files.rs`; `workdir.rs`). Layer steps make their layer through `layers.rs`; variables
+//! scope in `vars.rs`; history text is `history.rs`'s. Options arrive typed (`options.rs`),
+//! and every step failure has a [`StepErrorKind`].
+//!
 //! # Example
 //!
 //! ```no_run
@@ -28,28 +36,34 @@
 
 mod build_file;
 mod cache_key;
-mod copy;
+mod ctx;
 mod engine;
 mod error;
+mod files;
 mod history;
+mod layers;
 mod mount;
+mod options;
 mod progress;
 mod remote;
 mod rootfs;
-mod run;
+mod scheduler;
 mod source;
 mod stage;
+mod step;
 mod users;
+mod vars;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
 pub use engine::build;
-pub use error::Error;
+pub use error::{Error, StepErrorKind};
 pub use forge_layerstore::archive::Compression;
 pub use forge_layerstore::Store;
 pub use forge_sandbox::{Cancel, Limits, Seccomp};
+pub use options::{ByteSize, Cpus, KeyValue, MemorySwap, OptionError, SecretSpec, SecurityOpt, SourceDateEpoch};
 pub use progress::{Event, NoProgress, Progress};
 
 /// The network RUN steps get unless they say otherwise (`--network`).

@@ -14,6 +14,7 @@ use forge_parser::dockerignore::{Dockerignore, Glob};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::error::StepErrorKind;
 use crate::rootfs::Root;
 
 /// A tree sources are read from.
@@ -67,6 +68,17 @@ pub(crate) enum SourceError {
     Io { path: String, source: io::Error },
     #[error("{0}")]
     Pattern(String),
+}
+
+impl SourceError {
+    /// The class of a step failure this is.
+    pub(crate) fn kind(&self) -> StepErrorKind {
+        match self {
+            SourceError::NotFound(_) => StepErrorKind::SourceNotFound,
+            SourceError::Io { .. } => StepErrorKind::Io,
+            SourceError::Pattern(_) => StepErrorKind::InvalidInstruction,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {

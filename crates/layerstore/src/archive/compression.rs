@@ -57,45 +57,79 @@ pub enum DecompressError {
     Io(#[from] io::Error),
 }
 
-/// What the first bytes of a blob say about its compression.
-fn detect(magic: &[u8]) -> Result<Compression, DecompressError> {
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        Ok(Compression::Gzip)
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Ok(Compression::Zstd)
-    } else if magic.starts_with(b"BZh") {
-        Err(DecompressError::Unsupported("bzip2"))
-    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Err(DecompressError::Unsupported("xz"))
-    } else {
-        Ok(Compression::None)
+/// A stream's format as its first bytes tell it: the layer compressions, and the two more a
+/// Dockerfile's `ADD` extracts (BuildKit's ADD reads gzip, bzip2, xz and zstd tars).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// No known magic: read as it is.
+    Plain,
+    /// gzip (multi-member streams included).
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// bzip2: only `ADD` reads it; a layer may not be.
+    Bzip2,
+    /// xz: only `ADD` reads it; a layer may not be.
+    Xz,
+}
+
+impl Format {
+    fn of(magic: &[u8]) -> Format {
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Format::Gzip
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Format::Zstd
+        } else if magic.starts_with(b"BZh") {
+            Format::Bzip2
+        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Format::Xz
+        } else {
+            Format::Plain
+        }
     }
 }
 
-/// Wraps `blob` in the decoder its magic bytes call for (gzip, zstd or none) and says which.
+/// Wraps `stream` in the decoder its magic bytes call for and says which format it is. The one
+/// sniffer of the workspace: layers go through it via [`decompress`], `ADD` archives directly.
 ///
 /// Only the first six bytes are peeked, into a small buffer that is chained back in front of the
 /// stream, so this works on pipes and sockets as well as files.
-pub fn decompress<'a, R: Read + 'a>(
-    mut blob: R,
-) -> Result<(Compression, Box<dyn Read + 'a>), DecompressError> {
+pub fn sniff<'a, R: Read + 'a>(mut stream: R) -> io::Result<(Format, Box<dyn Read + 'a>)> {
     let mut magic = [0u8; 6];
     let mut filled = 0;
     while filled < magic.len() {
-        match blob.read(&mut magic[filled..]) {
+        match stream.read(&mut magic[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
-    let kind = detect(&magic[..filled])?;
-    let stream = io::Cursor::new(magic[..filled].to_vec()).chain(blob);
-    let reader: Box<dyn Read + 'a> = match kind {
-        Compression::None => Box::new(stream),
-        // Multi-member: `cat a.gz b.gz` is a valid gzip stream and some tools write layers so.
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(stream)?),
+    let format = Format::of(&magic[..filled]);
+    let stream = io::Cursor::new(magic[..filled].to_vec()).chain(stream);
+    // Multi-stream decoders throughout: `cat a.gz b.gz` is a valid stream and tools write so.
+    let reader: Box<dyn Read + 'a> = match format {
+        Format::Plain => Box::new(stream),
+        Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+        Format::Zstd => Box::new(zstd::stream::read::Decoder::new(stream)?),
+        Format::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(stream)),
+        Format::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(stream)),
+    };
+    Ok((format, reader))
+}
+
+/// Wraps a layer `blob` in the decoder its magic bytes call for (gzip, zstd or none) and says
+/// which; bzip2 and xz are refused, as containerd refuses them in layers.
+pub fn decompress<'a, R: Read + 'a>(
+    blob: R,
+) -> Result<(Compression, Box<dyn Read + 'a>), DecompressError> {
+    let (format, reader) = sniff(blob)?;
+    let kind = match format {
+        Format::Plain => Compression::None,
+        Format::Gzip => Compression::Gzip,
+        Format::Zstd => Compression::Zstd,
+        Format::Bzip2 => return Err(DecompressError::Unsupported("bzip2")),
+        Format::Xz => return Err(DecompressError::Unsupported("xz")),
     };
     Ok((kind, reader))
 }
@@ -226,10 +260,39 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bzip2() {
+    fn rejects_bzip2_and_xz_layers() {
         assert!(matches!(
             decompress(&b"BZh91AY&SY"[..]),
             Err(DecompressError::Unsupported("bzip2"))
         ));
+        assert!(matches!(
+            decompress(&b"\xfd7zXZ\0rest"[..]),
+            Err(DecompressError::Unsupported("xz"))
+        ));
+    }
+
+    #[test]
+    fn sniffs_what_add_extracts() {
+        let data = b"the same bytes in every format".to_vec();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&data).unwrap();
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&data).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let cases = [
+            (Format::Bzip2, bz.finish().unwrap()),
+            (Format::Xz, xz.finish().unwrap()),
+            (Format::Gzip, gz.finish().unwrap()),
+            (Format::Zstd, zstd::encode_all(&data[..], 1).unwrap()),
+            (Format::Plain, data.clone()),
+        ];
+        for (want, blob) in cases {
+            let (format, mut r) = sniff(&blob[..]).unwrap();
+            assert_eq!(format, want);
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "{want:?}");
+        }
     }
 }

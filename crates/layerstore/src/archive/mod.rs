@@ -5,5 +5,5 @@ pub mod compression;
 pub mod extract;
 mod pgzip;
 
-pub use compression::{decompress, BlobDigests, Compression, DecompressError, LayerWriter};
+pub use compression::{decompress, sniff, BlobDigests, Compression, DecompressError, Format, LayerWriter};
 pub use extract::{apply_layer, ApplyOptions, ApplyStats, WhiteoutMode};

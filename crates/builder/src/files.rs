@@ -16,6 +16,7 @@ use rustix::fs::{
     FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid,
 };
 
+use crate::error::{Fault, StepErrorKind};
 use crate::rootfs::{real_path, Root};
 use crate::source::{Entry, Matched};
 
@@ -43,26 +44,30 @@ pub(crate) struct InlineFile {
 }
 
 /// Copies `matches` and `inline` files to `dest` (absolute, in the image) inside `root`.
-pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile], dest: &str, opts: &CopyOptions) -> Result<(), String> {
+pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile], dest: &str, opts: &CopyOptions) -> Result<(), Fault> {
+    let io = |message: String| Fault::new(StepErrorKind::Io, message);
     let count = matches.len() + inline.len();
     let dest_slash = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
     let dest_is_dir = dest_slash || root.is_dir(dest);
     // A file destination that is a symlink is written through.
-    let dest_file = if dest_is_dir { dest.to_string() } else { root.follow(dest).map_err(|e| format!("{dest}: {e}"))? };
+    let dest_file = if dest_is_dir { dest.to_string() } else { root.follow(dest).map_err(|e| io(format!("{dest}: {e}")))? };
     if count > 1 && !dest_is_dir {
-        return Err("When using COPY with more than one source file, the destination must be a directory and end with a /".into());
+        return Err(Fault::new(
+            StepErrorKind::InvalidInstruction,
+            "When using COPY with more than one source file, the destination must be a directory and end with a /",
+        ));
     }
     let dir_owner = opts.owner.unwrap_or((0, 0));
     // Directories the copy creates get `--chmod` too (BuildKit's CreateDestPath with a mode).
     let dir_mode = opts.chmod.unwrap_or(0o755);
-    let err = |what: &str, e: io::Error| format!("{what}: {e}");
+    let err = |what: &str, e: io::Error| io(format!("{what}: {e}"));
     for m in matches {
         let parent_rel = if opts.parents { Path::new(&m.rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
         let base = format!("{}/{}", dest.trim_end_matches('/'), parent_rel);
         if m.is_dir() {
             let target = if opts.parents { format!("{base}/{}", Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()) } else { dest.to_string() };
             let dir = root.mkdir_all(&target, dir_owner, dir_mode).map_err(|e| err(&target, e))?;
-            copy_tree(&dir, &m.entries, opts).map_err(|e| format!("copying {} to {target}: {e}", m.rel))?;
+            copy_tree(&dir, &m.entries, opts).map_err(|e| io(format!("copying {} to {target}: {e}", m.rel)))?;
             continue;
         }
         let entry = &m.entries[0];
@@ -75,15 +80,15 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
                 let target = if dest_is_dir { dir } else { root.mkdir_all(dest, dir_owner, dir_mode).map_err(|e| err(dest, e))? };
                 let real = real_path(&target).map_err(|e| err(dest, e))?;
                 let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
-                forge_layerstore::archive::apply_layer(archive, &real, &opts).map_err(|e| format!("extracting {}: {e}", m.rel))?;
+                forge_layerstore::archive::apply_layer(archive, &real, &opts).map_err(|e| io(format!("extracting {}: {e}", m.rel)))?;
                 if let Some(owner) = opts_owner {
                     let names = open_archive(&entry.path).map_err(|e| err(&m.rel, e))?.expect("it was an archive just above");
-                    chown_unpacked(&target, names, owner).map_err(|e| format!("--chown of what {} unpacked: {e}", m.rel))?;
+                    chown_unpacked(&target, names, owner).map_err(|e| io(format!("--chown of what {} unpacked: {e}", m.rel)))?;
                 }
                 continue;
             }
         }
-        write_entry(&dir, &file_name, entry, opts).map_err(|e| format!("copying {} to {dir_path}/{file_name}: {e}", m.rel))?;
+        write_entry(&dir, &file_name, entry, opts).map_err(|e| io(format!("copying {} to {dir_path}/{file_name}: {e}", m.rel)))?;
     }
     for file in inline {
         let (dir_path, file_name) = if dest_is_dir { (dest.to_string(), file.name.clone()) } else { split_dest(&dest_file) };
@@ -235,23 +240,8 @@ fn set_meta(fd: &impl std::os::fd::AsFd, entry: &Entry, opts: &CopyOptions) -> i
 
 /// Opens `path` as a tar archive (plain, gzip, bzip2, xz or zstd) if it is one.
 fn open_archive(path: &Path) -> io::Result<Option<Box<dyn Read>>> {
-    let mut head = [0u8; 6];
-    let n = File::open(path)?.read(&mut head)?;
-    let head = &head[..n];
-    let file = io::BufReader::new(File::open(path)?);
-    let reader: Box<dyn Read> = if head.starts_with(b"BZh") {
-        Box::new(bzip2::read::MultiBzDecoder::new(file))
-    } else if head.starts_with(b"\xfd7zXZ\0") {
-        Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
-    } else if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::new(file)?)
-    } else {
-        Box::new(file)
-    };
+    let (_, mut reader) = forge_layerstore::archive::sniff(io::BufReader::new(File::open(path)?))?;
     // A tar has "ustar" at offset 257 of its first header; anything else is copied as a file.
-    let mut reader = reader;
     let mut header = vec![0u8; 512];
     let mut got = 0;
     while got < header.len() {

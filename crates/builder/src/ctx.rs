@@ -1,0 +1,63 @@
+//! What every stage and step of one build reads: the store, the options, the Dockerfile's text
+//! and the context. Set up before the first stage and never changed after; what changes (the
+//! stages' results) is the scheduler's.
+
+use std::path::PathBuf;
+
+use forge_layerstore::cache::Cache;
+use forge_layerstore::{Image, Store};
+
+use crate::error::{At, StepErrorKind};
+use crate::progress::Progress;
+use crate::source::{SourceTree, StatCache};
+use crate::{BaseImages, BuildOptions, Error};
+
+pub(crate) struct BuildCtx<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) opts: &'a BuildOptions,
+    pub(crate) progress: &'a dyn Progress,
+    pub(crate) bases: Option<&'a dyn BaseImages>,
+    /// The Dockerfile's name, for errors.
+    pub(crate) file: String,
+    pub(crate) escape: char,
+    /// The Dockerfile's lines, to show a step as written.
+    pub(crate) lines: Vec<String>,
+    /// ARGs declared before the first FROM.
+    pub(crate) global_args: Vec<(String, Option<String>)>,
+    pub(crate) context: SourceTree,
+    pub(crate) stat_cache: StatCache,
+    pub(crate) cache: Cache,
+}
+
+impl BuildCtx<'_> {
+    /// The first line of the instruction at `span`, shortened for display.
+    pub(crate) fn line_text(&self, span: forge_parser::Span) -> String {
+        let line = self.lines.get(span.start.line.saturating_sub(1)).map_or("", |l| l.trim());
+        let mut text: String = line.chars().take(100).collect();
+        if text.len() < line.len() {
+            text.push_str("...");
+        }
+        text
+    }
+
+    /// A fresh scratch directory in the store (same filesystem as the snapshots).
+    pub(crate) fn scratch_dir(&self, prefix: &str) -> Result<tempfile::TempDir, Error> {
+        let tmp: PathBuf = self.store.tmp_dir()?;
+        tempfile::Builder::new().prefix(prefix).tempdir_in(&tmp).map_err(|source| Error::Io { what: "creating a scratch directory in", path: tmp, source })
+    }
+
+    /// A base or `--from` image: from the store, else fetched when the build may.
+    pub(crate) fn base_image(&self, at: &At, reference: &str) -> Result<Image, Error> {
+        match self.store.image(reference) {
+            Ok(image) => Ok(image),
+            Err(forge_layerstore::store::Error::NotFound(_)) => {
+                let Some(bases) = self.bases else {
+                    return Err(at.fail(StepErrorKind::BaseImage, format!("base image {reference:?} is not in the store (forge pull it or forge import a rootfs)")));
+                };
+                let name = bases.fetch(self.store, reference).map_err(|e| at.fail(StepErrorKind::BaseImage, format!("pulling base image {reference:?}: {e}")))?;
+                self.store.image(&name).map_err(|e| at.fail(StepErrorKind::BaseImage, e.to_string()))
+            }
+            Err(e) => Err(at.fail(StepErrorKind::BaseImage, e.to_string())),
+        }
+    }
+}

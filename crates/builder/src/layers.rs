@@ -1,0 +1,117 @@
+//! How a step makes a layer: reuse the cached result for its key, or prepare a snapshot on
+//! the layers so far, let the step change it, diff the upperdir into a layer, commit the
+//! snapshot and record the result in the cache. Also read-only views of other stages' and
+//! images' layers (`COPY --from`, `RUN --mount=from=`).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use forge_layerstore::cache::CacheEntry;
+use forge_layerstore::diff::{LayerOptions, LayerSource};
+use forge_layerstore::{Digest, Layer, Store};
+
+use crate::ctx::BuildCtx;
+use crate::error::{At, StepErrorKind};
+use crate::mount::OverlayMount;
+use crate::progress::Event;
+use crate::rootfs::Root;
+use crate::Error;
+
+/// The changes a layer step makes, given the snapshot's directories.
+pub(crate) struct Snapshot<'s> {
+    /// Lowerdirs, top-most first.
+    pub(crate) lowerdirs: &'s [PathBuf],
+    pub(crate) upperdir: &'s Path,
+    pub(crate) workdir: &'s Path,
+}
+
+impl Snapshot<'_> {
+    /// Mounts the snapshot read-write in forge's own namespace (for COPY, ADD, WORKDIR),
+    /// returning the mount (unmounted on drop) and its root.
+    pub(crate) fn mount(&self, store: &Store, at: &At) -> Result<(OverlayMount, Root), Error> {
+        let mount = OverlayMount::mount_scratch(&store.tmp_dir()?, self.lowerdirs, Some((self.upperdir, self.workdir)))
+            .map_err(|e| at.fail(StepErrorKind::Io, format!("mounting the rootfs: {e}")))?;
+        let root = Root::open(mount.path()).map_err(|e| at.fail(StepErrorKind::Io, e.to_string()))?;
+        Ok((mount, root))
+    }
+}
+
+/// The layer of a step with cache key `key` on top of `parent`: from the cache, or made by
+/// `change` on a fresh snapshot.
+pub(crate) fn layer_step(
+    build: &BuildCtx<'_>,
+    at: &At,
+    parent: &[Layer],
+    key: &Digest,
+    change: impl FnOnce(&Snapshot<'_>) -> Result<(), Error>,
+) -> Result<Option<Layer>, Error> {
+    let (store, opts) = (build.store, build.opts);
+    let index_key = crate::cache_key::layer_key(key, opts.compression, opts.source_date_epoch);
+    if !opts.no_cache {
+        if let Some(entry) = build.cache.get(&index_key) {
+            if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest)) {
+                build.progress.event(Event::StepCached { id: at.id.clone() });
+                return Ok(entry.layer);
+            }
+        }
+    }
+    let chain = store.unpack(parent)?;
+    let snap_key = format!("build-{}", unique());
+    store.snapshots().prepare(&snap_key, chain.as_ref()).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
+    let mut guard = SnapshotGuard { store, key: Some(snap_key.clone()) };
+    let dirs = store.snapshots().dirs(&snap_key).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
+    let (upper, work) = dirs.upper.clone().expect("an active snapshot has an upperdir");
+    change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work })?;
+
+    // A step that changed nothing still makes a layer (an empty tar), as in BuildKit.
+    let layer_opts = LayerOptions { compression: opts.compression, source_date_epoch: opts.source_date_epoch };
+    let info = store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?;
+    let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
+    if !store.snapshots().exists(&new_chain).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))? {
+        match store.snapshots().commit(&new_chain, &snap_key) {
+            Ok(()) => guard.key = None,
+            // Another build committed the same layer meanwhile; ours is dropped.
+            Err(forge_layerstore::snapshot::Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(at.fail(StepErrorKind::Store, e.to_string())),
+        }
+    }
+    let layer = Some(Layer::from(&info));
+    build.cache.put(&index_key, &CacheEntry { layer: layer.clone() }).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
+    Ok(layer)
+}
+
+/// Mounts `layers` read-only at a scratch directory kept alive by `holders`; returns it.
+pub(crate) fn view(store: &Store, at: &At, layers: &[Layer], holders: &mut Vec<OverlayMount>) -> Result<PathBuf, Error> {
+    let chain = store.unpack(layers)?;
+    let lowerdirs = match &chain {
+        // A committed snapshot's dirs are its own tree plus its parents'.
+        Some(c) => store.snapshots().dirs(c.as_str()).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?.lowerdirs,
+        None => Vec::new(),
+    };
+    let mount = OverlayMount::mount_scratch(&store.tmp_dir()?, &lowerdirs, None).map_err(|e| at.fail(StepErrorKind::Io, format!("mounting a read-only view: {e}")))?;
+    let path = mount.path().to_path_buf();
+    holders.push(mount);
+    Ok(path)
+}
+
+/// Removes an uncommitted build snapshot, however the step ends.
+struct SnapshotGuard<'s> {
+    store: &'s Store,
+    key: Option<String>,
+}
+
+impl Drop for SnapshotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = &self.key {
+            let _ = self.store.snapshots().remove(k);
+        }
+    }
+}
+
+/// A name no other build or step of this process uses.
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}

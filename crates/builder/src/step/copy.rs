@@ -1,0 +1,175 @@
+//! COPY and ADD: expand the instruction, find the sources (the context, a stage's or image's
+//! tree, or URLs for ADD), key them by content, and write them into the step's snapshot
+//! (`files.rs` places them).
+
+use forge_parser::dag::Source;
+use forge_parser::dockerignore::Dockerignore;
+use forge_parser::Copy;
+
+use crate::cache_key::KeyBuilder;
+use crate::files::{copy_into, CopyOptions, InlineFile};
+use crate::layers;
+use crate::mount::OverlayMount;
+use crate::source::{hash_matches, Matched, SourceTree};
+use crate::step::{Made, StepCtx};
+use crate::users::resolve_owner;
+use crate::error::StepErrorKind;
+use crate::Error;
+
+/// The instruction with its words expanded.
+struct Expanded {
+    verb: &'static str,
+    /// Absolute, keeping a trailing `/` (or `.`) that says "a directory".
+    dest: String,
+    /// As written after expansion, for history.
+    shown_dest: String,
+    chown: Option<String>,
+    chmod_text: Option<String>,
+    chmod: Option<u32>,
+    exclude: Dockerignore,
+    /// Each source is one word after expansion (a value with spaces names one file), as in BuildKit.
+    sources: Vec<String>,
+    checksum: Option<String>,
+    inline: Vec<InlineFile>,
+}
+
+/// Where the sources are read from, and what is mounted to read them.
+struct Origin {
+    /// `None`: the build context.
+    tree: Option<SourceTree>,
+    /// What the cache key says about the origin (a stage's key or an image's digest).
+    key: String,
+    _holders: Vec<OverlayMount>,
+}
+
+/// The sources found, and the downloads they need kept.
+struct Found {
+    matches: Vec<Matched>,
+    /// Digests of downloaded files: they enter the key by content, living outside the tree.
+    remote_digests: Vec<String>,
+    _downloads: Option<tempfile::TempDir>,
+}
+
+/// Runs one COPY or ADD.
+pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Made, Error> {
+    let x = expand(step, c)?;
+    let origin = origin(step, c, sources)?;
+    let tree = origin.tree.as_ref().unwrap_or(&step.build.context);
+    let found = find(step, &x, tree)?;
+    let key = cache_key(step, c, &x, &origin, &found, tree)?;
+    let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
+    let layer = step.layer(&key, |snap| {
+        let (_mount, root) = snap.mount(step.build.store, step.at)?;
+        let owner = x.chown.as_deref().map(|spec| resolve_owner(&root, spec)).transpose().map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))?;
+        copy_into(&root, &found.matches, &x.inline, &x.dest, &CopyOptions { owner, ..opts }).map_err(|e| step.at.locate(e))
+    })?;
+    Ok(Made { key, layer, created_by: created_by(c, &x) })
+}
+
+fn expand(step: &StepCtx<'_>, c: &Copy) -> Result<Expanded, Error> {
+    let fail = |m: &str| step.at.fail(StepErrorKind::Unsupported, m);
+    let shown_dest = step.expand(&c.dest)?;
+    let mut dest = shown_dest.clone();
+    if !dest.starts_with('/') {
+        let keep_slash = dest.ends_with('/') || dest == ".";
+        dest = step.image.absolute(&dest);
+        if keep_slash && !dest.ends_with('/') {
+            dest.push('/');
+        }
+    }
+    let chown = c.chown.as_deref().map(|s| step.expand(s)).transpose()?;
+    let chmod_text = c.chmod.as_deref().map(|m| step.expand(m)).transpose()?;
+    let chmod = match &chmod_text {
+        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| step.at.fail(StepErrorKind::InvalidInstruction, format!("invalid --chmod {m:?}: must be octal")))?),
+        None => None,
+    };
+    let exclude = Dockerignore::new(step.expand_all(&c.exclude)?).map_err(|e| step.at.fail(StepErrorKind::InvalidInstruction, e.to_string()))?;
+    let sources = c.sources.iter().map(|s| step.expand(s)).collect::<Result<Vec<_>, _>>()?;
+    if sources.iter().any(|s| s.starts_with("git@") || s.ends_with(".git")) {
+        return Err(fail("ADD from a git repository is not supported; clone it into the context"));
+    }
+    if !c.add && sources.iter().any(|s| crate::remote::is_url(s)) {
+        return Err(fail("COPY does not take URLs; use ADD"));
+    }
+    let checksum = c.checksum.as_deref().map(|s| step.expand(s)).transpose()?;
+    let inline = c
+        .inline
+        .iter()
+        .map(|h| {
+            let body = if h.expand { step.expand(&h.content)? } else { h.content.clone() };
+            Ok(InlineFile { name: h.name.clone(), content: body.into_bytes() })
+        })
+        .collect::<Result<_, Error>>()?;
+    let verb = if c.add { "ADD" } else { "COPY" };
+    Ok(Expanded { verb, dest, shown_dest, chown, chmod_text, chmod, exclude, sources, checksum, inline })
+}
+
+/// The context, or a stage's or image's tree mounted read-only for `--from`.
+fn origin(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Origin, Error> {
+    let Some(from) = &c.from else { return Ok(Origin { tree: None, key: "context".into(), _holders: Vec::new() }) };
+    let (layers, key) = match sources.first() {
+        Some(Source::Stage(j)) => {
+            let r = step.finished.get(*j);
+            (r.layers.clone(), r.key.to_string())
+        }
+        src => {
+            let reference = match src {
+                Some(Source::Image(r)) => r.clone(),
+                _ => step.expand(from)?,
+            };
+            let image = step.build.base_image(step.at, &reference)?;
+            (image.layers().map_err(|e| step.at.fail(StepErrorKind::Store, e.to_string()))?, image.descriptor.digest().to_string())
+        }
+    };
+    let mut holders = Vec::new();
+    let dir = layers::view(step.build.store, step.at, &layers, &mut holders)?;
+    let tree = SourceTree::open(&dir, Dockerignore::default(), false).map_err(|e| step.at.fail(StepErrorKind::Io, e.to_string()))?;
+    Ok(Origin { tree: Some(tree), key, _holders: holders })
+}
+
+/// The matches of every source; URLs are downloaded (into a directory made only then: a
+/// COPY's key computation, run on every build, touches no disk).
+fn find(step: &StepCtx<'_>, x: &Expanded, tree: &SourceTree) -> Result<Found, Error> {
+    let mut found = Found { matches: Vec::new(), remote_digests: Vec::new(), _downloads: None };
+    for s in &x.sources {
+        if !crate::remote::is_url(s) {
+            found.matches.extend(tree.matches(s, &x.exclude).map_err(|e| step.at.fail(e.kind(), format!("source {e}")))?);
+            continue;
+        }
+        if found._downloads.is_none() {
+            found._downloads = Some(step.build.scratch_dir("add-")?);
+        }
+        let dir = found._downloads.as_ref().expect("made just above").path();
+        let (m, digest) = crate::remote::fetch(s, dir, x.checksum.as_deref()).map_err(|e| step.at.fail(StepErrorKind::Download, e))?;
+        found.remote_digests.push(digest.to_string());
+        found.matches.push(m);
+    }
+    Ok(found)
+}
+
+fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin: &Origin, found: &Found, tree: &SourceTree) -> Result<forge_layerstore::Digest, Error> {
+    let mut key = KeyBuilder::new(step.parent_key, x.verb);
+    key.part(&x.dest).part(x.chown.as_deref().unwrap_or("")).part(&format!("{:?}", x.chmod)).part(&origin.key);
+    key.part(&format!("parents={} add={}", c.parents, c.add));
+    for f in &x.inline {
+        key.part(&f.name).part(&String::from_utf8_lossy(&f.content));
+    }
+    key.list(&found.remote_digests);
+    let local: Vec<Matched> = found.matches.iter().filter(|m| !m.remote).cloned().collect();
+    hash_matches(tree, &local, &step.build.stat_cache, key.hasher()).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
+    Ok(key.finish())
+}
+
+/// BuildKit's wording: the flags that change the files, then the expanded sources.
+fn created_by(c: &Copy, x: &Expanded) -> String {
+    let mut shown: Vec<String> = vec![x.verb.to_string()];
+    if c.parents {
+        shown.push("--parents".into());
+    }
+    shown.extend(x.chown.iter().map(|o| format!("--chown={o}")));
+    shown.extend(x.chmod_text.iter().map(|m| format!("--chmod={m}")));
+    shown.extend(x.sources.iter().cloned());
+    shown.extend(c.inline.iter().map(|h| format!("<<{}", h.name)));
+    shown.push(x.shown_dest.clone());
+    format!("{} # buildkit", shown.join(" "))
+}
