@@ -7,9 +7,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{cgroups_of, Forge, Ran};
+use common::{cgroups_of, eventually, Forge, Ran};
 
 /// An image with config to inherit: ENV, WORKDIR, USER and a CMD that prints them.
 fn app_image(forge: &Forge) {
@@ -48,18 +47,6 @@ fn mounts_under(store: &Path) -> Vec<String> {
 /// `ps -a --format json`, one object per container.
 fn ps_json(forge: &Forge) -> Vec<serde_json::Value> {
     forge.ok(&["ps", "-a", "--format", "json"]).stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// Polls `f` until it holds or 20 s pass; returns whether it held.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// A `forge run` in the background whose container printed `ready`; killed (and its container

@@ -6,9 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Forge, Ran};
+use common::{eventually, Forge, Ran};
 
 /// What `--progress plain` printed, without the `#N ` step prefixes.
 fn step_output(r: &Ran) -> String {
@@ -158,18 +157,6 @@ fn pids_with(marker: &str) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker)))
         .collect()
-}
-
-/// Polls `f` until it holds or 20 s pass; returns whether it held.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]

@@ -184,3 +184,15 @@ pub fn cgroups_of(pid: u32) -> Vec<PathBuf> {
     found.dedup();
     found
 }
+
+/// Polls `f` until it holds or 20 s pass; returns whether it held.
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(20) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
