@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end, on a fresh Debian machine as root, with no internet but Debian's packages:
 #   make a busybox base image -> forge build examples/hello -> push to a local docker-registry
-#   -> pull into an empty store -> run the image under podman.
+#   -> pull into an empty store -> run the image with forge run, and under podman.
 # Everything it makes lives in one temporary directory (kept on failure, for a look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +56,10 @@ current="forge pull $ref into an empty store"; step "$current"
 current="forge store fsck of the pulled store"; step "$current"
 "$forge" --root "$work/store2" store fsck
 
+current="forge run --rm of the pulled image"; step "$current"
+out_forge=$("$forge" --root "$work/store2" run --rm "$ref")
+echo "$out_forge"
+
 current="podman run of the pulled image (from forge's store, an OCI layout)"; step "$current"
 export CONTAINERS_CONF="$repo/scripts/podman/containers.conf"
 out_podman=$(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay \
@@ -63,8 +67,9 @@ out_podman=$(podman --root "$work/podman" --runroot "$work/podman-run" --storage
 echo "$out_podman"
 
 current="checking the output"; step "$current"
-grep -q "Hello from forge" <<<"$out_podman" || { echo "the image did not print its greeting"; false; }
+grep -q "Hello from forge" <<<"$out_podman" || { echo "the image did not print its greeting under podman"; false; }
+[ "$out_forge" = "$out_podman" ] || { echo "forge run and podman run printed different things"; false; }
 trap - ERR
 rm -rf "$work"
 echo
-echo "forge demo: OK (built, pushed, pulled and ran examples/hello)"
+echo "forge demo: OK (built, pushed, pulled and ran examples/hello with forge and podman)"
