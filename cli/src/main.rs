@@ -138,8 +138,25 @@ fn main() -> ExitCode {
         Err(err) if err.downcast_ref::<commands::run::Exit>().is_some() => ExitCode::from(err.downcast_ref::<commands::run::Exit>().map_or(1, |e| e.0)),
         Err(err) => {
             // Not `eprintln!`: a closed standard error must not turn the failure into a panic.
-            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", error_chain(&err));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, as anyhow's `{:#}` prints them, but without a cause
+/// whose text the line already ends with: the library errors put their source in their own
+/// message (so they read well alone), and anyhow would print it a second time.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }

@@ -98,3 +98,19 @@ fn loads_an_oci_layout_that_skopeo_wrote() {
     assert_eq!(other.inspect("copied:7")["Id"], forge.inspect("busybox:latest")["Id"]);
     other.ok(&["store", "fsck"]);
 }
+
+#[test]
+fn an_unusable_store_is_one_clear_line_that_names_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_forge")).arg("--root").arg(&file).arg("images").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: opening the store: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // The library's message already ends with its source: anyhow must not add it again.
+    let causes: Vec<&str> = err.trim_end().split(": ").collect();
+    let mut seen = std::collections::HashSet::new();
+    assert!(causes.iter().all(|c| seen.insert(*c)), "a cause is printed twice: {err}");
+}
