@@ -46,8 +46,15 @@ impl BuildCtx<'_> {
         tempfile::Builder::new().prefix(prefix).tempdir_in(&tmp).map_err(|source| Error::Io { what: "creating a scratch directory in", path: tmp, source })
     }
 
-    /// A base or `--from` image: from the store, else fetched when the build may.
+    /// A base or `--from` image: from the store, else fetched when the build may; its blobs
+    /// are held by the build's lease from here on.
     pub(crate) fn base_image(&self, at: &At, reference: &str) -> Result<Image, Error> {
+        let image = self.find_image(at, reference)?;
+        self.store.hold(&image).map_err(|e| at.fail(StepErrorKind::BaseImage, format!("base image {reference:?}: {e}")))?;
+        Ok(image)
+    }
+
+    fn find_image(&self, at: &At, reference: &str) -> Result<Image, Error> {
         match self.store.image(reference) {
             Ok(image) => Ok(image),
             Err(forge_layerstore::store::Error::NotFound(_)) => {

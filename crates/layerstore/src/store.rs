@@ -203,6 +203,20 @@ impl Store {
         crate::lease::acquire(&self.root, operation, roots).map_err(|source| Error::Io { what: "taking a lease on the store", source })
     }
 
+    /// Stamps the config and layer blobs of `image` as reused now, so that the caller's
+    /// [lease](crate::lease) holds them: an image built on it names those layers, and they must
+    /// outlive an `rmi` of the base plus a gc while the build runs. [`Error::NotFound`] when one
+    /// is already gone.
+    pub fn hold(&self, image: &Image) -> Result<(), Error> {
+        let layers = image.layers()?.into_iter().map(|l| l.digest);
+        for digest in std::iter::once(image.id()?).chain(layers) {
+            if !self.content.reuse(&digest)? {
+                return Err(Error::NotFound(format!("blob {digest} of image {}", image.descriptor.digest())));
+            }
+        }
+        Ok(())
+    }
+
     /// A directory for scratch work on the same filesystem as the store (so results can be
     /// renamed into it). It is this process's own, for as long as this store value (or a clone)
     /// lives; `gc` removes it, and unmounts what is mounted in it, once the process is gone.

@@ -104,3 +104,30 @@ fn snapshots_reused_under_a_lease_survive_gc() {
     assert_eq!(report.snapshots_removed, 2, "{report:?}");
     assert_eq!(store.snapshots().list().unwrap().len(), 0);
 }
+
+#[test]
+fn a_held_image_keeps_its_blobs_after_its_tag_goes() {
+    let (dir, store) = store();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), "a base").unwrap();
+    let layer = store.write_layer(&LayerSource::Dirs { lower: None, upper: &tree }, &LayerOptions::default()).unwrap();
+    let mut config = ImageConfig::scratch();
+    config.rootfs.diff_ids.push(layer.diff_id.clone());
+    let manifest = store.write_image(&config, &[Layer::from(&layer)]).unwrap();
+    store.tag("base:1", &manifest).unwrap();
+    tick();
+    // A build takes its lease, then finds its base; someone removes the base's tag and runs gc.
+    let lease = store.lease("build", &[]).unwrap();
+    let base = store.image("base:1").unwrap();
+    store.hold(&base).unwrap();
+    assert!(store.index().untag("base:1").unwrap());
+    let report = gc(&store).unwrap();
+    assert_eq!(report.blobs_removed, 1, "only the manifest goes: {report:?}");
+    assert!(store.content().exists(&layer.digest) && store.content().exists(&base.id().unwrap()));
+    drop(lease);
+    tick();
+    assert_eq!(gc(&store).unwrap().blobs_removed, 2);
+    // Holding an image whose blobs are gone says so.
+    assert!(matches!(store.hold(&base), Err(forge_layerstore::store::Error::NotFound(_))));
+}
