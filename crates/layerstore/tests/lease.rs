@@ -19,6 +19,18 @@ fn tick() {
     std::thread::sleep(std::time::Duration::from_millis(20));
 }
 
+/// An untagged image of one layer holding a file `f` with `content`: its layer blob's digest
+/// and its manifest.
+fn one_layer_image(dir: &tempfile::TempDir, store: &Store, content: &str) -> (Digest, oci_spec::image::Descriptor) {
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), content).unwrap();
+    let layer = store.write_layer(&LayerSource::Dirs { lower: None, upper: &tree }, &LayerOptions::default()).unwrap();
+    let mut config = ImageConfig::scratch();
+    config.rootfs.diff_ids.push(layer.diff_id.clone());
+    (layer.digest.clone(), store.write_image(&config, &[Layer::from(&layer)]).unwrap())
+}
+
 fn blob(store: &Store, bytes: &[u8]) -> Digest {
     let mut w = store.content().writer(&format!("test-{}", Digest::of(bytes))).unwrap();
     w.write_all(bytes).unwrap();
@@ -63,13 +75,7 @@ fn a_lease_whose_owner_is_gone_expires() {
 #[test]
 fn the_images_a_lease_names_stay_whole() {
     let (dir, store) = store();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("f"), "pushed").unwrap();
-    let layer = store.write_layer(&LayerSource::Dirs { lower: None, upper: &tree }, &LayerOptions::default()).unwrap();
-    let mut config = ImageConfig::scratch();
-    config.rootfs.diff_ids.push(layer.diff_id.clone());
-    let manifest = store.write_image(&config, &[Layer::from(&layer)]).unwrap();
+    let (_, manifest) = one_layer_image(&dir, &store, "pushed");
     let manifest_digest: Digest = manifest.digest().as_ref().parse().unwrap();
     // Untagged, so only the lease holds it, even for a gc that starts once it is all written.
     tick();
@@ -108,13 +114,7 @@ fn snapshots_reused_under_a_lease_survive_gc() {
 #[test]
 fn a_held_image_keeps_its_blobs_after_its_tag_goes() {
     let (dir, store) = store();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("f"), "a base").unwrap();
-    let layer = store.write_layer(&LayerSource::Dirs { lower: None, upper: &tree }, &LayerOptions::default()).unwrap();
-    let mut config = ImageConfig::scratch();
-    config.rootfs.diff_ids.push(layer.diff_id.clone());
-    let manifest = store.write_image(&config, &[Layer::from(&layer)]).unwrap();
+    let (layer, manifest) = one_layer_image(&dir, &store, "a base");
     store.tag("base:1", &manifest).unwrap();
     tick();
     // A build takes its lease, then finds its base; someone removes the base's tag and runs gc.
@@ -124,7 +124,7 @@ fn a_held_image_keeps_its_blobs_after_its_tag_goes() {
     assert!(store.index().untag("base:1").unwrap());
     let report = gc(&store).unwrap();
     assert_eq!(report.blobs_removed, 1, "only the manifest goes: {report:?}");
-    assert!(store.content().exists(&layer.digest) && store.content().exists(&base.id().unwrap()));
+    assert!(store.content().exists(&layer) && store.content().exists(&base.id().unwrap()));
     drop(lease);
     tick();
     assert_eq!(gc(&store).unwrap().blobs_removed, 2);
