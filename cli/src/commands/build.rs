@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use forge_builder::{BuildOptions, ByteSize, Cpus, KeyValue, MemorySwap, Network, SecretSpec, SecurityOpt, SourceDateEpoch};
+use forge_builder::{BuildOptions, ByteSize, Cpus, KeyValue, MemorySwap, NetworkMode, SecretSpec, SecurityOpt, SourceDateEpoch};
 use forge_layerstore::Store;
 
 use crate::commands::output::{self, OutputSpec};
@@ -39,7 +39,7 @@ pub struct BuildArgs {
     /// services. On the host's network steps get no CAP_NET_RAW (no raw or packet sockets).
     /// `none` gives a step only its own loopback.
     #[arg(long, default_value = "default", value_parser = network_value())]
-    network: Network,
+    network: NetworkMode,
     /// A security option for RUN steps: `seccomp=unconfined` runs them without Docker's
     /// default seccomp profile (only when a step needs a system call it blocks).
     #[arg(long = "security-opt", value_name = "OPT")]
@@ -86,9 +86,9 @@ pub struct BuildArgs {
 }
 
 /// `--network`: clap lists and checks the names, the library's `FromStr` makes the value.
-fn network_value() -> impl clap::builder::TypedValueParser<Value = Network> {
+fn network_value() -> impl clap::builder::TypedValueParser<Value = NetworkMode> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["default", "none", "host"]).try_map(|s| s.parse::<Network>())
+    clap::builder::PossibleValuesParser::new(["default", "none", "host"]).try_map(|s| s.parse::<NetworkMode>())
 }
 
 /// `--progress`.

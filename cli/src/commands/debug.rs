@@ -18,7 +18,7 @@ pub enum DebugCommand {
         rootfs: std::path::PathBuf,
         /// `none` or `host`.
         #[arg(long, default_value = "none")]
-        network: String,
+        network: forge_sandbox::Network,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true)]
         argv: Vec<String>,
@@ -34,11 +34,7 @@ pub fn run(_global: &crate::Global, cmd: DebugCommand) -> anyhow::Result<()> {
             std::fs::create_dir(&upper)?;
             std::fs::create_dir(&work)?;
             let mut spec = forge_sandbox::RunSpec::new(vec![rootfs], upper, work, argv);
-            spec.network = match network.as_str() {
-                "none" => forge_sandbox::Network::None,
-                "host" => forge_sandbox::Network::Host,
-                other => anyhow::bail!("--network must be none or host, not {other:?}"),
-            };
+            spec.network = network;
             let cancel = forge_sandbox::Cancel::new();
             let c = cancel.clone();
             crate::signals::on_interrupt(move || c.cancel());

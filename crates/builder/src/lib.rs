@@ -62,22 +62,13 @@ pub use engine::build;
 pub use error::{Error, StepErrorKind};
 pub use forge_layerstore::archive::Compression;
 pub use forge_layerstore::Store;
+/// The network RUN steps get unless they say otherwise (`--network`): the same type as
+/// `RUN --network=`. `default` is the host's network for now, without `CAP_NET_RAW` (see the
+/// sandbox crate).
+pub use forge_parser::flags::NetworkMode;
 pub use forge_sandbox::{Cancel, Limits, Seccomp};
 pub use options::{ByteSize, Cpus, KeyValue, MemorySwap, OptionError, SecretSpec, SecurityOpt, SourceDateEpoch};
 pub use progress::{Event, NoProgress, Progress};
-
-/// The network RUN steps get unless they say otherwise (`--network`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Network {
-    /// What `docker build` gives; here the host's network, without `CAP_NET_RAW` (see the
-    /// sandbox crate).
-    #[default]
-    Default,
-    /// Loopback only.
-    None,
-    /// The host's network.
-    Host,
-}
 
 /// Where a `--secret`'s value comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -126,7 +117,7 @@ pub struct BuildOptions {
     /// `--label`, added to the final image.
     pub labels: BTreeMap<String, String>,
     /// `--network`.
-    pub network: Network,
+    pub network: NetworkMode,
     /// Resource limits for every RUN step.
     pub limits: Limits,
     /// The seccomp profile of every RUN step (`--security-opt seccomp=...`).
@@ -155,7 +146,7 @@ impl BuildOptions {
             target: None,
             no_cache: false,
             labels: BTreeMap::new(),
-            network: Network::Default,
+            network: NetworkMode::Default,
             limits: Limits::default(),
             seccomp: Seccomp::Default,
             secrets: BTreeMap::new(),

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::{Network, Seccomp, Secret};
+use crate::{Seccomp, Secret};
 
 /// Why an option's text cannot be used. The messages name the flag as `docker build` spells it.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,6 @@ pub enum OptionError {
         /// Why the profile is refused.
         source: forge_sandbox::UnknownProfile,
     },
-    /// A `--network` mode forge does not know.
-    #[error("invalid --network {0:?}: forge knows default, none and host")]
-    Network(String),
     /// A `SOURCE_DATE_EPOCH` that is not a number of seconds.
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
     SourceDateEpoch(String),
@@ -257,19 +254,6 @@ impl FromStr for SecurityOpt {
     }
 }
 
-impl FromStr for Network {
-    type Err = OptionError;
-
-    fn from_str(s: &str) -> Result<Network, OptionError> {
-        match s {
-            "default" => Ok(Network::Default),
-            "none" => Ok(Network::None),
-            "host" => Ok(Network::Host),
-            _ => Err(OptionError::Network(s.to_string())),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,9 +314,8 @@ mod tests {
         assert_eq!("seccomp:default".parse::<SecurityOpt>().unwrap(), SecurityOpt::Seccomp(Seccomp::Default));
         assert!(matches!("seccomp=/etc/profile.json".parse::<SecurityOpt>(), Err(OptionError::Seccomp { .. })));
         assert!(matches!("apparmor=unconfined".parse::<SecurityOpt>(), Err(OptionError::SecurityOpt(_))));
-        assert_eq!("none".parse::<Network>().unwrap(), Network::None);
-        assert_eq!("host".parse::<Network>().unwrap(), Network::Host);
-        assert_eq!("default".parse::<Network>().unwrap(), Network::Default);
-        assert!("bridge".parse::<Network>().is_err());
+        assert_eq!("none".parse::<crate::NetworkMode>().unwrap(), crate::NetworkMode::None);
+        assert_eq!("default".parse::<crate::NetworkMode>().unwrap(), crate::NetworkMode::Default);
+        assert!("bridge".parse::<crate::NetworkMode>().is_err());
     }
 }

@@ -278,12 +278,21 @@ pub enum NetworkMode {
     Host,
 }
 
-pub(crate) fn parse_network(v: &str) -> Result<NetworkMode, String> {
-    match v {
-        "default" => Ok(NetworkMode::Default),
-        "none" => Ok(NetworkMode::None),
-        "host" => Ok(NetworkMode::Host),
-        other => Err(format!("unsupported network mode {other:?}")),
+/// A network mode forge does not know (`RUN --network=`, `forge build --network`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported network mode {0:?}: forge knows default, none and host")]
+pub struct UnknownNetworkMode(pub String);
+
+impl std::str::FromStr for NetworkMode {
+    type Err = UnknownNetworkMode;
+
+    fn from_str(v: &str) -> Result<NetworkMode, UnknownNetworkMode> {
+        match v {
+            "default" => Ok(NetworkMode::Default),
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            other => Err(UnknownNetworkMode(other.to_string())),
+        }
     }
 }
 

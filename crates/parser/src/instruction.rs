@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::flags::{
-    bool_value, parse_duration, parse_mount, parse_network, parse_security, split_flags, string_value, Mount,
+    bool_value, parse_duration, parse_mount, parse_security, split_flags, string_value, Mount,
     NetworkMode, Security,
 };
 use crate::heredoc::Heredoc;
@@ -198,7 +198,7 @@ pub(crate) fn instruction_from_node(node: &Node) -> Result<Instruction, String> 
                 let v = string_value(f)?;
                 match f.name.as_str() {
                     "mount" => run.mounts.push(parse_mount(&v)?),
-                    "network" => run.network = Some(parse_network(&v)?),
+                    "network" => run.network = Some(v.parse::<NetworkMode>().map_err(|e| e.to_string())?),
                     _ => run.security = Some(parse_security(&v)?),
                 }
             }

@@ -5,27 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// The network a container gets (docker's `--network`; only these two for now).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    /// Its own network namespace with only loopback.
-    #[default]
-    None,
-    /// The host's network namespace.
-    Host,
-}
-
-impl std::str::FromStr for Network {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Network, Error> {
-        match s {
-            "none" => Ok(Network::None),
-            "host" => Ok(Network::Host),
-            _ => Err(Error::Invalid { what: "--network", value: s.into(), reason: "forge supports \"none\" and \"host\"".into() }),
-        }
-    }
-}
+/// The network a container gets (docker's `--network`; `none` and `host` for now): the
+/// sandbox's own type, parsed once from the flag.
+pub use forge_sandbox::Network;
 
 /// What the user asked for; unset fields come from the image.
 #[derive(Debug, Clone, Default)]

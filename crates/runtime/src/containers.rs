@@ -330,10 +330,7 @@ impl Containers {
         spec.user = config.user.clone();
         spec.cwd = config.working_dir.clone();
         spec.hostname = config.hostname.clone();
-        spec.network = match config.network {
-            crate::Network::None => forge_sandbox::Network::None,
-            crate::Network::Host => forge_sandbox::Network::Host,
-        };
+        spec.network = config.network;
         spec.output = forge_sandbox::Output::Raw;
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);

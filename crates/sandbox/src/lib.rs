@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
 pub use seccomp::{Seccomp, UnknownProfile};
-pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec};
+pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec, UnknownNetwork};
 
 use cgroup::Cgroup;
 use init::{InitSpec, Report};

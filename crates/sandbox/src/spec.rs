@@ -97,15 +97,34 @@ impl RunSpec {
     }
 }
 
-/// The network a step sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The network a step or container sees (`none` or `host`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Network {
     /// Its own network namespace with only loopback, up.
+    #[default]
     None,
     /// The host's network namespace. Docker's `default` (a bridged namespace with NAT) is
     /// mapped here by the builder: forge sets up no bridge or NAT. The step then lacks
     /// `CAP_NET_RAW`, so it cannot open raw or packet sockets to watch the host's traffic.
     Host,
+}
+
+/// A network forge cannot give a step or container yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported network {0:?}: forge supports \"none\" and \"host\"")]
+pub struct UnknownNetwork(pub String);
+
+impl std::str::FromStr for Network {
+    type Err = UnknownNetwork;
+
+    fn from_str(s: &str) -> Result<Network, UnknownNetwork> {
+        match s {
+            "none" => Ok(Network::None),
+            "host" => Ok(Network::Host),
+            other => Err(UnknownNetwork(other.to_string())),
+        }
+    }
 }
 
 /// An extra mount.

@@ -16,7 +16,7 @@ use crate::error::StepErrorKind;
 use crate::layers::Snapshot;
 use crate::progress::Event;
 use crate::step::{Made, StepCtx};
-use crate::{Error, Network};
+use crate::Error;
 use mounts::Mounts;
 
 /// Lines of output kept to show with a failure.
@@ -31,7 +31,7 @@ struct Process {
     env: Vec<String>,
     user: String,
     cwd: String,
-    network: Network,
+    network: NetworkMode,
 }
 
 /// Runs one RUN instruction.
@@ -73,9 +73,8 @@ fn process(step: &StepCtx<'_>, r: &Run, argv: Vec<String>) -> Process {
         user: image.config.config.user.clone().unwrap_or_default(),
         cwd: image.cwd(),
         network: match r.network {
-            Some(NetworkMode::None) => Network::None,
-            Some(NetworkMode::Host) => Network::Host,
             Some(NetworkMode::Default) | None => opts.network,
+            Some(mode) => mode,
         },
     }
 }
@@ -102,8 +101,8 @@ fn execute(step: &StepCtx<'_>, p: &Process, mounts: &Mounts, snap: &Snapshot<'_>
     spec.cwd = p.cwd.clone();
     spec.hostname = "buildkitsandbox".into();
     spec.network = match p.network {
-        Network::None => forge_sandbox::Network::None,
-        Network::Host | Network::Default => forge_sandbox::Network::Host,
+        NetworkMode::None => forge_sandbox::Network::None,
+        NetworkMode::Host | NetworkMode::Default => forge_sandbox::Network::Host,
     };
     spec.mounts = mounts.mounts.clone();
     spec.limits = opts.limits.clone();
