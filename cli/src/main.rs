@@ -98,6 +98,9 @@ enum Command {
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
+    /// Networks.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
         Command::Ps(args) => commands::ps::run(&cli.global, args),
         Command::Rm(args) => commands::rm::run(&cli.global, args),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
+        Command::Network(cmd) => commands::network::run(&cli.global, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

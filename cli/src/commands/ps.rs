@@ -111,7 +111,7 @@ fn row(c: &Container, now: SystemTime) -> Row {
         state: c.state.status.to_string(),
         status,
         names: c.config.name.clone().unwrap_or_default(),
-        networks: serde_json::to_value(c.config.network).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        networks: serde_json::to_value(&c.config.network).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
     }
 }
 

@@ -116,7 +116,7 @@ impl Containers {
             working_dir: process.working_dir,
             user: process.user,
             hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
-            network: opts.network,
+            network: opts.network.clone(),
             auto_remove: opts.auto_remove,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
@@ -330,7 +330,7 @@ impl Containers {
         spec.user = config.user.clone();
         spec.cwd = config.working_dir.clone();
         spec.hostname = config.hostname.clone();
-        spec.network = config.network;
+        spec.network = config.network.clone();
         spec.output = forge_sandbox::Output::Raw;
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);

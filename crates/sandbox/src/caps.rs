@@ -24,8 +24,8 @@ pub(crate) const DEFAULT: [Capability; 14] = [
 
 /// What a step keeps on `network`: the default set, less `CAP_NET_RAW` on the host's network,
 /// where a raw or packet socket would see (and forge) the host's traffic.
-pub(crate) fn for_network(network: Network) -> Vec<Capability> {
-    DEFAULT.into_iter().filter(|c| network != Network::Host || *c != Capability::CAP_NET_RAW).collect()
+pub(crate) fn for_network(network: &Network) -> Vec<Capability> {
+    DEFAULT.into_iter().filter(|c| *network != Network::Host || *c != Capability::CAP_NET_RAW).collect()
 }
 
 /// Limits the calling process (about to `execve`) to `keep`: the bounding set decides what a

@@ -1,0 +1,185 @@
+//! Networking through the forge binary: RUN steps on the default (bridged) network, `host`
+//! and `none`, and what a killed forge leaves for `forge network prune`. Traffic goes only
+//! between the host and namespaces forge made, or to 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::{Forge, Ran};
+
+/// An HTTP server on the host's 127.0.0.1 that answers every request with `body`; stopped
+/// (and its thread joined) when dropped.
+struct HostServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostServer {
+    fn start(body: &'static str) -> HostServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            }
+        });
+        HostServer { port, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn step_output(r: &Ran) -> String {
+    r.stderr.lines().map(|l| if l.starts_with('#') { l.split_once(' ').map_or(l, |(_, rest)| rest) } else { l }).collect::<Vec<_>>().join("\n")
+}
+
+fn network_dir(forge: &Forge) -> PathBuf {
+    forge.store().join("forge").join("network")
+}
+
+/// The files in a directory of the network store.
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+}
+
+/// The bridge of the store's default network, once it was made.
+fn bridge_of(forge: &Forge) -> Option<String> {
+    let text = std::fs::read_to_string(network_dir(forge).join("networks").join("bridge.json")).ok()?;
+    Some(serde_json::from_str::<serde_json::Value>(&text).unwrap()["bridge"].as_str().unwrap().to_string())
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip").args(["link", "show", name]).output().unwrap().status.success()
+}
+
+/// forge's iptables rules tagged for `bridge`.
+fn rules_of(bridge: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, chain) in [("nat", "FORGE-POSTROUTING"), ("filter", "FORGE-FORWARD")] {
+        let o = Command::new("iptables").args(["-w", "-t", table, "-S", chain]).output().unwrap();
+        out.extend(String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.split_whitespace().any(|w| w.trim_matches('"') == format!("forge:{bridge}"))).map(String::from));
+    }
+    out
+}
+
+#[test]
+fn run_on_the_default_network_cannot_reach_the_hosts_loopback_but_host_can() {
+    let forge = Forge::with_busybox();
+    let server = HostServer::start("hello-from-host\n");
+    // busybox's nc: its static wget crashes on a rootfs without glibc's NSS libraries.
+    let dockerfile = format!("FROM busybox:latest\nRUN echo x | nc 127.0.0.1 {}\n", server.port);
+    let ctx = forge.context("loopback", &[("Dockerfile", &dockerfile)]);
+
+    let r = forge.build(&ctx, "lo:default", &[]);
+    assert!(!r.ok, "a step on the default network reached the host's loopback:\n{}", r.stderr);
+    assert!(!step_output(&r).contains("hello-from-host"), "{}", r.stderr);
+
+    // The same through RUN --network=default (BuildKit's: the build's network, which is the
+    // default one here).
+    let explicit = format!("FROM busybox:latest\nRUN --network=default echo x | nc 127.0.0.1 {}\n", server.port);
+    let ctx2 = forge.context("loopback2", &[("Dockerfile", &explicit)]);
+    let r = forge.build(&ctx2, "lo:explicit", &[]);
+    assert!(!r.ok && !step_output(&r).contains("hello-from-host"), "{}", r.stderr);
+
+    let r = forge.build(&ctx, "lo:host", &["--network", "host"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(step_output(&r).contains("hello-from-host"), "{}", r.stderr);
+}
+
+#[test]
+fn default_network_gives_eth0_and_a_default_route_none_only_loopback() {
+    let forge = Forge::with_busybox();
+    let probe = "FROM busybox:latest\nRUN ls /sys/class/net; cat /proc/net/route; ip -4 -o addr show\n";
+    let ctx = forge.context("ifaces", &[("Dockerfile", probe)]);
+
+    let r = forge.build(&ctx, "if:default", &[]);
+    assert!(r.ok, "{}", r.stderr);
+    let out = step_output(&r);
+    assert!(out.lines().any(|l| l.trim() == "eth0") && out.lines().any(|l| l.trim() == "lo"), "{out}");
+    // A default route (destination 0) through eth0, and an address on eth0.
+    assert!(out.lines().any(|l| l.starts_with("eth0\t00000000\t")), "{out}");
+    assert!(out.contains(": eth0    inet ") || out.lines().any(|l| l.contains("eth0") && l.contains("inet ")), "{out}");
+
+    // Builds on the default network stay cacheable: the same step is reused.
+    let r = forge.build(&ctx, "if:again", &[]);
+    assert!(r.ok && r.stderr.contains("CACHED"), "{}", r.stderr);
+
+    let r = forge.build(&ctx, "if:none", &["--network", "none", "--no-cache"]);
+    assert!(r.ok, "{}", r.stderr);
+    let out = step_output(&r);
+    assert!(out.lines().any(|l| l.trim() == "lo") && !out.contains("eth0"), "{out}");
+
+    // Each step's namespace, veth pair and lease went with the step.
+    let dir = network_dir(&forge);
+    assert_eq!(entries(&dir.join("leases")), Vec::<String>::new());
+    assert_eq!(entries(&dir.join("netns")), Vec::<String>::new());
+    let bridge = bridge_of(&forge).expect("the default network was made");
+    assert!(link_exists(&bridge));
+    assert!(rules_of(&bridge).iter().any(|r| r.contains("MASQUERADE")), "no NAT rule for {bridge}: {:?}", rules_of(&bridge));
+
+    // And prune takes the unused bridge and its rules away.
+    forge.ok(&["network", "prune"]);
+    assert!(!link_exists(&bridge), "{bridge} survived prune");
+    assert_eq!(rules_of(&bridge), Vec::<String>::new());
+}
+
+#[test]
+fn a_forge_killed_during_network_set_up_leaves_nothing_after_prune() {
+    let forge = Forge::with_busybox();
+    let leases = network_dir(&forge).join("leases");
+    let mut veths = Vec::new();
+    for i in 0..4 {
+        let ctx = forge.context(&format!("kill{i}"), &[("Dockerfile", &format!("FROM busybox:latest\nRUN echo {i}; sleep 600\n"))]);
+        let mut child = forge.cmd().args(["build", "--progress", "plain", "-t", &format!("kill:{i}")]).arg(&ctx).stderr(std::process::Stdio::null()).spawn().unwrap();
+        // Killed as soon as the lease exists, and a little later each round: somewhere in the
+        // middle of the namespace's set-up, or in the step.
+        let leased = common::eventually(|| entries(&leases).iter().any(|e| e.ends_with(".json")));
+        std::thread::sleep(std::time::Duration::from_millis(15 * i));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(leased, "no lease appeared");
+        for e in entries(&leases).iter().filter(|e| e.ends_with(".json")) {
+            let text = std::fs::read_to_string(leases.join(e)).unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                veths.push(v["veth"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let bridge = bridge_of(&forge).unwrap();
+    let r = forge.ok(&["network", "prune"]);
+    assert!(r.stdout.contains(&bridge), "{}", r.stdout);
+    assert_eq!(entries(&leases), Vec::<String>::new());
+    assert_eq!(entries(&network_dir(&forge).join("netns")), Vec::<String>::new());
+    for v in &veths {
+        assert!(!link_exists(v), "veth {v} survived");
+    }
+    assert!(!link_exists(&bridge));
+    assert_eq!(rules_of(&bridge), Vec::<String>::new());
+    // The next build works as before.
+    let ctx = forge.context("after", &[("Dockerfile", "FROM busybox:latest\nRUN ls /sys/class/net\n")]);
+    let r = forge.build(&ctx, "after:1", &[]);
+    assert!(r.ok && step_output(&r).contains("eth0"), "{}", r.stderr);
+}

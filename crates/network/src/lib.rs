@@ -1,0 +1,465 @@
+//! forge's container networking: the bridged network namespaces that RUN steps (and
+//! containers) get, made with netlink and iptables, with IP leases kept in the store.
+//!
+//! A store's default network, `bridge`, is a Linux bridge on the host (`forge0`, or the next
+//! free `forgeN` when another store holds that name) with a private subnet that clashes with
+//! no route the host has (or the one `default_subnet` in `<dir>/config.json` names). Each
+//! [`Attachment`] is a network namespace, bind-mounted at a path a sandbox joins, with loopback,
+//! an `eth0` that is one end of a veth pair whose other end sits on the bridge, an address
+//! leased from the subnet, and a default route via the bridge's address. What leaves the
+//! subnet is masqueraded (see `nat.rs` for the rules and why iptables).
+//!
+//! # Leases and crashes
+//!
+//! A lease is `<dir>/leases/<id>.json`, and its owner holds an `flock` on `<id>.lock` for as
+//! long as the attachment lives; the kernel drops the lock when the owner dies, however it dies.
+//! Leases are written, and reconciled, under one host-wide lock, so two forge processes never
+//! hand out one address, and a lease whose lock can be taken belongs to a dead owner: the next
+//! attach, [`Networks::reconcile`] or [`Networks::prune`] removes its veth pair, its namespace
+//! mount and the lease. The lease is written before anything it names exists, so a `kill -9`
+//! at any point of the set-up leaves only things a lease names.
+//!
+//! # Example
+//!
+//! ```no_run
+//! let networks = forge_network::Networks::open("/var/lib/forge/forge/network".as_ref())?;
+//! let attachment = networks.attach(forge_network::DEFAULT_NETWORK)?;
+//! println!("join {} for {}", attachment.netns().display(), attachment.address());
+//! attachment.release()?; // or drop it
+//! # Ok::<(), forge_network::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod etc;
+mod nat;
+mod netlink;
+mod sys;
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub use etc::{hosts, resolv_conf};
+pub use nat::tagged_rules;
+use sys::FileLock;
+
+/// The name of a store's default network (docker's name for its default one).
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// Where the host-wide state lives: the lock that serializes set-up and reconciling, and the
+/// claims that give each store its own bridge name. Bridges and iptables rules belong to the
+/// host, not to a store, so this is not in a store.
+const HOST_DIR: &str = "/run/forge/network";
+
+/// Subnets tried in order for a default network, as docker picks from its pools.
+const CANDIDATE_SUBNETS: [&str; 8] =
+    ["172.29.0.0/16", "172.30.0.0/16", "172.31.0.0/16", "172.27.0.0/16", "172.26.0.0/16", "10.213.0.0/16", "10.214.0.0/16", "10.215.0.0/16"];
+
+/// Why a network could not be set up or taken down.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A netlink request failed.
+    #[error("{what}: {source}")]
+    Netlink {
+        /// What was being done.
+        what: &'static str,
+        /// rtnetlink's error.
+        source: rtnetlink::Error,
+    },
+    /// An iptables command failed.
+    #[error("{command}: {message}")]
+    Firewall {
+        /// The command line.
+        command: String,
+        /// What iptables said.
+        message: String,
+    },
+    /// A file in the network store could not be read.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No such network.
+    #[error("network {0} not found")]
+    NotFound(String),
+    /// Every address of the subnet is leased.
+    #[error("no free address left in network {network} ({subnet})")]
+    Exhausted {
+        /// The network.
+        network: String,
+        /// Its subnet.
+        subnet: Ipv4Net,
+    },
+    /// Every candidate subnet clashes with a route of the host.
+    #[error("no free subnet for network {0}: every candidate clashes with a route of the host; set default_subnet in the network config")]
+    NoSubnet(String),
+}
+
+/// One network of a store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Its name.
+    pub name: String,
+    /// The bridge on the host.
+    pub bridge: String,
+    /// The subnet addresses are leased from.
+    pub subnet: Ipv4Net,
+    /// The bridge's address, the attachments' default route.
+    pub gateway: Ipv4Addr,
+    /// No NAT and no default route: attachments reach only each other.
+    pub internal: bool,
+}
+
+/// The user's settings, `<dir>/config.json` (every field optional).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Config {
+    /// The subnet of the default network, instead of the first free candidate.
+    #[serde(default)]
+    default_subnet: Option<Ipv4Net>,
+}
+
+/// What a lease file records: everything its teardown must remove.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lease {
+    id: String,
+    network: String,
+    address: Ipv4Addr,
+    /// The host end of the veth pair.
+    veth: String,
+    /// The namespace's bind mount.
+    netns: PathBuf,
+}
+
+/// A store's networks, kept in one directory (`<store>/forge/network`).
+#[derive(Debug, Clone)]
+pub struct Networks {
+    dir: PathBuf,
+}
+
+/// A network namespace attached to a network, until [`Attachment::release`] or drop.
+#[derive(Debug)]
+pub struct Attachment {
+    lease: Lease,
+    network: Network,
+    dir: PathBuf,
+    owner: Option<FileLock>,
+}
+
+/// What [`Networks::prune`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// Leases of dead owners (with their veth pairs and namespaces).
+    pub leases: usize,
+    /// Bridges no attachment used (with their rules).
+    pub bridges: Vec<String>,
+}
+
+fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+/// Takes the host-wide lock.
+fn host_lock() -> Result<FileLock, Error> {
+    fs::create_dir_all(HOST_DIR).map_err(io("creating /run/forge/network"))?;
+    FileLock::exclusive(&Path::new(HOST_DIR).join("lock")).map_err(io("locking /run/forge/network/lock"))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Corrupt { path: path.to_path_buf(), message: e.to_string() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io { what: "reading the network store", source }),
+    }
+}
+
+/// Writes `value` to `path` atomically (temp file, fsync, rename).
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt { path: path.to_path_buf(), message: e.to_string() })?;
+    let mut f = fs::File::create(&tmp).map_err(io("writing the network store"))?;
+    f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io("writing the network store"))?;
+    fs::rename(&tmp, path).map_err(io("writing the network store"))
+}
+
+/// A fresh random ID (hex), from the standard library's randomly seeded hasher.
+fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+impl Networks {
+    /// Opens (creating if needed) the network store in `dir`.
+    pub fn open(dir: &Path) -> Result<Networks, Error> {
+        for sub in ["networks", "leases", "netns"] {
+            fs::create_dir_all(dir.join(sub)).map_err(io("creating the network store"))?;
+        }
+        Ok(Networks { dir: dir.to_path_buf() })
+    }
+
+    fn lease_path(&self, id: &str) -> PathBuf {
+        self.dir.join("leases").join(format!("{id}.json"))
+    }
+
+    fn lock_path(&self, id: &str) -> PathBuf {
+        self.dir.join("leases").join(format!("{id}.lock"))
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>, Error> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.dir.join("leases")).map_err(io("listing leases"))? {
+            let path = entry.map_err(io("listing leases"))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                out.extend(read_json::<Lease>(&path)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The network `name`; the default network is made on first use.
+    fn network(&self, name: &str) -> Result<Network, Error> {
+        let path = self.dir.join("networks").join(format!("{name}.json"));
+        let recorded = read_json::<Network>(&path)?;
+        if name != DEFAULT_NETWORK {
+            return recorded.ok_or_else(|| Error::NotFound(name.to_string()));
+        }
+        // The default network's bridge and subnet are re-checked whenever its bridge is to be
+        // made: since it was last up, another store may have claimed the name (claims live in
+        // /run, so a reboot forgets them) or put its bridge on the subnet.
+        if let Some(n) = &recorded {
+            if netlink::link_exists(&n.bridge)? && self.claim(&n.bridge)? {
+                return Ok(n.clone());
+            }
+        }
+        let config: Config = read_json(&self.dir.join("config.json"))?.unwrap_or_default();
+        let bridge = match &recorded {
+            Some(n) if self.claim(&n.bridge)? => n.bridge.clone(),
+            _ => self.claim_bridge()?,
+        };
+        let subnet = match (config.default_subnet, &recorded) {
+            (Some(s), _) => s.trunc(),
+            (None, Some(n)) if subnet_is_free(&n.subnet, &bridge)? => n.subnet,
+            (None, _) => free_subnet(&bridge)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
+        };
+        let gateway = subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?;
+        let network = Network { name: name.to_string(), bridge, subnet, gateway, internal: false };
+        if recorded.as_ref() != Some(&network) {
+            write_json(&path, &network)?;
+        }
+        Ok(network)
+    }
+
+    /// Claims the bridge name `name` for this store in the host-wide directory, so two stores
+    /// never share a bridge (their leases would clash): true if this store holds it now. A
+    /// claim of a store whose directory is gone is taken over; an unclaimed name only if no
+    /// link has it (docker's, podman's or anyone's).
+    fn claim(&self, name: &str) -> Result<bool, Error> {
+        let claims = Path::new(HOST_DIR).join("bridges");
+        fs::create_dir_all(&claims).map_err(io("creating the bridge claims"))?;
+        let me = self.dir.to_string_lossy().into_owned();
+        let claim = claims.join(name);
+        let take = match fs::read_to_string(&claim) {
+            Ok(owner) if owner == me => return Ok(true),
+            Ok(owner) => !Path::new(&owner).is_dir(),
+            Err(_) => !netlink::link_exists(name)?,
+        };
+        if take {
+            fs::write(&claim, &me).map_err(io("claiming a bridge name"))?;
+        }
+        Ok(take)
+    }
+
+    /// The first `forgeN` this store can claim.
+    fn claim_bridge(&self) -> Result<String, Error> {
+        for n in 0..1000 {
+            let name = format!("forge{n}");
+            if self.claim(&name)? {
+                return Ok(name);
+            }
+        }
+        Err(Error::NoSubnet(DEFAULT_NETWORK.into()))
+    }
+
+    /// Attaches a new network namespace to `network`.
+    pub fn attach(&self, network: &str) -> Result<Attachment, Error> {
+        let _host = host_lock()?;
+        self.reconcile_locked()?;
+        let network = self.network(network)?;
+        netlink::ensure_bridge(&network.bridge, network.gateway, network.subnet.prefix_len())?;
+        nat::add(&network.bridge, &network.subnet, network.internal)?;
+        let leased: Vec<Ipv4Addr> = self.leases()?.into_iter().filter(|l| l.network == network.name).map(|l| l.address).collect();
+        let address = network
+            .subnet
+            .hosts()
+            .find(|a| *a != network.gateway && !leased.contains(a))
+            .ok_or_else(|| Error::Exhausted { network: network.name.clone(), subnet: network.subnet })?;
+        let id = new_id();
+        let lease = Lease {
+            veth: format!("fv{}", &id[..12]),
+            netns: self.dir.join("netns").join(&id),
+            address,
+            network: network.name.clone(),
+            id: id.clone(),
+        };
+        let owner = FileLock::try_exclusive(&self.lock_path(&id)).map_err(io("locking a lease"))?;
+        write_json(&self.lease_path(&id), &lease)?;
+        let attachment = Attachment { lease, network, dir: self.dir.clone(), owner };
+        // The lease names everything from here on, so a failure (or a kill) leaves nothing
+        // that a teardown or the next reconcile does not find.
+        sys::create_netns(&attachment.lease.netns).map_err(io("making the network namespace"))?;
+        let (n, l) = (&attachment.network, &attachment.lease);
+        netlink::add_veth(&l.veth, &n.bridge, &l.netns)?;
+        netlink::configure_inside(&l.netns, l.address, n.subnet.prefix_len(), (!n.internal).then_some(n.gateway))?;
+        Ok(attachment)
+    }
+
+    /// Removes what leases of dead owners name; returns how many it removed.
+    pub fn reconcile(&self) -> Result<usize, Error> {
+        let _host = host_lock()?;
+        self.reconcile_locked()
+    }
+
+    fn reconcile_locked(&self) -> Result<usize, Error> {
+        let mut removed = 0;
+        for lease in self.leases()? {
+            let Some(lock) = FileLock::try_exclusive(&self.lock_path(&lease.id)).map_err(io("locking a lease"))? else { continue };
+            teardown(&self.dir, &lease)?;
+            drop(lock);
+            removed += 1;
+        }
+        // Lock files and namespace mounts without a lease: a kill between their making and
+        // the lease's (or during a teardown).
+        for entry in fs::read_dir(self.dir.join("leases")).map_err(io("listing leases"))? {
+            let path = entry.map_err(io("listing leases"))?.path();
+            if path.extension().is_some_and(|e| e == "lock") && !path.with_extension("json").exists() {
+                if let Some(_lock) = FileLock::try_exclusive(&path).map_err(io("locking a lease"))? {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        for entry in fs::read_dir(self.dir.join("netns")).map_err(io("listing namespaces"))? {
+            let entry = entry.map_err(io("listing namespaces"))?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !self.lease_path(&id).exists() {
+                sys::remove_netns(&entry.path()).map_err(io("removing a network namespace"))?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// [`reconcile`](Networks::reconcile), then removes the bridges (and their rules) of this
+    /// store's networks that no attachment uses. The default network's bridge is made again on
+    /// its next use.
+    pub fn prune(&self) -> Result<Pruned, Error> {
+        let _host = host_lock()?;
+        let leases = self.reconcile_locked()?;
+        let used: Vec<String> = self.leases()?.into_iter().map(|l| l.network).collect();
+        let mut bridges = Vec::new();
+        for entry in fs::read_dir(self.dir.join("networks")).map_err(io("listing networks"))? {
+            let path = entry.map_err(io("listing networks"))?.path();
+            let Some(network) = read_json::<Network>(&path)? else { continue };
+            if used.contains(&network.name) {
+                continue;
+            }
+            if netlink::link_exists(&network.bridge)? {
+                netlink::delete_link(&network.bridge)?;
+                bridges.push(network.bridge.clone());
+            }
+            nat::remove(&network.bridge)?;
+            // The name is claimed again when the bridge is next made.
+            let claim = Path::new(HOST_DIR).join("bridges").join(&network.bridge);
+            if fs::read_to_string(&claim).is_ok_and(|owner| Path::new(&owner) == self.dir) {
+                let _ = fs::remove_file(claim);
+            }
+        }
+        Ok(Pruned { leases, bridges })
+    }
+}
+
+/// Undoes a lease: the veth pair (deleting the host end deletes its peer), the namespace
+/// mount, then the lease itself, last, so an interrupted teardown is found again.
+fn teardown(dir: &Path, lease: &Lease) -> Result<(), Error> {
+    netlink::delete_link(&lease.veth)?;
+    sys::remove_netns(&lease.netns).map_err(io("removing a network namespace"))?;
+    let leases = dir.join("leases");
+    match fs::remove_file(leases.join(format!("{}.json", lease.id))) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io("removing a lease")(e)),
+        _ => {}
+    }
+    let _ = fs::remove_file(leases.join(format!("{}.lock", lease.id)));
+    Ok(())
+}
+
+/// Whether `subnet` overlaps no route of the host but those through `own_bridge` (which are
+/// the network's own).
+fn subnet_is_free(subnet: &Ipv4Net, own_bridge: &str) -> Result<bool, Error> {
+    let clashes = |r: &Ipv4Net| subnet.contains(&r.network()) || r.contains(&subnet.network());
+    Ok(!netlink::host_routes()?.iter().any(|(r, dev)| dev.as_deref() != Some(own_bridge) && clashes(r)))
+}
+
+/// The first candidate subnet that is free (see [`subnet_is_free`]).
+fn free_subnet(own_bridge: &str) -> Result<Option<Ipv4Net>, Error> {
+    for s in CANDIDATE_SUBNETS.iter().filter_map(|s| s.parse::<Ipv4Net>().ok()) {
+        if subnet_is_free(&s, own_bridge)? {
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
+}
+
+impl Attachment {
+    /// The namespace's bind mount, for a sandbox to join.
+    pub fn netns(&self) -> &Path {
+        &self.lease.netns
+    }
+
+    /// The address of its `eth0`.
+    pub fn address(&self) -> Ipv4Addr {
+        self.lease.address
+    }
+
+    /// The network it is attached to.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Takes it down: the veth pair, the namespace and the lease.
+    pub fn release(mut self) -> Result<(), Error> {
+        self.release_ref()
+    }
+
+    fn release_ref(&mut self) -> Result<(), Error> {
+        let Some(owner) = self.owner.take() else { return Ok(()) };
+        let _host = host_lock()?;
+        teardown(&self.dir, &self.lease)?;
+        drop(owner);
+        Ok(())
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        // What fails here stays leased to a dead owner, and the next reconcile removes it.
+        let _ = self.release_ref();
+    }
+}
