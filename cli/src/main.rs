@@ -98,6 +98,8 @@ enum Command {
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
+    /// A running container's published ports.
+    Port(commands::port::PortArgs),
     /// Networks.
     #[command(subcommand)]
     Network(commands::network::NetworkCommand),
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => commands::rm::run(&cli.global, args),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
         Command::Network(cmd) => commands::network::run(&cli.global, cmd),
+        Command::Port(args) => commands::port::run(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -183,3 +183,127 @@ fn a_forge_killed_during_network_set_up_leaves_nothing_after_prune() {
     let r = forge.build(&ctx, "after:1", &[]);
     assert!(r.ok && step_output(&r).contains("eth0"), "{}", r.stderr);
 }
+
+/// A `forge run` in the background, removed (`rm -f`) and reaped when dropped.
+struct Background<'a> {
+    forge: &'a Forge,
+    name: String,
+    child: std::process::Child,
+}
+
+impl<'a> Background<'a> {
+    fn run(forge: &'a Forge, name: &str, args: &[&str]) -> Background<'a> {
+        let child = forge.cmd().args(["run", "--name", name]).args(args).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let bg = Background { forge, name: name.to_string(), child };
+        assert!(common::eventually(|| forge.run(&["ps"]).stdout.lines().any(|l| l.ends_with(&format!(" {name}")))), "{name} did not start");
+        bg
+    }
+}
+
+impl Drop for Background<'_> {
+    fn drop(&mut self) {
+        let _ = self.forge.run(&["rm", "-f", &self.name]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on the host (free now; the test binds it right away).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An HTTP GET of `/` from the host; the body, or None when nothing answers.
+fn http_get(ip: &str, port: u16) -> Option<String> {
+    let mut s = TcpStream::connect((ip, port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// busybox httpd serving `text` as its index on port 8080.
+fn httpd(text: &str) -> String {
+    format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www")
+}
+
+#[test]
+fn containers_get_their_network_mode() {
+    let forge = Forge::with_busybox();
+    let probe = "ls /sys/class/net; echo ==; cat /etc/hosts; echo ==; cat /etc/resolv.conf; echo ==; cat /etc/hostname; echo ==; ip -4 -o addr show eth0";
+    let r = forge.ok(&["run", "--rm", "--hostname", "web", "--dns", "192.0.2.53", "--add-host", "db:198.51.100.7", "busybox", "sh", "-c", probe]);
+    let parts: Vec<&str> = r.stdout.split("==\n").collect();
+    assert_eq!(parts[0], "eth0\nlo\n", "{}", r.stdout);
+    let bridge = bridge_of(&forge).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(network_dir(&forge).join("networks/bridge.json")).unwrap()).unwrap();
+    let subnet = net["subnet"].as_str().unwrap();
+    let prefix = subnet.rsplit_once('.').unwrap().0.rsplit_once('.').unwrap().0;
+    let ip = parts[4].split_whitespace().nth(3).unwrap().split('/').next().unwrap().to_string();
+    assert!(ip.starts_with(prefix), "{ip} is not in {subnet}");
+    assert!(parts[1].contains("198.51.100.7\tdb\n") && parts[1].contains(&format!("{ip}\tweb\n")), "{}", parts[1]);
+    assert_eq!(parts[2], "nameserver 192.0.2.53\n");
+    assert_eq!(parts[3], "web\n");
+
+    // --ip gives the address asked for.
+    let wanted = format!("{prefix}.0.200");
+    let r = forge.ok(&["run", "--rm", "--ip", &wanted, "busybox", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(r.stdout.contains(&format!("inet {wanted}/")), "{}", r.stdout);
+
+    // none: loopback only. host: the host's interfaces.
+    let r = forge.ok(&["run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net"]);
+    assert_eq!(r.stdout, "lo\n");
+    let r = forge.ok(&["run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net"]);
+    let mut host: Vec<String> = entries(Path::new("/sys/class/net"));
+    host.sort();
+    let mut seen: Vec<String> = r.stdout.lines().map(String::from).collect();
+    seen.sort();
+    // Links may come and go (other tests' veths) between the two listings; the host's own stay.
+    assert!(["lo", &bridge].iter().all(|l| seen.iter().any(|s| s == l)), "{seen:?} vs {host:?}");
+
+    assert_eq!(entries(&network_dir(&forge).join("leases")), Vec::<String>::new());
+}
+
+#[test]
+fn published_ports_answer_on_loopback_and_the_bridge_and_are_never_shared() {
+    let forge = Forge::with_busybox();
+    let port = free_port();
+    let publish = format!("{port}:8080");
+    let _web = Background::run(&forge, "web", &["-p", &publish, "busybox", "sh", "-c", &httpd("hello-from-web")]);
+    assert!(common::eventually(|| http_get("127.0.0.1", port).is_some_and(|b| b == "hello-from-web\n")), "127.0.0.1:{port} did not answer");
+    let gateway: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(network_dir(&forge).join("networks/bridge.json")).unwrap()).unwrap();
+    assert_eq!(http_get(gateway["gateway"].as_str().unwrap(), port).as_deref(), Some("hello-from-web\n"));
+
+    assert_eq!(forge.ok(&["port", "web"]).stdout, format!("8080/tcp -> 0.0.0.0:{port}\n"));
+    assert_eq!(forge.ok(&["port", "web", "8080"]).stdout, format!("0.0.0.0:{port}\n"));
+    assert!(forge.ok(&["ps"]).stdout.contains(&format!("0.0.0.0:{port}->8080/tcp")));
+
+    // A second container cannot have the same host port.
+    let r = forge.run(&["run", "--rm", "--name", "web2", "-p", &publish, "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("publishing 8080/tcp -> 0.0.0.0:{port}")) && r.stderr.contains("in use"), "{}", r.stderr);
+    let _ = forge.run(&["rm", "-f", "web2"]);
+
+    // -P: the image's EXPOSEd ports on free host ports.
+    let ctx = forge.context("exposed", &[("Dockerfile", "FROM busybox:latest\nEXPOSE 8080\n")]);
+    forge.build(&ctx, "exposed:1", &[]);
+    let _all = Background::run(&forge, "all", &["-P", "exposed:1", "sh", "-c", &httpd("hello-from-all")]);
+    let line = forge.ok(&["port", "all", "8080/tcp"]).stdout;
+    let picked: u16 = line.trim().rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(picked != 0 && picked != port);
+    assert!(common::eventually(|| http_get("127.0.0.1", picked).is_some_and(|b| b == "hello-from-all\n")));
+}
+
+#[test]
+fn container_mode_shares_the_other_containers_namespace() {
+    let forge = Forge::with_busybox();
+    let _a = Background::run(&forge, "first", &["busybox", "sh", "-c", "mkdir /www && ip -4 -o addr show eth0 | awk '{print $4}' > /www/index.html && exec httpd -f -p 8080 -h /www"]);
+    let probe = "ip -4 -o addr show eth0 | awk '{print $4}'; for i in 1 2 3 4 5 6 7 8 9 10; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 8080 | tail -1 && break; sleep 0.5; done";
+    let r = forge.ok(&["run", "--rm", "--network", "container:first", "busybox", "sh", "-c", probe]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(lines[0].contains('/') && lines[0] == lines[1], "not the same address as first, or its server not on localhost: {}", r.stdout);
+
+    let r = forge.run(&["run", "--rm", "--network", "container:nosuch", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{}", r.stderr);
+}

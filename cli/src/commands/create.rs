@@ -35,9 +35,26 @@ pub struct ContainerFlags {
     /// The container's hostname (default: its short ID).
     #[arg(long)]
     hostname: Option<String>,
-    /// `none` (loopback only) or `host`.
-    #[arg(long, default_value = "none")]
-    network: String,
+    /// `bridge` (a namespace of its own behind forge's bridge, with NAT), `host`, `none`
+    /// (loopback only) or `container:NAME|ID` (another running container's).
+    #[arg(long, default_value = "bridge")]
+    network: forge_runtime::Network,
+    /// The container's address on its network (default: the lowest free one).
+    #[arg(long)]
+    ip: Option<std::net::Ipv4Addr>,
+    /// A nameserver instead of the host's; may be repeated.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<String>,
+    /// An `/etc/hosts` entry (`NAME:IP`); may be repeated.
+    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = add_host)]
+    add_host: Vec<(String, std::net::Ipv4Addr)>,
+    /// Publish a container port on the host (`[IP:][HOST:]CONTAINER[/tcp|udp]`, a missing or 0
+    /// host port is a free one); works on 127.0.0.1 too.
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<forge_runtime::Publish>,
+    /// Publish every port the image exposes on free host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// The image.
     image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -66,10 +83,24 @@ impl ContainerFlags {
             working_dir: self.workdir.clone(),
             user: self.user.clone(),
             hostname: self.hostname.clone(),
-            network: self.network.parse()?,
+            network: self.network.clone(),
             auto_remove: self.rm,
+            ip: self.ip,
+            dns: self.dns.clone(),
+            add_hosts: self.add_host.clone(),
+            publish: self.publish.clone(),
+            publish_all: self.publish_all,
         })
     }
+}
+
+/// `--add-host NAME:IP`.
+fn add_host(v: &str) -> Result<(String, std::net::Ipv4Addr), String> {
+    let (name, ip) = v.rsplit_once(':').ok_or("use NAME:IP")?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err("the name is empty or has white space".into());
+    }
+    Ok((name.to_string(), ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?))
 }
 
 /// Arguments of `forge create`.

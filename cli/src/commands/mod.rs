@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod login;
 pub mod network;
 pub mod output;
+pub mod port;
 pub mod pull;
 pub mod ps;
 pub mod push;

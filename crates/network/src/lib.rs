@@ -23,7 +23,7 @@
 //!
 //! ```no_run
 //! let networks = forge_network::Networks::open("/var/lib/forge/forge/network".as_ref())?;
-//! let attachment = networks.attach(forge_network::DEFAULT_NETWORK)?;
+//! let attachment = networks.attach(forge_network::DEFAULT_NETWORK, None)?;
 //! println!("join {} for {}", attachment.netns().display(), attachment.address());
 //! attachment.release()?; // or drop it
 //! # Ok::<(), forge_network::Error>(())
@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod etc;
+mod mode;
 mod nat;
 mod netlink;
 mod sys;
@@ -45,6 +46,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub use etc::{hosts, resolv_conf};
+pub use mode::{InvalidMode, InvalidPublish, Mode, Protocol, Publish};
 pub use nat::tagged_rules;
 use sys::FileLock;
 
@@ -106,6 +108,24 @@ pub enum Error {
         network: String,
         /// Its subnet.
         subnet: Ipv4Net,
+    },
+    /// `--ip` names an address the network cannot give.
+    #[error("address {address} is not a usable host address of network {network} ({subnet})")]
+    BadAddress {
+        /// The address.
+        address: Ipv4Addr,
+        /// The network.
+        network: String,
+        /// Its subnet.
+        subnet: Ipv4Net,
+    },
+    /// `--ip` names an address another attachment holds.
+    #[error("address {address} is already in use on network {network}")]
+    AddressInUse {
+        /// The address.
+        address: Ipv4Addr,
+        /// The network.
+        network: String,
     },
     /// Every candidate subnet clashes with a route of the host.
     #[error("no free subnet for network {0}: every candidate clashes with a route of the host; set default_subnet in the network config")]
@@ -300,19 +320,27 @@ impl Networks {
         Err(Error::NoSubnet(DEFAULT_NETWORK.into()))
     }
 
-    /// Attaches a new network namespace to `network`.
-    pub fn attach(&self, network: &str) -> Result<Attachment, Error> {
+    /// Attaches a new network namespace to `network`, with `address` (`--ip`) or the lowest
+    /// free one.
+    pub fn attach(&self, network: &str, address: Option<Ipv4Addr>) -> Result<Attachment, Error> {
         let _host = host_lock()?;
         self.reconcile_locked()?;
         let network = self.network(network)?;
         netlink::ensure_bridge(&network.bridge, network.gateway, network.subnet.prefix_len())?;
         nat::add(&network.bridge, &network.subnet, network.internal)?;
         let leased: Vec<Ipv4Addr> = self.leases()?.into_iter().filter(|l| l.network == network.name).map(|l| l.address).collect();
-        let address = network
-            .subnet
-            .hosts()
-            .find(|a| *a != network.gateway && !leased.contains(a))
-            .ok_or_else(|| Error::Exhausted { network: network.name.clone(), subnet: network.subnet })?;
+        let address = match address {
+            Some(a) if !network.subnet.contains(&a) || a == network.gateway || a == network.subnet.network() || a == network.subnet.broadcast() => {
+                return Err(Error::BadAddress { address: a, network: network.name.clone(), subnet: network.subnet });
+            }
+            Some(a) if leased.contains(&a) => return Err(Error::AddressInUse { address: a, network: network.name.clone() }),
+            Some(a) => a,
+            None => network
+                .subnet
+                .hosts()
+                .find(|a| *a != network.gateway && !leased.contains(a))
+                .ok_or_else(|| Error::Exhausted { network: network.name.clone(), subnet: network.subnet })?,
+        };
         let id = new_id();
         let lease = Lease {
             veth: format!("fv{}", &id[..12]),

@@ -84,8 +84,8 @@ fn echo_once(listener: TcpListener) -> std::thread::JoinHandle<()> {
 #[test]
 fn attachments_get_distinct_addresses_and_reach_each_other_and_the_host() {
     let Some(store) = Store::new(None) else { return };
-    let a = store.networks.attach(DEFAULT_NETWORK).unwrap();
-    let b = store.networks.attach(DEFAULT_NETWORK).unwrap();
+    let a = store.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    let b = store.networks.attach(DEFAULT_NETWORK, None).unwrap();
     let net = a.network().clone();
     assert_ne!(a.address(), b.address());
     assert!(net.subnet.contains(&a.address()) && net.subnet.contains(&b.address()));
@@ -123,7 +123,7 @@ fn attachments_get_distinct_addresses_and_reach_each_other_and_the_host() {
 fn concurrent_attaches_never_share_an_address_and_the_configured_subnet_is_used() {
     let Some(store) = Store::new(Some(r#"{"default_subnet": "10.215.7.0/24"}"#)) else { return };
     let attachments: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..6).map(|_| s.spawn(|| store.networks.attach(DEFAULT_NETWORK).unwrap())).collect();
+        let handles: Vec<_> = (0..6).map(|_| s.spawn(|| store.networks.attach(DEFAULT_NETWORK, None).unwrap())).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut addresses: Vec<Ipv4Addr> = attachments.iter().map(|a| a.address()).collect();
@@ -134,6 +134,14 @@ fn concurrent_attaches_never_share_an_address_and_the_configured_subnet_is_used(
     assert_eq!(net.subnet.to_string(), "10.215.7.0/24");
     assert_eq!(net.gateway, Ipv4Addr::new(10, 215, 7, 1));
     assert!(addresses.iter().all(|a| net.subnet.contains(a) && *a != net.gateway));
+    // --ip: the address asked for, once; never the gateway or outside the subnet.
+    let fixed = store.networks.attach(DEFAULT_NETWORK, Some(Ipv4Addr::new(10, 215, 7, 200))).unwrap();
+    assert_eq!(fixed.address(), Ipv4Addr::new(10, 215, 7, 200));
+    for (ip, what) in [((10, 215, 7, 200), "already in use"), ((10, 215, 7, 1), "not a usable"), ((10, 215, 8, 2), "not a usable")] {
+        let e = store.networks.attach(DEFAULT_NETWORK, Some(Ipv4Addr::new(ip.0, ip.1, ip.2, ip.3))).unwrap_err();
+        assert!(e.to_string().contains(what), "{e}");
+    }
+    drop(fixed);
     // A used bridge is not pruned.
     assert!(store.networks.prune().unwrap().bridges.is_empty());
     assert!(link_exists(&net.bridge));

@@ -118,6 +118,10 @@ impl Containers {
             hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
             network: opts.network.clone(),
             auto_remove: opts.auto_remove,
+            ip: opts.ip,
+            dns: opts.dns.clone(),
+            add_hosts: opts.add_hosts.clone(),
+            ports: crate::config::ports(&image.config.config, opts)?,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -266,8 +270,10 @@ impl Containers {
     fn record_lost(&self, id: &str, state: &mut State) -> Result<(), Error> {
         // Its init dies with the supervisor; this is for an init that somehow outlived it.
         kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
-        // The cgroup the dead supervisor's sandbox made.
+        // The cgroup the dead supervisor's sandbox made, and its network namespace, veth
+        // pair and lease.
         let _ = forge_sandbox::remove_leftovers();
+        crate::network::reconcile(self.store.root());
         state.status = Status::Exited;
         state.exit_code = 255;
         state.finished_at = now();
@@ -330,7 +336,17 @@ impl Containers {
         spec.user = config.user.clone();
         spec.cwd = config.working_dir.clone();
         spec.hostname = config.hostname.clone();
-        spec.network = config.network.clone();
+        let network = match crate::network::start(self, self.store.root(), &self.path(&id), &config) {
+            Ok(n) => n,
+            Err(e) => {
+                if config.auto_remove {
+                    let _ = self.remove_locked(&id, config.name.as_deref(), lock);
+                }
+                return Err(e);
+            }
+        };
+        spec.network = network.network.clone();
+        spec.mounts.extend(network.mounts.iter().cloned());
         spec.output = forge_sandbox::Output::Raw;
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
@@ -357,6 +373,7 @@ impl Containers {
         if let Some(p) = proxy {
             p.finished();
         }
+        drop(network);
         if state.started_at.is_empty() {
             state.started_at = now();
         }

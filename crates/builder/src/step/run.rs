@@ -106,7 +106,7 @@ fn execute(step: &StepCtx<'_>, p: &Process, mounts: &Mounts, snap: &Snapshot<'_>
         NetworkMode::Default => {
             let fail = |e: forge_network::Error| step.at.fail(StepErrorKind::Sandbox, format!("setting up the step's network: {e}"));
             let networks = forge_network::Networks::open(&step.build.store.root().join("forge").join("network")).map_err(fail)?;
-            Some(networks.attach(forge_network::DEFAULT_NETWORK).map_err(fail)?)
+            Some(networks.attach(forge_network::DEFAULT_NETWORK, None).map_err(fail)?)
         }
         NetworkMode::None | NetworkMode::Host => None,
     };

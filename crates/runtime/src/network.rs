@@ -1,0 +1,234 @@
+//! A container's network while it runs: the namespace its `--network` asks for, its `/etc`
+//! files (`hosts`, `resolv.conf`, `hostname`, with `--add-host` and `--dns`), and its
+//! published ports.
+//!
+//! Published ports (`-p`) are served by a userland proxy in the forge process that supervises
+//! the container, which is what docker's `docker-proxy` does for loopback: a listening socket
+//! on the host's address and port, and for each connection (or UDP client) one to the
+//! container's address over the bridge. forge has no daemon to own DNAT rules, and the proxy
+//! needs none: it works for 127.0.0.1 and every other host address alike, the kernel refuses a
+//! second listener on a port (so two containers cannot publish one port), and everything goes
+//! away with the supervising process, however it ends.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use forge_network::{Attachment, Mode, Networks, Protocol, Publish};
+use forge_sandbox::{Mount, MountKind, Network};
+
+use crate::config::Config;
+use crate::containers::Containers;
+use crate::error::Error;
+use crate::state::Status;
+
+/// The file in a container's directory that lists its published ports while it runs.
+const PORTS_FILE: &str = "ports.json";
+
+/// What a running container holds of its network; dropping it takes it all down.
+pub(crate) struct Running {
+    /// The namespace the sandbox joins (or makes).
+    pub(crate) network: Network,
+    /// Its `/etc` files, bound over the sandbox's.
+    pub(crate) mounts: Vec<Mount>,
+    proxies: Vec<Proxy>,
+    ports_file: Option<PathBuf>,
+    // Last: the namespace goes after the proxies that reach into it.
+    _attachment: Option<Attachment>,
+}
+
+/// Sets up the network `config` asks for; `dir` is the container's directory.
+pub(crate) fn start(containers: &Containers, store_root: &Path, dir: &Path, config: &Config) -> Result<Running, Error> {
+    let fail = |source| Error::Network { id: config.id.clone(), source };
+    let network_name = match &config.network {
+        Mode::Bridge => Some(forge_network::DEFAULT_NETWORK.to_string()),
+        Mode::Named(n) => Some(n.clone()),
+        _ => None,
+    };
+    let (network, attachment) = match (&config.network, network_name) {
+        (_, Some(name)) => {
+            let networks = Networks::open(&store_root.join("forge").join("network")).map_err(fail)?;
+            let a = networks.attach(&name, config.ip).map_err(fail)?;
+            (Network::Namespace(a.netns().to_path_buf()), Some(a))
+        }
+        (Mode::Host, _) => (Network::Host, None),
+        (Mode::Container(other), _) => (Network::Namespace(namespace_of(containers, other)?), None),
+        _ => (Network::None, None),
+    };
+    let address = attachment.as_ref().map(Attachment::address);
+    if !config.ports.is_empty() && address.is_none() {
+        return Err(Error::Invalid {
+            what: "port publication",
+            value: config.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+            reason: format!("ports are published only on a bridge network, not with --network {}", config.network),
+        });
+    }
+
+    let mut mounts = Vec::new();
+    if address.is_some() || !config.dns.is_empty() || !config.add_hosts.is_empty() {
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let files = [
+            ("hosts", forge_network::hosts(address, &config.hostname, &config.add_hosts)),
+            ("resolv.conf", forge_network::resolv_conf(&host_resolv, &config.dns)),
+            ("hostname", format!("{}\n", config.hostname)),
+        ];
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(crate::error::io("writing", &path))?;
+            mounts.push(Mount { target: format!("/etc/{name}"), kind: MountKind::Bind { source: path, readonly: false } });
+        }
+    }
+
+    let mut running = Running { network, mounts, proxies: Vec::new(), ports_file: None, _attachment: attachment };
+    if let Some(address) = address {
+        let mut published = Vec::new();
+        for p in &config.ports {
+            let (proxy, port) = Proxy::start(p, address).map_err(|source| Error::Publish { publish: p.to_string(), source })?;
+            running.proxies.push(proxy);
+            published.push(Publish { host_port: port, ..*p });
+        }
+        if !published.is_empty() {
+            let path = dir.join(PORTS_FILE);
+            crate::state::write_json(&path, &published)?;
+            running.ports_file = Some(path);
+        }
+    }
+    Ok(running)
+}
+
+/// The network namespace of the running container `other`, by its init's PID.
+fn namespace_of(containers: &Containers, other: &str) -> Result<PathBuf, Error> {
+    let c = containers.get(other)?;
+    if c.state.status != Status::Running || c.state.pid == 0 || crate::sys::start_time(c.state.pid) != Some(c.state.pid_start) {
+        return Err(Error::WrongStatus { id: c.config.id.clone(), status: c.state.status, what: "a container can join only a running container's network" });
+    }
+    Ok(PathBuf::from(format!("/proc/{}/ns/net", c.state.pid)))
+}
+
+/// Removes what a dead supervisor left of its container's network (see
+/// [`Networks::reconcile`]). Best effort: a store without networks has nothing to reconcile,
+/// and what fails now is found again by the next command.
+pub(crate) fn reconcile(store_root: &Path) {
+    let dir = store_root.join("forge").join("network");
+    if dir.exists() {
+        if let Ok(networks) = Networks::open(&dir) {
+            let _ = networks.reconcile();
+        }
+    }
+}
+
+/// The ports a running container publishes (none when it is not running).
+pub fn published(dir: &Path) -> Vec<Publish> {
+    std::fs::read(dir.join(PORTS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(p) = &self.ports_file {
+            let _ = std::fs::remove_file(p);
+        }
+        self.proxies.clear();
+    }
+}
+
+/// One published port's proxy: a thread serving the host socket until dropped.
+struct Proxy {
+    stop: Arc<AtomicBool>,
+    /// Where a packet or connection wakes the serving thread up to see `stop`.
+    wake: (Protocol, SocketAddr),
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Binds the host side of `p` and serves it; returns the proxy and the bound port.
+    fn start(p: &Publish, container: Ipv4Addr) -> io::Result<(Proxy, u16)> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let target = SocketAddr::from((container, p.container_port));
+        let (bound, thread) = match p.protocol {
+            Protocol::Tcp => {
+                let listener = TcpListener::bind((p.host_ip, p.host_port))?;
+                let bound = listener.local_addr()?;
+                let s = stop.clone();
+                (bound, std::thread::spawn(move || serve_tcp(listener, target, &s)))
+            }
+            Protocol::Udp => {
+                let socket = UdpSocket::bind((p.host_ip, p.host_port))?;
+                let bound = socket.local_addr()?;
+                let s = stop.clone();
+                (bound, std::thread::spawn(move || serve_udp(socket, target, &s)))
+            }
+        };
+        let wake_ip = if p.host_ip.is_unspecified() { Ipv4Addr::LOCALHOST } else { p.host_ip };
+        let wake = (p.protocol, SocketAddr::from((wake_ip, bound.port())));
+        Ok((Proxy { stop, wake, thread: Some(thread) }, bound.port()))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = match self.wake {
+            (Protocol::Tcp, addr) => TcpStream::connect(addr).map(drop),
+            (Protocol::Udp, addr) => UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|s| s.send_to(&[], addr)).map(drop),
+        };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_tcp(listener: TcpListener, target: SocketAddr, stop: &AtomicBool) {
+    for client in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = client else { continue };
+        std::thread::spawn(move || {
+            let Ok(upstream) = TcpStream::connect(target) else { return };
+            let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else { return };
+            let (mut c, mut u) = (client, upstream);
+            let up = std::thread::spawn(move || {
+                let _ = io::copy(&mut c2, &mut u2);
+                let _ = u2.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = io::copy(&mut u, &mut c);
+            let _ = c.shutdown(std::net::Shutdown::Write);
+            let _ = up.join();
+        });
+    }
+}
+
+/// UDP: one socket towards the container per client, whose replies a thread sends back.
+fn serve_udp(socket: UdpSocket, target: SocketAddr, stop: &AtomicBool) {
+    let mut clients: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if !clients.contains_key(&from) {
+            let Ok(upstream) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|u| u.connect(target).map(|()| u)) else { continue };
+            let (Ok(replies), Ok(back)) = (upstream.try_clone(), socket.try_clone()) else { continue };
+            // Ends when the container's namespace goes (the socket errors) or at 10 minutes
+            // without a reply, as conntrack forgets a UDP flow.
+            let _ = replies.set_read_timeout(Some(std::time::Duration::from_secs(600)));
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = replies.recv(&mut buf) {
+                    if back.send_to(&buf[..n], from).is_err() {
+                        return;
+                    }
+                }
+            });
+            clients.insert(from, upstream);
+        }
+        if let Some(u) = clients.get(&from) {
+            let _ = u.send(&buf[..n]);
+        }
+    }
+}
