@@ -307,3 +307,58 @@ fn container_mode_shares_the_other_containers_namespace() {
     let r = forge.run(&["run", "--rm", "--network", "container:nosuch", "busybox", "true"]);
     assert_eq!(r.code, Some(125), "{}", r.stderr);
 }
+
+/// `forge network inspect NAME` as JSON.
+fn inspect_network(forge: &Forge, name: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(&forge.ok(&["network", "inspect", name]).stdout).unwrap()[0].clone()
+}
+
+#[test]
+fn user_networks_resolve_names_and_aliases_and_are_isolated() {
+    let forge = Forge::with_busybox();
+    forge.ok(&["network", "create", "front"]);
+    forge.ok(&["network", "create", "--internal", "--subnet", "10.214.99.0/24", "back"]);
+    let r = forge.run(&["network", "create", "front"]);
+    assert!(!r.ok && r.stderr.contains("already exists"), "{}", r.stderr);
+    let ls = forge.ok(&["network", "ls"]).stdout;
+    assert!(ls.contains("front") && ls.contains("10.214.99.0/24"), "{ls}");
+
+    // A client started before the server finds it by name once it is up: hosts files are kept
+    // current as containers come and go.
+    let fetch = |host: &str| format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {host} 8080 2>/dev/null | grep -q hello-srv");
+    let early = format!("for i in $(seq 1 150); do {} && exit 0; sleep 0.2; done; exit 1", fetch("srv"));
+    let mut early = forge.cmd().args(["run", "--rm", "--network", "front", "busybox", "sh", "-c", &early]).spawn().unwrap();
+    let _srv = Background::run(&forge, "srv", &["--network", "front", "--network-alias", "web", "busybox", "sh", "-c", &httpd("hello-srv")]);
+    let status = early.wait().unwrap();
+    assert!(status.success(), "a container started earlier never reached srv by name");
+    let both = format!("{} && {} && echo by-name-and-alias", fetch("srv"), fetch("web"));
+    let both = format!("for i in $(seq 1 50); do ({both}) && exit 0; sleep 0.2; done; exit 1");
+    let r = forge.ok(&["run", "--rm", "--network", "front", "busybox", "sh", "-c", &both]);
+    assert!(r.stdout.contains("by-name-and-alias"), "{}", r.stdout);
+
+    // From another network (the default one) srv's address does not answer, nor its name.
+    let srv = inspect_network(&forge, "front");
+    let srv_ip = srv["Containers"].as_array().unwrap().iter().find(|c| c["Names"][0] == "srv").unwrap()["IPv4Address"].as_str().unwrap().to_string();
+    let r = forge.run(&["run", "--rm", "busybox", "sh", "-c", &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {srv_ip} 8080")]);
+    assert!(!r.stdout.contains("hello-srv"), "the default network reached srv on front: {}", r.stdout);
+
+    // Internal: no default route, no NAT rule.
+    let r = forge.ok(&["run", "--rm", "--network", "back", "busybox", "cat", "/proc/net/route"]);
+    assert!(!r.stdout.lines().any(|l| l.split_whitespace().nth(1) == Some("00000000")), "{}", r.stdout);
+    let back = inspect_network(&forge, "back");
+    let back_bridge = back["Bridge"].as_str().unwrap().to_string();
+    assert!(rules_of(&back_bridge).iter().all(|r| !r.contains("MASQUERADE")), "{:?}", rules_of(&back_bridge));
+    let front_bridge = srv["Bridge"].as_str().unwrap().to_string();
+    assert!(rules_of(&front_bridge).iter().any(|r| r.contains("MASQUERADE")));
+
+    // In use: not removed. Unused: removed with its bridge and rules.
+    let r = forge.run(&["network", "rm", "front"]);
+    assert!(!r.ok && r.stderr.contains("attached"), "{}", r.stderr);
+    drop(_srv);
+    forge.ok(&["network", "rm", "front", "back"]);
+    for b in [&front_bridge, &back_bridge] {
+        assert!(!link_exists(b), "{b} survived rm");
+        assert_eq!(rules_of(b), Vec::<String>::new());
+    }
+    assert!(!forge.ok(&["network", "ls"]).stdout.contains("front"));
+}

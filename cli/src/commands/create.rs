@@ -52,6 +52,9 @@ pub struct ContainerFlags {
     /// host port is a free one); works on 127.0.0.1 too.
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<forge_runtime::Publish>,
+    /// Another name the container is found by on a user network; may be repeated.
+    #[arg(long = "network-alias", value_name = "NAME")]
+    network_alias: Vec<String>,
     /// Publish every port the image exposes on free host ports.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
@@ -90,6 +93,7 @@ impl ContainerFlags {
             add_hosts: self.add_host.clone(),
             publish: self.publish.clone(),
             publish_all: self.publish_all,
+            aliases: self.network_alias.clone(),
         })
     }
 }

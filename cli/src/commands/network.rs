@@ -8,9 +8,40 @@ use crate::stdout::outln;
 /// `forge network ...`.
 #[derive(Subcommand)]
 pub enum NetworkCommand {
-    /// Remove what crashed forge processes left (veth pairs, namespaces, leases) and the
-    /// bridges and firewall rules no container or build uses (the default network's bridge
-    /// is made again when next needed).
+    /// Make a user network: a bridge of its own, isolated from other networks; containers on
+    /// it find each other by name and `--network-alias`.
+    Create {
+        /// The subnet (CIDR); default: a free private one.
+        #[arg(long)]
+        subnet: Option<ipnet::Ipv4Net>,
+        /// The bridge's address; default: the subnet's first.
+        #[arg(long)]
+        gateway: Option<std::net::Ipv4Addr>,
+        /// No NAT and no default route: containers reach only each other.
+        #[arg(long)]
+        internal: bool,
+        /// Its name.
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show networks as JSON, with what is attached to them.
+    Inspect {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove user networks nothing is attached to.
+    #[command(alias = "remove")]
+    Rm {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove what crashed forge processes left (veth pairs, namespaces, leases), the user
+    /// networks nothing is attached to, and the default network's bridge and firewall rules
+    /// when nothing uses it (made again when next needed).
     Prune {
         /// Do not ask (forge never asks; accepted for docker's scripts).
         #[arg(short, long)]
@@ -26,13 +57,45 @@ pub fn networks(global: &crate::Global) -> anyhow::Result<forge_network::Network
 
 /// Runs `forge network ...`.
 pub fn run(global: &crate::Global, cmd: NetworkCommand) -> anyhow::Result<()> {
+    let networks = networks(global)?;
     match cmd {
+        NetworkCommand::Create { subnet, gateway, internal, name } => {
+            networks.create(&name, subnet, gateway, internal)?;
+            outln!("{name}")
+        }
+        NetworkCommand::Ls => {
+            outln!("{:<20} {:<10} {:<18} {:<8}", "NAME", "BRIDGE", "SUBNET", "INTERNAL")?;
+            for n in networks.list()? {
+                outln!("{:<20} {:<10} {:<18} {:<8}", n.name, n.bridge, n.subnet.to_string(), n.internal)?;
+            }
+            Ok(())
+        }
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for name in &names {
+                let (n, attached) = networks.inspect(name)?;
+                let attached: Vec<_> = attached.into_iter().map(|(ip, names)| serde_json::json!({ "IPv4Address": ip.to_string(), "Names": names })).collect();
+                out.push(serde_json::json!({
+                    "Name": n.name, "Driver": "bridge", "Internal": n.internal, "Bridge": n.bridge,
+                    "IPAM": { "Config": [{ "Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string() }] },
+                    "Containers": attached,
+                }));
+            }
+            outln!("{}", serde_json::to_string_pretty(&out)?)
+        }
+        NetworkCommand::Rm { names } => {
+            for name in &names {
+                networks.remove(name)?;
+                outln!("{name}")?;
+            }
+            Ok(())
+        }
         NetworkCommand::Prune { force: _ } => {
-            let pruned = networks(global)?.prune()?;
-            if !pruned.bridges.is_empty() {
+            let pruned = networks.prune()?;
+            if !pruned.bridges.is_empty() || !pruned.networks.is_empty() {
                 outln!("Deleted Networks:")?;
-                for b in &pruned.bridges {
-                    outln!("{b}")?;
+                for n in pruned.networks.iter().chain(&pruned.bridges) {
+                    outln!("{n}")?;
                 }
             }
             if pruned.leases > 0 {

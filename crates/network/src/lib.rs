@@ -127,6 +127,27 @@ pub enum Error {
         /// The network.
         network: String,
     },
+    /// A network of that name exists.
+    #[error("network with name {0} already exists")]
+    Exists(String),
+    /// The network cannot be removed.
+    #[error("network {name} cannot be removed: {reason}")]
+    InUse {
+        /// The network.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `create` option names something impossible.
+    #[error("invalid {what} {value}: {reason}")]
+    Invalid {
+        /// What it is (`subnet`, `gateway`, `name`).
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Every candidate subnet clashes with a route of the host.
     #[error("no free subnet for network {0}: every candidate clashes with a route of the host; set default_subnet in the network config")]
     NoSubnet(String),
@@ -165,6 +186,19 @@ struct Lease {
     veth: String,
     /// The namespace's bind mount.
     netns: PathBuf,
+    /// The names peers on the network find it by (see [`Attachment::announce`]).
+    #[serde(default)]
+    names: Vec<String>,
+    /// Its `/etc/hosts`, kept current with its peers' names.
+    #[serde(default)]
+    hosts: Option<HostsFile>,
+}
+
+/// A hosts file forge keeps current: its own part, then a line per peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HostsFile {
+    path: PathBuf,
+    own: String,
 }
 
 /// A store's networks, kept in one directory (`<store>/forge/network`).
@@ -189,6 +223,8 @@ pub struct Pruned {
     pub leases: usize,
     /// Bridges no attachment used (with their rules).
     pub bridges: Vec<String>,
+    /// User networks removed.
+    pub networks: Vec<String>,
 }
 
 fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
@@ -261,25 +297,31 @@ impl Networks {
         let path = self.dir.join("networks").join(format!("{name}.json"));
         let recorded = read_json::<Network>(&path)?;
         if name != DEFAULT_NETWORK {
-            return recorded.ok_or_else(|| Error::NotFound(name.to_string()));
+            let mut n = recorded.ok_or_else(|| Error::NotFound(name.to_string()))?;
+            if !self.claim(&n.bridge, name)? {
+                n.bridge = self.claim_bridge(name)?;
+                write_json(&path, &n)?;
+            }
+            return Ok(n);
         }
         // The default network's bridge and subnet are re-checked whenever its bridge is to be
         // made: since it was last up, another store may have claimed the name (claims live in
         // /run, so a reboot forgets them) or put its bridge on the subnet.
         if let Some(n) = &recorded {
-            if netlink::link_exists(&n.bridge)? && self.claim(&n.bridge)? {
+            if netlink::link_exists(&n.bridge)? && self.claim(&n.bridge, name)? {
                 return Ok(n.clone());
             }
         }
         let config: Config = read_json(&self.dir.join("config.json"))?.unwrap_or_default();
         let bridge = match &recorded {
-            Some(n) if self.claim(&n.bridge)? => n.bridge.clone(),
-            _ => self.claim_bridge()?,
+            Some(n) if self.claim(&n.bridge, name)? => n.bridge.clone(),
+            _ => self.claim_bridge(name)?,
         };
+        let taken: Vec<Ipv4Net> = self.list_locked()?.into_iter().filter(|n| n.name != name).map(|n| n.subnet).collect();
         let subnet = match (config.default_subnet, &recorded) {
             (Some(s), _) => s.trunc(),
-            (None, Some(n)) if subnet_is_free(&n.subnet, &bridge)? => n.subnet,
-            (None, _) => free_subnet(&bridge)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
+            (None, Some(n)) if subnet_is_free(&n.subnet, &bridge, &taken)? => n.subnet,
+            (None, _) => free_subnet(&bridge, &taken)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
         };
         let gateway = subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?;
         let network = Network { name: name.to_string(), bridge, subnet, gateway, internal: false };
@@ -289,18 +331,19 @@ impl Networks {
         Ok(network)
     }
 
-    /// Claims the bridge name `name` for this store in the host-wide directory, so two stores
-    /// never share a bridge (their leases would clash): true if this store holds it now. A
-    /// claim of a store whose directory is gone is taken over; an unclaimed name only if no
-    /// link has it (docker's, podman's or anyone's).
-    fn claim(&self, name: &str) -> Result<bool, Error> {
+    /// Claims the bridge name `name` for this store's `network` in the host-wide directory
+    /// (the claim holds the store's directory and the network's name, a line each), so two
+    /// networks never share a bridge (their leases would clash): true if `network` holds it
+    /// now. A claim of a store whose directory is gone is taken over; an unclaimed name only
+    /// if no link has it (docker's, podman's or anyone's).
+    fn claim(&self, name: &str, network: &str) -> Result<bool, Error> {
         let claims = Path::new(HOST_DIR).join("bridges");
         fs::create_dir_all(&claims).map_err(io("creating the bridge claims"))?;
-        let me = self.dir.to_string_lossy().into_owned();
+        let me = format!("{}\n{network}", self.dir.display());
         let claim = claims.join(name);
         let take = match fs::read_to_string(&claim) {
             Ok(owner) if owner == me => return Ok(true),
-            Ok(owner) => !Path::new(&owner).is_dir(),
+            Ok(owner) => !owner.split_once('\n').is_some_and(|(dir, _)| Path::new(dir).is_dir()),
             Err(_) => !netlink::link_exists(name)?,
         };
         if take {
@@ -309,11 +352,11 @@ impl Networks {
         Ok(take)
     }
 
-    /// The first `forgeN` this store can claim.
-    fn claim_bridge(&self) -> Result<String, Error> {
+    /// The first `forgeN` this store's `network` can claim.
+    fn claim_bridge(&self, network: &str) -> Result<String, Error> {
         for n in 0..1000 {
             let name = format!("forge{n}");
-            if self.claim(&name)? {
+            if self.claim(&name, network)? {
                 return Ok(name);
             }
         }
@@ -348,6 +391,8 @@ impl Networks {
             address,
             network: network.name.clone(),
             id: id.clone(),
+            names: Vec::new(),
+            hosts: None,
         };
         let owner = FileLock::try_exclusive(&self.lock_path(&id)).map_err(io("locking a lease"))?;
         write_json(&self.lease_path(&id), &lease)?;
@@ -359,6 +404,104 @@ impl Networks {
         netlink::add_veth(&l.veth, &n.bridge, &l.netns)?;
         netlink::configure_inside(&l.netns, l.address, n.subnet.prefix_len(), (!n.internal).then_some(n.gateway))?;
         Ok(attachment)
+    }
+
+    /// Makes the user network `name` (docker's `network create`): a bridge of its own, made
+    /// at its first attachment, on `subnet` (default: the first free candidate) with `gateway`
+    /// (default: the subnet's first address). An `internal` network gets no NAT and its
+    /// attachments no default route.
+    pub fn create(&self, name: &str, subnet: Option<Ipv4Net>, gateway: Option<Ipv4Addr>, internal: bool) -> Result<Network, Error> {
+        if !mode::valid_name(name) || ["bridge", "host", "none", "default"].contains(&name) {
+            return Err(Error::Invalid { what: "network name", value: name.into(), reason: "use [a-zA-Z0-9][a-zA-Z0-9_.-]*, not a predefined network's name".into() });
+        }
+        let _host = host_lock()?;
+        let path = self.dir.join("networks").join(format!("{name}.json"));
+        if path.exists() {
+            return Err(Error::Exists(name.into()));
+        }
+        let taken: Vec<Ipv4Net> = self.list_locked()?.into_iter().map(|n| n.subnet).collect();
+        let bridge = self.claim_bridge(name)?;
+        let subnet = match subnet {
+            Some(s) if s.prefix_len() > 30 => return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it has no room for a gateway and a container".into() }),
+            Some(s) if taken.iter().any(|t| t.contains(&s.network()) || s.contains(&t.network())) => {
+                return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it overlaps another network of the store".into() });
+            }
+            Some(s) => s.trunc(),
+            None => free_subnet(&bridge, &taken)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
+        };
+        let gateway = match gateway {
+            Some(g) if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() => {
+                return Err(Error::Invalid { what: "gateway", value: g.to_string(), reason: format!("it is not a host address of {subnet}") });
+            }
+            Some(g) => g,
+            None => subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?,
+        };
+        let network = Network { name: name.into(), bridge, subnet, gateway, internal };
+        write_json(&path, &network)?;
+        Ok(network)
+    }
+
+    /// The store's networks (the default one once it was used), by name.
+    pub fn list(&self) -> Result<Vec<Network>, Error> {
+        let _host = host_lock()?;
+        self.list_locked()
+    }
+
+    fn list_locked(&self) -> Result<Vec<Network>, Error> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.dir.join("networks")).map_err(io("listing networks"))? {
+            let path = entry.map_err(io("listing networks"))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                out.extend(read_json::<Network>(&path)?);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// A network and the addresses and names of what is attached to it.
+    pub fn inspect(&self, name: &str) -> Result<(Network, Vec<(Ipv4Addr, Vec<String>)>), Error> {
+        let _host = host_lock()?;
+        self.reconcile_locked()?;
+        let network = self.list_locked()?.into_iter().find(|n| n.name == name).ok_or_else(|| Error::NotFound(name.into()))?;
+        let attached = self.leases()?.into_iter().filter(|l| l.network == name).map(|l| (l.address, l.names)).collect();
+        Ok((network, attached))
+    }
+
+    /// Removes a user network: its bridge, rules and record. Not the default network, nor one
+    /// something is attached to.
+    pub fn remove(&self, name: &str) -> Result<(), Error> {
+        let _host = host_lock()?;
+        self.reconcile_locked()?;
+        if name == DEFAULT_NETWORK {
+            return Err(Error::InUse { name: name.into(), reason: "it is a pre-defined network".into() });
+        }
+        let network = self.list_locked()?.into_iter().find(|n| n.name == name).ok_or_else(|| Error::NotFound(name.into()))?;
+        let users = self.leases()?.iter().filter(|l| l.network == name).count();
+        if users > 0 {
+            return Err(Error::InUse { name: name.into(), reason: format!("{users} container(s) or build step(s) are attached to it") });
+        }
+        self.remove_bridge(&network)?;
+        match fs::remove_file(self.dir.join("networks").join(format!("{name}.json"))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io("removing a network")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes a network's bridge (if up), its rules and its claim on the bridge name; returns
+    /// whether there was a bridge.
+    fn remove_bridge(&self, network: &Network) -> Result<bool, Error> {
+        let existed = netlink::link_exists(&network.bridge)?;
+        if existed {
+            netlink::delete_link(&network.bridge)?;
+        }
+        nat::remove(&network.bridge)?;
+        // The name is claimed again when the bridge is next made.
+        let claim = Path::new(HOST_DIR).join("bridges").join(&network.bridge);
+        if fs::read_to_string(&claim).is_ok_and(|owner| owner == format!("{}\n{}", self.dir.display(), network.name)) {
+            let _ = fs::remove_file(claim);
+        }
+        Ok(existed)
     }
 
     /// Removes what leases of dead owners name; returns how many it removed.
@@ -374,6 +517,9 @@ impl Networks {
             teardown(&self.dir, &lease)?;
             drop(lock);
             removed += 1;
+            if !lease.names.is_empty() {
+                refresh_hosts(&self.dir, &lease.network)?;
+            }
         }
         // Lock files and namespace mounts without a lease: a kill between their making and
         // the lease's (or during a teardown).
@@ -395,33 +541,47 @@ impl Networks {
         Ok(removed)
     }
 
-    /// [`reconcile`](Networks::reconcile), then removes the bridges (and their rules) of this
-    /// store's networks that no attachment uses. The default network's bridge is made again on
-    /// its next use.
+    /// [`reconcile`](Networks::reconcile), then removes the user networks nothing is attached
+    /// to (as docker's `network prune`), and the default network's bridge and rules when
+    /// nothing uses it (they are made again on its next use).
     pub fn prune(&self) -> Result<Pruned, Error> {
         let _host = host_lock()?;
         let leases = self.reconcile_locked()?;
         let used: Vec<String> = self.leases()?.into_iter().map(|l| l.network).collect();
-        let mut bridges = Vec::new();
-        for entry in fs::read_dir(self.dir.join("networks")).map_err(io("listing networks"))? {
-            let path = entry.map_err(io("listing networks"))?.path();
-            let Some(network) = read_json::<Network>(&path)? else { continue };
+        let mut pruned = Pruned { leases, ..Pruned::default() };
+        for network in self.list_locked()? {
             if used.contains(&network.name) {
                 continue;
             }
-            if netlink::link_exists(&network.bridge)? {
-                netlink::delete_link(&network.bridge)?;
-                bridges.push(network.bridge.clone());
+            if self.remove_bridge(&network)? {
+                pruned.bridges.push(network.bridge.clone());
             }
-            nat::remove(&network.bridge)?;
-            // The name is claimed again when the bridge is next made.
-            let claim = Path::new(HOST_DIR).join("bridges").join(&network.bridge);
-            if fs::read_to_string(&claim).is_ok_and(|owner| Path::new(&owner) == self.dir) {
-                let _ = fs::remove_file(claim);
+            if network.name != DEFAULT_NETWORK {
+                fs::remove_file(self.dir.join("networks").join(format!("{}.json", network.name))).map_err(io("removing a network"))?;
+                pruned.networks.push(network.name.clone());
             }
         }
-        Ok(Pruned { leases, bridges })
+        Ok(pruned)
     }
+}
+
+/// Rewrites the hosts file of every attachment on `network` that has one: its own text, then
+/// every other named attachment's address and names.
+fn refresh_hosts(dir: &Path, network: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let networks = Networks { dir: dir.to_path_buf() };
+    let leases: Vec<Lease> = networks.leases()?.into_iter().filter(|l| l.network == network).collect();
+    for lease in &leases {
+        let Some(hosts) = &lease.hosts else { continue };
+        let mut text = hosts.own.clone();
+        for peer in leases.iter().filter(|p| p.id != lease.id && !p.names.is_empty()) {
+            text.push_str(&format!("{}\t{}\n", peer.address, peer.names.join(" ")));
+        }
+        // A container that is gone took its file along; nothing to keep current there.
+        let Ok(mut f) = fs::OpenOptions::new().write(true).truncate(true).open(&hosts.path) else { continue };
+        f.write_all(text.as_bytes()).map_err(io("writing a hosts file"))?;
+    }
+    Ok(())
 }
 
 /// Undoes a lease: the veth pair (deleting the host end deletes its peer), the namespace
@@ -438,17 +598,17 @@ fn teardown(dir: &Path, lease: &Lease) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether `subnet` overlaps no route of the host but those through `own_bridge` (which are
-/// the network's own).
-fn subnet_is_free(subnet: &Ipv4Net, own_bridge: &str) -> Result<bool, Error> {
+/// Whether `subnet` overlaps none of `taken` (the store's other networks, whose bridges may
+/// be down) and no route of the host but those through `own_bridge` (the network's own).
+fn subnet_is_free(subnet: &Ipv4Net, own_bridge: &str, taken: &[Ipv4Net]) -> Result<bool, Error> {
     let clashes = |r: &Ipv4Net| subnet.contains(&r.network()) || r.contains(&subnet.network());
-    Ok(!netlink::host_routes()?.iter().any(|(r, dev)| dev.as_deref() != Some(own_bridge) && clashes(r)))
+    Ok(!taken.iter().any(clashes) && !netlink::host_routes()?.iter().any(|(r, dev)| dev.as_deref() != Some(own_bridge) && clashes(r)))
 }
 
 /// The first candidate subnet that is free (see [`subnet_is_free`]).
-fn free_subnet(own_bridge: &str) -> Result<Option<Ipv4Net>, Error> {
+fn free_subnet(own_bridge: &str, taken: &[Ipv4Net]) -> Result<Option<Ipv4Net>, Error> {
     for s in CANDIDATE_SUBNETS.iter().filter_map(|s| s.parse::<Ipv4Net>().ok()) {
-        if subnet_is_free(&s, own_bridge)? {
+        if subnet_is_free(&s, own_bridge, taken)? {
             return Ok(Some(s));
         }
     }
@@ -471,6 +631,22 @@ impl Attachment {
         &self.network
     }
 
+    /// Makes it known on its network by `names` (a container's name, aliases and short ID):
+    /// every attachment's hosts file on the network lists it, and `hosts` (the container's
+    /// `/etc/hosts`, `own` being its text without peers) lists every other one, from now on.
+    ///
+    /// This is how containers on a user network find each other without a daemon: no DNS
+    /// server runs, but each attach, release and reconcile rewrites the hosts files of the
+    /// network's attachments (in place: each is bind-mounted into its container, and a rename
+    /// would leave the container with the old file).
+    pub fn announce(&mut self, names: &[String], hosts: &Path, own: &str) -> Result<(), Error> {
+        let _host = host_lock()?;
+        self.lease.names = names.to_vec();
+        self.lease.hosts = Some(HostsFile { path: hosts.to_path_buf(), own: own.to_string() });
+        write_json(&self.dir.join("leases").join(format!("{}.json", self.lease.id)), &self.lease)?;
+        refresh_hosts(&self.dir, &self.network.name)
+    }
+
     /// Takes it down: the veth pair, the namespace and the lease.
     pub fn release(mut self) -> Result<(), Error> {
         self.release_ref()
@@ -481,6 +657,9 @@ impl Attachment {
         let _host = host_lock()?;
         teardown(&self.dir, &self.lease)?;
         drop(owner);
+        if !self.lease.names.is_empty() {
+            refresh_hosts(&self.dir, &self.network.name)?;
+        }
         Ok(())
     }
 }

@@ -48,7 +48,7 @@ impl FromStr for Mode {
 }
 
 /// Docker's rule for names: a letter or digit, then letters, digits, `_`, `.` or `-`.
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     let mut c = s.chars();
     c.next().is_some_and(|f| f.is_ascii_alphanumeric()) && c.all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch)) && s.len() <= 64
 }

@@ -95,21 +95,31 @@ fn remove_chain_if_empty(table: &str, chain: &str, builtin: &str) -> Result<(), 
     must(&["-t", table, "-X", chain])
 }
 
-/// The rules of one bridge: masquerading of what leaves the subnet through another link
-/// (none for an internal network), and forwarding from the bridge and of replies to it.
+/// The rules of one bridge, in order. Traffic between its attachments passes; traffic from
+/// it to another forge bridge (any `forge+` link: another network, or another store's) is
+/// dropped, so networks are isolated from each other. A normal network's traffic to the
+/// outside is forwarded and masqueraded, with the replies; an internal network's is dropped
+/// both ways.
 fn rules(bridge: &str, subnet: &Ipv4Net, internal: bool) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let tag = tag(bridge);
-    let mut out = Vec::new();
-    if !internal {
-        let masq = vec!["-s".into(), subnet.to_string(), "!".into(), "-o".into(), bridge.into(), "-m".into(), "comment".into(), "--comment".into(), tag.clone(), "-j".into(), "MASQUERADE".into()];
-        out.push(("nat", NAT_CHAIN, masq));
+    let rule = |words: &[&str]| -> Vec<String> {
+        let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+        let at = w.len() - 2;
+        w.splice(at..at, ["-m", "comment", "--comment", &tag].map(String::from));
+        w
+    };
+    let mut out = vec![
+        ("filter", FORWARD_CHAIN, rule(&["-i", bridge, "-o", bridge, "-j", "ACCEPT"])),
+        ("filter", FORWARD_CHAIN, rule(&["-i", bridge, "-o", "forge+", "-j", "DROP"])),
+    ];
+    if internal {
+        out.push(("filter", FORWARD_CHAIN, rule(&["-i", bridge, "-j", "DROP"])));
+        out.push(("filter", FORWARD_CHAIN, rule(&["-o", bridge, "-j", "DROP"])));
+    } else {
+        out.push(("nat", NAT_CHAIN, rule(&["-s", &subnet.to_string(), "!", "-o", bridge, "-j", "MASQUERADE"])));
+        out.push(("filter", FORWARD_CHAIN, rule(&["-i", bridge, "-j", "ACCEPT"])));
+        out.push(("filter", FORWARD_CHAIN, rule(&["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"])));
     }
-    out.push(("filter", FORWARD_CHAIN, vec!["-i".into(), bridge.into(), "-m".into(), "comment".into(), "--comment".into(), tag.clone(), "-j".into(), "ACCEPT".into()]));
-    out.push((
-        "filter",
-        FORWARD_CHAIN,
-        ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-m", "comment", "--comment", &tag, "-j", "ACCEPT"].map(String::from).to_vec(),
-    ));
     out
 }
 

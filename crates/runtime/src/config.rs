@@ -42,6 +42,8 @@ pub struct CreateOptions {
     pub publish: Vec<Publish>,
     /// `-P`: every port the image exposes, on free host ports.
     pub publish_all: bool,
+    /// `--network-alias`: more names peers on a user network find it by.
+    pub aliases: Vec<String>,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -89,6 +91,9 @@ pub struct Config {
     /// 0 means a free one, picked at each start.
     #[serde(default)]
     pub ports: Vec<Publish>,
+    /// More names peers on a user network find it by.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// The ports `opts` publishes: `-p`, plus with `-P` every port the image exposes (`80/tcp`)

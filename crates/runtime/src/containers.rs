@@ -122,6 +122,7 @@ impl Containers {
             dns: opts.dns.clone(),
             add_hosts: opts.add_hosts.clone(),
             ports: crate::config::ports(&image.config.config, opts)?,
+            aliases: opts.aliases.clone(),
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));

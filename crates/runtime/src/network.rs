@@ -83,6 +83,15 @@ pub(crate) fn start(containers: &Containers, store_root: &Path, dir: &Path, conf
         }
     }
 
+    // On a user network, peers find it by name, aliases and short ID (docker's embedded DNS
+    // answers the same names; forge keeps hosts files current instead, see
+    // `Attachment::announce`). The default network has no names, as docker's.
+    let mut attachment = attachment;
+    if let (Some(a), Mode::Named(_)) = (attachment.as_mut(), &config.network) {
+        let names: Vec<String> = config.name.iter().chain(&config.aliases).cloned().chain([config.id[..12].to_string()]).collect();
+        let own = forge_network::hosts(address, &config.hostname, &config.add_hosts);
+        a.announce(&names, &dir.join("hosts"), &own).map_err(fail)?;
+    }
     let mut running = Running { network, mounts, proxies: Vec::new(), ports_file: None, _attachment: attachment };
     if let Some(address) = address {
         let mut published = Vec::new();
