@@ -362,3 +362,58 @@ fn user_networks_resolve_names_and_aliases_and_are_isolated() {
     }
     assert!(!forge.ok(&["network", "ls"]).stdout.contains("front"));
 }
+
+/// The host's veth ends forge made (`fv<id>`).
+fn forge_veths() -> Vec<String> {
+    entries(Path::new("/sys/class/net")).into_iter().filter(|n| n.starts_with("fv")).collect()
+}
+
+#[test]
+fn run_rm_cycles_and_a_killed_run_leave_no_veth_lease_or_namespace() {
+    let forge = Forge::with_busybox();
+    let dir = network_dir(&forge);
+    // Bounded: 100 containers, a few at a time, with ports and a user network among them.
+    forge.ok(&["network", "create", "cycles"]);
+    for round in 0..25 {
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                let mut c = forge.cmd();
+                c.args(["run", "--rm"]);
+                match i {
+                    1 => c.args(["--network", "cycles", "--network-alias", &format!("c{round}")]),
+                    2 => c.args(["-p", "127.0.0.1::80"]),
+                    _ => &mut c,
+                };
+                c.args(["busybox", "true"]).stdout(std::process::Stdio::null()).spawn().unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+    }
+    assert_eq!(entries(&dir.join("leases")), Vec::<String>::new());
+    assert_eq!(entries(&dir.join("netns")), Vec::<String>::new());
+
+    // A forge run killed while its container runs (or while its network is set up): the next
+    // forge command finds the lease of a dead owner and removes what it names.
+    let mut killed = Vec::new();
+    for i in 0..3u64 {
+        let mut child = forge.cmd().args(["run", "--name", &format!("killed{i}"), "busybox", "sleep", "600"]).spawn().unwrap();
+        assert!(common::eventually(|| entries(&dir.join("leases")).iter().any(|e| e.ends_with(".json"))));
+        std::thread::sleep(std::time::Duration::from_millis(10 * i));
+        let _ = child.kill();
+        let _ = child.wait();
+        killed.extend(entries(&dir.join("leases")).into_iter().filter(|e| e.ends_with(".json")).filter_map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("leases").join(e)).ok()?).ok()?;
+            Some(v["veth"].as_str()?.to_string())
+        }));
+        forge.ok(&["ps", "-a"]);
+    }
+    assert_eq!(entries(&dir.join("leases")), Vec::<String>::new());
+    assert_eq!(entries(&dir.join("netns")), Vec::<String>::new());
+    let left: Vec<String> = forge_veths().into_iter().filter(|v| killed.contains(v)).collect();
+    assert_eq!(left, Vec::<String>::new());
+    for i in 0..3 {
+        forge.ok(&["rm", &format!("killed{i}")]);
+    }
+}

@@ -44,7 +44,7 @@ pub struct ContainerFlags {
     ip: Option<std::net::Ipv4Addr>,
     /// A nameserver instead of the host's; may be repeated.
     #[arg(long, value_name = "IP")]
-    dns: Vec<String>,
+    dns: Vec<std::net::IpAddr>,
     /// An `/etc/hosts` entry (`NAME:IP`); may be repeated.
     #[arg(long = "add-host", value_name = "NAME:IP", value_parser = add_host)]
     add_host: Vec<(String, std::net::Ipv4Addr)>,
@@ -53,7 +53,7 @@ pub struct ContainerFlags {
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<forge_runtime::Publish>,
     /// Another name the container is found by on a user network; may be repeated.
-    #[arg(long = "network-alias", value_name = "NAME")]
+    #[arg(long = "network-alias", value_name = "NAME", value_parser = alias)]
     network_alias: Vec<String>,
     /// Publish every port the image exposes on free host ports.
     #[arg(short = 'P', long = "publish-all")]
@@ -89,7 +89,7 @@ impl ContainerFlags {
             network: self.network.clone(),
             auto_remove: self.rm,
             ip: self.ip,
-            dns: self.dns.clone(),
+            dns: self.dns.iter().map(|ip| ip.to_string()).collect(),
             add_hosts: self.add_host.clone(),
             publish: self.publish.clone(),
             publish_all: self.publish_all,
@@ -105,6 +105,16 @@ fn add_host(v: &str) -> Result<(String, std::net::Ipv4Addr), String> {
         return Err("the name is empty or has white space".into());
     }
     Ok((name.to_string(), ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?))
+}
+
+/// `--network-alias`: a host name (it goes into other containers' `/etc/hosts`).
+fn alias(v: &str) -> Result<String, String> {
+    let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && v.len() <= 253 && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("use letters, digits, '_', '.' and '-', starting with a letter or digit".into())
+    }
 }
 
 /// Arguments of `forge create`.

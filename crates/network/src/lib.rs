@@ -394,9 +394,13 @@ impl Networks {
             names: Vec::new(),
             hosts: None,
         };
-        let owner = FileLock::try_exclusive(&self.lock_path(&id)).map_err(io("locking a lease"))?;
+        // A fresh ID's lock is free; held means another process made the same ID, so it is
+        // not ours to take.
+        let owner = FileLock::try_exclusive(&self.lock_path(&id))
+            .map_err(io("locking a lease"))?
+            .ok_or_else(|| io("locking a lease")(io::Error::from(io::ErrorKind::AlreadyExists)))?;
         write_json(&self.lease_path(&id), &lease)?;
-        let attachment = Attachment { lease, network, dir: self.dir.clone(), owner };
+        let attachment = Attachment { lease, network, dir: self.dir.clone(), owner: Some(owner) };
         // The lease names everything from here on, so a failure (or a kill) leaves nothing
         // that a teardown or the next reconcile does not find.
         sys::create_netns(&attachment.lease.netns).map_err(io("making the network namespace"))?;

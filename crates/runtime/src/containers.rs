@@ -57,6 +57,9 @@ impl Containers {
         for d in [&dir, &names] {
             fs::create_dir_all(d).map_err(io("creating", d))?;
         }
+        // What a killed forge left of a container's network (at any point of its set-up) goes
+        // with the next container command.
+        crate::network::reconcile(store.root());
         Ok(Containers { store: store.clone(), dir, names })
     }
 

@@ -118,7 +118,7 @@ fn namespace_of(containers: &Containers, other: &str) -> Result<PathBuf, Error> 
     Ok(PathBuf::from(format!("/proc/{}/ns/net", c.state.pid)))
 }
 
-/// Removes what a dead supervisor left of its container's network (see
+/// Removes what dead supervisors left of their containers' networks (see
 /// [`Networks::reconcile`]). Best effort: a store without networks has nothing to reconcile,
 /// and what fails now is found again by the next command.
 pub(crate) fn reconcile(store_root: &Path) {
