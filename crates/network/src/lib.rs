@@ -9,6 +9,12 @@
 //! leased from the subnet, and a default route via the bridge's address. What leaves the
 //! subnet is masqueraded (see `nat.rs` for the rules and why iptables).
 //!
+//! User networks ([`Networks::create`]) are the same on bridges of their own, isolated from
+//! each other by forwarding rules; `internal` ones have no NAT and no default route. Their
+//! attachments find each other by name through hosts files forge keeps current
+//! ([`Attachment::announce`]). The namespace of a `container:` or `host` network is not made
+//! here: the caller joins an existing one.
+//!
 //! # Leases and crashes
 //!
 //! A lease is `<dir>/leases/<id>.json`, and its owner holds an `flock` on `<id>.lock` for as
