@@ -12,6 +12,7 @@
 # Prints one table and the ratios (podman / forge for times, forge / podman for throughput).
 # Docker's bridge is left out: the reference daemon runs without a bridge or iptables rules
 # (see ../shared/anchors), and a second daemon with them would rewrite the host's firewall.
+# podman leaves its default bridge (cni-podman0) and its CNI chains behind, as it always does.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -72,8 +73,10 @@ c2c() { # TOOL
            t=$(timed $forge run --rm --network forge-bench busybox sh -c "$script")
            $forge rm -f srv >/dev/null 2>&1 || true ;;
     podman) podman network create forge-bench >/dev/null 2>&1 || true
-            podman run -d --rm --name forge-bench-srv --network-alias srv --network forge-bench localhost/forge-bench-busybox sh -c 'nc -l -p 9000 > /dev/null' >/dev/null; sleep 1
-            t=$(timed podman run --rm --network forge-bench localhost/forge-bench-busybox sh -c "$script")
+            podman run -d --rm --name forge-bench-srv --network forge-bench localhost/forge-bench-busybox sh -c 'nc -l -p 9000 > /dev/null' >/dev/null; sleep 1
+            # By address: the CNI network here has no name resolution (no dnsname plugin).
+            local ip; ip=$(podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' forge-bench-srv)
+            t=$(timed podman run --rm --network forge-bench localhost/forge-bench-busybox sh -c "${script//nc srv/nc $ip}")
             podman rm -f forge-bench-srv >/dev/null 2>&1 || true ;;
   esac
   echo "$MIB / $t" | bc -l

@@ -201,13 +201,28 @@ fn serve_tcp(listener: TcpListener, target: SocketAddr, stop: &AtomicBool) {
             let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else { return };
             let (mut c, mut u) = (client, upstream);
             let up = std::thread::spawn(move || {
-                let _ = io::copy(&mut c2, &mut u2);
+                let _ = copy(&mut c2, &mut u2);
                 let _ = u2.shutdown(std::net::Shutdown::Write);
             });
-            let _ = io::copy(&mut u, &mut c);
+            let _ = copy(&mut u, &mut c);
             let _ = c.shutdown(std::net::Shutdown::Write);
             let _ = up.join();
         });
+    }
+}
+
+/// `io::copy` with a 256 KiB buffer: its 8 KiB one (sockets get no splice) halves the
+/// throughput of a bulk transfer through the proxy.
+fn copy(from: &mut TcpStream, to: &mut TcpStream) -> io::Result<()> {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => to.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
