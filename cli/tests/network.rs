@@ -308,6 +308,13 @@ fn container_mode_shares_the_other_containers_namespace() {
     assert_eq!(r.code, Some(125), "{}", r.stderr);
 }
 
+/// The host PID of a running container's init, from its state record.
+fn pid_of(forge: &Forge, name: &str) -> u32 {
+    let id = std::fs::read_to_string(forge.store().join("forge/container-names").join(name)).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(forge.store().join("forge/containers").join(id.trim()).join("state.json")).unwrap()).unwrap();
+    state["Pid"].as_u64().unwrap() as u32
+}
+
 /// `forge network inspect NAME` as JSON.
 fn inspect_network(forge: &Forge, name: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&forge.ok(&["network", "inspect", name]).stdout).unwrap()[0].clone()
@@ -350,6 +357,25 @@ fn user_networks_resolve_names_and_aliases_and_are_isolated() {
     assert!(rules_of(&back_bridge).iter().all(|r| !r.contains("MASQUERADE")), "{:?}", rules_of(&back_bridge));
     let front_bridge = srv["Bridge"].as_str().unwrap().to_string();
     assert!(rules_of(&front_bridge).iter().any(|r| r.contains("MASQUERADE")));
+
+    // connect: a container on the default network gets an interface on front, and reaches
+    // srv by name there; disconnect takes it away.
+    let _other = Background::run(&forge, "other", &["busybox", "sleep", "600"]);
+    forge.ok(&["network", "connect", "front", "other"]);
+    let fetch_srv = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc {srv_ip} 8080 | grep -q hello-srv && echo reached");
+    let r = Command::new("nsenter").arg(format!("--net=/proc/{}/ns/net", pid_of(&forge, "other"))).args(["sh", "-c", &format!("ip -o link; {fetch_srv}")]).output().unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.contains(": eth1@") && out.contains("reached"), "{out}");
+    let r = forge.run(&["network", "connect", "front", "other"]);
+    assert!(!r.ok && r.stderr.contains("already connected"), "{}", r.stderr);
+    forge.ok(&["network", "disconnect", "front", "other"]);
+    let r = Command::new("nsenter").arg(format!("--net=/proc/{}/ns/net", pid_of(&forge, "other"))).args(["ip", "-o", "link"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&r.stdout).contains("eth1"));
+    // Connected again, then gone: its lease goes with the next command.
+    forge.ok(&["network", "connect", "--alias", "again", "front", "other"]);
+    assert!(inspect_network(&forge, "front")["Containers"].to_string().contains("again"));
+    drop(_other);
+    assert!(!inspect_network(&forge, "front")["Containers"].to_string().contains("again"));
 
     // In use: not removed. Unused: removed with its bridge and rules.
     let r = forge.run(&["network", "rm", "front"]);

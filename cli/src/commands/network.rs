@@ -39,6 +39,24 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Give a running container an interface (`eth1`, ...) on another network, for as long as
+    /// it runs; peers there find it by name, aliases and short ID.
+    Connect {
+        /// More names it is found by on that network.
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
+        /// The network.
+        network: String,
+        /// The container (name or ID).
+        container: String,
+    },
+    /// Take a container's interface off a network it was connected to.
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The container (name or ID).
+        container: String,
+    },
     /// Remove what crashed forge processes left (veth pairs, namespaces, leases), the user
     /// networks nothing is attached to, and the default network's bridge and firewall rules
     /// when nothing uses it (made again when next needed).
@@ -88,6 +106,20 @@ pub fn run(global: &crate::Global, cmd: NetworkCommand) -> anyhow::Result<()> {
                 networks.remove(name)?;
                 outln!("{name}")?;
             }
+            Ok(())
+        }
+        NetworkCommand::Connect { aliases, network, container } => {
+            let c = crate::commands::create::containers(global)?.get(&container)?;
+            if c.state.status != forge_runtime::Status::Running {
+                anyhow::bail!("container {container} is not running: only a running container can be connected");
+            }
+            let names: Vec<String> = c.config.name.iter().chain(&aliases).cloned().chain([c.short_id().to_string()]).collect();
+            networks.connect(&network, c.id(), c.state.pid, c.state.pid_start, &names)?;
+            Ok(())
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            let c = crate::commands::create::containers(global)?.get(&container)?;
+            networks.disconnect(&network, c.id())?;
             Ok(())
         }
         NetworkCommand::Prune { force: _ } => {

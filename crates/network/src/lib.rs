@@ -198,6 +198,22 @@ struct Lease {
     /// Its `/etc/hosts`, kept current with its peers' names.
     #[serde(default)]
     hosts: Option<HostsFile>,
+    /// Set for an interface added to a running container's namespace (`network connect`):
+    /// the container's init owns it, not a lock holder.
+    #[serde(default)]
+    joined: Option<Joined>,
+}
+
+/// The owner of a [`Networks::connect`]ed interface.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Joined {
+    /// Whose interface it is (the container's ID).
+    container: String,
+    /// The container's init, and its start time (so a reused PID is not taken for it).
+    pid: u32,
+    start: u64,
+    /// The interface's name inside (`eth1`, ...).
+    interface: String,
 }
 
 /// A hosts file forge keeps current: its own part, then a line per peer.
@@ -399,6 +415,7 @@ impl Networks {
             id: id.clone(),
             names: Vec::new(),
             hosts: None,
+            joined: None,
         };
         // A fresh ID's lock is free; held means another process made the same ID, so it is
         // not ours to take.
@@ -411,8 +428,8 @@ impl Networks {
         // that a teardown or the next reconcile does not find.
         sys::create_netns(&attachment.lease.netns).map_err(io("making the network namespace"))?;
         let (n, l) = (&attachment.network, &attachment.lease);
-        netlink::add_veth(&l.veth, &n.bridge, &l.netns)?;
-        netlink::configure_inside(&l.netns, l.address, n.subnet.prefix_len(), (!n.internal).then_some(n.gateway))?;
+        netlink::add_veth(&l.veth, &n.bridge, &l.netns, netlink::CONTAINER_IF)?;
+        netlink::configure_inside(&l.netns, netlink::CONTAINER_IF, l.address, n.subnet.prefix_len(), (!n.internal).then_some(n.gateway))?;
         Ok(attachment)
     }
 
@@ -514,6 +531,76 @@ impl Networks {
         Ok(existed)
     }
 
+    /// Adds an interface on `network` (`eth1`, `eth2`, ...) to the running container
+    /// `container`, whose init is `pid` (started at `start`, `/proc/<pid>/stat`'s field 22):
+    /// docker's `network connect`. The interface lives as long as the container's namespace;
+    /// its lease is reconciled once that process is gone. Peers on `network` find it by
+    /// `names`. Returns the interface's address.
+    pub fn connect(&self, network: &str, container: &str, pid: u32, start: u64, names: &[String]) -> Result<Ipv4Addr, Error> {
+        let _host = host_lock()?;
+        self.reconcile_locked()?;
+        let leases = self.leases()?;
+        // Its own lease or an earlier connect on that network: the same container, or a name
+        // (its short ID among them) another attachment has.
+        if leases.iter().any(|l| l.network == network && (l.joined.as_ref().is_some_and(|j| j.container == container) || l.names.iter().any(|n| names.contains(n)))) {
+            return Err(Error::InUse { name: network.into(), reason: format!("container {container} is already connected to it") });
+        }
+        let network = self.network(network)?;
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if sys::start_time(pid) != Some(start) {
+            return Err(Error::NotFound(format!("a running process {pid} for container {container}")));
+        }
+        netlink::ensure_bridge(&network.bridge, network.gateway, network.subnet.prefix_len())?;
+        nat::add(&network.bridge, &network.subnet, network.internal)?;
+        let leased: Vec<Ipv4Addr> = leases.iter().filter(|l| l.network == network.name).map(|l| l.address).collect();
+        let address = network
+            .subnet
+            .hosts()
+            .find(|a| *a != network.gateway && !leased.contains(a))
+            .ok_or_else(|| Error::Exhausted { network: network.name.clone(), subnet: network.subnet })?;
+        let mut interface = String::new();
+        for n in 1..64 {
+            let name = format!("eth{n}");
+            if !netlink::link_exists_in(Some(&netns), &name)? {
+                interface = name;
+                break;
+            }
+        }
+        let id = new_id();
+        let lease = Lease {
+            veth: format!("fv{}", &id[..12]),
+            netns,
+            address,
+            network: network.name.clone(),
+            id: id.clone(),
+            names: names.to_vec(),
+            hosts: None,
+            joined: Some(Joined { container: container.into(), pid, start, interface }),
+        };
+        write_json(&self.lease_path(&id), &lease)?;
+        let interface = &lease.joined.as_ref().expect("set above").interface;
+        let made = netlink::add_veth(&lease.veth, &network.bridge, &lease.netns, interface)
+            .and_then(|()| netlink::configure_inside(&lease.netns, interface, address, network.subnet.prefix_len(), None));
+        if let Err(e) = made {
+            teardown(&self.dir, &lease)?;
+            return Err(e);
+        }
+        refresh_hosts(&self.dir, &network.name)?;
+        Ok(address)
+    }
+
+    /// Takes the interface [`connect`](Networks::connect) added for `container` off `network`.
+    pub fn disconnect(&self, network: &str, container: &str) -> Result<(), Error> {
+        let _host = host_lock()?;
+        let lease = self
+            .leases()?
+            .into_iter()
+            .find(|l| l.network == network && l.joined.as_ref().is_some_and(|j| j.container == container))
+            .ok_or_else(|| Error::NotFound(format!("a connection of container {container} to network {network} (only what `network connect` added can be disconnected)")))?;
+        teardown(&self.dir, &lease)?;
+        refresh_hosts(&self.dir, network)
+    }
+
     /// Removes what leases of dead owners name; returns how many it removed.
     pub fn reconcile(&self) -> Result<usize, Error> {
         let _host = host_lock()?;
@@ -523,7 +610,14 @@ impl Networks {
     fn reconcile_locked(&self) -> Result<usize, Error> {
         let mut removed = 0;
         for lease in self.leases()? {
-            let Some(lock) = FileLock::try_exclusive(&self.lock_path(&lease.id)).map_err(io("locking a lease"))? else { continue };
+            let lock = match &lease.joined {
+                Some(j) if sys::start_time(j.pid) == Some(j.start) => continue,
+                Some(_) => None,
+                None => match FileLock::try_exclusive(&self.lock_path(&lease.id)).map_err(io("locking a lease"))? {
+                    Some(lock) => Some(lock),
+                    None => continue,
+                },
+            };
             teardown(&self.dir, &lease)?;
             drop(lock);
             removed += 1;
@@ -598,7 +692,10 @@ fn refresh_hosts(dir: &Path, network: &str) -> Result<(), Error> {
 /// mount, then the lease itself, last, so an interrupted teardown is found again.
 fn teardown(dir: &Path, lease: &Lease) -> Result<(), Error> {
     netlink::delete_link(&lease.veth)?;
-    sys::remove_netns(&lease.netns).map_err(io("removing a network namespace"))?;
+    // A joined namespace is its container's, not ours to unmount.
+    if lease.joined.is_none() {
+        sys::remove_netns(&lease.netns).map_err(io("removing a network namespace"))?;
+    }
     let leases = dir.join("leases");
     match fs::remove_file(leases.join(format!("{}.json", lease.id))) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io("removing a lease")(e)),

@@ -55,9 +55,14 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, rtnetlink:
     }
 }
 
+/// Whether a link of that name exists in the namespace at `netns` (the host's when `None`).
+pub(crate) fn link_exists_in(netns: Option<&Path>, name: &str) -> Result<bool, Error> {
+    batch("looking up a link", netns, |h| async move { index_of(&h, name).await.map(|i| i.is_some()) })
+}
+
 /// Whether a link of that name exists in the host's namespace.
 pub(crate) fn link_exists(name: &str) -> Result<bool, Error> {
-    batch("looking up a link", None, |h| async move { index_of(&h, name).await.map(|i| i.is_some()) })
+    link_exists_in(None, name)
 }
 
 /// Makes the bridge `name` with `gateway` on it and brings it up; an existing one keeps its
@@ -96,14 +101,14 @@ pub(crate) fn delete_link(name: &str) -> Result<(), Error> {
 }
 
 /// Makes a veth pair: `host_end` in the host's namespace on `bridge`, up, and its peer
-/// [`CONTAINER_IF`] created straight in the namespace at `netns` (no rename, so no clash with
-/// another container's `eth0`).
-pub(crate) fn add_veth(host_end: &str, bridge: &str, netns: &Path) -> Result<(), Error> {
+/// `inside` created straight in the namespace at `netns` (no rename, so no clash with another
+/// container's `eth0`).
+pub(crate) fn add_veth(host_end: &str, bridge: &str, netns: &Path, inside: &str) -> Result<(), Error> {
     let ns = std::fs::File::open(netns).map_err(|source| Error::Io { what: "opening the network namespace", source })?;
     let fd = ns.as_raw_fd();
     batch("making the veth pair", None, |h| async move {
         let bridge = index_of(&h, bridge).await?.ok_or(rtnetlink::Error::RequestFailed)?;
-        let peer = LinkMessageBuilder::<LinkUnspec>::new().name(CONTAINER_IF).setns_by_fd(fd).build();
+        let peer = LinkMessageBuilder::<LinkUnspec>::new().name(inside).setns_by_fd(fd).build();
         let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host_end)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
@@ -114,13 +119,13 @@ pub(crate) fn add_veth(host_end: &str, bridge: &str, netns: &Path) -> Result<(),
     })
 }
 
-/// Inside the namespace: loopback up, `address` on [`CONTAINER_IF`], up, and a default route
-/// via `gateway` when there is one (an internal network has none).
-pub(crate) fn configure_inside(netns: &Path, address: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> Result<(), Error> {
+/// Inside the namespace: loopback up, `address` on `interface`, up, and a default route via
+/// `gateway` when there is one (an internal network has none, nor a second interface).
+pub(crate) fn configure_inside(netns: &Path, interface: &str, address: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> Result<(), Error> {
     batch("configuring the container's interfaces", Some(netns), |h| async move {
         let lo = index_of(&h, "lo").await?.ok_or(rtnetlink::Error::RequestFailed)?;
         h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await?;
-        let eth = index_of(&h, CONTAINER_IF).await?.ok_or(rtnetlink::Error::RequestFailed)?;
+        let eth = index_of(&h, interface).await?.ok_or(rtnetlink::Error::RequestFailed)?;
         h.address().add(eth, address.into(), prefix).execute().await?;
         h.link().set(LinkUnspec::new_with_index(eth).up().build()).execute().await?;
         if let Some(gw) = gateway {

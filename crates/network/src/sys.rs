@@ -89,3 +89,12 @@ impl FileLock {
         }
     }
 }
+
+/// The start time of process `pid` (`/proc/<pid>/stat` field 22, clock ticks since boot), so a
+/// reused PID is never taken for the process a lease names. (The sandbox and the runtime read
+/// the same field for their own records; this crate depends on neither.)
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
