@@ -92,7 +92,7 @@ pub fn run(global: &crate::Global, cmd: NetworkCommand) -> anyhow::Result<()> {
             let mut out = Vec::new();
             for name in &names {
                 let (n, attached) = networks.inspect(name)?;
-                let attached: Vec<_> = attached.into_iter().map(|(ip, names)| serde_json::json!({ "IPv4Address": ip.to_string(), "Names": names })).collect();
+                let attached: Vec<_> = attached.into_iter().map(|a| serde_json::json!({ "IPv4Address": a.address.to_string(), "Names": a.names })).collect();
                 out.push(serde_json::json!({
                     "Name": n.name, "Driver": "bridge", "Internal": n.internal, "Bridge": n.bridge,
                     "IPAM": { "Config": [{ "Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string() }] },

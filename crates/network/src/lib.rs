@@ -238,6 +238,15 @@ pub struct Attachment {
     owner: Option<FileLock>,
 }
 
+/// One attachment of a network, as [`Networks::inspect`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// The names peers find it by (none for a build step, or on the default network).
+    pub names: Vec<String>,
+}
+
 /// What [`Networks::prune`] removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
@@ -486,12 +495,12 @@ impl Networks {
         Ok(out)
     }
 
-    /// A network and the addresses and names of what is attached to it.
-    pub fn inspect(&self, name: &str) -> Result<(Network, Vec<(Ipv4Addr, Vec<String>)>), Error> {
+    /// A network and what is attached to it.
+    pub fn inspect(&self, name: &str) -> Result<(Network, Vec<Attached>), Error> {
         let _host = host_lock()?;
         self.reconcile_locked()?;
         let network = self.list_locked()?.into_iter().find(|n| n.name == name).ok_or_else(|| Error::NotFound(name.into()))?;
-        let attached = self.leases()?.into_iter().filter(|l| l.network == name).map(|l| (l.address, l.names)).collect();
+        let attached = self.leases()?.into_iter().filter(|l| l.network == name).map(|l| Attached { address: l.address, names: l.names }).collect();
         Ok((network, attached))
     }
 

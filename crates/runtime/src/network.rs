@@ -211,6 +211,60 @@ fn serve_tcp(listener: TcpListener, target: SocketAddr, stop: &AtomicBool) {
     }
 }
 
+/// UDP: one socket towards the container per client, whose replies a thread sends back. The
+/// reply threads hold the host socket too, so they end (and are joined) with the proxy: the
+/// port is free again when the container is gone.
+fn serve_udp(socket: UdpSocket, target: SocketAddr, stop: &Arc<AtomicBool>) {
+    let mut clients: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+    let mut repliers = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let upstream = match clients.entry(from) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => match udp_upstream(&socket, target, from, stop) {
+                Some((u, replier)) => {
+                    repliers.push(replier);
+                    v.insert(u)
+                }
+                None => continue,
+            },
+        };
+        let _ = upstream.send(&buf[..n]);
+    }
+    for r in repliers {
+        let _ = r.join();
+    }
+}
+
+/// A socket towards the container for the client `from`, and a thread that sends what comes
+/// back on it to the client through the host socket until `stop`.
+fn udp_upstream(socket: &UdpSocket, target: SocketAddr, from: SocketAddr, stop: &Arc<AtomicBool>) -> Option<(UdpSocket, JoinHandle<()>)> {
+    let upstream = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|u| u.connect(target).map(|()| u)).ok()?;
+    let (replies, back) = (upstream.try_clone().ok()?, socket.try_clone().ok()?);
+    // Wakes up every half second to see whether the proxy stopped.
+    replies.set_read_timeout(Some(std::time::Duration::from_millis(500))).ok()?;
+    let stop = stop.clone();
+    let replier = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(Ordering::SeqCst) {
+            match replies.recv(&mut buf) {
+                Ok(n) => {
+                    let _ = back.send_to(&buf[..n], from);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                // ECONNREFUSED from an ICMP "port unreachable" the container sent: keep going.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(_) => return,
+            }
+        }
+    });
+    Some((upstream, replier))
+}
+
 /// `io::copy` with a 256 KiB buffer: its 8 KiB one (sockets get no splice) halves the
 /// throughput of a bulk transfer through the proxy.
 fn copy(from: &mut TcpStream, to: &mut TcpStream) -> io::Result<()> {
@@ -226,33 +280,63 @@ fn copy(from: &mut TcpStream, to: &mut TcpStream) -> io::Result<()> {
     }
 }
 
-/// UDP: one socket towards the container per client, whose replies a thread sends back.
-fn serve_udp(socket: UdpSocket, target: SocketAddr, stop: &AtomicBool) {
-    let mut clients: HashMap<SocketAddr, UdpSocket> = HashMap::new();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-        if stop.load(Ordering::SeqCst) {
-            return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn publish(protocol: Protocol, container_port: u16) -> Publish {
+        Publish { host_ip: Ipv4Addr::LOCALHOST, host_port: 0, container_port, protocol }
+    }
+
+    // The proxies against servers on the host's loopback standing in for a container's (the
+    // cli tests run them against real containers over the bridge; busybox has no UDP tool).
+    #[test]
+    fn the_udp_proxy_passes_datagrams_both_ways_per_client() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let echo = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            for _ in 0..2 {
+                let (n, from) = server.recv_from(&mut buf).unwrap();
+                server.send_to(&[&b"echo:"[..], &buf[..n]].concat(), from).unwrap();
+            }
+        });
+        let (proxy, host_port) = Proxy::start(&publish(Protocol::Udp, port), Ipv4Addr::LOCALHOST).unwrap();
+        for word in [&b"one"[..], b"two"] {
+            let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+            client.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            client.send_to(word, ("127.0.0.1", host_port)).unwrap();
+            let mut buf = [0u8; 64];
+            let n = client.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], [&b"echo:"[..], word].concat().as_slice());
         }
-        if !clients.contains_key(&from) {
-            let Ok(upstream) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|u| u.connect(target).map(|()| u)) else { continue };
-            let (Ok(replies), Ok(back)) = (upstream.try_clone(), socket.try_clone()) else { continue };
-            // Ends when the container's namespace goes (the socket errors) or at 10 minutes
-            // without a reply, as conntrack forgets a UDP flow.
-            let _ = replies.set_read_timeout(Some(std::time::Duration::from_secs(600)));
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                while let Ok(n) = replies.recv(&mut buf) {
-                    if back.send_to(&buf[..n], from).is_err() {
-                        return;
-                    }
-                }
-            });
-            clients.insert(from, upstream);
-        }
-        if let Some(u) = clients.get(&from) {
-            let _ = u.send(&buf[..n]);
-        }
+        echo.join().unwrap();
+        drop(proxy);
+        // Dropped: the port is free again.
+        UdpSocket::bind(("127.0.0.1", host_port)).unwrap();
+    }
+
+    #[test]
+    fn the_tcp_proxy_passes_a_stream_and_its_end_and_refuses_a_taken_port() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let upper = std::thread::spawn(move || {
+            let (mut c, _) = server.accept().unwrap();
+            let mut text = String::new();
+            c.read_to_string(&mut text).unwrap();
+            c.write_all(text.to_uppercase().as_bytes()).unwrap();
+        });
+        let (proxy, host_port) = Proxy::start(&publish(Protocol::Tcp, port), Ipv4Addr::LOCALHOST).unwrap();
+        let taken = Proxy::start(&Publish { host_port, ..publish(Protocol::Tcp, port) }, Ipv4Addr::LOCALHOST);
+        assert_eq!(taken.err().map(|e| e.kind()), Some(io::ErrorKind::AddrInUse));
+        let mut c = TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+        c.write_all(&vec![b'x'; 1 << 20]).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        assert_eq!(back, vec![b'X'; 1 << 20]);
+        upper.join().unwrap();
+        drop(proxy);
     }
 }
