@@ -167,4 +167,18 @@ pub struct Limits {
     pub cpu_quota: Option<(i64, u64)>,
     /// Maximum number of processes.
     pub pids: Option<u64>,
+    /// Soft memory limit in bytes (docker's `--memory-reservation`): what the kernel reclaims
+    /// the cgroup down to when the host runs short.
+    #[serde(default)]
+    pub memory_reservation: Option<u64>,
+    /// The CPUs the processes may run on, in the kernel's list format (`0-2,4`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+    /// Relative block I/O weight, 10 to 1000 (where the kernel's I/O scheduler has weights).
+    #[serde(default)]
+    pub blkio_weight: Option<u16>,
+    /// At the memory limit, processes wait for memory instead of being OOM-killed (cgroup v1
+    /// only: v2 has no such switch).
+    #[serde(default)]
+    pub oom_kill_disable: bool,
 }

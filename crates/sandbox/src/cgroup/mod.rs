@@ -6,6 +6,7 @@
 //! so cgroups a killed forge left behind are recognised, emptied and removed the next time any
 //! forge process makes one.
 
+mod control;
 mod devices;
 mod v1;
 mod v2;
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::spec::Limits;
+
+pub use control::{ControlError, ControlGroup, Stats};
 
 /// Where cgroups are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";

@@ -27,7 +27,7 @@ impl CgroupV2 {
         std::fs::create_dir_all(&parent)?;
         super::remove_orphans(std::slice::from_ref(&parent));
         let available = read(&root.join("cgroup.controllers")).unwrap_or_default();
-        let wanted: Vec<&str> = ["memory", "cpu", "pids"].into_iter().filter(|c| available.split(' ').any(|a| a == *c)).collect();
+        let wanted: Vec<&str> = ["memory", "cpu", "pids", "cpuset", "io"].into_iter().filter(|c| available.split(' ').any(|a| a == *c)).collect();
         let enable = wanted.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
         if !enable.is_empty() {
             // Best effort: the root usually has them enabled already.
@@ -72,6 +72,31 @@ impl CgroupV2 {
         }
         if let Some(p) = limits.pids {
             write(&d.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(r) = limits.memory_reservation {
+            write(&d.join("memory.low"), &r.to_string())?;
+        }
+        if limits.oom_kill_disable {
+            return Err(io::Error::other("cgroup v2 cannot keep the OOM killer off: --oom-kill-disable needs a cgroup v1 host"));
+        }
+        if let Some(cpus) = &limits.cpuset_cpus {
+            let file = d.join("cpuset.cpus");
+            if !file.exists() {
+                return Err(io::Error::other("the cgroup v2 cpuset controller is not available: --cpuset-cpus cannot be applied"));
+            }
+            write(&file, cpus)?;
+        }
+        if let Some(weight) = limits.blkio_weight {
+            // BFQ takes blkio's 10..1000 as is; io.weight (blk-iocost) counts 1..10000 around 100.
+            let (file, value) = if d.join("io.bfq.weight").exists() {
+                ("io.bfq.weight", u32::from(weight))
+            } else {
+                ("io.weight", 1 + (u32::from(weight) - 10) * 9999 / 990)
+            };
+            if !d.join(file).exists() {
+                return Err(io::Error::other("the cgroup v2 io controller has no weights here: --blkio-weight cannot be applied"));
+            }
+            write(&d.join(file), &value.to_string())?;
         }
         Ok(())
     }
