@@ -9,6 +9,10 @@ use crate::error::Error;
 /// sandbox's own type, parsed once from the flag.
 pub use forge_sandbox::Network;
 
+/// A container's resource limits (docker's resource flags): the sandbox's own type, checked by
+/// [`crate::check_limits`].
+pub use forge_sandbox::Limits;
+
 /// What the user asked for; unset fields come from the image.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -32,6 +36,9 @@ pub struct CreateOptions {
     pub network: Network,
     /// `--rm`: removed when it exits.
     pub auto_remove: bool,
+    /// The resource flags (`-m`, `--cpus`, `--pids-limit`...), checked at create by docker's
+    /// rules.
+    pub limits: Limits,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -66,6 +73,9 @@ pub struct Config {
     pub network: Network,
     /// Removed when it exits.
     pub auto_remove: bool,
+    /// Its cgroup's limits.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// The process part of a config, from the image's config and the options.

@@ -70,6 +70,7 @@ impl Containers {
         let image = self.store.image(&opts.image).map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
+        crate::resources::check_limits(&opts.limits)?;
         if let Some(name) = &opts.name {
             validate_name(name)?;
         }
@@ -118,6 +119,7 @@ impl Containers {
             hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
             network: opts.network,
             auto_remove: opts.auto_remove,
+            limits: opts.limits.clone(),
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -259,6 +261,9 @@ impl Containers {
                 }
             }
         }
+        if state.status == Status::Running {
+            state.paused = crate::resources::is_paused(&state);
+        }
         Ok(Some(Container { config, state }))
     }
 
@@ -331,6 +336,7 @@ impl Containers {
         spec.cwd = config.working_dir.clone();
         spec.hostname = config.hostname.clone();
         spec.network = config.network;
+        spec.limits = config.limits.clone();
         spec.output = forge_sandbox::Output::Raw;
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
@@ -344,6 +350,7 @@ impl Containers {
                     pid_start: start_time(pid).unwrap_or(0),
                     supervisor: std::process::id(),
                     started_at: now(),
+                    cgroup: forge_sandbox::ControlGroup::of_process(pid).map(|c| c.paths().to_vec()).unwrap_or_default(),
                     ..State::created()
                 };
                 recorded = write_json(&state_path, &state);
@@ -406,6 +413,8 @@ impl Containers {
             None => {
                 let state: State = read_json(&self.path(id).join("state.json"))?;
                 kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
+                // A paused container's processes cannot die until they are thawed.
+                crate::resources::thaw(&state);
                 // Its supervisor records the exit and lets go.
                 match self.lock(id)? {
                     Some(lock) => lock,

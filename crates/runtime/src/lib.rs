@@ -67,10 +67,12 @@
 mod config;
 mod containers;
 mod error;
+mod resources;
 mod state;
 mod sys;
 
-pub use config::{env_entry, env_file, Config, CreateOptions, Network};
+pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network};
+pub use resources::check_limits;
 pub use containers::{Container, Containers};
 pub use error::Error;
 pub use state::{State, Status};
