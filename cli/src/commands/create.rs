@@ -38,6 +38,8 @@ pub struct ContainerFlags {
     /// `none` (loopback only) or `host`.
     #[arg(long, default_value = "none")]
     network: String,
+    #[command(flatten)]
+    resources: crate::commands::resources::ResourceFlags,
     /// The image.
     image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -68,6 +70,7 @@ impl ContainerFlags {
             hostname: self.hostname.clone(),
             network: self.network.parse()?,
             auto_remove: self.rm,
+            limits: self.resources.limits()?,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod output;
 pub mod pull;
 pub mod ps;
 pub mod push;
+pub mod resources;
 pub mod rm;
 pub mod run;
 pub mod save;
