@@ -40,6 +40,8 @@ pub struct ContainerFlags {
     network: String,
     #[command(flatten)]
     resources: crate::commands::resources::ResourceFlags,
+    #[command(flatten)]
+    security: crate::commands::security::SecurityFlags,
     /// The image.
     image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -59,6 +61,7 @@ impl ContainerFlags {
         for e in &self.env {
             env.extend(forge_runtime::env_entry(e, lookup)?);
         }
+        let (security, seccomp) = self.security.parse()?;
         Ok(CreateOptions {
             image: self.image.clone(),
             name: self.name.clone(),
@@ -71,6 +74,8 @@ impl ContainerFlags {
             network: self.network.parse()?,
             auto_remove: self.rm,
             limits: self.resources.limits()?,
+            security,
+            seccomp,
         })
     }
 }

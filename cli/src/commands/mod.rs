@@ -17,6 +17,7 @@ pub mod resources;
 pub mod rm;
 pub mod run;
 pub mod save;
+pub mod security;
 pub mod start;
 pub mod store;
 pub mod tag;

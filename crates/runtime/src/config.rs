@@ -13,6 +13,10 @@ pub use forge_sandbox::Network;
 /// [`crate::check_limits`].
 pub use forge_sandbox::Limits;
 
+/// A container's capabilities and privileges (docker's `--cap-add`, `--cap-drop`,
+/// `--privileged`), and its seccomp profile: the sandbox's own types.
+pub use forge_sandbox::{Seccomp, Security};
+
 /// What the user asked for; unset fields come from the image.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -39,6 +43,10 @@ pub struct CreateOptions {
     /// The resource flags (`-m`, `--cpus`, `--pids-limit`...), checked at create by docker's
     /// rules.
     pub limits: Limits,
+    /// `--cap-add`, `--cap-drop`, `--privileged`.
+    pub security: Security,
+    /// `--security-opt seccomp=`.
+    pub seccomp: Seccomp,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -76,6 +84,12 @@ pub struct Config {
     /// Its cgroup's limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Its capabilities' changes and privileges.
+    #[serde(default)]
+    pub security: Security,
+    /// Its seccomp profile.
+    #[serde(default)]
+    pub seccomp: Seccomp,
 }
 
 /// The process part of a config, from the image's config and the options.

@@ -120,6 +120,8 @@ impl Containers {
             network: opts.network,
             auto_remove: opts.auto_remove,
             limits: opts.limits.clone(),
+            security: opts.security.clone(),
+            seccomp: opts.seccomp,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -337,6 +339,8 @@ impl Containers {
         spec.hostname = config.hostname.clone();
         spec.network = config.network;
         spec.limits = config.limits.clone();
+        spec.security = config.security.clone();
+        spec.seccomp = config.seccomp;
         spec.output = forge_sandbox::Output::Raw;
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);

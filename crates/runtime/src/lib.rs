@@ -71,7 +71,7 @@ mod resources;
 mod state;
 mod sys;
 
-pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network};
+pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Seccomp, Security};
 pub use resources::check_limits;
 pub use containers::{Container, Containers};
 pub use error::Error;

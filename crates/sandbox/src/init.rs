@@ -171,8 +171,9 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     let envp = env.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
     let dev_null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     // On the host's network a raw or packet socket would see the host's traffic.
-    let caps = crate::caps::for_network(spec.run.network);
-    let filters = spec.run.seccomp.compile(&caps)?;
+    let caps = crate::caps::for_spec(spec.run.network, &spec.run.security);
+    let seccomp = if spec.run.security.privileged { crate::Seccomp::Unconfined } else { spec.run.seccomp };
+    let filters = seccomp.compile(&caps)?;
 
     let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {

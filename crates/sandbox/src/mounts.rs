@@ -107,7 +107,9 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
     }
 
     pivot(root)?;
-    mask_paths();
+    if !spec.run.security.privileged {
+        mask_paths();
+    }
     Ok(())
 }
 

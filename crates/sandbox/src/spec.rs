@@ -47,6 +47,23 @@ pub struct RunSpec {
     /// Which `/etc` files the sandbox provides.
     #[serde(default)]
     pub etc: Etc,
+    /// Capabilities and confinement beyond Docker's defaults.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// What a container may do beyond Docker's defaults: docker's `--cap-add`, `--cap-drop` and
+/// `--privileged` (`--security-opt seccomp=` is [`RunSpec::seccomp`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// Capabilities added to the default set, spelled `CAP_NAME` or `ALL` (see
+    /// [`crate::normalize_capability`]).
+    pub cap_add: Vec<String>,
+    /// Capabilities taken from the default set, spelled the same way.
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, no masked or read-only paths, access to every device
+    /// (through the device nodes it makes: its `/dev` stays the minimal one).
+    pub privileged: bool,
 }
 
 /// The `/etc` files a sandbox gets (bound over the image's, never written into its layer).
@@ -93,6 +110,7 @@ impl RunSpec {
             scratch_in: None,
             output: Output::Lines,
             etc: Etc::Build,
+            security: Security::default(),
         }
     }
 }

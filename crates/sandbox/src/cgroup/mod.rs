@@ -38,14 +38,15 @@ pub(crate) struct Usage {
 }
 
 impl Cgroup {
-    /// Creates a step's cgroup with `limits` and Docker's device rules, after removing the
-    /// ones dead forge processes left beside it.
-    pub(crate) fn create(limits: &Limits) -> io::Result<Cgroup> {
+    /// Creates a step's cgroup with `limits` and Docker's device rules (every device when
+    /// `all_devices`: a privileged container), after removing the ones dead forge processes
+    /// left beside it.
+    pub(crate) fn create(limits: &Limits, all_devices: bool) -> io::Result<Cgroup> {
         let name = Owner::current().name();
         if is_unified(Path::new(CGROUP_ROOT))? {
-            Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), &name, limits)?))
+            Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), &name, limits, all_devices)?))
         } else {
-            Ok(Cgroup::V1(v1::CgroupV1::create(Path::new(CGROUP_ROOT), &name, limits)?))
+            Ok(Cgroup::V1(v1::CgroupV1::create(Path::new(CGROUP_ROOT), &name, limits, all_devices)?))
         }
     }
 

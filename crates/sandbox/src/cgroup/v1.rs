@@ -53,7 +53,7 @@ pub(crate) fn parents(root: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 impl CgroupV1 {
-    pub(crate) fn create(root: &Path, name: &str, limits: &Limits) -> io::Result<CgroupV1> {
+    pub(crate) fn create(root: &Path, name: &str, limits: &Limits, all_devices: bool) -> io::Result<CgroupV1> {
         let parents = controller_parents(root)?;
         super::remove_orphans(&parents.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>());
         let mut dirs = Vec::new();
@@ -66,7 +66,7 @@ impl CgroupV1 {
             dirs.push((c, dir));
         }
         let cg = CgroupV1 { dirs };
-        if let Err(e) = cg.apply(limits) {
+        if let Err(e) = cg.apply(limits, all_devices) {
             for (_, d) in &cg.dirs {
                 let _ = std::fs::remove_dir(d);
             }
@@ -79,7 +79,7 @@ impl CgroupV1 {
         self.dirs.iter().find(|(c, _)| *c == controller).map(|(_, d)| d.as_path())
     }
 
-    fn apply(&self, limits: &Limits) -> io::Result<()> {
+    fn apply(&self, limits: &Limits, all_devices: bool) -> io::Result<()> {
         let needs = |controller: &str, flag: &str| {
             self.dir(controller).ok_or_else(|| io::Error::other(format!("the cgroup v1 {controller} controller is not mounted: {flag} cannot be applied")))
         };
@@ -131,6 +131,8 @@ impl CgroupV1 {
             write(&pids.join("pids.max"), &max.to_string())?;
         }
         match self.dir("devices") {
+            // A new cgroup inherits its parent's rules: the host's, every device.
+            Some(_) if all_devices => {}
             Some(devices) => {
                 write(&devices.join("devices.deny"), "a")?;
                 for rule in super::devices::DEFAULT {

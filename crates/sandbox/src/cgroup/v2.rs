@@ -22,7 +22,7 @@ pub(crate) fn parent(root: &Path) -> PathBuf {
 }
 
 impl CgroupV2 {
-    pub(crate) fn create(root: &Path, name: &str, limits: &Limits) -> io::Result<CgroupV2> {
+    pub(crate) fn create(root: &Path, name: &str, limits: &Limits, all_devices: bool) -> io::Result<CgroupV2> {
         let parent = parent(root);
         std::fs::create_dir_all(&parent)?;
         super::remove_orphans(std::slice::from_ref(&parent));
@@ -37,7 +37,9 @@ impl CgroupV2 {
         let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
         let cg = CgroupV2 { dir };
-        if let Err(e) = cg.apply(limits).and_then(|()| cg.limit_devices()) {
+        // Without a device program every device is allowed: only for a privileged container.
+        let devices = || if all_devices { Ok(()) } else { cg.limit_devices() };
+        if let Err(e) = cg.apply(limits).and_then(|()| devices()) {
             let _ = std::fs::remove_dir(&cg.dir);
             return Err(e);
         }
@@ -166,7 +168,7 @@ mod tests {
         let made = Command::new("mknod").arg(&disk).args(["b", "7", "0"]).status().unwrap();
         assert!(made.success());
         let name = format!("test-devices-{}", std::process::id());
-        let cg = super::super::Cgroup::V2(CgroupV2::create(&unified_root(), &name, &Limits::default()).unwrap());
+        let cg = super::super::Cgroup::V2(CgroupV2::create(&unified_root(), &name, &Limits::default(), false).unwrap());
         // The shell waits for a line, so it is in the cgroup before it opens anything.
         let script = format!("read go; dd if={} bs=1 count=1 of=/dev/null 2>&1; head -c1 /dev/zero | wc -c", disk.display());
         let mut child = Command::new("sh").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
