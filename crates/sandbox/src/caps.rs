@@ -74,8 +74,9 @@ pub fn normalize(name: &str) -> Result<String, UnknownCapability> {
 }
 
 /// Limits the calling process (about to `execve`) to `keep`: the bounding set decides what a
-/// root process gets at exec, the inheritable set must not add back what the bounding set
-/// dropped, and no ambient capabilities survive.
+/// root process gets at exec. No inheritable or ambient capabilities survive: an executable
+/// with file capabilities would otherwise gain those in the inheritable set even as a non-root
+/// user (CVE-2022-24769; Docker 23 and later leave the set empty too).
 pub(crate) fn restrict(keep: &[Capability]) -> Result<(), String> {
     let keep: CapsHashSet = keep.iter().copied().collect();
     for cap in caps::all() {
@@ -84,8 +85,6 @@ pub(crate) fn restrict(keep: &[Capability]) -> Result<(), String> {
         }
     }
     caps::clear(None, CapSet::Ambient).map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-    let permitted = caps::read(None, CapSet::Permitted).map_err(|e| e.to_string())?;
-    let inheritable: CapsHashSet = keep.intersection(&permitted).copied().collect();
-    caps::set(None, CapSet::Inheritable, &inheritable).map_err(|e| format!("setting inheritable capabilities: {e}"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| format!("clearing inheritable capabilities: {e}"))?;
     Ok(())
 }
