@@ -103,6 +103,9 @@ enum Command {
     Stats(commands::resources::StatsArgs),
     /// The processes of a running container (`ps` on the host, filtered).
     Top(commands::resources::TopArgs),
+    /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
@@ -140,6 +143,7 @@ fn main() -> ExitCode {
         Command::Unpause(args) => commands::resources::pause(&cli.global, args, false),
         Command::Stats(args) => commands::resources::stats(&cli.global, args),
         Command::Top(args) => commands::resources::top(&cli.global, args),
+        Command::Volume(cmd) => commands::volume::run(&cli.global, cmd),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
     };
     match result {

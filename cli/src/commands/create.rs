@@ -42,6 +42,8 @@ pub struct ContainerFlags {
     resources: crate::commands::resources::ResourceFlags,
     #[command(flatten)]
     security: crate::commands::security::SecurityFlags,
+    #[command(flatten)]
+    mounts: crate::commands::volume::MountFlags,
     /// The image.
     image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -62,6 +64,7 @@ impl ContainerFlags {
             env.extend(forge_runtime::env_entry(e, lookup)?);
         }
         let (security, seccomp) = self.security.parse()?;
+        let (mounts, read_only) = self.mounts.mounts()?;
         Ok(CreateOptions {
             image: self.image.clone(),
             name: self.name.clone(),
@@ -76,6 +79,8 @@ impl ContainerFlags {
             limits: self.resources.limits()?,
             security,
             seccomp,
+            mounts,
+            read_only,
         })
     }
 }

@@ -22,3 +22,4 @@ pub mod start;
 pub mod store;
 pub mod tag;
 pub mod transfer;
+pub mod volume;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::volumes::MountSpec;
 
 /// The network a container gets (docker's `--network`; `none` and `host` for now): the
 /// sandbox's own type, parsed once from the flag.
@@ -47,6 +48,10 @@ pub struct CreateOptions {
     pub security: Security,
     /// `--security-opt seccomp=`.
     pub seccomp: Seccomp,
+    /// `-v`, `--mount`, `--tmpfs`.
+    pub mounts: Vec<MountSpec>,
+    /// `--read-only`: the root filesystem is read-only.
+    pub read_only: bool,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -90,6 +95,12 @@ pub struct Config {
     /// Its seccomp profile.
     #[serde(default)]
     pub seccomp: Seccomp,
+    /// Its mounts (bind, volume, tmpfs).
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    /// Its root filesystem is read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// The process part of a config, from the image's config and the options.

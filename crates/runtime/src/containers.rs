@@ -71,10 +71,28 @@ impl Containers {
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
         crate::resources::check_limits(&opts.limits)?;
+        crate::volumes::check_mounts(&opts.mounts)?;
         if let Some(name) = &opts.name {
             validate_name(name)?;
         }
         let id = new_id()?;
+        // Volumes are taken under their lock, held until the records name them, so a
+        // `volume rm` either sees this container or removes the volume before it is taken.
+        let volumes = crate::volumes::Volumes::open(&self.store)?;
+        let _volumes_lock = if opts.mounts.iter().any(|m| matches!(m.source, crate::MountSource::Volume { .. })) { Some(volumes.lock()?) } else { None };
+        let mut new_volumes = Vec::new();
+        for m in &opts.mounts {
+            if let crate::MountSource::Volume { name, nocopy } = &m.source {
+                let v = match volumes.get(name) {
+                    Ok(v) => v,
+                    Err(Error::NoSuchVolume(_)) => volumes.create_locked(Some(name))?,
+                    Err(e) => return Err(e),
+                };
+                if !nocopy {
+                    new_volumes.push((m.target.clone(), v.mountpoint));
+                }
+            }
+        }
         // Records first, then the name: a name whose holder has no records is then surely free.
         let config = self.create_records(opts, &image, &id, process)?;
         let created = match &opts.name {
@@ -90,6 +108,13 @@ impl Containers {
                 .snapshots()
                 .prepare_held(&config.snapshot, chain.as_ref(), &format!("container {id}"))
                 .map_err(|source| Error::Snapshot { what: "preparing the container's writable layer", source })?;
+            if !new_volumes.is_empty() {
+                let dirs = self.store.snapshots().dirs(&config.snapshot).map_err(|source| Error::Snapshot { what: "finding the container's layers", source })?;
+                let scratch = self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?;
+                for (target, data) in &new_volumes {
+                    crate::volumes::copy_up(&dirs.lowerdirs, target, data, &scratch)?;
+                }
+            }
             Ok(())
         });
         match created {
@@ -122,6 +147,8 @@ impl Containers {
             limits: opts.limits.clone(),
             security: opts.security.clone(),
             seccomp: opts.seccomp,
+            mounts: opts.mounts.clone(),
+            read_only: opts.read_only,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -341,6 +368,16 @@ impl Containers {
         spec.limits = config.limits.clone();
         spec.security = config.security.clone();
         spec.seccomp = config.seccomp;
+        spec.readonly_rootfs = config.read_only;
+        let volumes = crate::volumes::Volumes::open(&self.store)?;
+        for m in &config.mounts {
+            let kind = match &m.source {
+                crate::MountSource::Bind(source) => forge_sandbox::MountKind::Bind { source: source.clone(), readonly: m.read_only },
+                crate::MountSource::Volume { name, .. } => forge_sandbox::MountKind::Bind { source: volumes.get(name)?.mountpoint, readonly: m.read_only },
+                crate::MountSource::Tmpfs(size) => forge_sandbox::MountKind::Tmpfs { size: *size },
+            };
+            spec.mounts.push(forge_sandbox::Mount { target: m.target.clone(), kind });
+        }
         spec.output = forge_sandbox::Output::Raw;
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
@@ -491,7 +528,7 @@ impl Containers {
 }
 
 /// A fresh container ID: 32 random bytes in hex, as docker's.
-fn new_id() -> Result<String, Error> {
+pub(crate) fn new_id() -> Result<String, Error> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(io("reading", "/dev/urandom"))?;

@@ -70,6 +70,7 @@ mod error;
 mod resources;
 mod state;
 mod sys;
+mod volumes;
 
 pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Seccomp, Security};
 pub use resources::check_limits;
@@ -77,3 +78,4 @@ pub use containers::{Container, Containers};
 pub use error::Error;
 pub use state::{State, Status};
 pub use sys::SignalProxy;
+pub use volumes::{MountSource, MountSpec, Volume, Volumes};

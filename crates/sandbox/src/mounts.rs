@@ -110,6 +110,11 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
     if !spec.run.security.privileged {
         mask_paths();
     }
+    if spec.run.readonly_rootfs {
+        // The root mount only: /proc, /dev, the /etc files and the extra mounts are mounts of
+        // their own and keep their modes.
+        mount_remount("/", MountFlags::BIND | MountFlags::RDONLY, "").map_err(ctx("making the root filesystem read-only"))?;
+    }
     Ok(())
 }
 

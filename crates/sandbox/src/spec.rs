@@ -50,6 +50,10 @@ pub struct RunSpec {
     /// Capabilities and confinement beyond Docker's defaults.
     #[serde(default)]
     pub security: Security,
+    /// The root filesystem is mounted read-only (docker's `--read-only`; the extra mounts keep
+    /// their own mode).
+    #[serde(default)]
+    pub readonly_rootfs: bool,
 }
 
 /// What a container may do beyond Docker's defaults: docker's `--cap-add`, `--cap-drop` and
@@ -111,6 +115,7 @@ impl RunSpec {
             output: Output::Lines,
             etc: Etc::Build,
             security: Security::default(),
+            readonly_rootfs: false,
         }
     }
 }
