@@ -122,3 +122,37 @@ fn privileged_unmasks_paths_and_allows_devices() {
     let privileged = forge.run(&["run", "--rm", "--privileged", "busybox", "sh", "-c", script]).stdout;
     assert!(privileged.starts_with("0\n") && !privileged.contains("Operation not permitted"), "{privileged}");
 }
+
+#[test]
+fn a_seccomp_profile_file_in_dockers_format_is_applied() {
+    let forge = Forge::with_busybox();
+    probe_image(&forge);
+    // A deny list: everything allowed but keyctl (EACCES) and bpf (the default errno, EPERM).
+    let profile = forge.dir.path().join("deny.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+            {"names":["keyctl"],"action":"SCMP_ACT_ERRNO","errnoRet":13,"args":null},
+            {"names":["bpf","not_a_call_here"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let got = probe(&forge, &["--security-opt", &opt]);
+    assert_eq!(got, expect(&[("unshare", "EPERM"), ("mount", "ENOENT"), ("keyctl", "EACCES"), ("kexec_load", "ENOSYS"), ("open_by_handle_at", "EPERM"), ("bpf", "EPERM")]));
+    // An allow list whose default errno is ENOSYS: what it does not name fails so.
+    let allow = forge.dir.path().join("allow.json");
+    let base = ["execve", "brk", "arch_prctl", "set_tid_address", "set_robust_list", "rseq", "prlimit64", "mprotect", "mmap", "munmap", "readlinkat", "getrandom", "write", "exit_group", "uname", "newfstatat", "fstat", "read", "close", "ioctl", "openat", "lseek", "futex", "rt_sigaction", "rt_sigprocmask"];
+    let names = base.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(",");
+    std::fs::write(&allow, format!(r#"{{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"syscalls":[{{"names":[{names}],"action":"SCMP_ACT_ALLOW"}}]}}"#)).unwrap();
+    let got = probe(&forge, &["--security-opt", &format!("seccomp={}", allow.display())]);
+    assert!(got.iter().all(|(_, r)| r == "ENOSYS"), "{got:?}");
+    // A file that is not a profile is refused before anything is made.
+    let bad = forge.dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"defaultAction":"SCMP_ACT_SOMETIMES"}"#).unwrap();
+    let r = forge.run(&["run", "--rm", "--security-opt", &format!("seccomp={}", bad.display()), "busybox", "true"]);
+    assert_eq!(r.code, Some(125));
+    assert!(r.stderr.contains("unknown action \"SCMP_ACT_SOMETIMES\""), "{}", r.stderr);
+    let r = forge.run(&["run", "--rm", "--security-opt", "seccomp=/no/such/profile.json", "busybox", "true"]);
+    assert!(r.code == Some(125) && r.stderr.contains("/no/such/profile.json"), "{}", r.stderr);
+    assert!(forge.ok(&["ps", "-a", "-q"]).stdout.is_empty());
+}

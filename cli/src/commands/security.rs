@@ -19,7 +19,8 @@ pub struct SecurityFlags {
     /// Every capability, no seccomp filter, no masked paths, every device allowed.
     #[arg(long)]
     privileged: bool,
-    /// `seccomp=unconfined`, `seccomp=default` or `no-new-privileges` (always on in forge).
+    /// `seccomp=unconfined`, `seccomp=default`, `seccomp=PROFILE.json` (docker's format) or
+    /// `no-new-privileges` (always on in forge).
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
 }
@@ -30,11 +31,23 @@ impl SecurityFlags {
         let names = |flag: &str, list: &[String]| -> anyhow::Result<Vec<String>> {
             list.iter().map(|c| forge_sandbox::normalize_capability(c).with_context(|| format!("invalid {flag}"))).collect()
         };
-        let security = Security { cap_add: names("--cap-add", &self.cap_add)?, cap_drop: names("--cap-drop", &self.cap_drop)?, privileged: self.privileged };
+        let mut security = Security {
+            cap_add: names("--cap-add", &self.cap_add)?,
+            cap_drop: names("--cap-drop", &self.cap_drop)?,
+            privileged: self.privileged,
+            seccomp_profile: None,
+        };
         let mut seccomp = Seccomp::Default;
         for opt in &self.security_opt {
             // forge sets no_new_privs for every process it starts: the option asks for what is.
             if matches!(opt.as_str(), "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true") {
+                continue;
+            }
+            // A profile file: read now, as docker's client does, and kept with the container.
+            if let Some(("seccomp", path)) = opt.split_once(['=', ':']).filter(|(_, v)| !matches!(*v, "default" | "unconfined")) {
+                let json = read_profile(std::path::Path::new(path))?;
+                forge_sandbox::check_seccomp_profile(&json).with_context(|| format!("in {path}"))?;
+                security.seccomp_profile = Some(json);
                 continue;
             }
             match opt.parse::<SecurityOpt>().with_context(|| format!("invalid --security-opt {opt:?}"))? {
@@ -43,4 +56,16 @@ impl SecurityFlags {
         }
         Ok((security, seccomp))
     }
+}
+
+/// A profile file's text; docker's own default profile is 30 KiB, so 1 MiB is plenty.
+fn read_profile(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("opening the seccomp profile {}", path.display()))?;
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text).with_context(|| format!("reading the seccomp profile {}", path.display()))?;
+    if text.len() == 1 << 20 {
+        anyhow::bail!("the seccomp profile {} is over 1 MiB", path.display());
+    }
+    Ok(text)
 }

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 pub use cgroup::{ControlError, ControlGroup, Stats as CgroupStats};
 pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
-pub use seccomp::{Seccomp, UnknownProfile};
+pub use seccomp::{check_profile as check_seccomp_profile, ProfileError, Seccomp, UnknownProfile};
 pub use caps::{normalize as normalize_capability, UnknownCapability};
 pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec, Security, UnknownNetwork};
 

@@ -57,7 +57,7 @@ pub struct RunSpec {
 }
 
 /// What a container may do beyond Docker's defaults: docker's `--cap-add`, `--cap-drop` and
-/// `--privileged` (`--security-opt seccomp=` is [`RunSpec::seccomp`]).
+/// `--privileged`, and a seccomp profile file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Security {
     /// Capabilities added to the default set, spelled `CAP_NAME` or `ALL` (see
@@ -68,6 +68,11 @@ pub struct Security {
     /// Every capability, no seccomp filter, no masked or read-only paths, access to every device
     /// (through the device nodes it makes: its `/dev` stays the minimal one).
     pub privileged: bool,
+    /// A seccomp profile in docker's JSON format (`--security-opt seccomp=FILE`, the file's
+    /// text as it was at create), in place of [`RunSpec::seccomp`]; see
+    /// [`crate::check_seccomp_profile`].
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
 }
 
 /// The `/etc` files a sandbox gets (bound over the image's, never written into its layer).
