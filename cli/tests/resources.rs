@@ -110,6 +110,13 @@ fn limits_are_written_to_the_cgroup_and_seen_inside() {
         assert!(read(&cgroup_file(&forge, "limited", "memory.oom_control")).contains("oom_kill_disable 1"));
     }
     drop(bg);
+    // Inside, the container's own cgroup is the root of /sys/fs/cgroup, read-only, as docker's.
+    let files = if v1 { "memory/memory.limit_in_bytes cpu/cpu.shares cpu/cpu.cfs_quota_us cpuset/cpuset.cpus pids/pids.max" } else { "memory.max cpu.max cpuset.cpus pids.max" };
+    let script = format!("cd /sys/fs/cgroup && cat {files}; {{ echo 1 > {pids}; }} 2>&1; true", pids = if v1 { "pids/pids.max" } else { "pids.max" });
+    let r = forge.ok(&[&["run", "--rm"], &flags[..], &["busybox", "sh", "-c", &script]].concat());
+    let expected = if v1 { "67108864\n512\n50000\n0\n20\n" } else { "67108864\n50000 100000\n0\n20\n" };
+    assert!(r.stdout.starts_with(expected), "{}", r.stdout);
+    assert!(r.stdout.contains("Read-only file system"), "{}", r.stdout);
 }
 
 /// Whether this host has the v1 hierarchies (the hybrid layout) rather than only cgroup2.

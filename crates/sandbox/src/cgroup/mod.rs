@@ -19,6 +19,9 @@ use crate::spec::Limits;
 
 pub use control::{ControlError, ControlGroup, Stats};
 
+/// The cgroup v1 controllers a sandbox's cgroup is made in.
+pub(crate) use v1::CONTROLLERS as V1_CONTROLLERS;
+
 /// Where cgroups are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 

@@ -9,7 +9,7 @@ use super::{kill_procs, keyed, read, write, Usage};
 use crate::spec::Limits;
 
 /// The controllers a step's cgroup is made in.
-pub(super) const CONTROLLERS: [&str; 8] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices", "cpuset", "blkio"];
+pub(crate) const CONTROLLERS: [&str; 8] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices", "cpuset", "blkio"];
 
 #[derive(Debug)]
 pub(crate) struct CgroupV1 {
