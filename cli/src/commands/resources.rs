@@ -114,6 +114,8 @@ pub struct StatsArgs {
 /// One row of `stats`, with docker's `--format json` keys.
 #[derive(serde::Serialize)]
 struct StatsRow {
+    #[serde(rename = "Container")]
+    container: String,
     #[serde(rename = "ID")]
     id: String,
     #[serde(rename = "Name")]
@@ -192,6 +194,7 @@ fn row(c: &Container, before: &Option<(Instant, CgroupStats)>, after: &Option<(I
     let limit = s.memory_limit.unwrap_or(host_memory).min(host_memory.max(1));
     let name = c.config.name.clone().unwrap_or_else(|| c.short_id().to_string());
     StatsRow {
+        container: name.clone(),
         id: c.short_id().to_string(),
         name,
         cpu_perc: format!("{cpu:.2}%"),

@@ -253,7 +253,8 @@ fn copy_dir(root: &Path, target: &str, data: &Path) -> Result<(), Error> {
         Err(e) => return Err(io("opening in the image", target)(e.into())),
     };
     let source = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    let (reader, writer) = std::io::pipe().map_err(io("making a pipe for", data))?;
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io("making a pipe for", data)(e.into()))?;
+    let (reader, writer) = (File::from(reader), File::from(writer));
     let pack = std::thread::scope(|s| {
         let packer = s.spawn(|| {
             let mut tar = tar::Builder::new(writer);

@@ -132,7 +132,7 @@ fn mount_cgroups(root_fd: &OwnedFd) -> Result<()> {
     // `N:controllers:path`; v2 alone is the one line with no controllers. Only the hierarchies
     // the sandbox has a cgroup in: in another (`name=systemd`), its namespace's root would be
     // the host's cgroup, and the container would see every cgroup below it.
-    let lines: Vec<&str> = own.lines().filter_map(|l| l.splitn(3, ':').nth(1)).collect();
+    let lines: Vec<&str> = own.lines().filter_map(|l| l.split(':').nth(1)).collect();
     let v1: Vec<&str> = lines.iter().copied().filter(|c| c.split(',').any(|c| crate::cgroup::V1_CONTROLLERS.contains(&c))).collect();
     if lines.iter().any(|c| !c.is_empty()) && v1.is_empty() {
         return Err("the sandbox's cgroup v1 hierarchies are missing from /proc/self/cgroup".into());
