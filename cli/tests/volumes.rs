@@ -123,3 +123,21 @@ fn no_symlink_or_name_leads_out_of_the_volumes() {
     let r = forge.run(&["volume", "create", "../x"]);
     assert!(!r.ok && r.stderr.contains("invalid volume name"), "{}", r.stderr);
 }
+
+#[test]
+fn an_anonymous_volume_goes_with_its_rm_container() {
+    let forge = Forge::with_busybox();
+    data_image(&forge);
+    // Filled from the image like a named one; gone with the --rm container.
+    let r = forge.ok(&["run", "--rm", "-v", "/srv/data", "data:1", "sh", "-c", "cat /srv/data/file; ls /sys > /dev/null"]);
+    assert_eq!(r.stdout, "from-image\n");
+    assert_eq!(forge.ok(&["volume", "ls", "-q"]).stdout, "");
+    // Without --rm it stays, under a random 64-hex name, and is in use until the container goes.
+    forge.ok(&["run", "--name", "kept", "--mount", "type=volume,target=/srv/data", "data:1", "true"]);
+    let name = forge.ok(&["volume", "ls", "-q"]).stdout.trim().to_string();
+    assert!(name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+    assert_eq!(std::fs::read_to_string(volume_data(&forge, &name).join("file")).unwrap(), "from-image\n");
+    assert!(!forge.run(&["volume", "rm", &name]).ok);
+    forge.ok(&["rm", "kept"]);
+    forge.ok(&["volume", "rm", &name]);
+}

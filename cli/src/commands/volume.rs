@@ -16,8 +16,8 @@ use crate::stdout::outln;
 /// fails like any other create failure (exit code 125).
 #[derive(Args, Debug)]
 pub struct MountFlags {
-    /// A bind mount (`/host/path:/in/container[:ro]`) or a named volume (`NAME:/in/container[:ro]`,
-    /// made on first use and filled with the image's files there).
+    /// A bind mount (`/host/path:/in/container[:ro]`), a named volume (`NAME:/in/container[:ro]`,
+    /// made on first use and filled with the image's files there) or an anonymous one (`/path`).
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:OPTS]")]
     volumes: Vec<String>,
     /// A mount as `type=bind|volume|tmpfs,source=...,target=...[,readonly]`.
@@ -59,7 +59,8 @@ fn bind_source(src: &str) -> anyhow::Result<PathBuf> {
 fn volume_flag(spec: &str) -> anyhow::Result<MountSpec> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, target, opts) = match parts[..] {
-        [_] => bail!("anonymous volumes are not supported yet: name the volume (NAME:{spec})"),
+        // An anonymous volume: the runtime names it.
+        [target] => ("", target, ""),
         [src, dst] => (src, dst, ""),
         [src, dst, opts] => (src, dst, opts),
         _ => bail!("expected SRC:DST[:OPTS]"),
@@ -75,7 +76,9 @@ fn volume_flag(spec: &str) -> anyhow::Result<MountSpec> {
             other => bail!("unknown option {other:?}: forge knows ro, rw, nocopy, z and Z"),
         }
     }
-    let source = if src.starts_with('/') || src.starts_with('.') {
+    let source = if src.is_empty() {
+        MountSource::Volume { name: String::new(), nocopy }
+    } else if src.starts_with('/') || src.starts_with('.') {
         let path = bind_source(src)?;
         // docker's -v makes a missing host directory (--mount does not).
         if !path.exists() {
@@ -124,7 +127,7 @@ fn mount_flag(spec: &str) -> anyhow::Result<MountSpec> {
         }
         ("bind", None) => bail!("a bind mount needs source="),
         ("volume", Some(name)) => MountSource::Volume { name, nocopy },
-        ("volume", None) => bail!("anonymous volumes are not supported yet: give source=NAME"),
+        ("volume", None) => MountSource::Volume { name: String::new(), nocopy },
         ("tmpfs", None) => MountSource::Tmpfs(size),
         ("tmpfs", Some(_)) => bail!("a tmpfs mount takes no source"),
         (other, _) => bail!("unknown type {other:?}: forge knows bind, volume and tmpfs"),
@@ -255,7 +258,7 @@ mod tests {
         let v = volume_flag("data:/srv:ro,nocopy").unwrap();
         assert_eq!(v, MountSpec { source: MountSource::Volume { name: "data".into(), nocopy: true }, target: "/srv".into(), read_only: true });
         assert!(matches!(volume_flag("/tmp:/x").unwrap().source, MountSource::Bind(p) if p == Path::new("/tmp")));
-        assert!(volume_flag("/data").is_err());
+        assert_eq!(volume_flag("/data").unwrap().source, MountSource::Volume { name: String::new(), nocopy: false });
         assert!(volume_flag("a:b:c:d").is_err());
         assert!(volume_flag("data:/x:shared").is_err());
         let m = mount_flag("type=tmpfs,dst=/run,tmpfs-size=64m").unwrap();
@@ -265,6 +268,7 @@ mod tests {
         assert!(mount_flag("type=bind,source=/no/such/dir,target=/x").is_err());
         assert!(mount_flag("type=nfs,target=/x").is_err());
         assert!(mount_flag("type=volume,source=v").is_err());
+        assert_eq!(mount_flag("type=volume,target=/v").unwrap().source, MountSource::Volume { name: String::new(), nocopy: false });
         assert_eq!(tmpfs_flag("/run:size=1m").unwrap().source, MountSource::Tmpfs(Some(1 << 20)));
         assert!(tmpfs_flag("/run:mode=1777").is_err());
     }

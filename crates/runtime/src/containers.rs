@@ -67,6 +67,18 @@ impl Containers {
     /// Creates a container of `opts.image`: its records, then its writable layer, a snapshot
     /// on the image's layers that gc keeps until the container is removed.
     pub fn create(&self, opts: &CreateOptions) -> Result<Container, Error> {
+        // An anonymous volume (`-v /path`) gets its name now, a random one as docker's.
+        let mut opts = opts.clone();
+        let mut anonymous = Vec::new();
+        for m in &mut opts.mounts {
+            if let crate::MountSource::Volume { name, .. } = &mut m.source {
+                if name.is_empty() {
+                    *name = new_id()?;
+                    anonymous.push(name.clone());
+                }
+            }
+        }
+        let opts = &opts;
         let image = self.store.image(&opts.image).map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
@@ -85,7 +97,7 @@ impl Containers {
             if let crate::MountSource::Volume { name, nocopy } = &m.source {
                 let v = match volumes.get(name) {
                     Ok(v) => v,
-                    Err(Error::NoSuchVolume(_)) => volumes.create_locked(Some(name))?,
+                    Err(Error::NoSuchVolume(_)) => volumes.create_locked(Some(name), anonymous.contains(name))?,
                     Err(e) => return Err(e),
                 };
                 if !nocopy {
@@ -285,6 +297,7 @@ impl Containers {
                     self.record_lost(id, &mut state)?;
                     if config.auto_remove {
                         self.remove_locked(id, config.name.as_deref(), lock)?;
+                        crate::volumes::Volumes::open(&self.store)?.remove_anonymous(&config.mounts)?;
                         return Ok(None);
                     }
                 }
@@ -435,6 +448,7 @@ impl Containers {
         recorded?;
         if config.auto_remove {
             self.remove_locked(&id, config.name.as_deref(), lock)?;
+            crate::volumes::Volumes::open(&self.store)?.remove_anonymous(&config.mounts)?;
         } else {
             drop(lock);
         }

@@ -38,7 +38,7 @@ pub enum MountSource {
     Bind(PathBuf),
     /// A named volume of the store (made on first use).
     Volume {
-        /// Its name.
+        /// Its name; empty for an anonymous volume, which [`crate::Containers::create`] names.
         name: String,
         /// Do not fill a new volume with the image's files at the target (`volume-nocopy`).
         nocopy: bool,
@@ -61,6 +61,10 @@ pub struct Volume {
     pub created_at: String,
     /// `local`, as docker's.
     pub scope: String,
+    /// Made for one container without a name (`-v /path`): removed with it when it was made
+    /// with `--rm`.
+    #[serde(default)]
+    pub anonymous: bool,
 }
 
 /// The volumes of a store.
@@ -100,10 +104,10 @@ impl Volumes {
     /// existing one is returned as it is.
     pub fn create(&self, name: Option<&str>) -> Result<Volume, Error> {
         let _lock = self.lock()?;
-        self.create_locked(name)
+        self.create_locked(name, false)
     }
 
-    pub(crate) fn create_locked(&self, name: Option<&str>) -> Result<Volume, Error> {
+    pub(crate) fn create_locked(&self, name: Option<&str>, anonymous: bool) -> Result<Volume, Error> {
         let name = match name {
             Some(n) => {
                 validate_name(n)?;
@@ -114,7 +118,7 @@ impl Volumes {
         if let Ok(v) = self.get(&name) {
             return Ok(v);
         }
-        let volume = Volume { name: name.clone(), driver: "local".into(), mountpoint: self.path(&name).join("_data"), created_at: now(), scope: "local".into() };
+        let volume = Volume { name: name.clone(), driver: "local".into(), mountpoint: self.path(&name).join("_data"), created_at: now(), scope: "local".into(), anonymous };
         // Made whole aside, then renamed: a listing never sees half a volume.
         let new = self.dir.join(format!(".new-{name}"));
         let _ = fs::remove_dir_all(&new);
@@ -176,6 +180,19 @@ impl Volumes {
         let aside = self.dir.join(format!(".rm-{name}"));
         fs::rename(self.path(name), &aside).map_err(io("removing", self.path(name)))?;
         fs::remove_dir_all(&aside).map_err(io("removing", &aside))
+    }
+
+    /// Removes the anonymous volumes among `mounts` that no container names any more (those of
+    /// a removed `--rm` container).
+    pub(crate) fn remove_anonymous(&self, mounts: &[MountSpec]) -> Result<(), Error> {
+        let _lock = self.lock()?;
+        for m in mounts {
+            let MountSource::Volume { name, .. } = &m.source else { continue };
+            if self.get(name).is_ok_and(|v| v.anonymous) && self.users(name)?.is_empty() {
+                self.remove_locked(name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes every volume no container names; returns their names.
