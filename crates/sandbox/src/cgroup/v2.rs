@@ -27,12 +27,19 @@ impl CgroupV2 {
         std::fs::create_dir_all(&parent)?;
         super::remove_orphans(std::slice::from_ref(&parent));
         let available = read(&root.join("cgroup.controllers")).unwrap_or_default();
-        let wanted: Vec<&str> = ["memory", "cpu", "pids", "cpuset", "io"].into_iter().filter(|c| available.split(' ').any(|a| a == *c)).collect();
+        let has = |c: &&str| available.split(' ').any(|a| a == *c);
+        let wanted: Vec<&str> = ["memory", "cpu", "pids"].into_iter().filter(has).collect();
         let enable = wanted.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
         if !enable.is_empty() {
             // Best effort: the root usually has them enabled already.
             let _ = write(&root.join("cgroup.subtree_control"), &enable);
             write(&parent.join("cgroup.subtree_control"), &enable)?;
+        }
+        // Only for --cpuset-cpus and --blkio-weight, which say so when their files are missing:
+        // a host that cannot enable them still runs everything else.
+        for optional in ["cpuset", "io"].into_iter().filter(has) {
+            let _ = write(&root.join("cgroup.subtree_control"), &format!("+{optional}"));
+            let _ = write(&parent.join("cgroup.subtree_control"), &format!("+{optional}"));
         }
         let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
