@@ -141,3 +141,20 @@ fn an_anonymous_volume_goes_with_its_rm_container() {
     forge.ok(&["rm", "kept"]);
     forge.ok(&["volume", "rm", &name]);
 }
+
+#[test]
+fn an_images_volume_gets_an_anonymous_volume_that_rm_v_removes() {
+    let forge = Forge::with_busybox();
+    data_image(&forge);
+    let ctx = forge.context("declared", &[("Dockerfile", "FROM data:1\nVOLUME /srv/data\n")]);
+    let r = forge.build(&ctx, "declared:1", &[]);
+    assert!(r.ok, "{}", r.stderr);
+    forge.ok(&["run", "--name", "decl", "declared:1", "sh", "-c", "echo more >> /srv/data/file"]);
+    let name = forge.ok(&["volume", "ls", "-q"]).stdout.trim().to_string();
+    assert_eq!(std::fs::read_to_string(volume_data(&forge, &name).join("file")).unwrap(), "from-image\nmore\n");
+    // A mount at the same path replaces it.
+    forge.ok(&["run", "--rm", "-v", "named:/srv/data/", "declared:1", "true"]);
+    assert_eq!(forge.ok(&["volume", "ls", "-q"]).stdout, format!("{name}\nnamed\n"));
+    assert_eq!(forge.ok(&["rm", "-v", "decl"]).stdout, "decl\n");
+    assert_eq!(forge.ok(&["volume", "ls", "-q"]).stdout, "named\n");
+}

@@ -194,7 +194,8 @@ pub enum VolumeCommand {
     },
 }
 
-fn volumes(global: &crate::Global) -> anyhow::Result<Volumes> {
+/// Opens the store's volumes.
+pub fn volumes(global: &crate::Global) -> anyhow::Result<Volumes> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
     Ok(Volumes::open(&store)?)
 }

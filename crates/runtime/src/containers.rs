@@ -67,8 +67,16 @@ impl Containers {
     /// Creates a container of `opts.image`: its records, then its writable layer, a snapshot
     /// on the image's layers that gc keeps until the container is removed.
     pub fn create(&self, opts: &CreateOptions) -> Result<Container, Error> {
-        // An anonymous volume (`-v /path`) gets its name now, a random one as docker's.
+        let image = self.store.image(&opts.image).map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
+        // The image's VOLUMEs that no mount covers become anonymous volumes, as docker makes
+        // them; an anonymous volume (`-v /path`) gets its name now, a random one as docker's.
         let mut opts = opts.clone();
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        for path in image.config.config.volumes.iter().flatten().map(|(p, _)| p) {
+            if !opts.mounts.iter().any(|m| same(&m.target, path)) {
+                opts.mounts.push(crate::MountSpec { source: crate::MountSource::Volume { name: String::new(), nocopy: false }, target: path.clone(), read_only: false });
+            }
+        }
         let mut anonymous = Vec::new();
         for m in &mut opts.mounts {
             if let crate::MountSource::Volume { name, .. } = &mut m.source {
@@ -79,7 +87,6 @@ impl Containers {
             }
         }
         let opts = &opts;
-        let image = self.store.image(&opts.image).map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
         crate::resources::check_limits(&opts.limits)?;

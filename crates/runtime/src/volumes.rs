@@ -182,9 +182,9 @@ impl Volumes {
         fs::remove_dir_all(&aside).map_err(io("removing", &aside))
     }
 
-    /// Removes the anonymous volumes among `mounts` that no container names any more (those of
-    /// a removed `--rm` container).
-    pub(crate) fn remove_anonymous(&self, mounts: &[MountSpec]) -> Result<(), Error> {
+    /// Removes the anonymous volumes among `mounts` that no container names any more: those of
+    /// a removed container (made with `--rm`, or removed with `rm -v`).
+    pub fn remove_anonymous(&self, mounts: &[MountSpec]) -> Result<(), Error> {
         let _lock = self.lock()?;
         for m in mounts {
             let MountSource::Volume { name, .. } = &m.source else { continue };
