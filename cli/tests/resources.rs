@@ -152,7 +152,7 @@ fn cpus_half_gives_about_half_a_core() {
     drop(bg);
     // The quota caps it at 0.5 (a little over for the first and last periods); a busy host
     // may give it less, but not much less over four seconds.
-    assert!((0.2..=0.6).contains(&share), "used {share:.2} of a CPU");
+    assert!((0.1..=0.6).contains(&share), "used {share:.2} of a CPU");
 }
 
 #[test]
