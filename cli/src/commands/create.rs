@@ -58,6 +58,12 @@ pub struct ContainerFlags {
     /// Publish every port the image exposes on free host ports.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
+    #[command(flatten)]
+    resources: crate::commands::resources::ResourceFlags,
+    #[command(flatten)]
+    security: crate::commands::security::SecurityFlags,
+    #[command(flatten)]
+    mounts: crate::commands::volume::MountFlags,
     /// The image.
     image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -77,6 +83,8 @@ impl ContainerFlags {
         for e in &self.env {
             env.extend(forge_runtime::env_entry(e, lookup)?);
         }
+        let (security, seccomp) = self.security.parse()?;
+        let (mounts, read_only) = self.mounts.mounts()?;
         Ok(CreateOptions {
             image: self.image.clone(),
             name: self.name.clone(),
@@ -94,6 +102,11 @@ impl ContainerFlags {
             publish: self.publish.clone(),
             publish_all: self.publish_all,
             aliases: self.network_alias.clone(),
+            limits: self.resources.limits()?,
+            security,
+            seccomp,
+            mounts,
+            read_only,
         })
     }
 }

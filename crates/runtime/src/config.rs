@@ -4,10 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::volumes::MountSpec;
 
 /// The network a container gets (docker's `--network`), parsed once from the flag.
 pub use forge_network::Mode as Network;
 pub use forge_network::Publish;
+
+/// A container's resource limits (docker's resource flags): the sandbox's own type, checked by
+/// [`crate::check_limits`].
+pub use forge_sandbox::Limits;
+
+/// A container's capabilities and privileges (docker's `--cap-add`, `--cap-drop`,
+/// `--privileged`), and its seccomp profile: the sandbox's own types.
+pub use forge_sandbox::{Seccomp, Security};
 
 /// What the user asked for; unset fields come from the image.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +53,17 @@ pub struct CreateOptions {
     pub publish_all: bool,
     /// `--network-alias`: more names peers on a user network find it by.
     pub aliases: Vec<String>,
+    /// The resource flags (`-m`, `--cpus`, `--pids-limit`...), checked at create by docker's
+    /// rules.
+    pub limits: Limits,
+    /// `--cap-add`, `--cap-drop`, `--privileged`.
+    pub security: Security,
+    /// `--security-opt seccomp=`.
+    pub seccomp: Seccomp,
+    /// `-v`, `--mount`, `--tmpfs`.
+    pub mounts: Vec<MountSpec>,
+    /// `--read-only`: the root filesystem is read-only.
+    pub read_only: bool,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -94,6 +114,21 @@ pub struct Config {
     /// More names peers on a user network find it by.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Its cgroup's limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Its capabilities' changes and privileges.
+    #[serde(default)]
+    pub security: Security,
+    /// Its seccomp profile.
+    #[serde(default)]
+    pub seccomp: Seccomp,
+    /// Its mounts (bind, volume, tmpfs).
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    /// Its root filesystem is read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// The ports `opts` publishes: `-p`, plus with `-P` every port the image exposes (`80/tcp`)
