@@ -95,6 +95,16 @@ enum Command {
     Ps(commands::ps::PsArgs),
     /// Remove containers.
     Rm(commands::rm::RmArgs),
+    /// A container's output (`-f` follows it).
+    Logs(commands::logs::LogsArgs),
+    /// Stop containers: their stop signal, then SIGKILL after the timeout.
+    Stop(commands::lifecycle::StopArgs),
+    /// Send a signal to containers (default SIGKILL).
+    Kill(commands::lifecycle::KillArgs),
+    /// Stop then start containers.
+    Restart(commands::lifecycle::StopArgs),
+    /// Wait for containers to stop; print their exit codes.
+    Wait(commands::lifecycle::WaitArgs),
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
@@ -129,6 +139,11 @@ fn main() -> ExitCode {
         Command::Ps(args) => commands::ps::run(&cli.global, args),
         Command::Rm(args) => commands::rm::run(&cli.global, args),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
+        Command::Logs(args) => commands::logs::run(&cli.global, args),
+        Command::Stop(args) => commands::lifecycle::stop(&cli.global, args),
+        Command::Kill(args) => commands::lifecycle::kill(&cli.global, args),
+        Command::Restart(args) => commands::lifecycle::restart(&cli.global, args),
+        Command::Wait(args) => commands::lifecycle::wait(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

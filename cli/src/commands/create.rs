@@ -38,6 +38,18 @@ pub struct ContainerFlags {
     /// `none` (loopback only) or `host`.
     #[arg(long, default_value = "none")]
     network: String,
+    /// Restart policy of a detached container: `no`, `on-failure[:max-retries]`, `always`, `unless-stopped`.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// The signal `stop` sends first (default: the image's StopSignal, else SIGTERM).
+    #[arg(long = "stop-signal", value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    #[arg(long = "stop-timeout", value_name = "SECONDS")]
+    stop_timeout: Option<u32>,
+    /// A label (`KEY=VALUE`).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
     /// The image.
     image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -68,6 +80,10 @@ impl ContainerFlags {
             hostname: self.hostname.clone(),
             network: self.network.parse()?,
             auto_remove: self.rm,
+            restart: self.restart.parse()?,
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            labels: self.label.clone(),
         })
     }
 }

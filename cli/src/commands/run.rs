@@ -13,6 +13,9 @@ use crate::commands::create::{containers, ContainerFlags};
 /// Arguments of `forge run`.
 #[derive(Args)]
 pub struct RunArgs {
+    /// Run in the background under a monitor; print the container's ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
     #[command(flatten)]
     flags: ContainerFlags,
 }
@@ -57,6 +60,10 @@ pub fn run(global: &crate::Global, args: RunArgs) -> anyhow::Result<()> {
         Ok((containers, c))
     });
     let (containers, container) = created.map_err(Exit::failed)?;
+    if args.detach {
+        crate::commands::lifecycle::start_detached(global, &containers, &container).map_err(Exit::failed)?;
+        return crate::stdout::outln!("{}", container.id());
+    }
     attach(&containers, &container, &proxy)
 }
 

@@ -12,7 +12,7 @@ use forge_sandbox::{Event, ExitStatus, RunSpec, Stream};
 use crate::config::{resolve, Config, CreateOptions};
 use crate::error::{io, Error};
 use crate::state::{now, read_json, write_json, State, Status};
-use crate::sys::{kill_if_same, start_time, SignalProxy};
+use crate::sys::{kill_if_same, parse_signal, start_time, SignalProxy};
 
 /// A container as recorded: its configuration and its state.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct Containers {
 
 /// An exclusive `flock` on a container's `lock` file: held by whoever changes its state, and
 /// by the forge process supervising it for as long as it runs.
-struct Lock {
+pub(crate) struct Lock {
     _file: File,
 }
 
@@ -60,7 +60,7 @@ impl Containers {
         Ok(Containers { store: store.clone(), dir, names })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
+    pub(crate) fn path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
@@ -70,6 +70,12 @@ impl Containers {
         let image = self.store.image(&opts.image).map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
+        if opts.auto_remove && opts.restart != crate::config::RestartPolicy::No {
+            return Err(Error::Invalid { what: "restart policy", value: opts.restart.name().into(), reason: "--rm and a restart policy conflict, as in docker".into() });
+        }
+        if let Some(sig) = &opts.stop_signal {
+            parse_signal(sig)?;
+        }
         if let Some(name) = &opts.name {
             validate_name(name)?;
         }
@@ -118,6 +124,21 @@ impl Containers {
             hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
             network: opts.network,
             auto_remove: opts.auto_remove,
+            restart: opts.restart,
+            stop_signal: opts.stop_signal.clone().or_else(|| image.config.config.stop_signal.clone()).unwrap_or_else(|| "SIGTERM".into()),
+            stop_timeout: opts.stop_timeout,
+            labels: image
+                .config
+                .config
+                .labels
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(opts.labels.iter().map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                }))
+                .collect(),
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -239,7 +260,7 @@ impl Containers {
     /// Reads a container; one recorded as running whose supervisor is gone is recorded as
     /// exited first, and removed if it was made with `--rm` (its supervisor would have).
     /// `None` when it was removed.
-    fn load(&self, id: &str) -> Result<Option<Container>, Error> {
+    pub(crate) fn load(&self, id: &str) -> Result<Option<Container>, Error> {
         let dir = self.path(id);
         let config: Config = match read_json(&dir.join("config.json")) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => return Ok(None),
@@ -263,7 +284,7 @@ impl Containers {
     }
 
     /// Records a running container whose supervisor died as exited (the caller holds its lock).
-    fn record_lost(&self, id: &str, state: &mut State) -> Result<(), Error> {
+    pub(crate) fn record_lost(&self, id: &str, state: &mut State) -> Result<(), Error> {
         // Its init dies with the supervisor; this is for an init that somehow outlived it.
         kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
         // The cgroup the dead supervisor's sandbox made.
@@ -276,11 +297,11 @@ impl Containers {
         write_json(&self.path(id).join("state.json"), state)
     }
 
-    fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
+    pub(crate) fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
         self.lock_with(id, rustix::fs::FlockOperation::NonBlockingLockExclusive)
     }
 
-    fn lock(&self, id: &str) -> Result<Option<Lock>, Error> {
+    pub(crate) fn lock(&self, id: &str) -> Result<Option<Lock>, Error> {
         self.lock_with(id, rustix::fs::FlockOperation::LockExclusive)
     }
 
@@ -311,30 +332,51 @@ impl Containers {
         let id = container.id().to_string();
         let lock = self.try_lock(&id)?.ok_or_else(|| Error::WrongStatus { id: id.clone(), status: Status::Running, what: "it can be started again once it exits" })?;
         let config = container.config.clone();
-        let state_path = self.path(&id).join("state.json");
-        let mut state: State = read_json(&state_path)?;
-        if state.status == Status::Running {
-            self.record_lost(&id, &mut state)?;
+        let mut started = |pid: u32| {
+            if let Some(p) = proxy {
+                p.set_target(pid);
+            }
+        };
+        let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, output, &mut started);
+        if let Some(p) = proxy {
+            p.finished();
         }
-        let dirs = self.store.snapshots().dirs(&config.snapshot).map_err(|source| Error::Snapshot { what: "finding the container's writable layer", source })?;
-        let (upper, work) = dirs.upper.ok_or_else(|| Error::Snapshot {
-            what: "finding the container's writable layer",
-            source: SnapshotError::NotFound(config.snapshot.clone()),
-        })?;
-        let mut spec = RunSpec::new(dirs.lowerdirs, upper, work, config.args.clone());
-        spec.env = config.env.clone();
-        // Docker gives a container HOSTNAME (and the image or -e may set it otherwise).
-        if !spec.env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == "HOSTNAME") {
-            spec.env.insert(0, format!("HOSTNAME={}", config.hostname));
+        let state = state?;
+        if config.auto_remove {
+            self.remove_locked(&id, config.name.as_deref(), lock)?;
+        } else {
+            drop(lock);
         }
-        spec.user = config.user.clone();
-        spec.cwd = config.working_dir.clone();
-        spec.hostname = config.hostname.clone();
-        spec.network = config.network;
-        spec.output = forge_sandbox::Output::Raw;
-        spec.etc = forge_sandbox::Etc::Container;
-        spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
+        result.map(|()| state)
+    }
 
+    /// Runs the container once, its lock held by the caller: records it running (telling
+    /// `started` its init's PID), passes its output on, records how it ended. The first
+    /// result is whether the records could be written (with the final state), the second
+    /// whether it could run.
+    pub(crate) fn run_once(
+        &self,
+        config: &Config,
+        mode: forge_sandbox::Output,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        started: &mut dyn FnMut(u32),
+    ) -> (Result<State, Error>, Result<(), Error>) {
+        let id = config.id.clone();
+        let state_path = self.path(&id).join("state.json");
+        let mut state: State = match read_json(&state_path) {
+            Ok(s) => s,
+            Err(e) => return (Err(e), Ok(())),
+        };
+        if state.status == Status::Running {
+            if let Err(e) = self.record_lost(&id, &mut state) {
+                return (Err(e), Ok(()));
+            }
+        }
+        let spec = match self.spec(config, mode) {
+            Ok(spec) => spec,
+            Err(e) => return (Ok(state), Err(e)),
+        };
+        let restart_count = state.restart_count;
         let mut recorded = Ok(());
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
             Event::Started { pid } => {
@@ -344,19 +386,15 @@ impl Containers {
                     pid_start: start_time(pid).unwrap_or(0),
                     supervisor: std::process::id(),
                     started_at: now(),
+                    restart_count,
                     ..State::created()
                 };
                 recorded = write_json(&state_path, &state);
-                if let Some(p) = proxy {
-                    p.set_target(pid);
-                }
+                started(pid);
             }
             Event::Output(stream, bytes) => output(stream, bytes),
             _ => {}
         });
-        if let Some(p) = proxy {
-            p.finished();
-        }
         if state.started_at.is_empty() {
             state.started_at = now();
         }
@@ -383,14 +421,31 @@ impl Containers {
                 Err(Error::Sandbox { id: id.clone(), source })
             }
         };
-        write_json(&state_path, &state)?;
-        recorded?;
-        if config.auto_remove {
-            self.remove_locked(&id, config.name.as_deref(), lock)?;
-        } else {
-            drop(lock);
+        let written = write_json(&state_path, &state).and(recorded).map(|()| state);
+        (written, result)
+    }
+
+    /// The sandbox's spec for the container.
+    fn spec(&self, config: &Config, mode: forge_sandbox::Output) -> Result<RunSpec, Error> {
+        let dirs = self.store.snapshots().dirs(&config.snapshot).map_err(|source| Error::Snapshot { what: "finding the container's writable layer", source })?;
+        let (upper, work) = dirs.upper.ok_or_else(|| Error::Snapshot {
+            what: "finding the container's writable layer",
+            source: SnapshotError::NotFound(config.snapshot.clone()),
+        })?;
+        let mut spec = RunSpec::new(dirs.lowerdirs, upper, work, config.args.clone());
+        spec.env = config.env.clone();
+        // Docker gives a container HOSTNAME (and the image or -e may set it otherwise).
+        if !spec.env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == "HOSTNAME") {
+            spec.env.insert(0, format!("HOSTNAME={}", config.hostname));
         }
-        result.map(|()| state)
+        spec.user = config.user.clone();
+        spec.cwd = config.working_dir.clone();
+        spec.hostname = config.hostname.clone();
+        spec.network = config.network;
+        spec.output = mode;
+        spec.etc = forge_sandbox::Etc::Container;
+        spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
+        Ok(spec)
     }
 
     /// Removes a container: its writable layer, its name and its records. A running one only
@@ -416,7 +471,7 @@ impl Containers {
         self.remove_locked(id, container.config.name.as_deref(), lock)
     }
 
-    fn remove_locked(&self, id: &str, name: Option<&str>, lock: Lock) -> Result<(), Error> {
+    pub(crate) fn remove_locked(&self, id: &str, name: Option<&str>, lock: Lock) -> Result<(), Error> {
         let state: State = read_json(&self.path(id).join("state.json"))?;
         if state.status == Status::Running {
             let mut state = state;

@@ -91,6 +91,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A detached container's monitor could not start it.
+    #[error("{0}")]
+    Monitor(String),
     /// Filesystem or process error.
     #[error("{what} {}: {source}", path.display())]
     Io {

@@ -67,11 +67,14 @@
 mod config;
 mod containers;
 mod error;
+mod logs;
+mod monitor;
 mod state;
 mod sys;
 
-pub use config::{env_entry, env_file, Config, CreateOptions, Network};
+pub use config::{env_entry, env_file, Config, CreateOptions, Network, RestartPolicy};
 pub use containers::{Container, Containers};
 pub use error::Error;
+pub use logs::{read_log, LogEntry};
 pub use state::{State, Status};
 pub use sys::SignalProxy;

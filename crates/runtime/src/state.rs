@@ -55,6 +55,9 @@ pub struct State {
     pub finished_at: String,
     /// Why it could not start, or what happened to it when nobody saw it end.
     pub error: String,
+    /// How many times its monitor restarted it (its restart policy).
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 impl State {
@@ -70,6 +73,7 @@ impl State {
             started_at: String::new(),
             finished_at: String::new(),
             error: String::new(),
+            restart_count: 0,
         }
     }
 }
