@@ -459,6 +459,8 @@ impl Containers {
                 return Err(Error::WrongStatus { id: id.into(), status: Status::Running, what: "stop it first, or remove it with -f" });
             }
             None => {
+                // Its monitor must not restart it.
+                self.mark_stopped(id)?;
                 let state: State = read_json(&self.path(id).join("state.json"))?;
                 kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
                 // Its supervisor records the exit and lets go.

@@ -199,7 +199,7 @@ impl Containers {
         read_json(&self.path(id).join("state.json"))
     }
 
-    fn mark_stopped(&self, id: &str) -> Result<(), Error> {
+    pub(crate) fn mark_stopped(&self, id: &str) -> Result<(), Error> {
         let path = self.path(id).join(STOPPED);
         fs::write(&path, b"").map_err(io("marking the container stopped", &path))
     }

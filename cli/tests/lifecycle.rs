@@ -1,0 +1,232 @@
+//! Detached containers through the `forge` binary: `run -d` and `start` under a monitor that
+//! outlives the CLI, docker's json-file log and `logs`, `stop` (and its escalation to SIGKILL),
+//! `kill`, `restart`, `wait`, `inspect`, restart policies, and a killed monitor.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::{cgroups_of, eventually, Forge};
+
+/// A detached container, removed (`rm -f`) on drop, pass or fail.
+struct Detached<'a> {
+    forge: &'a Forge,
+    id: String,
+}
+
+impl<'a> Detached<'a> {
+    /// `run -d` with `flags`, then waits until its log shows `ready` (when `script` says it).
+    fn run(forge: &'a Forge, flags: &[&str], script: &str) -> Detached<'a> {
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["busybox", "sh", "-c", script]);
+        let out = forge.ok(&args).stdout;
+        let id = out.trim_end().to_string();
+        assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "run -d printed {out:?}, not a full ID");
+        let c = Detached { forge, id };
+        if script.contains("echo ready") {
+            assert!(eventually(|| c.forge.ok(&["logs", &c.id]).stdout.contains("ready\n")), "the container never said ready");
+        }
+        c
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.forge.store().join("forge/containers").join(&self.id)
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir().join("state.json")).unwrap()).unwrap()
+    }
+
+    fn inspect(&self) -> serde_json::Value {
+        let all: serde_json::Value = serde_json::from_str(&self.forge.ok(&["inspect", &self.id]).stdout).unwrap();
+        all[0].clone()
+    }
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let _ = self.forge.run(&["rm", "-f", &self.id]);
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists() && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+/// Mounts under the store, as the host sees them.
+fn mounts_under(store: &Path) -> Vec<String> {
+    let store = std::fs::canonicalize(store).unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(store.to_str().unwrap()))).map(str::to_string).collect()
+}
+
+#[test]
+fn a_detached_container_outlives_the_cli_and_logs_in_docker_json_file_format() {
+    let forge = Forge::with_busybox();
+    let c = Detached::run(&forge, &["--name", "web"], "echo oops >&2; echo ready; trap 'echo bye; exit 3' TERM; while :; do sleep 0.1; done");
+    // `run -d` has returned; the container runs on, supervised by its monitor in a session of its own.
+    let state = c.state();
+    assert_eq!(state["Status"], "running", "{state}");
+    let monitor = state["Supervisor"].as_u64().unwrap();
+    assert!(alive(monitor));
+    let sid = std::fs::read_to_string(format!("/proc/{monitor}/stat")).unwrap();
+    let fields: Vec<&str> = sid[sid.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(fields[3], monitor.to_string(), "the monitor leads its own session");
+    let ps = forge.ok(&["ps"]).stdout;
+    assert!(ps.contains(&c.id[..12]) && ps.contains("Up "), "{ps}");
+
+    // docker's json-file: one object a line with log, stream and time (the two streams are two
+    // pipes: their lines may come in either order, as under docker).
+    let log_path = c.dir().join(format!("{}-json.log", c.id));
+    assert!(eventually(|| std::fs::read_to_string(&log_path).unwrap().lines().count() == 2));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let entries: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut lines: Vec<(&str, &str)> = entries.iter().map(|e| (e["log"].as_str().unwrap(), e["stream"].as_str().unwrap())).collect();
+    lines.sort();
+    assert_eq!(lines, [("oops\n", "stderr"), ("ready\n", "stdout")]);
+    assert!(entries.iter().all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('.'))), "{log}");
+
+    // `logs` sends each line to the stream it came from.
+    let r = forge.ok(&["logs", "web"]);
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("ready\n", "oops\n"));
+    let last = forge.ok(&["logs", "--tail", "1", "web"]);
+    assert_eq!(format!("{}{}", last.stdout, last.stderr), entries[1]["log"].as_str().unwrap());
+    let ready = entries.iter().find(|e| e["stream"] == "stdout").unwrap();
+    let stamped = forge.ok(&["logs", "-t", "web"]).stdout;
+    assert_eq!(stamped, format!("{} ready\n", ready["time"].as_str().unwrap()));
+    assert_eq!(forge.ok(&["logs", "--since", "2100-01-01T00:00:00Z", "web"]).stdout, "");
+    assert_eq!(forge.ok(&["logs", "--since", "1h", "web"]).stdout, "ready\n");
+
+    // `stop` sends SIGTERM, which the command handles; `wait` prints its code.
+    assert_eq!(forge.ok(&["stop", "web"]).stdout, "web\n");
+    assert_eq!(forge.ok(&["wait", "web"]).stdout, "3\n");
+    assert_eq!(forge.ok(&["logs", "web"]).stdout, "ready\nbye\n");
+    assert!(eventually(|| !alive(monitor)), "the monitor stayed after its container exited");
+    let inspect = c.inspect();
+    assert_eq!((inspect["State"]["Status"].as_str(), inspect["State"]["ExitCode"].as_i64(), inspect["State"]["Running"].as_bool()), (Some("exited"), Some(3), Some(false)));
+
+    // `start` runs it again under a new monitor, and prints what it was given.
+    assert_eq!(forge.ok(&["start", "web"]).stdout, "web\n");
+    assert!(eventually(|| forge.ok(&["logs", "web"]).stdout.matches("ready\n").count() == 2));
+    assert_eq!(c.state()["Status"], "running");
+    assert_eq!(forge.ok(&["kill", "web"]).stdout, "web\n");
+    assert_eq!(forge.ok(&["wait", "web"]).stdout, "137\n");
+    let r = forge.run(&["kill", "web"]);
+    assert_eq!(r.code, Some(1), "killing an exited container: {}", r.stderr);
+    assert!(r.stderr.contains("not running") || r.stderr.contains("is exited"), "{}", r.stderr);
+}
+
+#[test]
+fn logs_follow_streams_until_the_container_ends() {
+    let forge = Forge::with_busybox();
+    let c = Detached::run(&forge, &[], "echo ready; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done");
+    let mut follow = forge.cmd().args(["logs", "-f", &c.id]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // Still following: it only ends with the container.
+    assert_eq!(follow.try_wait().unwrap(), None);
+    forge.ok(&["stop", &c.id]);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "bye\n");
+    assert!(follow.wait().unwrap().success());
+}
+
+#[test]
+fn stop_escalates_to_sigkill_after_the_timeout_and_honours_the_stop_signal() {
+    let forge = Forge::with_busybox();
+    let deaf = Detached::run(&forge, &[], "trap '' TERM; echo ready; while :; do sleep 0.1; done");
+    forge.ok(&["stop", "-t", "1", &deaf.id]);
+    assert_eq!(forge.ok(&["wait", &deaf.id]).stdout, "137\n", "SIGKILL after the timeout");
+
+    let hup = Detached::run(&forge, &["--stop-signal", "SIGHUP", "--stop-timeout", "30"], "trap 'echo got HUP; exit 5' HUP; echo ready; while :; do sleep 0.1; done");
+    assert_eq!(hup.inspect()["Config"]["StopSignal"], "SIGHUP");
+    forge.ok(&["stop", &hup.id]);
+    assert_eq!(forge.ok(&["wait", &hup.id]).stdout, "5\n");
+    assert_eq!(forge.ok(&["logs", &hup.id]).stdout, "ready\ngot HUP\n");
+
+    let r = forge.run(&["run", "-d", "--stop-signal", "NOPE", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{}", r.stderr);
+    assert!(r.stderr.contains("signal"), "{}", r.stderr);
+}
+
+#[test]
+fn restart_policies_restart_on_failure_up_to_n_and_stop_ends_always() {
+    let forge = Forge::with_busybox();
+    let failing = Detached::run(&forge, &["--restart", "on-failure:2"], "echo run; exit 4");
+    // The first exit, then two restarts: `wait` returns once the monitor gives up.
+    assert_eq!(forge.ok(&["wait", &failing.id]).stdout, "4\n");
+    assert_eq!(forge.ok(&["logs", &failing.id]).stdout, "run\nrun\nrun\n");
+    let inspect = failing.inspect();
+    assert_eq!(inspect["RestartCount"], 2);
+    assert_eq!(inspect["HostConfig"]["RestartPolicy"], serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 2}));
+
+    let fine = Detached::run(&forge, &["--restart", "on-failure"], "echo run; exit 0");
+    assert_eq!(forge.ok(&["wait", &fine.id]).stdout, "0\n");
+    assert_eq!(fine.inspect()["RestartCount"], 0, "a clean exit is no failure");
+
+    let always = Detached::run(&forge, &["--restart", "always"], "echo ready; sleep 0.2; exit 1");
+    assert!(eventually(|| always.state()["RestartCount"].as_u64() >= Some(2)), "always did not restart");
+    forge.ok(&["stop", "-t", "1", &always.id]);
+    let state = always.state();
+    assert_eq!(state["Status"], "exited", "{state}");
+    assert_eq!(forge.ok(&["ps", "-q"]).stdout, "", "restarted after stop");
+
+    for bad in ["sometimes", "always:3", "on-failure:x"] {
+        let r = forge.run(&["run", "-d", "--restart", bad, "busybox", "true"]);
+        assert_eq!(r.code, Some(125), "--restart {bad}: {}", r.stderr);
+        assert!(r.stderr.contains("restart policy"), "{}", r.stderr);
+    }
+    let r = forge.run(&["run", "-d", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{}", r.stderr);
+}
+
+#[test]
+fn a_killed_monitor_leaves_an_exited_container_that_rm_cleans() {
+    let forge = Forge::with_busybox();
+    let marker = format!("forge-monitor-kill9-{}", std::process::id());
+    let c = Detached::run(&forge, &["--name", "orphan"], &format!("echo ready; sleep 1000; : {marker}"));
+    let monitor = c.state()["Supervisor"].as_u64().unwrap();
+    let cgroups = cgroups_of(monitor as u32);
+    assert!(!cgroups.is_empty(), "the container is in no forge cgroup");
+    assert!(std::process::Command::new("kill").args(["-9", &monitor.to_string()]).status().unwrap().success());
+    // The container's processes die with their monitor.
+    let with_marker = || std::fs::read_dir("/proc").unwrap().flatten().filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))).count();
+    assert!(eventually(|| with_marker() == 0 && !alive(monitor)), "the container outlived its monitor");
+    let ps = forge.ok(&["ps", "-a", "--format", "json"]).stdout;
+    let row: serde_json::Value = serde_json::from_str(ps.lines().next().unwrap()).unwrap();
+    assert_eq!((row["State"].as_str(), row["Status"].as_str().map(|s| s.starts_with("Exited (255)"))), (Some("exited"), Some(true)), "{row}");
+    assert_eq!(cgroups.iter().filter(|d| d.exists()).count(), 0, "the killed monitor's cgroup remains");
+    forge.ok(&["rm", "orphan"]);
+    assert!(!c.dir().exists());
+    assert_eq!(mounts_under(&forge.store()), Vec::<String>::new());
+}
+
+#[test]
+fn inspect_shows_a_container_in_dockers_shape_and_images_still() {
+    let forge = Forge::with_busybox();
+    let c = Detached::run(&forge, &["--name", "shape", "-l", "tier=web", "-e", "A=1"], "echo ready; exec sleep 1000");
+    let i = c.inspect();
+    assert_eq!(i["Id"], c.id.as_str());
+    assert_eq!(i["Name"], "/shape");
+    assert_eq!(i["State"]["Status"], "running");
+    assert_eq!(i["State"]["Running"], true);
+    assert_eq!(i["State"]["Pid"], c.state()["Pid"]);
+    assert!(i["State"]["StartedAt"].as_str().is_some_and(|t| t.starts_with("20")));
+    assert_eq!(i["State"]["FinishedAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(i["Config"]["Labels"]["tier"], "web");
+    assert!(i["Config"]["Env"].as_array().unwrap().contains(&"A=1".into()));
+    assert_eq!(i["Config"]["Image"], "busybox");
+    assert_eq!(i["Path"], "sh");
+    assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "no");
+    let by_name: serde_json::Value = serde_json::from_str(&forge.ok(&["inspect", "shape"]).stdout).unwrap();
+    assert_eq!(by_name[0]["Id"], c.id.as_str());
+    // Images are still found when no container has the name.
+    let image: serde_json::Value = serde_json::from_str(&forge.ok(&["inspect", "busybox:latest"]).stdout).unwrap();
+    assert!(image[0]["RootFS"].is_object());
+    assert!(forge.run(&["inspect", "nothing:here"]).stderr.contains("not found"));
+}
