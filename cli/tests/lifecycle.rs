@@ -113,6 +113,9 @@ fn a_detached_container_outlives_the_cli_and_logs_in_docker_json_file_format() {
     assert_eq!(c.state()["Status"], "running");
     assert_eq!(forge.ok(&["kill", "web"]).stdout, "web\n");
     assert_eq!(forge.ok(&["wait", "web"]).stdout, "137\n");
+    let usr1 = Detached::run(&forge, &[], "trap 'echo got USR1; exit 6' USR1; echo ready; while :; do sleep 0.1; done");
+    forge.ok(&["kill", "-s", "USR1", &usr1.id]);
+    assert_eq!(forge.ok(&["wait", &usr1.id]).stdout, "6\n", "SIGUSR1 reached the command");
     let r = forge.run(&["kill", "web"]);
     assert_eq!(r.code, Some(1), "killing an exited container: {}", r.stderr);
     assert!(r.stderr.contains("not running") || r.stderr.contains("is exited"), "{}", r.stderr);
