@@ -95,6 +95,8 @@ enum Command {
     Ps(commands::ps::PsArgs),
     /// Remove containers.
     Rm(commands::rm::RmArgs),
+    /// Run a command in a running container.
+    Exec(commands::exec::ExecArgs),
     /// A container's output (`-f` follows it).
     Logs(commands::logs::LogsArgs),
     /// Stop containers: their stop signal, then SIGKILL after the timeout.
@@ -139,6 +141,7 @@ fn main() -> ExitCode {
         Command::Ps(args) => commands::ps::run(&cli.global, args),
         Command::Rm(args) => commands::rm::run(&cli.global, args),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
+        Command::Exec(args) => commands::exec::run(&cli.global, args),
         Command::Logs(args) => commands::logs::run(&cli.global, args),
         Command::Stop(args) => commands::lifecycle::stop(&cli.global, args),
         Command::Kill(args) => commands::lifecycle::kill(&cli.global, args),

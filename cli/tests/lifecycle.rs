@@ -233,3 +233,88 @@ fn inspect_shows_a_container_in_dockers_shape_and_images_still() {
     assert!(image[0]["RootFS"].is_object());
     assert!(forge.run(&["inspect", "nothing:here"]).stderr.contains("not found"));
 }
+
+#[test]
+fn exec_joins_the_running_container_with_its_defaults_and_restrictions() {
+    let forge = Forge::with_busybox();
+    let status = "grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs)' /proc/self/status; cat /proc/self/cgroup";
+    let c = Detached::run(&forge, &["--name", "box", "--hostname", "boxhost", "-e", "FOO=bar", "-w", "/srv"], &format!("{status}; echo ready; exec sleep 1000"));
+    let main_view = forge.ok(&["logs", "box"]).stdout.replace("ready\n", "");
+
+    // The same PID namespace (the container's command is there, nothing of the host's), UTS
+    // namespace, environment and working directory.
+    let r = forge.ok(&["exec", "box", "sh", "-c", "ps -o pid,args; echo --; hostname; echo $FOO; pwd"]);
+    let (ps, rest) = r.stdout.split_once("--\n").unwrap();
+    assert!(ps.lines().any(|l| l.trim_end().ends_with("sleep 1000")), "{ps}");
+    assert!(ps.lines().count() < 10, "exec sees processes beyond the container's: {ps}");
+    assert_eq!(rest, "boxhost\nbar\n/srv\n");
+    // The same capabilities, seccomp filter, no_new_privs and cgroups as the container's command.
+    assert_eq!(forge.ok(&["exec", "box", "sh", "-c", status]).stdout, main_view);
+
+    // -u, -w and -e override the container's.
+    let r = forge.ok(&["exec", "-u", "65534", "-w", "/tmp", "-e", "FOO=baz", "box", "sh", "-c", "id -u; pwd; echo $FOO"]);
+    assert_eq!(r.stdout, "65534\n/tmp\nbaz\n");
+    // docker's exit codes: the command's, 127 not found, 126 not executable.
+    assert_eq!(forge.run(&["exec", "box", "sh", "-c", "exit 7"]).code, Some(7));
+    let r = forge.run(&["exec", "box", "no-such-command"]);
+    assert_eq!(r.code, Some(127), "{}", r.stderr);
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+    assert_eq!(forge.run(&["exec", "box", "/etc/passwd"]).code, Some(126));
+    // What exec started is gone with it; the container runs on.
+    assert_eq!(c.state()["Status"], "running");
+    let ps = forge.ok(&["exec", "box", "ps", "-o", "args"]).stdout;
+    assert!(!ps.contains("no-such") && !ps.contains("sh -c"), "{ps}");
+
+    forge.ok(&["stop", "-t", "1", "box"]);
+    let r = forge.run(&["exec", "box", "true"]);
+    assert_eq!(r.code, Some(1), "exec into a stopped container: {}", r.stderr);
+    assert!(r.stderr.contains("running"), "{}", r.stderr);
+}
+
+/// A podman container, removed on drop.
+struct Podman(String);
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = podman().args(["rm", "-f", "-t", "0", &self.0]).output();
+    }
+}
+
+fn podman() -> std::process::Command {
+    let mut c = std::process::Command::new("podman");
+    c.env("CONTAINERS_CONF", Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/podman/containers.conf"));
+    c
+}
+
+#[test]
+fn exec_sees_what_podman_exec_sees() {
+    let forge = Forge::with_busybox();
+    let name = format!("forge-exec-{}", std::process::id());
+    let c = Detached::run(&forge, &["--hostname", "same"], "echo ready; exec sleep 1000");
+    let started = podman()
+        .args(["run", "-d", "--network", "none", "--hostname", "same", "--name", &name])
+        .arg(format!("oci:{}:busybox:latest", forge.store().display()))
+        .args(["sleep", "1000"])
+        .output()
+        .unwrap();
+    let _guard = Podman(name.clone());
+    assert!(started.status.success(), "podman run: {}", String::from_utf8_lossy(&started.stderr));
+    let script = "id; echo --; hostname; echo --; ps -o args | grep -c '^sleep 1000'; echo --; pwd";
+    for user in ["0", "65534"] {
+        let ours = forge.ok(&["exec", "-u", user, &c.id, "sh", "-c", script]).stdout;
+        let theirs = podman().args(["exec", "-u", user, &name, "sh", "-c", script]).output().unwrap();
+        assert!(theirs.status.success(), "podman exec: {}", String::from_utf8_lossy(&theirs.stderr));
+        let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+        let parts = |out: &str| out.split("--\n").map(str::to_string).collect::<Vec<_>>();
+        let (ours, theirs) = (parts(&ours), parts(&theirs));
+        // `id`: podman 4.3 leaves the primary group out of groups=, docker (and forge) list it.
+        let id = |text: &str| -> (String, String, std::collections::BTreeSet<String>) {
+            let field = |k: &str| text.trim_end().split(' ').find_map(|f| f.strip_prefix(k)).unwrap_or("").to_string();
+            (field("uid="), field("gid="), field("groups=").split(',').filter(|g| !g.is_empty()).map(str::to_string).collect())
+        };
+        let (ours_id, mut theirs_id) = (id(&ours[0]), id(&theirs[0]));
+        theirs_id.2.insert(theirs_id.1.clone());
+        assert_eq!(ours_id, theirs_id, "-u {user}: {} / {}", ours[0], theirs[0]);
+        assert_eq!(ours[1..], theirs[1..], "-u {user}: hostname, the container's command in view, working directory");
+    }
+}

@@ -5,6 +5,7 @@ pub mod completion;
 pub mod container;
 pub mod create;
 pub mod debug;
+pub mod exec;
 pub mod images;
 pub mod import;
 pub mod inspect;

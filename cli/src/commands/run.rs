@@ -81,7 +81,7 @@ pub fn attach(containers: &Containers, container: &Container, proxy: &SignalProx
 
 /// The container's bytes, unchanged, to the same stream of forge's; a closed stdout (a pipe
 /// whose reader left) drops them rather than failing the container.
-fn copy_output(stream: Stream, bytes: &[u8]) {
+pub fn copy_output(stream: Stream, bytes: &[u8]) {
     let _ = match stream {
         Stream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().lock().flush()),
         Stream::Stderr => std::io::stderr().lock().write_all(bytes),

@@ -426,7 +426,7 @@ impl Containers {
     }
 
     /// The sandbox's spec for the container.
-    fn spec(&self, config: &Config, mode: forge_sandbox::Output) -> Result<RunSpec, Error> {
+    pub(crate) fn spec(&self, config: &Config, mode: forge_sandbox::Output) -> Result<RunSpec, Error> {
         let dirs = self.store.snapshots().dirs(&config.snapshot).map_err(|source| Error::Snapshot { what: "finding the container's writable layer", source })?;
         let (upper, work) = dirs.upper.ok_or_else(|| Error::Snapshot {
             what: "finding the container's writable layer",

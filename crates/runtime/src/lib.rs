@@ -67,6 +67,7 @@
 mod config;
 mod containers;
 mod error;
+mod exec;
 mod logs;
 mod monitor;
 mod state;
@@ -75,6 +76,7 @@ mod sys;
 pub use config::{env_entry, env_file, Config, CreateOptions, Network, RestartPolicy};
 pub use containers::{Container, Containers};
 pub use error::Error;
+pub use exec::ExecOptions;
 pub use logs::{read_log, LogEntry};
 pub use state::{State, Status};
 pub use sys::SignalProxy;

@@ -97,7 +97,10 @@ fn stage1() -> Result<(), String> {
     if spec.run.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
+    match spec.run.enter {
+        Some(init) => crate::enter::join(init)?,
+        None => unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?,
+    }
     // PID 1 must die with this process; a pipe it holds the read end of tells it whether this
     // process was already gone when it armed its parent-death signal.
     let (alive_read, alive_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK).map_err(|e| format!("pipe: {e}"))?;
@@ -138,16 +141,20 @@ fn die_with_parent(alive: std::os::fd::OwnedFd) -> Result<(), String> {
 
 /// PID 1: filesystem, identity, the command, reaping.
 fn stage2(spec: &InitSpec) -> Result<Report, String> {
-    crate::mounts::setup(spec)?;
-    nix::unistd::sethostname(&spec.run.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
-    if spec.run.network == Network::None {
-        crate::network::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
+    // A joined sandbox (`enter`) is set up already, and this process is not its PID 1.
+    let joined = spec.run.enter.is_some();
+    if !joined {
+        crate::mounts::setup(spec)?;
+        nix::unistd::sethostname(&spec.run.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
+        if spec.run.network == Network::None {
+            crate::network::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
+        }
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let id = crate::user::resolve(&spec.run.user, &passwd, &group)?;
     let cwd = if spec.run.cwd.is_empty() { "/" } else { spec.run.cwd.as_str() };
-    if std::fs::metadata(cwd).is_err() {
+    if std::fs::metadata(cwd).is_err() && !joined {
         std::fs::create_dir_all(cwd).map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
     }
 
@@ -185,13 +192,17 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     };
     sys::forward_signals_to(main.as_raw());
     let report = loop {
-        match waitpid(Pid::from_raw(-1), None) {
+        // PID 1 reaps every orphan of its namespace; a joined command waits for its own only.
+        match waitpid(Pid::from_raw(if joined { main.as_raw() } else { -1 }), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == main => break Report::Exited(code),
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => break Report::Signaled(sig as i32),
             Err(nix::errno::Errno::ECHILD) => break Report::Error("the command vanished".into()),
             _ => continue,
         }
     };
+    if joined {
+        return Ok(report);
+    }
     // Whatever the command left running dies with it: a step never waits on a daemon.
     let _ = signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
     while !matches!(waitpid(Pid::from_raw(-1), None), Err(nix::errno::Errno::ECHILD)) {}

@@ -40,6 +40,7 @@
 
 mod caps;
 mod cgroup;
+mod enter;
 mod init;
 mod mounts;
 mod network;
@@ -227,9 +228,12 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     std::fs::create_dir(&rootfs).map_err(Error::Io)?;
     std::fs::create_dir(&empty_lower).map_err(Error::Io)?;
     let etc_files = etc_files(scratch.path(), &spec.hostname, spec.etc).map_err(Error::Io)?;
-    let stubs = stubs::Stubs::before(spec);
-
-    let cgroup = Cgroup::create(&spec.limits).map_err(Error::Cgroup)?;
+    // Joining a running sandbox (`enter`) makes no cgroup and no mountpoint of its own.
+    let stubs = spec.enter.is_none().then(|| stubs::Stubs::before(spec));
+    let cgroup = match spec.enter {
+        None => Some(Cgroup::create(&spec.limits).map_err(Error::Cgroup)?),
+        Some(_) => None,
+    };
 
     let exe = match &spec.init {
         Some(p) => p.clone(),
@@ -246,7 +250,12 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     drop(status_write);
     // The init waits for its spec before doing anything, so every process it starts is born
     // inside the cgroup.
-    if let Err(e) = cgroup.add(child.id()) {
+    let joined = match (&cgroup, spec.enter) {
+        (Some(cgroup), _) => cgroup.add(child.id()),
+        (None, Some(init)) => enter::join_cgroups(init, child.id()),
+        (None, None) => unreachable!("a new sandbox has a cgroup"),
+    };
+    if let Err(e) = joined {
         let _ = child.kill();
         let _ = child.wait();
         return Err(Error::Cgroup(e));
@@ -257,7 +266,10 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let sent = stdin.write_all(&payload);
     drop(stdin);
     if let Err(e) = sent {
-        let _ = cgroup.kill_all();
+        let _ = child.kill();
+        if let Some(cgroup) = &cgroup {
+            let _ = cgroup.kill_all();
+        }
         let _ = child.wait();
         return Err(Error::Io(e));
     }
@@ -289,7 +301,11 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         }
         if !cancelled && cancel.is_cancelled() {
             cancelled = true;
-            let _ = cgroup.kill_all();
+            match &cgroup {
+                Some(cgroup) => drop(cgroup.kill_all()),
+                // The joined sandbox's cgroup is not ours: its command dies with the init.
+                None => drop(child.kill()),
+            }
         }
     }
     for r in readers {
@@ -298,10 +314,17 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let init_status = child.wait().ok();
     let reports = status_reader.join().unwrap_or_default();
     // Anything still in the cgroup (a process that closed its output early) dies now.
-    let _ = cgroup.kill_all();
-    let usage = cgroup.usage();
+    let usage = match &cgroup {
+        Some(cgroup) => {
+            let _ = cgroup.kill_all();
+            cgroup.usage()
+        }
+        None => cgroup::Usage::default(),
+    };
     drop(cgroup);
-    stubs.clean();
+    if let Some(stubs) = stubs {
+        stubs.clean();
+    }
     drop(scratch);
     if cancelled {
         return Err(Error::Cancelled);

@@ -47,6 +47,12 @@ pub struct RunSpec {
     /// Which `/etc` files the sandbox provides.
     #[serde(default)]
     pub etc: Etc,
+    /// Run in a sandbox that runs already (`exec`), given by the init PID its
+    /// [`crate::Event::Started`] reported: the command joins its namespaces, root and cgroups,
+    /// and this spec's overlay, mounts, hostname and limits are not used. The command's user,
+    /// capabilities and seccomp filter come from this spec as for a new sandbox.
+    #[serde(default)]
+    pub enter: Option<u32>,
 }
 
 /// The `/etc` files a sandbox gets (bound over the image's, never written into its layer).
@@ -93,6 +99,7 @@ impl RunSpec {
             scratch_in: None,
             output: Output::Lines,
             etc: Etc::Build,
+            enter: None,
         }
     }
 }

@@ -18,6 +18,8 @@ use crate::spec::Limits;
 
 /// Where cgroups are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where the hierarchies are mounted (for `enter`).
+pub(crate) const ROOT: &str = CGROUP_ROOT;
 
 /// A step's cgroup.
 #[derive(Debug)]
