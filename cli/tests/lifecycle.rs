@@ -318,3 +318,15 @@ fn exec_sees_what_podman_exec_sees() {
         assert_eq!(ours[1..], theirs[1..], "-u {user}: hostname, the container's command in view, working directory");
     }
 }
+
+#[test]
+fn logs_of_a_foreground_container_and_init_reaps_orphans() {
+    let forge = Forge::with_busybox();
+    // `--init`: forge's own init is PID 1 of every container, forwarding signals and reaping
+    // the orphans the command leaves (here: a background job whose parent exits at once).
+    let script = "sh -c 'sleep 0.2 & exit 0'; sleep 0.5; echo zombies: $(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l); printf 'no newline'";
+    let r = forge.ok(&["run", "--init", "--name", "fg", "busybox", "sh", "-c", script]);
+    assert_eq!(r.stdout, "zombies: 0\nno newline");
+    assert_eq!(forge.ok(&["logs", "fg"]).stdout, r.stdout, "a foreground container's output is logged too");
+    forge.ok(&["rm", "fg"]);
+}

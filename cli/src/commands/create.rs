@@ -47,6 +47,10 @@ pub struct ContainerFlags {
     /// Seconds `stop` waits before SIGKILL (default 10).
     #[arg(long = "stop-timeout", value_name = "SECONDS")]
     stop_timeout: Option<u32>,
+    /// Run an init as PID 1 that forwards signals and reaps orphans: forge's own always is
+    /// (docker's `--init` puts tini there); accepted for docker's command lines.
+    #[arg(long)]
+    init: bool,
     /// A label (`KEY=VALUE`).
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,

@@ -337,7 +337,19 @@ impl Containers {
                 p.set_target(pid);
             }
         };
-        let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, output, &mut started);
+        // Logged as a detached container's output is, for `logs`. The caller gets every byte
+        // either way: a log that cannot be written costs only the log.
+        let mut log = crate::logs::LogWriter::open(&self.log_path(&id)).ok();
+        let mut tee = |stream, bytes: &[u8]| {
+            output(stream, bytes);
+            if let Some(l) = &mut log {
+                let _ = l.write(stream, bytes);
+            }
+        };
+        let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, &mut tee, &mut started);
+        if let Some(l) = &mut log {
+            let _ = l.flush();
+        }
         if let Some(p) = proxy {
             p.finished();
         }

@@ -24,20 +24,54 @@ pub struct LogEntry {
     pub time: String,
 }
 
-/// Appends entries to a log (the monitor is its only writer).
+/// The longest entry: a longer line is split over several, as docker's json-file driver
+/// splits at its 16 KiB buffer.
+const MAX_ENTRY: usize = 16 * 1024;
+
+/// Appends entries to a log, one a line (the container's supervisor is its only writer): output that
+/// arrives in arbitrary pieces is cut at newlines, and what is left at the end is written by
+/// [`LogWriter::flush`].
 pub(crate) struct LogWriter {
     file: File,
     path: PathBuf,
+    pending: [Vec<u8>; 2],
 }
 
 impl LogWriter {
     pub(crate) fn open(path: &Path) -> Result<LogWriter, Error> {
         let file = File::options().create(true).append(true).open(path).map_err(io("opening the log", path))?;
-        Ok(LogWriter { file, path: path.into() })
+        Ok(LogWriter { file, path: path.into(), pending: [Vec::new(), Vec::new()] })
+    }
+
+    /// Adds output; writes the entries it completes.
+    pub(crate) fn write(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), Error> {
+        let i = stream as usize;
+        self.pending[i].extend_from_slice(bytes);
+        loop {
+            let pending = &self.pending[i];
+            let end = match pending.iter().position(|&b| b == b'\n') {
+                Some(n) if n < MAX_ENTRY => n + 1,
+                _ if pending.len() >= MAX_ENTRY => MAX_ENTRY,
+                _ => return Ok(()),
+            };
+            let line: Vec<u8> = self.pending[i].drain(..end).collect();
+            self.entry(stream, &line)?;
+        }
+    }
+
+    /// Writes what is left of an unfinished line of each stream.
+    pub(crate) fn flush(&mut self) -> Result<(), Error> {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let rest = std::mem::take(&mut self.pending[stream as usize]);
+            if !rest.is_empty() {
+                self.entry(stream, &rest)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes one entry with one `write`, so a reader sees whole lines or nothing of one.
-    pub(crate) fn write(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), Error> {
+    fn entry(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), Error> {
         let entry = LogEntry {
             log: String::from_utf8_lossy(bytes).into_owned(),
             stream: match stream {
@@ -89,10 +123,16 @@ mod tests {
         let path = dir.path().join("x-json.log");
         assert_eq!(read_log(&path, 0).unwrap().0, Vec::new());
         let mut w = LogWriter::open(&path).unwrap();
-        w.write(Stream::Stdout, b"one\n").unwrap();
+        // Pieces are joined into lines; an unfinished one waits for the flush.
+        w.write(Stream::Stdout, b"o").unwrap();
+        w.write(Stream::Stdout, b"ne\ntw").unwrap();
         w.write(Stream::Stderr, b"bad \xff\n").unwrap();
         let (entries, end) = read_log(&path, 0).unwrap();
         assert_eq!(entries.iter().map(|e| (e.log.as_str(), e.stream.as_str())).collect::<Vec<_>>(), [("one\n", "stdout"), ("bad \u{fffd}\n", "stderr")]);
+        w.flush().unwrap();
+        w.write(Stream::Stdout, &vec![b'x'; MAX_ENTRY + 1]).unwrap();
+        let (rest, end) = read_log(&path, end).unwrap();
+        assert_eq!(rest.iter().map(|e| e.log.len()).collect::<Vec<_>>(), [2, MAX_ENTRY], "the tail flushed, a long line cut");
         assert!(entries[0].time.ends_with('Z') && humantime::parse_rfc3339(&entries[0].time).is_ok());
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"log\":\"half").unwrap();
         let (more, end2) = read_log(&path, end).unwrap();

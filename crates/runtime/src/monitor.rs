@@ -113,6 +113,9 @@ impl Containers {
                 }
             };
             let (state, ran) = self.run_once(&config, forge_sandbox::Output::Lines, &mut output, &mut started);
+            if let Err(e) = log.flush() {
+                log_failed.get_or_insert(e);
+            }
             let mut state = state?;
             match ran {
                 // An exec failure is an exit (126/127) the policy judges, as docker's.
