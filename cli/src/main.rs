@@ -95,6 +95,8 @@ enum Command {
     Ps(commands::ps::PsArgs),
     /// Remove containers.
     Rm(commands::rm::RmArgs),
+    /// Follow a running container's output; exit with its code.
+    Attach(commands::attach::AttachArgs),
     /// Run a command in a running container.
     Exec(commands::exec::ExecArgs),
     /// A container's output (`-f` follows it).
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
         Command::Ps(args) => commands::ps::run(&cli.global, args),
         Command::Rm(args) => commands::rm::run(&cli.global, args),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
+        Command::Attach(args) => commands::attach::run(&cli.global, args),
         Command::Exec(args) => commands::exec::run(&cli.global, args),
         Command::Logs(args) => commands::logs::run(&cli.global, args),
         Command::Stop(args) => commands::lifecycle::stop(&cli.global, args),

@@ -330,3 +330,23 @@ fn logs_of_a_foreground_container_and_init_reaps_orphans() {
     assert_eq!(forge.ok(&["logs", "fg"]).stdout, r.stdout, "a foreground container's output is logged too");
     forge.ok(&["rm", "fg"]);
 }
+
+#[test]
+fn attach_streams_passes_signals_on_and_exits_with_the_code() {
+    let forge = Forge::with_busybox();
+    let c = Detached::run(&forge, &[], "trap 'echo bye; exit 9' TERM; echo ready; while :; do echo tick; sleep 0.1; done");
+    let mut attach = forge.cmd().args(["attach", &c.id]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(attach.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    // Only what comes after attaching: the `ready` from before is not repeated.
+    assert_eq!(line, "tick\n");
+    // Attached: forge's SIGTERM goes to the container.
+    assert!(std::process::Command::new("kill").args(["-TERM", &attach.id().to_string()]).status().unwrap().success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(rest.ends_with("bye\n") && rest.trim_end_matches("bye\n").lines().all(|l| l == "tick"), "{rest:?}");
+    assert_eq!(attach.wait().unwrap().code(), Some(9));
+    let r = forge.run(&["attach", &c.id]);
+    assert_eq!(r.code, Some(1), "attaching to an exited container: {}", r.stderr);
+}

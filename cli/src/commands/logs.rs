@@ -4,9 +4,10 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+
 use anyhow::{bail, Context};
 use clap::Args;
-use forge_runtime::{read_log, LogEntry, Status};
+use forge_runtime::{read_log, LogEntry};
 
 use crate::commands::create::containers;
 
@@ -30,10 +31,6 @@ pub struct LogsArgs {
     container: String,
 }
 
-/// How often `-f` looks for more: the log is a plain file, and polling it keeps `logs -f`
-/// free of the writer's cooperation (as docker's json-file follower does without inotify).
-const POLL: Duration = Duration::from_millis(100);
-
 /// Runs `forge logs`.
 pub fn run(global: &crate::Global, args: LogsArgs) -> anyhow::Result<()> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
@@ -44,7 +41,7 @@ pub fn run(global: &crate::Global, args: LogsArgs) -> anyhow::Result<()> {
     let containers = containers(global)?;
     let container = containers.get(&args.container)?;
     let path = containers.log_path(container.id());
-    let (mut entries, mut offset) = read_log(&path, 0)?;
+    let (mut entries, offset) = read_log(&path, 0)?;
     if let Some(t) = since {
         entries.retain(|e| humantime::parse_rfc3339(&e.time).is_ok_and(|at| at >= t));
     }
@@ -52,21 +49,10 @@ pub fn run(global: &crate::Global, args: LogsArgs) -> anyhow::Result<()> {
         entries.drain(..entries.len().saturating_sub(n));
     }
     print(&entries, args.timestamps)?;
-    if !args.follow {
-        return Ok(());
+    if args.follow {
+        containers.follow_log(container.id(), offset, &mut |e: &LogEntry| print(std::slice::from_ref(e), args.timestamps))?;
     }
-    loop {
-        // Whether it still runs, read before the log: what it wrote before it ended is then
-        // surely in the file when it is read.
-        let running = containers.get(container.id()).is_ok_and(|c| c.state.status == Status::Running);
-        let (more, next) = read_log(&path, offset)?;
-        offset = next;
-        print(&more, args.timestamps)?;
-        if !running {
-            return Ok(());
-        }
-        std::thread::sleep(POLL);
-    }
+    Ok(())
 }
 
 fn print(entries: &[LogEntry], timestamps: bool) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod attach;
 pub mod build;
 pub mod completion;
 pub mod container;

@@ -87,10 +87,60 @@ impl LogWriter {
     }
 }
 
+/// How often a follower looks for more: the log is a plain file, and polling it keeps
+/// followers free of the writer's cooperation (as docker's json-file follower is without
+/// inotify).
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Containers {
     /// Where a container's log is (`<id>/<id>-json.log`, as docker names it).
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.path(id).join(format!("{id}-json.log"))
+    }
+
+    /// Passes the entries written to the container's log from byte `offset` on to `each` as
+    /// they come, until the container no longer runs and all it wrote was passed on (`logs -f`,
+    /// `attach`). Stops early, with its error, when `each` fails.
+    pub fn follow_log<E: From<Error>>(&self, id: &str, mut offset: u64, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>) -> Result<(), E> {
+        let path = self.log_path(id);
+        loop {
+            // Whether it still runs, read before the log: what it wrote before it ended is
+            // then surely in the file when it is read.
+            let running = self.get(id).is_ok_and(|c| c.state.status == crate::Status::Running);
+            let (entries, next) = read_log(&path, offset)?;
+            offset = next;
+            for e in &entries {
+                each(e)?;
+            }
+            if !running {
+                return Ok(());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Attaches to a running container as `docker attach` does without a terminal: its output
+    /// from now on goes to `output`, the signals `proxy` receives go to it, and once it has
+    /// stopped its final state is returned.
+    pub fn attach(&self, container: &crate::Container, output: &mut dyn FnMut(Stream, &[u8]), proxy: Option<&crate::SignalProxy>) -> Result<crate::State, Error> {
+        let id = container.id();
+        let state: crate::State = crate::state::read_json(&self.path(id).join("state.json"))?;
+        if state.status != crate::Status::Running {
+            return Err(Error::WrongStatus { id: id.into(), status: state.status, what: "only a running container can be attached to" });
+        }
+        let from = std::fs::metadata(self.log_path(id)).map_or(0, |m| m.len());
+        if let Some(p) = proxy {
+            p.set_target(state.pid);
+        }
+        let followed = self.follow_log(id, from, &mut |e: &LogEntry| -> Result<(), Error> {
+            output(if e.stream == "stderr" { Stream::Stderr } else { Stream::Stdout }, e.log.as_bytes());
+            Ok(())
+        });
+        if let Some(p) = proxy {
+            p.finished();
+        }
+        followed?;
+        self.wait(container)
     }
 }
 
