@@ -350,3 +350,26 @@ fn attach_streams_passes_signals_on_and_exits_with_the_code() {
     let r = forge.run(&["attach", &c.id]);
     assert_eq!(r.code, Some(1), "attaching to an exited container: {}", r.stderr);
 }
+
+#[test]
+fn interactive_keeps_stdin_open() {
+    let forge = Forge::with_busybox();
+    let with_input = |args: &[&str], input: &str| {
+        use std::io::Write;
+        let mut child = forge.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // `-i`: forge's input reaches the command, and its end ends it.
+    assert_eq!(with_input(&["run", "-i", "--rm", "busybox", "sh"], "echo from-input\nexit 4\n"), (Some(4), "from-input\n".into()));
+    // Without: /dev/null, as docker's.
+    assert_eq!(with_input(&["run", "--rm", "busybox", "cat"], "ignored\n"), (Some(0), String::new()));
+    // `run -di IMAGE sh`: a shell whose input stays open runs on, for `exec`.
+    let c = Detached::run(&forge, &["-i"], "echo ready; exec cat");
+    assert_eq!(c.inspect()["Config"]["OpenStdin"], true);
+    assert_eq!(c.state()["Status"], "running", "cat got end of file");
+    assert_eq!(forge.ok(&["exec", &c.id, "echo", "inside"]).stdout, "inside\n");
+    forge.ok(&["stop", &c.id]);
+    assert_eq!(forge.ok(&["wait", &c.id]).stdout, "143\n");
+}

@@ -51,6 +51,9 @@ pub struct ContainerFlags {
     /// (docker's `--init` puts tini there); accepted for docker's command lines.
     #[arg(long)]
     init: bool,
+    /// Keep standard input open (`run`: forge's input is copied to it).
+    #[arg(short = 'i', long)]
+    interactive: bool,
     /// A label (`KEY=VALUE`).
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -88,6 +91,7 @@ impl ContainerFlags {
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
             labels: self.label.clone(),
+            interactive: self.interactive,
         })
     }
 }

@@ -102,6 +102,7 @@ fn container_json(store: &Store, containers: &Containers, c: &Container) -> serd
             "Cmd": config.args,
             "Image": config.image,
             "WorkingDir": config.working_dir,
+            "OpenStdin": config.open_stdin,
             "Entrypoint": null,
             "Labels": config.labels,
             "StopSignal": config.stop_signal,

@@ -69,7 +69,8 @@ pub fn run(global: &crate::Global, args: RunArgs) -> anyhow::Result<()> {
 
 /// Runs `container` in the foreground and exits with its code.
 pub fn attach(containers: &Containers, container: &Container, proxy: &SignalProxy) -> anyhow::Result<()> {
-    let state = containers.run_foreground(container, &mut copy_output, Some(proxy)).map_err(|e| Exit::failed(e.into()))?;
+    let input: Box<dyn std::io::Read + Send> = Box::new(std::io::stdin());
+    let state = containers.run_foreground(container, Some(input), &mut copy_output, Some(proxy)).map_err(|e| Exit::failed(e.into()))?;
     // 0..=255 by construction (an exit code, or 128 + a signal number).
     let code = u8::try_from(state.exit_code).unwrap_or(255);
     if code == 0 {

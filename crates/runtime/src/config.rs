@@ -40,6 +40,8 @@ pub struct CreateOptions {
     pub stop_timeout: Option<u32>,
     /// `-l`/`--label` entries, `KEY=VALUE` (a bare `KEY` has an empty value).
     pub labels: Vec<String>,
+    /// `-i`: keep its standard input open.
+    pub interactive: bool,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -86,6 +88,10 @@ pub struct Config {
     /// The image's labels, then `-l` ones.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Its standard input stays open (`-i`): the foreground caller's input is copied to it,
+    /// a monitor holds it open.
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 fn default_stop_signal() -> String {

@@ -139,6 +139,7 @@ impl Containers {
                     None => (l.clone(), String::new()),
                 }))
                 .collect(),
+            open_stdin: opts.interactive,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -328,7 +329,15 @@ impl Containers {
     /// it comes, the signals `proxy` receives go to it, and its state is recorded as it starts
     /// and ends (and it is removed afterwards when it was created with `--rm`). Returns its
     /// final state.
-    pub fn run_foreground(&self, container: &Container, output: &mut dyn FnMut(Stream, &[u8]), proxy: Option<&SignalProxy>) -> Result<State, Error> {
+    /// With `-i` (its config's `open_stdin`), `input` is copied to the container's standard
+    /// input until it ends.
+    pub fn run_foreground(
+        &self,
+        container: &Container,
+        input: Option<Box<dyn std::io::Read + Send>>,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        proxy: Option<&SignalProxy>,
+    ) -> Result<State, Error> {
         let id = container.id().to_string();
         let lock = self.try_lock(&id)?.ok_or_else(|| Error::WrongStatus { id: id.clone(), status: Status::Running, what: "it can be started again once it exits" })?;
         let config = container.config.clone();
@@ -346,7 +355,17 @@ impl Containers {
                 let _ = l.write(stream, bytes);
             }
         };
-        let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, &mut tee, &mut started);
+        let mut input = input;
+        let mut feed = |mut stdin: std::process::ChildStdin| {
+            if let Some(mut from) = input.take() {
+                // Not joined: it may block reading forge's input long after the container ended,
+                // and ends with this process.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut stdin);
+                });
+            }
+        };
+        let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, &mut tee, &mut started, &mut feed);
         if let Some(l) = &mut log {
             let _ = l.flush();
         }
@@ -372,6 +391,7 @@ impl Containers {
         mode: forge_sandbox::Output,
         output: &mut dyn FnMut(Stream, &[u8]),
         started: &mut dyn FnMut(u32),
+        input: &mut dyn FnMut(std::process::ChildStdin),
     ) -> (Result<State, Error>, Result<(), Error>) {
         let id = config.id.clone();
         let state_path = self.path(&id).join("state.json");
@@ -405,6 +425,7 @@ impl Containers {
                 started(pid);
             }
             Event::Output(stream, bytes) => output(stream, bytes),
+            Event::Stdin(stdin) => input(stdin),
             _ => {}
         });
         if state.started_at.is_empty() {
@@ -455,6 +476,7 @@ impl Containers {
         spec.hostname = config.hostname.clone();
         spec.network = config.network;
         spec.output = mode;
+        spec.stdin = config.open_stdin;
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
         Ok(spec)

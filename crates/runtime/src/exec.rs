@@ -54,6 +54,7 @@ impl Containers {
             None => {}
         }
         spec.enter = Some(state.pid);
+        spec.stdin = false;
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
             Event::Started { pid } => {
                 if let Some(p) = proxy {

@@ -112,7 +112,11 @@ impl Containers {
                     log_failed.get_or_insert(e);
                 }
             };
-            let (state, ran) = self.run_once(&config, forge_sandbox::Output::Lines, &mut output, &mut started);
+            // `-i`: held, never written, so the command's input stays open until it exits
+            // (`run -di IMAGE sh` keeps running).
+            let mut stdin = None;
+            let (state, ran) = self.run_once(&config, forge_sandbox::Output::Lines, &mut output, &mut started, &mut |s| stdin = Some(s));
+            drop(stdin);
             if let Err(e) = log.flush() {
                 log_failed.get_or_insert(e);
             }

@@ -7,7 +7,7 @@
 //!
 //! Stages:
 //! 1. The init (in the host's PID namespace, already in the step's cgroup) reads the spec from
-//!    stdin, unshares the mount, UTS, IPC, cgroup, PID (and network) namespaces, and forks.
+//!    stdin (length-prefixed: the rest of stdin may be the command's), unshares the mount, UTS, IPC, cgroup, PID (and network) namespaces, and forks.
 //! 2. The child is PID 1 of the new PID namespace: it builds the filesystem ([`crate::mounts`]),
 //!    forks the step's command and reaps every process until the command exits; then it kills
 //!    what the command left behind and reports the exact status on fd 3.
@@ -21,7 +21,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -89,10 +89,33 @@ pub(crate) fn main() -> ! {
     std::process::exit(1);
 }
 
+/// Reads the spec: its length (8 bytes, little-endian), then that many bytes of JSON, straight
+/// from fd 0 with no buffering, as what follows is the command's input (`RunSpec::stdin`).
+fn read_spec() -> Result<InitSpec, String> {
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd();
+    let read_exact = |buf: &mut [u8]| -> Result<(), String> {
+        let mut done = 0;
+        while done < buf.len() {
+            match rustix::io::read(fd, &mut buf[done..]) {
+                Ok(0) => return Err("reading the spec: it ends early".into()),
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(format!("reading the spec: {e}")),
+            }
+        }
+        Ok(())
+    };
+    let mut len = [0u8; 8];
+    read_exact(&mut len)?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| "reading the spec: bad length".to_string())?;
+    let mut text = vec![0u8; len];
+    read_exact(&mut text)?;
+    serde_json::from_slice(&text).map_err(|e| format!("decoding the spec: {e}"))
+}
+
 fn stage1() -> Result<(), String> {
-    let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the spec: {e}"))?;
-    let spec: InitSpec = serde_json::from_str(&text).map_err(|e| format!("decoding the spec: {e}"))?;
+    let spec = read_spec()?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID;
     if spec.run.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -183,7 +206,7 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
 
     let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp);
+            let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp, spec.run.stdin);
             let mut status = sys::status_file(STATUS_FD);
             let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
             sys::exit_now(127);
@@ -221,11 +244,14 @@ fn exec_command(
     exe: &CString,
     argv: &[CString],
     envp: &[CString],
+    keep_stdin: bool,
 ) -> Report {
     let setup = || -> Result<(), String> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         sys::reset_forwarded_signals();
-        sys::set_stdin(dev_null.as_fd()).map_err(|e| format!("closing stdin: {e}"))?;
+        if !keep_stdin {
+            sys::set_stdin(dev_null.as_fd()).map_err(|e| format!("closing stdin: {e}"))?;
+        }
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
         crate::caps::restrict(caps)?;
         let groups: Vec<nix::unistd::Gid> = id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();

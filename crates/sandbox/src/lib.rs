@@ -212,6 +212,9 @@ pub enum Event<'a> {
     },
     /// Output, as [`run`] passes it.
     Output(Stream, &'a [u8]),
+    /// The command's standard input, with [`RunSpec::stdin`] (right after `Started`): it ends
+    /// when the caller drops it.
+    Stdin(std::process::ChildStdin),
 }
 
 /// [`run`], reporting the start as well as the output.
@@ -263,8 +266,9 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let init_spec = InitSpec { run: spec.clone(), rootfs, empty_lower, etc_files };
     let mut stdin = child.stdin.take().expect("piped");
     let payload = serde_json::to_vec(&init_spec).map_err(|e| Error::Setup(e.to_string()))?;
-    let sent = stdin.write_all(&payload);
-    drop(stdin);
+    let sent = stdin.write_all(&(payload.len() as u64).to_le_bytes()).and_then(|()| stdin.write_all(&payload));
+    // The command's input from here on, if it keeps it; else end of file for the init.
+    let stdin = spec.stdin.then_some(stdin);
     if let Err(e) = sent {
         let _ = child.kill();
         if let Some(cgroup) = &cgroup {
@@ -275,6 +279,9 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     }
 
     observe(Event::Started { pid: child.id() });
+    if let Some(stdin) = stdin {
+        observe(Event::Stdin(stdin));
+    }
     let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
     let raw = spec.output == Output::Raw;
     let readers: Vec<_> = [(Stream::Stdout, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)), (Stream::Stderr, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>))]

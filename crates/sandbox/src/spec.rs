@@ -53,6 +53,10 @@ pub struct RunSpec {
     /// capabilities and seccomp filter come from this spec as for a new sandbox.
     #[serde(default)]
     pub enter: Option<u32>,
+    /// Keep the command's standard input open for the caller to write ([`crate::Event::Stdin`])
+    /// rather than giving it `/dev/null` (docker's `-i`).
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 /// The `/etc` files a sandbox gets (bound over the image's, never written into its layer).
@@ -100,6 +104,7 @@ impl RunSpec {
             output: Output::Lines,
             etc: Etc::Build,
             enter: None,
+            stdin: false,
         }
     }
 }
