@@ -373,3 +373,18 @@ fn interactive_keeps_stdin_open() {
     forge.ok(&["stop", &c.id]);
     assert_eq!(forge.ok(&["wait", &c.id]).stdout, "143\n");
 }
+
+#[test]
+fn run_d_and_start_fail_with_dockers_codes_when_the_command_cannot_run() {
+    let forge = Forge::with_busybox();
+    let r = forge.run(&["run", "-d", "--name", "nope", "busybox", "no-such-command"]);
+    assert_eq!(r.code, Some(127), "{}", r.stderr);
+    assert!(r.stderr.contains("not found") && r.stdout.is_empty(), "{} / {}", r.stdout, r.stderr);
+    let r = forge.run(&["start", "nope"]);
+    assert_eq!(r.code, Some(127), "{}", r.stderr);
+    let r = forge.run(&["run", "-d", "busybox", "/etc/passwd"]);
+    assert_eq!(r.code, Some(126), "{}", r.stderr);
+    let ps = forge.ok(&["ps", "-a", "--format", "json"]).stdout;
+    assert_eq!(ps.lines().filter(|l| l.contains("Exited (127)") || l.contains("Exited (126)")).count(), 2, "{ps}");
+    forge.ok(&["container", "prune"]);
+}

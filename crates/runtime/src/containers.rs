@@ -14,6 +14,16 @@ use crate::error::{io, Error};
 use crate::state::{now, read_json, write_json, State, Status};
 use crate::sys::{kill_if_same, parse_signal, start_time, SignalProxy};
 
+/// How a run goes, as [`Containers::run_once`] tells its caller.
+pub(crate) enum Progress {
+    /// Its init runs, with this PID (recorded in the state already).
+    Started(u32),
+    /// Its command was executed.
+    Executed,
+    /// Its standard input, with `-i`.
+    Stdin(std::process::ChildStdin),
+}
+
 /// A container as recorded: its configuration and its state.
 #[derive(Debug, Clone)]
 pub struct Container {
@@ -341,11 +351,6 @@ impl Containers {
         let id = container.id().to_string();
         let lock = self.try_lock(&id)?.ok_or_else(|| Error::WrongStatus { id: id.clone(), status: Status::Running, what: "it can be started again once it exits" })?;
         let config = container.config.clone();
-        let mut started = |pid: u32| {
-            if let Some(p) = proxy {
-                p.set_target(pid);
-            }
-        };
         // Logged as a detached container's output is, for `logs`. The caller gets every byte
         // either way: a log that cannot be written costs only the log.
         let mut log = crate::logs::LogWriter::open(&self.log_path(&id)).ok();
@@ -356,16 +361,24 @@ impl Containers {
             }
         };
         let mut input = input;
-        let mut feed = |mut stdin: std::process::ChildStdin| {
-            if let Some(mut from) = input.take() {
-                // Not joined: it may block reading forge's input long after the container ended,
-                // and ends with this process.
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut stdin);
-                });
+        let mut progress = |p: Progress| match p {
+            Progress::Started(pid) => {
+                if let Some(p) = proxy {
+                    p.set_target(pid);
+                }
             }
+            Progress::Stdin(mut stdin) => {
+                if let Some(mut from) = input.take() {
+                    // Not joined: it may block reading forge's input long after the container
+                    // ended, and ends with this process.
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut stdin);
+                    });
+                }
+            }
+            Progress::Executed => {}
         };
-        let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, &mut tee, &mut started, &mut feed);
+        let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, &mut tee, &mut progress);
         if let Some(l) = &mut log {
             let _ = l.flush();
         }
@@ -390,8 +403,7 @@ impl Containers {
         config: &Config,
         mode: forge_sandbox::Output,
         output: &mut dyn FnMut(Stream, &[u8]),
-        started: &mut dyn FnMut(u32),
-        input: &mut dyn FnMut(std::process::ChildStdin),
+        progress: &mut dyn FnMut(Progress),
     ) -> (Result<State, Error>, Result<(), Error>) {
         let id = config.id.clone();
         let state_path = self.path(&id).join("state.json");
@@ -422,10 +434,11 @@ impl Containers {
                     ..State::created()
                 };
                 recorded = write_json(&state_path, &state);
-                started(pid);
+                progress(Progress::Started(pid));
             }
+            Event::Executed => progress(Progress::Executed),
             Event::Output(stream, bytes) => output(stream, bytes),
-            Event::Stdin(stdin) => input(stdin),
+            Event::Stdin(stdin) => progress(Progress::Stdin(stdin)),
             _ => {}
         });
         if state.started_at.is_empty() {

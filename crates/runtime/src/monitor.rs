@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::containers::{Container, Containers};
+use crate::containers::{Container, Containers, Progress};
 use crate::error::{io, Error};
 use crate::logs::LogWriter;
 use crate::state::{read_json, write_json, State, Status};
@@ -100,32 +100,44 @@ impl Containers {
         let mut delay = FIRST_DELAY;
         loop {
             let began = Instant::now();
-            let mut started = |pid: u32| {
-                if let Some(out) = starter.take() {
-                    tell(out, &Ready::Started { pid });
-                    // Nobody reads them any more; errors from now on go to the state.
-                    let _ = detach_stdio();
+            // `-i`: held, never written, so the command's input stays open until it exits
+            // (`run -di IMAGE sh` keeps running).
+            let mut stdin = None;
+            let mut init = 0;
+            let mut progress = |p: Progress| match p {
+                Progress::Started(pid) => init = pid,
+                // Only now: a command that cannot be executed fails `run -d` itself (126/127).
+                Progress::Executed => {
+                    if let Some(out) = starter.take() {
+                        tell(out, &Ready::Started { pid: init });
+                        // Nobody reads them any more; errors from now on go to the state.
+                        let _ = detach_stdio();
+                    }
                 }
+                Progress::Stdin(s) => stdin = Some(s),
             };
             let mut output = |stream, bytes: &[u8]| {
                 if let Err(e) = log.write(stream, bytes) {
                     log_failed.get_or_insert(e);
                 }
             };
-            // `-i`: held, never written, so the command's input stays open until it exits
-            // (`run -di IMAGE sh` keeps running).
-            let mut stdin = None;
-            let (state, ran) = self.run_once(&config, forge_sandbox::Output::Lines, &mut output, &mut started, &mut |s| stdin = Some(s));
+            let (state, ran) = self.run_once(&config, forge_sandbox::Output::Lines, &mut output, &mut progress);
             drop(stdin);
             if let Err(e) = log.flush() {
                 log_failed.get_or_insert(e);
             }
             let mut state = state?;
             match ran {
-                // An exec failure is an exit (126/127) the policy judges, as docker's.
-                Ok(()) | Err(Error::Exec { .. }) => {}
+                // Before it ever ran: `run -d` fails with it (an exec failure too, 126/127).
                 Err(e) if starter.is_some() => return Err(e),
+                // Later, an exec failure is an exit (126/127) the policy judges, as docker's.
+                Ok(()) | Err(Error::Exec { .. }) => {}
                 Err(_) => break,
+            }
+            // It ran and ended before its executed command was seen to: it did run.
+            if let Some(out) = starter.take() {
+                tell(out, &Ready::Started { pid: init });
+                let _ = detach_stdio();
             }
             if stopped.exists() || !config.restart.restarts(state.exit_code, state.restart_count) {
                 break;

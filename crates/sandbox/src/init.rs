@@ -66,6 +66,8 @@ pub(crate) enum Report {
         /// The errno of the lookup or of `execve`.
         errno: i32,
     },
+    /// The command was executed (it runs); sent as soon as it is, before its end.
+    Executed,
     /// The command exited with this code.
     Exited(i32),
     /// The command was killed by this signal.
@@ -204,16 +206,34 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     let caps = crate::caps::for_network(spec.run.network);
     let filters = spec.run.seccomp.compile(&caps)?;
 
+    // Closed by a successful exec (close-on-exec); the command's side writes a byte first when
+    // it fails instead, so this side learns which before reporting `Executed`.
+    let (exec_read, exec_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
+            drop(exec_read);
             let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp, spec.run.stdin);
             let mut status = sys::status_file(STATUS_FD);
             let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
+            let _ = rustix::io::write(&exec_write, b"!");
             sys::exit_now(127);
         }
         ForkResult::Parent { child } => child,
     };
+    drop(exec_write);
     sys::forward_signals_to(main.as_raw());
+    let executed = loop {
+        match rustix::io::read(&exec_read, &mut [0u8; 1]) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break matches!(other, Ok(0)),
+        }
+    };
+    drop(exec_read);
+    if executed {
+        // Not dropped: that would close the channel the final report goes to.
+        let mut status = std::mem::ManuallyDrop::new(sys::status_file(STATUS_FD));
+        let _ = writeln!(*status, "{}", serde_json::to_string(&Report::Executed).unwrap_or_default());
+    }
     let report = loop {
         // PID 1 reaps every orphan of its namespace; a joined command waits for its own only.
         match waitpid(Pid::from_raw(if joined { main.as_raw() } else { -1 }), None) {

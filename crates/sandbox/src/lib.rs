@@ -210,6 +210,8 @@ pub enum Event<'a> {
         /// The init's PID in the caller's PID namespace.
         pid: u32,
     },
+    /// The command was executed: it runs (after `Started`; never when it could not be).
+    Executed,
     /// Output, as [`run`] passes it.
     Output(Stream, &'a [u8]),
     /// The command's standard input, with [`RunSpec::stdin`] (right after `Started`): it ends
@@ -293,9 +295,19 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         })
         .collect();
     drop(tx);
+    // `Executed` is passed on as it comes; the other reports are read at the end.
+    let (exec_tx, exec_rx) = mpsc::channel::<()>();
     let status_reader = std::thread::spawn(move || {
         let mut text = String::new();
-        let _ = std::fs::File::from(status_read).read_to_string(&mut text);
+        for line in BufReader::new(std::fs::File::from(status_read)).lines() {
+            let Ok(line) = line else { break };
+            if matches!(serde_json::from_str(&line), Ok(Report::Executed)) {
+                let _ = exec_tx.send(());
+            } else {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
         text
     });
 
@@ -305,6 +317,9 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
             Ok((stream, bytes)) => observe(Event::Output(stream, &bytes)),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if exec_rx.try_recv().is_ok() {
+            observe(Event::Executed);
         }
         if !cancelled && cancel.is_cancelled() {
             cancelled = true;
@@ -320,6 +335,9 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     }
     let init_status = child.wait().ok();
     let reports = status_reader.join().unwrap_or_default();
+    if exec_rx.try_recv().is_ok() {
+        observe(Event::Executed);
+    }
     // Anything still in the cgroup (a process that closed its output early) dies now.
     let usage = match &cgroup {
         Some(cgroup) => {
