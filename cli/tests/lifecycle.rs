@@ -388,3 +388,24 @@ fn run_d_and_start_fail_with_dockers_codes_when_the_command_cannot_run() {
     assert_eq!(ps.lines().filter(|l| l.contains("Exited (127)") || l.contains("Exited (126)")).count(), 2, "{ps}");
     forge.ok(&["container", "prune"]);
 }
+
+#[test]
+fn tty_gives_the_command_a_terminal() {
+    let forge = Forge::with_busybox();
+    // Its streams are one terminal (docker's default 24x80 when forge's input is none), its
+    // output all on stdout through the terminal's line discipline.
+    let r = forge.ok(&["run", "-t", "--rm", "busybox", "sh", "-c", "test -t 0 && test -t 1 && test -t 2 && echo tty; stty size; echo err >&2"]);
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("tty\r\n24 80\r\nerr\r\n", ""));
+    assert_eq!(forge.ok(&["run", "--rm", "busybox", "sh", "-c", "test -t 1 || echo none"]).stdout, "none\n");
+    // `-it`: forge's input is the terminal's; the shell's exit code is forge's.
+    let mut child = forge.cmd().args(["run", "-it", "--rm", "busybox", "sh"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"echo $((6*7))\nexit 3\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\r\n42\r\n"), "{:?}", String::from_utf8_lossy(&out.stdout));
+    // Detached, its monitor holds the terminal and logs what it shows.
+    let c = Detached::run(&forge, &["-t"], "test -t 1 && echo tty");
+    assert_eq!(forge.ok(&["wait", &c.id]).stdout, "0\n");
+    assert_eq!(forge.ok(&["logs", &c.id]).stdout, "tty\r\n");
+    assert_eq!(c.inspect()["Config"]["Tty"], true);
+}

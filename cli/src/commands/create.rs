@@ -54,6 +54,9 @@ pub struct ContainerFlags {
     /// Keep standard input open (`run`: forge's input is copied to it).
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// A terminal for the command (its output all on stdout).
+    #[arg(short = 't', long)]
+    tty: bool,
     /// A label (`KEY=VALUE`).
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -92,6 +95,7 @@ impl ContainerFlags {
             stop_timeout: self.stop_timeout,
             labels: self.label.clone(),
             interactive: self.interactive,
+            tty: self.tty,
         })
     }
 }

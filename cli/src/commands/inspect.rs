@@ -103,6 +103,7 @@ fn container_json(store: &Store, containers: &Containers, c: &Container) -> serd
             "Image": config.image,
             "WorkingDir": config.working_dir,
             "OpenStdin": config.open_stdin,
+            "Tty": config.tty,
             "Entrypoint": null,
             "Labels": config.labels,
             "StopSignal": config.stop_signal,

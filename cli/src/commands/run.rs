@@ -69,6 +69,9 @@ pub fn run(global: &crate::Global, args: RunArgs) -> anyhow::Result<()> {
 
 /// Runs `container` in the foreground and exits with its code.
 pub fn attach(containers: &Containers, container: &Container, proxy: &SignalProxy) -> anyhow::Result<()> {
+    // `-it` on a terminal: keys go to the container's terminal as they are typed (Ctrl-C
+    // included), as docker does; the terminal is restored whatever happens.
+    let _raw = (container.config.tty && container.config.open_stdin).then(RawTerminal::enter).flatten();
     let input: Box<dyn std::io::Read + Send> = Box::new(std::io::stdin());
     let state = containers.run_foreground(container, Some(input), &mut copy_output, Some(proxy)).map_err(|e| Exit::failed(e.into()))?;
     // 0..=255 by construction (an exit code, or 128 + a signal number).
@@ -87,4 +90,27 @@ pub fn copy_output(stream: Stream, bytes: &[u8]) {
         Stream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().lock().flush()),
         Stream::Stderr => std::io::stderr().lock().write_all(bytes),
     };
+}
+
+/// forge's terminal in raw mode, restored on drop.
+struct RawTerminal {
+    saved: rustix::termios::Termios,
+}
+
+impl RawTerminal {
+    /// `None` when standard input is no terminal.
+    fn enter() -> Option<RawTerminal> {
+        let stdin = std::io::stdin();
+        let saved = rustix::termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, &self.saved);
+    }
 }

@@ -42,6 +42,8 @@ pub struct CreateOptions {
     pub labels: Vec<String>,
     /// `-i`: keep its standard input open.
     pub interactive: bool,
+    /// `-t`: a terminal.
+    pub tty: bool,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -92,6 +94,9 @@ pub struct Config {
     /// a monitor holds it open.
     #[serde(default)]
     pub open_stdin: bool,
+    /// It gets a terminal (`-t`): its output is the terminal's, all on stdout.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 fn default_stop_signal() -> String {

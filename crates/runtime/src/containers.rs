@@ -20,8 +20,8 @@ pub(crate) enum Progress {
     Started(u32),
     /// Its command was executed.
     Executed,
-    /// Its standard input, with `-i`.
-    Stdin(std::process::ChildStdin),
+    /// Its standard input, with `-i` (its terminal's with `-t`).
+    Stdin(std::fs::File),
 }
 
 /// A container as recorded: its configuration and its state.
@@ -150,6 +150,7 @@ impl Containers {
                 }))
                 .collect(),
             open_stdin: opts.interactive,
+            tty: opts.tty,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -490,6 +491,7 @@ impl Containers {
         spec.network = config.network;
         spec.output = mode;
         spec.stdin = config.open_stdin;
+        spec.tty = config.tty.then(crate::sys::terminal_size);
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
         Ok(spec)

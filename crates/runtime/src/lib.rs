@@ -45,6 +45,11 @@
 //!   doubling, reset after 10 s up) unless the container was stopped by hand, and removes a
 //!   `--rm` container at the end. It outlives the command that started it.
 //!
+//! With `-i` the command's standard input stays open: the foreground caller copies its own
+//! input to it, a monitor holds it open unwritten (`run -di IMAGE sh` keeps running). With `-t`
+//! the command gets a terminal (the sandbox's `RunSpec::tty`), whose master side its supervisor
+//! reads (and, with `-i`, writes); a monitor logs what it shows. `attach` follows the log.
+//!
 //! Other commands act through the recorded init PID, checked against its start time so a
 //! reused PID is never signalled: [`Containers::stop`] sends the stop signal, then SIGKILL after
 //! the timeout, and returns once the supervisor let go of the lock (a thread blocked on the

@@ -98,3 +98,12 @@ pub(crate) fn detach_stdio() -> std::io::Result<()> {
     nix::unistd::dup2_stderr(&null)?;
     Ok(())
 }
+
+/// The size (rows, columns) a container's terminal starts with: that of the terminal forge's
+/// standard input is, else docker's default 24x80.
+pub(crate) fn terminal_size() -> [u16; 2] {
+    match rustix::termios::tcgetwinsize(std::io::stdin()) {
+        Ok(w) if w.ws_row > 0 && w.ws_col > 0 => [w.ws_row, w.ws_col],
+        _ => [24, 80],
+    }
+}

@@ -212,7 +212,7 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(exec_read);
-            let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp, spec.run.stdin);
+            let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp, spec.run.stdin, spec.run.tty.is_some());
             let mut status = sys::status_file(STATUS_FD);
             let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
             let _ = rustix::io::write(&exec_write, b"!");
@@ -265,11 +265,16 @@ fn exec_command(
     argv: &[CString],
     envp: &[CString],
     keep_stdin: bool,
+    tty: bool,
 ) -> Report {
     let setup = || -> Result<(), String> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         sys::reset_forwarded_signals();
-        if !keep_stdin {
+        if tty {
+            // The terminal (the init's stdout) is its stdin too, and its controlling terminal.
+            sys::set_stdin(std::io::stdout().as_fd()).map_err(|e| format!("setting up the terminal: {e}"))?;
+            rustix::process::ioctl_tiocsctty(std::io::stdin()).map_err(|e| format!("setting the controlling terminal: {e}"))?;
+        } else if !keep_stdin {
             sys::set_stdin(dev_null.as_fd()).map_err(|e| format!("closing stdin: {e}"))?;
         }
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;

@@ -215,8 +215,8 @@ pub enum Event<'a> {
     /// Output, as [`run`] passes it.
     Output(Stream, &'a [u8]),
     /// The command's standard input, with [`RunSpec::stdin`] (right after `Started`): it ends
-    /// when the caller drops it.
-    Stdin(std::process::ChildStdin),
+    /// when the caller drops it (with a terminal, it is the terminal's input).
+    Stdin(std::fs::File),
 }
 
 /// [`run`], reporting the start as well as the output.
@@ -245,14 +245,38 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         None => std::env::current_exe().map_err(|source| Error::Spawn { path: "/proc/self/exe".into(), source })?,
     };
     let (status_read, status_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| Error::Io(e.into()))?;
+    // `tty`: the terminal the command gets as its standard streams; the master side is read
+    // for its output (and written for its input).
+    let pty = match spec.tty {
+        Some([rows, cols]) => {
+            let size = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+            let pty = nix::pty::openpty(&size, None).map_err(|e| Error::Io(e.into()))?;
+            rustix::io::fcntl_setfd(&pty.master, rustix::io::FdFlags::CLOEXEC).map_err(|e| Error::Io(e.into()))?;
+            Some(pty)
+        }
+        None => None,
+    };
     let mut cmd = Command::new(&exe);
-    cmd.env(init::MARKER, "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env(init::MARKER, "1").stdin(Stdio::piped());
+    match &pty {
+        Some(pty) => {
+            let (out, err) = (pty.slave.try_clone().map_err(Error::Io)?, pty.slave.try_clone().map_err(Error::Io)?);
+            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        }
+        None => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
     // Its own process group: a terminal's Ctrl-C goes to the caller's group only, and reaches
     // the step through its caller (which cancels a build, or passes it on to a container once),
     // not a second time straight from the terminal.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = sys::spawn_init(&mut cmd, status_write.as_fd(), init::STATUS_FD).map_err(|source| Error::Spawn { path: exe.clone(), source })?;
     drop(status_write);
+    // The command's side of its terminal stays open in the command only (the Command holds
+    // copies): the master then reads end of file when the command's side is gone.
+    drop(cmd);
+    let master = pty.map(|pty| pty.master);
     // The init waits for its spec before doing anything, so every process it starts is born
     // inside the cgroup.
     let joined = match (&cgroup, spec.enter) {
@@ -270,7 +294,11 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let payload = serde_json::to_vec(&init_spec).map_err(|e| Error::Setup(e.to_string()))?;
     let sent = stdin.write_all(&(payload.len() as u64).to_le_bytes()).and_then(|()| stdin.write_all(&payload));
     // The command's input from here on, if it keeps it; else end of file for the init.
-    let stdin = spec.stdin.then_some(stdin);
+    let stdin = match (&master, spec.stdin) {
+        (_, false) => None,
+        (Some(master), true) => Some(std::fs::File::from(master.try_clone().map_err(Error::Io)?)),
+        (None, true) => Some(std::fs::File::from(std::os::fd::OwnedFd::from(stdin))),
+    };
     if let Err(e) = sent {
         let _ = child.kill();
         if let Some(cgroup) = &cgroup {
@@ -286,7 +314,11 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     }
     let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
     let raw = spec.output == Output::Raw;
-    let readers: Vec<_> = [(Stream::Stdout, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)), (Stream::Stderr, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>))]
+    let outputs = match master {
+        Some(master) => [(Stream::Stdout, Some(Box::new(std::fs::File::from(master)) as Box<dyn Read + Send>)), (Stream::Stderr, None)],
+        None => [(Stream::Stdout, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)), (Stream::Stderr, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>))],
+    };
+    let readers: Vec<_> = outputs
         .into_iter()
         .filter_map(|(stream, pipe)| Some((stream, pipe?)))
         .map(|(stream, pipe)| {

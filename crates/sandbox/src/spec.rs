@@ -57,6 +57,12 @@ pub struct RunSpec {
     /// rather than giving it `/dev/null` (docker's `-i`).
     #[serde(default)]
     pub stdin: bool,
+    /// A terminal for the command (docker's `-t`) of this many rows and columns: its standard
+    /// streams are the terminal, its output comes back as [`crate::Stream::Stdout`] (with the
+    /// terminal's line discipline applied), and with `stdin` the caller writes the terminal's
+    /// input.
+    #[serde(default)]
+    pub tty: Option<[u16; 2]>,
 }
 
 /// The `/etc` files a sandbox gets (bound over the image's, never written into its layer).
@@ -105,6 +111,7 @@ impl RunSpec {
             etc: Etc::Build,
             enter: None,
             stdin: false,
+            tty: None,
         }
     }
 }
