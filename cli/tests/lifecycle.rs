@@ -265,6 +265,19 @@ fn exec_joins_the_running_container_with_its_defaults_and_restrictions() {
     let ps = forge.ok(&["exec", "box", "ps", "-o", "args"]).stdout;
     assert!(!ps.contains("no-such") && !ps.contains("sh -c"), "{ps}");
 
+    // -i: forge's input is the command's; -t: a terminal.
+    let with_input = |args: &[&str], input: &[u8]| {
+        let mut child = forge.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(with_input(&["exec", "-i", "box", "cat"], b"piped\n"), (Some(0), "piped\n".into()));
+    assert_eq!(with_input(&["exec", "box", "cat"], b"ignored\n"), (Some(0), String::new()));
+    let (code, out) = with_input(&["exec", "-it", "box", "sh"], b"test -t 0 && echo $((6*7))\nexit 5\n");
+    assert_eq!(code, Some(5));
+    assert!(out.contains("\r\n42\r\n"), "{out:?}");
+
     forge.ok(&["stop", "-t", "1", "box"]);
     let r = forge.run(&["exec", "box", "true"]);
     assert_eq!(r.code, Some(1), "exec into a stopped container: {}", r.stderr);

@@ -93,13 +93,13 @@ pub fn copy_output(stream: Stream, bytes: &[u8]) {
 }
 
 /// forge's terminal in raw mode, restored on drop.
-struct RawTerminal {
+pub struct RawTerminal {
     saved: rustix::termios::Termios,
 }
 
 impl RawTerminal {
     /// `None` when standard input is no terminal.
-    fn enter() -> Option<RawTerminal> {
+    pub fn enter() -> Option<RawTerminal> {
         let stdin = std::io::stdin();
         let saved = rustix::termios::tcgetattr(&stdin).ok()?;
         let mut raw = saved.clone();

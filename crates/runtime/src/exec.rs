@@ -10,7 +10,7 @@ use crate::state::{read_json, State, Status};
 use crate::sys::{start_time, SignalProxy};
 
 /// What `exec` runs; unset fields come from the container.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct ExecOptions {
     /// The command and its arguments.
     pub cmd: Vec<String>,
@@ -20,13 +20,30 @@ pub struct ExecOptions {
     pub user: Option<String>,
     /// `-w`.
     pub working_dir: Option<String>,
+    /// `-i`: `input` is copied to its standard input until it ends.
+    pub input: Option<Box<dyn std::io::Read + Send>>,
+    /// `-t`: a terminal.
+    pub tty: bool,
+}
+
+impl std::fmt::Debug for ExecOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecOptions")
+            .field("cmd", &self.cmd)
+            .field("env", &self.env)
+            .field("user", &self.user)
+            .field("working_dir", &self.working_dir)
+            .field("input", &self.input.is_some())
+            .field("tty", &self.tty)
+            .finish()
+    }
 }
 
 impl Containers {
     /// Runs `opts.cmd` in the running `container` and waits for it, its output to `output`
     /// and the signals `proxy` receives to it. Returns its exit code (128 + signal when killed);
     /// 126/127 come back as [`Error::Exec`], as from `run`.
-    pub fn exec(&self, container: &Container, opts: &ExecOptions, output: &mut dyn FnMut(Stream, &[u8]), proxy: Option<&SignalProxy>) -> Result<i32, Error> {
+    pub fn exec(&self, container: &Container, opts: ExecOptions, output: &mut dyn FnMut(Stream, &[u8]), proxy: Option<&SignalProxy>) -> Result<i32, Error> {
         let id = container.id();
         let state: State = read_json(&self.path(id).join("state.json"))?;
         if state.status != Status::Running || state.pid == 0 || start_time(state.pid) != Some(state.pid_start) {
@@ -54,7 +71,9 @@ impl Containers {
             None => {}
         }
         spec.enter = Some(state.pid);
-        spec.stdin = false;
+        spec.stdin = opts.input.is_some();
+        spec.tty = opts.tty.then(crate::sys::terminal_size);
+        let mut input = opts.input;
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
             Event::Started { pid } => {
                 if let Some(p) = proxy {
@@ -62,6 +81,15 @@ impl Containers {
                 }
             }
             Event::Output(stream, bytes) => output(stream, bytes),
+            Event::Stdin(mut stdin) => {
+                if let Some(mut from) = input.take() {
+                    // Not joined: it may block reading forge's input after the command ended,
+                    // and ends with this process.
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut stdin);
+                    });
+                }
+            }
             _ => {}
         });
         if let Some(p) = proxy {

@@ -279,10 +279,10 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let master = pty.map(|pty| pty.master);
     // The init waits for its spec before doing anything, so every process it starts is born
     // inside the cgroup.
-    let joined = match (&cgroup, spec.enter) {
-        (Some(cgroup), _) => cgroup.add(child.id()),
-        (None, Some(init)) => enter::join_cgroups(init, child.id()),
-        (None, None) => unreachable!("a new sandbox has a cgroup"),
+    let joined = match (spec.enter, &cgroup) {
+        (Some(init), _) => enter::join_cgroups(init, child.id()),
+        (None, Some(cgroup)) => cgroup.add(child.id()),
+        (None, None) => Ok(()),
     };
     if let Err(e) = joined {
         let _ = child.kill();
