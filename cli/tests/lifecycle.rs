@@ -111,6 +111,9 @@ fn a_detached_container_outlives_the_cli_and_logs_in_docker_json_file_format() {
     assert_eq!(forge.ok(&["start", "web"]).stdout, "web\n");
     assert!(eventually(|| forge.ok(&["logs", "web"]).stdout.matches("ready\n").count() == 2));
     assert_eq!(c.state()["Status"], "running");
+    let monitor = c.state()["Supervisor"].as_u64();
+    assert_eq!(forge.ok(&["start", "web"]).stdout, "web\n", "starting a running container is no error");
+    assert_eq!(c.state()["Supervisor"].as_u64(), monitor, "nor a second monitor");
     assert_eq!(forge.ok(&["kill", "web"]).stdout, "web\n");
     assert_eq!(forge.ok(&["wait", "web"]).stdout, "137\n");
     let usr1 = Detached::run(&forge, &[], "trap 'echo got USR1; exit 6' USR1; echo ready; while :; do sleep 0.1; done");
@@ -186,6 +189,9 @@ fn restart_policies_restart_on_failure_up_to_n_and_stop_ends_always() {
     }
     let r = forge.run(&["run", "-d", "--rm", "--restart", "always", "busybox", "true"]);
     assert_eq!(r.code, Some(125), "{}", r.stderr);
+    // A detached `--rm` container is removed by its monitor when it exits.
+    let id = forge.ok(&["run", "-d", "--rm", "busybox", "true"]).stdout.trim_end().to_string();
+    assert!(eventually(|| !forge.store().join("forge/containers").join(&id).exists()), "a --rm container stayed");
 }
 
 #[test]

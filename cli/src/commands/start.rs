@@ -25,7 +25,10 @@ pub fn run(global: &crate::Global, args: StartArgs) -> anyhow::Result<()> {
             Ok((cs, c))
         });
         let (containers, container) = found.map_err(Exit::failed)?;
-        crate::commands::lifecycle::start_detached(global, &containers, &container).map_err(Exit::failed)?;
+        // Already running: nothing to do, as docker's `start` says nothing of it either.
+        if container.state.status != forge_runtime::Status::Running {
+            crate::commands::lifecycle::start_detached(global, &containers, &container).map_err(Exit::failed)?;
+        }
         return crate::stdout::outln!("{}", args.container);
     }
     let proxy = SignalProxy::install();
