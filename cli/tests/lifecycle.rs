@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use common::modern::Modern;
 use common::{cgroups_of, eventually, Forge};
 
 /// A detached container, removed (`rm -f`) on drop, pass or fail.
@@ -427,4 +428,73 @@ fn tty_gives_the_command_a_terminal() {
     assert_eq!(forge.ok(&["wait", &c.id]).stdout, "0\n");
     assert_eq!(forge.ok(&["logs", &c.id]).stdout, "tty\r\n");
     assert_eq!(c.inspect()["Config"]["Tty"], true);
+}
+
+/// A docker object of this run, removed on drop (the daemon is shared).
+struct DockerObject<'a> {
+    modern: &'a Modern,
+    kind: &'static str,
+    name: String,
+}
+
+impl Drop for DockerObject<'_> {
+    fn drop(&mut self) {
+        let _ = self.modern.cmd().args([self.kind, "-f", &self.name]).output();
+    }
+}
+
+#[test]
+fn stop_signals_logs_wait_and_init_match_docker_28() {
+    let Some(anchors) = forge_testkit::shared_data("anchors") else { return };
+    let forge = Forge::with_busybox();
+    let modern = Modern::start(&anchors);
+    // The same image in both, under a name of this run only.
+    let tag = format!("forge-lifecycle-{}:1", std::process::id());
+    forge.ok(&["tag", "busybox:latest", &tag]);
+    let saved = forge.dir.path().join("image.tar");
+    forge.ok(&["save", "-o", saved.to_str().unwrap(), &tag]);
+    modern.ok(&["load", "-i", saved.to_str().unwrap()]);
+    let _image = DockerObject { modern: &modern, kind: "rmi", name: tag.clone() };
+
+    let spin = "echo ready; while :; do sleep 0.1; done";
+    let cases: [(&str, &[&str], String, &[&str]); 4] = [
+        ("a handled SIGTERM", &[], format!("trap 'echo got TERM; exit 7' TERM; {spin}"), &[]),
+        ("an ignored SIGTERM, then SIGKILL", &[], format!("trap '' TERM; {spin}"), &["-t", "1"]),
+        ("--stop-signal", &["--stop-signal", "SIGHUP"], format!("trap 'echo got HUP; exit 5' HUP; {spin}"), &[]),
+        // docker's --init (tini) reaps the orphan and passes SIGTERM to the shell, which dies of it.
+        ("--init", &["--init"], format!("sh -c 'sleep 0.2 & exit 0'; sleep 0.5; echo zombies: $(grep -l '^State:.Z' /proc/[0-9]*/status 2>/dev/null | wc -l); {spin}"), &[]),
+    ];
+    for (what, flags, script, stop) in &cases {
+        let c = Detached::run(&forge, flags, script);
+        let name = format!("forge-lifecycle-{}-{}", std::process::id(), what.len());
+        let mut run = vec!["run", "-d", "--network", "none", "--name", &name];
+        run.extend_from_slice(flags);
+        run.extend_from_slice(&[&tag, "sh", "-c", script]);
+        modern.ok(&run);
+        let _container = DockerObject { modern: &modern, kind: "rm", name: name.clone() };
+        assert!(eventually(|| modern.ok(&["logs", &name]).contains("ready\n")), "{what}: docker's container never said ready");
+
+        let mut ours_stop = vec!["stop"];
+        ours_stop.extend_from_slice(stop);
+        ours_stop.push(&c.id);
+        forge.ok(&ours_stop);
+        let mut docker_stop = vec!["stop"];
+        docker_stop.extend_from_slice(stop);
+        docker_stop.push(&name);
+        modern.ok(&docker_stop);
+
+        let ours = (forge.ok(&["wait", &c.id]).stdout, forge.ok(&["logs", &c.id]).stdout);
+        let docker = (modern.ok(&["wait", &name]), modern.ok(&["logs", &name]));
+        assert_eq!(ours, docker, "{what}: (exit code, log) differ from docker's");
+
+        // inspect: docker's State keys, with the same values where both have them.
+        let docker_state = serde_json::from_str::<serde_json::Value>(&modern.ok(&["inspect", &name])).unwrap()[0]["State"].clone();
+        let ours_state = c.inspect()["State"].clone();
+        for (key, value) in ours_state.as_object().unwrap() {
+            assert!(docker_state.get(key).is_some(), "{what}: docker's State has no {key}");
+            if ["Status", "Running", "Paused", "OOMKilled", "Dead", "Pid", "ExitCode"].contains(&key.as_str()) {
+                assert_eq!(value, &docker_state[key], "{what}: State.{key}");
+            }
+        }
+    }
 }
