@@ -17,7 +17,7 @@
 //!     state.json    what it does (State): created/running/exited, pid and its start time,
 //!                   its supervisor's pid, exit code, OOMKilled, start and end times, error,
 //!                   restart count
-//!     <id>-json.log its output, docker's json-file format (see read_log), while detached
+//!     <id>-json.log its output, docker's json-file format (see read_log)
 //!     stopped       present once `stop`/`kill`/`rm -f` stopped it: no restart policy applies
 //!     lock          flock'ed by whoever changes the state, and by the process that
 //!                   supervises the container for as long as it runs
@@ -40,9 +40,10 @@
 //! - **detached** ([`Containers::start_detached`], `run -d`, `start`): a monitor process, the
 //!   caller's executable re-executed ([`Containers::monitor`]; forge's hidden
 //!   `container monitor ID`), in a session of its own with `/dev/null` for stdio, like conmon or
-//!   containerd-shim. It tells its starter on a pipe that the container started (or why not),
-//!   writes the log, records each exit, applies the restart policy (docker's back-off: 100 ms
-//!   doubling, reset after 10 s up) unless the container was stopped by hand, and removes a
+//!   containerd-shim. It tells its starter on a pipe once the command was executed (or why
+//!   not: `run -d` then fails with docker's 126/127), writes the log, records each exit,
+//!   applies the restart policy (docker's back-off: 100 ms doubling, reset after 10 s up)
+//!   unless the container was stopped by hand, and removes a
 //!   `--rm` container at the end. It outlives the command that started it.
 //!
 //! With `-i` the command's standard input stays open: the foreground caller copies its own

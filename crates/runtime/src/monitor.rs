@@ -79,6 +79,8 @@ impl Containers {
     /// says, and removes it at the end if it was made with `--rm`.
     pub fn monitor(&self, id: &str) -> Result<(), Error> {
         new_session();
+        // Nor does it keep its starter's working directory (a mount someone may unmount) busy.
+        let _ = std::env::set_current_dir("/");
         let mut starter = Some(std::io::stdout());
         let result = self.supervise(id, &mut starter);
         if let (Some(out), Err(e)) = (starter.take(), &result) {
@@ -145,7 +147,11 @@ impl Containers {
             if began.elapsed() >= RAN_LONG {
                 delay = FIRST_DELAY;
             }
-            std::thread::sleep(delay);
+            // In slices, so a `stop` during a long back-off ends it at once.
+            let until = Instant::now() + delay;
+            while !stopped.exists() && Instant::now() < until {
+                std::thread::sleep(FIRST_DELAY.min(until.saturating_duration_since(Instant::now())));
+            }
             delay = (delay * 2).min(MAX_DELAY);
             if stopped.exists() {
                 break;

@@ -11,6 +11,11 @@
 //! output streams back line by line; its exit status comes back exactly; CPU time, peak memory and OOM kills are reported; when it
 //! ends, is cancelled or fails, every process it started is killed and its cgroup removed.
 //!
+//! A container needs a little more, each asked for in the [`RunSpec`]: its input kept open
+//! (`stdin`, then [`Event::Stdin`]), a terminal (`tty`), and a second command in a sandbox that
+//! runs already (`enter`: `exec` joins its namespaces, root and cgroups, and gets the same
+//! identity, capabilities and seccomp path). [`Event::Executed`] tells when the command runs.
+//!
 //! The host binary must call [`enter_if_init`] first thing in `main`: the sandbox re-executes
 //! it as the step's init (see `init.rs` for why).
 //!
