@@ -106,6 +106,20 @@ enum Command {
     /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
+    /// Follow a running container's output; exit with its code.
+    Attach(commands::attach::AttachArgs),
+    /// Run a command in a running container.
+    Exec(commands::exec::ExecArgs),
+    /// A container's output (`-f` follows it).
+    Logs(commands::logs::LogsArgs),
+    /// Stop containers: their stop signal, then SIGKILL after the timeout.
+    Stop(commands::lifecycle::StopArgs),
+    /// Send a signal to containers (default SIGKILL).
+    Kill(commands::lifecycle::KillArgs),
+    /// Stop then start containers.
+    Restart(commands::lifecycle::StopArgs),
+    /// Wait for containers to stop; print their exit codes.
+    Wait(commands::lifecycle::WaitArgs),
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
@@ -152,6 +166,13 @@ fn main() -> ExitCode {
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
         Command::Network(cmd) => commands::network::run(&cli.global, cmd),
         Command::Port(args) => commands::port::run(&cli.global, args),
+        Command::Attach(args) => commands::attach::run(&cli.global, args),
+        Command::Exec(args) => commands::exec::run(&cli.global, args),
+        Command::Logs(args) => commands::logs::run(&cli.global, args),
+        Command::Stop(args) => commands::lifecycle::stop(&cli.global, args),
+        Command::Kill(args) => commands::lifecycle::kill(&cli.global, args),
+        Command::Restart(args) => commands::lifecycle::restart(&cli.global, args),
+        Command::Wait(args) => commands::lifecycle::wait(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,12 @@ pub enum ContainerCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// A detached container's monitor (started by `run -d` and `start`).
+    #[command(hide = true)]
+    Monitor {
+        /// The container's full ID.
+        id: String,
+    },
 }
 
 /// Runs `forge container ...`.
@@ -30,5 +36,6 @@ pub fn run(global: &crate::Global, cmd: ContainerCommand) -> anyhow::Result<()> 
             }
             outln!("Total reclaimed containers: {}", removed.len())
         }
+        ContainerCommand::Monitor { id } => crate::commands::lifecycle::monitor(global, &id),
     }
 }

@@ -64,6 +64,28 @@ pub struct ContainerFlags {
     security: crate::commands::security::SecurityFlags,
     #[command(flatten)]
     mounts: crate::commands::volume::MountFlags,
+    /// Restart policy of a detached container: `no`, `on-failure[:max-retries]`, `always`, `unless-stopped`.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// The signal `stop` sends first (default: the image's StopSignal, else SIGTERM).
+    #[arg(long = "stop-signal", value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    #[arg(long = "stop-timeout", value_name = "SECONDS")]
+    stop_timeout: Option<u32>,
+    /// Run an init as PID 1 that forwards signals and reaps orphans: forge's own always is
+    /// (docker's `--init` puts tini there); accepted for docker's command lines.
+    #[arg(long)]
+    init: bool,
+    /// Keep standard input open (`run`: forge's input is copied to it).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// A terminal for the command (its output all on stdout).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// A label (`KEY=VALUE`).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
     /// The image.
     image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -107,6 +129,12 @@ impl ContainerFlags {
             seccomp,
             mounts,
             read_only,
+            restart: self.restart.parse()?,
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            labels: self.label.clone(),
+            interactive: self.interactive,
+            tty: self.tty,
         })
     }
 }

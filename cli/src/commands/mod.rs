@@ -1,14 +1,18 @@
 //! One module per subcommand.
 
+pub mod attach;
 pub mod build;
 pub mod completion;
 pub mod container;
 pub mod create;
 pub mod debug;
+pub mod exec;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod lifecycle;
 pub mod login;
+pub mod logs;
 pub mod network;
 pub mod output;
 pub mod port;

@@ -13,6 +13,9 @@ use crate::commands::create::{containers, ContainerFlags};
 /// Arguments of `forge run`.
 #[derive(Args)]
 pub struct RunArgs {
+    /// Run in the background under a monitor; print the container's ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
     #[command(flatten)]
     flags: ContainerFlags,
 }
@@ -57,12 +60,20 @@ pub fn run(global: &crate::Global, args: RunArgs) -> anyhow::Result<()> {
         Ok((containers, c))
     });
     let (containers, container) = created.map_err(Exit::failed)?;
+    if args.detach {
+        crate::commands::lifecycle::start_detached(global, &containers, &container).map_err(Exit::failed)?;
+        return crate::stdout::outln!("{}", container.id());
+    }
     attach(&containers, &container, &proxy)
 }
 
 /// Runs `container` in the foreground and exits with its code.
 pub fn attach(containers: &Containers, container: &Container, proxy: &SignalProxy) -> anyhow::Result<()> {
-    let state = containers.run_foreground(container, &mut copy_output, Some(proxy)).map_err(|e| Exit::failed(e.into()))?;
+    // `-it` on a terminal: keys go to the container's terminal as they are typed (Ctrl-C
+    // included), as docker does; the terminal is restored whatever happens.
+    let _raw = (container.config.tty && container.config.open_stdin).then(RawTerminal::enter).flatten();
+    let input: Box<dyn std::io::Read + Send> = Box::new(std::io::stdin());
+    let state = containers.run_foreground(container, Some(input), &mut copy_output, Some(proxy)).map_err(|e| Exit::failed(e.into()))?;
     // 0..=255 by construction (an exit code, or 128 + a signal number).
     let code = u8::try_from(state.exit_code).unwrap_or(255);
     if code == 0 {
@@ -74,9 +85,32 @@ pub fn attach(containers: &Containers, container: &Container, proxy: &SignalProx
 
 /// The container's bytes, unchanged, to the same stream of forge's; a closed stdout (a pipe
 /// whose reader left) drops them rather than failing the container.
-fn copy_output(stream: Stream, bytes: &[u8]) {
+pub fn copy_output(stream: Stream, bytes: &[u8]) {
     let _ = match stream {
         Stream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().lock().flush()),
         Stream::Stderr => std::io::stderr().lock().write_all(bytes),
     };
+}
+
+/// forge's terminal in raw mode, restored on drop.
+pub struct RawTerminal {
+    saved: rustix::termios::Termios,
+}
+
+impl RawTerminal {
+    /// `None` when standard input is no terminal.
+    pub fn enter() -> Option<RawTerminal> {
+        let stdin = std::io::stdin();
+        let saved = rustix::termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, &self.saved);
+    }
 }

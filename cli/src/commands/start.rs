@@ -1,6 +1,6 @@
-//! `forge start -a CONTAINER`: start a created (or exited) container in the foreground.
+//! `forge start [-a] CONTAINER`: start a created (or exited) container, under a monitor in the
+//! background, or in the foreground with `-a`.
 
-use anyhow::bail;
 use clap::Args;
 use forge_runtime::SignalProxy;
 
@@ -10,7 +10,7 @@ use crate::commands::run::{attach, Exit};
 /// Arguments of `forge start`.
 #[derive(Args)]
 pub struct StartArgs {
-    /// Attach: stream its output and exit with its code (the only mode for now).
+    /// Attach: stream its output and exit with its code (else it runs under a monitor).
     #[arg(short, long)]
     attach: bool,
     /// The container (ID, ID prefix or name).
@@ -20,7 +20,16 @@ pub struct StartArgs {
 /// Runs `forge start`.
 pub fn run(global: &crate::Global, args: StartArgs) -> anyhow::Result<()> {
     if !args.attach {
-        bail!("forge has no detached containers yet: use `forge start -a {}`", args.container);
+        let found = containers(global).and_then(|cs| {
+            let c = cs.get(&args.container)?;
+            Ok((cs, c))
+        });
+        let (containers, container) = found.map_err(Exit::failed)?;
+        // Already running: nothing to do, as docker's `start` says nothing of it either.
+        if container.state.status != forge_runtime::Status::Running {
+            crate::commands::lifecycle::start_detached(global, &containers, &container).map_err(Exit::failed)?;
+        }
+        return crate::stdout::outln!("{}", args.container);
     }
     let proxy = SignalProxy::install();
     let found = containers(global).and_then(|cs| {

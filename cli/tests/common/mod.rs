@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod modern;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

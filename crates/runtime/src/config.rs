@@ -64,6 +64,18 @@ pub struct CreateOptions {
     pub mounts: Vec<MountSpec>,
     /// `--read-only`: the root filesystem is read-only.
     pub read_only: bool,
+    /// `--restart`.
+    pub restart: RestartPolicy,
+    /// `--stop-signal` (a name like `SIGTERM` or a number); the image's `StopSignal` otherwise.
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`, in seconds.
+    pub stop_timeout: Option<u32>,
+    /// `-l`/`--label` entries, `KEY=VALUE` (a bare `KEY` has an empty value).
+    pub labels: Vec<String>,
+    /// `-i`: keep its standard input open.
+    pub interactive: bool,
+    /// `-t`: a terminal.
+    pub tty: bool,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -129,6 +141,25 @@ pub struct Config {
     /// Its root filesystem is read-only.
     #[serde(default)]
     pub read_only: bool,
+    /// What its monitor does when it exits (records of older forges have none: `no`).
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// The signal `stop` sends first (the image's or `--stop-signal`; SIGTERM when neither).
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: String,
+    /// Seconds `stop` waits before SIGKILL, when `--stop-timeout` gave it.
+    #[serde(default)]
+    pub stop_timeout: Option<u32>,
+    /// The image's labels, then `-l` ones.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its standard input stays open (`-i`): the foreground caller's input is copied to it,
+    /// a monitor holds it open.
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// It gets a terminal (`-t`): its output is the terminal's, all on stdout.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The ports `opts` publishes: `-p`, plus with `-P` every port the image exposes (`80/tcp`)
@@ -144,6 +175,77 @@ pub(crate) fn ports(image: &forge_layerstore::image::ContainerConfig, opts: &Cre
         }
     }
     Ok(out)
+}
+
+fn default_stop_signal() -> String {
+    "SIGTERM".into()
+}
+
+/// docker's `--restart` policies, applied by a detached container's monitor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "Name", rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart.
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most `MaximumRetryCount` times (0: no limit).
+    OnFailure {
+        /// The most restarts, 0 for no limit.
+        #[serde(rename = "MaximumRetryCount")]
+        max: u32,
+    },
+    /// Always restart, unless stopped by `stop`/`kill`.
+    Always,
+    /// As `always`; docker differs only at daemon start, which forge has none of.
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// docker's name (`on-failure` and friends).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure { .. } => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+
+    /// Whether an exit with `code` after `restarts` restarts leads to another, when nobody
+    /// stopped the container by hand.
+    pub fn restarts(&self, code: i32, restarts: u32) -> bool {
+        match *self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure { max } => code != 0 && (max == 0 || restarts < max),
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        }
+    }
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<RestartPolicy, Error> {
+        let bad = |reason: &str| Error::Invalid { what: "restart policy", value: s.into(), reason: reason.into() };
+        let (name, count) = match s.split_once(':') {
+            Some((n, c)) => (n, Some(c)),
+            None => (s, None),
+        };
+        let policy = match name {
+            "" | "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => {
+                let max = count.map(|c| c.parse::<u32>().map_err(|_| bad("the maximum retry count must be a number"))).transpose()?;
+                return Ok(RestartPolicy::OnFailure { max: max.unwrap_or(0) });
+            }
+            _ => return Err(bad("use no, always, unless-stopped or on-failure[:max-retries]")),
+        };
+        if count.is_some() {
+            return Err(bad("only on-failure takes a maximum retry count"));
+        }
+        Ok(policy)
+    }
 }
 
 /// The process part of a config, from the image's config and the options.

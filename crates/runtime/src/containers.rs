@@ -12,7 +12,17 @@ use forge_sandbox::{Event, ExitStatus, RunSpec, Stream};
 use crate::config::{resolve, Config, CreateOptions};
 use crate::error::{io, Error};
 use crate::state::{now, read_json, write_json, State, Status};
-use crate::sys::{kill_if_same, start_time, SignalProxy};
+use crate::sys::{kill_if_same, parse_signal, start_time, SignalProxy};
+
+/// How a run goes, as [`Containers::run_once`] tells its caller.
+pub(crate) enum Progress {
+    /// Its init runs, with this PID (recorded in the state already).
+    Started(u32),
+    /// Its command was executed.
+    Executed,
+    /// Its standard input, with `-i` (its terminal's with `-t`).
+    Stdin(std::fs::File),
+}
 
 /// A container as recorded: its configuration and its state.
 #[derive(Debug, Clone)]
@@ -45,7 +55,7 @@ pub struct Containers {
 
 /// An exclusive `flock` on a container's `lock` file: held by whoever changes its state, and
 /// by the forge process supervising it for as long as it runs.
-struct Lock {
+pub(crate) struct Lock {
     _file: File,
 }
 
@@ -63,7 +73,7 @@ impl Containers {
         Ok(Containers { store: store.clone(), dir, names })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
+    pub(crate) fn path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
@@ -94,6 +104,12 @@ impl Containers {
         let process = resolve(&image.config.config, opts)?;
         crate::resources::check_limits(&opts.limits)?;
         crate::volumes::check_mounts(&opts.mounts)?;
+        if opts.auto_remove && opts.restart != crate::config::RestartPolicy::No {
+            return Err(Error::Invalid { what: "restart policy", value: opts.restart.name().into(), reason: "--rm and a restart policy conflict, as in docker".into() });
+        }
+        if let Some(sig) = &opts.stop_signal {
+            parse_signal(sig)?;
+        }
         if let Some(name) = &opts.name {
             validate_name(name)?;
         }
@@ -176,6 +192,23 @@ impl Containers {
             seccomp: opts.seccomp,
             mounts: opts.mounts.clone(),
             read_only: opts.read_only,
+            restart: opts.restart,
+            stop_signal: opts.stop_signal.clone().or_else(|| image.config.config.stop_signal.clone()).unwrap_or_else(|| "SIGTERM".into()),
+            stop_timeout: opts.stop_timeout,
+            labels: image
+                .config
+                .config
+                .labels
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(opts.labels.iter().map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                }))
+                .collect(),
+            open_stdin: opts.interactive,
+            tty: opts.tty,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -297,7 +330,7 @@ impl Containers {
     /// Reads a container; one recorded as running whose supervisor is gone is recorded as
     /// exited first, and removed if it was made with `--rm` (its supervisor would have).
     /// `None` when it was removed.
-    fn load(&self, id: &str) -> Result<Option<Container>, Error> {
+    pub(crate) fn load(&self, id: &str) -> Result<Option<Container>, Error> {
         let dir = self.path(id);
         let config: Config = match read_json(&dir.join("config.json")) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => return Ok(None),
@@ -311,8 +344,7 @@ impl Containers {
                 if state.status == Status::Running {
                     self.record_lost(id, &mut state)?;
                     if config.auto_remove {
-                        self.remove_locked(id, config.name.as_deref(), lock)?;
-                        crate::volumes::Volumes::open(&self.store)?.remove_anonymous(&config.mounts)?;
+                        self.remove_auto(&config, lock)?;
                         return Ok(None);
                     }
                 }
@@ -325,7 +357,7 @@ impl Containers {
     }
 
     /// Records a running container whose supervisor died as exited (the caller holds its lock).
-    fn record_lost(&self, id: &str, state: &mut State) -> Result<(), Error> {
+    pub(crate) fn record_lost(&self, id: &str, state: &mut State) -> Result<(), Error> {
         // Its init dies with the supervisor; this is for an init that somehow outlived it.
         kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
         // The cgroup the dead supervisor's sandbox made, and its network namespace, veth
@@ -340,11 +372,11 @@ impl Containers {
         write_json(&self.path(id).join("state.json"), state)
     }
 
-    fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
+    pub(crate) fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
         self.lock_with(id, rustix::fs::FlockOperation::NonBlockingLockExclusive)
     }
 
-    fn lock(&self, id: &str) -> Result<Option<Lock>, Error> {
+    pub(crate) fn lock(&self, id: &str) -> Result<Option<Lock>, Error> {
         self.lock_with(id, rustix::fs::FlockOperation::LockExclusive)
     }
 
@@ -371,57 +403,95 @@ impl Containers {
     /// it comes, the signals `proxy` receives go to it, and its state is recorded as it starts
     /// and ends (and it is removed afterwards when it was created with `--rm`). Returns its
     /// final state.
-    pub fn run_foreground(&self, container: &Container, output: &mut dyn FnMut(Stream, &[u8]), proxy: Option<&SignalProxy>) -> Result<State, Error> {
+    /// With `-i` (its config's `open_stdin`), `input` is copied to the container's standard
+    /// input until it ends.
+    pub fn run_foreground(
+        &self,
+        container: &Container,
+        input: Option<Box<dyn std::io::Read + Send>>,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        proxy: Option<&SignalProxy>,
+    ) -> Result<State, Error> {
         let id = container.id().to_string();
         let lock = self.try_lock(&id)?.ok_or_else(|| Error::WrongStatus { id: id.clone(), status: Status::Running, what: "it can be started again once it exits" })?;
         let config = container.config.clone();
-        let state_path = self.path(&id).join("state.json");
-        let mut state: State = read_json(&state_path)?;
-        if state.status == Status::Running {
-            self.record_lost(&id, &mut state)?;
-        }
-        let dirs = self.store.snapshots().dirs(&config.snapshot).map_err(|source| Error::Snapshot { what: "finding the container's writable layer", source })?;
-        let (upper, work) = dirs.upper.ok_or_else(|| Error::Snapshot {
-            what: "finding the container's writable layer",
-            source: SnapshotError::NotFound(config.snapshot.clone()),
-        })?;
-        let mut spec = RunSpec::new(dirs.lowerdirs, upper, work, config.args.clone());
-        spec.env = config.env.clone();
-        // Docker gives a container HOSTNAME (and the image or -e may set it otherwise).
-        if !spec.env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == "HOSTNAME") {
-            spec.env.insert(0, format!("HOSTNAME={}", config.hostname));
-        }
-        spec.user = config.user.clone();
-        spec.cwd = config.working_dir.clone();
-        spec.hostname = config.hostname.clone();
-        let network = match crate::network::start(self, self.store.root(), &self.path(&id), &config) {
-            Ok(n) => n,
-            Err(e) => {
-                if config.auto_remove {
-                    let _ = self.remove_locked(&id, config.name.as_deref(), lock);
-                }
-                return Err(e);
+        // Logged as a detached container's output is, for `logs`. The caller gets every byte
+        // either way: a log that cannot be written costs only the log.
+        let mut log = crate::logs::LogWriter::open(&self.log_path(&id)).ok();
+        let mut tee = |stream, bytes: &[u8]| {
+            output(stream, bytes);
+            if let Some(l) = &mut log {
+                let _ = l.write(stream, bytes);
             }
+        };
+        let mut input = input;
+        let mut progress = |p: Progress| match p {
+            Progress::Started(pid) => {
+                if let Some(p) = proxy {
+                    p.set_target(pid);
+                }
+            }
+            Progress::Stdin(mut stdin) => {
+                if let Some(mut from) = input.take() {
+                    // Not joined: it may block reading forge's input long after the container
+                    // ended, and ends with this process.
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut stdin);
+                    });
+                }
+            }
+            Progress::Executed => {}
+        };
+        let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, &mut tee, &mut progress);
+        if let Some(l) = &mut log {
+            let _ = l.flush();
+        }
+        if let Some(p) = proxy {
+            p.finished();
+        }
+        let state = state?;
+        if config.auto_remove {
+            self.remove_auto(&config, lock)?;
+        } else {
+            drop(lock);
+        }
+        result.map(|()| state)
+    }
+
+    /// Runs the container once, its lock held by the caller: records it running (telling
+    /// `started` its init's PID), passes its output on, records how it ended. The first
+    /// result is whether the records could be written (with the final state), the second
+    /// whether it could run.
+    pub(crate) fn run_once(
+        &self,
+        config: &Config,
+        mode: forge_sandbox::Output,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        progress: &mut dyn FnMut(Progress),
+    ) -> (Result<State, Error>, Result<(), Error>) {
+        let id = config.id.clone();
+        let state_path = self.path(&id).join("state.json");
+        let mut state: State = match read_json(&state_path) {
+            Ok(s) => s,
+            Err(e) => return (Err(e), Ok(())),
+        };
+        if state.status == Status::Running {
+            if let Err(e) = self.record_lost(&id, &mut state) {
+                return (Err(e), Ok(()));
+            }
+        }
+        // Set up for each run (a restarted container gets it again), taken down after it.
+        let network = match crate::network::start(self, self.store.root(), &self.path(&id), config) {
+            Ok(n) => n,
+            Err(e) => return (Ok(state), Err(e)),
+        };
+        let mut spec = match self.spec(config, mode) {
+            Ok(spec) => spec,
+            Err(e) => return (Ok(state), Err(e)),
         };
         spec.network = network.network.clone();
         spec.mounts.extend(network.mounts.iter().cloned());
-        spec.limits = config.limits.clone();
-        spec.security = config.security.clone();
-        spec.seccomp = config.seccomp;
-        spec.readonly_rootfs = config.read_only;
-        let volumes = crate::volumes::Volumes::open(&self.store)?;
-        for m in &config.mounts {
-            let kind = match &m.source {
-                crate::MountSource::Bind(source) => forge_sandbox::MountKind::Bind { source: source.clone(), readonly: m.read_only },
-                crate::MountSource::Volume { name, .. } => forge_sandbox::MountKind::Bind { source: volumes.get(name)?.mountpoint, readonly: m.read_only },
-                crate::MountSource::Tmpfs(size) => forge_sandbox::MountKind::Tmpfs { size: *size },
-            };
-            spec.mounts.push(forge_sandbox::Mount { target: m.target.clone(), kind });
-        }
-        spec.output = forge_sandbox::Output::Raw;
-        spec.etc = forge_sandbox::Etc::Container;
-        spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
-
+        let restart_count = state.restart_count;
         let mut recorded = Ok(());
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
             Event::Started { pid } => {
@@ -432,19 +502,17 @@ impl Containers {
                     supervisor: std::process::id(),
                     started_at: now(),
                     cgroup: forge_sandbox::ControlGroup::of_process(pid).map(|c| c.paths().to_vec()).unwrap_or_default(),
+                    restart_count,
                     ..State::created()
                 };
                 recorded = write_json(&state_path, &state);
-                if let Some(p) = proxy {
-                    p.set_target(pid);
-                }
+                progress(Progress::Started(pid));
             }
+            Event::Executed => progress(Progress::Executed),
             Event::Output(stream, bytes) => output(stream, bytes),
+            Event::Stdin(stdin) => progress(Progress::Stdin(stdin)),
             _ => {}
         });
-        if let Some(p) = proxy {
-            p.finished();
-        }
         drop(network);
         if state.started_at.is_empty() {
             state.started_at = now();
@@ -472,15 +540,46 @@ impl Containers {
                 Err(Error::Sandbox { id: id.clone(), source })
             }
         };
-        write_json(&state_path, &state)?;
-        recorded?;
-        if config.auto_remove {
-            self.remove_locked(&id, config.name.as_deref(), lock)?;
-            crate::volumes::Volumes::open(&self.store)?.remove_anonymous(&config.mounts)?;
-        } else {
-            drop(lock);
+        let written = write_json(&state_path, &state).and(recorded).map(|()| state);
+        (written, result)
+    }
+
+    /// The sandbox's spec for the container, but for its network (set up per run, see
+    /// [`crate::network::start`]).
+    pub(crate) fn spec(&self, config: &Config, mode: forge_sandbox::Output) -> Result<RunSpec, Error> {
+        let dirs = self.store.snapshots().dirs(&config.snapshot).map_err(|source| Error::Snapshot { what: "finding the container's writable layer", source })?;
+        let (upper, work) = dirs.upper.ok_or_else(|| Error::Snapshot {
+            what: "finding the container's writable layer",
+            source: SnapshotError::NotFound(config.snapshot.clone()),
+        })?;
+        let mut spec = RunSpec::new(dirs.lowerdirs, upper, work, config.args.clone());
+        spec.env = config.env.clone();
+        // Docker gives a container HOSTNAME (and the image or -e may set it otherwise).
+        if !spec.env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == "HOSTNAME") {
+            spec.env.insert(0, format!("HOSTNAME={}", config.hostname));
         }
-        result.map(|()| state)
+        spec.user = config.user.clone();
+        spec.cwd = config.working_dir.clone();
+        spec.hostname = config.hostname.clone();
+        spec.limits = config.limits.clone();
+        spec.security = config.security.clone();
+        spec.seccomp = config.seccomp;
+        spec.readonly_rootfs = config.read_only;
+        let volumes = crate::volumes::Volumes::open(&self.store)?;
+        for m in &config.mounts {
+            let kind = match &m.source {
+                crate::MountSource::Bind(source) => forge_sandbox::MountKind::Bind { source: source.clone(), readonly: m.read_only },
+                crate::MountSource::Volume { name, .. } => forge_sandbox::MountKind::Bind { source: volumes.get(name)?.mountpoint, readonly: m.read_only },
+                crate::MountSource::Tmpfs(size) => forge_sandbox::MountKind::Tmpfs { size: *size },
+            };
+            spec.mounts.push(forge_sandbox::Mount { target: m.target.clone(), kind });
+        }
+        spec.output = mode;
+        spec.stdin = config.open_stdin;
+        spec.tty = config.tty.then(crate::sys::terminal_size);
+        spec.etc = forge_sandbox::Etc::Container;
+        spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
+        Ok(spec)
     }
 
     /// Removes a container: its writable layer, its name and its records. A running one only
@@ -494,6 +593,8 @@ impl Containers {
                 return Err(Error::WrongStatus { id: id.into(), status: Status::Running, what: "stop it first, or remove it with -f" });
             }
             None => {
+                // Its monitor must not restart it.
+                self.mark_stopped(id)?;
                 let state: State = read_json(&self.path(id).join("state.json"))?;
                 kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
                 // A paused container's processes cannot die until they are thawed.
@@ -508,7 +609,13 @@ impl Containers {
         self.remove_locked(id, container.config.name.as_deref(), lock)
     }
 
-    fn remove_locked(&self, id: &str, name: Option<&str>, lock: Lock) -> Result<(), Error> {
+    /// Removes a container made with `--rm` once it ended: it and its anonymous volumes.
+    pub(crate) fn remove_auto(&self, config: &Config, lock: Lock) -> Result<(), Error> {
+        self.remove_locked(&config.id, config.name.as_deref(), lock)?;
+        crate::volumes::Volumes::open(&self.store)?.remove_anonymous(&config.mounts)
+    }
+
+    pub(crate) fn remove_locked(&self, id: &str, name: Option<&str>, lock: Lock) -> Result<(), Error> {
         let state: State = read_json(&self.path(id).join("state.json"))?;
         if state.status == Status::Running {
             let mut state = state;

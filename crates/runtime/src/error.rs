@@ -137,6 +137,9 @@ pub enum Error {
         /// The bind error.
         source: std::io::Error,
     },
+    /// A detached container's monitor could not start it.
+    #[error("{0}")]
+    Monitor(String),
     /// Filesystem or process error.
     #[error("{what} {}: {source}", path.display())]
     Io {

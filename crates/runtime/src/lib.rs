@@ -15,9 +15,12 @@
 //! <store>/forge/containers/<id>/       one directory per container, id = 64 hex digits
 //!     config.json   what was asked, resolved (Config): written once at create
 //!     state.json    what it does (State): created/running/exited, pid and its start time,
-//!                   exit code, OOMKilled, start and end times, error, and the cgroup
-//!                   directories of a running container (pause/unpause, stats and top use them)
-//!     lock          flock'ed by whoever changes the state, and by the forge process that
+//!                   its supervisor's pid, exit code, OOMKilled, start and end times, error,
+//!                   restart count, and the cgroup directories of a running container
+//!                   (pause/unpause, stats and top use them)
+//!     <id>-json.log its output, docker's json-file format (see read_log)
+//!     stopped       present once `stop`/`kill`/`rm -f` stopped it: no restart policy applies
+//!     lock          flock'ed by whoever changes the state, and by the process that
 //!                   supervises the container for as long as it runs
 //! <store>/forge/container-names/<name>  the ID holding the name (rewritten under its flock)
 //! <store>/forge/volumes/<name>/_data    a volume's files; volume.json beside them (Volumes)
@@ -30,15 +33,39 @@
 //! never needs the lock. A container directory is made under `.new-<id>` and renamed into place,
 //! and removed by renaming it to `.rm-<id>` first.
 //!
-//! **Reconciling.** A running container's supervisor holds its lock. A command that finds a
-//! container recorded as running whose lock it can take knows the supervisor died (its init died
-//! with it: the sandbox ties it to its parent); it records the container as exited with code
-//! 255 and why, and removes the cgroup it left; a container made with `--rm` is then removed, as
-//! its supervisor would have done.
+//! # Supervisors
 //!
-//! **Later.** A detached container's supervisor will be a monitor process holding the same lock
-//! and writing `state.json` the same way; logs will go beside it (`<id>/<id>-json.log`), and
-//! `stop`/`kill` will signal the recorded pid after checking its start time, as `rm -f` does.
+//! A container runs under exactly one supervisor, which holds its lock from start to exit and
+//! writes `state.json`:
+//!
+//! - **foreground** ([`Containers::run_foreground`], `forge run`, `start -a`): the forge
+//!   command itself, its output on the caller's, signals passed on ([`SignalProxy`]).
+//! - **detached** ([`Containers::start_detached`], `run -d`, `start`): a monitor process, the
+//!   caller's executable re-executed ([`Containers::monitor`]; forge's hidden
+//!   `container monitor ID`), in a session of its own with `/dev/null` for stdio, like conmon or
+//!   containerd-shim. It tells its starter on a pipe once the command was executed (or why
+//!   not: `run -d` then fails with docker's 126/127), writes the log, records each exit,
+//!   applies the restart policy (docker's back-off: 100 ms doubling, reset after 10 s up)
+//!   unless the container was stopped by hand, and removes a
+//!   `--rm` container at the end. It outlives the command that started it.
+//!
+//! With `-i` the command's standard input stays open: the foreground caller copies its own
+//! input to it, a monitor holds it open unwritten (`run -di IMAGE sh` keeps running). With `-t`
+//! the command gets a terminal (the sandbox's `RunSpec::tty`), whose master side its supervisor
+//! reads (and, with `-i`, writes); a monitor logs what it shows. `attach` follows the log.
+//!
+//! Other commands act through the recorded init PID, checked against its start time so a
+//! reused PID is never signalled: [`Containers::stop`] sends the stop signal, then SIGKILL after
+//! the timeout, and returns once the supervisor let go of the lock (a thread blocked on the
+//! lock, so no polling); [`Containers::kill`] sends one signal; [`Containers::wait`] blocks on
+//! the lock; [`Containers::exec`] runs a second command in the container's namespaces, root and
+//! cgroups (the sandbox's `RunSpec::enter`), with its user, capabilities and seccomp filter.
+//!
+//! **Reconciling.** A command that finds a container recorded as running whose lock it can take
+//! knows the supervisor died (its init died with it: the sandbox ties it to its parent); it
+//! records the container as exited with code 255 and why, and removes the cgroup it left; a
+//! container made with `--rm` is then removed, as its supervisor would have done. A `kill -9`
+//! of a monitor is such a death.
 //!
 //! # Example
 //!
@@ -63,24 +90,31 @@
 //! ```
 //!
 //! With an image in the store, [`Containers::create`] then [`Containers::run_foreground`] runs
-//! it (as root, from a binary that calls [`forge_sandbox::enter_if_init`] first).
+//! it (as root, from a binary that calls [`forge_sandbox::enter_if_init`] first), or
+//! [`Containers::start_detached`] under a monitor (from a binary that can be re-executed into
+//! [`Containers::monitor`]).
 
 #![deny(missing_docs)]
 
 mod config;
 mod containers;
 mod error;
+mod exec;
+mod logs;
+mod monitor;
 mod network;
 mod resources;
 mod state;
 mod sys;
 mod volumes;
 
-pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Publish, Seccomp, Security};
-pub use network::published;
-pub use resources::check_limits;
+pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Publish, RestartPolicy, Seccomp, Security};
 pub use containers::{Container, Containers};
 pub use error::Error;
+pub use exec::ExecOptions;
+pub use logs::{read_log, LogEntry};
+pub use network::published;
+pub use resources::check_limits;
 pub use state::{State, Status};
 pub use sys::SignalProxy;
 pub use volumes::{MountSource, MountSpec, Volume, Volumes};

@@ -62,6 +62,9 @@ pub struct State {
     /// Whether it is paused (its cgroup frozen): read from the freezer when it is listed.
     #[serde(default)]
     pub paused: bool,
+    /// How many times its monitor restarted it (its restart policy).
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 impl State {
@@ -79,6 +82,7 @@ impl State {
             error: String::new(),
             cgroup: Vec::new(),
             paused: false,
+            restart_count: 0,
         }
     }
 }

@@ -69,3 +69,41 @@ impl SignalProxy {
         self.target.store(-1, Ordering::SeqCst);
     }
 }
+
+/// A signal as docker's `--signal`/`--stop-signal` take it: `SIGTERM`, `TERM`, `term` or `15`.
+pub(crate) fn parse_signal(s: &str) -> Result<Signal, crate::Error> {
+    let bad = || crate::Error::Invalid { what: "signal", value: s.into(), reason: "use a name like SIGTERM or KILL, or a number".into() };
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>().map_err(|_| bad())
+}
+
+/// Makes this process a session leader: a monitor that outlives the command that started
+/// it, out of reach of that command's terminal and its signals.
+pub(crate) fn new_session() {
+    // Fails only for a process group leader, which a freshly spawned monitor is not; were it
+    // one, it still has no terminal of its own (its stdio is a pipe and /dev/null).
+    let _ = rustix::process::setsid();
+}
+
+/// Points the standard streams at `/dev/null`, closing whatever they were (the pipe the
+/// starter reads the monitor's first word on).
+pub(crate) fn detach_stdio() -> std::io::Result<()> {
+    let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)?;
+    Ok(())
+}
+
+/// The size (rows, columns) a container's terminal starts with: that of the terminal forge's
+/// standard input is, else docker's default 24x80.
+pub(crate) fn terminal_size() -> [u16; 2] {
+    match rustix::termios::tcgetwinsize(std::io::stdin()) {
+        Ok(w) if w.ws_row > 0 && w.ws_col > 0 => [w.ws_row, w.ws_col],
+        _ => [24, 80],
+    }
+}

@@ -7,7 +7,7 @@
 //!
 //! Stages:
 //! 1. The init (in the host's PID namespace, already in the step's cgroup) reads the spec from
-//!    stdin, unshares the mount, UTS, IPC, cgroup, PID (and network) namespaces, and forks.
+//!    stdin (length-prefixed: the rest of stdin may be the command's), unshares the mount, UTS, IPC, cgroup, PID (and network) namespaces, and forks.
 //! 2. The child is PID 1 of the new PID namespace: it builds the filesystem ([`crate::mounts`]),
 //!    forks the step's command and reaps every process until the command exits; then it kills
 //!    what the command left behind and reports the exact status on fd 3.
@@ -21,7 +21,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -66,6 +66,8 @@ pub(crate) enum Report {
         /// The errno of the lookup or of `execve`.
         errno: i32,
     },
+    /// The command was executed (it runs); sent as soon as it is, before its end.
+    Executed,
     /// The command exited with this code.
     Exited(i32),
     /// The command was killed by this signal.
@@ -89,10 +91,33 @@ pub(crate) fn main() -> ! {
     std::process::exit(1);
 }
 
+/// Reads the spec: its length (8 bytes, little-endian), then that many bytes of JSON, straight
+/// from fd 0 with no buffering, as what follows is the command's input (`RunSpec::stdin`).
+fn read_spec() -> Result<InitSpec, String> {
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd();
+    let read_exact = |buf: &mut [u8]| -> Result<(), String> {
+        let mut done = 0;
+        while done < buf.len() {
+            match rustix::io::read(fd, &mut buf[done..]) {
+                Ok(0) => return Err("reading the spec: it ends early".into()),
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(format!("reading the spec: {e}")),
+            }
+        }
+        Ok(())
+    };
+    let mut len = [0u8; 8];
+    read_exact(&mut len)?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| "reading the spec: bad length".to_string())?;
+    let mut text = vec![0u8; len];
+    read_exact(&mut text)?;
+    serde_json::from_slice(&text).map_err(|e| format!("decoding the spec: {e}"))
+}
+
 fn stage1() -> Result<(), String> {
-    let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the spec: {e}"))?;
-    let spec: InitSpec = serde_json::from_str(&text).map_err(|e| format!("decoding the spec: {e}"))?;
+    let spec = read_spec()?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID;
     match &spec.run.network {
         Network::None => flags |= CloneFlags::CLONE_NEWNET,
@@ -104,7 +129,10 @@ fn stage1() -> Result<(), String> {
             nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining the network namespace {}: {e}", path.display()))?;
         }
     }
-    unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
+    match spec.run.enter {
+        Some(init) => crate::enter::join(init)?,
+        None => unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?,
+    }
     // PID 1 must die with this process; a pipe it holds the read end of tells it whether this
     // process was already gone when it armed its parent-death signal.
     let (alive_read, alive_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK).map_err(|e| format!("pipe: {e}"))?;
@@ -145,16 +173,20 @@ fn die_with_parent(alive: std::os::fd::OwnedFd) -> Result<(), String> {
 
 /// PID 1: filesystem, identity, the command, reaping.
 fn stage2(spec: &InitSpec) -> Result<Report, String> {
-    crate::mounts::setup(spec)?;
-    nix::unistd::sethostname(&spec.run.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
-    if spec.run.network == Network::None {
-        crate::network::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
+    // A joined sandbox (`enter`) is set up already, and this process is not its PID 1.
+    let joined = spec.run.enter.is_some();
+    if !joined {
+        crate::mounts::setup(spec)?;
+        nix::unistd::sethostname(&spec.run.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
+        if spec.run.network == Network::None {
+            crate::network::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
+        }
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let id = crate::user::resolve(&spec.run.user, &passwd, &group)?;
     let cwd = if spec.run.cwd.is_empty() { "/" } else { spec.run.cwd.as_str() };
-    if std::fs::metadata(cwd).is_err() {
+    if std::fs::metadata(cwd).is_err() && !joined {
         std::fs::create_dir_all(cwd).map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
     }
 
@@ -185,24 +217,46 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
         (None, false) => spec.run.seccomp.compile(&caps)?,
     };
 
+    // Closed by a successful exec (close-on-exec); the command's side writes a byte first when
+    // it fails instead, so this side learns which before reporting `Executed`.
+    let (exec_read, exec_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp);
+            drop(exec_read);
+            let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp, spec.run.stdin, spec.run.tty.is_some());
             let mut status = sys::status_file(STATUS_FD);
             let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
+            let _ = rustix::io::write(&exec_write, b"!");
             sys::exit_now(127);
         }
         ForkResult::Parent { child } => child,
     };
+    drop(exec_write);
     sys::forward_signals_to(main.as_raw());
+    let executed = loop {
+        match rustix::io::read(&exec_read, &mut [0u8; 1]) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break matches!(other, Ok(0)),
+        }
+    };
+    drop(exec_read);
+    if executed {
+        // Not dropped: that would close the channel the final report goes to.
+        let mut status = std::mem::ManuallyDrop::new(sys::status_file(STATUS_FD));
+        let _ = writeln!(*status, "{}", serde_json::to_string(&Report::Executed).unwrap_or_default());
+    }
     let report = loop {
-        match waitpid(Pid::from_raw(-1), None) {
+        // PID 1 reaps every orphan of its namespace; a joined command waits for its own only.
+        match waitpid(Pid::from_raw(if joined { main.as_raw() } else { -1 }), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == main => break Report::Exited(code),
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => break Report::Signaled(sig as i32),
             Err(nix::errno::Errno::ECHILD) => break Report::Error("the command vanished".into()),
             _ => continue,
         }
     };
+    if joined {
+        return Ok(report);
+    }
     // Whatever the command left running dies with it: a step never waits on a daemon.
     let _ = signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
     while !matches!(waitpid(Pid::from_raw(-1), None), Err(nix::errno::Errno::ECHILD)) {}
@@ -221,11 +275,19 @@ fn exec_command(
     exe: &CString,
     argv: &[CString],
     envp: &[CString],
+    keep_stdin: bool,
+    tty: bool,
 ) -> Report {
     let setup = || -> Result<(), String> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         sys::reset_forwarded_signals();
-        sys::set_stdin(dev_null.as_fd()).map_err(|e| format!("closing stdin: {e}"))?;
+        if tty {
+            // The terminal (the init's stdout) is its stdin too, and its controlling terminal.
+            sys::set_stdin(std::io::stdout().as_fd()).map_err(|e| format!("setting up the terminal: {e}"))?;
+            rustix::process::ioctl_tiocsctty(std::io::stdin()).map_err(|e| format!("setting the controlling terminal: {e}"))?;
+        } else if !keep_stdin {
+            sys::set_stdin(dev_null.as_fd()).map_err(|e| format!("closing stdin: {e}"))?;
+        }
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
         crate::caps::restrict(caps)?;
         let groups: Vec<nix::unistd::Gid> = id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();

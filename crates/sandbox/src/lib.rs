@@ -11,6 +11,11 @@
 //! output streams back line by line; its exit status comes back exactly; CPU time, peak memory and OOM kills are reported; when it
 //! ends, is cancelled or fails, every process it started is killed and its cgroup removed.
 //!
+//! A container needs a little more, each asked for in the [`RunSpec`]: its input kept open
+//! (`stdin`, then [`Event::Stdin`]), a terminal (`tty`), and a second command in a sandbox that
+//! runs already (`enter`: `exec` joins its namespaces, root and cgroups, and gets the same
+//! identity, capabilities and seccomp path). [`Event::Executed`] tells when the command runs.
+//!
 //! The host binary must call [`enter_if_init`] first thing in `main`: the sandbox re-executes
 //! it as the step's init (see `init.rs` for why).
 //!
@@ -40,6 +45,7 @@
 
 mod caps;
 mod cgroup;
+mod enter;
 mod init;
 mod mounts;
 mod network;
@@ -211,8 +217,13 @@ pub enum Event<'a> {
         /// The init's PID in the caller's PID namespace.
         pid: u32,
     },
+    /// The command was executed: it runs (after `Started`; never when it could not be).
+    Executed,
     /// Output, as [`run`] passes it.
     Output(Stream, &'a [u8]),
+    /// The command's standard input, with [`RunSpec::stdin`] (right after `Started`): it ends
+    /// when the caller drops it (with a terminal, it is the terminal's input).
+    Stdin(std::fs::File),
 }
 
 /// [`run`], reporting the start as well as the output.
@@ -229,26 +240,58 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     std::fs::create_dir(&rootfs).map_err(Error::Io)?;
     std::fs::create_dir(&empty_lower).map_err(Error::Io)?;
     let etc_files = etc_files(scratch.path(), &spec.hostname, spec.etc).map_err(Error::Io)?;
-    let stubs = stubs::Stubs::before(spec);
-
-    let cgroup = Cgroup::create(&spec.limits, spec.security.privileged).map_err(Error::Cgroup)?;
+    // Joining a running sandbox (`enter`) makes no cgroup and no mountpoint of its own.
+    let stubs = spec.enter.is_none().then(|| stubs::Stubs::before(spec));
+    let cgroup = match spec.enter {
+        None => Some(Cgroup::create(&spec.limits, spec.security.privileged).map_err(Error::Cgroup)?),
+        Some(_) => None,
+    };
 
     let exe = match &spec.init {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|source| Error::Spawn { path: "/proc/self/exe".into(), source })?,
     };
     let (status_read, status_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| Error::Io(e.into()))?;
+    // `tty`: the terminal the command gets as its standard streams; the master side is read
+    // for its output (and written for its input).
+    let pty = match spec.tty {
+        Some([rows, cols]) => {
+            let size = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+            let pty = nix::pty::openpty(&size, None).map_err(|e| Error::Io(e.into()))?;
+            rustix::io::fcntl_setfd(&pty.master, rustix::io::FdFlags::CLOEXEC).map_err(|e| Error::Io(e.into()))?;
+            Some(pty)
+        }
+        None => None,
+    };
     let mut cmd = Command::new(&exe);
-    cmd.env(init::MARKER, "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env(init::MARKER, "1").stdin(Stdio::piped());
+    match &pty {
+        Some(pty) => {
+            let (out, err) = (pty.slave.try_clone().map_err(Error::Io)?, pty.slave.try_clone().map_err(Error::Io)?);
+            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        }
+        None => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
     // Its own process group: a terminal's Ctrl-C goes to the caller's group only, and reaches
     // the step through its caller (which cancels a build, or passes it on to a container once),
     // not a second time straight from the terminal.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = sys::spawn_init(&mut cmd, status_write.as_fd(), init::STATUS_FD).map_err(|source| Error::Spawn { path: exe.clone(), source })?;
     drop(status_write);
+    // The command's side of its terminal stays open in the command only (the Command holds
+    // copies): the master then reads end of file when the command's side is gone.
+    drop(cmd);
+    let master = pty.map(|pty| pty.master);
     // The init waits for its spec before doing anything, so every process it starts is born
     // inside the cgroup.
-    if let Err(e) = cgroup.add(child.id()) {
+    let joined = match (spec.enter, &cgroup) {
+        (Some(init), _) => enter::join_cgroups(init, child.id()),
+        (None, Some(cgroup)) => cgroup.add(child.id()),
+        (None, None) => Ok(()),
+    };
+    if let Err(e) = joined {
         let _ = child.kill();
         let _ = child.wait();
         return Err(Error::Cgroup(e));
@@ -256,18 +299,33 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let init_spec = InitSpec { run: spec.clone(), rootfs, empty_lower, etc_files };
     let mut stdin = child.stdin.take().expect("piped");
     let payload = serde_json::to_vec(&init_spec).map_err(|e| Error::Setup(e.to_string()))?;
-    let sent = stdin.write_all(&payload);
-    drop(stdin);
+    let sent = stdin.write_all(&(payload.len() as u64).to_le_bytes()).and_then(|()| stdin.write_all(&payload));
+    // The command's input from here on, if it keeps it; else end of file for the init.
+    let stdin = match (&master, spec.stdin) {
+        (_, false) => None,
+        (Some(master), true) => Some(std::fs::File::from(master.try_clone().map_err(Error::Io)?)),
+        (None, true) => Some(std::fs::File::from(std::os::fd::OwnedFd::from(stdin))),
+    };
     if let Err(e) = sent {
-        let _ = cgroup.kill_all();
+        let _ = child.kill();
+        if let Some(cgroup) = &cgroup {
+            let _ = cgroup.kill_all();
+        }
         let _ = child.wait();
         return Err(Error::Io(e));
     }
 
     observe(Event::Started { pid: child.id() });
+    if let Some(stdin) = stdin {
+        observe(Event::Stdin(stdin));
+    }
     let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
     let raw = spec.output == Output::Raw;
-    let readers: Vec<_> = [(Stream::Stdout, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)), (Stream::Stderr, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>))]
+    let outputs = match master {
+        Some(master) => [(Stream::Stdout, Some(Box::new(std::fs::File::from(master)) as Box<dyn Read + Send>)), (Stream::Stderr, None)],
+        None => [(Stream::Stdout, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)), (Stream::Stderr, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>))],
+    };
+    let readers: Vec<_> = outputs
         .into_iter()
         .filter_map(|(stream, pipe)| Some((stream, pipe?)))
         .map(|(stream, pipe)| {
@@ -276,9 +334,19 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         })
         .collect();
     drop(tx);
+    // `Executed` is passed on as it comes; the other reports are read at the end.
+    let (exec_tx, exec_rx) = mpsc::channel::<()>();
     let status_reader = std::thread::spawn(move || {
         let mut text = String::new();
-        let _ = std::fs::File::from(status_read).read_to_string(&mut text);
+        for line in BufReader::new(std::fs::File::from(status_read)).lines() {
+            let Ok(line) = line else { break };
+            if matches!(serde_json::from_str(&line), Ok(Report::Executed)) {
+                let _ = exec_tx.send(());
+            } else {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
         text
     });
 
@@ -289,9 +357,16 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        if exec_rx.try_recv().is_ok() {
+            observe(Event::Executed);
+        }
         if !cancelled && cancel.is_cancelled() {
             cancelled = true;
-            let _ = cgroup.kill_all();
+            match &cgroup {
+                Some(cgroup) => drop(cgroup.kill_all()),
+                // The joined sandbox's cgroup is not ours: its command dies with the init.
+                None => drop(child.kill()),
+            }
         }
     }
     for r in readers {
@@ -299,11 +374,21 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     }
     let init_status = child.wait().ok();
     let reports = status_reader.join().unwrap_or_default();
+    if exec_rx.try_recv().is_ok() {
+        observe(Event::Executed);
+    }
     // Anything still in the cgroup (a process that closed its output early) dies now.
-    let _ = cgroup.kill_all();
-    let usage = cgroup.usage();
+    let usage = match &cgroup {
+        Some(cgroup) => {
+            let _ = cgroup.kill_all();
+            cgroup.usage()
+        }
+        None => cgroup::Usage::default(),
+    };
     drop(cgroup);
-    stubs.clean();
+    if let Some(stubs) = stubs {
+        stubs.clean();
+    }
     drop(scratch);
     if cancelled {
         return Err(Error::Cancelled);

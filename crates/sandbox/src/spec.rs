@@ -54,6 +54,22 @@ pub struct RunSpec {
     /// their own mode).
     #[serde(default)]
     pub readonly_rootfs: bool,
+    /// Run in a sandbox that runs already (`exec`), given by the init PID its
+    /// [`crate::Event::Started`] reported: the command joins its namespaces, root and cgroups,
+    /// and this spec's overlay, mounts, hostname and limits are not used. The command's user,
+    /// capabilities and seccomp filter come from this spec as for a new sandbox.
+    #[serde(default)]
+    pub enter: Option<u32>,
+    /// Keep the command's standard input open for the caller to write ([`crate::Event::Stdin`])
+    /// rather than giving it `/dev/null` (docker's `-i`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// A terminal for the command (docker's `-t`) of this many rows and columns: its standard
+    /// streams are the terminal, its output comes back as [`crate::Stream::Stdout`] (with the
+    /// terminal's line discipline applied), and with `stdin` the caller writes the terminal's
+    /// input.
+    #[serde(default)]
+    pub tty: Option<[u16; 2]>,
 }
 
 /// What a container may do beyond Docker's defaults: docker's `--cap-add`, `--cap-drop` and
@@ -121,6 +137,9 @@ impl RunSpec {
             etc: Etc::Build,
             security: Security::default(),
             readonly_rootfs: false,
+            enter: None,
+            stdin: false,
+            tty: None,
         }
     }
 }

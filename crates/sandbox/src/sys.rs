@@ -98,7 +98,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// The pid SIGTERM/SIGINT/SIGHUP are passed on to.
+/// The pid the forwarded signals are passed on to.
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int) {
@@ -109,9 +109,11 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
-const FORWARDED: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+/// What a container's stop signal or `kill -s` may be, besides SIGKILL (which the kernel
+/// delivers to a PID namespace's init, ending it all): a PID 1 without a handler would drop them.
+const FORWARDED: [Signal; 6] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
 
-/// Passes SIGTERM, SIGINT and SIGHUP on to `pid`.
+/// Passes the [`FORWARDED`] signals on to `pid`.
 pub(crate) fn forward_signals_to(pid: i32) {
     FORWARD_TO.store(pid, Ordering::SeqCst);
     for sig in FORWARDED {

@@ -24,6 +24,8 @@ pub(crate) use v1::CONTROLLERS as V1_CONTROLLERS;
 
 /// Where cgroups are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where the hierarchies are mounted (for `enter`).
+pub(crate) const ROOT: &str = CGROUP_ROOT;
 
 /// A step's cgroup.
 #[derive(Debug)]
@@ -168,12 +170,17 @@ impl Owner {
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat`: when the process started.
+/// Field 22 of `/proc/<pid>/stat`: when the process started; `None` once it has ended, also
+/// as a zombie (a detached container's monitor is reaped by whoever adopted it, maybe late).
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses; the fields after it do not.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Empties and removes the cgroups in `parents` whose forge process is gone (killed before it
