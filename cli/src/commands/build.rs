@@ -31,6 +31,11 @@ pub struct BuildArgs {
     /// Run every step even when its result is cached.
     #[arg(long)]
     no_cache: bool,
+    /// Say why each step that missed the cache missed: which input (a context file, an ARG or
+    /// ENV value, the parent layer, the instruction, a mount source) differs from the nearest
+    /// cached step. With `--progress json`, a `cache_miss` event per step.
+    #[arg(long)]
+    explain_cache: bool,
     /// A label for the image (`KEY=VALUE`); may be repeated.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -157,6 +162,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     }
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
+    opts.explain_cache = args.explain_cache;
     opts.network = args.network;
     for o in &args.security_opt {
         match o.parse::<SecurityOpt>()? {

@@ -39,6 +39,7 @@ mod cache_key;
 mod ctx;
 mod engine;
 mod error;
+mod explain;
 mod files;
 mod history;
 mod layers;
@@ -68,7 +69,7 @@ pub use forge_layerstore::Store;
 pub use forge_parser::flags::NetworkMode;
 pub use forge_sandbox::{Cancel, Limits, Seccomp};
 pub use options::{ByteSize, Cpus, KeyValue, MemorySwap, OptionError, SecretSpec, SecurityOpt, SourceDateEpoch};
-pub use progress::{Event, NoProgress, Progress};
+pub use progress::{CacheChange, Event, NoProgress, Progress};
 
 /// Where a `--secret`'s value comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -114,6 +115,8 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// `--no-cache`: run every step, (and refresh the cache with the results).
     pub no_cache: bool,
+    /// `--explain-cache`: report why each layer step missed the cache ([`Event::CacheMiss`]).
+    pub explain_cache: bool,
     /// `--label`, added to the final image.
     pub labels: BTreeMap<String, String>,
     /// `--network`.
@@ -145,6 +148,7 @@ impl BuildOptions {
             build_args: BTreeMap::new(),
             target: None,
             no_cache: false,
+            explain_cache: false,
             labels: BTreeMap::new(),
             network: NetworkMode::Default,
             limits: Limits::default(),

@@ -12,7 +12,7 @@ use forge_sandbox::{Mount as SandboxMount, MountKind as SandboxMountKind};
 use rustix::fs::{flock, FlockOperation};
 use sha2::Digest as _;
 
-use crate::cache_key::KeyBuilder;
+use crate::cache_key::{InputKind, KeyBuilder};
 use crate::error::StepErrorKind;
 use crate::layers;
 use crate::mount::{OverlayMount, TmpfsFile};
@@ -170,11 +170,13 @@ impl Mounts {
             Source::Stage(j) => {
                 let r = step.finished.get(*j);
                 key.part(r.key.as_str());
+                key.note(InputKind::Instruction, "mount from", r.key.as_str());
                 r.layers.clone()
             }
             Source::Image(reference) => {
                 let image = step.build.store.image(reference).map_err(|e| step.at.fail(StepErrorKind::BaseImage, e.to_string()))?;
                 key.part(image.descriptor.digest().as_ref());
+                key.note(InputKind::Instruction, "mount from", image.descriptor.digest().as_ref());
                 image.layers().map_err(|e| step.at.fail(StepErrorKind::Store, e.to_string()))?
             }
         };
@@ -190,7 +192,7 @@ impl Mounts {
 fn context_path(step: &StepCtx<'_>, src: &str, key: &mut KeyBuilder) -> Result<PathBuf, Error> {
     let context = &step.build.context;
     let matches = context.matches(src, &Dockerignore::default()).map_err(|e| step.at.fail(e.kind(), format!("bind source {e}")))?;
-    hash_matches(context, &matches, &step.build.stat_cache, key.hasher()).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
+    hash_matches(context, &matches, &step.build.stat_cache, key, InputKind::MountFile).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
     Ok(matches[0].entries[0].path.clone())
 }
 
