@@ -129,3 +129,175 @@ fn cache_keys_do_not_depend_on_the_context_or_store_path() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(cache_keys(&b).len(), 5);
 }
+
+const TWO_STAGES: &str = "FROM busybox:latest AS build
+COPY src /src
+RUN cat /src/a /src/b > /built
+FROM busybox:latest
+WORKDIR /app
+COPY --from=build /built /app/built
+RUN echo ok > /app/ok
+";
+
+fn two_stage_files() -> [(&'static str, &'static str); 3] {
+    [("Dockerfile", TWO_STAGES), ("src/a", "a"), ("src/b", "b")]
+}
+
+/// Builds with `SOURCE_DATE_EPOCH` (so two stores give the same image digests) and
+/// `--explain-cache`; returns the image ID, the steps that missed and the whole stderr.
+fn build_with(forge: &Forge, ctx: &Path, extra: &[&str]) -> (String, Vec<String>, String) {
+    let iid = forge.dir.path().join("iid");
+    let mut args = vec!["build", "--progress", "json", "--explain-cache", "-t", "cached:1", "--iidfile", iid.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let r: common::Ran = forge.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args(&args).output().unwrap().into();
+    assert!(r.ok, "forge {args:?}:\n{}", r.stderr);
+    let missed = misses(&r.stderr).into_iter().map(|m| m.0).collect();
+    (std::fs::read_to_string(iid).unwrap(), missed, r.stderr)
+}
+
+/// The cache manifest of a layout: (manifest path, manifest JSON).
+fn cache_manifest(dir: &Path) -> (std::path::PathBuf, serde_json::Value) {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let path = dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    (path.clone(), serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+}
+
+fn blob(dir: &Path, digest: &serde_json::Value) -> std::path::PathBuf {
+    dir.join("blobs/sha256").join(digest.as_str().unwrap().trim_start_matches("sha256:"))
+}
+
+fn config_entries(dir: &Path) -> usize {
+    let (_, m) = cache_manifest(dir);
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(dir, &m["config"]["digest"])).unwrap()).unwrap();
+    config["entries"].as_array().unwrap().len()
+}
+
+#[test]
+fn a_second_runner_reuses_the_first_ones_local_cache() {
+    let a = Forge::with_busybox();
+    let b = Forge::with_busybox_of(&a);
+    let cache = a.dir.path().join("ci-cache");
+    let min = a.dir.path().join("ci-cache-min");
+    let ctx_a = a.context("ctx", &two_stage_files());
+    let dest = format!("type=local,dest={},mode=max", cache.display());
+    let dest_min = format!("type=local,dest={}", min.display());
+    let (image_a, missed, _) = build_with(&a, &ctx_a, &["--cache-to", &dest, "--cache-to", &dest_min]);
+    assert_eq!(missed.len(), 5, "a cold build runs every layer step: {missed:?}");
+    // max has every step; min only those whose layers the image has (not the build stage's).
+    assert_eq!(config_entries(&cache), 5);
+    assert_eq!(config_entries(&min), 3);
+
+    // Runner B: another store, another checkout; every step is a hit, the image the same.
+    let ctx_b = b.context("elsewhere/ctx", &two_stage_files());
+    let src = format!("type=local,src={}", cache.display());
+    let (image_b, missed, stderr) = build_with(&b, &ctx_b, &["--cache-from", &src]);
+    assert_eq!(missed, Vec::<String>::new(), "{stderr}");
+    assert!(!stderr.contains("\"output\""), "no RUN ran: {stderr}");
+    assert_eq!(image_b, image_a);
+    b.ok(&["store", "fsck"]);
+
+    // One file changed on B: only the steps after it run, and exporting again writes only the
+    // new layers (the blobs already there are left as they are).
+    let before: std::collections::BTreeMap<_, _> = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::os::unix::fs::MetadataExt::ino(&e.metadata().unwrap()))
+        })
+        .collect();
+    std::fs::write(ctx_b.join("src/b"), "b2").unwrap();
+    let dest = format!("type=local,dest={},mode=max", cache.display());
+    let (_, missed, _) = build_with(&b, &ctx_b, &["--cache-from", &src, "--cache-to", &dest]);
+    assert_eq!(missed, ["0/1", "0/2", "1/2", "1/3"], "WORKDIR stays cached");
+    let after: std::collections::BTreeMap<_, _> = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::os::unix::fs::MetadataExt::ino(&e.metadata().unwrap()))
+        })
+        .collect();
+    for (name, ino) in &before {
+        assert_eq!(after.get(name), Some(ino), "{name:?} was rewritten or removed");
+    }
+    // Three new layers (the last RUN's is byte for byte the one before: same files, same
+    // SOURCE_DATE_EPOCH), a new config and a new manifest.
+    assert_eq!(after.len(), before.len() + 5);
+    assert_eq!(config_entries(&cache), 5);
+}
+
+/// Rewrites the cache config (and the manifest and index over it) of the layout at `dir`.
+fn rewrite_config(dir: &Path, config: &[u8], claimed_size: Option<u64>) {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| format!("sha256:{}", hex_of(&sha2::Sha256::digest(b)));
+    std::fs::write(dir.join("blobs/sha256").join(&hex(config)[7..]), config).unwrap();
+    let (_, mut m) = cache_manifest(dir);
+    m["config"]["digest"] = hex(config).into();
+    m["config"]["size"] = claimed_size.unwrap_or(config.len() as u64).into();
+    let mb = serde_json::to_vec(&m).unwrap();
+    std::fs::write(dir.join("blobs/sha256").join(&hex(&mb)[7..]), &mb).unwrap();
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = hex(&mb).into();
+    index["manifests"][0]["size"] = (mb.len() as u64).into();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn a_bad_cache_is_a_warning_and_nothing_of_it_enters_the_store() {
+    let a = Forge::with_busybox();
+    let cache = a.dir.path().join("good");
+    let ctx = a.context("ctx", &two_stage_files());
+    let dest = format!("type=local,dest={},mode=max", cache.display());
+    let (image, _, _) = build_with(&a, &ctx, &["--cache-to", &dest]);
+    let (_, manifest) = cache_manifest(&cache);
+    let layers: Vec<_> = manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].clone()).collect();
+
+    let variant = |name: &str, damage: &dyn Fn(&Path)| -> (Forge, Vec<String>, String) {
+        let dir = a.dir.path().join(name);
+        assert!(std::process::Command::new("cp").arg("-a").arg(&cache).arg(&dir).status().unwrap().success());
+        damage(&dir);
+        let b = Forge::with_busybox_of(&a);
+        let src = format!("type=local,src={}", dir.display());
+        let (image_b, missed, stderr) = build_with(&b, &ctx, &["--cache-from", &src]);
+        assert_eq!(image_b, image, "{name}: the build made the same image without the bad entries");
+        b.ok(&["store", "fsck"]);
+        (b, missed, stderr)
+    };
+
+    // A layer whose bytes do not match its digest: its steps are left out, the blob not taken.
+    let (_, missed, stderr) = variant("corrupt-layer", &|dir| {
+        let path = blob(dir, &layers[0]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    });
+    assert!(stderr.contains("left out"), "{stderr}");
+    assert!(!missed.is_empty() && missed.len() < 5, "only the bad layer's steps ran again: {missed:?}");
+
+    // A layer blob that is missing.
+    let (_, missed, stderr) = variant("missing-layer", &|dir| std::fs::remove_file(blob(dir, &layers[1])).unwrap());
+    assert!(stderr.contains("left out"), "{stderr}");
+    assert!(!missed.is_empty() && missed.len() < 5, "only the missing layer's steps ran again: {missed:?}");
+
+    // A config that is not JSON, one that claims to be huge, one with entries of the wrong shape.
+    let (_, _, stderr) = variant("malformed-config", &|dir| rewrite_config(dir, b"{not json", None));
+    assert!(stderr.contains("cache config"), "{stderr}");
+    let (_, _, stderr) = variant("huge-config", &|dir| rewrite_config(dir, b"{}", Some(1 << 40)));
+    assert!(stderr.contains("more than"), "{stderr}");
+    let (b, _, stderr) = variant("wrong-digests", &|dir| {
+        rewrite_config(dir, br#"{"version":1,"entries":[{"key":"sha256:0000000000000000000000000000000000000000000000000000000000000000","layer":{"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","diff_id":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":3,"media_type":"application/vnd.oci.image.layer.v1.tar+gzip"}}]}"#, None)
+    });
+    assert!(stderr.contains("left out"), "{stderr}");
+    assert!(!b.store().join("forge/cache").join(format!("{}.json", "0".repeat(64))).exists());
+
+    // No cache there yet: not an error.
+    let b = Forge::with_busybox_of(&a);
+    let src = format!("type=local,src={}", a.dir.path().join("never-written").display());
+    build_with(&b, &ctx, &["--cache-from", &src]);
+}

@@ -36,6 +36,14 @@ pub struct BuildArgs {
     /// cached step. With `--progress json`, a `cache_miss` event per step.
     #[arg(long)]
     explain_cache: bool,
+    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` writes an OCI layout
+    /// directory (min: the final image's steps; max: every stage's). Repeatable.
+    #[arg(long = "cache-to", value_name = "type=local,dest=DIR")]
+    cache_to: Vec<String>,
+    /// Reuse steps from a cache `--cache-to` wrote: `type=local,src=DIR`. A directory with no
+    /// cache yet is not an error. Repeatable.
+    #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
+    cache_from: Vec<String>,
     /// A label for the image (`KEY=VALUE`); may be repeated.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -163,6 +171,8 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.explain_cache = args.explain_cache;
+    opts.cache_to = args.cache_to.iter().map(|v| v.parse()).collect::<Result<_, _>>().context("--cache-to")?;
+    opts.cache_from = args.cache_from.iter().map(|v| v.parse()).collect::<Result<_, _>>().context("--cache-from")?;
     opts.network = args.network;
     for o in &args.security_opt {
         match o.parse::<SecurityOpt>()? {

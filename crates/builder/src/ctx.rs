@@ -27,6 +27,8 @@ pub(crate) struct BuildCtx<'a> {
     pub(crate) context: SourceTree,
     pub(crate) stat_cache: StatCache,
     pub(crate) cache: Cache,
+    /// The cache entries the build's steps used or made (index key, entry), for `--cache-to`.
+    pub(crate) used: std::sync::Mutex<Vec<(forge_layerstore::Digest, forge_layerstore::cache::CacheEntry)>>,
 }
 
 impl BuildCtx<'_> {

@@ -52,7 +52,11 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         context,
         stat_cache: StatCache::load(forge_dir.join("statcache.json")),
         cache: Cache::open(store.root())?,
+        used: Default::default(),
     };
+    for from in &opts.cache_from {
+        crate::cache_import::import(store, &ctx.cache, from, &mut |message| progress.event(Event::Warning { message }));
+    }
     let finished = scheduler::run(&graph.levels, graph.stages.len(), |i, finished| stage::run_stage(&ctx, &graph, finished, i))?;
     // A failure to save the stat cache only costs re-hashing next time.
     let _ = ctx.stat_cache.save();
@@ -66,6 +70,10 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     config.created = Some(stage::timestamp(opts.source_date_epoch));
     let manifest = store.write_image(&config, &target.layers)?;
     let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config)?);
+    let used = std::mem::take(&mut *ctx.used.lock().unwrap());
+    for to in &opts.cache_to {
+        crate::cache_export::export(store, to, &used, &target.layers)?;
+    }
     Ok(Built { manifest, image_id, config })
 }
 

@@ -70,6 +70,14 @@ pub enum Error {
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
+    /// `--cache-to` could not write the cache.
+    #[error("exporting the build cache to {}: {message}", path.display())]
+    CacheExport {
+        /// The cache's directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// The build context cannot be read.
     #[error("build context {}: {message}", path.display())]
     Context {

@@ -53,7 +53,9 @@ pub(crate) fn layer_step(
     if let Some(entry) = &cached {
         if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest)) {
             build.progress.event(Event::StepCached { id: at.id.clone() });
-            return Ok(cached.and_then(|e| e.layer));
+            let entry = cached.expect("matched just above");
+            build.used.lock().unwrap().push((index_key, entry.clone()));
+            return Ok(entry.layer);
         }
     }
     if opts.explain_cache {
@@ -81,7 +83,9 @@ pub(crate) fn layer_step(
         }
     }
     let layer = Some(Layer::from(&info));
-    build.cache.put(&index_key, &CacheEntry { layer: layer.clone(), inputs }).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
+    let entry = CacheEntry { layer: layer.clone(), inputs };
+    build.cache.put(&index_key, &entry).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
+    build.used.lock().unwrap().push((index_key, entry));
     Ok(layer)
 }
 

@@ -35,7 +35,10 @@
 #![deny(missing_docs)]
 
 mod build_file;
+mod cache_export;
+mod cache_import;
 mod cache_key;
+mod cache_layout;
 mod ctx;
 mod engine;
 mod error;
@@ -59,6 +62,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
+pub use cache_layout::{CacheFrom, CacheMode, CacheOptionError, CacheTo};
 pub use engine::build;
 pub use error::{Error, StepErrorKind};
 pub use forge_layerstore::archive::Compression;
@@ -117,6 +121,10 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--explain-cache`: report why each layer step missed the cache ([`Event::CacheMiss`]).
     pub explain_cache: bool,
+    /// `--cache-to`: where to export the steps' cache after the build.
+    pub cache_to: Vec<CacheTo>,
+    /// `--cache-from`: caches whose steps the build may reuse, imported before it starts.
+    pub cache_from: Vec<CacheFrom>,
     /// `--label`, added to the final image.
     pub labels: BTreeMap<String, String>,
     /// `--network`.
@@ -149,6 +157,8 @@ impl BuildOptions {
             target: None,
             no_cache: false,
             explain_cache: false,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
             labels: BTreeMap::new(),
             network: NetworkMode::Default,
             limits: Limits::default(),

@@ -1,0 +1,151 @@
+//! `--cache-from type=local`: reads a cache `--cache-to type=local` wrote (`cache_layout.rs`)
+//! into the store's cache index, so the build's steps with those keys are hits.
+//!
+//! The directory is input from elsewhere (a CI cache restored from anywhere): every document is
+//! bounded in size and checked against its digest, every layer blob against its digest and its
+//! entry's diffID before it enters the content store, and an entry whose layer is missing or
+//! wrong is left out with a warning. Nothing in it can fail the build: at worst the steps run.
+//! Entries the store already has are kept as they are.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::str::FromStr;
+
+use forge_layerstore::cache::{Cache, CacheEntry};
+use forge_layerstore::digest::HashingWriter;
+use forge_layerstore::{Digest, Layer, Store};
+use oci_spec::image::{ImageIndex, ImageManifest};
+
+use crate::cache_layout::{CacheConfig, CacheFrom, CONFIG_MEDIA_TYPE, MAX_CONFIG, MAX_INDEX, MAX_MANIFEST, VERSION};
+
+/// Warnings about one cache beyond this many are summed up in one line.
+const MAX_WARNINGS: usize = 5;
+
+/// Imports `from` into `store`'s `cache`; problems go to `warn`.
+pub(crate) fn import(store: &Store, cache: &Cache, from: &CacheFrom, warn: &mut dyn FnMut(String)) {
+    let CacheFrom::Local { src } = from;
+    let name = format!("cache {}", src.display());
+    if !src.join("index.json").exists() {
+        warn(format!("{name}: no cache there yet; building without it"));
+        return;
+    }
+    let config = match read_config(src) {
+        Ok(c) => c,
+        Err(e) => {
+            warn(format!("{name}: {e}; building without it"));
+            return;
+        }
+    };
+    let mut warnings = Vec::new();
+    let mut checked: HashMap<Digest, Result<(), String>> = HashMap::new();
+    for entry in config.entries {
+        if cache.get(&entry.key).is_some() {
+            continue;
+        }
+        if let Some(layer) = &entry.layer {
+            let result = checked.entry(layer.digest.clone()).or_insert_with(|| take_layer(store, src, layer, config.layers.get(&layer.digest).copied()));
+            if let Err(e) = result {
+                warnings.push(format!("{name}: step {} left out: {e}", entry.key));
+                continue;
+            }
+        }
+        if let Err(e) = cache.put(&entry.key, &CacheEntry { layer: entry.layer, inputs: entry.inputs }) {
+            warnings.push(format!("{name}: {e}"));
+        }
+    }
+    let more = warnings.len().saturating_sub(MAX_WARNINGS);
+    warnings.into_iter().take(MAX_WARNINGS).for_each(&mut *warn);
+    if more > 0 {
+        warn(format!("{name}: {more} more steps left out"));
+    }
+}
+
+/// The config and the size of each layer the manifest lists.
+struct Parsed {
+    entries: Vec<crate::cache_layout::ConfigEntry>,
+    layers: HashMap<Digest, u64>,
+}
+
+fn read_config(src: &Path) -> Result<Parsed, String> {
+    let index_bytes = read_bounded(&src.join("index.json"), MAX_INDEX).map_err(|e| format!("index.json: {e}"))?;
+    let index: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| format!("index.json: {e}"))?;
+    let manifest_desc = index.manifests().first().ok_or("index.json names no manifest")?;
+    let manifest_bytes = read_blob(src, manifest_desc.digest().as_ref(), manifest_desc.size(), MAX_MANIFEST).map_err(|e| format!("manifest: {e}"))?;
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| format!("manifest: {e}"))?;
+    if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
+        return Err(format!("not a forge build cache (config media type {})", manifest.config().media_type()));
+    }
+    let config_bytes = read_blob(src, manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?;
+    let config: CacheConfig = serde_json::from_slice(&config_bytes).map_err(|e| format!("cache config: {e}"))?;
+    if config.version != VERSION {
+        return Err(format!("cache config version {} (this forge reads {VERSION})", config.version));
+    }
+    let mut layers = HashMap::new();
+    for l in manifest.layers() {
+        let digest = Digest::from_str(l.digest().as_ref()).map_err(|e| format!("manifest: {e}"))?;
+        layers.insert(digest, l.size());
+    }
+    Ok(Parsed { entries: config.entries, layers })
+}
+
+/// A blob of the layout, at most `max` bytes, checked against `size` and `digest`.
+fn read_blob(src: &Path, digest: &str, size: u64, max: u64) -> Result<Vec<u8>, String> {
+    if size > max {
+        return Err(format!("{size} bytes, more than the {max} a cache may use"));
+    }
+    let digest = Digest::from_str(digest).map_err(|e| e.to_string())?;
+    let bytes = read_bounded(&blob_path(src, &digest), max).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 != size || Digest::of(&bytes) != digest {
+        return Err(format!("blob {digest} does not match its digest or size"));
+    }
+    Ok(bytes)
+}
+
+fn blob_path(src: &Path, digest: &Digest) -> std::path::PathBuf {
+    src.join("blobs").join(digest.algorithm()).join(digest.hex())
+}
+
+/// Reads at most `max` bytes; a longer file is an error, not a truncated read.
+fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::other(format!("{}: more than {max} bytes", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// Puts `layer`'s blob in the store (unless there already), after checking that the manifest
+/// lists it with its size, and that its bytes have its digest and, uncompressed, its diffID.
+fn take_layer(store: &Store, src: &Path, layer: &Layer, listed: Option<u64>) -> Result<(), String> {
+    if listed != Some(layer.size) {
+        return Err(format!("layer {} is not in the cache manifest with size {}", layer.digest, layer.size));
+    }
+    let in_store = store.content().exists(&layer.digest);
+    let path = if in_store { store.content().path(&layer.digest) } else { blob_path(src, &layer.digest) };
+    let diff_id = diff_id(&path).map_err(|e| format!("layer {}: {e}", layer.digest))?;
+    if diff_id != layer.diff_id {
+        return Err(format!("layer {}: its content's diffID is {diff_id}, not {}", layer.digest, layer.diff_id));
+    }
+    if in_store {
+        return Ok(());
+    }
+    let fail = |e: &dyn std::fmt::Display| format!("layer {}: {e}", layer.digest);
+    let mut writer = store.content().writer(layer.digest.as_str()).map_err(|e| fail(&e))?;
+    let mut blob = File::open(&path).map_err(|e| fail(&e))?;
+    // A resumed ingest has bytes already; the rest follows them.
+    std::io::Seek::seek(&mut blob, io::SeekFrom::Start(writer.offset())).map_err(|e| fail(&e))?;
+    io::copy(&mut blob, &mut writer).map_err(|e| fail(&e))?;
+    writer.commit(Some(layer.size), Some(&layer.digest)).map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// The sha256 of a layer blob's uncompressed tar.
+fn diff_id(path: &Path) -> Result<Digest, String> {
+    let (_, mut tar) = forge_layerstore::archive::decompress(io::BufReader::new(File::open(path).map_err(|e| e.to_string())?)).map_err(|e| e.to_string())?;
+    let mut hasher = HashingWriter::new(io::sink());
+    io::copy(&mut tar, &mut hasher).map_err(|e| e.to_string())?;
+    Ok(hasher.finish().1)
+}
