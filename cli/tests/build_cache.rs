@@ -301,3 +301,56 @@ fn a_bad_cache_is_a_warning_and_nothing_of_it_enters_the_store() {
     let src = format!("type=local,src={}", a.dir.path().join("never-written").display());
     build_with(&b, &ctx, &["--cache-from", &src]);
 }
+
+/// The blobs a `docker-registry` holds.
+fn registry_blobs(registry: &forge_testkit::Registry) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let root = registry.storage().join("docker/registry/v2/blobs/sha256");
+    for prefix in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for blob in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            out.insert(blob.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn runners_share_a_cache_through_a_registry() {
+    let registry = forge_testkit::Registry::start();
+    let cache_ref = format!("{}/ci/app:buildcache", registry.addr);
+    let a = Forge::with_busybox();
+    let ctx_a = a.context("ctx", &two_stage_files());
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let from = format!("type=registry,ref={cache_ref}");
+    // The first runner finds no cache yet: not an error.
+    let (image_a, missed, stderr) = build_with(&a, &ctx_a, &["--cache-from", &from, "--cache-to", &to]);
+    assert_eq!(missed.len(), 5, "{stderr}");
+    assert!(stderr.contains("no cache there yet"), "{stderr}");
+    let after_a = registry_blobs(&registry);
+    // Five layers, the config, the manifest.
+    assert_eq!(after_a.len(), 7, "{after_a:?}");
+
+    // Runner B: empty store but its base; all hits, the same image.
+    let b = Forge::with_busybox_of(&a);
+    let ctx_b = b.context("other/checkout", &two_stage_files());
+    let (image_b, missed, stderr) = build_with(&b, &ctx_b, &["--cache-from", &from]);
+    assert_eq!(missed, Vec::<String>::new(), "{stderr}");
+    assert_eq!(image_b, image_a);
+    b.ok(&["store", "fsck"]);
+
+    // A one-file change on B: only the steps after it run; exporting again adds only the new
+    // layers (three: the last RUN's layer is the same bytes) and a new config and manifest.
+    std::fs::write(ctx_b.join("src/a"), "a2").unwrap();
+    let (_, missed, _) = build_with(&b, &ctx_b, &["--cache-from", &from, "--cache-to", &to]);
+    assert_eq!(missed, ["0/1", "0/2", "1/2", "1/3"]);
+    let after_b = registry_blobs(&registry);
+    assert!(after_a.is_subset(&after_b));
+    assert_eq!(after_b.len(), after_a.len() + 5, "{after_b:?}");
+
+    // A third runner gets B's steps.
+    let c = Forge::with_busybox_of(&a);
+    let ctx_c = c.context("third", &two_stage_files());
+    std::fs::write(ctx_c.join("src/a"), "a2").unwrap();
+    let (_, missed, stderr) = build_with(&c, &ctx_c, &["--cache-from", &from]);
+    assert_eq!(missed, Vec::<String>::new(), "{stderr}");
+}

@@ -36,13 +36,14 @@ pub struct BuildArgs {
     /// cached step. With `--progress json`, a `cache_miss` event per step.
     #[arg(long)]
     explain_cache: bool,
-    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` writes an OCI layout
-    /// directory (min: the final image's steps; max: every stage's). Repeatable.
-    #[arg(long = "cache-to", value_name = "type=local,dest=DIR")]
+    /// Export the build cache: `type=local,dest=DIR` (an OCI layout directory) or
+    /// `type=registry,ref=REGISTRY/REPO:TAG`, with `mode=min` (the final image's steps, the
+    /// default) or `mode=max` (every stage's). Repeatable.
+    #[arg(long = "cache-to", value_name = "type=TYPE,dest=DIR|ref=REF")]
     cache_to: Vec<String>,
-    /// Reuse steps from a cache `--cache-to` wrote: `type=local,src=DIR`. A directory with no
-    /// cache yet is not an error. Repeatable.
-    #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
+    /// Reuse steps from a cache `--cache-to` wrote: `type=local,src=DIR` or
+    /// `type=registry,ref=REF`. A cache that does not exist yet is not an error. Repeatable.
+    #[arg(long = "cache-from", value_name = "type=TYPE,src=DIR|ref=REF")]
     cache_from: Vec<String>,
     /// A label for the image (`KEY=VALUE`); may be repeated.
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -204,6 +205,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     };
     let printer = Printer::new(mode);
     let bases = RegistryBases { client: args.registry.client(), runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()? };
+    opts.cache_registry = Some(std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: args.registry.client(), runtime: bases.runtime.handle().clone() }));
     let built = forge_builder::build(&store, &opts, Some(&bases), &printer)?;
 
     output::write(&store, &built, &output, &args.tags)?;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod build_cache;
 pub mod completion;
 pub mod container;
 pub mod create;

@@ -1,11 +1,13 @@
-//! `--cache-from type=local`: reads a cache `--cache-to type=local` wrote (`cache_layout.rs`)
-//! into the store's cache index, so the build's steps with those keys are hits.
+//! `--cache-from`: reads a cache `--cache-to` wrote (`cache_layout.rs`), from an OCI layout
+//! directory or a registry, into the store's cache index, so the build's steps with those keys
+//! are hits.
 //!
-//! The directory is input from elsewhere (a CI cache restored from anywhere): every document is
-//! bounded in size and checked against its digest, every layer blob against its digest and its
-//! entry's diffID before it enters the content store, and an entry whose layer is missing or
-//! wrong is left out with a warning. Nothing in it can fail the build: at worst the steps run.
-//! Entries the store already has are kept as they are.
+//! A cache is input from elsewhere (a CI cache restored from anywhere, a registry anyone may
+//! push to): every document is bounded in size and checked against its digest, every layer
+//! blob against its digest as it enters the content store and then against its entry's diffID,
+//! and an entry whose layer is missing or wrong is left out with a warning (its blob, correct
+//! for its own digest, is left for gc). Nothing in it can fail the build: at worst the steps
+//! run. Entries the store already has are kept as they are.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,25 +20,24 @@ use forge_layerstore::digest::HashingWriter;
 use forge_layerstore::{Digest, Layer, Store};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
-use crate::cache_layout::{CacheConfig, CacheFrom, CONFIG_MEDIA_TYPE, MAX_CONFIG, MAX_INDEX, MAX_MANIFEST, VERSION};
+use crate::cache_layout::{CacheConfig, CacheFrom, CacheRegistry, CONFIG_MEDIA_TYPE, MAX_CONFIG, MAX_INDEX, MAX_MANIFEST, VERSION};
 
 /// Warnings about one cache beyond this many are summed up in one line.
 const MAX_WARNINGS: usize = 5;
 
 /// Imports `from` into `store`'s `cache`; problems go to `warn`.
-pub(crate) fn import(store: &Store, cache: &Cache, from: &CacheFrom, warn: &mut dyn FnMut(String)) {
-    let CacheFrom::Local { src } = from;
-    let name = format!("cache {}", src.display());
-    if !src.join("index.json").exists() {
-        warn(format!("{name}: no cache there yet; building without it"));
-        return;
-    }
-    let config = match read_config(src) {
-        Ok(c) => c,
-        Err(e) => {
-            warn(format!("{name}: {e}; building without it"));
-            return;
-        }
+pub(crate) fn import(store: &Store, cache: &Cache, from: &CacheFrom, registry: Option<&dyn CacheRegistry>, warn: &mut dyn FnMut(String)) {
+    let (source, name) = match from {
+        CacheFrom::Local { src } => (Source::Local(src), format!("cache {}", src.display())),
+        CacheFrom::Registry { reference } => match registry {
+            Some(r) => (Source::Registry(r, reference), format!("cache {reference}")),
+            None => return warn(format!("cache {reference}: no registry client was given to the build; building without it")),
+        },
+    };
+    let config = match read_config(store, &source) {
+        Ok(Some(c)) => c,
+        Ok(None) => return warn(format!("{name}: no cache there yet; building without it")),
+        Err(e) => return warn(format!("{name}: {e}; building without it")),
     };
     let mut warnings = Vec::new();
     let mut checked: HashMap<Digest, Result<(), String>> = HashMap::new();
@@ -45,7 +46,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, from: &CacheFrom, warn: &mut 
             continue;
         }
         if let Some(layer) = &entry.layer {
-            let result = checked.entry(layer.digest.clone()).or_insert_with(|| take_layer(store, src, layer, config.layers.get(&layer.digest).copied()));
+            let result = checked.entry(layer.digest.clone()).or_insert_with(|| take_layer(store, &source, layer, config.layers.get(&layer.digest).copied()));
             if let Err(e) = result {
                 warnings.push(format!("{name}: step {} left out: {e}", entry.key));
                 continue;
@@ -68,16 +69,73 @@ struct Parsed {
     layers: HashMap<Digest, u64>,
 }
 
-fn read_config(src: &Path) -> Result<Parsed, String> {
-    let index_bytes = read_bounded(&src.join("index.json"), MAX_INDEX).map_err(|e| format!("index.json: {e}"))?;
-    let index: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| format!("index.json: {e}"))?;
-    let manifest_desc = index.manifests().first().ok_or("index.json names no manifest")?;
-    let manifest_bytes = read_blob(src, manifest_desc.digest().as_ref(), manifest_desc.size(), MAX_MANIFEST).map_err(|e| format!("manifest: {e}"))?;
+/// Where a cache is read from.
+enum Source<'a> {
+    Local(&'a Path),
+    Registry(&'a dyn CacheRegistry, &'a str),
+}
+
+impl Source<'_> {
+    /// The cache manifest's bytes, unchecked; `None` when there is no cache yet.
+    fn manifest(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Source::Local(src) => {
+                if !src.join("index.json").exists() {
+                    return Ok(None);
+                }
+                let index_bytes = read_bounded(&src.join("index.json"), MAX_INDEX).map_err(|e| format!("index.json: {e}"))?;
+                let index: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| format!("index.json: {e}"))?;
+                let d = index.manifests().first().ok_or("index.json names no manifest")?;
+                read_blob(src, d.digest().as_ref(), d.size(), MAX_MANIFEST).map(Some).map_err(|e| format!("manifest: {e}"))
+            }
+            Source::Registry(r, reference) => r.manifest(reference),
+        }
+    }
+
+    /// A small blob (at most `max` bytes), checked against `digest` and `size`.
+    fn small_blob(&self, store: &Store, digest: &str, size: u64, max: u64) -> Result<Vec<u8>, String> {
+        match self {
+            Source::Local(src) => read_blob(src, digest, size, max),
+            Source::Registry(r, reference) => {
+                if size > max {
+                    return Err(format!("{size} bytes, more than the {max} a cache may use"));
+                }
+                let digest = Digest::from_str(digest).map_err(|e| e.to_string())?;
+                r.pull_blob(store, reference, &digest, size)?;
+                read_bounded(&store.content().path(&digest), max).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Puts a layer blob into the store, verified by digest and size.
+    fn layer(&self, store: &Store, layer: &Layer) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| format!("layer {}: {e}", layer.digest);
+        match self {
+            Source::Local(src) => {
+                let path = blob_path(src, &layer.digest);
+                let mut writer = store.content().writer(layer.digest.as_str()).map_err(|e| fail(&e))?;
+                let mut blob = File::open(&path).map_err(|e| fail(&e))?;
+                // A resumed ingest has bytes already; the rest follows them.
+                std::io::Seek::seek(&mut blob, io::SeekFrom::Start(writer.offset())).map_err(|e| fail(&e))?;
+                io::copy(&mut blob, &mut writer).map_err(|e| fail(&e))?;
+                writer.commit(Some(layer.size), Some(&layer.digest)).map_err(|e| fail(&e))?;
+                Ok(())
+            }
+            Source::Registry(r, reference) => r.pull_blob(store, reference, &layer.digest, layer.size).map_err(|e| fail(&e)),
+        }
+    }
+}
+
+fn read_config(store: &Store, source: &Source<'_>) -> Result<Option<Parsed>, String> {
+    let Some(manifest_bytes) = source.manifest()? else { return Ok(None) };
+    if manifest_bytes.len() as u64 > MAX_MANIFEST {
+        return Err(format!("manifest: more than {MAX_MANIFEST} bytes"));
+    }
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| format!("manifest: {e}"))?;
     if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
         return Err(format!("not a forge build cache (config media type {})", manifest.config().media_type()));
     }
-    let config_bytes = read_blob(src, manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?;
+    let config_bytes = source.small_blob(store, manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?;
     let config: CacheConfig = serde_json::from_slice(&config_bytes).map_err(|e| format!("cache config: {e}"))?;
     if config.version != VERSION {
         return Err(format!("cache config version {} (this forge reads {VERSION})", config.version));
@@ -87,7 +145,7 @@ fn read_config(src: &Path) -> Result<Parsed, String> {
         let digest = Digest::from_str(l.digest().as_ref()).map_err(|e| format!("manifest: {e}"))?;
         layers.insert(digest, l.size());
     }
-    Ok(Parsed { entries: config.entries, layers })
+    Ok(Some(Parsed { entries: config.entries, layers }))
 }
 
 /// A blob of the layout, at most `max` bytes, checked against `size` and `digest`.
@@ -118,27 +176,18 @@ fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 }
 
 /// Puts `layer`'s blob in the store (unless there already), after checking that the manifest
-/// lists it with its size, and that its bytes have its digest and, uncompressed, its diffID.
-fn take_layer(store: &Store, src: &Path, layer: &Layer, listed: Option<u64>) -> Result<(), String> {
+/// lists it with its size; then checks that, uncompressed, it has its entry's diffID.
+fn take_layer(store: &Store, source: &Source<'_>, layer: &Layer, listed: Option<u64>) -> Result<(), String> {
     if listed != Some(layer.size) {
         return Err(format!("layer {} is not in the cache manifest with size {}", layer.digest, layer.size));
     }
-    let in_store = store.content().exists(&layer.digest);
-    let path = if in_store { store.content().path(&layer.digest) } else { blob_path(src, &layer.digest) };
-    let diff_id = diff_id(&path).map_err(|e| format!("layer {}: {e}", layer.digest))?;
+    if !store.content().exists(&layer.digest) {
+        source.layer(store, layer)?;
+    }
+    let diff_id = diff_id(&store.content().path(&layer.digest)).map_err(|e| format!("layer {}: {e}", layer.digest))?;
     if diff_id != layer.diff_id {
         return Err(format!("layer {}: its content's diffID is {diff_id}, not {}", layer.digest, layer.diff_id));
     }
-    if in_store {
-        return Ok(());
-    }
-    let fail = |e: &dyn std::fmt::Display| format!("layer {}: {e}", layer.digest);
-    let mut writer = store.content().writer(layer.digest.as_str()).map_err(|e| fail(&e))?;
-    let mut blob = File::open(&path).map_err(|e| fail(&e))?;
-    // A resumed ingest has bytes already; the rest follows them.
-    std::io::Seek::seek(&mut blob, io::SeekFrom::Start(writer.offset())).map_err(|e| fail(&e))?;
-    io::copy(&mut blob, &mut writer).map_err(|e| fail(&e))?;
-    writer.commit(Some(layer.size), Some(&layer.digest)).map_err(|e| fail(&e))?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use forge_layerstore::cache::KeyInput;
-use forge_layerstore::{Digest, Layer};
+use forge_layerstore::{Digest, Layer, Store};
 use serde::{Deserialize, Serialize};
 
 /// The manifest's `artifactType`.
@@ -70,6 +70,15 @@ pub enum CacheTo {
         /// Which steps.
         mode: CacheMode,
     },
+    /// `type=registry,ref=REGISTRY/REPO:TAG[,mode=min|max]`: a manifest in a registry, through
+    /// [`crate::CacheRegistry`]. Blobs the repository has are not sent again; those another
+    /// repository of the registry has are mounted.
+    Registry {
+        /// The manifest's reference.
+        reference: String,
+        /// Which steps.
+        mode: CacheMode,
+    },
 }
 
 /// `--cache-from`: a cache a build may reuse steps from.
@@ -81,6 +90,26 @@ pub enum CacheFrom {
         /// The directory.
         src: PathBuf,
     },
+    /// `type=registry,ref=REGISTRY/REPO:TAG`: a manifest `--cache-to type=registry` wrote; a
+    /// reference the registry does not know yet is no error.
+    Registry {
+        /// The manifest's reference.
+        reference: String,
+    },
+}
+
+/// The registry side of `type=registry` caches, which the caller provides (the CLI, with the
+/// registry crate: its credentials, retries and verified, resumable transfers). Errors are
+/// text for the user.
+pub trait CacheRegistry: Send + Sync + std::fmt::Debug {
+    /// The manifest at `reference`; `None` when the registry has none there.
+    fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Puts blob `digest` (`size` bytes) of `reference`'s repository into `store`, verified.
+    fn pull_blob(&self, store: &Store, reference: &str, digest: &Digest, size: u64) -> Result<(), String>;
+    /// Makes the store's blob `digest` present in `reference`'s repository.
+    fn push_blob(&self, store: &Store, reference: &str, digest: &Digest, size: u64) -> Result<(), String>;
+    /// Writes the manifest at `reference`.
+    fn put_manifest(&self, reference: &str, media_type: &str, bytes: Vec<u8>) -> Result<(), String>;
 }
 
 /// A `--cache-to` or `--cache-from` value that cannot be used.
@@ -110,22 +139,23 @@ impl std::str::FromStr for CacheTo {
     fn from_str(value: &str) -> Result<CacheTo, CacheOptionError> {
         let fail = |reason: &str| CacheOptionError { value: value.to_string(), reason: reason.to_string() };
         let mut f = fields(value)?;
-        match f.remove("type").as_deref() {
-            Some("local") => {}
-            Some("registry" | "inline" | "gha" | "s3" | "azblob") => return Err(fail("only type=local is supported yet")),
-            Some(_) => return Err(fail("unknown type (type=local)")),
-            None => return Err(fail("type= is missing (type=local,dest=DIR)")),
-        }
-        let dest = f.remove("dest").filter(|d| !d.is_empty()).ok_or_else(|| fail("dest=DIR is missing"))?;
+        let kind = f.remove("type");
         let mode = match f.remove("mode").as_deref() {
             None | Some("min") => CacheMode::Min,
             Some("max") => CacheMode::Max,
             Some(_) => return Err(fail("mode must be min or max")),
         };
+        let to = match kind.as_deref() {
+            Some("local") => CacheTo::Local { dest: f.remove("dest").filter(|d| !d.is_empty()).ok_or_else(|| fail("dest=DIR is missing"))?.into(), mode },
+            Some("registry") => CacheTo::Registry { reference: f.remove("ref").filter(|d| !d.is_empty()).ok_or_else(|| fail("ref=REGISTRY/REPO:TAG is missing"))?, mode },
+            Some("inline" | "gha" | "s3" | "azblob") => return Err(fail("only type=local and type=registry are supported")),
+            Some(_) => return Err(fail("unknown type (type=local or type=registry)")),
+            None => return Err(fail("type= is missing (type=local,dest=DIR or type=registry,ref=REF)")),
+        };
         if let Some(k) = f.keys().next() {
             return Err(fail(&format!("unknown option {k:?}")));
         }
-        Ok(CacheTo::Local { dest: dest.into(), mode })
+        Ok(to)
     }
 }
 
@@ -135,17 +165,17 @@ impl std::str::FromStr for CacheFrom {
     fn from_str(value: &str) -> Result<CacheFrom, CacheOptionError> {
         let fail = |reason: &str| CacheOptionError { value: value.to_string(), reason: reason.to_string() };
         let mut f = fields(value)?;
-        match f.remove("type").as_deref() {
-            Some("local") => {}
-            Some("registry" | "inline" | "gha" | "s3" | "azblob") => return Err(fail("only type=local is supported yet")),
-            Some(_) => return Err(fail("unknown type (type=local)")),
-            None => return Err(fail("type= is missing (type=local,src=DIR)")),
-        }
-        let src = f.remove("src").filter(|d| !d.is_empty()).ok_or_else(|| fail("src=DIR is missing"))?;
+        let from = match f.remove("type").as_deref() {
+            Some("local") => CacheFrom::Local { src: f.remove("src").filter(|d| !d.is_empty()).ok_or_else(|| fail("src=DIR is missing"))?.into() },
+            Some("registry") => CacheFrom::Registry { reference: f.remove("ref").filter(|d| !d.is_empty()).ok_or_else(|| fail("ref=REGISTRY/REPO:TAG is missing"))? },
+            Some("inline" | "gha" | "s3" | "azblob") => return Err(fail("only type=local and type=registry are supported")),
+            Some(_) => return Err(fail("unknown type (type=local or type=registry)")),
+            None => return Err(fail("type= is missing (type=local,src=DIR or type=registry,ref=REF)")),
+        };
         if let Some(k) = f.keys().next() {
             return Err(fail(&format!("unknown option {k:?}")));
         }
-        Ok(CacheFrom::Local { src: src.into() })
+        Ok(from)
     }
 }
 
@@ -158,7 +188,9 @@ mod tests {
         assert_eq!("type=local,dest=/c".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Min });
         assert_eq!("type=local,dest=/c,mode=max".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Max });
         assert_eq!("type=local,src=/c".parse::<CacheFrom>().unwrap(), CacheFrom::Local { src: "/c".into() });
-        for bad in ["type=local", "dest=/c", "type=local,dest=/c,mode=all", "type=local,dest=/c,x=1", "type=registry,ref=r/x", "type=local,dest=/c,dest=/d", "local"] {
+        assert_eq!("type=registry,ref=r:5000/c:1,mode=max".parse::<CacheTo>().unwrap(), CacheTo::Registry { reference: "r:5000/c:1".into(), mode: CacheMode::Max });
+        assert_eq!("type=registry,ref=r/c".parse::<CacheFrom>().unwrap(), CacheFrom::Registry { reference: "r/c".into() });
+        for bad in ["type=local", "dest=/c", "type=local,dest=/c,mode=all", "type=local,dest=/c,x=1", "type=registry", "type=gha", "type=local,dest=/c,dest=/d", "local"] {
             assert!(bad.parse::<CacheTo>().is_err(), "{bad}");
         }
         assert!("type=local,dest=/c".parse::<CacheFrom>().is_err());

@@ -55,7 +55,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         used: Default::default(),
     };
     for from in &opts.cache_from {
-        crate::cache_import::import(store, &ctx.cache, from, &mut |message| progress.event(Event::Warning { message }));
+        crate::cache_import::import(store, &ctx.cache, from, opts.cache_registry.as_deref(), &mut |message| progress.event(Event::Warning { message }));
     }
     let finished = scheduler::run(&graph.levels, graph.stages.len(), |i, finished| stage::run_stage(&ctx, &graph, finished, i))?;
     // A failure to save the stat cache only costs re-hashing next time.
@@ -72,7 +72,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config)?);
     let used = std::mem::take(&mut *ctx.used.lock().unwrap());
     for to in &opts.cache_to {
-        crate::cache_export::export(store, to, &used, &target.layers)?;
+        crate::cache_export::export(store, to, &used, &target.layers, opts.cache_registry.as_deref())?;
     }
     Ok(Built { manifest, image_id, config })
 }

@@ -62,7 +62,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
-pub use cache_layout::{CacheFrom, CacheMode, CacheOptionError, CacheTo};
+pub use cache_layout::{CacheFrom, CacheMode, CacheOptionError, CacheRegistry, CacheTo};
 pub use engine::build;
 pub use error::{Error, StepErrorKind};
 pub use forge_layerstore::archive::Compression;
@@ -125,6 +125,8 @@ pub struct BuildOptions {
     pub cache_to: Vec<CacheTo>,
     /// `--cache-from`: caches whose steps the build may reuse, imported before it starts.
     pub cache_from: Vec<CacheFrom>,
+    /// The registry client for `type=registry` caches.
+    pub cache_registry: Option<std::sync::Arc<dyn CacheRegistry>>,
     /// `--label`, added to the final image.
     pub labels: BTreeMap<String, String>,
     /// `--network`.
@@ -159,6 +161,7 @@ impl BuildOptions {
             explain_cache: false,
             cache_to: Vec::new(),
             cache_from: Vec::new(),
+            cache_registry: None,
             labels: BTreeMap::new(),
             network: NetworkMode::Default,
             limits: Limits::default(),
