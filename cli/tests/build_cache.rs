@@ -302,6 +302,16 @@ fn a_bad_cache_is_a_warning_and_nothing_of_it_enters_the_store() {
     build_with(&b, &ctx, &["--cache-from", &src]);
 }
 
+/// The layer digests (hex) of a store's image.
+fn layer_digests(forge: &Forge, image: &str) -> Vec<String> {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(forge.store().join("index.json")).unwrap()).unwrap();
+    let name = forge_layerstore::store::normalize_tag(image);
+    let m = index["manifests"].as_array().unwrap().iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name.as_str()).expect("tagged");
+    let hex = |v: &serde_json::Value| v.as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(forge.store().join("blobs/sha256").join(hex(&m["digest"]))).unwrap()).unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| hex(&l["digest"])).collect()
+}
+
 /// The blobs a `docker-registry` holds.
 fn registry_blobs(registry: &forge_testkit::Registry) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
@@ -337,6 +347,15 @@ fn runners_share_a_cache_through_a_registry() {
     assert_eq!(missed, Vec::<String>::new(), "{stderr}");
     assert_eq!(image_b, image_a);
     b.ok(&["store", "fsck"]);
+    // B fetched only the final image's layers: those of the build stage (COPY src, RUN cat),
+    // which no step of B ran on, stayed in the registry.
+    let r = a.run(&["build", "-q", "--target", "build", "-t", "stage:1", ctx_a.to_str().unwrap()]);
+    assert!(r.ok, "{}", r.stderr);
+    let stage_layers = layer_digests(&a, "stage:1");
+    for d in &stage_layers[1..] {
+        assert!(!b.store().join("blobs/sha256").join(d).exists(), "B fetched build-stage layer {d}");
+    }
+    assert!(b.store().join("blobs/sha256").join(&stage_layers[0]).exists(), "the base is there");
 
     // A one-file change on B: only the steps after it run; exporting again adds only the new
     // layers (three: the last RUN's layer is the same bytes) and a new config and manifest.

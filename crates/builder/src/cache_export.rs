@@ -15,7 +15,8 @@ use forge_layerstore::store::descriptor;
 use forge_layerstore::{Digest, Layer, Store};
 use oci_spec::image::{ImageIndexBuilder, ImageManifestBuilder, MediaType};
 
-use crate::cache_layout::{CacheConfig, CacheMode, CacheRegistry, CacheTo, ConfigEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
+use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
+use crate::ctx::BuildCtx;
 use crate::Error;
 
 /// The artifact's documents and the layers it names.
@@ -27,7 +28,8 @@ struct Artifact<'a> {
 
 /// Exports `used` (each step's index key and entry, in build order) to `to`; `image_layers`
 /// are the final image's, which `mode=min` keeps to.
-pub(crate) fn export(store: &Store, to: &CacheTo, used: &[(Digest, CacheEntry)], image_layers: &[Layer], registry: Option<&dyn CacheRegistry>) -> Result<(), Error> {
+pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheEntry)], image_layers: &[Layer]) -> Result<(), Error> {
+    let (store, registry) = (build.store, build.opts.cache_registry.as_deref());
     let (what, mode) = match to {
         CacheTo::Local { dest, mode } => (dest.clone(), *mode),
         CacheTo::Registry { reference, mode } => (reference.into(), *mode),
@@ -35,10 +37,22 @@ pub(crate) fn export(store: &Store, to: &CacheTo, used: &[(Digest, CacheEntry)],
     let fail = |message: String| Error::CacheExport { path: what.clone(), message };
     let artifact = artifact(used, image_layers, mode).map_err(fail)?;
     match to {
-        CacheTo::Local { dest, .. } => write_layout(store, dest, &artifact).map_err(fail),
+        CacheTo::Local { dest, .. } => {
+            let layers: Vec<Layer> = artifact.layers.iter().map(|l| (*l).clone()).collect();
+            build.fetch_layers(&layers).map_err(fail)?;
+            write_layout(store, dest, &artifact).map_err(fail)
+        }
         CacheTo::Registry { reference, .. } => {
             let registry = registry.ok_or_else(|| fail("no registry client was given to the build".into()))?;
             for l in &artifact.layers {
+                // A layer never fetched from the cache it is exported back to is there already;
+                // one from another cache is fetched first.
+                if !store.content().exists(&l.digest) {
+                    if build.lazy.origin(&l.digest) == Some(reference.as_str()) {
+                        continue;
+                    }
+                    build.fetch_layers(std::slice::from_ref(*l)).map_err(fail)?;
+                }
                 registry.push_blob(store, reference, &l.digest, l.size).map_err(|e| fail(format!("layer {}: {e}", l.digest)))?;
             }
             // The config goes up from the store, as every blob does.

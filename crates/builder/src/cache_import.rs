@@ -1,6 +1,10 @@
 //! `--cache-from`: reads a cache `--cache-to` wrote (`cache_layout.rs`), from an OCI layout
-//! directory or a registry, into the store's cache index, so the build's steps with those keys
-//! are hits.
+//! directory or a registry, so the build's steps with those keys are hits.
+//!
+//! From a directory, entries go into the store's cache index with their layers. From a
+//! registry only the metadata is read at first ([`Lazy`]): a hit needs no layer, and a layer is
+//! fetched only when its content is really needed (a later step runs on it, a `--from` reads
+//! it, or it is in the image the build writes). Its entries join the store's index then.
 //!
 //! A cache is input from elsewhere (a CI cache restored from anywhere, a registry anyone may
 //! push to): every document is bounded in size and checked against its digest, every layer
@@ -14,6 +18,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use forge_layerstore::cache::{Cache, CacheEntry};
 use forge_layerstore::digest::HashingWriter;
@@ -25,8 +30,53 @@ use crate::cache_layout::{CacheConfig, CacheFrom, CacheRegistry, CONFIG_MEDIA_TY
 /// Warnings about one cache beyond this many are summed up in one line.
 const MAX_WARNINGS: usize = 5;
 
-/// Imports `from` into `store`'s `cache`; problems go to `warn`.
-pub(crate) fn import(store: &Store, cache: &Cache, from: &CacheFrom, registry: Option<&dyn CacheRegistry>, warn: &mut dyn FnMut(String)) {
+/// Steps of registry caches whose layers are fetched only when their content is needed.
+#[derive(Default)]
+pub(crate) struct Lazy {
+    /// By index key: the entry and the reference of the cache it came from.
+    entries: HashMap<Digest, (CacheEntry, String)>,
+    /// Layer digest to the cache reference that has it.
+    layers: HashMap<Digest, String>,
+    /// One fetch at a time: stages in parallel may need the same layer.
+    fetching: Mutex<()>,
+}
+
+impl Lazy {
+    /// The entry for index key `key`, if a registry cache has it.
+    pub(crate) fn get(&self, key: &Digest) -> Option<CacheEntry> {
+        self.entries.get(key).map(|(e, _)| e.clone())
+    }
+
+    /// The cache a layer can be fetched from.
+    pub(crate) fn origin(&self, layer: &Digest) -> Option<&str> {
+        self.layers.get(layer).map(String::as_str)
+    }
+
+    /// Makes every layer of `layers` present in the store, fetching (and checking) those a
+    /// registry cache has; the entries naming a fetched layer then join the store's index.
+    pub(crate) fn ensure(&self, store: &Store, cache: &Cache, registry: Option<&dyn CacheRegistry>, layers: &[Layer]) -> Result<(), String> {
+        for layer in layers {
+            let Some(reference) = self.layers.get(&layer.digest) else { continue };
+            let _one = self.fetching.lock().unwrap();
+            if store.content().exists(&layer.digest) {
+                continue;
+            }
+            let registry = registry.ok_or("no registry client was given to the build")?;
+            let source = Source::Registry(registry, reference);
+            take_layer(store, &source, layer, Some(layer.size)).map_err(|e| format!("cache {reference}: {e}"))?;
+            for (key, (entry, _)) in &self.entries {
+                if entry.layer.as_ref().is_some_and(|l| l.digest == layer.digest) {
+                    cache.put(key, entry).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Imports `from` into `store`'s `cache`, or into `lazy` for a registry's layers; problems go
+/// to `warn`.
+pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &CacheFrom, registry: Option<&dyn CacheRegistry>, warn: &mut dyn FnMut(String)) {
     let (source, name) = match from {
         CacheFrom::Local { src } => (Source::Local(src), format!("cache {}", src.display())),
         CacheFrom::Registry { reference } => match registry {
@@ -44,6 +94,17 @@ pub(crate) fn import(store: &Store, cache: &Cache, from: &CacheFrom, registry: O
     for entry in config.entries {
         if cache.get(&entry.key).is_some() {
             continue;
+        }
+        if let (Some(layer), Source::Registry(_, reference)) = (&entry.layer, &source) {
+            if config.layers.get(&layer.digest) != Some(&layer.size) {
+                warnings.push(format!("{name}: step {} left out: layer {} is not in the cache manifest with size {}", entry.key, layer.digest, layer.size));
+                continue;
+            }
+            if !store.content().exists(&layer.digest) {
+                lazy.layers.insert(layer.digest.clone(), reference.to_string());
+                lazy.entries.insert(entry.key.clone(), (CacheEntry { layer: entry.layer.clone(), inputs: entry.inputs }, reference.to_string()));
+                continue;
+            }
         }
         if let Some(layer) = &entry.layer {
             let result = checked.entry(layer.digest.clone()).or_insert_with(|| take_layer(store, &source, layer, config.layers.get(&layer.digest).copied()));

@@ -122,7 +122,7 @@ fn origin(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Origin, Er
         }
     };
     let mut holders = Vec::new();
-    let dir = layers::view(step.build.store, step.at, &layers, &mut holders)?;
+    let dir = layers::view(step.build, step.at, &layers, &mut holders)?;
     let tree = SourceTree::open(&dir, Dockerignore::default(), false).map_err(|e| step.at.fail(StepErrorKind::Io, e.to_string()))?;
     Ok(Origin { tree: Some(tree), key, _holders: holders })
 }

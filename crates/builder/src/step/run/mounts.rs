@@ -180,7 +180,7 @@ impl Mounts {
                 image.layers().map_err(|e| step.at.fail(StepErrorKind::Store, e.to_string()))?
             }
         };
-        let view = layers::view(step.build.store, step.at, &layers, &mut self.held_mounts)?;
+        let view = layers::view(step.build, step.at, &layers, &mut self.held_mounts)?;
         let io = |e: std::io::Error| step.at.fail(StepErrorKind::Io, e.to_string());
         let tree = crate::rootfs::Root::open(&view).map_err(io)?;
         tree.resolve(src).map_err(io)?.ok_or_else(|| step.at.fail(StepErrorKind::SourceNotFound, format!("bind source {src:?} not found")))
