@@ -373,3 +373,29 @@ fn runners_share_a_cache_through_a_registry() {
     let (_, missed, stderr) = build_with(&c, &ctx_c, &["--cache-from", &from]);
     assert_eq!(missed, Vec::<String>::new(), "{stderr}");
 }
+
+#[test]
+fn cache_mount_contents_travel_with_cache_mounts_true() {
+    let registry = forge_testkit::Registry::start();
+    let cache_ref = format!("{}/ci/mounts:cache", registry.addr);
+    let a = Forge::with_busybox();
+    let fill = "FROM busybox:latest\nRUN --mount=type=cache,target=/c,id=downloads sh -c 'echo filled-on-a > /c/f; mkdir -p /c/sub; echo deep > /c/sub/g'\n";
+    let ctx_a = a.context("fill", &[("Dockerfile", fill)]);
+    build_with(&a, &ctx_a, &["--cache-to", &format!("type=registry,ref={cache_ref},cache-mounts=true")]);
+
+    // Runner B's step (another one: it runs) finds A's files in the mount.
+    let b = Forge::with_busybox_of(&a);
+    let read = "FROM busybox:latest\nRUN --mount=type=cache,target=/c,id=downloads cat /c/f /c/sub/g\n";
+    let ctx_b = b.context("read", &[("Dockerfile", read)]);
+    let (_, missed, stderr) = build_with(&b, &ctx_b, &["--cache-from", &format!("type=registry,ref={cache_ref}")]);
+    assert_eq!(missed, ["0/1"]);
+    assert!(stderr.contains("\"line\":\"filled-on-a\"") && stderr.contains("\"line\":\"deep\""), "{stderr}");
+
+    // Without cache-mounts=true the contents stay home.
+    let plain_ref = format!("{}/ci/mounts:plain", registry.addr);
+    build_with(&a, &ctx_a, &["--cache-to", &format!("type=registry,ref={plain_ref}")]);
+    let c = Forge::with_busybox_of(&a);
+    let ctx_c = c.context("read", &[("Dockerfile", &read.replace("cat /c/f /c/sub/g", "ls /c"))]);
+    let (_, _, stderr) = build_with(&c, &ctx_c, &["--cache-from", &format!("type=registry,ref={plain_ref}")]);
+    assert!(!stderr.contains("\"line\":\"f\""), "{stderr}");
+}

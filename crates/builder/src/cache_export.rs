@@ -11,17 +11,18 @@ use std::path::Path;
 
 use forge_layerstore::atomic;
 use forge_layerstore::cache::CacheEntry;
+use forge_layerstore::diff::{LayerOptions, LayerSource};
 use forge_layerstore::store::descriptor;
 use forge_layerstore::{Digest, Layer, Store};
 use oci_spec::image::{ImageIndexBuilder, ImageManifestBuilder, MediaType};
 
-use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
+use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, MountEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
 use crate::ctx::BuildCtx;
 use crate::Error;
 
 /// The artifact's documents and the layers it names.
-struct Artifact<'a> {
-    layers: Vec<&'a Layer>,
+struct Artifact {
+    layers: Vec<Layer>,
     config: Vec<u8>,
     manifest: Vec<u8>,
 }
@@ -30,16 +31,16 @@ struct Artifact<'a> {
 /// are the final image's, which `mode=min` keeps to.
 pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheEntry)], image_layers: &[Layer]) -> Result<(), Error> {
     let (store, registry) = (build.store, build.opts.cache_registry.as_deref());
-    let (what, mode) = match to {
-        CacheTo::Local { dest, mode } => (dest.clone(), *mode),
-        CacheTo::Registry { reference, mode } => (reference.into(), *mode),
+    let (what, mode, cache_mounts) = match to {
+        CacheTo::Local { dest, mode, cache_mounts } => (dest.clone(), *mode, *cache_mounts),
+        CacheTo::Registry { reference, mode, cache_mounts } => (reference.into(), *mode, *cache_mounts),
     };
     let fail = |message: String| Error::CacheExport { path: what.clone(), message };
-    let artifact = artifact(used, image_layers, mode).map_err(fail)?;
+    let mounts = if cache_mounts { mount_layers(build).map_err(fail)? } else { Vec::new() };
+    let artifact = artifact(used, image_layers, mode, mounts).map_err(fail)?;
     match to {
         CacheTo::Local { dest, .. } => {
-            let layers: Vec<Layer> = artifact.layers.iter().map(|l| (*l).clone()).collect();
-            build.fetch_layers(&layers).map_err(fail)?;
+            build.fetch_layers(&artifact.layers).map_err(fail)?;
             write_layout(store, dest, &artifact).map_err(fail)
         }
         CacheTo::Registry { reference, .. } => {
@@ -51,7 +52,7 @@ pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheE
                     if build.lazy.origin(&l.digest) == Some(reference.as_str()) {
                         continue;
                     }
-                    build.fetch_layers(std::slice::from_ref(*l)).map_err(fail)?;
+                    build.fetch_layers(std::slice::from_ref(l)).map_err(fail)?;
                 }
                 registry.push_blob(store, reference, &l.digest, l.size).map_err(|e| fail(format!("layer {}: {e}", l.digest)))?;
             }
@@ -72,8 +73,19 @@ pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheE
     }
 }
 
-/// The config and manifest over the entries `mode` keeps.
-fn artifact<'a>(used: &'a [(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMode) -> Result<Artifact<'a>, String> {
+/// The cache mounts the build used, each as a layer in the store.
+fn mount_layers(build: &BuildCtx<'_>) -> Result<Vec<MountEntry>, String> {
+    let opts = LayerOptions { compression: build.opts.compression, source_date_epoch: build.opts.source_date_epoch };
+    let mut out = Vec::new();
+    for (id, (sharing, dir)) in build.mounts_used.lock().unwrap().iter() {
+        let info = build.store.write_layer(&LayerSource::Dirs { lower: None, upper: dir }, &opts).map_err(|e| format!("cache mount {id:?}: {e}"))?;
+        out.push(MountEntry { id: id.clone(), sharing: sharing.clone(), layer: Layer::from(&info) });
+    }
+    Ok(out)
+}
+
+/// The config and manifest over the entries `mode` keeps, and the cache mounts.
+fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMode, mounts: Vec<MountEntry>) -> Result<Artifact, String> {
     let in_image: HashSet<&Digest> = image_layers.iter().map(|l| &l.digest).collect();
     let mut entries: BTreeMap<&Digest, &CacheEntry> = BTreeMap::new();
     for (key, entry) in used {
@@ -82,12 +94,13 @@ fn artifact<'a>(used: &'a [(Digest, CacheEntry)], image_layers: &[Layer], mode: 
         }
     }
     let mut layers: BTreeMap<&Digest, &Layer> = BTreeMap::new();
-    for layer in entries.values().filter_map(|e| e.layer.as_ref()) {
+    for layer in entries.values().filter_map(|e| e.layer.as_ref()).chain(mounts.iter().map(|m| &m.layer)) {
         layers.insert(&layer.digest, layer);
     }
     let config = CacheConfig {
         version: VERSION,
         entries: entries.iter().map(|(k, e)| ConfigEntry { key: (*k).clone(), layer: e.layer.clone(), inputs: e.inputs.clone() }).collect(),
+        mounts: mounts.clone(),
     };
     let encode = |e: &dyn std::fmt::Display| format!("encoding the cache: {e}");
     let config = serde_json::to_vec(&config).map_err(|e| encode(&e))?;
@@ -105,11 +118,11 @@ fn artifact<'a>(used: &'a [(Digest, CacheEntry)], image_layers: &[Layer], mode: 
         .build()
         .map_err(|e| encode(&e))?;
     let manifest = serde_json::to_vec(&manifest).map_err(|e| encode(&e))?;
-    Ok(Artifact { layers: layers.into_values().collect(), config, manifest })
+    Ok(Artifact { layers: layers.into_values().cloned().collect(), config, manifest })
 }
 
 /// Writes the artifact as an OCI layout at `dest`, keeping the blobs that are there.
-fn write_layout(store: &Store, dest: &Path, artifact: &Artifact<'_>) -> Result<(), String> {
+fn write_layout(store: &Store, dest: &Path, artifact: &Artifact) -> Result<(), String> {
     let io = |what: &str, path: &Path, e: io::Error| format!("{what} {}: {e}", path.display());
     let blobs = dest.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).map_err(|e| io("creating", &blobs, e))?;

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 
@@ -37,8 +37,16 @@ pub(crate) struct Lazy {
     entries: HashMap<Digest, (CacheEntry, String)>,
     /// Layer digest to the cache reference that has it.
     layers: HashMap<Digest, String>,
+    /// Cache mounts' contents by id, and where they come from.
+    mounts: HashMap<String, (Layer, Origin)>,
     /// One fetch at a time: stages in parallel may need the same layer.
     fetching: Mutex<()>,
+}
+
+/// Where a cache mount's layer is.
+enum Origin {
+    Local(PathBuf),
+    Registry(String),
 }
 
 impl Lazy {
@@ -71,6 +79,35 @@ impl Lazy {
             }
         }
         Ok(())
+    }
+}
+
+impl Lazy {
+    /// Fills the cache mount `id`'s directory `dir`, which does not exist yet, from a cache
+    /// that has its contents; returns whether one had them. The contents are unpacked beside
+    /// `dir` and renamed into place, so a failure leaves no half-filled mount.
+    pub(crate) fn restore_mount(&self, store: &Store, registry: Option<&dyn CacheRegistry>, id: &str, dir: &Path) -> Result<bool, String> {
+        let Some((layer, origin)) = self.mounts.get(id) else { return Ok(false) };
+        let source = match origin {
+            Origin::Local(src) => Source::Local(src),
+            Origin::Registry(reference) => Source::Registry(registry.ok_or("no registry client was given to the build")?, reference),
+        };
+        take_layer(store, &source, layer, Some(layer.size))?;
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        let tmp = tempfile::Builder::new().prefix(".restore-").tempdir_in(parent).map_err(|e| e.to_string())?;
+        let blob = File::open(store.content().path(&layer.digest)).map_err(|e| e.to_string())?;
+        let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
+        forge_layerstore::archive::apply_layer(io::BufReader::new(blob), tmp.path(), &opts).map_err(|e| e.to_string())?;
+        match std::fs::rename(tmp.path(), dir) {
+            Ok(()) => {
+                // Renamed away: nothing left for the guard to remove.
+                let _ = tmp.keep();
+                Ok(true)
+            }
+            // Another build filled it meanwhile; theirs stays.
+            Err(_) if dir.exists() => Ok(true),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
@@ -117,6 +154,17 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
             warnings.push(format!("{name}: {e}"));
         }
     }
+    for m in config.mounts {
+        if config.layers.get(&m.layer.digest) != Some(&m.layer.size) {
+            warnings.push(format!("{name}: cache mount {:?} left out: its layer is not in the cache manifest", m.id));
+            continue;
+        }
+        let origin = match from {
+            CacheFrom::Local { src } => Origin::Local(src.clone()),
+            CacheFrom::Registry { reference } => Origin::Registry(reference.clone()),
+        };
+        lazy.mounts.entry(m.id).or_insert((m.layer, origin));
+    }
     let more = warnings.len().saturating_sub(MAX_WARNINGS);
     warnings.into_iter().take(MAX_WARNINGS).for_each(&mut *warn);
     if more > 0 {
@@ -127,6 +175,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
 /// The config and the size of each layer the manifest lists.
 struct Parsed {
     entries: Vec<crate::cache_layout::ConfigEntry>,
+    mounts: Vec<crate::cache_layout::MountEntry>,
     layers: HashMap<Digest, u64>,
 }
 
@@ -206,7 +255,7 @@ fn read_config(store: &Store, source: &Source<'_>) -> Result<Option<Parsed>, Str
         let digest = Digest::from_str(l.digest().as_ref()).map_err(|e| format!("manifest: {e}"))?;
         layers.insert(digest, l.size());
     }
-    Ok(Some(Parsed { entries: config.entries, layers }))
+    Ok(Some(Parsed { entries: config.entries, mounts: config.mounts, layers }))
 }
 
 /// A blob of the layout, at most `max` bytes, checked against `size` and `digest`.

@@ -7,8 +7,12 @@
 //!           config        application/vnd.forge.build-cache.config.v1+json
 //!           layers        every layer an entry names (the images' own blobs)
 //! config    {"version": 1, "entries": [{"key": "sha256:..", "layer": {digest, diff_id,
-//!           size, media_type} | null, "inputs": [{kind, name, value}, ...]}]}
+//!           size, media_type} | null, "inputs": [{kind, name, value}, ...]}],
+//!            "mounts": [{"id": "..", "sharing": "shared", "layer": {...}}]}
 //! ```
+//!
+//! `mounts` (with `cache-mounts=true`) holds the contents of the `RUN --mount=type=cache`
+//! directories the build used, one layer per mount id.
 //!
 //! A key is the index key of the store's cache (see `cache_key.rs`: it is portable, so one
 //! runner's keys are another's). `inputs` keep `--explain-cache` working on the other side.
@@ -39,6 +43,19 @@ pub(crate) const MAX_CONFIG: u64 = 64 << 20;
 pub(crate) struct CacheConfig {
     pub(crate) version: u32,
     pub(crate) entries: Vec<ConfigEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) mounts: Vec<MountEntry>,
+}
+
+/// A cache mount's contents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MountEntry {
+    /// The mount's id (its target when it has none).
+    pub(crate) id: String,
+    /// Its sharing mode when it was exported (`shared`, `private`, `locked`).
+    pub(crate) sharing: String,
+    /// The directory as a layer.
+    pub(crate) layer: Layer,
 }
 
 /// One step's result.
@@ -69,6 +86,8 @@ pub enum CacheTo {
         dest: PathBuf,
         /// Which steps.
         mode: CacheMode,
+        /// `cache-mounts=true`: also the contents of the cache mounts the build used.
+        cache_mounts: bool,
     },
     /// `type=registry,ref=REGISTRY/REPO:TAG[,mode=min|max]`: a manifest in a registry, through
     /// [`crate::CacheRegistry`]. Blobs the repository has are not sent again; those another
@@ -78,6 +97,8 @@ pub enum CacheTo {
         reference: String,
         /// Which steps.
         mode: CacheMode,
+        /// `cache-mounts=true`: also the contents of the cache mounts the build used.
+        cache_mounts: bool,
     },
 }
 
@@ -145,9 +166,14 @@ impl std::str::FromStr for CacheTo {
             Some("max") => CacheMode::Max,
             Some(_) => return Err(fail("mode must be min or max")),
         };
+        let cache_mounts = match f.remove("cache-mounts").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(fail("cache-mounts must be true or false")),
+        };
         let to = match kind.as_deref() {
-            Some("local") => CacheTo::Local { dest: f.remove("dest").filter(|d| !d.is_empty()).ok_or_else(|| fail("dest=DIR is missing"))?.into(), mode },
-            Some("registry") => CacheTo::Registry { reference: f.remove("ref").filter(|d| !d.is_empty()).ok_or_else(|| fail("ref=REGISTRY/REPO:TAG is missing"))?, mode },
+            Some("local") => CacheTo::Local { dest: f.remove("dest").filter(|d| !d.is_empty()).ok_or_else(|| fail("dest=DIR is missing"))?.into(), mode, cache_mounts },
+            Some("registry") => CacheTo::Registry { reference: f.remove("ref").filter(|d| !d.is_empty()).ok_or_else(|| fail("ref=REGISTRY/REPO:TAG is missing"))?, mode, cache_mounts },
             Some("inline" | "gha" | "s3" | "azblob") => return Err(fail("only type=local and type=registry are supported")),
             Some(_) => return Err(fail("unknown type (type=local or type=registry)")),
             None => return Err(fail("type= is missing (type=local,dest=DIR or type=registry,ref=REF)")),
@@ -185,12 +211,12 @@ mod tests {
 
     #[test]
     fn options_parse_and_refuse_what_they_cannot_do() {
-        assert_eq!("type=local,dest=/c".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Min });
-        assert_eq!("type=local,dest=/c,mode=max".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Max });
+        assert_eq!("type=local,dest=/c".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Min, cache_mounts: false });
+        assert_eq!("type=local,dest=/c,mode=max,cache-mounts=true".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Max, cache_mounts: true });
         assert_eq!("type=local,src=/c".parse::<CacheFrom>().unwrap(), CacheFrom::Local { src: "/c".into() });
-        assert_eq!("type=registry,ref=r:5000/c:1,mode=max".parse::<CacheTo>().unwrap(), CacheTo::Registry { reference: "r:5000/c:1".into(), mode: CacheMode::Max });
+        assert_eq!("type=registry,ref=r:5000/c:1,mode=max".parse::<CacheTo>().unwrap(), CacheTo::Registry { reference: "r:5000/c:1".into(), mode: CacheMode::Max, cache_mounts: false });
         assert_eq!("type=registry,ref=r/c".parse::<CacheFrom>().unwrap(), CacheFrom::Registry { reference: "r/c".into() });
-        for bad in ["type=local", "dest=/c", "type=local,dest=/c,mode=all", "type=local,dest=/c,x=1", "type=registry", "type=gha", "type=local,dest=/c,dest=/d", "local"] {
+        for bad in ["type=local", "dest=/c", "type=local,dest=/c,mode=all", "type=local,dest=/c,x=1", "type=registry", "type=gha", "type=local,dest=/c,dest=/d", "type=local,dest=/c,cache-mounts=yes", "local"] {
             assert!(bad.parse::<CacheTo>().is_err(), "{bad}");
         }
         assert!("type=local,dest=/c".parse::<CacheFrom>().is_err());

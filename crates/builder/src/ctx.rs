@@ -27,6 +27,8 @@ pub(crate) struct BuildCtx<'a> {
     pub(crate) context: SourceTree,
     pub(crate) stat_cache: StatCache,
     pub(crate) cache: Cache,
+    /// The cache mounts RUN steps named: id to (sharing mode, directory), for `cache-mounts=true`.
+    pub(crate) mounts_used: std::sync::Mutex<std::collections::BTreeMap<String, (String, PathBuf)>>,
     /// Steps of registry caches whose layers are fetched when needed (`cache_import.rs`).
     pub(crate) lazy: crate::cache_import::Lazy,
     /// The cache entries the build's steps used or made (index key, entry), for `--cache-to`.

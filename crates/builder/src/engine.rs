@@ -59,6 +59,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         cache,
         lazy,
         used: Default::default(),
+        mounts_used: Default::default(),
     };
     let finished = scheduler::run(&graph.levels, graph.stages.len(), |i, finished| stage::run_stage(&ctx, &graph, finished, i))?;
     // A failure to save the stat cache only costs re-hashing next time.

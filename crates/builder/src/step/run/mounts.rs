@@ -114,6 +114,17 @@ impl Mounts {
         let id = expand_opt(step, &m.id)?.unwrap_or_else(|| target.clone());
         let dir = step.build.store.root().join("forge").join("cache-mounts").join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
         let fresh = !dir.exists();
+        step.build.mounts_used.lock().unwrap().insert(id.clone(), (format!("{:?}", m.sharing).to_lowercase(), dir.clone()));
+        if fresh {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| step.at.fail(StepErrorKind::Io, format!("creating cache mount {id:?}: {e}")))?;
+            }
+            // A `--cache-from` cache with this mount's contents fills it; one that cannot is
+            // only a cold mount.
+            if let Err(e) = step.build.lazy.restore_mount(step.build.store, step.build.opts.cache_registry.as_deref(), &id, &dir) {
+                step.build.progress.event(crate::progress::Event::Warning { message: format!("cache mount {id:?} could not be restored from the cache: {e}") });
+            }
+        }
         std::fs::create_dir_all(&dir).map_err(|e| step.at.fail(StepErrorKind::Io, format!("creating cache mount {id:?}: {e}")))?;
         if fresh {
             use std::os::unix::fs::PermissionsExt;
