@@ -7,8 +7,11 @@ use std::path::Path;
 
 use common::Forge;
 
-/// The `cache_miss` events of a `--progress json` build: (step id, reason, [(kind, name, change)]).
-fn misses(stderr: &str) -> Vec<(String, String, Vec<(String, String, String)>)> {
+/// A `cache_miss` event: (step id, reason, [(kind, name, change)]).
+type Miss = (String, String, Vec<(String, String, String)>);
+
+/// The `cache_miss` events of a `--progress json` build.
+fn misses(stderr: &str) -> Vec<Miss> {
     let mut out = Vec::new();
     for line in stderr.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
@@ -30,7 +33,7 @@ RUN --mount=type=bind,source=m.txt,target=/m cat /m > /mounted
 RUN echo $V $E > /out
 ";
 
-fn explain(forge: &Forge, ctx: &Path, extra: &[&str]) -> Vec<(String, String, Vec<(String, String, String)>)> {
+fn explain(forge: &Forge, ctx: &Path, extra: &[&str]) -> Vec<Miss> {
     let mut args = vec!["build", "--progress", "json", "--explain-cache", "-t", "explain:1"];
     args.extend_from_slice(extra);
     args.push(ctx.to_str().unwrap());
@@ -40,7 +43,7 @@ fn explain(forge: &Forge, ctx: &Path, extra: &[&str]) -> Vec<(String, String, Ve
 }
 
 /// The first step that missed, and its first changed input.
-fn first(m: &[(String, String, Vec<(String, String, String)>)]) -> (&str, (&str, &str, &str), &str) {
+fn first(m: &[Miss]) -> (&str, (&str, &str, &str), &str) {
     let (id, reason, changes) = m.first().expect("a step missed");
     let c = changes.first().unwrap_or_else(|| panic!("no change named: {reason}"));
     (id.as_str(), (c.0.as_str(), c.1.as_str(), c.2.as_str()), reason.as_str())

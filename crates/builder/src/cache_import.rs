@@ -10,8 +10,10 @@
 //! push to): every document is bounded in size and checked against its digest, every layer
 //! blob against its digest as it enters the content store and then against its entry's diffID,
 //! and an entry whose layer is missing or wrong is left out with a warning (its blob, correct
-//! for its own digest, is left for gc). Nothing in it can fail the build: at worst the steps
-//! run. Entries the store already has are kept as they are.
+//! for its own digest, is left for gc): at worst the steps run. The exception is a registry
+//! layer found bad only when it is fetched, after its step was taken as a hit: that fails the
+//! build with an error naming the cache, and nothing of the layer is kept. Entries the store
+//! already has are kept as they are.
 
 use std::collections::HashMap;
 use std::fs::File;
