@@ -16,6 +16,12 @@
 //! scope in `vars.rs`; history text is `history.rs`'s. Options arrive typed (`options.rs`),
 //! and every step failure has a [`StepErrorKind`].
 //!
+//! The cache: `cache_key.rs` says what enters a key (and why keys are portable between
+//! machines); every entry keeps its key's labelled inputs, which `explain.rs` compares to say
+//! why a step missed (`--explain-cache`). `cache_layout.rs` is the cache as an OCI artifact,
+//! `cache_export.rs` writes it (`--cache-to`) and `cache_import.rs` reads it (`--cache-from`),
+//! lazily from a registry.
+//!
 //! # Example
 //!
 //! ```no_run
