@@ -22,8 +22,9 @@ run_id=$(date +%s)
 
 mkdir -p $A && cp "$repo/../shared/anchors/"* $A/
 [ -d $A/workloads/w1-small-files ] || REG=$reg bash $A/make-workloads.sh >/dev/null
-cargo build --release --locked -p forge >/dev/null
-forge="$repo/target/release/forge"
+# FORGE=path picks another binary (a debug one, to try the script out).
+if [ -z "${FORGE:-}" ]; then cargo build --release --locked -p forge >/dev/null; fi
+forge=${FORGE:-$repo/target/release/forge}
 rm -rf $work && mkdir -p $work
 export SOURCE_DATE_EPOCH=1700000000
 

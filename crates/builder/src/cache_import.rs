@@ -29,6 +29,9 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 
 use crate::cache_layout::{CacheConfig, CacheFrom, CacheRegistry, CONFIG_MEDIA_TYPE, MAX_CONFIG, MAX_INDEX, MAX_MANIFEST, VERSION};
 
+/// Layers fetched side by side from a registry cache.
+const PARALLEL_FETCHES: usize = 4;
+
 /// Warnings about one cache beyond this many are summed up in one line.
 const MAX_WARNINGS: usize = 5;
 
@@ -65,19 +68,40 @@ impl Lazy {
     /// Makes every layer of `layers` present in the store, fetching (and checking) those a
     /// registry cache has; the entries naming a fetched layer then join the store's index.
     pub(crate) fn ensure(&self, store: &Store, cache: &Cache, registry: Option<&dyn CacheRegistry>, layers: &[Layer]) -> Result<(), String> {
-        for layer in layers {
-            let Some(reference) = self.layers.get(&layer.digest) else { continue };
-            let _one = self.fetching.lock().unwrap();
-            if store.content().exists(&layer.digest) {
-                continue;
-            }
-            let registry = registry.ok_or("no registry client was given to the build")?;
-            let source = Source::Registry(registry, reference);
-            take_layer(store, &source, layer, Some(layer.size)).map_err(|e| format!("cache {reference}: {e}"))?;
-            for (key, (entry, _)) in &self.entries {
-                if entry.layer.as_ref().is_some_and(|l| l.digest == layer.digest) {
-                    cache.put(key, entry).map_err(|e| e.to_string())?;
-                }
+        if !layers.iter().any(|l| self.layers.contains_key(&l.digest) && !store.content().exists(&l.digest)) {
+            return Ok(());
+        }
+        let registry = registry.ok_or("no registry client was given to the build")?;
+        // Stages in parallel may need the same layers: one ensure at a time, its layers
+        // fetched side by side.
+        let _one = self.fetching.lock().unwrap();
+        // Each blob once: an image may hold the same layer twice, and two writers of one blob
+        // would lock each other out.
+        let mut seen = std::collections::HashSet::new();
+        let missing: Vec<(&Layer, &String)> = layers
+            .iter()
+            .filter(|l| !store.content().exists(&l.digest) && seen.insert(&l.digest))
+            .filter_map(|l| Some((l, self.layers.get(&l.digest)?)))
+            .collect();
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+            let workers: Vec<_> = missing
+                .chunks(missing.len().div_ceil(PARALLEL_FETCHES).max(1))
+                .map(|chunk| {
+                    s.spawn(move || -> Result<(), String> {
+                        for (layer, reference) in chunk {
+                            let source = Source::Registry(registry, reference);
+                            take_layer(store, &source, layer, Some(layer.size)).map_err(|e| format!("cache {reference}: {e}"))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("a layer fetch panicked".into()))).collect()
+        });
+        results.into_iter().collect::<Result<(), String>>()?;
+        for (key, (entry, _)) in &self.entries {
+            if entry.layer.as_ref().is_some_and(|l| missing.iter().any(|(m, _)| m.digest == l.digest)) {
+                cache.put(key, entry).map_err(|e| e.to_string())?;
             }
         }
         Ok(())
