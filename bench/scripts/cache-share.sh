@@ -34,7 +34,11 @@ docker=/usr/bin/docker
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-timed() { local s e; s=$(now); "$@" >/dev/null 2>&1; e=$(now); echo "$e - $s" | bc; }
+timed() { # COMMAND...: its wall time; a failure stops the run with its output
+  local s e; s=$(now)
+  "$@" >/dev/null 2>$work/err || { echo "failed: $*" >&2; cat $work/err >&2; exit 1; }
+  e=$(now); echo "$e - $s" | bc
+}
 
 # A store holding only the workload's base image, pulled outside the timing.
 fresh_store() { # DIR WORKLOAD
