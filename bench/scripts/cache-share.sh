@@ -10,6 +10,8 @@
 #
 # usage: bench/scripts/cache-share.sh   (as root; RUNS=3, WORKLOADS="w1-small-files ... w4-many-steps")
 # Needs the anchors' registry on 127.0.0.1:5000 with base/busybox (start-registry.sh, make-base.sh).
+# Note: it runs `docker builder prune -af` on the Docker 28.5 daemon, which is shared: other
+# users' BuildKit caches there are emptied too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
