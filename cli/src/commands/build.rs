@@ -31,6 +31,20 @@ pub struct BuildArgs {
     /// Run every step even when its result is cached.
     #[arg(long)]
     no_cache: bool,
+    /// Say why each step that missed the cache missed: which input (a context file, an ARG or
+    /// ENV value, the parent layer, the instruction, a mount source) differs from the nearest
+    /// cached step. With `--progress json`, a `cache_miss` event per step.
+    #[arg(long)]
+    explain_cache: bool,
+    /// Export the build cache: `type=local,dest=DIR` (an OCI layout directory) or
+    /// `type=registry,ref=REGISTRY/REPO:TAG`, with `mode=min` (the final image's steps, the
+    /// default) or `mode=max` (every stage's). Repeatable.
+    #[arg(long = "cache-to", value_name = "type=TYPE,dest=DIR|ref=REF")]
+    cache_to: Vec<String>,
+    /// Reuse steps from a cache `--cache-to` wrote: `type=local,src=DIR` or
+    /// `type=registry,ref=REF`. A cache that does not exist yet is not an error. Repeatable.
+    #[arg(long = "cache-from", value_name = "type=TYPE,src=DIR|ref=REF")]
+    cache_from: Vec<String>,
     /// A label for the image (`KEY=VALUE`); may be repeated.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -157,6 +171,9 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     }
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
+    opts.explain_cache = args.explain_cache;
+    opts.cache_to = args.cache_to.iter().map(|v| v.parse()).collect::<Result<_, _>>().context("--cache-to")?;
+    opts.cache_from = args.cache_from.iter().map(|v| v.parse()).collect::<Result<_, _>>().context("--cache-from")?;
     opts.network = args.network;
     for o in &args.security_opt {
         match o.parse::<SecurityOpt>()? {
@@ -188,6 +205,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     };
     let printer = Printer::new(mode);
     let bases = RegistryBases { client: args.registry.client(), runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()? };
+    opts.cache_registry = Some(std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: args.registry.client(), runtime: bases.runtime.handle().clone() }));
     let built = forge_builder::build(&store, &opts, Some(&bases), &printer)?;
 
     output::write(&store, &built, &output, &args.tags)?;

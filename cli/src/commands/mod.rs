@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod build;
+pub mod build_cache;
 pub mod completion;
 pub mod container;
 pub mod create;

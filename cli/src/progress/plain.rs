@@ -18,6 +18,7 @@ impl Plain {
         let _ = match e {
             Event::StepStarted { id, stage, text, .. } => writeln!(err, "#{} [{stage}] {text}", n(&id)),
             Event::StepCached { id } => writeln!(err, "#{} CACHED", n(&id)),
+            Event::CacheMiss { id, reason, .. } => writeln!(err, "#{} cache miss: {reason}", n(&id)),
             Event::Output { id, line, .. } => writeln!(err, "#{} {line}", n(&id)),
             Event::StepDone { id, elapsed, cpu_time, peak_memory } => {
                 writeln!(err, "#{} DONE {:.1}s{}", n(&id), elapsed.as_secs_f64(), usage(cpu_time, peak_memory))

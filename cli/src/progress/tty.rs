@@ -38,6 +38,9 @@ impl Tty {
             Event::StepCached { id } => {
                 self.state.lock().unwrap().cached.insert(id);
             }
+            Event::CacheMiss { id, reason, .. } => {
+                let _ = self.multi.println(format!("#{} cache miss: {reason}", self.numbers.of(&id)));
+            }
             Event::Output { id, line, .. } => {
                 if let Some(bar) = self.state.lock().unwrap().bars.get(&id) {
                     bar.set_message(line);

@@ -2,13 +2,103 @@
 //! depends on (its expanded instruction, the environment it runs in, the content it reads).
 //! Two steps with the same key produce the same layer, so a key found in the store's cache
 //! index is reused without running anything.
+//!
+//! Keys are portable: the same Dockerfile and context give the same keys on any machine, from
+//! any directory, in any store, so a cache made on one runner serves another. What enters a key:
+//!
+//! - the parent's key (a stage starts from `scratch` or its base image's manifest digest, a
+//!   stage built `FROM` another from that stage's last key);
+//! - the step's kind and its instruction after variable expansion: RUN's argv, COPY/ADD's
+//!   destination, `--chown`, `--chmod`, `--from` (a stage's key or an image's manifest digest),
+//!   `--parents`, `--exclude`d sources, heredoc bodies; WORKDIR's path;
+//! - the environment a RUN sees: its variables (ENV and the ARGs in scope, by value), USER,
+//!   WORKDIR, network mode, `--mount` flags, and the seccomp profile when not the default;
+//! - the content a step reads: for each file COPY/ADD or a `RUN --mount=type=bind` takes from
+//!   the context or a stage, its path relative to the source, type, mode, link target and the
+//!   sha256 of its bytes (owners too for files from stages and images, which keep them); for
+//!   `ADD <url>`, the sha256 of what was downloaded;
+//! - for the layer itself, the compression and `SOURCE_DATE_EPOCH` (`layer_key`).
+//!
+//! Never in a key: the context's or the store's absolute path, inode numbers, mtimes and
+//! ctimes (the stat cache uses them only to skip re-hashing a file it has hashed), owners of
+//! context files (COPY makes them root's), host names or times of day.
+//!
+//! Each part that the user can change is also recorded as a labelled [`KeyInput`] beside the
+//! key in the cache entry, so a later miss can be explained input by input (`explain.rs`).
 
 use forge_layerstore::archive::Compression;
+use forge_layerstore::cache::KeyInput;
 use forge_layerstore::Digest;
 use sha2::{Digest as _, Sha256};
 
-/// Builds one key: feed parts in a fixed order, then [`KeyBuilder::finish`].
-pub(crate) struct KeyBuilder(Sha256);
+/// What sort of input a [`KeyInput`] is; its `kind` string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputKind {
+    /// The parent step's key.
+    Parent,
+    /// The step's kind and expanded instruction, part by part.
+    Instruction,
+    /// A build argument's value, as a RUN sees it.
+    Arg,
+    /// An ENV variable's value, as a RUN sees it.
+    Env,
+    /// USER, WORKDIR and other config a RUN runs under.
+    Config,
+    /// A build option (network, seccomp, compression, `SOURCE_DATE_EPOCH`).
+    Option,
+    /// A file COPY/ADD reads from the context.
+    ContextFile,
+    /// A file COPY/ADD reads from a stage or image (`--from`).
+    FromFile,
+    /// A file a `RUN --mount=type=bind` reads from the context.
+    MountFile,
+}
+
+impl InputKind {
+    pub(crate) const ALL: [InputKind; 9] = [
+        InputKind::Parent,
+        InputKind::Instruction,
+        InputKind::Arg,
+        InputKind::Env,
+        InputKind::Config,
+        InputKind::Option,
+        InputKind::ContextFile,
+        InputKind::FromFile,
+        InputKind::MountFile,
+    ];
+
+    /// The name stored in cache entries and shown in `--progress json`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InputKind::Parent => "parent",
+            InputKind::Instruction => "instruction",
+            InputKind::Arg => "arg",
+            InputKind::Env => "env",
+            InputKind::Config => "config",
+            InputKind::Option => "option",
+            InputKind::ContextFile => "context-file",
+            InputKind::FromFile => "from-file",
+            InputKind::MountFile => "mount-file",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<InputKind> {
+        InputKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A step's key and its labelled inputs.
+pub(crate) type StepKey = (Digest, Vec<KeyInput>);
+
+/// The name of the instruction input that holds the step's kind (`RUN`, `COPY`, ...).
+pub(crate) const STEP_KIND: &str = "step";
+
+/// Builds one key: feed parts in a fixed order, then [`KeyBuilder::finish`]. Labelled inputs
+/// ([`KeyBuilder::note`]) are recorded beside it; they never change the key.
+pub(crate) struct KeyBuilder {
+    hasher: Sha256,
+    inputs: Vec<KeyInput>,
+}
 
 impl KeyBuilder {
     /// Starts the key of a step on top of `parent`, of kind `kind` (`RUN`, `COPY`, ...).
@@ -19,19 +109,27 @@ impl KeyBuilder {
         h.update(b"\0");
         h.update(kind);
         h.update(b"\0");
-        KeyBuilder(h)
+        let mut k = KeyBuilder { hasher: h, inputs: Vec::new() };
+        k.note(InputKind::Parent, "parent", parent.as_str()).note(InputKind::Instruction, STEP_KIND, kind);
+        k
+    }
+
+    /// Records a labelled input for explanations; the key itself does not change.
+    pub(crate) fn note(&mut self, kind: InputKind, name: &str, value: &str) -> &mut KeyBuilder {
+        self.inputs.push(input(kind, name, value));
+        self
     }
 
     /// Adds a string part; parts are length-prefixed so that no two sequences collide.
     pub(crate) fn part(&mut self, s: &str) -> &mut KeyBuilder {
-        self.0.update((s.len() as u64).to_le_bytes());
-        self.0.update(s);
+        self.hasher.update((s.len() as u64).to_le_bytes());
+        self.hasher.update(s);
         self
     }
 
     /// Adds a list of strings.
     pub(crate) fn list<S: AsRef<str>>(&mut self, items: &[S]) -> &mut KeyBuilder {
-        self.0.update((items.len() as u64).to_le_bytes());
+        self.hasher.update((items.len() as u64).to_le_bytes());
         for i in items {
             self.part(i.as_ref());
         }
@@ -40,12 +138,17 @@ impl KeyBuilder {
 
     /// The hasher itself, for content hashing of sources.
     pub(crate) fn hasher(&mut self) -> &mut Sha256 {
-        &mut self.0
+        &mut self.hasher
     }
 
     /// The key.
     pub(crate) fn finish(self) -> Digest {
-        Digest::from_sha256(self.0.finalize().into())
+        Digest::from_sha256(self.hasher.finalize().into())
+    }
+
+    /// The key and its labelled inputs.
+    pub(crate) fn finish_with_inputs(self) -> StepKey {
+        (Digest::from_sha256(self.hasher.finalize().into()), self.inputs)
     }
 }
 
@@ -57,6 +160,17 @@ pub(crate) fn layer_key(step: &Digest, compression: Compression, source_date_epo
     let mut k = KeyBuilder::new(step, "LAYER");
     k.part(&format!("{compression:?}")).part(&source_date_epoch.map(|s| s.to_string()).unwrap_or_default());
     k.finish()
+}
+
+/// Records the options [`layer_key`] adds, as inputs of the step.
+pub(crate) fn note_layer_options(inputs: &mut Vec<KeyInput>, compression: Compression, source_date_epoch: Option<i64>) {
+    inputs.push(input(InputKind::Option, "compression", &format!("{compression:?}")));
+    inputs.push(input(InputKind::Option, "SOURCE_DATE_EPOCH", &source_date_epoch.map(|s| s.to_string()).unwrap_or_default()));
+}
+
+/// A labelled input.
+pub(crate) fn input(kind: InputKind, name: &str, value: &str) -> KeyInput {
+    KeyInput { kind: kind.as_str().into(), name: name.into(), value: value.into() }
 }
 
 /// The key a stage starts from: `scratch`, or the base image's manifest digest.

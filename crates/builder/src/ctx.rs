@@ -27,6 +27,12 @@ pub(crate) struct BuildCtx<'a> {
     pub(crate) context: SourceTree,
     pub(crate) stat_cache: StatCache,
     pub(crate) cache: Cache,
+    /// The cache mounts RUN steps named: id to (sharing mode, directory), for `cache-mounts=true`.
+    pub(crate) mounts_used: std::sync::Mutex<std::collections::BTreeMap<String, (String, PathBuf)>>,
+    /// Steps of registry caches whose layers are fetched when needed (`cache_import.rs`).
+    pub(crate) lazy: crate::cache_import::Lazy,
+    /// The cache entries the build's steps used or made (index key, entry), for `--cache-to`.
+    pub(crate) used: std::sync::Mutex<Vec<(forge_layerstore::Digest, forge_layerstore::cache::CacheEntry)>>,
 }
 
 impl BuildCtx<'_> {
@@ -38,6 +44,11 @@ impl BuildCtx<'_> {
             text.push_str("...");
         }
         text
+    }
+
+    /// Makes the blobs of `layers` present, fetching those only a registry cache has so far.
+    pub(crate) fn fetch_layers(&self, layers: &[forge_layerstore::Layer]) -> Result<(), String> {
+        self.lazy.ensure(self.store, &self.cache, self.opts.cache_registry.as_deref(), layers)
     }
 
     /// A fresh scratch directory in the store (same filesystem as the snapshots).

@@ -40,6 +40,11 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     let context = SourceTree::open(&opts.context, ignore, true)
         .map_err(|e| Error::Context { path: opts.context.clone(), message: e.to_string() })?;
     let forge_dir = store.root().join("forge");
+    let cache = Cache::open(store.root())?;
+    let mut lazy = crate::cache_import::Lazy::default();
+    for from in &opts.cache_from {
+        crate::cache_import::import(store, &cache, &mut lazy, from, opts.cache_registry.as_deref(), &mut |message| progress.event(Event::Warning { message }));
+    }
     let ctx = BuildCtx {
         store,
         opts,
@@ -51,7 +56,10 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         global_args: graph.global_args.clone(),
         context,
         stat_cache: StatCache::load(forge_dir.join("statcache.json")),
-        cache: Cache::open(store.root())?,
+        cache,
+        lazy,
+        used: Default::default(),
+        mounts_used: Default::default(),
     };
     let finished = scheduler::run(&graph.levels, graph.stages.len(), |i, finished| stage::run_stage(&ctx, &graph, finished, i))?;
     // A failure to save the stat cache only costs re-hashing next time.
@@ -64,8 +72,13 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         labels.extend(opts.labels.clone());
     }
     config.created = Some(stage::timestamp(opts.source_date_epoch));
+    ctx.fetch_layers(&target.layers).map_err(|message| Error::CacheLayer { message })?;
     let manifest = store.write_image(&config, &target.layers)?;
     let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config)?);
+    let used = std::mem::take(&mut *ctx.used.lock().unwrap());
+    for to in &opts.cache_to {
+        crate::cache_export::export(&ctx, to, &used, &target.layers)?;
+    }
     Ok(Built { manifest, image_id, config })
 }
 

@@ -70,6 +70,20 @@ pub enum Error {
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
+    /// A layer a `--cache-from` registry cache promised could not be fetched or was wrong.
+    #[error("fetching a layer of the build cache: {message} (build again without that --cache-from)")]
+    CacheLayer {
+        /// What failed.
+        message: String,
+    },
+    /// `--cache-to` could not write the cache.
+    #[error("exporting the build cache to {}: {message}", path.display())]
+    CacheExport {
+        /// The cache's directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// The build context cannot be read.
     #[error("build context {}: {message}", path.display())]
     Context {

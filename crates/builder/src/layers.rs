@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use forge_layerstore::cache::CacheEntry;
+use forge_layerstore::cache::{CacheEntry, KeyInput};
 use forge_layerstore::diff::{LayerOptions, LayerSource};
 use forge_layerstore::{Digest, Layer, Store};
 
@@ -43,18 +43,26 @@ pub(crate) fn layer_step(
     at: &At,
     parent: &[Layer],
     key: &Digest,
+    mut inputs: Vec<KeyInput>,
     change: impl FnOnce(&Snapshot<'_>) -> Result<(), Error>,
 ) -> Result<Option<Layer>, Error> {
     let (store, opts) = (build.store, build.opts);
     let index_key = crate::cache_key::layer_key(key, opts.compression, opts.source_date_epoch);
-    if !opts.no_cache {
-        if let Some(entry) = build.cache.get(&index_key) {
-            if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest)) {
-                build.progress.event(Event::StepCached { id: at.id.clone() });
-                return Ok(entry.layer);
-            }
+    crate::cache_key::note_layer_options(&mut inputs, opts.compression, opts.source_date_epoch);
+    let cached = if opts.no_cache { None } else { build.cache.get(&index_key).or_else(|| build.lazy.get(&index_key)) };
+    if let Some(entry) = &cached {
+        if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest) || build.lazy.origin(&l.digest).is_some()) {
+            build.progress.event(Event::StepCached { id: at.id.clone() });
+            let entry = cached.expect("matched just above");
+            build.used.lock().unwrap().push((index_key, entry.clone()));
+            return Ok(entry.layer);
         }
     }
+    if opts.explain_cache {
+        let miss = crate::explain::explain(&build.cache, &inputs, opts.no_cache, cached.is_some());
+        build.progress.event(Event::CacheMiss { id: at.id.clone(), reason: miss.reason, changes: miss.changes });
+    }
+    build.fetch_layers(parent).map_err(|e| at.fail(StepErrorKind::Store, format!("fetching a layer of the build cache: {e}")))?;
     let chain = store.unpack(parent)?;
     let snap_key = format!("build-{}", unique());
     store.snapshots().prepare(&snap_key, chain.as_ref()).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
@@ -76,12 +84,16 @@ pub(crate) fn layer_step(
         }
     }
     let layer = Some(Layer::from(&info));
-    build.cache.put(&index_key, &CacheEntry { layer: layer.clone() }).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
+    let entry = CacheEntry { layer: layer.clone(), inputs };
+    build.cache.put(&index_key, &entry).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
+    build.used.lock().unwrap().push((index_key, entry));
     Ok(layer)
 }
 
 /// Mounts `layers` read-only at a scratch directory kept alive by `holders`; returns it.
-pub(crate) fn view(store: &Store, at: &At, layers: &[Layer], holders: &mut Vec<OverlayMount>) -> Result<PathBuf, Error> {
+pub(crate) fn view(build: &BuildCtx<'_>, at: &At, layers: &[Layer], holders: &mut Vec<OverlayMount>) -> Result<PathBuf, Error> {
+    let store = build.store;
+    build.fetch_layers(layers).map_err(|e| at.fail(StepErrorKind::Store, format!("fetching a layer of the build cache: {e}")))?;
     let chain = store.unpack(layers)?;
     let lowerdirs = match &chain {
         // A committed snapshot's dirs are its own tree plus its parents'.

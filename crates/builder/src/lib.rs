@@ -16,6 +16,12 @@
 //! scope in `vars.rs`; history text is `history.rs`'s. Options arrive typed (`options.rs`),
 //! and every step failure has a [`StepErrorKind`].
 //!
+//! The cache: `cache_key.rs` says what enters a key (and why keys are portable between
+//! machines); every entry keeps its key's labelled inputs, which `explain.rs` compares to say
+//! why a step missed (`--explain-cache`). `cache_layout.rs` is the cache as an OCI artifact,
+//! `cache_export.rs` writes it (`--cache-to`) and `cache_import.rs` reads it (`--cache-from`),
+//! lazily from a registry.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -35,10 +41,14 @@
 #![deny(missing_docs)]
 
 mod build_file;
+mod cache_export;
+mod cache_import;
 mod cache_key;
+mod cache_layout;
 mod ctx;
 mod engine;
 mod error;
+mod explain;
 mod files;
 mod history;
 mod layers;
@@ -58,6 +68,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
+pub use cache_layout::{CacheFrom, CacheMode, CacheOptionError, CacheRegistry, CacheTo};
 pub use engine::build;
 pub use error::{Error, StepErrorKind};
 pub use forge_layerstore::archive::Compression;
@@ -68,7 +79,7 @@ pub use forge_layerstore::Store;
 pub use forge_parser::flags::NetworkMode;
 pub use forge_sandbox::{Cancel, Limits, Seccomp};
 pub use options::{ByteSize, Cpus, KeyValue, MemorySwap, OptionError, SecretSpec, SecurityOpt, SourceDateEpoch};
-pub use progress::{Event, NoProgress, Progress};
+pub use progress::{CacheChange, Event, NoProgress, Progress};
 
 /// Where a `--secret`'s value comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -114,6 +125,14 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// `--no-cache`: run every step, (and refresh the cache with the results).
     pub no_cache: bool,
+    /// `--explain-cache`: report why each layer step missed the cache ([`Event::CacheMiss`]).
+    pub explain_cache: bool,
+    /// `--cache-to`: where to export the steps' cache after the build.
+    pub cache_to: Vec<CacheTo>,
+    /// `--cache-from`: caches whose steps the build may reuse, imported before it starts.
+    pub cache_from: Vec<CacheFrom>,
+    /// The registry client for `type=registry` caches.
+    pub cache_registry: Option<std::sync::Arc<dyn CacheRegistry>>,
     /// `--label`, added to the final image.
     pub labels: BTreeMap<String, String>,
     /// `--network`.
@@ -145,6 +164,10 @@ impl BuildOptions {
             build_args: BTreeMap::new(),
             target: None,
             no_cache: false,
+            explain_cache: false,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
+            cache_registry: None,
             labels: BTreeMap::new(),
             network: NetworkMode::Default,
             limits: Limits::default(),

@@ -25,6 +25,16 @@ pub enum Event {
         /// The step.
         id: String,
     },
+    /// A layer step missed the cache (reported with `--explain-cache`): why, compared with
+    /// the nearest cached step (the one with the same parent and the fewest changed inputs).
+    CacheMiss {
+        /// The step.
+        id: String,
+        /// One line for people: `context file "src/main.c" changed`.
+        reason: String,
+        /// Every input that differs from the nearest candidate (empty when there is none).
+        changes: Vec<CacheChange>,
+    },
     /// A line of a RUN step's output.
     Output {
         /// The step.
@@ -52,6 +62,19 @@ pub enum Event {
         /// The text.
         message: String,
     },
+}
+
+/// One input of a step's cache key that differs from the nearest cached step's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheChange {
+    /// What sort of input: `parent`, `instruction`, `arg`, `env`, `config`, `option`,
+    /// `context-file`, `from-file` (a `COPY --from` file) or `mount-file` (a context file a
+    /// `RUN --mount=type=bind` reads).
+    pub kind: String,
+    /// Which one: a path, a variable's name, an instruction's part.
+    pub name: String,
+    /// `changed`, `added` (only this build has it) or `removed` (only the cached step had it).
+    pub change: &'static str,
 }
 
 /// Receives events; called from the threads that run stages, so it must be `Sync`.

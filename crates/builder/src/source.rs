@@ -14,6 +14,7 @@ use forge_parser::dockerignore::{Dockerignore, Glob};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::cache_key::{InputKind, KeyBuilder};
 use crate::error::StepErrorKind;
 use crate::rootfs::Root;
 
@@ -266,29 +267,41 @@ impl StatCache {
     }
 }
 
-/// Feeds what a COPY would write from `matches` into `hasher`: names, types, modes, link
+/// Feeds what a COPY would write from `matches` into `key`: names, types, modes, link
 /// targets and content (not mtimes, which a checkout changes), plus owners for non-context
-/// trees, where they are copied.
-pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatCache, hasher: &mut Sha256) -> Result<(), SourceError> {
+/// trees, where they are copied. Each entry is also noted as an input of kind `kind`, named
+/// by its path in the tree, valued by a digest of what it fed (the key gets the same bytes).
+pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatCache, key: &mut KeyBuilder, kind: InputKind) -> Result<(), SourceError> {
     for m in matches {
-        hasher.update(format!("match {}\0", m.rel));
+        key.hasher().update(format!("match {}\0", m.rel));
         for e in &m.entries {
+            let mut record = Vec::new();
             let mode = e.meta.mode();
-            hasher.update(format!("{}\0{:o}\0", e.rel, mode));
+            record.extend_from_slice(format!("{}\0{:o}\0", e.rel, mode).as_bytes());
             if !tree.is_context {
-                hasher.update(format!("{}:{}\0", e.meta.uid(), e.meta.gid()));
+                record.extend_from_slice(format!("{}:{}\0", e.meta.uid(), e.meta.gid()).as_bytes());
             }
             let ft = e.meta.file_type();
             if ft.is_file() {
                 let sum = cache.file_hash(&e.path, &e.meta).map_err(io_err(&e.path))?;
-                hasher.update(sum);
+                record.extend_from_slice(sum.as_bytes());
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&e.path).map_err(io_err(&e.path))?;
-                hasher.update(target.as_os_str().as_encoded_bytes());
+                record.extend_from_slice(target.as_os_str().as_encoded_bytes());
             } else if !ft.is_dir() {
-                hasher.update(e.meta.rdev().to_le_bytes());
+                record.extend_from_slice(&e.meta.rdev().to_le_bytes());
             }
-            hasher.update([0]);
+            record.push(0);
+            key.hasher().update(&record);
+            let name = match (m.rel.as_str(), e.rel.as_str()) {
+                ("", "") => ".".to_string(),
+                (m, "") => m.to_string(),
+                ("", e) => e.to_string(),
+                (m, e) => format!("{m}/{e}"),
+            };
+            // 64 bits tell a changed file from an unchanged one well enough for an explanation.
+            let digest = hex::encode(&Sha256::digest(&record)[..8]);
+            key.note(kind, &name, &digest);
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Replaces `path` with `bytes`: temp file in the same directory, fsync, rename, fsync of the
 /// directory.
-pub(crate) fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;

@@ -18,6 +18,25 @@ use crate::store::Layer;
 pub struct CacheEntry {
     /// The layer the step made; `None` for a step that changed no file.
     pub layer: Option<Layer>,
+    /// What went into the step's key, input by input, so that a later miss can say which
+    /// input changed (`forge build --explain-cache`). Entries written before this field
+    /// existed have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<KeyInput>,
+}
+
+/// One named input of a cache key, as the builder labels it: `kind` says what sort of input it
+/// is (the builder's own vocabulary: instruction text, a context file, an ARG...), `name` which
+/// one, `value` what it was (a digest for content, the text for an instruction). The store only
+/// keeps these; it never interprets them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInput {
+    /// The sort of input.
+    pub kind: String,
+    /// Which one of its kind.
+    pub name: String,
+    /// Its value when the key was made.
+    pub value: String,
 }
 
 /// A cache failure.

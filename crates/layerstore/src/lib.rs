@@ -55,7 +55,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
-mod atomic;
+pub mod atomic;
 pub mod cache;
 pub mod canonical;
 pub mod content;

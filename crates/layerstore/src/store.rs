@@ -424,7 +424,8 @@ fn to_digest(s: &str) -> Result<Digest, Error> {
     Digest::from_str(s).map_err(|e| Error::Encode { what: "digest", message: e.to_string() })
 }
 
-pub(crate) fn descriptor(media_type: MediaType, size: u64, digest: &Digest) -> Result<Descriptor, Error> {
+/// An OCI descriptor of a blob.
+pub fn descriptor(media_type: MediaType, size: u64, digest: &Digest) -> Result<Descriptor, Error> {
     let digest = oci_spec::image::Digest::from_str(digest.as_str())
         .map_err(|e| Error::Encode { what: "descriptor", message: e.to_string() })?;
     DescriptorBuilder::default()

@@ -25,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+mod artifact;
 pub mod auth;
 mod error;
 mod progress;
@@ -84,6 +85,29 @@ impl Client {
     /// Pushes the store's image `local` (a tag or ID) to `reference`.
     pub async fn push(&self, store: &Store, local: &str, reference: &Reference, progress: &dyn Progress) -> Result<Descriptor, Error> {
         push::push(&self.transport, store, local, reference, progress).await
+    }
+
+    /// The manifest `reference` names (its bytes and media type), read as any artifact's, not
+    /// only an image's; `None` when the registry does not have it.
+    pub async fn manifest(&self, reference: &Reference) -> Result<Option<(Vec<u8>, String)>, Error> {
+        artifact::manifest(&self.transport, reference).await
+    }
+
+    /// Streams the blob `digest` (of `size` bytes) of `reference`'s repository into `store`,
+    /// verified by digest and size, resuming and retrying as pulls do.
+    pub async fn pull_blob(&self, reference: &Reference, store: &Store, digest: &forge_layerstore::Digest, size: u64) -> Result<(), Error> {
+        artifact::pull_blob(&self.transport, reference, store, digest, size).await
+    }
+
+    /// Makes the store's blob `digest` present in `reference`'s repository: skipped when there,
+    /// mounted from another repository of the registry that forge knows holds it, else uploaded.
+    pub async fn push_blob(&self, reference: &Reference, store: &Store, digest: &forge_layerstore::Digest, size: u64) -> Result<(), Error> {
+        artifact::push_store_blob(&self.transport, reference, store, digest, size).await
+    }
+
+    /// Writes a manifest of any media type at `reference`; the blobs it names must be there.
+    pub async fn put_manifest(&self, reference: &Reference, media_type: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        artifact::put_manifest(&self.transport, reference, media_type, bytes).await
     }
 
     /// Checks `credentials` against `registry` (a `GET /v2/` that must succeed with them),

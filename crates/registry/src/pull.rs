@@ -104,7 +104,7 @@ pub(crate) fn descriptor(media_type: &str, size: u64, digest: &Digest) -> Result
 /// GETs a manifest by tag or digest; returns its bytes and media type. With `want`, the
 /// bytes must hash to it. A body cut off and bytes that do not match are fetched again, up
 /// to the client's retries; the last error says how many attempts were made.
-async fn fetch_manifest(t: &Transport, target: Target<'_>, reference: &str, want: Option<&str>) -> Result<(Vec<u8>, String), Error> {
+pub(crate) async fn fetch_manifest(t: &Transport, target: Target<'_>, reference: &str, want: Option<&str>) -> Result<(Vec<u8>, String), Error> {
     let url = format!("{}/v2/{}/manifests/{reference}", t.base_url(target.host).await?, target.repository);
     let mut attempt = 0;
     loop {
@@ -172,7 +172,7 @@ fn store_bytes(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), Error
 
 /// Streams one blob into the store (see [`fetch_blob_once`]). Bytes that do not hash to the
 /// digest are thrown away and fetched again from the start, up to the client's retries.
-async fn fetch_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
+pub(crate) async fn fetch_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
     let mut attempt = 0;
     loop {
         match fetch_blob_once(t, target, store, digest.clone(), size, progress).await {

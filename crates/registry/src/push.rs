@@ -49,7 +49,7 @@ pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &
     descriptor(&media_type, bytes.len() as u64, &manifest_digest)
 }
 
-async fn push_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
+pub(crate) async fn push_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {
     let base = t.base_url(target.host).await?;
     let head_url = format!("{base}/v2/{}/blobs/{digest}", target.repository);
     let resp = t.send(target, Method::HEAD, &head_url, |r| r).await?;

@@ -6,7 +6,7 @@ use forge_parser::dag::Source;
 use forge_parser::dockerignore::Dockerignore;
 use forge_parser::Copy;
 
-use crate::cache_key::KeyBuilder;
+use crate::cache_key::{InputKind, KeyBuilder, StepKey};
 use crate::files::{copy_into, CopyOptions, InlineFile};
 use crate::layers;
 use crate::mount::OverlayMount;
@@ -56,9 +56,9 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
     let origin = origin(step, c, sources)?;
     let tree = origin.tree.as_ref().unwrap_or(&step.build.context);
     let found = find(step, &x, tree)?;
-    let key = cache_key(step, c, &x, &origin, &found, tree)?;
+    let (key, inputs) = cache_key(step, c, &x, &origin, &found, tree)?;
     let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
-    let layer = step.layer(&key, |snap| {
+    let layer = step.layer(&key, inputs, |snap| {
         let (_mount, root) = snap.mount(step.build.store, step.at)?;
         let owner = x.chown.as_deref().map(|spec| resolve_owner(&root, spec)).transpose().map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))?;
         copy_into(&root, &found.matches, &x.inline, &x.dest, &CopyOptions { owner, ..opts }).map_err(|e| step.at.locate(e))
@@ -122,7 +122,7 @@ fn origin(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Origin, Er
         }
     };
     let mut holders = Vec::new();
-    let dir = layers::view(step.build.store, step.at, &layers, &mut holders)?;
+    let dir = layers::view(step.build, step.at, &layers, &mut holders)?;
     let tree = SourceTree::open(&dir, Dockerignore::default(), false).map_err(|e| step.at.fail(StepErrorKind::Io, e.to_string()))?;
     Ok(Origin { tree: Some(tree), key, _holders: holders })
 }
@@ -147,17 +147,28 @@ fn find(step: &StepCtx<'_>, x: &Expanded, tree: &SourceTree) -> Result<Found, Er
     Ok(found)
 }
 
-fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin: &Origin, found: &Found, tree: &SourceTree) -> Result<forge_layerstore::Digest, Error> {
+fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin: &Origin, found: &Found, tree: &SourceTree) -> Result<StepKey, Error> {
     let mut key = KeyBuilder::new(step.parent_key, x.verb);
     key.part(&x.dest).part(x.chown.as_deref().unwrap_or("")).part(&format!("{:?}", x.chmod)).part(&origin.key);
     key.part(&format!("parents={} add={}", c.parents, c.add));
+    key.note(InputKind::Instruction, "destination", &x.dest)
+        .note(InputKind::Instruction, "--chown", x.chown.as_deref().unwrap_or(""))
+        .note(InputKind::Instruction, "--chmod", x.chmod_text.as_deref().unwrap_or(""))
+        .note(InputKind::Instruction, "--from", &origin.key)
+        .note(InputKind::Instruction, "--parents", &c.parents.to_string());
     for f in &x.inline {
         key.part(&f.name).part(&String::from_utf8_lossy(&f.content));
+        key.note(InputKind::Instruction, &format!("<<{}", f.name), &String::from_utf8_lossy(&f.content));
     }
     key.list(&found.remote_digests);
+    for (url, digest) in x.sources.iter().filter(|s| crate::remote::is_url(s)).zip(&found.remote_digests) {
+        key.note(InputKind::Instruction, url, digest);
+    }
+    key.note(InputKind::Instruction, "sources", &x.sources.join(" "));
     let local: Vec<Matched> = found.matches.iter().filter(|m| !m.remote).cloned().collect();
-    hash_matches(tree, &local, &step.build.stat_cache, key.hasher()).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
-    Ok(key.finish())
+    let kind = if origin.tree.is_none() { InputKind::ContextFile } else { InputKind::FromFile };
+    hash_matches(tree, &local, &step.build.stat_cache, &mut key, kind).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
+    Ok(key.finish_with_inputs())
 }
 
 /// BuildKit's wording: the flags that change the files, then the expanded sources.

@@ -7,6 +7,7 @@ pub(crate) mod copy;
 pub(crate) mod run;
 pub(crate) mod workdir;
 
+use forge_layerstore::cache::KeyInput;
 use forge_layerstore::{Digest, Layer};
 
 use crate::ctx::BuildCtx;
@@ -55,7 +56,7 @@ impl StepCtx<'_> {
     }
 
     /// The step's layer for `key`: cached, or made by `change` (see `layers.rs`).
-    pub(crate) fn layer(&self, key: &Digest, change: impl FnOnce(&Snapshot<'_>) -> Result<(), Error>) -> Result<Option<Layer>, Error> {
-        layers::layer_step(self.build, self.at, self.layers, key, change)
+    pub(crate) fn layer(&self, key: &Digest, inputs: Vec<KeyInput>, change: impl FnOnce(&Snapshot<'_>) -> Result<(), Error>) -> Result<Option<Layer>, Error> {
+        layers::layer_step(self.build, self.at, self.layers, key, inputs, change)
     }
 }

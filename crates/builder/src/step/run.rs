@@ -11,7 +11,7 @@ use forge_parser::flags::{NetworkMode, Security};
 use forge_parser::{Command, Run};
 use forge_sandbox::{ExitStatus, RunSpec, Stream};
 
-use crate::cache_key::KeyBuilder;
+use crate::cache_key::{InputKind, KeyBuilder};
 use crate::error::StepErrorKind;
 use crate::layers::Snapshot;
 use crate::progress::Event;
@@ -47,18 +47,20 @@ pub(crate) fn run(step: &StepCtx<'_>, r: &Run, sources: &[Source]) -> Result<(Ma
         // The file runs from a read-only mount at /dev/pipes, as in BuildKit; its text is
         // part of the key since the argv names only its path.
         key.part(body);
+        key.note(InputKind::Instruction, &format!("<<{name}"), body);
         mounts.script(step, name, body)?;
     }
     let mut from_sources = sources.iter();
-    for m in &r.mounts {
+    for (i, m) in r.mounts.iter().enumerate() {
         let source = if m.from.is_some() { from_sources.next() } else { None };
         key.part(&format!("{m:?}"));
+        key.note(InputKind::Instruction, &format!("--mount #{}", i + 1), &format!("{m:?}"));
         mounts.add(step, m, source, &mut key)?;
     }
-    let key = key.finish();
+    let (key, inputs) = key.finish_with_inputs();
     let created_by = format!("RUN {} # buildkit", step.image.vars.history_args(&step.image.config, &process.argv).join(" "));
     let mut usage = (None, None);
-    let layer = step.layer(&key, |snap| {
+    let layer = step.layer(&key, inputs, |snap| {
         usage = execute(step, &process, &mounts, snap)?;
         Ok(())
     })?;
@@ -83,13 +85,29 @@ fn process(step: &StepCtx<'_>, r: &Run, argv: Vec<String>) -> Process {
 fn process_key(step: &StepCtx<'_>, p: &Process) -> KeyBuilder {
     let mut key = KeyBuilder::new(step.parent_key, "RUN");
     key.list(&p.argv).list(&p.env).part(&p.user).part(&p.cwd).part(&format!("{:?}", p.network));
+    note_process(step, p, &mut key);
     // A layer made without the seccomp filter is not reused by a confined build (nor the other
     // way round); default keys stay what they were.
     let seccomp = step.build.opts.seccomp;
     if seccomp != forge_sandbox::Seccomp::Default {
         key.part(&format!("seccomp={seccomp}"));
     }
+    key.note(InputKind::Option, "seccomp", &seccomp.to_string());
     key
+}
+
+/// The process's inputs, labelled: each variable is an ARG when a build argument in scope gave
+/// its value, else an ENV.
+fn note_process(step: &StepCtx<'_>, p: &Process, key: &mut KeyBuilder) {
+    key.note(InputKind::Instruction, "command", &p.argv.join(" "));
+    let args = step.image.vars.run_args(&step.build.opts.build_args);
+    for var in &p.env {
+        let (name, value) = var.split_once('=').unwrap_or((var, ""));
+        let is_arg = args.iter().any(|(k, v)| k == name && v == value);
+        let kind = if is_arg { InputKind::Arg } else { InputKind::Env };
+        key.note(kind, name, &crate::explain::short_digest(value));
+    }
+    key.note(InputKind::Config, "USER", &p.user).note(InputKind::Config, "WORKDIR", &p.cwd).note(InputKind::Option, "network", &format!("{:?}", p.network));
 }
 
 /// Runs the process in the sandbox on `snap`, streaming its output as progress.

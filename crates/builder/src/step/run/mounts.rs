@@ -12,7 +12,7 @@ use forge_sandbox::{Mount as SandboxMount, MountKind as SandboxMountKind};
 use rustix::fs::{flock, FlockOperation};
 use sha2::Digest as _;
 
-use crate::cache_key::KeyBuilder;
+use crate::cache_key::{InputKind, KeyBuilder};
 use crate::error::StepErrorKind;
 use crate::layers;
 use crate::mount::{OverlayMount, TmpfsFile};
@@ -114,6 +114,17 @@ impl Mounts {
         let id = expand_opt(step, &m.id)?.unwrap_or_else(|| target.clone());
         let dir = step.build.store.root().join("forge").join("cache-mounts").join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
         let fresh = !dir.exists();
+        step.build.mounts_used.lock().unwrap().insert(id.clone(), (format!("{:?}", m.sharing).to_lowercase(), dir.clone()));
+        if fresh {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| step.at.fail(StepErrorKind::Io, format!("creating cache mount {id:?}: {e}")))?;
+            }
+            // A `--cache-from` cache with this mount's contents fills it; one that cannot is
+            // only a cold mount.
+            if let Err(e) = step.build.lazy.restore_mount(step.build.store, step.build.opts.cache_registry.as_deref(), &id, &dir) {
+                step.build.progress.event(crate::progress::Event::Warning { message: format!("cache mount {id:?} could not be restored from the cache: {e}") });
+            }
+        }
         std::fs::create_dir_all(&dir).map_err(|e| step.at.fail(StepErrorKind::Io, format!("creating cache mount {id:?}: {e}")))?;
         if fresh {
             use std::os::unix::fs::PermissionsExt;
@@ -170,15 +181,17 @@ impl Mounts {
             Source::Stage(j) => {
                 let r = step.finished.get(*j);
                 key.part(r.key.as_str());
+                key.note(InputKind::Instruction, "mount from", r.key.as_str());
                 r.layers.clone()
             }
             Source::Image(reference) => {
                 let image = step.build.store.image(reference).map_err(|e| step.at.fail(StepErrorKind::BaseImage, e.to_string()))?;
                 key.part(image.descriptor.digest().as_ref());
+                key.note(InputKind::Instruction, "mount from", image.descriptor.digest().as_ref());
                 image.layers().map_err(|e| step.at.fail(StepErrorKind::Store, e.to_string()))?
             }
         };
-        let view = layers::view(step.build.store, step.at, &layers, &mut self.held_mounts)?;
+        let view = layers::view(step.build, step.at, &layers, &mut self.held_mounts)?;
         let io = |e: std::io::Error| step.at.fail(StepErrorKind::Io, e.to_string());
         let tree = crate::rootfs::Root::open(&view).map_err(io)?;
         tree.resolve(src).map_err(io)?.ok_or_else(|| step.at.fail(StepErrorKind::SourceNotFound, format!("bind source {src:?} not found")))
@@ -190,7 +203,7 @@ impl Mounts {
 fn context_path(step: &StepCtx<'_>, src: &str, key: &mut KeyBuilder) -> Result<PathBuf, Error> {
     let context = &step.build.context;
     let matches = context.matches(src, &Dockerignore::default()).map_err(|e| step.at.fail(e.kind(), format!("bind source {e}")))?;
-    hash_matches(context, &matches, &step.build.stat_cache, key.hasher()).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
+    hash_matches(context, &matches, &step.build.stat_cache, key, InputKind::MountFile).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
     Ok(matches[0].entries[0].path.clone())
 }
 

@@ -1,0 +1,336 @@
+//! `--cache-from`: reads a cache `--cache-to` wrote (`cache_layout.rs`), from an OCI layout
+//! directory or a registry, so the build's steps with those keys are hits.
+//!
+//! From a directory, entries go into the store's cache index with their layers. From a
+//! registry only the metadata is read at first ([`Lazy`]): a hit needs no layer, and a layer is
+//! fetched only when its content is really needed (a later step runs on it, a `--from` reads
+//! it, or it is in the image the build writes). Its entries join the store's index then.
+//!
+//! A cache is input from elsewhere (a CI cache restored from anywhere, a registry anyone may
+//! push to): every document is bounded in size and checked against its digest, every layer
+//! blob against its digest as it enters the content store and then against its entry's diffID,
+//! and an entry whose layer is missing or wrong is left out with a warning (its blob, correct
+//! for its own digest, is left for gc): at worst the steps run. The exception is a registry
+//! layer found bad only when it is fetched, after its step was taken as a hit: that fails the
+//! build with an error naming the cache, and nothing of the layer is kept. Entries the store
+//! already has are kept as they are.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use forge_layerstore::cache::{Cache, CacheEntry};
+use forge_layerstore::digest::HashingWriter;
+use forge_layerstore::{Digest, Layer, Store};
+use oci_spec::image::{ImageIndex, ImageManifest};
+
+use crate::cache_layout::{CacheConfig, CacheFrom, CacheRegistry, CONFIG_MEDIA_TYPE, MAX_CONFIG, MAX_INDEX, MAX_MANIFEST, VERSION};
+
+/// Layers fetched side by side from a registry cache.
+const PARALLEL_FETCHES: usize = 4;
+
+/// Warnings about one cache beyond this many are summed up in one line.
+const MAX_WARNINGS: usize = 5;
+
+/// Steps of registry caches whose layers are fetched only when their content is needed.
+#[derive(Default)]
+pub(crate) struct Lazy {
+    /// By index key: the entry and the reference of the cache it came from.
+    entries: HashMap<Digest, (CacheEntry, String)>,
+    /// Layer digest to the cache reference that has it.
+    layers: HashMap<Digest, String>,
+    /// Cache mounts' contents by id, and where they come from.
+    mounts: HashMap<String, (Layer, Origin)>,
+    /// One fetch at a time: stages in parallel may need the same layer.
+    fetching: Mutex<()>,
+}
+
+/// Where a cache mount's layer is.
+enum Origin {
+    Local(PathBuf),
+    Registry(String),
+}
+
+impl Lazy {
+    /// The entry for index key `key`, if a registry cache has it.
+    pub(crate) fn get(&self, key: &Digest) -> Option<CacheEntry> {
+        self.entries.get(key).map(|(e, _)| e.clone())
+    }
+
+    /// The cache a layer can be fetched from.
+    pub(crate) fn origin(&self, layer: &Digest) -> Option<&str> {
+        self.layers.get(layer).map(String::as_str)
+    }
+
+    /// Makes every layer of `layers` present in the store, fetching (and checking) those a
+    /// registry cache has; the entries naming a fetched layer then join the store's index.
+    pub(crate) fn ensure(&self, store: &Store, cache: &Cache, registry: Option<&dyn CacheRegistry>, layers: &[Layer]) -> Result<(), String> {
+        if !layers.iter().any(|l| self.layers.contains_key(&l.digest) && !store.content().exists(&l.digest)) {
+            return Ok(());
+        }
+        let registry = registry.ok_or("no registry client was given to the build")?;
+        // Stages in parallel may need the same layers: one ensure at a time, its layers
+        // fetched side by side.
+        let _one = self.fetching.lock().unwrap();
+        // Each blob once: an image may hold the same layer twice, and two writers of one blob
+        // would lock each other out.
+        let mut seen = std::collections::HashSet::new();
+        let missing: Vec<(&Layer, &String)> = layers
+            .iter()
+            .filter(|l| !store.content().exists(&l.digest) && seen.insert(&l.digest))
+            .filter_map(|l| Some((l, self.layers.get(&l.digest)?)))
+            .collect();
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+            let workers: Vec<_> = missing
+                .chunks(missing.len().div_ceil(PARALLEL_FETCHES).max(1))
+                .map(|chunk| {
+                    s.spawn(move || -> Result<(), String> {
+                        for (layer, reference) in chunk {
+                            let source = Source::Registry(registry, reference);
+                            take_layer(store, &source, layer, Some(layer.size)).map_err(|e| format!("cache {reference}: {e}"))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("a layer fetch panicked".into()))).collect()
+        });
+        results.into_iter().collect::<Result<(), String>>()?;
+        for (key, (entry, _)) in &self.entries {
+            if entry.layer.as_ref().is_some_and(|l| missing.iter().any(|(m, _)| m.digest == l.digest)) {
+                cache.put(key, entry).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Lazy {
+    /// Fills the cache mount `id`'s directory `dir`, which does not exist yet, from a cache
+    /// that has its contents; returns whether one had them. The contents are unpacked beside
+    /// `dir` and renamed into place, so a failure leaves no half-filled mount.
+    pub(crate) fn restore_mount(&self, store: &Store, registry: Option<&dyn CacheRegistry>, id: &str, dir: &Path) -> Result<bool, String> {
+        let Some((layer, origin)) = self.mounts.get(id) else { return Ok(false) };
+        let source = match origin {
+            Origin::Local(src) => Source::Local(src),
+            Origin::Registry(reference) => Source::Registry(registry.ok_or("no registry client was given to the build")?, reference),
+        };
+        take_layer(store, &source, layer, Some(layer.size))?;
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        let tmp = tempfile::Builder::new().prefix(".restore-").tempdir_in(parent).map_err(|e| e.to_string())?;
+        let blob = File::open(store.content().path(&layer.digest)).map_err(|e| e.to_string())?;
+        let opts = forge_layerstore::archive::ApplyOptions { whiteouts: forge_layerstore::archive::WhiteoutMode::Delete, device_nodes: false };
+        forge_layerstore::archive::apply_layer(io::BufReader::new(blob), tmp.path(), &opts).map_err(|e| e.to_string())?;
+        match std::fs::rename(tmp.path(), dir) {
+            Ok(()) => {
+                // Renamed away: nothing left for the guard to remove.
+                let _ = tmp.keep();
+                Ok(true)
+            }
+            // Another build filled it meanwhile; theirs stays.
+            Err(_) if dir.exists() => Ok(true),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Imports `from` into `store`'s `cache`, or into `lazy` for a registry's layers; problems go
+/// to `warn`.
+pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &CacheFrom, registry: Option<&dyn CacheRegistry>, warn: &mut dyn FnMut(String)) {
+    let (source, name) = match from {
+        CacheFrom::Local { src } => (Source::Local(src), format!("cache {}", src.display())),
+        CacheFrom::Registry { reference } => match registry {
+            Some(r) => (Source::Registry(r, reference), format!("cache {reference}")),
+            None => return warn(format!("cache {reference}: no registry client was given to the build; building without it")),
+        },
+    };
+    let config = match read_config(store, &source) {
+        Ok(Some(c)) => c,
+        Ok(None) => return warn(format!("{name}: no cache there yet; building without it")),
+        Err(e) => return warn(format!("{name}: {e}; building without it")),
+    };
+    let mut warnings = Vec::new();
+    let mut checked: HashMap<Digest, Result<(), String>> = HashMap::new();
+    for entry in config.entries {
+        if cache.get(&entry.key).is_some() {
+            continue;
+        }
+        if let (Some(layer), Source::Registry(_, reference)) = (&entry.layer, &source) {
+            if config.layers.get(&layer.digest) != Some(&layer.size) {
+                warnings.push(format!("{name}: step {} left out: layer {} is not in the cache manifest with size {}", entry.key, layer.digest, layer.size));
+                continue;
+            }
+            if !store.content().exists(&layer.digest) {
+                lazy.layers.insert(layer.digest.clone(), reference.to_string());
+                lazy.entries.insert(entry.key.clone(), (CacheEntry { layer: entry.layer.clone(), inputs: entry.inputs }, reference.to_string()));
+                continue;
+            }
+        }
+        if let Some(layer) = &entry.layer {
+            let result = checked.entry(layer.digest.clone()).or_insert_with(|| take_layer(store, &source, layer, config.layers.get(&layer.digest).copied()));
+            if let Err(e) = result {
+                warnings.push(format!("{name}: step {} left out: {e}", entry.key));
+                continue;
+            }
+        }
+        if let Err(e) = cache.put(&entry.key, &CacheEntry { layer: entry.layer, inputs: entry.inputs }) {
+            warnings.push(format!("{name}: {e}"));
+        }
+    }
+    for m in config.mounts {
+        if config.layers.get(&m.layer.digest) != Some(&m.layer.size) {
+            warnings.push(format!("{name}: cache mount {:?} left out: its layer is not in the cache manifest", m.id));
+            continue;
+        }
+        let origin = match from {
+            CacheFrom::Local { src } => Origin::Local(src.clone()),
+            CacheFrom::Registry { reference } => Origin::Registry(reference.clone()),
+        };
+        lazy.mounts.entry(m.id).or_insert((m.layer, origin));
+    }
+    let more = warnings.len().saturating_sub(MAX_WARNINGS);
+    warnings.into_iter().take(MAX_WARNINGS).for_each(&mut *warn);
+    if more > 0 {
+        warn(format!("{name}: {more} more steps left out"));
+    }
+}
+
+/// The config and the size of each layer the manifest lists.
+struct Parsed {
+    entries: Vec<crate::cache_layout::ConfigEntry>,
+    mounts: Vec<crate::cache_layout::MountEntry>,
+    layers: HashMap<Digest, u64>,
+}
+
+/// Where a cache is read from.
+enum Source<'a> {
+    Local(&'a Path),
+    Registry(&'a dyn CacheRegistry, &'a str),
+}
+
+impl Source<'_> {
+    /// The cache manifest's bytes, unchecked; `None` when there is no cache yet.
+    fn manifest(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Source::Local(src) => {
+                if !src.join("index.json").exists() {
+                    return Ok(None);
+                }
+                let index_bytes = read_bounded(&src.join("index.json"), MAX_INDEX).map_err(|e| format!("index.json: {e}"))?;
+                let index: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| format!("index.json: {e}"))?;
+                let d = index.manifests().first().ok_or("index.json names no manifest")?;
+                read_blob(src, d.digest().as_ref(), d.size(), MAX_MANIFEST).map(Some).map_err(|e| format!("manifest: {e}"))
+            }
+            Source::Registry(r, reference) => r.manifest(reference),
+        }
+    }
+
+    /// A small blob (at most `max` bytes), checked against `digest` and `size`.
+    fn small_blob(&self, store: &Store, digest: &str, size: u64, max: u64) -> Result<Vec<u8>, String> {
+        match self {
+            Source::Local(src) => read_blob(src, digest, size, max),
+            Source::Registry(r, reference) => {
+                if size > max {
+                    return Err(format!("{size} bytes, more than the {max} a cache may use"));
+                }
+                let digest = Digest::from_str(digest).map_err(|e| e.to_string())?;
+                r.pull_blob(store, reference, &digest, size)?;
+                read_bounded(&store.content().path(&digest), max).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Puts a layer blob into the store, verified by digest and size.
+    fn layer(&self, store: &Store, layer: &Layer) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| format!("layer {}: {e}", layer.digest);
+        match self {
+            Source::Local(src) => {
+                let path = blob_path(src, &layer.digest);
+                let mut writer = store.content().writer(layer.digest.as_str()).map_err(|e| fail(&e))?;
+                let mut blob = File::open(&path).map_err(|e| fail(&e))?;
+                // A resumed ingest has bytes already; the rest follows them.
+                std::io::Seek::seek(&mut blob, io::SeekFrom::Start(writer.offset())).map_err(|e| fail(&e))?;
+                io::copy(&mut blob, &mut writer).map_err(|e| fail(&e))?;
+                writer.commit(Some(layer.size), Some(&layer.digest)).map_err(|e| fail(&e))?;
+                Ok(())
+            }
+            Source::Registry(r, reference) => r.pull_blob(store, reference, &layer.digest, layer.size).map_err(|e| fail(&e)),
+        }
+    }
+}
+
+fn read_config(store: &Store, source: &Source<'_>) -> Result<Option<Parsed>, String> {
+    let Some(manifest_bytes) = source.manifest()? else { return Ok(None) };
+    if manifest_bytes.len() as u64 > MAX_MANIFEST {
+        return Err(format!("manifest: more than {MAX_MANIFEST} bytes"));
+    }
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| format!("manifest: {e}"))?;
+    if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
+        return Err(format!("not a forge build cache (config media type {})", manifest.config().media_type()));
+    }
+    let config_bytes = source.small_blob(store, manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?;
+    let config: CacheConfig = serde_json::from_slice(&config_bytes).map_err(|e| format!("cache config: {e}"))?;
+    if config.version != VERSION {
+        return Err(format!("cache config version {} (this forge reads {VERSION})", config.version));
+    }
+    let mut layers = HashMap::new();
+    for l in manifest.layers() {
+        let digest = Digest::from_str(l.digest().as_ref()).map_err(|e| format!("manifest: {e}"))?;
+        layers.insert(digest, l.size());
+    }
+    Ok(Some(Parsed { entries: config.entries, mounts: config.mounts, layers }))
+}
+
+/// A blob of the layout, at most `max` bytes, checked against `size` and `digest`.
+fn read_blob(src: &Path, digest: &str, size: u64, max: u64) -> Result<Vec<u8>, String> {
+    if size > max {
+        return Err(format!("{size} bytes, more than the {max} a cache may use"));
+    }
+    let digest = Digest::from_str(digest).map_err(|e| e.to_string())?;
+    let bytes = read_bounded(&blob_path(src, &digest), max).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 != size || Digest::of(&bytes) != digest {
+        return Err(format!("blob {digest} does not match its digest or size"));
+    }
+    Ok(bytes)
+}
+
+fn blob_path(src: &Path, digest: &Digest) -> std::path::PathBuf {
+    src.join("blobs").join(digest.algorithm()).join(digest.hex())
+}
+
+/// Reads at most `max` bytes; a longer file is an error, not a truncated read.
+fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::other(format!("{}: more than {max} bytes", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// Puts `layer`'s blob in the store (unless there already), after checking that the manifest
+/// lists it with its size; then checks that, uncompressed, it has its entry's diffID.
+fn take_layer(store: &Store, source: &Source<'_>, layer: &Layer, listed: Option<u64>) -> Result<(), String> {
+    if listed != Some(layer.size) {
+        return Err(format!("layer {} is not in the cache manifest with size {}", layer.digest, layer.size));
+    }
+    if !store.content().exists(&layer.digest) {
+        source.layer(store, layer)?;
+    }
+    let diff_id = diff_id(&store.content().path(&layer.digest)).map_err(|e| format!("layer {}: {e}", layer.digest))?;
+    if diff_id != layer.diff_id {
+        return Err(format!("layer {}: its content's diffID is {diff_id}, not {}", layer.digest, layer.diff_id));
+    }
+    Ok(())
+}
+
+/// The sha256 of a layer blob's uncompressed tar.
+fn diff_id(path: &Path) -> Result<Digest, String> {
+    let (_, mut tar) = forge_layerstore::archive::decompress(io::BufReader::new(File::open(path).map_err(|e| e.to_string())?)).map_err(|e| e.to_string())?;
+    let mut hasher = HashingWriter::new(io::sink());
+    io::copy(&mut tar, &mut hasher).map_err(|e| e.to_string())?;
+    Ok(hasher.finish().1)
+}
