@@ -106,6 +106,14 @@ enum Command {
     /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
+    /// Copy files between a container and the host (`CONTAINER:PATH`, `-` for a tar).
+    Cp(commands::cp::CpArgs),
+    /// Make an image of a container's changes.
+    Commit(commands::commit::CommitArgs),
+    /// Write a container's files as a tar archive.
+    Export(commands::commit::ExportArgs),
+    /// List the files a container added (A), changed (C) and deleted (D).
+    Diff(commands::commit::DiffArgs),
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
@@ -145,6 +153,10 @@ fn main() -> ExitCode {
         Command::Top(args) => commands::resources::top(&cli.global, args),
         Command::Volume(cmd) => commands::volume::run(&cli.global, cmd),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
+        Command::Cp(args) => commands::cp::run(&cli.global, args),
+        Command::Commit(args) => commands::commit::commit(&cli.global, args),
+        Command::Export(args) => commands::commit::export(&cli.global, args),
+        Command::Diff(args) => commands::commit::diff(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

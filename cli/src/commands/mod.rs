@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod commit;
 pub mod completion;
 pub mod container;
+pub mod cp;
 pub mod create;
 pub mod debug;
 pub mod images;

@@ -45,7 +45,8 @@ pub struct Containers {
 
 /// An exclusive `flock` on a container's `lock` file: held by whoever changes its state, and
 /// by the forge process supervising it for as long as it runs.
-struct Lock {
+#[derive(Debug)]
+pub(crate) struct Lock {
     _file: File,
 }
 
@@ -58,6 +59,10 @@ impl Containers {
             fs::create_dir_all(d).map_err(io("creating", d))?;
         }
         Ok(Containers { store: store.clone(), dir, names })
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -330,7 +335,7 @@ impl Containers {
         write_json(&self.path(id).join("state.json"), state)
     }
 
-    fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
+    pub(crate) fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
         self.lock_with(id, rustix::fs::FlockOperation::NonBlockingLockExclusive)
     }
 

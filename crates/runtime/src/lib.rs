@@ -71,6 +71,7 @@ mod config;
 mod containers;
 mod error;
 mod resources;
+mod rootfs;
 mod state;
 mod sys;
 mod volumes;
@@ -79,6 +80,7 @@ pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Se
 pub use resources::check_limits;
 pub use containers::{Container, Containers};
 pub use error::Error;
+pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, Rootfs};
 pub use state::{State, Status};
 pub use sys::SignalProxy;
 pub use volumes::{MountSource, MountSpec, Volume, Volumes};
