@@ -218,3 +218,19 @@ fn commit_export_and_diff() {
     assert!(!r.ok && r.stderr.contains("RUN cannot be changed by commit"), "{}", r.stderr);
     forge.ok(&["rm", "work"]);
 }
+
+#[test]
+fn commit_a_running_container_pauses_it_meanwhile() {
+    let forge = Forge::with_busybox();
+    let bg = Background::start(&forge, "busy", "echo live > /state; echo ready; exec sleep 60");
+    forge.ok(&["commit", "busy", "snap:1"]);
+    let r = forge.ok(&["run", "--rm", "snap:1", "cat", "/state"]);
+    assert_eq!(r.stdout, "live\n");
+    // Thawed again: still running, not paused.
+    let ps = forge.ok(&["ps", "--format", "json"]).stdout;
+    let busy: serde_json::Value = ps.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|v| v.to_string().contains("busy")).expect("busy is listed");
+    let text = busy.to_string();
+    assert!(text.contains("running") || text.contains("Up"), "{text}");
+    assert!(!text.contains("aused"), "{text}");
+    drop(bg);
+}

@@ -27,6 +27,9 @@ pub struct CommitArgs {
     /// LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL); repeatable.
     #[arg(short, long = "change")]
     change: Vec<String>,
+    /// Freeze a running container while its layer is written (`--pause=false`: don't).
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
+    pause: bool,
     /// The container (ID, ID prefix or name).
     container: String,
     /// The new image's name.
@@ -56,6 +59,13 @@ pub fn commit(global: &crate::Global, args: CommitArgs) -> anyhow::Result<()> {
         apply_change(&mut config, change)?;
     }
     let _lease = store.lease("commit", &[image.descriptor.digest().to_string().parse()?])?;
+    // Frozen, a running container cannot change its files while they are read.
+    let _thaw = if args.pause && c.state.status == forge_runtime::Status::Running && !c.state.paused {
+        containers.pause(&c)?;
+        Some(Thaw(&containers, &c))
+    } else {
+        None
+    };
     // The same differ as a build's RUN step: the upperdir is the change set.
     let upper = containers.writable_layer(&c)?;
     let info = store.write_layer(&LayerSource::OverlayUpper(&upper), &LayerOptions::default()).context("writing the container's layer")?;
@@ -73,6 +83,17 @@ pub fn commit(global: &crate::Global, args: CommitArgs) -> anyhow::Result<()> {
     }
     let id = store.image_of(&manifest)?.id()?;
     outln!("{id}")
+}
+
+/// Unpauses the container it paused, however the commit ends.
+struct Thaw<'a>(&'a forge_runtime::Containers, &'a forge_runtime::Container);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.unpause(self.1) {
+            let _ = writeln!(std::io::stderr(), "warning: container {} stays paused: {e}", self.1.short_id());
+        }
+    }
 }
 
 /// Applies one `-c` instruction (docker's commit subset) to `config`.
