@@ -12,9 +12,10 @@ use std::process::{Command, Stdio};
 use common::{Background, Forge};
 
 /// A stopped container `name` whose files hold hostile symlinks: `/x -> /../../../../etc`
-/// (relative, climbing) and `/abs -> /etc` (absolute), a marker in its /etc and a directory.
+/// (relative, climbing) and `/abs -> /etc` (absolute), a marker in its /etc and a directory
+/// holding a block device (the host's first disk's numbers).
 fn hostile(forge: &Forge, name: &str) {
-    let script = "mkdir -p /d/sub && echo hi > /d/f && echo deep > /d/sub/g && ln -s /../../../../etc /x && ln -s /etc /abs && echo inside > /etc/marker";
+    let script = "mkdir -p /d/sub && echo hi > /d/f && echo deep > /d/sub/g && ln -s /../../../../etc /x && ln -s /etc /abs && echo inside > /etc/marker && mknod /d/disk b 8 0";
     forge.ok(&["run", "--name", name, "busybox", "sh", "-c", script]);
 }
 
@@ -47,6 +48,8 @@ fn cp_out_of_a_stopped_container_resolves_symlinks_inside_it() {
     assert_eq!(std::fs::read_to_string(out.join("f")).unwrap(), "hi\n");
     forge.ok(&["cp", "c1:/d", &o("dcopy")]);
     assert_eq!(std::fs::read_to_string(out.join("dcopy/sub/g")).unwrap(), "deep\n");
+    // A container's device node is not made on the host.
+    assert!(std::fs::symlink_metadata(out.join("dcopy/disk")).is_err(), "a device node was copied to the host");
     forge.ok(&["cp", "c1:/d", &o("dcopy")]);
     assert_eq!(std::fs::read_to_string(out.join("dcopy/d/f")).unwrap(), "hi\n");
     // `/.`: the directory's contents.
@@ -73,7 +76,7 @@ fn cp_out_of_a_stopped_container_resolves_symlinks_inside_it() {
     assert_eq!(std::fs::read_to_string(out.join("followed/passwd")).unwrap(), container_passwd);
 
     // A tar on standard output, named from the source.
-    assert_eq!(tar_names(&raw(&forge, &["cp", "c1:/d", "-"])), ["d", "d/f", "d/sub", "d/sub/g"]);
+    assert_eq!(tar_names(&raw(&forge, &["cp", "c1:/d", "-"])), ["d", "d/disk", "d/f", "d/sub", "d/sub/g"]);
 
     // What is missing is an error, with the path.
     let r = forge.run(&["cp", "c1:/no/such", &o("none")]);

@@ -49,6 +49,9 @@ pub struct Rootfs {
     _lock: Option<Lock>,
     /// Whether this is a running container's root rather than its mounted snapshot.
     running: bool,
+    /// Whether device nodes are created when writing into it: in a container yes (as docker);
+    /// on the host no, or a container's root could hand out a raw disk through a copied `b 8:0`.
+    devices: bool,
 }
 
 /// An overlay mounted at a scratch directory; unmounted and removed on drop.
@@ -76,7 +79,7 @@ impl Rootfs {
     /// The host's own tree (for the host side of `cp`).
     pub fn host() -> Result<Rootfs, Error> {
         let fd = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| io("opening", "/")(e.into()))?;
-        Ok(Rootfs { fd, label: "the host".into(), _mount: None, _lock: None, running: false })
+        Ok(Rootfs { fd, label: "the host".into(), _mount: None, _lock: None, running: false, devices: false })
     }
 
     /// Whether this is a running container's live root (rather than its snapshot).
@@ -148,10 +151,11 @@ impl Rootfs {
     }
 
     /// Applies the tar in `input` (entry names relative to the root) to the tree: every entry
-    /// is placed inside the root, whatever symlinks are on its way (forge-layerstore's applier).
+    /// is placed inside the root, whatever symlinks are on its way (forge-layerstore's applier);
+    /// device nodes are skipped on the host.
     pub fn extract(&self, input: impl Read) -> Result<(), Error> {
         let root = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
-        let opts = ApplyOptions { whiteouts: WhiteoutMode::Delete, device_nodes: true };
+        let opts = ApplyOptions { whiteouts: WhiteoutMode::Delete, device_nodes: self.devices };
         apply_layer(input, &root, &opts).map_err(|e| Error::Copy { message: format!("writing into {}: {e}", self.label) })?;
         Ok(())
     }
@@ -177,7 +181,7 @@ impl Containers {
         if crate::sys::start_time(state.pid) != Some(state.pid_start) {
             return Err(Error::WrongStatus { id: id.into(), status: Status::Exited, what: "it exited while its files were being opened" });
         }
-        Ok(Rootfs { fd, label: format!("container {}", container.short_id()), _mount: None, _lock: None, running: true })
+        Ok(Rootfs { fd, label: format!("container {}", container.short_id()), _mount: None, _lock: None, running: true, devices: true })
     }
 
     /// The container's own files, without its mounts (`export`): its writable layer over the
@@ -201,7 +205,7 @@ impl Containers {
         mounted.map_err(io("mounting the container's files at", dir.path()))?;
         let mount = ScratchMount { dir };
         let fd = rustix::fs::open(mount.dir.path(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| io("opening", mount.dir.path())(e.into()))?;
-        Ok(Rootfs { fd, label: format!("container {}", container.short_id()), _mount: Some(mount), _lock: lock, running: false })
+        Ok(Rootfs { fd, label: format!("container {}", container.short_id()), _mount: Some(mount), _lock: lock, running: false, devices: true })
     }
 
     /// The container's writable layer as a read-only tree of its own, with the image's layers
