@@ -117,6 +117,11 @@ enum Command {
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
+    /// A running container's published ports.
+    Port(commands::port::PortArgs),
+    /// Networks.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -157,6 +162,8 @@ fn main() -> ExitCode {
         Command::Commit(args) => commands::commit::commit(&cli.global, args),
         Command::Export(args) => commands::commit::export(&cli.global, args),
         Command::Diff(args) => commands::commit::diff(&cli.global, args),
+        Command::Network(cmd) => commands::network::run(&cli.global, cmd),
+        Command::Port(args) => commands::port::run(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
