@@ -36,6 +36,12 @@
 //! 255 and why, and removes the cgroup it left; a container made with `--rm` is then removed, as
 //! its supervisor would have done.
 //!
+//! **Files.** [`Containers::rootfs`] gives a container's files to `cp`: a stopped container's
+//! snapshot mounted under its lock (it cannot start meanwhile), a running one's init's root.
+//! Every path resolves inside that root (`openat2(RESOLVE_IN_ROOT)`), walks never follow a
+//! symlink, and writes go through forge-layerstore's layer applier (see [`Rootfs`]). `export`
+//! reads [`Containers::snapshot_view`], `diff` and `commit` the writable layer itself.
+//!
 //! **Later.** A detached container's supervisor will be a monitor process holding the same lock
 //! and writing `state.json` the same way; logs will go beside it (`<id>/<id>-json.log`), and
 //! `stop`/`kill` will signal the recorded pid after checking its start time, as `rm -f` does.
