@@ -15,14 +15,14 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$(cd ../shared/anchors 2>/dev/null && 
 export DOCKER_HOST=${DOCKER_HOST:-unix:///tmp/forge-anchors/trixie/run/modern/docker.sock}
 docker version --format '{{.Server.Version}}' >/dev/null || { echo "Docker is not up: run ../shared/anchors/start-dockerd-modern.sh" >&2; exit 1; }
 
-cargo build --release --locked -p forge >/dev/null
-forge=$(pwd)/target/release/forge
 cleanup() {
     docker rmi -f "$tag" >/dev/null 2>&1 || true
     podman rmi -f "localhost/$tag" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
+cargo build --release --locked -p forge >/dev/null
+forge=$(pwd)/target/release/forge
 
 bash scripts/busybox-rootfs.sh "$work/bb.tar"
 "$forge" --root "$work/store" import "$work/bb.tar" "$tag" >/dev/null
