@@ -120,6 +120,14 @@ enum Command {
     Restart(commands::lifecycle::StopArgs),
     /// Wait for containers to stop; print their exit codes.
     Wait(commands::lifecycle::WaitArgs),
+    /// Copy files between a container and the host (`CONTAINER:PATH`, `-` for a tar).
+    Cp(commands::cp::CpArgs),
+    /// Make an image of a container's changes.
+    Commit(commands::commit::CommitArgs),
+    /// Write a container's files as a tar archive.
+    Export(commands::commit::ExportArgs),
+    /// List the files a container added (A), changed (C) and deleted (D).
+    Diff(commands::commit::DiffArgs),
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
@@ -164,6 +172,10 @@ fn main() -> ExitCode {
         Command::Top(args) => commands::resources::top(&cli.global, args),
         Command::Volume(cmd) => commands::volume::run(&cli.global, cmd),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
+        Command::Cp(args) => commands::cp::run(&cli.global, args),
+        Command::Commit(args) => commands::commit::commit(&cli.global, args),
+        Command::Export(args) => commands::commit::export(&cli.global, args),
+        Command::Diff(args) => commands::commit::diff(&cli.global, args),
         Command::Network(cmd) => commands::network::run(&cli.global, cmd),
         Command::Port(args) => commands::port::run(&cli.global, args),
         Command::Attach(args) => commands::attach::run(&cli.global, args),

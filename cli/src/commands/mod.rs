@@ -3,8 +3,10 @@
 pub mod attach;
 pub mod build;
 pub mod build_cache;
+pub mod commit;
 pub mod completion;
 pub mod container;
+pub mod cp;
 pub mod create;
 pub mod debug;
 pub mod exec;

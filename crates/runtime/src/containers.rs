@@ -55,6 +55,7 @@ pub struct Containers {
 
 /// An exclusive `flock` on a container's `lock` file: held by whoever changes its state, and
 /// by the forge process supervising it for as long as it runs.
+#[derive(Debug)]
 pub(crate) struct Lock {
     _file: File,
 }
@@ -71,6 +72,10 @@ impl Containers {
         // with the next container command.
         crate::network::reconcile(store.root());
         Ok(Containers { store: store.clone(), dir, names })
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     pub(crate) fn path(&self, id: &str) -> PathBuf {

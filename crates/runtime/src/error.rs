@@ -121,6 +121,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Files could not be copied into or out of a container (`cp`, `export`).
+    #[error("{message}")]
+    Copy {
+        /// What went wrong, with the path.
+        message: String,
+    },
     /// The container's network could not be set up.
     #[error("setting up the network of container {id}: {source}")]
     Network {

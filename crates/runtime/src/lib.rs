@@ -66,6 +66,12 @@
 //! records the container as exited with code 255 and why, and removes the cgroup it left; a
 //! container made with `--rm` is then removed, as its supervisor would have done. A `kill -9`
 //! of a monitor is such a death.
+//! **Files.** [`Containers::rootfs`] gives a container's files to `cp`: a stopped container's
+//! snapshot mounted under its lock (it cannot start meanwhile), a running one's init's root.
+//! Every path resolves inside that root (`openat2(RESOLVE_IN_ROOT)`), walks never follow a
+//! symlink, and writes go through forge-layerstore's layer applier (see [`Rootfs`]). `export`
+//! reads [`Containers::snapshot_view`], `diff` and `commit` the writable layer itself.
+//!
 //!
 //! # Example
 //!
@@ -104,6 +110,7 @@ mod logs;
 mod monitor;
 mod network;
 mod resources;
+mod rootfs;
 mod state;
 mod sys;
 mod volumes;
@@ -115,6 +122,7 @@ pub use exec::ExecOptions;
 pub use logs::{read_log, LogEntry};
 pub use network::published;
 pub use resources::check_limits;
+pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, Rootfs};
 pub use state::{State, Status};
 pub use sys::SignalProxy;
 pub use volumes::{MountSource, MountSpec, Volume, Volumes};

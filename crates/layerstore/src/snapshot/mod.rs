@@ -239,7 +239,8 @@ impl Snapshotter {
         }
         // The work dir is overlay scratch space; a committed snapshot is never an upperdir.
         let _ = fs::remove_dir_all(overlay::work_path(&self.root, committed.id));
-        meta::remove(&self.meta_dir(), key).map_err(io_err(&self.meta_dir()))
+        meta::remove(&self.meta_dir(), key).map_err(io_err(&self.meta_dir()))?;
+        self.unlink_lock(key)
     }
 
     /// The mounts of snapshot `key` (active or view; committed ones mount read-only).
@@ -298,7 +299,7 @@ impl Snapshotter {
         }
         meta::remove(&self.meta_dir(), key).map_err(io_err(&self.meta_dir()))?;
         self.remove_dir(rec.id);
-        Ok(())
+        self.unlink_lock(key)
     }
 
     /// The record of `key`.
@@ -345,6 +346,7 @@ impl Snapshotter {
         let meta = self.meta_dir();
         meta::remove(&meta, key).map_err(io_err(&meta))?;
         self.remove_dir(rec.id);
+        self.unlink_lock(key)?;
         Ok(true)
     }
 
@@ -475,20 +477,41 @@ impl Snapshotter {
     }
 
     /// An exclusive `flock` on `key`'s lock file, released when the guard drops.
+    ///
+    /// [`Snapshotter::remove`] unlinks the file while holding it (a store that makes and removes
+    /// a container snapshot per `run --rm` must not keep a file per run); a waiter that then gets
+    /// the lock of the unlinked file sees it is no longer at the path and locks the new one.
     fn lock(&self, key: &str) -> Result<File, Error> {
-        let path = self
-            .root
-            .join("locks")
-            .join(Digest::of(key.as_bytes()).hex());
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err(&path)(e.into()))?;
-        Ok(f)
+        use std::os::unix::fs::MetadataExt;
+        let path = self.lock_path(key);
+        loop {
+            let f = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| io_err(&path)(e.into()))?;
+            let ours = f.metadata().map_err(io_err(&path))?;
+            match fs::metadata(&path) {
+                Ok(there) if (there.dev(), there.ino()) == (ours.dev(), ours.ino()) => return Ok(f),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Removes `key`'s lock file once its record is gone; the caller holds the lock (see `lock`).
+    fn unlink_lock(&self, key: &str) -> Result<(), Error> {
+        let path = self.lock_path(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join("locks").join(Digest::of(key.as_bytes()).hex())
     }
 }
 
