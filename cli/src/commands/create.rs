@@ -38,6 +38,10 @@ pub struct ContainerFlags {
     /// `none` (loopback only) or `host`.
     #[arg(long, default_value = "none")]
     network: String,
+    /// `host` (the default, unless the store's config.json sets `userns-remap`) or `remap`:
+    /// the container's root is an unprivileged host user of the `forge` subuid/subgid range.
+    #[arg(long)]
+    userns: Option<String>,
     #[command(flatten)]
     resources: crate::commands::resources::ResourceFlags,
     #[command(flatten)]
@@ -81,6 +85,7 @@ impl ContainerFlags {
             seccomp,
             mounts,
             read_only,
+            userns: self.userns.as_deref().map(str::parse).transpose()?,
         })
     }
 }

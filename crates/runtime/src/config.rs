@@ -52,6 +52,8 @@ pub struct CreateOptions {
     pub mounts: Vec<MountSpec>,
     /// `--read-only`: the root filesystem is read-only.
     pub read_only: bool,
+    /// `--userns`; `None`: the store's default (see [`crate::userns_store_default`]).
+    pub userns: Option<crate::Userns>,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -101,6 +103,9 @@ pub struct Config {
     /// Its root filesystem is read-only.
     #[serde(default)]
     pub read_only: bool,
+    /// Its user namespace's mapping (`--userns=remap`); `None`: the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<forge_sandbox::IdMapping>,
 }
 
 /// The process part of a config, from the image's config and the options.

@@ -148,6 +148,7 @@ impl Containers {
     fn create_records(&self, opts: &CreateOptions, image: &forge_layerstore::Image, id: &str, process: crate::config::Process) -> Result<Config, Error> {
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let chain = forge_layerstore::chain_id(layers.iter().map(|l| &l.diff_id));
+        let userns = crate::userns::resolve(opts.userns, self.store.root(), opts.network)?;
         let config = Config {
             id: id.to_string(),
             name: opts.name.clone(),
@@ -168,6 +169,7 @@ impl Containers {
             seccomp: opts.seccomp,
             mounts: opts.mounts.clone(),
             read_only: opts.read_only,
+            userns,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -389,6 +391,7 @@ impl Containers {
         spec.security = config.security.clone();
         spec.seccomp = config.seccomp;
         spec.readonly_rootfs = config.read_only;
+        spec.userns = config.userns;
         let volumes = crate::volumes::Volumes::open(&self.store)?;
         for m in &config.mounts {
             let kind = match &m.source {

@@ -51,6 +51,26 @@ pub enum Error {
         /// What was refused, and how to proceed.
         what: &'static str,
     },
+    /// The store's `config.json` cannot be read or holds a value forge does not know.
+    #[error("store config {}: {reason}", path.display())]
+    StoreConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `/etc/subuid` or `/etc/subgid` cannot be read, parsed or extended.
+    #[error("subordinate ids for --userns=remap, {}: {reason}", path.display())]
+    SubordinateIds {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `--userns=remap` with `--network host`, which docker refuses too: the container's root
+    /// would hold no capability over the host's network namespace.
+    #[error("--userns=remap cannot be combined with --network host: use --userns=host")]
+    UsernsWithHostNetwork,
     /// No volume has this name.
     #[error("no such volume: {0}")]
     NoSuchVolume(String),

@@ -73,6 +73,7 @@ mod error;
 mod resources;
 mod state;
 mod sys;
+mod userns;
 mod volumes;
 
 pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Seccomp, Security};
@@ -81,4 +82,6 @@ pub use containers::{Container, Containers};
 pub use error::Error;
 pub use state::{State, Status};
 pub use sys::SignalProxy;
+pub use userns::{remap_mapping, store_default as userns_store_default, Userns};
+pub use forge_sandbox::IdMapping;
 pub use volumes::{MountSource, MountSpec, Volume, Volumes};

@@ -97,6 +97,8 @@ fn stage1() -> Result<(), String> {
     if spec.run.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    // Made before the other namespaces, while this process is still plain host root.
+    let userns = spec.run.userns.as_ref().map(crate::userns::create).transpose()?;
     unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
     // PID 1 must die with this process; a pipe it holds the read end of tells it whether this
     // process was already gone when it armed its parent-death signal.
@@ -104,7 +106,7 @@ fn stage1() -> Result<(), String> {
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(alive_write);
-            let report = match die_with_parent(alive_read).and_then(|()| stage2(&spec)) {
+            let report = match die_with_parent(alive_read).and_then(|()| stage2(&spec, userns.as_ref().map(|fd| fd.as_fd()))) {
                 Ok(r) => r,
                 Err(e) => Report::Error(e),
             };
@@ -137,8 +139,14 @@ fn die_with_parent(alive: std::os::fd::OwnedFd) -> Result<(), String> {
 }
 
 /// PID 1: filesystem, identity, the command, reaping.
-fn stage2(spec: &InitSpec) -> Result<Report, String> {
-    crate::mounts::setup(spec)?;
+fn stage2(spec: &InitSpec, userns: Option<std::os::fd::BorrowedFd<'_>>) -> Result<Report, String> {
+    match (userns, &spec.run.userns) {
+        (Some(ns), Some(map)) => {
+            crate::userns::as_container_root(map, || crate::mounts::setup(spec, Some(ns)))?;
+            crate::userns::enter(ns, spec.run.network == Network::None)?;
+        }
+        _ => crate::mounts::setup(spec, None)?,
+    }
     nix::unistd::sethostname(&spec.run.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     if spec.run.network == Network::None {
         crate::network::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;

@@ -49,6 +49,7 @@ mod spec;
 mod stubs;
 mod sys;
 mod user;
+mod userns;
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -63,6 +64,7 @@ pub use cgroup::{ControlError, ControlGroup, Stats as CgroupStats};
 pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
 pub use seccomp::{check_profile as check_seccomp_profile, ProfileError, Seccomp, UnknownProfile};
 pub use caps::{normalize as normalize_capability, UnknownCapability};
+pub use userns::IdMapping;
 pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec, Security, UnknownNetwork};
 
 use cgroup::Cgroup;

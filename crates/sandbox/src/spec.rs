@@ -54,6 +54,10 @@ pub struct RunSpec {
     /// their own mode).
     #[serde(default)]
     pub readonly_rootfs: bool,
+    /// `Some`: the command runs in a user namespace of its own with this mapping (docker's
+    /// `--userns=remap`); `None`: in the host's.
+    #[serde(default)]
+    pub userns: Option<crate::userns::IdMapping>,
 }
 
 /// What a container may do beyond Docker's defaults: docker's `--cap-add`, `--cap-drop` and
@@ -121,6 +125,7 @@ impl RunSpec {
             etc: Etc::Build,
             security: Security::default(),
             readonly_rootfs: false,
+            userns: None,
         }
     }
 }

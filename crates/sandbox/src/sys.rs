@@ -236,3 +236,36 @@ pub(crate) fn attach_device_program(cgroup: BorrowedFd<'_>, program: BorrowedFd<
     };
     bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
 }
+
+/// `struct mount_attr` of mount_setattr(2); libc has the syscall number but not the struct.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// Makes the detached mount `tree` (and everything under it) idmapped through `userns`.
+/// rustix and nix do not wrap mount_setattr.
+pub(crate) fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    // SAFETY: `attr` is a live, initialized `struct mount_attr` whose size is passed along; the
+    // path is a valid empty C string, used with AT_EMPTY_PATH on an fd we borrow.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &mut attr as *mut MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
