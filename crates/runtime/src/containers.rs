@@ -90,6 +90,7 @@ impl Containers {
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
         crate::resources::check_limits(&opts.limits)?;
+        forge_sandbox::check_limits_possible(&opts.limits).map_err(Error::LimitsUnavailable)?;
         crate::volumes::check_mounts(&opts.mounts)?;
         if let Some(name) = &opts.name {
             validate_name(name)?;

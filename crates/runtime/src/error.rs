@@ -109,6 +109,10 @@ pub enum Error {
         /// Not found, rather than not executable.
         not_found: bool,
     },
+    /// The resource flags cannot be applied here (rootless forge has no cgroup); refused at
+    /// create rather than ignored.
+    #[error(transparent)]
+    LimitsUnavailable(forge_sandbox::Error),
     /// The sandbox could not run the container.
     #[error("starting container {id}: {source}")]
     Sandbox {

@@ -10,7 +10,7 @@
 //! docker's daemon.json key.
 
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use forge_sandbox::IdMapping;
 
@@ -117,22 +117,9 @@ fn remap_mapping_in(subuid: &Path, subgid: &Path) -> Result<IdMapping, Error> {
     Ok(IdMapping { host_uid: id(uid, subuid)?, host_gid: id(gid, subgid)?, size: RANGE })
 }
 
-/// `name:start:count` lines; a malformed one is an error naming its line (a file forge
-/// cannot read is a file it must not append to).
 fn parse(text: &str, path: &Path) -> Result<Vec<(String, u64, u64)>, Error> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = || Error::SubordinateIds { path: PathBuf::from(path), reason: format!("line {}: {line:?} is not name:start:count", i + 1) };
-        let mut f = line.split(':');
-        let (Some(name), Some(start), Some(count), None) = (f.next(), f.next(), f.next(), f.next()) else { return Err(bad()) };
-        let (start, count) = (start.parse::<u64>().map_err(|_| bad())?, count.parse::<u64>().map_err(|_| bad())?);
-        out.push((name.to_string(), start, count));
-    }
-    Ok(out)
+    let ranges = forge_sandbox::subordinate_ranges(text).map_err(|reason| Error::SubordinateIds { path: path.to_path_buf(), reason })?;
+    Ok(ranges.into_iter().map(|r| (r.name, r.start, r.count)).collect())
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ mod init;
 mod mounts;
 mod network;
 mod overlay;
+mod rootless;
 mod seccomp;
 mod spec;
 mod stubs;
@@ -64,7 +65,8 @@ pub use cgroup::{ControlError, ControlGroup, Stats as CgroupStats};
 pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
 pub use seccomp::{check_profile as check_seccomp_profile, ProfileError, Seccomp, UnknownProfile};
 pub use caps::{normalize as normalize_capability, UnknownCapability};
-pub use userns::IdMapping;
+pub use rootless::{enter_if_unprivileged, RootlessError};
+pub use userns::{subordinate_ranges, IdMapping, SubordinateRange};
 pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec, Security, UnknownNetwork};
 
 use cgroup::Cgroup;
@@ -178,6 +180,13 @@ pub enum Error {
     /// The init died without reporting.
     #[error("the sandbox init died without reporting a status")]
     InitDied,
+    /// Resource limits were asked for where no cgroup can be made: a rootless forge (its user
+    /// namespace gets no cgroup delegated on cgroup v1).
+    #[error("resource limits need a cgroup, and rootless forge has none (cgroup {version}: nothing is delegated to an unprivileged user): drop the limit flags or run forge as root")]
+    NoCgroups {
+        /// `v1` or `v2`.
+        version: &'static str,
+    },
     /// Scratch files could not be made.
     #[error("preparing the sandbox: {0}")]
     Io(std::io::Error),
@@ -233,6 +242,7 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let etc_files = etc_files(scratch.path(), &spec.hostname, spec.etc).map_err(Error::Io)?;
     let stubs = stubs::Stubs::before(spec);
 
+    check_limits_possible(&spec.limits)?;
     let cgroup = Cgroup::create(&spec.limits, spec.security.privileged).map_err(Error::Cgroup)?;
 
     let exe = match &spec.init {
@@ -294,6 +304,8 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         if !cancelled && cancel.is_cancelled() {
             cancelled = true;
             let _ = cgroup.kill_all();
+            // Without a cgroup (rootless), the init's death takes the PID namespace with it.
+            let _ = child.kill();
         }
     }
     for r in readers {
@@ -392,6 +404,15 @@ fn etc_files(dir: &std::path::Path, hostname: &str, style: Etc) -> std::io::Resu
         out.push((name.to_string(), path));
     }
     Ok(out)
+}
+
+/// Refuses `limits` where no cgroup can be made (rootless forge, see [`enter_if_unprivileged`]):
+/// a limit is never silently ignored.
+pub fn check_limits_possible(limits: &Limits) -> Result<(), Error> {
+    if *limits != Limits::default() && rootless::in_user_namespace() {
+        return Err(Error::NoCgroups { version: cgroup::version() });
+    }
+    Ok(())
 }
 
 /// Kills the processes and removes the cgroups of steps whose forge process was killed

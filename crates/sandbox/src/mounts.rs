@@ -129,6 +129,11 @@ pub(crate) fn setup(spec: &InitSpec, userns: Option<BorrowedFd<'_>>) -> Result<(
 /// unified hierarchy; v1: a tmpfs with a directory per hierarchy (and docker's links from each
 /// controller of a joint mount, `cpu -> cpu,cpuacct`).
 fn mount_cgroups(root_fd: &OwnedFd) -> Result<()> {
+    // Rootless: no cgroup of its own, and the kernel mounts no v1 hierarchy in a user
+    // namespace; /sys/fs/cgroup stays sysfs's empty directory.
+    if crate::rootless::in_user_namespace() {
+        return Ok(());
+    }
     let ro = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY;
     let target = in_root(root_fd, "/sys/fs/cgroup", true)?;
     let own = fs::read_to_string("/proc/self/cgroup").map_err(ctx("reading /proc/self/cgroup"))?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::fs::{openat, Mode, OFlags, CWD};
-use rustix::mount::{fsconfig_create, fsconfig_set_fd, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+use rustix::mount::{fsconfig_create, fsconfig_set_fd, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
 
 /// The most lower layers one overlay stacks: the kernel's `OVL_MAX_STACK` (500; a 501st
 /// `lowerdir+` fails with EINVAL). Docker stops at 125 layers (moby's `maxLayerDepth`, sized
@@ -82,7 +82,15 @@ fn mount_with(writable: bool, target: &Path, layers: impl FnOnce(&OwnedFd) -> io
     let ctx = |what: String| move |e: rustix::io::Errno| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"));
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(ctx("fsopen overlay".into()))?;
     layers(&fs)?;
-    for (k, v) in [("index", "off"), ("redirect_dir", "off"), ("metacopy", "off")] {
+    // In a user namespace (rootless forge) overlayfs may not use trusted.* xattrs: it keeps
+    // its own under user.overlay.* (which the layer differ reads too), and refuses an explicit
+    // `redirect_dir=off` there; `nofollow` creates no redirects either.
+    let rootless = crate::rootless::in_user_namespace();
+    if rootless {
+        fsconfig_set_flag(&fs, "userxattr").map_err(ctx("overlay userxattr".into()))?;
+    }
+    let redirect = if rootless { "nofollow" } else { "off" };
+    for (k, v) in [("index", "off"), ("redirect_dir", redirect), ("metacopy", "off")] {
         fsconfig_set_string(&fs, k, v).map_err(ctx(format!("overlay {k}={v}")))?;
     }
     fsconfig_create(&fs).map_err(ctx("creating the overlay".into()))?;

@@ -269,3 +269,36 @@ pub(crate) fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Res
     }
     Ok(())
 }
+
+/// Starts `cmd` in a new user namespace: the child unshares it, writes its pid (4 bytes,
+/// native order) on `ready`, waits on `go` for another thread of the caller to write its maps
+/// (a byte; end of file means it gave up), then unshares a mount namespace owned by it and
+/// executes. `spawn` returns only once the child has executed, hence the other thread.
+pub(crate) fn spawn_in_user_namespace(cmd: &mut Command, ready: std::io::PipeWriter, go: std::io::PipeReader) -> io::Result<Child> {
+    let (ready_fd, go_fd) = (ready.as_raw_fd(), go.as_raw_fd());
+    // SAFETY: between fork and exec the closure makes only raw system calls (unshare, write,
+    // read) on fds that stay open in the parent until spawn returns; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWUSER) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(ready_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(io::Error::last_os_error());
+            }
+            let mut go = 0u8;
+            if libc::read(go_fd, (&mut go as *mut u8).cast(), 1) != 1 {
+                return Err(io::Error::other("the user namespace's maps were not written"));
+            }
+            if libc::unshare(libc::CLONE_NEWNS) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(ready);
+    drop(go);
+    child
+}

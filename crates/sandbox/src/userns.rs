@@ -43,6 +43,36 @@ impl IdMapping {
     }
 }
 
+/// One line of `/etc/subuid` or `/etc/subgid`: `name` (a user name or uid) may use the ids
+/// `start..start+count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubordinateRange {
+    /// The user name or uid.
+    pub name: String,
+    /// The first id.
+    pub start: u64,
+    /// How many.
+    pub count: u64,
+}
+
+/// Parses a subordinate-id file (`name:start:count` lines, `#` comments); a malformed line
+/// is an error naming it (a file forge cannot read is one it must not append to).
+pub fn subordinate_ranges(text: &str) -> Result<Vec<SubordinateRange>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || format!("line {}: {line:?} is not name:start:count", i + 1);
+        let mut f = line.split(':');
+        let (Some(name), Some(start), Some(count), None) = (f.next(), f.next(), f.next(), f.next()) else { return Err(bad()) };
+        let (start, count) = (start.parse::<u64>().map_err(|_| bad())?, count.parse::<u64>().map_err(|_| bad())?);
+        out.push(SubordinateRange { name: name.to_string(), start, count });
+    }
+    Ok(out)
+}
+
 /// Makes a user namespace with `map` and returns a descriptor of it; nothing is in it once
 /// this returns. Called by the single-threaded init, as host root.
 pub(crate) fn create(map: &IdMapping) -> Result<OwnedFd, String> {
