@@ -72,6 +72,18 @@ fn remap_maps_root_to_the_forge_range_and_keeps_image_ownership() {
 }
 
 #[test]
+fn a_remapped_containers_new_volume_is_its_roots() {
+    let forge = Forge::with_busybox();
+    let r = forge.run(&["run", "--rm", "--userns=remap", "-v", "userns-vol:/vol", "busybox", "sh", "-c", "touch /vol/f && stat -c %u:%g /vol /vol/f"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.stdout, "0:0\n0:0\n");
+    let inspected: serde_json::Value = serde_json::from_str(&forge.ok(&["volume", "inspect", "userns-vol"]).stdout).unwrap();
+    let mountpoint = inspected[0]["Mountpoint"].as_str().unwrap_or_else(|| panic!("{inspected}"));
+    let f = std::fs::metadata(Path::new(mountpoint).join("f")).unwrap();
+    assert_eq!(f.uid(), forge_range("/etc/subuid"));
+}
+
+#[test]
 fn host_is_the_default_and_the_store_may_default_to_remap() {
     let forge = Forge::with_busybox();
     let uid_map = |args: &[&str]| {
@@ -101,6 +113,9 @@ fn bad_userns_requests_are_refused_with_the_reason() {
     let r = forge.run(&["run", "--rm", "--userns=remap", "--network", "host", "busybox", "true"]);
     assert_eq!(r.code, Some(125));
     assert!(r.stderr.contains("--network host"), "{}", r.stderr);
+    let r = forge.run(&["run", "--rm", "--userns=remap", "--privileged", "busybox", "true"]);
+    assert_eq!(r.code, Some(125));
+    assert!(r.stderr.contains("--privileged"), "{}", r.stderr);
     std::fs::write(forge.store().join("config.json"), r#"{"userns-remap": 7}"#).unwrap();
     let r = forge.run(&["run", "--rm", "busybox", "true"]);
     assert_eq!(r.code, Some(125));

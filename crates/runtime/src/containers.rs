@@ -101,11 +101,16 @@ impl Containers {
         let volumes = crate::volumes::Volumes::open(&self.store)?;
         let _volumes_lock = if opts.mounts.iter().any(|m| matches!(m.source, crate::MountSource::Volume { .. })) { Some(volumes.lock()?) } else { None };
         let mut new_volumes = Vec::new();
+        let mut made_volumes = Vec::new();
         for m in &opts.mounts {
             if let crate::MountSource::Volume { name, nocopy } = &m.source {
                 let v = match volumes.get(name) {
                     Ok(v) => v,
-                    Err(Error::NoSuchVolume(_)) => volumes.create_locked(Some(name), anonymous.contains(name))?,
+                    Err(Error::NoSuchVolume(_)) => {
+                        let v = volumes.create_locked(Some(name), anonymous.contains(name))?;
+                        made_volumes.push(v.mountpoint.clone());
+                        v
+                    }
                     Err(e) => return Err(e),
                 };
                 if !nocopy {
@@ -135,6 +140,12 @@ impl Containers {
                     crate::volumes::copy_up(&dirs.lowerdirs, target, data, &scratch)?;
                 }
             }
+            // A remapped container's new volumes belong to its root, as docker's do.
+            if let Some(map) = &config.userns {
+                for data in &made_volumes {
+                    crate::userns::shift_owners(data, map)?;
+                }
+            }
             Ok(())
         });
         match created {
@@ -149,7 +160,7 @@ impl Containers {
     fn create_records(&self, opts: &CreateOptions, image: &forge_layerstore::Image, id: &str, process: crate::config::Process) -> Result<Config, Error> {
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let chain = forge_layerstore::chain_id(layers.iter().map(|l| &l.diff_id));
-        let userns = crate::userns::resolve(opts.userns, self.store.root(), opts.network)?;
+        let userns = crate::userns::resolve(opts.userns, self.store.root(), opts.network, opts.security.privileged)?;
         let config = Config {
             id: id.to_string(),
             name: opts.name.clone(),

@@ -67,10 +67,10 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// `--userns=remap` with `--network host`, which docker refuses too: the container's root
-    /// would hold no capability over the host's network namespace.
-    #[error("--userns=remap cannot be combined with --network host: use --userns=host")]
-    UsernsWithHostNetwork,
+    /// `--userns=remap` with `--network host` or `--privileged`, which docker refuses too: the
+    /// container's root would hold no capability over the host's namespaces and devices.
+    #[error("--userns=remap cannot be combined with {0}: use --userns=host")]
+    UsernsConflict(&'static str),
     /// No volume has this name.
     #[error("no such volume: {0}")]
     NoSuchVolume(String),

@@ -64,16 +64,39 @@ pub fn store_default(store_root: &Path) -> Result<Userns, Error> {
 }
 
 /// A new container's mapping: `--userns` or else the store's default; `None` for the host's.
-pub(crate) fn resolve(mode: Option<Userns>, store_root: &Path, network: forge_sandbox::Network) -> Result<Option<IdMapping>, Error> {
+/// Docker refuses the remap with the host's network and with `--privileged` (its root would
+/// hold no capability over the host's namespaces and devices); so does forge.
+pub(crate) fn resolve(mode: Option<Userns>, store_root: &Path, network: forge_sandbox::Network, privileged: bool) -> Result<Option<IdMapping>, Error> {
     let mode = match mode {
         Some(m) => m,
         None => store_default(store_root)?,
     };
-    match (mode, network) {
-        (Userns::Host, _) => Ok(None),
-        (Userns::Remap, forge_sandbox::Network::Host) => Err(Error::UsernsWithHostNetwork),
-        (Userns::Remap, _) => remap_mapping().map(Some),
+    match mode {
+        Userns::Host => Ok(None),
+        Userns::Remap if network == forge_sandbox::Network::Host => Err(Error::UsernsConflict("--network host")),
+        Userns::Remap if privileged => Err(Error::UsernsConflict("--privileged")),
+        Userns::Remap => remap_mapping().map(Some),
     }
+}
+
+/// Gives every file under `dir` (and `dir`) the host ids its ids map to under `map`: a volume
+/// made for a remapped container, whose root must own what the image put there. A few lines
+/// over `read_dir`, where a walking crate would be a new dependency for one loop.
+pub(crate) fn shift_owners(dir: &Path, map: &IdMapping) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let fail = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source: std::io::Error| Error::SubordinateIds { path, reason: format!("giving the volume to the remapped root: {source}") }
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(fail(dir))?;
+    let (uid, gid) = (meta.uid().checked_add(map.host_uid), meta.gid().checked_add(map.host_gid));
+    std::os::unix::fs::lchown(dir, uid, gid).map_err(fail(dir))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).map_err(fail(dir))? {
+            shift_owners(&entry.map_err(fail(dir))?.path(), map)?;
+        }
+    }
+    Ok(())
 }
 
 /// The mapping of a remapped container: the `forge` ranges, made when missing.

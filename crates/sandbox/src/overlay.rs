@@ -34,7 +34,6 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, targe
     if lowerdirs.len() > MAX_LAYERS {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, TooManyLayers { layers: lowerdirs.len() }));
     }
-    let ctx = |what: String| move |e: rustix::io::Errno| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"));
     mount_with(upper.is_some(), target, |fs| {
         for l in lowerdirs {
             fsconfig_set_string(fs, "lowerdir+", l).map_err(ctx(format!("overlay lowerdir {}", l.display())))?;
@@ -66,7 +65,6 @@ pub(crate) fn mount_overlay_idmapped(lowerdirs: &[PathBuf], upper: (&Path, &Path
         Ok(openat(&shared, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
     };
     let (upper_fd, work_fd) = (sub(upperdir)?, sub(workdir)?);
-    let ctx = |what: String| move |e: rustix::io::Errno| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"));
     mount_with(true, target, |fs| {
         for (l, fd) in lowerdirs.iter().zip(&lowers) {
             fsconfig_set_fd(fs, "lowerdir+", fd).map_err(ctx(format!("overlay idmapped lowerdir {}", l.display())))?;
@@ -77,9 +75,13 @@ pub(crate) fn mount_overlay_idmapped(lowerdirs: &[PathBuf], upper: (&Path, &Path
     })
 }
 
+/// An errno with what failed.
+fn ctx(what: String) -> impl FnOnce(rustix::io::Errno) -> io::Error {
+    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
+}
+
 /// Creates an overlay whose layers `layers` configures and attaches it at `target`.
 fn mount_with(writable: bool, target: &Path, layers: impl FnOnce(&OwnedFd) -> io::Result<()>) -> io::Result<()> {
-    let ctx = |what: String| move |e: rustix::io::Errno| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"));
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(ctx("fsopen overlay".into()))?;
     layers(&fs)?;
     // In a user namespace (rootless forge) overlayfs may not use trusted.* xattrs: it keeps
