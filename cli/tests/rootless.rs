@@ -104,4 +104,9 @@ fn an_unprivileged_user_builds_and_runs() {
     assert_eq!(out.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("resource limits need a cgroup") && stderr.contains("cgroup v1"), "{stderr}");
     assert_eq!(ok(&["ps", "-a", "-q"]), "");
+    // Only host root can map the forge range.
+    let out = forge_as(&user, home, &["run", "--rm", "--userns=remap", "rl:1", "true"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("--userns=remap cannot be combined with rootless forge"), "{stderr}");
 }

@@ -67,9 +67,10 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// `--userns=remap` with `--network host` or `--privileged`, which docker refuses too: the
-    /// container's root would hold no capability over the host's namespaces and devices.
-    #[error("--userns=remap cannot be combined with {0}: use --userns=host")]
+    /// `--userns=remap` with `--network host` or `--privileged`, which docker refuses too (the
+    /// container's root would hold no capability over the host's namespaces and devices), or
+    /// in rootless forge.
+    #[error("--userns=remap cannot be combined with {0}: leave it out or use --userns=host")]
     UsernsConflict(&'static str),
     /// No volume has this name.
     #[error("no such volume: {0}")]

@@ -75,6 +75,9 @@ pub(crate) fn resolve(mode: Option<Userns>, store_root: &Path, network: forge_sa
         Userns::Host => Ok(None),
         Userns::Remap if network == forge_sandbox::Network::Host => Err(Error::UsernsConflict("--network host")),
         Userns::Remap if privileged => Err(Error::UsernsConflict("--privileged")),
+        // Only host root may map the forge range; rootless forge's containers are remapped
+        // already (their root is the user).
+        Userns::Remap if forge_sandbox::in_user_namespace() => Err(Error::UsernsConflict("rootless forge (its containers' root is already the unprivileged user)")),
         Userns::Remap => remap_mapping().map(Some),
     }
 }

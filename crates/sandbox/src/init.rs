@@ -12,6 +12,9 @@
 //!    forks the step's command and reaps every process until the command exits; then it kills
 //!    what the command left behind and reports the exact status on fd 3.
 //!
+//! With a user namespace (`--userns=remap`), stage 1 makes it first and PID 1 joins it only
+//! once the filesystem is built (see `crate::userns` for why in that order).
+//!
 //! Messages to the parent are JSON lines on fd 3 (close-on-exec, so the command never sees it).
 //!
 //! Nothing the host process was started with gets through: the init closes every other

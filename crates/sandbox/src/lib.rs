@@ -11,6 +11,11 @@
 //! output streams back line by line; its exit status comes back exactly; CPU time, peak memory and OOM kills are reported; when it
 //! ends, is cancelled or fails, every process it started is killed and its cgroup removed.
 //!
+//! With [`RunSpec::userns`] the command runs in a user namespace of its own, its root an
+//! unprivileged host user, over idmapped layers (see `userns.rs`). Run by an unprivileged user,
+//! forge first re-executes itself as root of a user namespace ([`enter_if_unprivileged`]); a
+//! step then gets no cgroup, and limits are refused ([`check_limits_possible`]).
+//!
 //! The host binary must call [`enter_if_init`] first thing in `main`: the sandbox re-executes
 //! it as the step's init (see `init.rs` for why).
 //!
@@ -65,7 +70,7 @@ pub use cgroup::{ControlError, ControlGroup, Stats as CgroupStats};
 pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
 pub use seccomp::{check_profile as check_seccomp_profile, ProfileError, Seccomp, UnknownProfile};
 pub use caps::{normalize as normalize_capability, UnknownCapability};
-pub use rootless::{enter_if_unprivileged, RootlessError};
+pub use rootless::{enter_if_unprivileged, in_user_namespace, RootlessError};
 pub use userns::{subordinate_ranges, IdMapping, SubordinateRange};
 pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec, Security, UnknownNetwork};
 

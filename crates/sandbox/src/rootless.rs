@@ -50,9 +50,10 @@ pub enum RootlessError {
     NoStore,
 }
 
-/// Whether this process is in a user namespace other than the host's: then no cgroup can be
-/// made and the host's cgroup hierarchies cannot be mounted.
-pub(crate) fn in_user_namespace() -> bool {
+/// Whether this process is in a user namespace other than the host's (rootless forge): then
+/// no cgroup can be made, the host's cgroup hierarchies cannot be mounted, and no further
+/// user namespace can map host ranges.
+pub fn in_user_namespace() -> bool {
     std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
 
