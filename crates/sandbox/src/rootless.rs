@@ -88,8 +88,8 @@ pub fn enter_if_unprivileged() -> Result<(), RootlessError> {
         let what = what.to_string();
         move |source| RootlessError::Io { what, source }
     };
-    let (mut ready_read, ready_write) = std::io::pipe().map_err(io("pipe"))?;
-    let (go_read, mut go_write) = std::io::pipe().map_err(io("pipe"))?;
+    let (mut ready_read, ready_write) = crate::sys::pipe().map_err(io("pipe"))?;
+    let (go_read, mut go_write) = crate::sys::pipe().map_err(io("pipe"))?;
     let mapper = std::thread::spawn(move || -> Result<(), RootlessError> {
         let mut pid = [0u8; 4];
         ready_read.read_exact(&mut pid).map_err(|source| RootlessError::Io { what: "waiting for the user namespace".into(), source })?;

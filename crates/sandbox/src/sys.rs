@@ -237,6 +237,13 @@ pub(crate) fn attach_device_program(cgroup: BorrowedFd<'_>, program: BorrowedFd<
     bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
 }
 
+/// A close-on-exec pipe as files (read end, write end); `std::io::pipe` is newer than the
+/// workspace's minimum Rust.
+pub(crate) fn pipe() -> io::Result<(File, File)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((File::from(r), File::from(w)))
+}
+
 /// `struct mount_attr` of mount_setattr(2); libc has the syscall number but not the struct.
 #[repr(C)]
 struct MountAttr {
@@ -274,7 +281,7 @@ pub(crate) fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Res
 /// native order) on `ready`, waits on `go` for another thread of the caller to write its maps
 /// (a byte; end of file means it gave up), then unshares a mount namespace owned by it and
 /// executes. `spawn` returns only once the child has executed, hence the other thread.
-pub(crate) fn spawn_in_user_namespace(cmd: &mut Command, ready: std::io::PipeWriter, go: std::io::PipeReader) -> io::Result<Child> {
+pub(crate) fn spawn_in_user_namespace(cmd: &mut Command, ready: File, go: File) -> io::Result<Child> {
     let (ready_fd, go_fd) = (ready.as_raw_fd(), go.as_raw_fd());
     // SAFETY: between fork and exec the closure makes only raw system calls (unshare, write,
     // read) on fds that stay open in the parent until spawn returns; it allocates nothing.

@@ -78,8 +78,8 @@ pub fn subordinate_ranges(text: &str) -> Result<Vec<SubordinateRange>, String> {
 pub(crate) fn create(map: &IdMapping) -> Result<OwnedFd, String> {
     // A user namespace's maps can only be written from outside it, by a process with
     // CAP_SETUID over the parent namespace: a child unshares, the init writes its maps.
-    let (ready_read, ready_write) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (done_read, done_write) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (ready_read, ready_write) = crate::sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (done_read, done_write) = crate::sys::pipe().map_err(|e| format!("pipe: {e}"))?;
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(ready_read);
