@@ -144,6 +144,11 @@ enum Command {
 fn main() -> ExitCode {
     // A re-executed sandbox init runs the RUN step and never gets past this line.
     forge_sandbox::enter_if_init();
+    // An unprivileged user's forge continues as root of a user namespace of its own.
+    if let Err(e) = forge_sandbox::enter_if_unprivileged() {
+        eprintln!("forge: {e}");
+        return ExitCode::from(125);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&cli.global, args),

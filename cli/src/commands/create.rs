@@ -58,6 +58,10 @@ pub struct ContainerFlags {
     /// Publish every port the image exposes on free host ports.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
+    /// `host` (the default, unless the store's config.json sets `userns-remap`) or `remap`:
+    /// the container's root is an unprivileged host user of the `forge` subuid/subgid range.
+    #[arg(long)]
+    userns: Option<String>,
     #[command(flatten)]
     resources: crate::commands::resources::ResourceFlags,
     #[command(flatten)]
@@ -135,6 +139,7 @@ impl ContainerFlags {
             labels: self.label.clone(),
             interactive: self.interactive,
             tty: self.tty,
+            userns: self.userns.as_deref().map(str::parse).transpose()?,
         })
     }
 }

@@ -76,6 +76,8 @@ pub struct CreateOptions {
     pub interactive: bool,
     /// `-t`: a terminal.
     pub tty: bool,
+    /// `--userns`; `None`: the store's default (see [`crate::userns_store_default`]).
+    pub userns: Option<crate::Userns>,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -160,6 +162,9 @@ pub struct Config {
     /// It gets a terminal (`-t`): its output is the terminal's, all on stdout.
     #[serde(default)]
     pub tty: bool,
+    /// Its user namespace's mapping (`--userns=remap`); `None`: the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<forge_sandbox::IdMapping>,
 }
 
 /// The ports `opts` publishes: `-p`, plus with `-P` every port the image exposes (`80/tcp`)

@@ -108,6 +108,7 @@ impl Containers {
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
         crate::resources::check_limits(&opts.limits)?;
+        forge_sandbox::check_limits_possible(&opts.limits).map_err(Error::LimitsUnavailable)?;
         crate::volumes::check_mounts(&opts.mounts)?;
         if opts.auto_remove && opts.restart != crate::config::RestartPolicy::No {
             return Err(Error::Invalid { what: "restart policy", value: opts.restart.name().into(), reason: "--rm and a restart policy conflict, as in docker".into() });
@@ -124,11 +125,16 @@ impl Containers {
         let volumes = crate::volumes::Volumes::open(&self.store)?;
         let _volumes_lock = if opts.mounts.iter().any(|m| matches!(m.source, crate::MountSource::Volume { .. })) { Some(volumes.lock()?) } else { None };
         let mut new_volumes = Vec::new();
+        let mut made_volumes = Vec::new();
         for m in &opts.mounts {
             if let crate::MountSource::Volume { name, nocopy } = &m.source {
                 let v = match volumes.get(name) {
                     Ok(v) => v,
-                    Err(Error::NoSuchVolume(_)) => volumes.create_locked(Some(name), anonymous.contains(name))?,
+                    Err(Error::NoSuchVolume(_)) => {
+                        let v = volumes.create_locked(Some(name), anonymous.contains(name))?;
+                        made_volumes.push(v.mountpoint.clone());
+                        v
+                    }
                     Err(e) => return Err(e),
                 };
                 if !nocopy {
@@ -158,6 +164,12 @@ impl Containers {
                     crate::volumes::copy_up(&dirs.lowerdirs, target, data, &scratch)?;
                 }
             }
+            // A remapped container's new volumes belong to its root, as docker's do.
+            if let Some(map) = &config.userns {
+                for data in &made_volumes {
+                    crate::userns::shift_owners(data, map)?;
+                }
+            }
             Ok(())
         });
         match created {
@@ -172,6 +184,7 @@ impl Containers {
     fn create_records(&self, opts: &CreateOptions, image: &forge_layerstore::Image, id: &str, process: crate::config::Process) -> Result<Config, Error> {
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let chain = forge_layerstore::chain_id(layers.iter().map(|l| &l.diff_id));
+        let userns = crate::userns::resolve(opts.userns, self.store.root(), &opts.network, opts.security.privileged)?;
         let config = Config {
             id: id.to_string(),
             name: opts.name.clone(),
@@ -214,6 +227,7 @@ impl Containers {
                 .collect(),
             open_stdin: opts.interactive,
             tty: opts.tty,
+            userns,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -570,6 +584,7 @@ impl Containers {
         spec.security = config.security.clone();
         spec.seccomp = config.seccomp;
         spec.readonly_rootfs = config.read_only;
+        spec.userns = config.userns;
         let volumes = crate::volumes::Volumes::open(&self.store)?;
         for m in &config.mounts {
             let kind = match &m.source {

@@ -51,6 +51,27 @@ pub enum Error {
         /// What was refused, and how to proceed.
         what: &'static str,
     },
+    /// The store's `config.json` cannot be read or holds a value forge does not know.
+    #[error("store config {}: {reason}", path.display())]
+    StoreConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `/etc/subuid` or `/etc/subgid` cannot be read, parsed or extended.
+    #[error("subordinate ids for --userns=remap, {}: {reason}", path.display())]
+    SubordinateIds {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `--userns=remap` with `--network host` or `--privileged`, which docker refuses too (the
+    /// container's root would hold no capability over the host's namespaces and devices), or
+    /// in rootless forge.
+    #[error("--userns=remap cannot be combined with {0}: leave it out or use --userns=host")]
+    UsernsConflict(&'static str),
     /// No volume has this name.
     #[error("no such volume: {0}")]
     NoSuchVolume(String),
@@ -89,6 +110,10 @@ pub enum Error {
         /// Not found, rather than not executable.
         not_found: bool,
     },
+    /// The resource flags cannot be applied here (rootless forge has no cgroup); refused at
+    /// create rather than ignored.
+    #[error(transparent)]
+    LimitsUnavailable(forge_sandbox::Error),
     /// The sandbox could not run the container.
     #[error("starting container {id}: {source}")]
     Sandbox {

@@ -53,6 +53,11 @@ impl Containers {
             return Err(Error::NoCommand);
         }
         let config = &container.config;
+        // Joining would need its user namespace too; without it the command would run as the
+        // host's root, so it is refused rather than run so.
+        if config.userns.is_some() {
+            return Err(Error::Invalid { what: "exec", value: id.into(), reason: "exec into a container with --userns=remap is not supported yet".into() });
+        }
         let mut spec = self.spec(config, forge_sandbox::Output::Raw)?;
         spec.argv = opts.cmd.clone();
         for kv in &opts.env {

@@ -113,6 +113,7 @@ mod resources;
 mod rootfs;
 mod state;
 mod sys;
+mod userns;
 mod volumes;
 
 pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Publish, RestartPolicy, Seccomp, Security};
@@ -125,4 +126,6 @@ pub use resources::check_limits;
 pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, Rootfs};
 pub use state::{State, Status};
 pub use sys::SignalProxy;
+pub use userns::{remap_mapping, store_default as userns_store_default, Userns};
+pub use forge_sandbox::IdMapping;
 pub use volumes::{MountSource, MountSpec, Volume, Volumes};

@@ -12,6 +12,9 @@
 //!    forks the step's command and reaps every process until the command exits; then it kills
 //!    what the command left behind and reports the exact status on fd 3.
 //!
+//! With a user namespace (`--userns=remap`), stage 1 makes it first and PID 1 joins it only
+//! once the filesystem is built (see `crate::userns` for why in that order).
+//!
 //! Messages to the parent are JSON lines on fd 3 (close-on-exec, so the command never sees it).
 //!
 //! Nothing the host process was started with gets through: the init closes every other
@@ -129,6 +132,12 @@ fn stage1() -> Result<(), String> {
             nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining the network namespace {}: {e}", path.display()))?;
         }
     }
+    // Made before the other namespaces, while this process is still plain host root. (A joined
+    // sandbox is never remapped: the runtime refuses exec into one.)
+    let userns = match spec.run.enter {
+        Some(_) => None,
+        None => spec.run.userns.as_ref().map(crate::userns::create).transpose()?,
+    };
     match spec.run.enter {
         Some(init) => crate::enter::join(init)?,
         None => unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?,
@@ -139,7 +148,7 @@ fn stage1() -> Result<(), String> {
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(alive_write);
-            let report = match die_with_parent(alive_read).and_then(|()| stage2(&spec)) {
+            let report = match die_with_parent(alive_read).and_then(|()| stage2(&spec, userns.as_ref().map(|fd| fd.as_fd()))) {
                 Ok(r) => r,
                 Err(e) => Report::Error(e),
             };
@@ -172,11 +181,17 @@ fn die_with_parent(alive: std::os::fd::OwnedFd) -> Result<(), String> {
 }
 
 /// PID 1: filesystem, identity, the command, reaping.
-fn stage2(spec: &InitSpec) -> Result<Report, String> {
+fn stage2(spec: &InitSpec, userns: Option<std::os::fd::BorrowedFd<'_>>) -> Result<Report, String> {
     // A joined sandbox (`enter`) is set up already, and this process is not its PID 1.
     let joined = spec.run.enter.is_some();
     if !joined {
-        crate::mounts::setup(spec)?;
+        match (userns, &spec.run.userns) {
+            (Some(ns), Some(map)) => {
+                crate::userns::as_container_root(map, || crate::mounts::setup(spec, Some(ns)))?;
+                crate::userns::enter(ns, spec.run.network == Network::None)?;
+            }
+            _ => crate::mounts::setup(spec, None)?,
+        }
         nix::unistd::sethostname(&spec.run.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
         if spec.run.network == Network::None {
             crate::network::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;

@@ -16,6 +16,11 @@
 //! runs already (`enter`: `exec` joins its namespaces, root and cgroups, and gets the same
 //! identity, capabilities and seccomp path). [`Event::Executed`] tells when the command runs.
 //!
+//! With [`RunSpec::userns`] the command runs in a user namespace of its own, its root an
+//! unprivileged host user, over idmapped layers (see `userns.rs`). Run by an unprivileged user,
+//! forge first re-executes itself as root of a user namespace ([`enter_if_unprivileged`]); a
+//! step then gets no cgroup, and limits are refused ([`check_limits_possible`]).
+//!
 //! The host binary must call [`enter_if_init`] first thing in `main`: the sandbox re-executes
 //! it as the step's init (see `init.rs` for why).
 //!
@@ -50,11 +55,13 @@ mod init;
 mod mounts;
 mod network;
 mod overlay;
+mod rootless;
 mod seccomp;
 mod spec;
 mod stubs;
 mod sys;
 mod user;
+mod userns;
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -69,6 +76,8 @@ pub use cgroup::{ControlError, ControlGroup, Stats as CgroupStats};
 pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
 pub use seccomp::{check_profile as check_seccomp_profile, ProfileError, Seccomp, UnknownProfile};
 pub use caps::{normalize as normalize_capability, UnknownCapability};
+pub use rootless::{enter_if_unprivileged, in_user_namespace, RootlessError};
+pub use userns::{subordinate_ranges, IdMapping, SubordinateRange};
 pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec, Security, UnknownNetwork};
 
 use cgroup::Cgroup;
@@ -182,6 +191,13 @@ pub enum Error {
     /// The init died without reporting.
     #[error("the sandbox init died without reporting a status")]
     InitDied,
+    /// Resource limits were asked for where no cgroup can be made: a rootless forge (its user
+    /// namespace gets no cgroup delegated on cgroup v1).
+    #[error("resource limits need a cgroup, and rootless forge has none (cgroup {version}: nothing is delegated to an unprivileged user): drop the limit flags or run forge as root")]
+    NoCgroups {
+        /// `v1` or `v2`.
+        version: &'static str,
+    },
     /// Scratch files could not be made.
     #[error("preparing the sandbox: {0}")]
     Io(std::io::Error),
@@ -242,6 +258,7 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let etc_files = etc_files(scratch.path(), &spec.hostname, spec.etc).map_err(Error::Io)?;
     // Joining a running sandbox (`enter`) makes no cgroup and no mountpoint of its own.
     let stubs = spec.enter.is_none().then(|| stubs::Stubs::before(spec));
+    check_limits_possible(&spec.limits)?;
     let cgroup = match spec.enter {
         None => Some(Cgroup::create(&spec.limits, spec.security.privileged).map_err(Error::Cgroup)?),
         Some(_) => None,
@@ -362,11 +379,12 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         }
         if !cancelled && cancel.is_cancelled() {
             cancelled = true;
-            match &cgroup {
-                Some(cgroup) => drop(cgroup.kill_all()),
-                // The joined sandbox's cgroup is not ours: its command dies with the init.
-                None => drop(child.kill()),
+            if let Some(cgroup) = &cgroup {
+                let _ = cgroup.kill_all();
             }
+            // Without a cgroup (rootless), or in a joined sandbox, whose cgroup is not ours, the
+            // init's death ends the command (the PID namespace, or its parent-death signal).
+            let _ = child.kill();
         }
     }
     for r in readers {
@@ -475,6 +493,15 @@ fn etc_files(dir: &std::path::Path, hostname: &str, style: Etc) -> std::io::Resu
         out.push((name.to_string(), path));
     }
     Ok(out)
+}
+
+/// Refuses `limits` where no cgroup can be made (rootless forge, see [`enter_if_unprivileged`]):
+/// a limit is never silently ignored.
+pub fn check_limits_possible(limits: &Limits) -> Result<(), Error> {
+    if *limits != Limits::default() && rootless::in_user_namespace() {
+        return Err(Error::NoCgroups { version: cgroup::version() });
+    }
+    Ok(())
 }
 
 /// Kills the processes and removes the cgroups of steps whose forge process was killed

@@ -6,7 +6,7 @@
 //! through `/proc/self/fd/N`, so a symlink in the image cannot redirect a mount to a host path.
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{mkdirat, openat, openat2, symlink, Mode, OFlags, ResolveFlags, CWD};
@@ -42,11 +42,13 @@ fn ctx<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> 
 }
 
 /// Builds the whole filesystem and pivots into it. Called once, by the sandbox's PID 1.
-pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
+/// With `userns`, the rootfs is an overlay of idmapped layers and `/dev/pts` names the tty
+/// group by its host id (see `crate::userns`).
+pub(crate) fn setup(spec: &InitSpec, userns: Option<BorrowedFd<'_>>) -> Result<()> {
     let root = &spec.rootfs;
     // Nothing mounted from here on may propagate back to the host.
     mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE).map_err(ctx("making / private"))?;
-    mount_overlay(spec)?;
+    mount_overlay(spec, userns)?;
     let root_fd = openat(CWD, root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx("opening the rootfs"))?;
 
     let proc_dir = in_root(&root_fd, "/proc", true)?;
@@ -61,7 +63,8 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
         mount_bind(Path::new("/dev").join(d), &target).map_err(ctx(format!("binding /dev/{d}")))?;
     }
     fs::create_dir(dev_path.join("pts")).map_err(ctx("creating /dev/pts"))?;
-    mnt("devpts", dev_path.join("pts"), "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    let tty_gid = spec.run.userns.map_or(5, |m| m.host_gid_of(5));
+    mnt("devpts", dev_path.join("pts"), "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, &format!("newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}"))
         .map_err(ctx("mounting /dev/pts"))?;
     symlink("pts/ptmx", dev_path.join("ptmx")).map_err(ctx("linking /dev/ptmx"))?;
     fs::create_dir(dev_path.join("shm")).map_err(ctx("creating /dev/shm"))?;
@@ -126,6 +129,11 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
 /// unified hierarchy; v1: a tmpfs with a directory per hierarchy (and docker's links from each
 /// controller of a joint mount, `cpu -> cpu,cpuacct`).
 fn mount_cgroups(root_fd: &OwnedFd) -> Result<()> {
+    // Rootless: no cgroup of its own, and the kernel mounts no v1 hierarchy in a user
+    // namespace; /sys/fs/cgroup stays sysfs's empty directory.
+    if crate::rootless::in_user_namespace() {
+        return Ok(());
+    }
     let ro = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY;
     let target = in_root(root_fd, "/sys/fs/cgroup", true)?;
     let own = fs::read_to_string("/proc/self/cgroup").map_err(ctx("reading /proc/self/cgroup"))?;
@@ -157,9 +165,14 @@ fn mount_cgroups(root_fd: &OwnedFd) -> Result<()> {
 }
 
 /// Mounts the overlay rootfs (an empty lower stands in when the step has no layers).
-fn mount_overlay(spec: &InitSpec) -> Result<()> {
+fn mount_overlay(spec: &InitSpec, userns: Option<BorrowedFd<'_>>) -> Result<()> {
     let lowers = if spec.run.lowerdirs.is_empty() { vec![spec.empty_lower.clone()] } else { spec.run.lowerdirs.clone() };
-    crate::overlay::mount_overlay(&lowers, Some((&spec.run.upperdir, &spec.run.workdir)), &spec.rootfs).map_err(|e| e.to_string())
+    let upper = (spec.run.upperdir.as_path(), spec.run.workdir.as_path());
+    match userns {
+        Some(ns) => crate::overlay::mount_overlay_idmapped(&lowers, upper, &spec.rootfs, ns),
+        None => crate::overlay::mount_overlay(&lowers, Some(upper), &spec.rootfs),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Opens `path` inside the rootfs (resolved as if the rootfs were `/`), creating it as a

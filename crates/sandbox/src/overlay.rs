@@ -5,8 +5,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::CWD;
-use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::fs::{openat, Mode, OFlags, CWD};
+use rustix::mount::{fsconfig_create, fsconfig_set_fd, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
 
 /// The most lower layers one overlay stacks: the kernel's `OVL_MAX_STACK` (500; a 501st
 /// `lowerdir+` fails with EINVAL). Docker stops at 125 layers (moby's `maxLayerDepth`, sized
@@ -32,20 +34,69 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, targe
     if lowerdirs.len() > MAX_LAYERS {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, TooManyLayers { layers: lowerdirs.len() }));
     }
-    let ctx = |what: String| move |e: rustix::io::Errno| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"));
+    mount_with(upper.is_some(), target, |fs| {
+        for l in lowerdirs {
+            fsconfig_set_string(fs, "lowerdir+", l).map_err(ctx(format!("overlay lowerdir {}", l.display())))?;
+        }
+        if let Some((upperdir, workdir)) = upper {
+            fsconfig_set_string(fs, "upperdir", upperdir).map_err(ctx(format!("overlay upperdir {}", upperdir.display())))?;
+            fsconfig_set_string(fs, "workdir", workdir).map_err(ctx(format!("overlay workdir {}", workdir.display())))?;
+        }
+        Ok(())
+    })
+}
+
+/// [`mount_overlay`] over idmapped mounts of the layers (see `crate::userns`): each lowerdir
+/// and the directory holding the upperdir and workdir (which overlayfs wants on one mount) is
+/// cloned and idmapped through `userns`, and handed to overlayfs by descriptor.
+pub(crate) fn mount_overlay_idmapped(lowerdirs: &[PathBuf], upper: (&Path, &Path), target: &Path, userns: BorrowedFd<'_>) -> io::Result<()> {
+    if lowerdirs.len() > MAX_LAYERS {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, TooManyLayers { layers: lowerdirs.len() }));
+    }
+    let (upperdir, workdir) = upper;
+    let parent = match (upperdir.parent(), workdir.parent()) {
+        (Some(a), Some(b)) if a == b => a,
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("an idmapped overlay needs its upperdir {} and workdir {} in one directory", upperdir.display(), workdir.display()))),
+    };
+    let lowers = lowerdirs.iter().map(|l| crate::userns::idmapped(l, userns)).collect::<io::Result<Vec<_>>>()?;
+    let shared = crate::userns::idmapped(parent, userns)?;
+    let sub = |p: &Path| -> io::Result<OwnedFd> {
+        let name = p.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no name", p.display())))?;
+        Ok(openat(&shared, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
+    };
+    let (upper_fd, work_fd) = (sub(upperdir)?, sub(workdir)?);
+    mount_with(true, target, |fs| {
+        for (l, fd) in lowerdirs.iter().zip(&lowers) {
+            fsconfig_set_fd(fs, "lowerdir+", fd).map_err(ctx(format!("overlay idmapped lowerdir {}", l.display())))?;
+        }
+        fsconfig_set_fd(fs, "upperdir", &upper_fd).map_err(ctx(format!("overlay idmapped upperdir {}", upperdir.display())))?;
+        fsconfig_set_fd(fs, "workdir", &work_fd).map_err(ctx(format!("overlay idmapped workdir {}", workdir.display())))?;
+        Ok(())
+    })
+}
+
+/// An errno with what failed.
+fn ctx(what: String) -> impl FnOnce(rustix::io::Errno) -> io::Error {
+    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
+}
+
+/// Creates an overlay whose layers `layers` configures and attaches it at `target`.
+fn mount_with(writable: bool, target: &Path, layers: impl FnOnce(&OwnedFd) -> io::Result<()>) -> io::Result<()> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(ctx("fsopen overlay".into()))?;
-    for l in lowerdirs {
-        fsconfig_set_string(&fs, "lowerdir+", l).map_err(ctx(format!("overlay lowerdir {}", l.display())))?;
+    layers(&fs)?;
+    // In a user namespace (rootless forge) overlayfs may not use trusted.* xattrs: it keeps
+    // its own under user.overlay.* (which the layer differ reads too), and refuses an explicit
+    // `redirect_dir=off` there; `nofollow` creates no redirects either.
+    let rootless = crate::rootless::in_user_namespace();
+    if rootless {
+        fsconfig_set_flag(&fs, "userxattr").map_err(ctx("overlay userxattr".into()))?;
     }
-    if let Some((upperdir, workdir)) = upper {
-        fsconfig_set_string(&fs, "upperdir", upperdir).map_err(ctx(format!("overlay upperdir {}", upperdir.display())))?;
-        fsconfig_set_string(&fs, "workdir", workdir).map_err(ctx(format!("overlay workdir {}", workdir.display())))?;
-    }
-    for (k, v) in [("index", "off"), ("redirect_dir", "off"), ("metacopy", "off")] {
+    let redirect = if rootless { "nofollow" } else { "off" };
+    for (k, v) in [("index", "off"), ("redirect_dir", redirect), ("metacopy", "off")] {
         fsconfig_set_string(&fs, k, v).map_err(ctx(format!("overlay {k}={v}")))?;
     }
     fsconfig_create(&fs).map_err(ctx("creating the overlay".into()))?;
-    let attrs = if upper.is_some() { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };
+    let attrs = if writable { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(ctx("fsmount".into()))?;
     move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(ctx(format!("attaching the overlay at {}", target.display())))?;
     Ok(())

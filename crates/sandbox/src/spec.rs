@@ -70,6 +70,10 @@ pub struct RunSpec {
     /// input.
     #[serde(default)]
     pub tty: Option<[u16; 2]>,
+    /// `Some`: the command runs in a user namespace of its own with this mapping (docker's
+    /// `--userns=remap`); `None`: in the host's.
+    #[serde(default)]
+    pub userns: Option<crate::userns::IdMapping>,
 }
 
 /// What a container may do beyond Docker's defaults: docker's `--cap-add`, `--cap-drop` and
@@ -140,6 +144,7 @@ impl RunSpec {
             enter: None,
             stdin: false,
             tty: None,
+            userns: None,
         }
     }
 }

@@ -238,3 +238,76 @@ pub(crate) fn attach_device_program(cgroup: BorrowedFd<'_>, program: BorrowedFd<
     };
     bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
 }
+
+/// A close-on-exec pipe as files (read end, write end); `std::io::pipe` is newer than the
+/// workspace's minimum Rust.
+pub(crate) fn pipe() -> io::Result<(File, File)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((File::from(r), File::from(w)))
+}
+
+/// `struct mount_attr` of mount_setattr(2); libc has the syscall number but not the struct.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// Makes the detached mount `tree` (and everything under it) idmapped through `userns`.
+/// rustix and nix do not wrap mount_setattr.
+pub(crate) fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    // SAFETY: `attr` is a live, initialized `struct mount_attr` whose size is passed along; the
+    // path is a valid empty C string, used with AT_EMPTY_PATH on an fd we borrow.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &mut attr as *mut MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts `cmd` in a new user namespace: the child unshares it, writes its pid (4 bytes,
+/// native order) on `ready`, waits on `go` for another thread of the caller to write its maps
+/// (a byte; end of file means it gave up), then unshares a mount namespace owned by it and
+/// executes. `spawn` returns only once the child has executed, hence the other thread.
+pub(crate) fn spawn_in_user_namespace(cmd: &mut Command, ready: File, go: File) -> io::Result<Child> {
+    let (ready_fd, go_fd) = (ready.as_raw_fd(), go.as_raw_fd());
+    // SAFETY: between fork and exec the closure makes only raw system calls (unshare, write,
+    // read) on fds that stay open in the parent until spawn returns; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWUSER) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(ready_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(io::Error::last_os_error());
+            }
+            let mut go = 0u8;
+            if libc::read(go_fd, (&mut go as *mut u8).cast(), 1) != 1 {
+                return Err(io::Error::other("the user namespace's maps were not written"));
+            }
+            if libc::unshare(libc::CLONE_NEWNS) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(ready);
+    drop(go);
+    child
+}

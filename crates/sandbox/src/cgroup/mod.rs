@@ -22,6 +22,11 @@ pub use control::{ControlError, ControlGroup, Stats};
 /// The cgroup v1 controllers a sandbox's cgroup is made in.
 pub(crate) use v1::CONTROLLERS as V1_CONTROLLERS;
 
+/// The cgroup version of the host, for messages.
+pub(crate) fn version() -> &'static str {
+    if is_unified(Path::new(CGROUP_ROOT)).unwrap_or(false) { "v2" } else { "v1" }
+}
+
 /// Where cgroups are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Where the hierarchies are mounted (for `enter`).
@@ -32,6 +37,9 @@ pub(crate) const ROOT: &str = CGROUP_ROOT;
 pub(crate) enum Cgroup {
     V1(v1::CgroupV1),
     V2(v2::CgroupV2),
+    /// None at all: rootless forge, which cannot make one (see `crate::rootless`); the step
+    /// then dies with its init through its PID namespace, and nothing is accounted.
+    Unavailable,
 }
 
 /// What a step used.
@@ -47,6 +55,9 @@ impl Cgroup {
     /// `all_devices`: a privileged container), after removing the ones dead forge processes
     /// left beside it.
     pub(crate) fn create(limits: &Limits, all_devices: bool) -> io::Result<Cgroup> {
+        if crate::rootless::in_user_namespace() {
+            return Ok(Cgroup::Unavailable);
+        }
         let name = Owner::current().name();
         if is_unified(Path::new(CGROUP_ROOT))? {
             Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), &name, limits, all_devices)?))
@@ -60,6 +71,7 @@ impl Cgroup {
         match self {
             Cgroup::V1(c) => c.add(pid),
             Cgroup::V2(c) => c.add(pid),
+            Cgroup::Unavailable => Ok(()),
         }
     }
 
@@ -68,6 +80,7 @@ impl Cgroup {
         match self {
             Cgroup::V1(c) => c.kill_all(),
             Cgroup::V2(c) => c.kill_all(),
+            Cgroup::Unavailable => Ok(()),
         }
     }
 
@@ -76,6 +89,7 @@ impl Cgroup {
         match self {
             Cgroup::V1(c) => c.usage(),
             Cgroup::V2(c) => c.usage(),
+            Cgroup::Unavailable => Usage::default(),
         }
     }
 
@@ -84,6 +98,7 @@ impl Cgroup {
         match self {
             Cgroup::V1(c) => c.paths(),
             Cgroup::V2(c) => vec![c.path().to_path_buf()],
+            Cgroup::Unavailable => Vec::new(),
         }
     }
 }
