@@ -98,6 +98,8 @@ enum Command {
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
+    /// Serve the Docker Engine API on a unix socket (for the docker CLI and SDKs).
+    Serve(commands::serve::ServeArgs),
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
         Command::Ps(args) => commands::ps::run(&cli.global, args),
         Command::Rm(args) => commands::rm::run(&cli.global, args),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
+        Command::Serve(args) => commands::serve::run(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

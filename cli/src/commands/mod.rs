@@ -16,6 +16,7 @@ pub mod push;
 pub mod rm;
 pub mod run;
 pub mod save;
+pub mod serve;
 pub mod start;
 pub mod store;
 pub mod tag;
