@@ -1,0 +1,337 @@
+//! `forge serve` driven by the real docker CLI (Debian's docker.io 20.10, `/usr/bin/docker`)
+//! and by raw HTTP for what a well-behaved client never sends.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{eventually, Forge, Ran};
+
+const DOCKER: &str = "/usr/bin/docker";
+
+/// A `forge serve` on a socket in its own directory; stopped with SIGTERM on drop.
+struct Server {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+    /// A docker config directory of its own, so root's credentials are never read.
+    docker_config: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(forge: &Forge, extra: &[&str]) -> Server {
+        let dir = forge.dir.path().join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Open to everyone, so that only the socket's own mode decides who may connect.
+        std::fs::set_permissions(forge.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.join("api.sock");
+        let log = forge.dir.path().join("serve.log");
+        let child = forge
+            .cmd()
+            .args(["serve", "-H", &format!("unix://{}", socket.display())])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = Server { child: Some(child), socket, log, docker_config: tempfile::tempdir().unwrap() };
+        let up = eventually(|| UnixStream::connect(&server.socket).is_ok() || server.exited());
+        assert!(up && !server.exited(), "forge serve did not start:\n{}", server.log());
+        server
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn docker_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(DOCKER);
+        c.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .env_remove("DOCKER_BUILDKIT")
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> Ran {
+        self.docker_cmd(args).output().unwrap().into()
+    }
+
+    /// Runs docker and asserts success.
+    fn ok(&self, args: &[&str]) -> Ran {
+        let r = self.docker(args);
+        assert!(r.ok, "docker {args:?} failed:\n{}\n{}\nserver log:\n{}", r.stdout, r.stderr, self.log());
+        r
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.wait_exit()
+    }
+
+    fn signal_term(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.as_ref().expect("running").id().to_string()).status();
+    }
+
+    /// Waits for the server to exit (killed if it does not within 20 s).
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        if !eventually(|| matches!(child.try_wait(), Ok(Some(_)))) {
+            let _ = child.kill();
+        }
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// One raw HTTP/1.1 request on the socket; returns the status code and the body.
+fn raw(socket: &Path, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: forge\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The `message` of docker's error document in `body` (which may be chunk-framed).
+fn message(body: &str) -> String {
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    let v: serde_json::Value = serde_json::from_str(&body[start..end]).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["message"].as_str().unwrap_or_else(|| panic!("no message in {body}")).to_string()
+}
+
+#[test]
+fn docker_cli_drives_version_info_build_images_tag_push_pull_save_load_rmi_df() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let registry = forge_testkit::Registry::start();
+
+    let v = server.ok(&["version", "--format", "{{.Server.Version}} {{.Server.APIVersion}} {{.Server.MinAPIVersion}} {{.Server.Os}}"]);
+    assert_eq!(v.stdout.trim(), format!("{} 1.43 1.24 linux", env!("CARGO_PKG_VERSION")));
+    let info = server.ok(&["info", "--format", "{{.Images}} {{.Containers}} {{.OSType}} {{.DockerRootDir}}"]);
+    assert_eq!(info.stdout.trim(), format!("1 0 linux {}", forge.store().display()));
+
+    // build -t with --build-arg, --target and -f (a Dockerfile outside the context's default name).
+    let ctx = forge.context(
+        "ctx",
+        &[
+            ("Dockerfile", "FROM busybox AS base\nARG MSG=none\nRUN echo \"msg=$MSG\" > /msg\nFROM base AS final\nRUN echo final > /final\n"),
+            ("Other.dockerfile", "FROM busybox\nCOPY hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n"),
+            ("hello.txt", "hello from the context\n"),
+        ],
+    );
+    let b = server.ok(&["build", "-t", "app:1", "--build-arg", "MSG=from-docker", "--target", "base", ctx.to_str().unwrap()]);
+    assert!(b.stdout.contains("RUN echo \"msg=$MSG\" > /msg"), "{}", b.stdout);
+    assert!(b.stdout.contains("Successfully tagged app:1"), "{}", b.stdout);
+    let app = forge.rootfs("app:1");
+    assert_eq!(std::fs::read_to_string(app.join("msg")).unwrap(), "msg=from-docker\n");
+    assert!(!app.join("final").exists(), "--target base built the final stage too");
+    let q = server.ok(&["build", "-q", "-t", "other:1", "-f", ctx.join("Other.dockerfile").to_str().unwrap(), ctx.to_str().unwrap()]);
+    let other_id = forge.inspect("other:1")["Id"].as_str().unwrap().to_string();
+    assert_eq!(q.stdout.trim(), other_id, "-q prints the image ID (from the aux message)");
+    assert_eq!(std::fs::read_to_string(forge.rootfs("other:1").join("hello.txt")).unwrap(), "hello from the context\n");
+
+    let images = server.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    let short = |id: &str| id.trim_start_matches("sha256:")[..12].to_string();
+    assert!(images.stdout.lines().any(|l| l == format!("other:1 {}", short(&other_id))), "{}", images.stdout);
+    assert!(images.stdout.lines().any(|l| l.starts_with("app:1 ")), "{}", images.stdout);
+    let filtered = server.ok(&["images", "--filter", "reference=app", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(filtered.stdout.trim(), "app:1");
+    let history = server.ok(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", "app:1"]);
+    assert!(history.stdout.lines().next().unwrap().contains("MSG=from-docker"), "{}", history.stdout);
+
+    // tag, push, rmi, pull: the same image comes back.
+    let remote = format!("{}/demo/app:1", registry.addr);
+    server.ok(&["tag", "app:1", &remote]);
+    let push = server.ok(&["push", &remote]);
+    assert!(push.stdout.contains("Pushed") && push.stdout.contains("1: digest: sha256:"), "{}", push.stdout);
+    let rmi = server.ok(&["rmi", &remote]);
+    assert_eq!(rmi.stdout.trim(), format!("Untagged: {remote}"));
+    let pull = server.ok(&["pull", &remote]);
+    assert!(pull.stdout.contains(&format!("Status: Downloaded newer image for {remote}")), "{}", pull.stdout);
+    let app_id = forge.inspect("app:1")["Id"].as_str().unwrap().to_string();
+    assert_eq!(server.ok(&["image", "inspect", "--format", "{{.Id}}", &remote]).stdout.trim(), app_id);
+    let missing = server.docker(&["pull", &format!("{}/demo/missing:1", registry.addr)]);
+    assert!(!missing.ok && missing.stderr.contains("404"), "{}", missing.stderr);
+
+    // save | load, after the names are gone.
+    let archive = forge.dir.path().join("saved.tar");
+    server.ok(&["save", "-o", archive.to_str().unwrap(), "other:1"]);
+    let rmi = server.ok(&["rmi", "other:1"]);
+    assert_eq!(rmi.stdout, format!("Untagged: other:1\nDeleted: {other_id}\n"));
+    assert!(!server.ok(&["images", "--format", "{{.Repository}}"]).stdout.contains("other"));
+    let mut load = server.docker_cmd(&["load"]);
+    load.stdin(std::fs::File::open(&archive).unwrap());
+    let load: Ran = load.output().unwrap().into();
+    assert!(load.ok, "{}", load.stderr);
+    assert_eq!(load.stdout.trim(), "Loaded image: other:1");
+    assert_eq!(forge.inspect("other:1")["Id"], other_id.as_str());
+
+    let missing = server.docker(&["rmi", "nothing:here"]);
+    assert!(!missing.ok && missing.stderr.contains("No such image: nothing:here"), "{}", missing.stderr);
+
+    let df = server.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.stdout.lines().any(|l| l == "Images 3"), "busybox, app (two names), other:\n{}", df.stdout);
+
+    // The daemonless CLI sees what the server did.
+    let listed = forge.ok(&["images"]).stdout;
+    assert!(listed.contains("other") && listed.contains(&registry.addr), "{listed}");
+}
+
+#[test]
+fn the_socket_is_for_root_and_the_given_group_only() {
+    let forge = Forge::empty();
+    let as_nobody = |server: &Server| -> Ran {
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", DOCKER, "-H", &format!("unix://{}", server.socket.display()), "version", "--format", "{{.Server.Version}}"])
+            .env("DOCKER_CONFIG", server.docker_config.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    };
+    {
+        let server = Server::start(&forge, &[]);
+        let meta = std::fs::metadata(&server.socket).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 0);
+        let r = as_nobody(&server);
+        assert!(!r.ok && r.stderr.contains("permission denied"), "nobody reached the API:\n{}{}", r.stdout, r.stderr);
+        // Root can.
+        server.ok(&["version"]);
+    }
+    let server = Server::start(&forge, &["--group", "nogroup"]);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&server.socket).unwrap()), 65534);
+    let r = as_nobody(&server);
+    assert!(r.ok, "a member of --group could not connect:\n{}", r.stderr);
+    assert_eq!(r.stdout.trim(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let s = &server.socket;
+
+    let (code, body) = raw(s, "GET", "/_ping", "text/plain", b"");
+    assert_eq!((code, body.as_str()), (200, "OK"));
+    let (code, body) = raw(s, "GET", "/v1.12/version", "text/plain", b"");
+    assert_eq!(code, 400);
+    assert!(message(&body).contains("client version 1.12 is too old. Minimum supported API version is 1.24"), "{body}");
+    let (code, body) = raw(s, "GET", "/v1.41/images/json?all=1&colour=blue", "text/plain", b"");
+    assert_eq!(code, 400);
+    assert!(message(&body).contains("unknown query parameter \"colour\""), "{body}");
+    let (code, body) = raw(s, "GET", "/v1.41/images/json?filters=%7Bnope", "text/plain", b"");
+    assert_eq!(code, 400);
+    assert!(message(&body).starts_with("invalid filters"), "{body}");
+    let (code, body) = raw(s, "POST", "/v1.41/containers/create", "application/json", b"{\"Image\": \"busybox\", ");
+    assert_eq!(code, 400);
+    assert!(message(&body).starts_with("invalid JSON in the container config"), "{body}");
+    let (code, body) = raw(s, "GET", "/v1.41/images/nothing:here/json", "text/plain", b"");
+    assert_eq!(code, 404);
+    assert_eq!(message(&body), "No such image: nothing:here");
+    let (code, body) = raw(s, "GET", "/v1.41/no/such/endpoint", "text/plain", b"");
+    assert_eq!(code, 404);
+    assert!(message(&body).contains("page not found"), "{body}");
+
+    // A build context with a `../` entry is refused before anything is built.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    let content = b"FROM busybox\n";
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    // Written into the header directly: the tar crate's `set_path` refuses `..` itself.
+    let name = b"../escaped";
+    header.as_old_mut().name[..name.len()].copy_from_slice(name);
+    header.set_cksum();
+    tar.append(&header, &content[..]).unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let (code, body) = raw(s, "POST", "/v1.41/build?t=escape:1", "application/x-tar", &bytes);
+    assert_eq!(code, 400, "{body}");
+    let msg = message(&body);
+    assert!(msg.contains("unpacking the build context") && msg.contains(".."), "{msg}");
+    assert!(!forge.dir.path().join("escaped").exists() && !forge.store().join("forge/escaped").exists());
+    assert!(!forge.ok(&["images"]).stdout.contains("escape"));
+
+    // A build parameter forge has no equivalent for is refused, not ignored.
+    let (code, body) = raw(s, "POST", "/v1.41/build?remote=https://example.invalid/x.git", "application/x-tar", b"");
+    assert_eq!(code, 400);
+    assert!(message(&body).contains("remote="), "{body}");
+
+    // An endless JSON body ends at the limit with a 413 instead of filling memory.
+    let mut conn = UnixStream::connect(s).unwrap();
+    write!(conn, "POST /v1.41/containers/create HTTP/1.1\r\nHost: forge\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    let chunk = vec![b' '; 1 << 20];
+    let mut answer = String::new();
+    for _ in 0..64 {
+        if write!(conn, "{:x}\r\n", chunk.len()).and_then(|_| conn.write_all(&chunk)).and_then(|_| conn.write_all(b"\r\n")).is_err() {
+            break;
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = BufReader::new(conn).read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.contains("request body larger than"), "{answer}");
+
+    // The server still answers, and the store is whole.
+    server.ok(&["version"]);
+    let fsck = forge.ok(&["store", "fsck"]);
+    assert!(fsck.ok, "{}", fsck.stderr);
+}
+
+#[test]
+fn sigterm_lets_a_running_build_finish_then_exits() {
+    let forge = Forge::with_busybox();
+    let mut server = Server::start(&forge, &[]);
+    let dir = forge.context("slow", &[("Dockerfile", "FROM busybox\nRUN echo started && sleep 2 && echo finished > /done\n")]);
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_path_with_name(dir.join("Dockerfile"), "Dockerfile").unwrap();
+    let bytes = tar.into_inner().unwrap();
+
+    let mut conn = UnixStream::connect(&server.socket).unwrap();
+    write!(conn, "POST /v1.41/build?t=slow:1 HTTP/1.1\r\nHost: forge\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", bytes.len()).unwrap();
+    conn.write_all(&bytes).unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut seen = String::new();
+    // Read until the RUN step has printed its first line: the build is under way.
+    while !seen.contains("started") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the answer ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+    server.signal_term();
+    // The socket goes at once: no new clients.
+    assert!(eventually(|| !server.socket.exists()), "the socket stayed after SIGTERM");
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("\"aux\":{\"ID\":\"sha256:") && rest.contains("Successfully tagged slow:1"), "the build was cut off:\n{seen}{rest}");
+    let status = server.wait_exit();
+    assert!(status.success(), "forge serve exited with {status}:\n{}", server.log());
+    let log = server.log();
+    assert!(log.contains("SIGTERM") && log.contains("forge serve: stopped"), "{log}");
+    assert_eq!(std::fs::read_to_string(forge.rootfs("slow:1").join("done")).unwrap(), "finished\n");
+}
