@@ -335,3 +335,38 @@ fn sigterm_lets_a_running_build_finish_then_exits() {
     assert!(log.contains("SIGTERM") && log.contains("forge serve: stopped"), "{log}");
     assert_eq!(std::fs::read_to_string(forge.rootfs("slow:1").join("done")).unwrap(), "finished\n");
 }
+
+#[test]
+fn docker_cli_creates_lists_inspects_and_removes_containers() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let id = server.ok(&["create", "--name", "web", "-e", "A=1", "-w", "/tmp", "busybox", "echo", "hi"]).stdout.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = server.ok(&["ps", "-a", "--format", "{{.ID}} {{.Names}} {{.Status}} {{.Command}}"]);
+    assert_eq!(ps.stdout.trim(), format!("{} web Created \"echo hi\"", &id[..12]));
+    // Without -a only running containers are listed; filters select.
+    assert_eq!(server.ok(&["ps", "-q"]).stdout.trim(), "");
+    assert_eq!(server.ok(&["ps", "-aq", "--filter", "status=created"]).stdout.trim(), &id[..12]);
+    assert_eq!(server.ok(&["ps", "-aq", "--filter", "name=nothing"]).stdout.trim(), "");
+    let inspect = server.ok(&["inspect", "--format", "{{.Name}} {{.State.Status}} {{.Config.WorkingDir}} {{.Config.Env}}", "web"]);
+    // The image's PATH, then -e, as docker merges them.
+    assert_eq!(inspect.stdout.trim(), "/web created /tmp [PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin A=1]");
+    // The daemonless CLI sees the same container.
+    assert!(forge.ok(&["ps", "-a"]).stdout.contains("web"));
+
+    let taken = server.docker(&["create", "--name", "web", "busybox", "true"]);
+    assert!(!taken.ok && taken.stderr.contains("already in use"), "{}", taken.stderr);
+    // A 404 for a missing image (on which the docker CLI would go and pull it).
+    let (code, body) = raw(&server.socket, "POST", "/v1.41/containers/create", "application/json", br#"{"Image": "nothing:here", "Cmd": ["true"]}"#);
+    assert_eq!((code, message(&body).as_str()), (404, "No such image: nothing:here"));
+    // What needs a container monitor is refused with the reason, and changes nothing.
+    let start = server.docker(&["start", "web"]);
+    assert!(!start.ok && start.stderr.contains("cannot run containers yet"), "{}", start.stderr);
+    let rmi = server.docker(&["rmi", "busybox"]);
+    assert!(!rmi.ok && rmi.stderr.contains("being used by container"), "{}", rmi.stderr);
+
+    assert_eq!(server.ok(&["rm", "web"]).stdout.trim(), "web");
+    assert_eq!(server.ok(&["ps", "-aq"]).stdout.trim(), "");
+    let gone = server.docker(&["rm", "web"]);
+    assert!(!gone.ok && gone.stderr.contains("No such container: web"), "{}", gone.stderr);
+}
