@@ -370,3 +370,63 @@ fn docker_cli_creates_lists_inspects_and_removes_containers() {
     let gone = server.docker(&["rm", "web"]);
     assert!(!gone.ok && gone.stderr.contains("No such container: web"), "{}", gone.stderr);
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl in `dir`;
+/// `other` also gets a client certificate from a second CA the server does not trust.
+fn make_certs(dir: &Path) {
+    let script = r#"
+set -e
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1" 2>/dev/null; }
+ca() { key $1-key.pem; openssl req -x509 -new -key $1-key.pem -out $1.pem -days 2 -subj "/CN=$1" -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign; }
+cert() { # name ca ext
+  key $1-key.pem
+  openssl req -new -key $1-key.pem -out $1.csr -subj "/CN=$1"
+  printf '%s\n' "$3" > $1.ext
+  openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2-key.pem -CAcreateserial -out $1.pem -days 2 -extfile $1.ext 2>/dev/null
+}
+ca ca; ca other-ca
+cert server ca "subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth"
+cert client ca "extendedKeyUsage=clientAuth"
+cert stranger other-ca "extendedKeyUsage=clientAuth"
+"#;
+    let o = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    assert!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn tcp_needs_a_client_certificate_and_plain_tcp_stays_on_loopback() {
+    let forge = Forge::empty();
+    let certs = forge.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certs(&certs);
+    let pem = |name: &str| certs.join(name).to_str().unwrap().to_string();
+
+    // Plain TCP on an address other hosts reach: refused before anything listens.
+    let port = forge_testkit::free_port();
+    let open = forge.run(&["serve", "-H", &format!("tcp://0.0.0.0:{port}")]);
+    assert_eq!(open.code, Some(1));
+    assert!(open.stderr.contains("plain TCP is refused on a non-loopback address"), "{}", open.stderr);
+    let half = forge.run(&["serve", "-H", &format!("tcp://0.0.0.0:{port}"), "--tlsverify", "--tlscacert", &pem("ca.pem")]);
+    assert_eq!(half.code, Some(2), "--tlsverify without a certificate and key is a usage error: {}", half.stderr);
+
+    let addr = format!("tcp://0.0.0.0:{port}");
+    let server = Server::start(&forge, &["-H", &addr, "--tlsverify", "--tlscacert", &pem("ca.pem"), "--tlscert", &pem("server.pem"), "--tlskey", &pem("server-key.pem")]);
+    assert!(eventually(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "{}", server.log());
+    let docker = |args: &[&str]| -> Ran {
+        Command::new(DOCKER).env("DOCKER_CONFIG", server.docker_config.path()).args(["-H", &format!("tcp://127.0.0.1:{port}")]).args(args).stdin(Stdio::null()).output().unwrap().into()
+    };
+    let ok = docker(&["--tlsverify", "--tlscacert", &pem("ca.pem"), "--tlscert", &pem("client.pem"), "--tlskey", &pem("client-key.pem"), "version", "--format", "{{.Server.Version}}"]);
+    assert!(ok.ok, "a client with a certificate from the CA was refused:\n{}\n{}", ok.stderr, server.log());
+    assert_eq!(ok.stdout.trim(), env!("CARGO_PKG_VERSION"));
+    // No client certificate, one from another CA, or no TLS at all: no answer.
+    let anonymous = docker(&["--tlsverify", "--tlscacert", &pem("ca.pem"), "version", "--format", "{{.Server.Version}}"]);
+    assert!(!anonymous.ok && anonymous.stdout.trim().is_empty(), "answered without a client certificate: {}", anonymous.stdout);
+    let stranger = docker(&["--tlsverify", "--tlscacert", &pem("ca.pem"), "--tlscert", &pem("stranger.pem"), "--tlskey", &pem("stranger-key.pem"), "version", "--format", "{{.Server.Version}}"]);
+    assert!(!stranger.ok && stranger.stdout.trim().is_empty(), "answered a certificate from another CA: {}", stranger.stdout);
+    let plain = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(!plain.ok && plain.stdout.trim().is_empty(), "answered plain HTTP: {}", plain.stdout);
+    assert!(server.log().contains("TLS handshake with 127.0.0.1"), "{}", server.log());
+    // The unix socket serves beside it.
+    server.ok(&["version"]);
+}

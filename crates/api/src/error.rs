@@ -28,6 +28,16 @@ pub enum Error {
     /// `--group` names no group.
     #[error("--group {0:?}: no such group")]
     NoSuchGroup(String),
+    /// A TLS file cannot be used.
+    #[error("{what} {}: {message}", path.display())]
+    Tls {
+        /// Which flag named it.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The store cannot be opened.
     #[error("opening the store: {0}")]
     Store(#[from] forge_layerstore::store::Error),

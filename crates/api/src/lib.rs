@@ -7,7 +7,7 @@
 //! finds everything where it was.
 //!
 //! The code follows a request: `listen.rs` binds the sockets (mode 0660, root and an optional
-//! group), `server.rs` accepts connections and drains them on shutdown, `router.rs` strips and
+//! group; TCP on loopback, or anywhere with mutual TLS, `tls.rs`), `server.rs` accepts connections and drains them on shutdown, `router.rs` strips and
 //! checks the `/vX.YZ` prefix (`version.rs`) and sends the request to its handler by path;
 //! the handlers (`system.rs`, `images.rs`, `build.rs`, `containers.rs`) read their parameters
 //! through `query.rs`, call the library crates and answer through `http.rs` (JSON, JSON-lines
@@ -28,9 +28,11 @@ mod query;
 mod router;
 mod server;
 mod system;
+mod tls;
 mod version;
 
 pub use error::Error;
 pub use listen::{Listener, ListenSpec};
 pub use server::{serve, Options};
+pub use tls::TlsFiles;
 pub use version::{API_VERSION, MIN_API_VERSION};

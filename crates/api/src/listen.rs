@@ -1,6 +1,7 @@
 //! `-H` addresses and the sockets behind them. A unix socket is made mode 0660, owned by root
 //! and `--group` (docker's `docker` group rule): only root and that group's members may drive
-//! the server, since whoever can is root on the host. Plain TCP is refused except on loopback.
+//! the server, since whoever can is root on the host. Plain TCP is refused except on loopback
+//! ([`ListenSpec::check`]): elsewhere only mutual TLS keeps the network out.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -30,14 +31,23 @@ impl std::str::FromStr for ListenSpec {
         }
         if let Some(hostport) = addr.strip_prefix("tcp://") {
             let sock: SocketAddr = hostport.parse().map_err(|_| bad("expected tcp://IP:PORT"))?;
-            if !sock.ip().is_loopback() {
-                // Mutual TLS is not implemented yet: on any other address the API would be
-                // open to the network, which is root on this host for anyone who connects.
-                return Err(bad("plain TCP is refused on a non-loopback address: anyone reaching it would be root here (TLS is not supported yet)"));
-            }
             return Ok(ListenSpec::Tcp(sock));
         }
         Err(bad("expected unix:///PATH or tcp://IP:PORT"))
+    }
+}
+
+impl ListenSpec {
+    /// Refuses plain TCP on an address other hosts can reach: whoever connects would be root
+    /// here.
+    pub fn check(&self, tls: bool) -> Result<(), Error> {
+        match self {
+            ListenSpec::Tcp(addr) if !tls && !addr.ip().is_loopback() => Err(Error::Address {
+                addr: self.to_string(),
+                reason: "plain TCP is refused on a non-loopback address: anyone reaching it would be root here; use --tlsverify with --tlscacert, --tlscert and --tlskey".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -129,8 +139,10 @@ mod tests {
     fn addresses() {
         assert_eq!("unix:///run/f.sock".parse::<ListenSpec>().unwrap(), ListenSpec::Unix("/run/f.sock".into()));
         assert_eq!("tcp://127.0.0.1:2375".parse::<ListenSpec>().unwrap().to_string(), "tcp://127.0.0.1:2375");
-        let open = "tcp://0.0.0.0:2375".parse::<ListenSpec>().unwrap_err().to_string();
-        assert!(open.contains("non-loopback"), "{open}");
+        let open = "tcp://0.0.0.0:2375".parse::<ListenSpec>().unwrap();
+        assert!(open.check(false).unwrap_err().to_string().contains("non-loopback"));
+        assert!(open.check(true).is_ok());
+        assert!("tcp://127.0.0.1:2375".parse::<ListenSpec>().unwrap().check(false).is_ok());
         assert!("unix://rel.sock".parse::<ListenSpec>().is_err());
         assert!("http://x".parse::<ListenSpec>().is_err());
     }

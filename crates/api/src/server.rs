@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
@@ -29,6 +30,8 @@ pub struct Options {
     pub group: Option<String>,
     /// How images are pulled and pushed (plain HTTP, CA certificates).
     pub registry: forge_registry::ClientConfig,
+    /// Mutual TLS on every TCP listener (`--tlsverify`).
+    pub tls: Option<crate::TlsFiles>,
 }
 
 /// What every handler shares: nothing but handles on the store and the settings.
@@ -42,6 +45,10 @@ pub(crate) struct Api {
 /// Serves the Engine API on `opts.listen` until SIGTERM or SIGINT, then drains. Must run on a
 /// multi-threaded tokio runtime (the handlers run library calls on blocking threads).
 pub async fn serve(opts: Options) -> Result<(), Error> {
+    for spec in &opts.listen {
+        spec.check(opts.tls.is_some())?;
+    }
+    let tls = opts.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let store = Store::open(&opts.root)?;
     let listeners = opts.listen.iter().map(|spec| Listener::bind(spec, opts.group.as_deref())).collect::<Result<Vec<_>, _>>()?;
     let (stop_tx, stopping) = watch::channel(false);
@@ -50,7 +57,14 @@ pub async fn serve(opts: Options) -> Result<(), Error> {
     let mut term = signal(SignalKind::terminate()).map_err(|source| Error::Socket { what: "handling SIGTERM for", addr: "forge serve".into(), source })?;
     let mut int = signal(SignalKind::interrupt()).map_err(|source| Error::Socket { what: "handling SIGINT for", addr: "forge serve".into(), source })?;
 
-    let addrs: Vec<String> = opts.listen.iter().map(ToString::to_string).collect();
+    let addrs: Vec<String> = opts
+        .listen
+        .iter()
+        .map(|l| match (l, &tls) {
+            (ListenSpec::Tcp(_), Some(_)) => format!("{l} (mutual TLS)"),
+            _ => l.to_string(),
+        })
+        .collect();
     let access = match &opts.group {
         Some(g) => format!("mode 0660, root:{g}"),
         None => "mode 0660, root:root".to_string(),
@@ -66,7 +80,7 @@ pub async fn serve(opts: Options) -> Result<(), Error> {
     let mut accepting = JoinSet::new();
     let connections = TaskTracker::new();
     for listener in listeners {
-        accepting.spawn(accept_loop(listener, api.clone(), stopping.clone(), connections.clone()));
+        accepting.spawn(accept_loop(listener, tls.clone(), api.clone(), stopping.clone(), connections.clone()));
     }
 
     let name = tokio::select! {
@@ -86,7 +100,7 @@ pub async fn serve(opts: Options) -> Result<(), Error> {
     Ok(())
 }
 
-async fn accept_loop(listener: Listener, api: Arc<Api>, mut stopping: watch::Receiver<bool>, connections: TaskTracker) {
+async fn accept_loop(listener: Listener, tls: Option<TlsAcceptor>, api: Arc<Api>, mut stopping: watch::Receiver<bool>, connections: TaskTracker) {
     loop {
         let accepted = tokio::select! {
             _ = async { let _ = stopping.wait_for(|s| *s).await; } => return,
@@ -94,7 +108,20 @@ async fn accept_loop(listener: Listener, api: Arc<Api>, mut stopping: watch::Rec
         };
         match accepted {
             Ok(Conn::Unix(s)) => connections.spawn(connection(s, api.clone(), stopping.clone())),
-            Ok(Conn::Tcp(s)) => connections.spawn(connection(s, api.clone(), stopping.clone())),
+            Ok(Conn::Tcp(s)) => match tls.clone() {
+                None => connections.spawn(connection(s, api.clone(), stopping.clone())),
+                // The handshake runs in the connection's task: a slow client holds up no one.
+                Some(tls) => {
+                    let (api, stopping) = (api.clone(), stopping.clone());
+                    connections.spawn(async move {
+                        let peer = s.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+                        match tls.accept(s).await {
+                            Ok(stream) => connection(stream, api, stopping).await,
+                            Err(e) => eprintln!("forge serve: TLS handshake with {peer} refused: {e}"),
+                        }
+                    })
+                }
+            },
             // Out of descriptors and the like: the next accept may work; a busy loop must not
             // follow, so wait a little.
             Err(e) => {
