@@ -430,3 +430,87 @@ fn tcp_needs_a_client_certificate_and_plain_tcp_stays_on_loopback() {
     // The unix socket serves beside it.
     server.ok(&["version"]);
 }
+
+#[test]
+fn fifty_concurrent_clients_all_get_answers_and_the_store_stays_whole() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let socket = server.socket.clone();
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                if i % 2 == 0 {
+                    raw(&socket, "POST", &format!("/v1.41/images/busybox/tag?repo=copy&tag={i}"), "text/plain", b"")
+                } else {
+                    raw(&socket, "GET", "/v1.41/images/json", "text/plain", b"")
+                }
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (code, body) = t.join().unwrap();
+        if i % 2 == 0 {
+            assert_eq!(code, 201, "tag {i}: {body}");
+        } else {
+            assert_eq!(code, 200, "list {i}: {body}");
+            let start = body.find('[').unwrap();
+            let list: serde_json::Value = serde_json::from_str(body[start..].trim().lines().next().unwrap()).unwrap_or_else(|e| panic!("{e}: {body}"));
+            assert!(list.as_array().unwrap().iter().any(|img| img["RepoTags"].to_string().contains("busybox:latest")), "{body}");
+        }
+    }
+    let tags = server.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).stdout;
+    for i in (0..50).step_by(2) {
+        assert!(tags.lines().any(|l| l == format!("copy:{i}")), "copy:{i} is missing:\n{tags}");
+    }
+    forge.ok(&["store", "fsck"]);
+}
+
+/// The PIDs of processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker)))
+        .collect()
+}
+
+#[test]
+fn kill_9_of_the_server_during_a_build_leaves_a_store_that_fsck_and_gc_accept() {
+    let forge = Forge::with_busybox();
+    let mut server = Server::start(&forge, &[]);
+    let marker = format!("{}", 40_000 + std::process::id() % 10_000);
+    let dir = forge.context("killed", &[("Dockerfile", &format!("FROM busybox\nRUN echo started && head -c 5000000 /dev/zero > /big && sleep {marker}\n"))]);
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_path_with_name(dir.join("Dockerfile"), "Dockerfile").unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let mut conn = UnixStream::connect(&server.socket).unwrap();
+    write!(conn, "POST /v1.41/build?t=killed:1 HTTP/1.1\r\nHost: forge\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", bytes.len()).unwrap();
+    conn.write_all(&bytes).unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the answer ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+    assert!(eventually(|| !processes_with(&format!("sleep {marker}")).is_empty()), "the step never ran its sleep");
+    let mut child = server.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The step dies with the server (its init has the parent-death signal).
+    assert!(eventually(|| processes_with(&format!("sleep {marker}")).is_empty()), "the step outlived the server");
+
+    // gc expires the dead server's lease and removes what it left; fsck finds nothing wrong.
+    forge.ok(&["store", "gc"]);
+    let fsck = forge.ok(&["store", "fsck", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&fsck.stdout).unwrap();
+    assert_eq!(report["corrupt"], serde_json::json!([]), "{}", fsck.stdout);
+    assert_eq!(report["broken_tags"], serde_json::json!([]), "{}", fsck.stdout);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(forge.store().to_str().unwrap()), "mounts left under the store:\n{mounts}");
+    assert!(!forge.ok(&["images"]).stdout.contains("killed"));
+    // A new server on the same store builds again.
+    let server = Server::start(&forge, &[]);
+    server.ok(&["images"]);
+}

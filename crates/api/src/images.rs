@@ -456,19 +456,26 @@ async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
     let store = api.store.clone();
     let images = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<(Vec<String>, Image)>, ApiError> {
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
             let mut images = Vec::new();
             for name in &names {
                 let image = store.image(name)?;
                 let tagged = store.index().resolve(&normalize_tag(name))?.is_some();
                 images.push((if tagged { vec![normalize_tag(name)] } else { Vec::new() }, image));
             }
-            Ok(images)
+            // The images stay whole while the archive is written, even if their names are
+            // removed and gc runs meanwhile.
+            let roots = images.iter().map(|(_, i)| i.descriptor.digest().as_ref().parse()).collect::<Result<Vec<forge_layerstore::Digest>, _>>();
+            let roots = roots.map_err(|e| ApiError::internal(format!("a stored manifest digest: {e}")))?;
+            let lease = store.lease("save", &roots)?;
+            Ok((images, lease))
         })
         .await??
     };
+    let (images, lease) = images;
     let (mut writer, resp) = http::bytes_stream("application/x-tar");
     tokio::task::spawn_blocking(move || {
+        let _lease = lease;
         if let Err(e) = export::save(&store, &images, ArchiveFormat::Docker, &mut writer) {
             writer.fail(format!("writing the archive: {e}"));
         }
