@@ -54,7 +54,12 @@ impl Server {
     }
 
     fn docker_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(DOCKER);
+        self.client_cmd(Path::new(DOCKER), args)
+    }
+
+    /// `client` (a docker CLI) pointed at this server.
+    fn client_cmd(&self, client: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(client);
         c.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .env("DOCKER_CONFIG", self.docker_config.path())
             .env_remove("DOCKER_BUILDKIT")
@@ -513,4 +518,39 @@ fn kill_9_of_the_server_during_a_build_leaves_a_store_that_fsck_and_gc_accept() 
     // A new server on the same store builds again.
     let server = Server::start(&forge, &[]);
     server.ok(&["images"]);
+}
+
+#[test]
+fn docker_28_5_client_negotiates_down_and_drives_images() {
+    // Debian unstable's docker.io 28.5 CLI, from the reference daemon's chroot
+    // (../shared/anchors/start-dockerd-modern.sh makes it).
+    let modern = Path::new("/tmp/forge-anchors/trixie/usr/bin/docker");
+    if !modern.exists() {
+        let _ = writeln!(std::io::stderr(), "\nskipped: docker_28_5_client: {} is missing (run ../shared/anchors/start-dockerd-modern.sh once)\n", modern.display());
+        return;
+    }
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let docker = |args: &[&str]| -> Ran {
+        let r: Ran = server.client_cmd(modern, args).output().unwrap().into();
+        assert!(r.ok, "docker 28.5 {args:?}:\n{}\n{}", r.stdout, r.stderr);
+        r
+    };
+    let v = docker(&["version", "--format", "{{.Client.Version}} {{.Client.APIVersion}} {{.Server.APIVersion}}"]);
+    assert!(v.stdout.starts_with("28.5") && v.stdout.trim().ends_with("1.43 1.43"), "{}", v.stdout);
+    let ctx = forge.context("ctx", &[("Dockerfile", "FROM busybox\nARG WHO=nobody\nRUN echo \"built by $WHO\" > /who\n")]);
+    let b = docker(&["build", "-t", "modern:1", "--build-arg", "WHO=docker-28", ctx.to_str().unwrap()]);
+    assert!(b.stdout.contains("Successfully tagged modern:1"), "{}{}", b.stdout, b.stderr);
+    assert_eq!(std::fs::read_to_string(forge.rootfs("modern:1").join("who")).unwrap(), "built by docker-28\n");
+    let images = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut listed: Vec<&str> = images.stdout.lines().collect();
+    listed.sort();
+    assert_eq!(listed, ["busybox:latest", "modern:1"]);
+    let archive = forge.dir.path().join("modern.tar");
+    docker(&["save", "-o", archive.to_str().unwrap(), "modern:1"]);
+    assert_eq!(docker(&["rmi", "modern:1"]).stdout.lines().next(), Some("Untagged: modern:1"));
+    let load = docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(load.stdout.trim(), "Loaded image: modern:1");
+    let df = docker(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.stdout.lines().any(|l| l == "Images 2"), "{}", df.stdout);
 }
