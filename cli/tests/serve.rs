@@ -554,3 +554,42 @@ fn docker_28_5_client_negotiates_down_and_drives_images() {
     let df = docker(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
     assert!(df.stdout.lines().any(|l| l == "Images 2"), "{}", df.stdout);
 }
+
+#[test]
+fn docker_login_checks_credentials_and_push_sends_them_in_x_registry_auth() {
+    let forge = Forge::with_busybox();
+    let certs = forge.dir.path().join("registry-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let sh = |script: &str| {
+        let o = Command::new("sh").arg("-ec").arg(script).current_dir(&certs).output().unwrap();
+        assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:TRUE 2>/dev/null");
+    sh("htpasswd -Bbn forge s3cret > htpasswd");
+    let registry = forge_testkit::Registry::start_with(&format!(
+        "http:\n  addr: {{addr}}\n  tls:\n    certificate: {c}/cert.pem\n    key: {c}/key.pem\nauth:\n  htpasswd:\n    realm: forge-test\n    path: {c}/htpasswd\n",
+        c = certs.display()
+    ));
+    let certs_d = forge.dir.path().join("certs.d");
+    std::fs::create_dir_all(certs_d.join(&registry.addr)).unwrap();
+    std::fs::copy(certs.join("cert.pem"), certs_d.join(&registry.addr).join("ca.crt")).unwrap();
+    let server = Server::start(&forge, &["--certs-dir", certs_d.to_str().unwrap()]);
+    let remote = format!("{}/secure/busybox:1", registry.addr);
+    server.ok(&["tag", "busybox", &remote]);
+
+    let anonymous = server.docker(&["push", &remote]);
+    assert!(!anonymous.ok, "pushed without credentials:\n{}", anonymous.stdout);
+    let wrong = server.docker(&["login", "-u", "forge", "-p", "nope", &registry.addr]);
+    assert!(!wrong.ok && wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
+    let login = server.ok(&["login", "-u", "forge", "-p", "s3cret", &registry.addr]);
+    assert!(login.stdout.contains("Login Succeeded"), "{}", login.stdout);
+    // The client keeps the credentials; the server wrote none.
+    assert!(std::fs::read_to_string(server.docker_config.path().join("config.json")).unwrap().contains(&registry.addr));
+    assert!(!std::path::Path::new("/root/.docker/config.json").exists() || !std::fs::read_to_string("/root/.docker/config.json").unwrap().contains(&registry.addr));
+    let push = server.ok(&["push", &remote]);
+    assert!(push.stdout.contains("1: digest: sha256:"), "{}", push.stdout);
+    server.ok(&["rmi", &remote]);
+    let pull = server.ok(&["pull", &remote]);
+    assert!(pull.stdout.contains("Status: Downloaded newer image"), "{}", pull.stdout);
+}

@@ -49,6 +49,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> 
         (&Method::GET, "/info") => system::info(api, req).await,
         (&Method::GET, "/system/df") => system::df(api, req).await,
         (&Method::GET, "/events") => system::events(api, req).await,
+        (&Method::POST, "/auth") => system::auth(api, req).await,
         (&Method::GET, "/images/json") => images::list(api, req).await,
         (&Method::POST, "/images/create") => images::create(api, req).await,
         (&Method::POST, "/images/load") => images::load(api, req).await,
