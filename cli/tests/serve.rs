@@ -179,6 +179,9 @@ fn docker_cli_drives_version_info_build_images_tag_push_pull_save_load_rmi_df() 
     assert!(pull.stdout.contains(&format!("Status: Downloaded newer image for {remote}")), "{}", pull.stdout);
     let app_id = forge.inspect("app:1")["Id"].as_str().unwrap().to_string();
     assert_eq!(server.ok(&["image", "inspect", "--format", "{{.Id}}", &remote]).stdout.trim(), app_id);
+    // Keys the image does not set are there, as null, for templates.
+    let cmds = server.ok(&["image", "inspect", "--format", "{{.Config.Cmd}}|{{json .Config.Entrypoint}}", "other:1", "app:1"]);
+    assert_eq!(cmds.stdout, "[cat /hello.txt]|null\n[]|null\n");
     let missing = server.docker(&["pull", &format!("{}/demo/missing:1", registry.addr)]);
     assert!(!missing.ok && missing.stderr.contains("404"), "{}", missing.stderr);
 

@@ -149,7 +149,15 @@ async fn inspect(api: &Api, req: Request<Incoming>, name: &str) -> Result<Respon
         })
     })
     .await??;
-    Ok(http::json(StatusCode::OK, &body))
+    // The daemon always sends these keys (null when unset); clients' templates such as
+    // `{{.Config.Cmd}}` fail on a missing key, so absent ones are written as null.
+    let mut value = serde_json::to_value(&body).map_err(|e| ApiError::internal(format!("encoding the image: {e}")))?;
+    if let Some(config) = value.get_mut("Config").and_then(|c| c.as_object_mut()) {
+        for key in ["User", "ExposedPorts", "Env", "Cmd", "Volumes", "WorkingDir", "Entrypoint", "OnBuild", "Labels"] {
+            config.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    Ok(http::json(StatusCode::OK, &value))
 }
 
 async fn history(api: &Api, req: Request<Incoming>, name: &str) -> Result<Response, ApiError> {
