@@ -285,6 +285,26 @@ fn bad_requests_get_clear_errors() {
     assert!(!forge.dir.path().join("escaped").exists() && !forge.store().join("forge/escaped").exists());
     assert!(!forge.ok(&["images"]).stdout.contains("escape"));
 
+    // The Dockerfile is read inside the context: not through `..`, nor a symlinked directory.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    link.set_uid(0);
+    link.set_gid(0);
+    link.set_mtime(0);
+    tar.append_link(&mut link, "etc", "/etc").unwrap();
+    let context = tar.into_inner().unwrap();
+    let up = format!("{}etc/passwd", "../".repeat(30));
+    for name in [up.as_str(), "etc/passwd"] {
+        let (code, body) = raw(s, "POST", &format!("/v1.41/build?dockerfile={name}"), "application/x-tar", &context);
+        assert_eq!(code, 400, "{name}: {body}");
+        let msg = message(&body);
+        assert!(msg.contains("outside the build context") || msg.contains("is a symlink"), "{msg}");
+        assert!(!body.contains("root:x:0:0"), "the host's /etc/passwd leaked: {body}");
+    }
+
     // A build parameter forge has no equivalent for is refused, not ignored.
     let (code, body) = raw(s, "POST", "/v1.41/build?remote=https://example.invalid/x.git", "application/x-tar", b"");
     assert_eq!(code, 400);

@@ -4,6 +4,7 @@
 //! builder's events go back as `stream` messages, the image ID as `aux`, as the classic
 //! builder sends them.
 
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use forge_builder::{BuildOptions, ByteSize, Event, MemorySwap, NetworkMode};
@@ -19,7 +20,9 @@ use crate::query::Query;
 use crate::server::Api;
 
 /// Every parameter a docker client sends to `/build` (the classic builder's set); the ones
-/// forge has no equivalent for are accepted only at their "off" value.
+/// forge has no equivalent for are accepted only at their "off" value. `rm` and `forcerm`
+/// concern intermediate containers, which forge's builder does not make; with `pull`, forge
+/// pulls a base image only when it is missing from the store.
 const PARAMS: &[&str] = &[
     "dockerfile", "t", "extrahosts", "remote", "q", "nocache", "cachefrom", "pull", "rm", "forcerm", "memory", "memswap",
     "cpushares", "cpusetcpus", "cpusetmems", "cpuperiod", "cpuquota", "buildargs", "shmsize", "squash", "labels",
@@ -36,7 +39,7 @@ fn refuse_unless_off(q: &Query, name: &str, off: &[&str], why: &str) -> Result<(
 }
 
 /// Parses the request into build options (everything but the context).
-fn options(q: &Query, context: std::path::PathBuf) -> Result<(BuildOptions, Vec<String>), ApiError> {
+fn options(q: &Query, context: PathBuf) -> Result<(BuildOptions, Vec<String>), ApiError> {
     refuse_unless_off(q, "remote", &[""], "send the context as a tar")?;
     refuse_unless_off(q, "squash", &["", "0", "false"], "forge does not squash layers")?;
     refuse_unless_off(q, "version", &["", "1"], "forge serves the classic builder protocol (version 1), not a BuildKit session")?;
@@ -60,11 +63,7 @@ fn options(q: &Query, context: std::path::PathBuf) -> Result<(BuildOptions, Vec<
     for t in &tags {
         forge_layerstore::store::check_name(t).map_err(|e| ApiError::bad_request(format!("t: {e}")))?;
     }
-    let mut opts = BuildOptions::new(context.clone());
-    if let Some(df) = q.get("dockerfile").filter(|d| !d.is_empty()) {
-        // The builder reads it inside the context, whatever `..` or symlinks it names.
-        opts.dockerfile = Some(context.join(df.trim_start_matches('/')));
-    }
+    let mut opts = BuildOptions::new(context);
     opts.build_args = q.json_map("buildargs")?;
     opts.labels = q.json_map("labels")?;
     opts.target = q.get("target").filter(|t| !t.is_empty()).map(str::to_string);
@@ -92,6 +91,30 @@ fn options(q: &Query, context: std::path::PathBuf) -> Result<(BuildOptions, Vec<
     let period = q.number::<u64>("cpuperiod")?.filter(|s| *s != 0).unwrap_or(100_000);
     opts.limits.cpu_quota = quota.map(|quota| (quota, period));
     Ok((opts, tags))
+}
+
+/// The Dockerfile `name` (a path in the context, as clients send it) inside `context`. The
+/// builder resolves the file's own name inside its directory, but opens that directory as a
+/// host path: so no `..` may lead out, and no directory on the way may be a symlink (which a
+/// context tar can hold, pointing anywhere on the host).
+fn dockerfile_in(context: &Path, name: &str) -> Result<PathBuf, ApiError> {
+    let rel = Path::new(name.trim_start_matches('/'));
+    let parts: Vec<Component> = rel.components().collect();
+    let mut dir = context.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        match part {
+            Component::CurDir => {}
+            Component::Normal(p) if i + 1 < parts.len() => {
+                dir.push(p);
+                if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(ApiError::bad_request(format!("dockerfile {name:?}: a directory on its path is a symlink; give its real path in the context")));
+                }
+            }
+            Component::Normal(_) => {}
+            _ => return Err(ApiError::bad_request(format!("dockerfile {name:?} is outside the build context"))),
+        }
+    }
+    Ok(context.join(rel))
 }
 
 /// The builder's events as the classic builder's messages.
@@ -140,7 +163,7 @@ pub(crate) async fn build(api: &Api, req: Request<Incoming>) -> Result<Response,
     let store = api.store.clone();
     let scratch = store.tmp_dir().map_err(ApiError::internal)?;
     let dir = tempfile::Builder::new().prefix("context-").tempdir_in(scratch).map_err(|e| ApiError::internal(format!("a directory for the build context: {e}")))?;
-    let (opts, tags) = options(&q, dir.path().to_path_buf())?;
+    let (mut opts, tags) = options(&q, dir.path().to_path_buf())?;
     let quiet = q.flag("q");
     // Held until the image is tagged, so a `store gc` beside the build leaves its work alone.
     let lease = store.lease("build", &[])?;
@@ -153,6 +176,9 @@ pub(crate) async fn build(api: &Api, req: Request<Incoming>) -> Result<Response,
     })
     .await?
     .map_err(|e| ApiError::bad_request(format!("unpacking the build context: {e}")))?;
+    if let Some(name) = q.get("dockerfile").filter(|d| !d.is_empty()) {
+        opts.dockerfile = Some(dockerfile_in(dir.path(), name)?);
+    }
 
     let (lines, resp) = http::lines();
     let bases = RegistryBases { client: forge_registry::Client::new(api.registry.clone()), runtime: tokio::runtime::Handle::current() };
