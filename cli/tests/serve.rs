@@ -387,6 +387,17 @@ fn docker_cli_creates_lists_inspects_and_removes_containers() {
     // A 404 for a missing image (on which the docker CLI would go and pull it).
     let (code, body) = raw(&server.socket, "POST", "/v1.41/containers/create", "application/json", br#"{"Image": "nothing:here", "Cmd": ["true"]}"#);
     assert_eq!((code, message(&body).as_str()), (404, "No such image: nothing:here"));
+    // What forge's runtime cannot honour yet is refused, never dropped silently.
+    for (args, why) in [
+        (&["create", "-p", "8080:80", "busybox", "true"][..], "published ports are not supported"),
+        (&["create", "-v", "/tmp:/data", "busybox", "true"][..], "bind mounts are not supported"),
+        (&["create", "--label", "a=b", "busybox", "true"][..], "labels are not stored"),
+        (&["ps", "-a", "--filter", "since=web"][..], "the since filter is not supported"),
+    ] {
+        let r = server.docker(args);
+        assert!(!r.ok && r.stderr.contains(why), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(server.ok(&["ps", "-aq"]).stdout.trim(), &id[..12]);
     // What needs a container monitor is refused with the reason, and changes nothing.
     let start = server.docker(&["start", "web"]);
     assert!(!start.ok && start.stderr.contains("cannot run containers yet"), "{}", start.stderr);

@@ -57,8 +57,17 @@ pub(crate) fn summary(c: &Container) -> ContainerSummary {
 
 /// `GET /containers/json`.
 pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> {
-    let q = Query::parse(req.uri().query(), &["all", "limit", "size", "filters", "before", "since"])?;
+    // `trunc_cmd`: sent by docker-py, which shortens the answer itself.
+    let q = Query::parse(req.uri().query(), &["all", "limit", "size", "filters", "before", "since", "trunc_cmd"])?;
+    if q.get("before").is_some_and(|b| !b.is_empty()) || q.get("since").is_some_and(|b| !b.is_empty()) {
+        return Err(ApiError::bad_request("the before and since parameters are not supported by forge yet"));
+    }
     let filters = q.filters(&["id", "name", "status", "ancestor", "exited", "label", "before", "since", "network", "volume", "health", "isolation", "publish", "expose", "is-task"])?;
+    for unsupported in ["before", "since", "network", "volume", "health", "isolation", "publish", "expose", "is-task"] {
+        if !filters.values(unsupported).is_empty() {
+            return Err(ApiError::bad_request(format!("the {unsupported} filter is not supported by forge yet")));
+        }
+    }
     let all = q.flag("all");
     let limit = q.number::<i64>("limit")?.filter(|l| *l > 0);
     let store = api.store.clone();
@@ -71,6 +80,8 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
             && any("status", &|v| v == c.state.status.to_string())
             && any("ancestor", &|v| c.config.image == v || c.config.image_digest == v)
             && any("exited", &|v| c.state.status == Status::Exited && v.parse() == Ok(c.state.exit_code))
+            // forge's containers carry no labels (yet), so a label filter matches none.
+            && filters.values("label").is_empty()
     };
     let mut out: Vec<ContainerSummary> = containers
         .iter()
@@ -86,6 +97,9 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
 
 /// What of a create request forge's runtime cannot honour yet: refused, not ignored.
 fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ApiError> {
+    if body.labels.as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(ApiError::bad_request("container labels are not stored by forge's runtime yet"));
+    }
     let Some(host) = &body.host_config else { return Ok(()) };
     let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
     if nonempty(&host.binds) || host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {

@@ -65,7 +65,8 @@ pub(crate) fn summaries(store: &Store) -> Result<Vec<ImageSummary>, ApiError> {
 
 /// `GET /images/json`.
 pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> {
-    let q = Query::parse(req.uri().query(), &["all", "filters", "filter", "digests", "shared-size", "manifests"])?;
+    // `only_ids`: sent by docker-py, which reads only the IDs then.
+    let q = Query::parse(req.uri().query(), &["all", "filters", "filter", "digests", "shared-size", "manifests", "only_ids"])?;
     let filters = q.filters(&["reference", "dangling", "label", "before", "since", "until"])?;
     for unsupported in ["before", "since", "until"] {
         if !filters.values(unsupported).is_empty() {
