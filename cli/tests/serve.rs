@@ -627,3 +627,50 @@ fn docker_login_checks_credentials_and_push_sends_them_in_x_registry_auth() {
     let pull = server.ok(&["pull", &remote]);
     assert!(pull.stdout.contains("Status: Downloaded newer image"), "{}", pull.stdout);
 }
+
+#[test]
+fn docker_sdk_for_python_drives_images_and_containers() {
+    let has_sdk = Command::new("python3").args(["-c", "import docker"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !has_sdk {
+        let _ = writeln!(std::io::stderr(), "\nskipped: docker_sdk_for_python: python3's docker module is missing (pip install docker)\n");
+        return;
+    }
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let ctx = forge.context("pyctx", &[("Dockerfile", "FROM busybox AS base\nARG MSG=none\nRUN echo \"$MSG\" > /msg\nFROM base\nRUN echo last > /last\n")]);
+    let script = r#"
+import sys, docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1])
+assert c.ping()
+assert c.version()["ApiVersion"] == "1.43"
+assert [t for i in c.images.list() for t in i.tags] == ["busybox:latest"]
+img, logs = c.images.build(path=sys.argv[2], tag="py:1", buildargs={"MSG": "from-python"}, target="base", rm=True)
+assert img.tags == ["py:1"], img.tags
+assert any("Successfully tagged py:1" in l.get("stream", "") for l in logs)
+img.tag("py", "2")
+assert sorted(c.images.get("py:2").tags) == ["py:1", "py:2"]
+assert c.images.get("py:1").history()[0]["CreatedBy"].startswith("RUN |1 MSG=from-python")
+archive = b"".join(c.images.get("py:1").save(named=True))
+c.images.remove("py:2")
+c.images.remove("py:1")
+assert [t for i in c.images.list() for t in i.tags] == ["busybox:latest"]
+loaded = c.images.load(archive)
+assert [i.tags for i in loaded] == [["py:1"]], loaded
+ct = c.containers.create("busybox", ["echo", "hi"], name="pyct", environment={"A": "1"})
+assert (ct.name, ct.status) == ("pyct", "created")
+assert [x.name for x in c.containers.list(all=True)] == ["pyct"]
+assert c.containers.list() == []
+try:
+    c.containers.get("nothing")
+    raise SystemExit("found a missing container")
+except docker.errors.NotFound:
+    pass
+ct.remove()
+assert c.containers.list(all=True) == []
+print("OK")
+"#;
+    let o = Command::new("python3").args(["-c", script, server.socket.to_str().unwrap(), ctx.to_str().unwrap()]).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.trim() == "OK", "{out}\n{err}\nserver log:\n{}", server.log());
+    assert_eq!(std::fs::read_to_string(forge.rootfs("py:1").join("msg")).unwrap(), "from-python\n");
+}
