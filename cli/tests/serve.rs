@@ -674,3 +674,45 @@ print("OK")
     assert!(o.status.success() && out.trim() == "OK", "{out}\n{err}\nserver log:\n{}", server.log());
     assert_eq!(std::fs::read_to_string(forge.rootfs("py:1").join("msg")).unwrap(), "from-python\n");
 }
+
+#[test]
+fn kill_9_of_the_server_during_a_pull_leaves_a_store_that_fsck_and_gc_accept() {
+    // An image with a 40 MB incompressible layer in a local registry.
+    let source = Forge::with_busybox();
+    let registry = forge_testkit::Registry::start();
+    let rootfs = source.dir.path().join("big-rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mut random = std::fs::File::open("/dev/urandom").unwrap().take(40 << 20);
+    std::io::copy(&mut random, &mut std::fs::File::create(rootfs.join("big")).unwrap()).unwrap();
+    let tar = source.dir.path().join("big.tar");
+    assert!(Command::new("tar").arg("-C").arg(&rootfs).args(["-cf"]).arg(&tar).arg(".").status().unwrap().success());
+    let remote = format!("{}/demo/big:1", registry.addr);
+    source.ok(&["import", tar.to_str().unwrap(), &remote]);
+    source.ok(&["push", "-q", &remote]);
+
+    let forge = Forge::empty();
+    let mut server = Server::start(&forge, &[]);
+    let mut conn = UnixStream::connect(&server.socket).unwrap();
+    let (name, tag) = remote.rsplit_once(':').unwrap();
+    write!(conn, "POST /v1.41/images/create?fromImage={name}&tag={tag} HTTP/1.1\r\nHost: forge\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut seen = String::new();
+    while !seen.contains("Downloading") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the answer ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+    let mut child = server.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    forge.ok(&["store", "gc"]);
+    let fsck = forge.ok(&["store", "fsck", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&fsck.stdout).unwrap();
+    assert_eq!((&report["corrupt"], &report["broken_tags"]), (&serde_json::json!([]), &serde_json::json!([])), "{}", fsck.stdout);
+    // The pull can be done again, whole.
+    let server = Server::start(&forge, &[]);
+    let pull = server.ok(&["pull", &remote]);
+    assert!(pull.stdout.contains("Status: Downloaded newer image"), "{}", pull.stdout);
+    forge.ok(&["store", "fsck"]);
+}
