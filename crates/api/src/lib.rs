@@ -15,6 +15,22 @@
 //!
 //! JSON shapes come from `bollard-stubs` (generated from the Engine API's swagger file); a
 //! handler says so where it writes one by hand.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), forge_api::Error> {
+//! let opts = forge_api::Options {
+//!     root: "/var/lib/forge".into(),
+//!     listen: vec!["unix:///run/forge.sock".parse()?],
+//!     group: Some("docker".into()),
+//!     registry: forge_registry::ClientConfig::default(),
+//!     tls: None,
+//! };
+//! // Until SIGTERM or SIGINT; then requests in flight finish and the socket is removed.
+//! forge_api::serve(opts).await
+//! # }
+//! ```
 
 #![deny(missing_docs)]
 
