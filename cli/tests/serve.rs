@@ -626,6 +626,13 @@ fn docker_login_checks_credentials_and_push_sends_them_in_x_registry_auth() {
     server.ok(&["rmi", &remote]);
     let pull = server.ok(&["pull", &remote]);
     assert!(pull.stdout.contains("Status: Downloaded newer image"), "{}", pull.stdout);
+
+    // A build whose base is missing pulls it with the credentials of X-Registry-Config.
+    server.ok(&["rmi", &remote]);
+    let ctx = forge.context("private-base", &[("Dockerfile", &format!("FROM {remote}\nRUN echo on-private-base > /x\n"))]);
+    let b = server.ok(&["build", "-t", "on-private:1", ctx.to_str().unwrap()]);
+    assert!(b.stdout.contains("Successfully tagged on-private:1"), "{}", b.stdout);
+    assert_eq!(std::fs::read_to_string(forge.rootfs("on-private:1").join("x")).unwrap(), "on-private-base\n");
 }
 
 #[test]

@@ -142,9 +142,10 @@ impl forge_builder::Progress for StreamProgress {
     }
 }
 
-/// Base images missing from the store are pulled, as `docker build` does.
+/// Base images missing from the store are pulled, as `docker build` does, with the
+/// credentials the client sent for the build.
 struct RegistryBases {
-    client: forge_registry::Client,
+    client: crate::credentials::RequestClient,
     runtime: tokio::runtime::Handle,
 }
 
@@ -168,6 +169,7 @@ pub(crate) async fn build(api: &Api, req: Request<Incoming>) -> Result<Response,
     // Held until the image is tagged, so a `store gc` beside the build leaves its work alone.
     let lease = store.lease("build", &[])?;
 
+    let bases = RegistryBases { client: crate::credentials::for_build(api, &req)?, runtime: tokio::runtime::Handle::current() };
     let reader = http::body_reader(req.into_body());
     let context = dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -181,7 +183,6 @@ pub(crate) async fn build(api: &Api, req: Request<Incoming>) -> Result<Response,
     }
 
     let (lines, resp) = http::lines();
-    let bases = RegistryBases { client: forge_registry::Client::new(api.registry.clone()), runtime: tokio::runtime::Handle::current() };
     let cancel = opts.cancel.clone();
     let watcher_lines = lines.clone();
     // A client that goes away (Ctrl-C on `docker build`) cancels the build.

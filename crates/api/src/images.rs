@@ -299,39 +299,6 @@ pub(crate) async fn prune(api: &Api, req: Request<Incoming>) -> Result<Response,
     Ok(http::json(StatusCode::OK, &body))
 }
 
-/// The registry client for one request: docker's `X-Registry-Auth` header (base64url JSON
-/// credentials) when the client sent one, else the server's docker config.
-fn registry_client(api: &Api, req: &Request<Incoming>, registry: &str) -> Result<(forge_registry::Client, Option<tempfile::TempDir>), ApiError> {
-    let mut config = api.registry.clone();
-    let header = req.headers().get("X-Registry-Auth").map(|v| v.as_bytes().to_vec()).filter(|v| !v.is_empty());
-    let Some(header) = header else { return Ok((forge_registry::Client::new(config), None)) };
-    use base64::Engine;
-    let trimmed: Vec<u8> = header.iter().copied().filter(|b| *b != b'=').collect();
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(&trimmed)
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&trimmed))
-        .map_err(|e| ApiError::bad_request(format!("invalid X-Registry-Auth header: not base64: {e}")))?;
-    #[derive(serde::Deserialize)]
-    struct Auth {
-        #[serde(default)]
-        username: String,
-        #[serde(default)]
-        password: String,
-    }
-    let auth: Auth = serde_json::from_slice(&decoded).map_err(|e| ApiError::bad_request(format!("invalid X-Registry-Auth header: {e}")))?;
-    if auth.username.is_empty() && auth.password.is_empty() {
-        return Ok((forge_registry::Client::new(config), None));
-    }
-    // The registry client reads credentials from a docker config file: one that holds only
-    // these, private to this request and removed after it.
-    let dir = tempfile::tempdir().map_err(|e| ApiError::internal(format!("a directory for the request's credentials: {e}")))?;
-    let path = dir.path().join("config.json");
-    let creds = forge_registry::Credentials { username: auth.username, password: auth.password };
-    forge_registry::auth::docker_config::store(&path, registry, &creds).map_err(ApiError::internal)?;
-    config.docker_config = Some(path);
-    Ok((forge_registry::Client::new(config), Some(dir)))
-}
-
 /// Blob progress as docker's JSON-lines messages (`id` is the digest's first 12 digits).
 struct PullProgress {
     lines: Lines,
@@ -391,11 +358,10 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         None => from.to_string(),
     };
     let reference = forge_registry::Reference::parse(&text).map_err(|e| ApiError::bad_request(format!("invalid reference {text:?}: {e}")))?;
-    let (client, creds_dir) = registry_client(api, &req, reference.registry())?;
+    let client = crate::credentials::for_registry(api, &req, reference.registry())?;
     let (lines, resp) = http::lines();
     let store = api.store.clone();
     tokio::spawn(async move {
-        let _creds_dir = creds_dir;
         let lease = match store.lease("pull", &[]) {
             Ok(l) => l,
             Err(e) => return lines.error(format!("pulling {text}: {e}")),
@@ -424,12 +390,11 @@ async fn push(api: &Api, req: Request<Incoming>, name: &str) -> Result<Response,
         let (store, local) = (store.clone(), local.clone());
         tokio::task::spawn_blocking(move || store.resolve(&local)).await??
     };
-    let (client, creds_dir) = registry_client(api, &req, dest.registry())?;
+    let client = crate::credentials::for_registry(api, &req, dest.registry())?;
     let (lines, resp) = http::lines();
     let tag = tag.to_string();
     let name = name.to_string();
     tokio::spawn(async move {
-        let _creds_dir = creds_dir;
         let root: Result<forge_layerstore::Digest, _> = manifest.digest().as_ref().parse();
         let lease = match root.map_err(|e| e.to_string()).and_then(|d| store.lease("push", &[d]).map_err(|e| e.to_string())) {
             Ok(l) => l,

@@ -36,6 +36,7 @@
 
 mod build;
 mod containers;
+mod credentials;
 mod error;
 mod http;
 mod images;

@@ -190,7 +190,7 @@ pub(crate) async fn auth(api: &Api, req: Request<Incoming>) -> Result<Response, 
     if body.username.is_empty() || body.password.is_empty() {
         return Err(ApiError::bad_request("username and password are required (identity tokens are not supported)"));
     }
-    let registry = registry_host(&body.serveraddress);
+    let registry = crate::credentials::registry_host(&body.serveraddress);
     // `Client::login` checks, then writes the credentials to a docker config: here one in a
     // directory of this request, removed when it ends.
     let scratch = tempfile::tempdir().map_err(|e| ApiError::internal(format!("a directory for the login check: {e}")))?;
@@ -200,27 +200,5 @@ pub(crate) async fn auth(api: &Api, req: Request<Incoming>) -> Result<Response, 
         Ok(()) => Ok(http::json(StatusCode::OK, &serde_json::json!({"Status": "Login Succeeded", "IdentityToken": ""}))),
         Err(e @ forge_registry::Error::Auth { .. }) => Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())),
         Err(e) => Err(ApiError::internal(format!("logging in to {registry}: {e}"))),
-    }
-}
-
-/// `https://host:5000/v1/` (as clients send a server address) to `host:5000`; empty or Docker
-/// Hub's address to `docker.io`.
-fn registry_host(address: &str) -> String {
-    let host = address.trim_start_matches("https://").trim_start_matches("http://");
-    let host = host.split('/').next().unwrap_or("");
-    match host {
-        "" | "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-        h => h.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn server_addresses_become_registry_hosts() {
-        assert_eq!(super::registry_host("https://index.docker.io/v1/"), "docker.io");
-        assert_eq!(super::registry_host("127.0.0.1:5000"), "127.0.0.1:5000");
-        assert_eq!(super::registry_host("https://reg.example:443/"), "reg.example:443");
-        assert_eq!(super::registry_host(""), "docker.io");
     }
 }
