@@ -533,12 +533,12 @@ fn kill_9_of_the_server_during_a_build_leaves_a_store_that_fsck_and_gc_accept() 
         assert!(reader.read_line(&mut line).unwrap() > 0, "the answer ended early:\n{seen}");
         seen.push_str(&line);
     }
-    assert!(eventually(|| !processes_with(&format!("sleep {marker}")).is_empty()), "the step never ran its sleep");
+    assert!(eventually(|| !processes_with(&marker).is_empty()), "the step never ran its sleep");
     let mut child = server.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     // The step dies with the server (its init has the parent-death signal).
-    assert!(eventually(|| processes_with(&format!("sleep {marker}")).is_empty()), "the step outlived the server");
+    assert!(eventually(|| processes_with(&marker).is_empty()), "the step outlived the server");
 
     // gc expires the dead server's lease and removes what it left; fsck finds nothing wrong.
     forge.ok(&["store", "gc"]);
@@ -721,5 +721,33 @@ fn kill_9_of_the_server_during_a_pull_leaves_a_store_that_fsck_and_gc_accept() {
     let server = Server::start(&forge, &[]);
     let pull = server.ok(&["pull", &remote]);
     assert!(pull.stdout.contains("Status: Downloaded newer image"), "{}", pull.stdout);
+    forge.ok(&["store", "fsck"]);
+}
+
+#[test]
+fn a_build_client_that_hangs_up_cancels_the_build() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let marker = format!("{}", 50_000 + std::process::id() % 10_000);
+    let dir = forge.context("cancelled", &[("Dockerfile", &format!("FROM busybox\nRUN echo started && sleep {marker}\n"))]);
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_path_with_name(dir.join("Dockerfile"), "Dockerfile").unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let mut conn = UnixStream::connect(&server.socket).unwrap();
+    write!(conn, "POST /v1.41/build?t=cancelled:1 HTTP/1.1\r\nHost: forge\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", bytes.len()).unwrap();
+    conn.write_all(&bytes).unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the answer ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+    assert!(eventually(|| !processes_with(&marker).is_empty()), "the step never ran its sleep");
+    // As Ctrl-C on `docker build` does.
+    drop(reader);
+    assert!(eventually(|| processes_with(&marker).is_empty()), "the build ran on after its client left");
+    server.ok(&["version"]);
+    assert!(!server.ok(&["images", "--format", "{{.Repository}}"]).stdout.contains("cancelled"));
     forge.ok(&["store", "fsck"]);
 }
