@@ -6,12 +6,14 @@
 //! the server see the same images and containers at the same time, and a restarted server
 //! finds everything where it was.
 //!
-//! The code follows a request: `listen.rs` binds the sockets (mode 0660, root and an optional
-//! group; TCP on loopback, or anywhere with mutual TLS, `tls.rs`), `server.rs` accepts connections and drains them on shutdown, `router.rs` strips and
-//! checks the `/vX.YZ` prefix (`version.rs`) and sends the request to its handler by path;
-//! the handlers (`system.rs`, `images.rs`, `build.rs`, `containers.rs`) read their parameters
-//! through `query.rs`, call the library crates and answer through `http.rs` (JSON, JSON-lines
-//! streams, `{"message": ...}` errors with docker's status codes, `error.rs`).
+//! The code follows a request: `listen.rs` binds the sockets (a unix socket mode 0660, root
+//! and an optional group; TCP on loopback, or anywhere with mutual TLS from `tls.rs`),
+//! `server.rs` accepts connections and drains them on shutdown, `router.rs` strips and checks
+//! the `/vX.YZ` prefix (`version.rs`) and sends the request to its handler by path; the
+//! handlers (`system.rs`, `images.rs`, `build.rs`, `containers.rs`) read their parameters
+//! through `query.rs` and registry credentials through `credentials.rs`, call the library
+//! crates and answer through `http.rs` (JSON, JSON-lines streams, `{"message": ...}` errors
+//! with docker's status codes, `error.rs`).
 //!
 //! JSON shapes come from `bollard-stubs` (generated from the Engine API's swagger file); a
 //! handler says so where it writes one by hand.
