@@ -1,6 +1,6 @@
 //! `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
 
-use bollard_stubs::models::{SystemInfo, SystemVersion, SystemVersionComponents, SystemVersionPlatform};
+use bollard_stubs::models::{LocalNodeState, PluginsInfo, SwarmInfo, SystemInfo, SystemVersion, SystemVersionComponents, SystemVersionPlatform};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
@@ -107,6 +107,9 @@ pub(crate) async fn info(api: &Api, req: Request<Incoming>) -> Result<Response, 
         default_runtime: Some("forge".into()),
         security_options: Some(vec!["name=seccomp,profile=builtin".into()]),
         experimental_build: Some(false),
+        // No swarm and no plugins: said so, so that clients print "inactive" and empty lists.
+        swarm: Some(SwarmInfo { local_node_state: Some(LocalNodeState::INACTIVE), ..Default::default() }),
+        plugins: Some(PluginsInfo { volume: Some(Vec::new()), network: Some(vec!["host".into(), "none".into()]), ..Default::default() }),
         ..Default::default()
     };
     Ok(http::json(StatusCode::OK, &body))
