@@ -95,6 +95,17 @@ enum Command {
     Ps(commands::ps::PsArgs),
     /// Remove containers.
     Rm(commands::rm::RmArgs),
+    /// Pause the processes of running containers (the cgroup freezer).
+    Pause(commands::resources::PauseArgs),
+    /// Resume paused containers.
+    Unpause(commands::resources::PauseArgs),
+    /// Live resource usage of running containers (CPU, memory, block I/O, PIDs).
+    Stats(commands::resources::StatsArgs),
+    /// The processes of a running container (`ps` on the host, filtered).
+    Top(commands::resources::TopArgs),
+    /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
@@ -130,6 +141,11 @@ fn main() -> ExitCode {
         Command::Start(args) => commands::start::run(&cli.global, args),
         Command::Ps(args) => commands::ps::run(&cli.global, args),
         Command::Rm(args) => commands::rm::run(&cli.global, args),
+        Command::Pause(args) => commands::resources::pause(&cli.global, args, true),
+        Command::Unpause(args) => commands::resources::pause(&cli.global, args, false),
+        Command::Stats(args) => commands::resources::stats(&cli.global, args),
+        Command::Top(args) => commands::resources::top(&cli.global, args),
+        Command::Volume(cmd) => commands::volume::run(&cli.global, cmd),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
         Command::Serve(args) => commands::serve::run(&cli.global, args),
     };

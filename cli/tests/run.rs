@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{cgroups_of, eventually, Forge, Ran};
+use common::{cgroups_of, eventually, Background, Forge, Ran};
 
 /// An image with config to inherit: ENV, WORKDIR, USER and a CMD that prints them.
 fn app_image(forge: &Forge) {
@@ -47,38 +46,6 @@ fn mounts_under(store: &Path) -> Vec<String> {
 /// `ps -a --format json`, one object per container.
 fn ps_json(forge: &Forge) -> Vec<serde_json::Value> {
     forge.ok(&["ps", "-a", "--format", "json"]).stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// A `forge run` in the background whose container printed `ready`; killed (and its container
-/// removed) on drop, pass or fail.
-struct Background<'a> {
-    forge: &'a Forge,
-    child: Child,
-    name: String,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl<'a> Background<'a> {
-    fn start(forge: &'a Forge, name: &str, script: &str) -> Background<'a> {
-        Background::start_with(forge, &[], name, script)
-    }
-
-    fn start_with(forge: &'a Forge, flags: &[&str], name: &str, script: &str) -> Background<'a> {
-        let mut child = forge.cmd().arg("run").args(flags).args(["--name", name, "busybox", "sh", "-c", script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line, "ready\n", "the container did not start");
-        Background { forge, child, name: name.into(), stdout }
-    }
-}
-
-impl Drop for Background<'_> {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = self.forge.run(&["rm", "-f", &self.name]);
-    }
 }
 
 #[test]

@@ -185,8 +185,9 @@ fn a_killed_forge_leaves_no_step_running_and_the_next_run_removes_its_cgroup() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
         assert!(gone, "processes of the step outlived forge: {left:?}");
-        // The dead forge could not remove its cgroup; the next forge does.
-        assert!(cgroups.iter().all(|d| d.exists()), "{cgroups:?}");
+        // The dead forge could not remove its cgroup; the next forge does. (Whether they still
+        // exist here is not asserted: a step that any other forge on the host starts meanwhile,
+        // such as a test running beside this one, removes them too, by design.)
         forge.ok(next);
         let left: Vec<&PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();
         assert!(left.is_empty(), "cgroups of the killed forge remain after forge {next:?}: {left:?}");

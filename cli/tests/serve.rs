@@ -392,6 +392,8 @@ fn docker_cli_creates_lists_inspects_and_removes_containers() {
         (&["create", "-p", "8080:80", "busybox", "true"][..], "published ports are not supported"),
         (&["create", "-v", "/tmp:/data", "busybox", "true"][..], "bind mounts are not supported"),
         (&["create", "--label", "a=b", "busybox", "true"][..], "labels are not stored"),
+        (&["create", "-m", "64m", "busybox", "true"][..], "HostConfig.Memory is not supported"),
+        (&["create", "--cap-add", "NET_ADMIN", "busybox", "true"][..], "HostConfig.CapAdd is not supported"),
         (&["ps", "-a", "--filter", "since=web"][..], "the since filter is not supported"),
     ] {
         let r = server.docker(args);

@@ -38,6 +38,12 @@ pub struct ContainerFlags {
     /// `none` (loopback only) or `host`.
     #[arg(long, default_value = "none")]
     network: String,
+    #[command(flatten)]
+    resources: crate::commands::resources::ResourceFlags,
+    #[command(flatten)]
+    security: crate::commands::security::SecurityFlags,
+    #[command(flatten)]
+    mounts: crate::commands::volume::MountFlags,
     /// The image.
     image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -57,6 +63,8 @@ impl ContainerFlags {
         for e in &self.env {
             env.extend(forge_runtime::env_entry(e, lookup)?);
         }
+        let (security, seccomp) = self.security.parse()?;
+        let (mounts, read_only) = self.mounts.mounts()?;
         Ok(CreateOptions {
             image: self.image.clone(),
             name: self.name.clone(),
@@ -68,6 +76,11 @@ impl ContainerFlags {
             hostname: self.hostname.clone(),
             network: self.network.parse()?,
             auto_remove: self.rm,
+            limits: self.resources.limits()?,
+            security,
+            seccomp,
+            mounts,
+            read_only,
         })
     }
 }

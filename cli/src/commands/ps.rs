@@ -98,6 +98,7 @@ fn row(c: &Container, now: SystemTime) -> Row {
     let ago = |t: &str| since(t).map_or_else(String::new, |d| format!("{} ago", human_duration(d)));
     let status = match c.state.status {
         Status::Created => "Created".to_string(),
+        Status::Running if c.state.paused => format!("Up {} (Paused)", since(&c.state.started_at).map_or_else(String::new, human_duration)),
         Status::Running => format!("Up {}", since(&c.state.started_at).map_or_else(String::new, human_duration)),
         Status::Exited => format!("Exited ({}) {}", c.state.exit_code, ago(&c.state.finished_at)),
     };
@@ -108,7 +109,7 @@ fn row(c: &Container, now: SystemTime) -> Row {
         created_at: c.config.created.clone(),
         running_for: ago(&c.config.created),
         ports: String::new(),
-        state: c.state.status.to_string(),
+        state: if c.state.paused { "paused".into() } else { c.state.status.to_string() },
         status,
         names: c.config.name.clone().unwrap_or_default(),
         networks: serde_json::to_value(c.config.network).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),

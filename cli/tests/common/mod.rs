@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
 
 use sha2::{Digest, Sha256};
 
@@ -195,4 +196,36 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     false
+}
+
+/// A `forge run` in the background whose container printed `ready`; killed (and its container
+/// removed) on drop, pass or fail.
+pub struct Background<'a> {
+    pub forge: &'a Forge,
+    pub child: Child,
+    pub name: String,
+    pub stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl<'a> Background<'a> {
+    pub fn start(forge: &'a Forge, name: &str, script: &str) -> Background<'a> {
+        Background::start_with(forge, &[], name, script)
+    }
+
+    pub fn start_with(forge: &'a Forge, flags: &[&str], name: &str, script: &str) -> Background<'a> {
+        let mut child = forge.cmd().arg("run").args(flags).args(["--name", name, "busybox", "sh", "-c", script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n", "the container did not start");
+        Background { forge, child, name: name.into(), stdout }
+    }
+}
+
+impl Drop for Background<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.forge.run(&["rm", "-f", &self.name]);
+    }
 }

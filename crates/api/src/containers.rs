@@ -103,13 +103,37 @@ fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ApiError> {
     let Some(host) = &body.host_config else { return Ok(()) };
     let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
     if nonempty(&host.binds) || host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(ApiError::bad_request("volumes and bind mounts are not supported by forge's runtime yet"));
+        return Err(ApiError::bad_request("volumes and bind mounts are not supported by forge serve yet (forge run takes them)"));
     }
     if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
         return Err(ApiError::bad_request("published ports are not supported by forge's runtime yet"));
     }
-    if host.privileged == Some(true) {
-        return Err(ApiError::bad_request("privileged containers are not supported by forge"));
+    // The runtime has these since the resources work; mapping them here is still to do, and
+    // until then a container must not start without the limits or rights it asked for.
+    let set = |v: Option<i64>| v.is_some_and(|n| n != 0);
+    let resources = [
+        ("Memory", set(host.memory)),
+        ("MemorySwap", set(host.memory_swap)),
+        ("MemoryReservation", set(host.memory_reservation)),
+        ("NanoCpus", set(host.nano_cpus)),
+        ("CpuShares", set(host.cpu_shares)),
+        ("CpuQuota", set(host.cpu_quota)),
+        ("CpuPeriod", set(host.cpu_period)),
+        ("PidsLimit", set(host.pids_limit)),
+        ("BlkioWeight", host.blkio_weight.is_some_and(|w| w != 0)),
+        ("CpusetCpus", host.cpuset_cpus.as_ref().is_some_and(|c| !c.is_empty())),
+        ("OomKillDisable", host.oom_kill_disable == Some(true)),
+        ("CapAdd", nonempty(&host.cap_add)),
+        ("CapDrop", nonempty(&host.cap_drop)),
+        ("SecurityOpt", nonempty(&host.security_opt)),
+        ("ReadonlyRootfs", host.readonly_rootfs == Some(true)),
+        ("Tmpfs", host.tmpfs.as_ref().is_some_and(|t| !t.is_empty())),
+        ("VolumesFrom", nonempty(&host.volumes_from)),
+        ("Devices", host.devices.as_ref().is_some_and(|d| !d.is_empty())),
+        ("Privileged", host.privileged == Some(true)),
+    ];
+    if let Some((name, _)) = resources.iter().find(|(_, on)| *on) {
+        return Err(ApiError::bad_request(format!("HostConfig.{name} is not supported by forge serve yet (forge run takes it)")));
     }
     Ok(())
 }
@@ -148,6 +172,8 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         hostname: body.hostname.clone().filter(|h| !h.is_empty()),
         network,
         auto_remove: body.host_config.as_ref().and_then(|h| h.auto_remove).unwrap_or(false),
+        // Resources, security, mounts: refused above when asked for.
+        ..CreateOptions::default()
     };
     let store = api.store.clone();
     let created = tokio::task::spawn_blocking(move || Containers::open(&store)?.create(&opts)).await??;

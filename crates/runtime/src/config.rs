@@ -4,10 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::volumes::MountSpec;
 
 /// The network a container gets (docker's `--network`; `none` and `host` for now): the
 /// sandbox's own type, parsed once from the flag.
 pub use forge_sandbox::Network;
+
+/// A container's resource limits (docker's resource flags): the sandbox's own type, checked by
+/// [`crate::check_limits`].
+pub use forge_sandbox::Limits;
+
+/// A container's capabilities and privileges (docker's `--cap-add`, `--cap-drop`,
+/// `--privileged`), and its seccomp profile: the sandbox's own types.
+pub use forge_sandbox::{Seccomp, Security};
 
 /// What the user asked for; unset fields come from the image.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +41,17 @@ pub struct CreateOptions {
     pub network: Network,
     /// `--rm`: removed when it exits.
     pub auto_remove: bool,
+    /// The resource flags (`-m`, `--cpus`, `--pids-limit`...), checked at create by docker's
+    /// rules.
+    pub limits: Limits,
+    /// `--cap-add`, `--cap-drop`, `--privileged`.
+    pub security: Security,
+    /// `--security-opt seccomp=`.
+    pub seccomp: Seccomp,
+    /// `-v`, `--mount`, `--tmpfs`.
+    pub mounts: Vec<MountSpec>,
+    /// `--read-only`: the root filesystem is read-only.
+    pub read_only: bool,
 }
 
 /// A container's fixed configuration, written once at create.
@@ -66,6 +86,21 @@ pub struct Config {
     pub network: Network,
     /// Removed when it exits.
     pub auto_remove: bool,
+    /// Its cgroup's limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Its capabilities' changes and privileges.
+    #[serde(default)]
+    pub security: Security,
+    /// Its seccomp profile.
+    #[serde(default)]
+    pub seccomp: Seccomp,
+    /// Its mounts (bind, volume, tmpfs).
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    /// Its root filesystem is read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// The process part of a config, from the image's config and the options.

@@ -68,12 +68,50 @@ impl Containers {
     /// on the image's layers that gc keeps until the container is removed.
     pub fn create(&self, opts: &CreateOptions) -> Result<Container, Error> {
         let image = self.store.image(&opts.image).map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
+        // The image's VOLUMEs that no mount covers become anonymous volumes, as docker makes
+        // them; an anonymous volume (`-v /path`) gets its name now, a random one as docker's.
+        let mut opts = opts.clone();
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        for path in image.config.config.volumes.iter().flatten().map(|(p, _)| p) {
+            if !opts.mounts.iter().any(|m| same(&m.target, path)) {
+                opts.mounts.push(crate::MountSpec { source: crate::MountSource::Volume { name: String::new(), nocopy: false }, target: path.clone(), read_only: false });
+            }
+        }
+        let mut anonymous = Vec::new();
+        for m in &mut opts.mounts {
+            if let crate::MountSource::Volume { name, .. } = &mut m.source {
+                if name.is_empty() {
+                    *name = new_id()?;
+                    anonymous.push(name.clone());
+                }
+            }
+        }
+        let opts = &opts;
         let layers = image.layers().map_err(|source| Error::Image { reference: opts.image.clone(), source })?;
         let process = resolve(&image.config.config, opts)?;
+        crate::resources::check_limits(&opts.limits)?;
+        crate::volumes::check_mounts(&opts.mounts)?;
         if let Some(name) = &opts.name {
             validate_name(name)?;
         }
         let id = new_id()?;
+        // Volumes are taken under their lock, held until the records name them, so a
+        // `volume rm` either sees this container or removes the volume before it is taken.
+        let volumes = crate::volumes::Volumes::open(&self.store)?;
+        let _volumes_lock = if opts.mounts.iter().any(|m| matches!(m.source, crate::MountSource::Volume { .. })) { Some(volumes.lock()?) } else { None };
+        let mut new_volumes = Vec::new();
+        for m in &opts.mounts {
+            if let crate::MountSource::Volume { name, nocopy } = &m.source {
+                let v = match volumes.get(name) {
+                    Ok(v) => v,
+                    Err(Error::NoSuchVolume(_)) => volumes.create_locked(Some(name), anonymous.contains(name))?,
+                    Err(e) => return Err(e),
+                };
+                if !nocopy {
+                    new_volumes.push((m.target.clone(), v.mountpoint));
+                }
+            }
+        }
         // Records first, then the name: a name whose holder has no records is then surely free.
         let config = self.create_records(opts, &image, &id, process)?;
         let created = match &opts.name {
@@ -89,6 +127,13 @@ impl Containers {
                 .snapshots()
                 .prepare_held(&config.snapshot, chain.as_ref(), &format!("container {id}"))
                 .map_err(|source| Error::Snapshot { what: "preparing the container's writable layer", source })?;
+            if !new_volumes.is_empty() {
+                let dirs = self.store.snapshots().dirs(&config.snapshot).map_err(|source| Error::Snapshot { what: "finding the container's layers", source })?;
+                let scratch = self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?;
+                for (target, data) in &new_volumes {
+                    crate::volumes::copy_up(&dirs.lowerdirs, target, data, &scratch)?;
+                }
+            }
             Ok(())
         });
         match created {
@@ -118,6 +163,11 @@ impl Containers {
             hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
             network: opts.network,
             auto_remove: opts.auto_remove,
+            limits: opts.limits.clone(),
+            security: opts.security.clone(),
+            seccomp: opts.seccomp,
+            mounts: opts.mounts.clone(),
+            read_only: opts.read_only,
         };
         // Made whole under a temporary name, then renamed: a listing never sees half a container.
         let new = self.dir.join(format!(".new-{id}"));
@@ -254,10 +304,14 @@ impl Containers {
                     self.record_lost(id, &mut state)?;
                     if config.auto_remove {
                         self.remove_locked(id, config.name.as_deref(), lock)?;
+                        crate::volumes::Volumes::open(&self.store)?.remove_anonymous(&config.mounts)?;
                         return Ok(None);
                     }
                 }
             }
+        }
+        if state.status == Status::Running {
+            state.paused = crate::resources::is_paused(&state);
         }
         Ok(Some(Container { config, state }))
     }
@@ -331,6 +385,19 @@ impl Containers {
         spec.cwd = config.working_dir.clone();
         spec.hostname = config.hostname.clone();
         spec.network = config.network;
+        spec.limits = config.limits.clone();
+        spec.security = config.security.clone();
+        spec.seccomp = config.seccomp;
+        spec.readonly_rootfs = config.read_only;
+        let volumes = crate::volumes::Volumes::open(&self.store)?;
+        for m in &config.mounts {
+            let kind = match &m.source {
+                crate::MountSource::Bind(source) => forge_sandbox::MountKind::Bind { source: source.clone(), readonly: m.read_only },
+                crate::MountSource::Volume { name, .. } => forge_sandbox::MountKind::Bind { source: volumes.get(name)?.mountpoint, readonly: m.read_only },
+                crate::MountSource::Tmpfs(size) => forge_sandbox::MountKind::Tmpfs { size: *size },
+            };
+            spec.mounts.push(forge_sandbox::Mount { target: m.target.clone(), kind });
+        }
         spec.output = forge_sandbox::Output::Raw;
         spec.etc = forge_sandbox::Etc::Container;
         spec.scratch_in = Some(self.store.tmp_dir().map_err(|source| Error::Store { what: "making scratch space", source })?);
@@ -344,6 +411,7 @@ impl Containers {
                     pid_start: start_time(pid).unwrap_or(0),
                     supervisor: std::process::id(),
                     started_at: now(),
+                    cgroup: forge_sandbox::ControlGroup::of_process(pid).map(|c| c.paths().to_vec()).unwrap_or_default(),
                     ..State::created()
                 };
                 recorded = write_json(&state_path, &state);
@@ -387,6 +455,7 @@ impl Containers {
         recorded?;
         if config.auto_remove {
             self.remove_locked(&id, config.name.as_deref(), lock)?;
+            crate::volumes::Volumes::open(&self.store)?.remove_anonymous(&config.mounts)?;
         } else {
             drop(lock);
         }
@@ -406,6 +475,8 @@ impl Containers {
             None => {
                 let state: State = read_json(&self.path(id).join("state.json"))?;
                 kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
+                // A paused container's processes cannot die until they are thawed.
+                crate::resources::thaw(&state);
                 // Its supervisor records the exit and lets go.
                 match self.lock(id)? {
                     Some(lock) => lock,
@@ -478,7 +549,7 @@ impl Containers {
 }
 
 /// A fresh container ID: 32 random bytes in hex, as docker's.
-fn new_id() -> Result<String, Error> {
+pub(crate) fn new_id() -> Result<String, Error> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(io("reading", "/dev/urandom"))?;

@@ -51,6 +51,36 @@ pub enum Error {
         /// What was refused, and how to proceed.
         what: &'static str,
     },
+    /// No volume has this name.
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
+    /// A container names the volume (docker's 409 Conflict).
+    #[error("volume {name} is in use by container(s) {}: remove them first", containers.join(", "))]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// The containers that name it.
+        containers: Vec<String>,
+    },
+    /// A resource limit breaks docker's rules (`-m` below 6 MiB, `--memory-swap` without `-m`...).
+    #[error("invalid resource limits: {0}")]
+    Limits(String),
+    /// Pausing a paused container, or unpausing one that is not.
+    #[error("container {id} is {what}")]
+    Pause {
+        /// The container.
+        id: String,
+        /// `already paused` or `not paused`.
+        what: &'static str,
+    },
+    /// Its cgroup could not be found or controlled.
+    #[error("container {id}: {source}")]
+    Cgroup {
+        /// The container.
+        id: String,
+        /// The sandbox's error.
+        source: forge_sandbox::ControlError,
+    },
     /// The command could not be executed (exit code 126, or 127 when `not_found`).
     #[error("{message}")]
     Exec {

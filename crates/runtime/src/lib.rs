@@ -15,10 +15,13 @@
 //! <store>/forge/containers/<id>/       one directory per container, id = 64 hex digits
 //!     config.json   what was asked, resolved (Config): written once at create
 //!     state.json    what it does (State): created/running/exited, pid and its start time,
-//!                   exit code, OOMKilled, start and end times, error
+//!                   exit code, OOMKilled, start and end times, error, and the cgroup
+//!                   directories of a running container (pause/unpause, stats and top use them)
 //!     lock          flock'ed by whoever changes the state, and by the forge process that
 //!                   supervises the container for as long as it runs
 //! <store>/forge/container-names/<name>  the ID holding the name (rewritten under its flock)
+//! <store>/forge/volumes/<name>/_data    a volume's files; volume.json beside them (Volumes)
+//! <store>/forge/volumes.lock            flock'ed while volumes are taken or removed
 //! <store>/forge/snapshots/...           the writable layer: key `container-<id>`, held by
 //!                                       "container <id>" (a gc root)
 //! ```
@@ -67,11 +70,15 @@
 mod config;
 mod containers;
 mod error;
+mod resources;
 mod state;
 mod sys;
+mod volumes;
 
-pub use config::{env_entry, env_file, Config, CreateOptions, Network};
+pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Seccomp, Security};
+pub use resources::check_limits;
 pub use containers::{Container, Containers};
 pub use error::Error;
 pub use state::{State, Status};
 pub use sys::SignalProxy;
+pub use volumes::{MountSource, MountSpec, Volume, Volumes};

@@ -55,6 +55,13 @@ pub struct State {
     pub finished_at: String,
     /// Why it could not start, or what happened to it when nobody saw it end.
     pub error: String,
+    /// The cgroup directories of the running container (one per cgroup v1 hierarchy), so that
+    /// other forge processes can pause it and read its accounting.
+    #[serde(default)]
+    pub cgroup: Vec<std::path::PathBuf>,
+    /// Whether it is paused (its cgroup frozen): read from the freezer when it is listed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl State {
@@ -70,6 +77,8 @@ impl State {
             started_at: String::new(),
             finished_at: String::new(),
             error: String::new(),
+            cgroup: Vec::new(),
+            paused: false,
         }
     }
 }

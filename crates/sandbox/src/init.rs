@@ -171,8 +171,12 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     let envp = env.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
     let dev_null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     // On the host's network a raw or packet socket would see the host's traffic.
-    let caps = crate::caps::for_network(spec.run.network);
-    let filters = spec.run.seccomp.compile(&caps)?;
+    let caps = crate::caps::for_spec(spec.run.network, &spec.run.security);
+    let filters = match (&spec.run.security.seccomp_profile, spec.run.security.privileged) {
+        (_, true) => None,
+        (Some(json), false) => Some(crate::seccomp::compile_profile(json, &caps).map_err(|e| e.to_string())?),
+        (None, false) => spec.run.seccomp.compile(&caps)?,
+    };
 
     let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {

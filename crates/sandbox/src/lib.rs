@@ -59,9 +59,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+pub use cgroup::{ControlError, ControlGroup, Stats as CgroupStats};
 pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
-pub use seccomp::{Seccomp, UnknownProfile};
-pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec, UnknownNetwork};
+pub use seccomp::{check_profile as check_seccomp_profile, ProfileError, Seccomp, UnknownProfile};
+pub use caps::{normalize as normalize_capability, UnknownCapability};
+pub use spec::{Etc, Limits, Mount, MountKind, Network, Output, RunSpec, Security, UnknownNetwork};
 
 use cgroup::Cgroup;
 use init::{InitSpec, Report};
@@ -229,7 +231,7 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let etc_files = etc_files(scratch.path(), &spec.hostname, spec.etc).map_err(Error::Io)?;
     let stubs = stubs::Stubs::before(spec);
 
-    let cgroup = Cgroup::create(&spec.limits).map_err(Error::Cgroup)?;
+    let cgroup = Cgroup::create(&spec.limits, spec.security.privileged).map_err(Error::Cgroup)?;
 
     let exe = match &spec.init {
         Some(p) => p.clone(),

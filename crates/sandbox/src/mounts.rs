@@ -82,6 +82,8 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
         mount_remount(fd_path(&sys), MountFlags::BIND | ro, "").map_err(ctx("making /sys read-only"))?;
     }
 
+    mount_cgroups(&root_fd)?;
+
     for (name, source) in &spec.etc_files {
         let target = in_root(&root_fd, &format!("/etc/{name}"), false)?;
         mount_bind(source, fd_path(&target)).map_err(ctx(format!("binding /etc/{name}")))?;
@@ -107,8 +109,51 @@ pub(crate) fn setup(spec: &InitSpec) -> Result<()> {
     }
 
     pivot(root)?;
-    mask_paths();
+    if !spec.run.security.privileged {
+        mask_paths();
+    }
+    if spec.run.readonly_rootfs {
+        // The root mount only: /proc, /dev, the /etc files and the extra mounts are mounts of
+        // their own and keep their modes.
+        mount_remount("/", MountFlags::BIND | MountFlags::RDONLY, "").map_err(ctx("making the root filesystem read-only"))?;
+    }
     Ok(())
+}
+
+/// The sandbox's own cgroups at `/sys/fs/cgroup`, read-only, as docker shows a container
+/// its own: mounted from inside its cgroup namespace, each hierarchy's root is the sandbox's
+/// cgroup, so its limits and accounting are readable and nothing above it is. cgroup v2: the
+/// unified hierarchy; v1: a tmpfs with a directory per hierarchy (and docker's links from each
+/// controller of a joint mount, `cpu -> cpu,cpuacct`).
+fn mount_cgroups(root_fd: &OwnedFd) -> Result<()> {
+    let ro = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY;
+    let target = in_root(root_fd, "/sys/fs/cgroup", true)?;
+    let own = fs::read_to_string("/proc/self/cgroup").map_err(ctx("reading /proc/self/cgroup"))?;
+    // `N:controllers:path`; v2 alone is the one line with no controllers. Only the hierarchies
+    // the sandbox has a cgroup in: in another (`name=systemd`), its namespace's root would be
+    // the host's cgroup, and the container would see every cgroup below it.
+    let lines: Vec<&str> = own.lines().filter_map(|l| l.split(':').nth(1)).collect();
+    let v1: Vec<&str> = lines.iter().copied().filter(|c| c.split(',').any(|c| crate::cgroup::V1_CONTROLLERS.contains(&c))).collect();
+    if lines.iter().any(|c| !c.is_empty()) && v1.is_empty() {
+        return Err("the sandbox's cgroup v1 hierarchies are missing from /proc/self/cgroup".into());
+    }
+    if v1.is_empty() {
+        return mnt("cgroup2", fd_path(&target), "cgroup2", ro, "").map_err(ctx("mounting /sys/fs/cgroup"));
+    }
+    mnt("tmpfs", fd_path(&target), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, "mode=755").map_err(ctx("mounting a tmpfs at /sys/fs/cgroup"))?;
+    let dir = in_root(root_fd, "/sys/fs/cgroup", true)?;
+    let dir = fd_path(&dir);
+    for controllers in v1 {
+        let name = controllers.strip_prefix("name=").unwrap_or(controllers);
+        fs::create_dir(dir.join(name)).map_err(ctx(format!("creating /sys/fs/cgroup/{name}")))?;
+        mnt("cgroup", dir.join(name), "cgroup", ro, controllers).map_err(ctx(format!("mounting /sys/fs/cgroup/{name}")))?;
+        if controllers.contains(',') {
+            for c in controllers.split(',') {
+                symlink(name, dir.join(c)).map_err(ctx(format!("linking /sys/fs/cgroup/{c}")))?;
+            }
+        }
+    }
+    mount_remount(&dir, MountFlags::BIND | ro, "").map_err(ctx("making /sys/fs/cgroup read-only"))
 }
 
 /// Mounts the overlay rootfs (an empty lower stands in when the step has no layers).

@@ -16,6 +16,8 @@
 //! The table is written here rather than loaded from Docker's JSON so it compiles to the
 //! syscall numbers of the architecture forge is built for; seccompiler turns it into BPF.
 
+mod profile;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -23,6 +25,9 @@ use std::str::FromStr;
 use caps::Capability;
 use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch};
 use serde::{Deserialize, Serialize};
+
+pub use profile::{check as check_profile, ProfileError};
+pub(crate) use profile::compile as compile_profile;
 
 /// The seccomp profile a step runs under (`--security-opt seccomp=...`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,6 +47,32 @@ pub struct RunSpec {
     /// Which `/etc` files the sandbox provides.
     #[serde(default)]
     pub etc: Etc,
+    /// Capabilities and confinement beyond Docker's defaults.
+    #[serde(default)]
+    pub security: Security,
+    /// The root filesystem is mounted read-only (docker's `--read-only`; the extra mounts keep
+    /// their own mode).
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+}
+
+/// What a container may do beyond Docker's defaults: docker's `--cap-add`, `--cap-drop` and
+/// `--privileged`, and a seccomp profile file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// Capabilities added to the default set, spelled `CAP_NAME` or `ALL` (see
+    /// [`crate::normalize_capability`]).
+    pub cap_add: Vec<String>,
+    /// Capabilities taken from the default set, spelled the same way.
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, no masked or read-only paths, access to every device
+    /// (through the device nodes it makes: its `/dev` stays the minimal one).
+    pub privileged: bool,
+    /// A seccomp profile in docker's JSON format (`--security-opt seccomp=FILE`, the file's
+    /// text as it was at create), in place of [`RunSpec::seccomp`]; see
+    /// [`crate::check_seccomp_profile`].
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
 }
 
 /// The `/etc` files a sandbox gets (bound over the image's, never written into its layer).
@@ -93,6 +119,8 @@ impl RunSpec {
             scratch_in: None,
             output: Output::Lines,
             etc: Etc::Build,
+            security: Security::default(),
+            readonly_rootfs: false,
         }
     }
 }
@@ -167,4 +195,18 @@ pub struct Limits {
     pub cpu_quota: Option<(i64, u64)>,
     /// Maximum number of processes.
     pub pids: Option<u64>,
+    /// Soft memory limit in bytes (docker's `--memory-reservation`): what the kernel reclaims
+    /// the cgroup down to when the host runs short.
+    #[serde(default)]
+    pub memory_reservation: Option<u64>,
+    /// The CPUs the processes may run on, in the kernel's list format (`0-2,4`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+    /// Relative block I/O weight, 10 to 1000 (where the kernel's I/O scheduler has weights).
+    #[serde(default)]
+    pub blkio_weight: Option<u16>,
+    /// At the memory limit, processes wait for memory instead of being OOM-killed (cgroup v1
+    /// only: v2 has no such switch).
+    #[serde(default)]
+    pub oom_kill_disable: bool,
 }

@@ -6,6 +6,7 @@
 //! so cgroups a killed forge left behind are recognised, emptied and removed the next time any
 //! forge process makes one.
 
+mod control;
 mod devices;
 mod v1;
 mod v2;
@@ -15,6 +16,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::spec::Limits;
+
+pub use control::{ControlError, ControlGroup, Stats};
+
+/// The cgroup v1 controllers a sandbox's cgroup is made in.
+pub(crate) use v1::CONTROLLERS as V1_CONTROLLERS;
 
 /// Where cgroups are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -35,14 +41,15 @@ pub(crate) struct Usage {
 }
 
 impl Cgroup {
-    /// Creates a step's cgroup with `limits` and Docker's device rules, after removing the
-    /// ones dead forge processes left beside it.
-    pub(crate) fn create(limits: &Limits) -> io::Result<Cgroup> {
+    /// Creates a step's cgroup with `limits` and Docker's device rules (every device when
+    /// `all_devices`: a privileged container), after removing the ones dead forge processes
+    /// left beside it.
+    pub(crate) fn create(limits: &Limits, all_devices: bool) -> io::Result<Cgroup> {
         let name = Owner::current().name();
         if is_unified(Path::new(CGROUP_ROOT))? {
-            Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), &name, limits)?))
+            Ok(Cgroup::V2(v2::CgroupV2::create(Path::new(CGROUP_ROOT), &name, limits, all_devices)?))
         } else {
-            Ok(Cgroup::V1(v1::CgroupV1::create(Path::new(CGROUP_ROOT), &name, limits)?))
+            Ok(Cgroup::V1(v1::CgroupV1::create(Path::new(CGROUP_ROOT), &name, limits, all_devices)?))
         }
     }
 

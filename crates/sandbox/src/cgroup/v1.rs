@@ -9,7 +9,7 @@ use super::{kill_procs, keyed, read, write, Usage};
 use crate::spec::Limits;
 
 /// The controllers a step's cgroup is made in.
-const CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
+pub(crate) const CONTROLLERS: [&str; 8] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices", "cpuset", "blkio"];
 
 #[derive(Debug)]
 pub(crate) struct CgroupV1 {
@@ -53,17 +53,20 @@ pub(crate) fn parents(root: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 impl CgroupV1 {
-    pub(crate) fn create(root: &Path, name: &str, limits: &Limits) -> io::Result<CgroupV1> {
+    pub(crate) fn create(root: &Path, name: &str, limits: &Limits, all_devices: bool) -> io::Result<CgroupV1> {
         let parents = controller_parents(root)?;
         super::remove_orphans(&parents.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>());
         let mut dirs = Vec::new();
         for (c, parent) in parents {
             let dir = parent.join(name);
             std::fs::create_dir_all(&dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
+            if c == "cpuset" {
+                inherit_cpuset(&dir)?;
+            }
             dirs.push((c, dir));
         }
         let cg = CgroupV1 { dirs };
-        if let Err(e) = cg.apply(limits) {
+        if let Err(e) = cg.apply(limits, all_devices) {
             for (_, d) in &cg.dirs {
                 let _ = std::fs::remove_dir(d);
             }
@@ -76,8 +79,20 @@ impl CgroupV1 {
         self.dirs.iter().find(|(c, _)| *c == controller).map(|(_, d)| d.as_path())
     }
 
-    fn apply(&self, limits: &Limits) -> io::Result<()> {
+    fn apply(&self, limits: &Limits, all_devices: bool) -> io::Result<()> {
+        let needs = |controller: &str, flag: &str| {
+            self.dir(controller).ok_or_else(|| io::Error::other(format!("the cgroup v1 {controller} controller is not mounted: {flag} cannot be applied")))
+        };
+        if limits.memory_reservation.is_some() || limits.oom_kill_disable {
+            needs("memory", "--memory-reservation or --oom-kill-disable")?;
+        }
         if let Some(mem) = self.dir("memory") {
+            if let Some(r) = limits.memory_reservation {
+                write(&mem.join("memory.soft_limit_in_bytes"), &r.to_string())?;
+            }
+            if limits.oom_kill_disable {
+                write(&mem.join("memory.oom_control"), "1")?;
+            }
             if let Some(m) = limits.memory {
                 write(&mem.join("memory.limit_in_bytes"), &m.to_string())?;
                 // Docker's rule: without --memory-swap, swap may equal the memory limit.
@@ -100,10 +115,24 @@ impl CgroupV1 {
                 write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
             }
         }
+        if let Some(cpus) = &limits.cpuset_cpus {
+            write(&needs("cpuset", "--cpuset-cpus")?.join("cpuset.cpus"), cpus)?;
+        }
+        if let Some(weight) = limits.blkio_weight {
+            let blkio = needs("blkio", "--blkio-weight")?;
+            // CFQ had blkio.weight; since Linux 5.0 only BFQ has weights, and only when it is
+            // built in and chosen for a disk.
+            let file = ["blkio.weight", "blkio.bfq.weight"].into_iter().map(|f| blkio.join(f)).find(|f| f.exists()).ok_or_else(|| {
+                io::Error::other("this kernel has no block I/O weights (no blkio.weight or blkio.bfq.weight: the BFQ I/O scheduler is not available): --blkio-weight cannot be applied")
+            })?;
+            write(&file, &weight.to_string())?;
+        }
         if let (Some(pids), Some(max)) = (self.dir("pids"), limits.pids) {
             write(&pids.join("pids.max"), &max.to_string())?;
         }
         match self.dir("devices") {
+            // A new cgroup inherits its parent's rules: the host's, every device.
+            Some(_) if all_devices => {}
             Some(devices) => {
                 write(&devices.join("devices.deny"), "a")?;
                 for rule in super::devices::DEFAULT {
@@ -166,4 +195,19 @@ impl CgroupV1 {
     pub(crate) fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|(_, d)| d.clone()).collect()
     }
+}
+
+/// A new cpuset cgroup starts with no CPUs and no memory nodes, and takes no process until it
+/// has both: `dir` and the `forge` directory above it get their parent's.
+fn inherit_cpuset(dir: &Path) -> io::Result<()> {
+    let forge = dir.parent().expect("a step's cgroup is under forge's");
+    for d in [forge, dir] {
+        let parent = d.parent().expect("under the hierarchy's root");
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if read(&d.join(file)).unwrap_or_default().is_empty() {
+                write(&d.join(file), &read(&parent.join(file)).unwrap_or_default())?;
+            }
+        }
+    }
+    Ok(())
 }

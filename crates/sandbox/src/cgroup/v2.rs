@@ -22,22 +22,31 @@ pub(crate) fn parent(root: &Path) -> PathBuf {
 }
 
 impl CgroupV2 {
-    pub(crate) fn create(root: &Path, name: &str, limits: &Limits) -> io::Result<CgroupV2> {
+    pub(crate) fn create(root: &Path, name: &str, limits: &Limits, all_devices: bool) -> io::Result<CgroupV2> {
         let parent = parent(root);
         std::fs::create_dir_all(&parent)?;
         super::remove_orphans(std::slice::from_ref(&parent));
         let available = read(&root.join("cgroup.controllers")).unwrap_or_default();
-        let wanted: Vec<&str> = ["memory", "cpu", "pids"].into_iter().filter(|c| available.split(' ').any(|a| a == *c)).collect();
+        let has = |c: &&str| available.split(' ').any(|a| a == *c);
+        let wanted: Vec<&str> = ["memory", "cpu", "pids"].into_iter().filter(has).collect();
         let enable = wanted.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
         if !enable.is_empty() {
             // Best effort: the root usually has them enabled already.
             let _ = write(&root.join("cgroup.subtree_control"), &enable);
             write(&parent.join("cgroup.subtree_control"), &enable)?;
         }
+        // Only for --cpuset-cpus and --blkio-weight, which say so when their files are missing:
+        // a host that cannot enable them still runs everything else.
+        for optional in ["cpuset", "io"].into_iter().filter(has) {
+            let _ = write(&root.join("cgroup.subtree_control"), &format!("+{optional}"));
+            let _ = write(&parent.join("cgroup.subtree_control"), &format!("+{optional}"));
+        }
         let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
         let cg = CgroupV2 { dir };
-        if let Err(e) = cg.apply(limits).and_then(|()| cg.limit_devices()) {
+        // Without a device program every device is allowed: only for a privileged container.
+        let devices = || if all_devices { Ok(()) } else { cg.limit_devices() };
+        if let Err(e) = cg.apply(limits).and_then(|()| devices()) {
             let _ = std::fs::remove_dir(&cg.dir);
             return Err(e);
         }
@@ -72,6 +81,31 @@ impl CgroupV2 {
         }
         if let Some(p) = limits.pids {
             write(&d.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(r) = limits.memory_reservation {
+            write(&d.join("memory.low"), &r.to_string())?;
+        }
+        if limits.oom_kill_disable {
+            return Err(io::Error::other("cgroup v2 cannot keep the OOM killer off: --oom-kill-disable needs a cgroup v1 host"));
+        }
+        if let Some(cpus) = &limits.cpuset_cpus {
+            let file = d.join("cpuset.cpus");
+            if !file.exists() {
+                return Err(io::Error::other("the cgroup v2 cpuset controller is not available: --cpuset-cpus cannot be applied"));
+            }
+            write(&file, cpus)?;
+        }
+        if let Some(weight) = limits.blkio_weight {
+            // BFQ takes blkio's 10..1000 as is; io.weight (blk-iocost) counts 1..10000 around 100.
+            let (file, value) = if d.join("io.bfq.weight").exists() {
+                ("io.bfq.weight", u32::from(weight))
+            } else {
+                ("io.weight", 1 + (u32::from(weight) - 10) * 9999 / 990)
+            };
+            if !d.join(file).exists() {
+                return Err(io::Error::other("the cgroup v2 io controller has no weights here: --blkio-weight cannot be applied"));
+            }
+            write(&d.join(file), &value.to_string())?;
         }
         Ok(())
     }
@@ -141,7 +175,7 @@ mod tests {
         let made = Command::new("mknod").arg(&disk).args(["b", "7", "0"]).status().unwrap();
         assert!(made.success());
         let name = format!("test-devices-{}", std::process::id());
-        let cg = super::super::Cgroup::V2(CgroupV2::create(&unified_root(), &name, &Limits::default()).unwrap());
+        let cg = super::super::Cgroup::V2(CgroupV2::create(&unified_root(), &name, &Limits::default(), false).unwrap());
         // The shell waits for a line, so it is in the cgroup before it opens anything.
         let script = format!("read go; dd if={} bs=1 count=1 of=/dev/null 2>&1; head -c1 /dev/zero | wc -c", disk.display());
         let mut child = Command::new("sh").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
