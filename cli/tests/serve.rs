@@ -392,7 +392,7 @@ fn docker_cli_creates_lists_inspects_and_removes_containers() {
         (&["create", "-p", "8080:80", "busybox", "true"][..], "published ports are not supported"),
         (&["create", "-v", "/tmp:/data", "busybox", "true"][..], "bind mounts are not supported"),
         (&["create", "--label", "a=b", "busybox", "true"][..], "labels are not stored"),
-        (&["create", "-m", "64m", "busybox", "true"][..], "HostConfig.Memory is not supported"),
+        (&["create", "-m", "1m", "busybox", "true"][..], "invalid resource limits"),
         (&["create", "--cap-add", "NET_ADMIN", "busybox", "true"][..], "HostConfig.CapAdd is not supported"),
         (&["ps", "-a", "--filter", "since=web"][..], "the since filter is not supported"),
     ] {
@@ -400,6 +400,13 @@ fn docker_cli_creates_lists_inspects_and_removes_containers() {
         assert!(!r.ok && r.stderr.contains(why), "{args:?}: {}", r.stderr);
     }
     assert_eq!(server.ok(&["ps", "-aq"]).stdout.trim(), &id[..12]);
+    // Resource limits reach the container's record, in the runtime's terms.
+    let limited = server.ok(&["create", "--name", "limited", "-m", "64m", "--cpus", "0.5", "--pids-limit", "50", "busybox", "true"]).stdout.trim().to_string();
+    let config = std::fs::read_to_string(forge.store().join("forge/containers").join(&limited).join("config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let limits = config["Limits"].to_string();
+    assert!(limits.contains(&(64u64 << 20).to_string()) && limits.contains("50000") && limits.contains("\"pids\":50"), "{limits}");
+    server.ok(&["rm", "limited"]);
     // What needs a container monitor is refused with the reason, and changes nothing.
     let start = server.docker(&["start", "web"]);
     assert!(!start.ok && start.stderr.contains("cannot run containers yet"), "{}", start.stderr);

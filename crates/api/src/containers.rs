@@ -108,21 +108,9 @@ fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ApiError> {
     if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
         return Err(ApiError::bad_request("published ports are not supported by forge's runtime yet"));
     }
-    // The runtime has these since the resources work; mapping them here is still to do, and
-    // until then a container must not start without the limits or rights it asked for.
-    let set = |v: Option<i64>| v.is_some_and(|n| n != 0);
+    // The runtime has these since the security and volumes work; mapping them here is still to
+    // do, and until then a container must not start without the rights it asked for.
     let resources = [
-        ("Memory", set(host.memory)),
-        ("MemorySwap", set(host.memory_swap)),
-        ("MemoryReservation", set(host.memory_reservation)),
-        ("NanoCpus", set(host.nano_cpus)),
-        ("CpuShares", set(host.cpu_shares)),
-        ("CpuQuota", set(host.cpu_quota)),
-        ("CpuPeriod", set(host.cpu_period)),
-        ("PidsLimit", set(host.pids_limit)),
-        ("BlkioWeight", host.blkio_weight.is_some_and(|w| w != 0)),
-        ("CpusetCpus", host.cpuset_cpus.as_ref().is_some_and(|c| !c.is_empty())),
-        ("OomKillDisable", host.oom_kill_disable == Some(true)),
         ("CapAdd", nonempty(&host.cap_add)),
         ("CapDrop", nonempty(&host.cap_drop)),
         ("SecurityOpt", nonempty(&host.security_opt)),
@@ -136,6 +124,44 @@ fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ApiError> {
         return Err(ApiError::bad_request(format!("HostConfig.{name} is not supported by forge serve yet (forge run takes it)")));
     }
     Ok(())
+}
+
+/// The resource limits of a create request, in the sandbox's terms; docker's rules between
+/// them are checked by the runtime at create (a 400 from there).
+fn limits(host: Option<&bollard_stubs::models::HostConfig>) -> Result<forge_runtime::Limits, ApiError> {
+    let Some(host) = host else { return Ok(forge_runtime::Limits::default()) };
+    let positive = |name: &str, v: Option<i64>| -> Result<Option<u64>, ApiError> {
+        match v {
+            None | Some(0) => Ok(None),
+            Some(n) if n > 0 => Ok(Some(n as u64)),
+            Some(n) => Err(ApiError::bad_request(format!("HostConfig.{name}: {n} is negative"))),
+        }
+    };
+    if host.nano_cpus.is_some_and(|n| n != 0) && host.cpu_quota.is_some_and(|q| q != 0) {
+        return Err(ApiError::bad_request("conflicting options: NanoCpus and CpuQuota cannot both be set"));
+    }
+    let period = positive("CpuPeriod", host.cpu_period)?.unwrap_or(100_000);
+    let cpu_quota = match (positive("NanoCpus", host.nano_cpus)?, host.cpu_quota.filter(|q| *q != 0)) {
+        // As docker turns --cpus into a quota: per 100 ms.
+        (Some(nano), _) => Some(((nano as u128 * 100_000 / 1_000_000_000) as i64, 100_000)),
+        (None, Some(quota)) => Some((quota, period)),
+        (None, None) => None,
+    };
+    Ok(forge_runtime::Limits {
+        memory: positive("Memory", host.memory)?,
+        // -1: unlimited swap, as docker's --memory-swap -1.
+        memory_swap: match host.memory_swap {
+            Some(-1) => Some(u64::MAX),
+            v => positive("MemorySwap", v)?,
+        },
+        memory_reservation: positive("MemoryReservation", host.memory_reservation)?,
+        cpu_shares: positive("CpuShares", host.cpu_shares)?,
+        cpu_quota,
+        cpuset_cpus: host.cpuset_cpus.clone().filter(|c| !c.is_empty()),
+        pids: host.pids_limit.filter(|n| *n > 0).map(|n| n as u64),
+        blkio_weight: host.blkio_weight.filter(|w| *w != 0),
+        oom_kill_disable: host.oom_kill_disable == Some(true),
+    })
 }
 
 /// `POST /containers/create?name=`.
@@ -172,7 +198,8 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         hostname: body.hostname.clone().filter(|h| !h.is_empty()),
         network,
         auto_remove: body.host_config.as_ref().and_then(|h| h.auto_remove).unwrap_or(false),
-        // Resources, security, mounts: refused above when asked for.
+        limits: limits(body.host_config.as_ref())?,
+        // Security and mounts: refused above when asked for.
         ..CreateOptions::default()
     };
     let store = api.store.clone();

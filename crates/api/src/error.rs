@@ -105,7 +105,7 @@ impl From<forge_runtime::Error> for ApiError {
             E::NotFound(name) => ApiError::not_found(format!("No such container: {name}")),
             E::Image { source: forge_layerstore::store::Error::NotFound(name), .. } => ApiError::not_found(format!("No such image: {name}")),
             E::NameInUse { .. } | E::WrongStatus { .. } => ApiError::conflict(e.to_string()),
-            E::Ambiguous(_) | E::Invalid { .. } | E::NoCommand => ApiError::bad_request(e.to_string()),
+            E::Ambiguous(_) | E::Invalid { .. } | E::NoCommand | E::Limits(_) => ApiError::bad_request(e.to_string()),
             _ => ApiError::internal(e),
         }
     }
