@@ -760,3 +760,24 @@ fn a_build_client_that_hangs_up_cancels_the_build() {
     assert!(!server.ok(&["images", "--format", "{{.Repository}}"]).stdout.contains("cancelled"));
     forge.ok(&["store", "fsck"]);
 }
+
+#[test]
+fn docker_cli_manages_volumes() {
+    let forge = Forge::empty();
+    let server = Server::start(&forge, &[]);
+    assert_eq!(server.ok(&["volume", "create", "data"]).stdout.trim(), "data");
+    assert_eq!(server.ok(&["volume", "ls", "--format", "{{.Name}} {{.Driver}}"]).stdout.trim(), "data local");
+    let mountpoint = server.ok(&["volume", "inspect", "--format", "{{.Mountpoint}}", "data"]).stdout.trim().to_string();
+    assert!(Path::new(&mountpoint).is_dir() && mountpoint.starts_with(forge.store().to_str().unwrap()), "{mountpoint}");
+    // The daemonless CLI sees it; a plain prune keeps a named volume.
+    assert!(forge.ok(&["volume", "ls"]).stdout.contains("data"));
+    server.ok(&["volume", "prune", "-f"]);
+    assert_eq!(server.ok(&["volume", "ls", "-q"]).stdout.trim(), "data");
+    let df = server.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.stdout.lines().any(|l| l == "Local Volumes 1"), "{}", df.stdout);
+    let bad = server.docker(&["volume", "create", "-d", "nfs", "x"]);
+    assert!(!bad.ok && bad.stderr.contains("not supported"), "{}", bad.stderr);
+    assert_eq!(server.ok(&["volume", "rm", "data"]).stdout.trim(), "data");
+    let gone = server.docker(&["volume", "inspect", "data"]);
+    assert!(!gone.ok && gone.stderr.contains("No such volume: data"), "{}", gone.stderr);
+}

@@ -103,6 +103,8 @@ impl From<forge_runtime::Error> for ApiError {
         use forge_runtime::Error as E;
         match &e {
             E::NotFound(name) => ApiError::not_found(format!("No such container: {name}")),
+            E::NoSuchVolume(name) => ApiError::not_found(format!("No such volume: {name}")),
+            E::VolumeInUse { .. } => ApiError::conflict(e.to_string()),
             E::Image { source: forge_layerstore::store::Error::NotFound(name), .. } => ApiError::not_found(format!("No such image: {name}")),
             E::NameInUse { .. } | E::WrongStatus { .. } => ApiError::conflict(e.to_string()),
             E::Ambiguous(_) | E::Invalid { .. } | E::NoCommand | E::Limits(_) => ApiError::bad_request(e.to_string()),

@@ -8,7 +8,7 @@ use hyper::{Method, Request, StatusCode};
 use crate::error::ApiError;
 use crate::http::{self, Response};
 use crate::server::Api;
-use crate::{build, containers, images, system, version};
+use crate::{build, containers, images, system, version, volumes};
 
 /// Answers `req`; failures become docker's error documents.
 pub(crate) async fn handle(api: &Api, req: Request<Incoming>) -> Response {
@@ -59,6 +59,10 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> 
         (&Method::GET, "/containers/json") => containers::list(api, req).await,
         (&Method::POST, "/containers/create") => containers::create(api, req).await,
         (&Method::POST, "/containers/prune") => containers::prune(api, req).await,
+        (&Method::GET, "/volumes") => volumes::list(api, req).await,
+        (&Method::POST, "/volumes/create") => volumes::create(api, req).await,
+        (&Method::POST, "/volumes/prune") => volumes::prune(api, req).await,
+        (m, p) if p.starts_with("/volumes/") => volumes::by_name(api, req, m.clone(), &decode(&p["/volumes/".len()..])?).await,
         (&Method::DELETE, p) if p.starts_with("/images/") => images::remove(api, req, &decode(&p["/images/".len()..])?).await,
         (m, p) if p.starts_with("/containers/") => {
             let rest = &p["/containers/".len()..];

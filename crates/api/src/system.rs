@@ -127,19 +127,25 @@ fn os_name() -> String {
 pub(crate) async fn df(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> {
     Query::parse(req.uri().query(), &["type", "verbose"])?;
     let store = api.store.clone();
-    let (images, containers) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+    let (images, containers, volumes) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let images = crate::images::summaries(&store)?;
         let containers = forge_runtime::Containers::open(&store)?.list()?;
-        Ok((images, containers))
+        let volumes = forge_runtime::Volumes::open(&store)?.list()?;
+        Ok((images, containers, volumes))
     })
     .await??;
     let layers_size: i64 = images.iter().map(|i| i.size).sum();
+    // Sizes and reference counts are not computed: -1, as docker answers then.
+    let volumes: Vec<_> = volumes
+        .iter()
+        .map(|v| serde_json::json!({"Name": v.name, "Driver": v.driver, "Mountpoint": v.mountpoint, "CreatedAt": v.created_at, "Scope": v.scope, "Labels": {}, "Options": {}, "UsageData": {"Size": -1, "RefCount": -1}}))
+        .collect();
     let containers: Vec<_> = containers.iter().map(crate::containers::summary).collect();
     let body = serde_json::json!({
         "LayersSize": layers_size,
         "Images": images,
         "Containers": containers,
-        "Volumes": [],
+        "Volumes": volumes,
         "BuildCache": [],
     });
     Ok(http::json(StatusCode::OK, &body))
