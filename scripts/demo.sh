@@ -17,7 +17,9 @@ fail() {
   echo "  re-run with: bash -x scripts/demo.sh   to see every command"
 }
 trap 'fail' ERR
-cleanup() { [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null; true; }
+# The stores' bridges and firewall rules (RUN steps and containers use forge's bridge).
+prune_networks() { for s in "$work/store" "$work/store2"; do [ -d "$s/forge/network" ] && "$forge" --root "$s" network prune >/dev/null 2>&1; done; true; }
+cleanup() { [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null; [ -n "${forge:-}" ] && prune_networks; true; }
 trap cleanup EXIT
 
 current="installing Debian packages"; step "$current"
@@ -70,6 +72,7 @@ current="checking the output"; step "$current"
 grep -q "Hello from forge" <<<"$out_podman" || { echo "the image did not print its greeting under podman"; false; }
 [ "$out_forge" = "$out_podman" ] || { echo "forge run and podman run printed different things"; false; }
 trap - ERR
+prune_networks
 rm -rf "$work"
 echo
 echo "forge demo: OK (built, pushed, pulled and ran examples/hello with forge and podman)"

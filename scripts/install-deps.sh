@@ -11,6 +11,7 @@ pkgs=(
   apache2-utils    # htpasswd for the Basic-auth registry test
   gcc libc6-dev    # a static system-call probe for the sandbox tests
   openssl iproute2 zstd bzip2 xz-utils jq curl ca-certificates
+  iptables         # NAT and isolation rules of forge's bridged networks
 )
 missing=()
 for p in "${pkgs[@]}"; do

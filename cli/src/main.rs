@@ -109,6 +109,11 @@ enum Command {
     /// Commands on all containers.
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
+    /// A running container's published ports.
+    Port(commands::port::PortArgs),
+    /// Networks.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
     /// Serve the Docker Engine API on a unix socket (for the docker CLI and SDKs).
     Serve(commands::serve::ServeArgs),
     /// Developer tools: inspect what forge's front end makes of a file.
@@ -147,6 +152,8 @@ fn main() -> ExitCode {
         Command::Top(args) => commands::resources::top(&cli.global, args),
         Command::Volume(cmd) => commands::volume::run(&cli.global, cmd),
         Command::Container(cmd) => commands::container::run(&cli.global, cmd),
+        Command::Network(cmd) => commands::network::run(&cli.global, cmd),
+        Command::Port(args) => commands::port::run(&cli.global, args),
         Command::Serve(args) => commands::serve::run(&cli.global, args),
     };
     match result {

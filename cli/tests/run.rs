@@ -77,8 +77,9 @@ fn exit_codes_are_dockers() {
     let r = forge.run(&["run", "--rm", "busybox"]);
     assert_eq!(code(&r), 125, "{}", r.stderr);
     assert!(r.stderr.contains("no command specified"), "{}", r.stderr);
-    let r = forge.run(&["run", "--rm", "--network", "bridge", "busybox", "true"]);
+    let r = forge.run(&["run", "--rm", "--network", "nosuchnet", "busybox", "true"]);
     assert_eq!(code(&r), 125, "{}", r.stderr);
+    assert!(r.stderr.contains("network nosuchnet not found"), "{}", r.stderr);
     // Killed by a signal: 128 + its number.
     let r = forge.run(&["run", "--rm", "busybox", "sh", "-c", "kill -9 $$"]);
     assert_eq!(code(&r), 137, "{}", r.stderr);

@@ -34,10 +34,10 @@ pub struct BuildArgs {
     /// A label for the image (`KEY=VALUE`); may be repeated.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// The network for RUN steps: `default`, `none` or `host`. Unlike docker, `default` means
-    /// the host's network (forge sets up no bridge yet): steps reach the host's loopback
-    /// services. On the host's network steps get no CAP_NET_RAW (no raw or packet sockets).
-    /// `none` gives a step only its own loopback.
+    /// The network for RUN steps: `default`, `none` or `host`. `default`, as docker's, is a
+    /// namespace of the step's own behind forge's bridge with NAT: it reaches what the host
+    /// reaches, but not the host's loopback services. `host` is the host's network, where steps
+    /// get no CAP_NET_RAW (no raw or packet sockets). `none` gives a step only its own loopback.
     #[arg(long, default_value = "default", value_parser = network_value())]
     network: NetworkMode,
     /// A security option for RUN steps: `seccomp=unconfined` runs them without Docker's

@@ -35,9 +35,29 @@ pub struct ContainerFlags {
     /// The container's hostname (default: its short ID).
     #[arg(long)]
     hostname: Option<String>,
-    /// `none` (loopback only) or `host`.
-    #[arg(long, default_value = "none")]
-    network: String,
+    /// `bridge` (a namespace of its own behind forge's bridge, with NAT), `host`, `none`
+    /// (loopback only) or `container:NAME|ID` (another running container's).
+    #[arg(long, default_value = "bridge")]
+    network: forge_runtime::Network,
+    /// The container's address on its network (default: the lowest free one).
+    #[arg(long)]
+    ip: Option<std::net::Ipv4Addr>,
+    /// A nameserver instead of the host's; may be repeated.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
+    /// An `/etc/hosts` entry (`NAME:IP`); may be repeated.
+    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = add_host)]
+    add_host: Vec<(String, std::net::Ipv4Addr)>,
+    /// Publish a container port on the host (`[IP:][HOST:]CONTAINER[/tcp|udp]`, a missing or 0
+    /// host port is a free one); works on 127.0.0.1 too.
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<forge_runtime::Publish>,
+    /// Another name the container is found by on a user network; may be repeated.
+    #[arg(long = "network-alias", value_name = "NAME", value_parser = alias)]
+    network_alias: Vec<String>,
+    /// Publish every port the image exposes on free host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     #[command(flatten)]
     resources: crate::commands::resources::ResourceFlags,
     #[command(flatten)]
@@ -74,14 +94,39 @@ impl ContainerFlags {
             working_dir: self.workdir.clone(),
             user: self.user.clone(),
             hostname: self.hostname.clone(),
-            network: self.network.parse()?,
+            network: self.network.clone(),
             auto_remove: self.rm,
+            ip: self.ip,
+            dns: self.dns.iter().map(|ip| ip.to_string()).collect(),
+            add_hosts: self.add_host.clone(),
+            publish: self.publish.clone(),
+            publish_all: self.publish_all,
+            aliases: self.network_alias.clone(),
             limits: self.resources.limits()?,
             security,
             seccomp,
             mounts,
             read_only,
         })
+    }
+}
+
+/// `--add-host NAME:IP`.
+fn add_host(v: &str) -> Result<(String, std::net::Ipv4Addr), String> {
+    let (name, ip) = v.rsplit_once(':').ok_or("use NAME:IP")?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err("the name is empty or has white space".into());
+    }
+    Ok((name.to_string(), ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?))
+}
+
+/// `--network-alias`: a host name (it goes into other containers' `/etc/hosts`).
+fn alias(v: &str) -> Result<String, String> {
+    let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && v.len() <= 253 && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("use letters, digits, '_', '.' and '-', starting with a letter or digit".into())
     }
 }
 

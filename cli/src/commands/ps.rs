@@ -42,7 +42,8 @@ struct Row {
 
 /// Runs `forge ps`.
 pub fn run(global: &crate::Global, args: PsArgs) -> anyhow::Result<()> {
-    let mut list = containers(global)?.list()?;
+    let store = containers(global)?;
+    let mut list = store.list()?;
     // Newest first, as docker lists them.
     list.reverse();
     list.retain(|c| args.all || c.state.status == Status::Running);
@@ -53,7 +54,7 @@ pub fn run(global: &crate::Global, args: PsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = SystemTime::now();
-    let rows: Vec<Row> = list.iter().map(|c| row(c, now)).collect();
+    let rows: Vec<Row> = list.iter().map(|c| row(c, &store.dir_of(c.id()), now)).collect();
     match args.format.as_str() {
         "json" => {
             for r in &rows {
@@ -93,7 +94,9 @@ pub fn run(global: &crate::Global, args: PsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn row(c: &Container, now: SystemTime) -> Row {
+fn row(c: &Container, dir: &std::path::Path, now: SystemTime) -> Row {
+    // docker's form, `0.0.0.0:8080->80/tcp`, while it runs.
+    let published = if c.state.status == Status::Running { forge_runtime::published(dir) } else { Vec::new() };
     let since = |t: &str| humantime::parse_rfc3339_weak(t).ok().map(|t| now.duration_since(t).unwrap_or_default());
     let ago = |t: &str| since(t).map_or_else(String::new, |d| format!("{} ago", human_duration(d)));
     let status = match c.state.status {
@@ -108,11 +111,11 @@ fn row(c: &Container, now: SystemTime) -> Row {
         command: format!("{:?}", ellipsis(&c.config.args.join(" "), 20)),
         created_at: c.config.created.clone(),
         running_for: ago(&c.config.created),
-        ports: String::new(),
+        ports: published.iter().map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.protocol)).collect::<Vec<_>>().join(", "),
         state: if c.state.paused { "paused".into() } else { c.state.status.to_string() },
         status,
         names: c.config.name.clone().unwrap_or_default(),
-        networks: serde_json::to_value(c.config.network).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        networks: serde_json::to_value(&c.config.network).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
     }
 }
 

@@ -39,6 +39,12 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
             if let Err(e) = forge_sandbox::remove_leftovers() {
                 eprintln!("warning: removing the cgroups of killed builds: {e}");
             }
+            // ... and network namespaces, veth pairs and leases (`forge network prune` does the same).
+            if store.root().join("forge").join("network").exists() {
+                if let Err(e) = crate::commands::network::networks(global).and_then(|n| Ok(n.reconcile()?)) {
+                    eprintln!("warning: removing the networks of killed builds and containers: {e}");
+                }
+            }
             let r = maintenance::gc(&store)?;
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&r)?)?,

@@ -29,6 +29,16 @@ impl From<Output> for Ran {
     }
 }
 
+/// A store that used a bridged network leaves its bridge and firewall rules on the host until
+/// they are pruned: every test's store prunes them when it goes.
+impl Drop for Forge {
+    fn drop(&mut self) {
+        if self.store().join("forge").join("network").exists() {
+            let _ = self.run(&["network", "prune"]);
+        }
+    }
+}
+
 impl Forge {
     /// A fresh store holding `busybox:latest`, imported from a busybox-static rootfs.
     /// An empty store.

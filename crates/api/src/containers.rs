@@ -184,7 +184,8 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
     };
     cmd.extend(body.cmd.clone().unwrap_or_default());
     let network = match body.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) {
-        None | Some("" | "default" | "bridge") => forge_runtime::Network::default(),
+        // docker's default: the bridge network.
+        None | Some("") => forge_runtime::Network::Bridge,
         Some(m) => m.parse().map_err(|e| ApiError::bad_request(format!("NetworkMode: {e}")))?,
     };
     let opts = CreateOptions {

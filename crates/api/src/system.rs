@@ -109,7 +109,7 @@ pub(crate) async fn info(api: &Api, req: Request<Incoming>) -> Result<Response, 
         experimental_build: Some(false),
         // No swarm and no plugins: said so, so that clients print "inactive" and empty lists.
         swarm: Some(SwarmInfo { local_node_state: Some(LocalNodeState::INACTIVE), ..Default::default() }),
-        plugins: Some(PluginsInfo { volume: Some(Vec::new()), network: Some(vec!["host".into(), "none".into()]), ..Default::default() }),
+        plugins: Some(PluginsInfo { volume: Some(Vec::new()), network: Some(vec!["bridge".into(), "host".into(), "none".into()]), ..Default::default() }),
         ..Default::default()
     };
     Ok(http::json(StatusCode::OK, &body))

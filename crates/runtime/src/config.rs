@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::volumes::MountSpec;
 
-/// The network a container gets (docker's `--network`; `none` and `host` for now): the
-/// sandbox's own type, parsed once from the flag.
-pub use forge_sandbox::Network;
+/// The network a container gets (docker's `--network`), parsed once from the flag.
+pub use forge_network::Mode as Network;
+pub use forge_network::Publish;
 
 /// A container's resource limits (docker's resource flags): the sandbox's own type, checked by
 /// [`crate::check_limits`].
@@ -41,6 +41,18 @@ pub struct CreateOptions {
     pub network: Network,
     /// `--rm`: removed when it exits.
     pub auto_remove: bool,
+    /// `--ip`: the address on the container's network.
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// `--dns`: nameservers instead of the host's.
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP` entries for `/etc/hosts`.
+    pub add_hosts: Vec<(String, std::net::Ipv4Addr)>,
+    /// `-p`.
+    pub publish: Vec<Publish>,
+    /// `-P`: every port the image exposes, on free host ports.
+    pub publish_all: bool,
+    /// `--network-alias`: more names peers on a user network find it by.
+    pub aliases: Vec<String>,
     /// The resource flags (`-m`, `--cpus`, `--pids-limit`...), checked at create by docker's
     /// rules.
     pub limits: Limits,
@@ -86,6 +98,22 @@ pub struct Config {
     pub network: Network,
     /// Removed when it exits.
     pub auto_remove: bool,
+    /// The address asked for on its network.
+    #[serde(default, rename = "IPAddress")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Nameservers instead of the host's.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Extra `/etc/hosts` entries.
+    #[serde(default)]
+    pub add_hosts: Vec<(String, std::net::Ipv4Addr)>,
+    /// The ports to publish (`-p`, and `-P` resolved on the image's exposed ports); host port
+    /// 0 means a free one, picked at each start.
+    #[serde(default)]
+    pub ports: Vec<Publish>,
+    /// More names peers on a user network find it by.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Its cgroup's limits.
     #[serde(default)]
     pub limits: Limits,
@@ -101,6 +129,21 @@ pub struct Config {
     /// Its root filesystem is read-only.
     #[serde(default)]
     pub read_only: bool,
+}
+
+/// The ports `opts` publishes: `-p`, plus with `-P` every port the image exposes (`80/tcp`)
+/// on a free host port.
+pub(crate) fn ports(image: &forge_layerstore::image::ContainerConfig, opts: &CreateOptions) -> Result<Vec<Publish>, Error> {
+    let mut out = opts.publish.clone();
+    if opts.publish_all {
+        for key in image.exposed_ports.iter().flat_map(|m| m.keys()) {
+            let p: Publish = key.parse().map_err(|e: forge_network::InvalidPublish| Error::Invalid { what: "exposed port", value: key.clone(), reason: e.reason.into() })?;
+            if !out.iter().any(|o| o.container_port == p.container_port && o.protocol == p.protocol) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The process part of a config, from the image's config and the options.

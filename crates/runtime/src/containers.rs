@@ -57,6 +57,9 @@ impl Containers {
         for d in [&dir, &names] {
             fs::create_dir_all(d).map_err(io("creating", d))?;
         }
+        // What a killed forge left of a container's network (at any point of its set-up) goes
+        // with the next container command.
+        crate::network::reconcile(store.root());
         Ok(Containers { store: store.clone(), dir, names })
     }
 
@@ -161,8 +164,13 @@ impl Containers {
             working_dir: process.working_dir,
             user: process.user,
             hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
-            network: opts.network,
+            network: opts.network.clone(),
             auto_remove: opts.auto_remove,
+            ip: opts.ip,
+            dns: opts.dns.clone(),
+            add_hosts: opts.add_hosts.clone(),
+            ports: crate::config::ports(&image.config.config, opts)?,
+            aliases: opts.aliases.clone(),
             limits: opts.limits.clone(),
             security: opts.security.clone(),
             seccomp: opts.seccomp,
@@ -320,8 +328,10 @@ impl Containers {
     fn record_lost(&self, id: &str, state: &mut State) -> Result<(), Error> {
         // Its init dies with the supervisor; this is for an init that somehow outlived it.
         kill_if_same(state.pid, state.pid_start, nix::sys::signal::Signal::SIGKILL);
-        // The cgroup the dead supervisor's sandbox made.
+        // The cgroup the dead supervisor's sandbox made, and its network namespace, veth
+        // pair and lease.
         let _ = forge_sandbox::remove_leftovers();
+        crate::network::reconcile(self.store.root());
         state.status = Status::Exited;
         state.exit_code = 255;
         state.finished_at = now();
@@ -384,7 +394,17 @@ impl Containers {
         spec.user = config.user.clone();
         spec.cwd = config.working_dir.clone();
         spec.hostname = config.hostname.clone();
-        spec.network = config.network;
+        let network = match crate::network::start(self, self.store.root(), &self.path(&id), &config) {
+            Ok(n) => n,
+            Err(e) => {
+                if config.auto_remove {
+                    let _ = self.remove_locked(&id, config.name.as_deref(), lock);
+                }
+                return Err(e);
+            }
+        };
+        spec.network = network.network.clone();
+        spec.mounts.extend(network.mounts.iter().cloned());
         spec.limits = config.limits.clone();
         spec.security = config.security.clone();
         spec.seccomp = config.seccomp;
@@ -425,6 +445,7 @@ impl Containers {
         if let Some(p) = proxy {
             p.finished();
         }
+        drop(network);
         if state.started_at.is_empty() {
             state.started_at = now();
         }

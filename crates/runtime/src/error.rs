@@ -121,6 +121,22 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The container's network could not be set up.
+    #[error("setting up the network of container {id}: {source}")]
+    Network {
+        /// The container.
+        id: String,
+        /// What failed.
+        source: forge_network::Error,
+    },
+    /// A port could not be published (most often: something else listens on it).
+    #[error("publishing {publish}: {source}")]
+    Publish {
+        /// The publication (`80/tcp -> 0.0.0.0:8080`).
+        publish: String,
+        /// The bind error.
+        source: std::io::Error,
+    },
     /// Filesystem or process error.
     #[error("{what} {}: {source}", path.display())]
     Io {

@@ -70,12 +70,14 @@
 mod config;
 mod containers;
 mod error;
+mod network;
 mod resources;
 mod state;
 mod sys;
 mod volumes;
 
-pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Seccomp, Security};
+pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Publish, Seccomp, Security};
+pub use network::published;
 pub use resources::check_limits;
 pub use containers::{Container, Containers};
 pub use error::Error;

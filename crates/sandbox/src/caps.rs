@@ -27,15 +27,15 @@ pub(crate) const DEFAULT: [Capability; 14] = [
 
 /// What a step keeps on `network`: the default set, less `CAP_NET_RAW` on the host's network,
 /// where a raw or packet socket would see (and forge) the host's traffic.
-pub(crate) fn for_network(network: Network) -> Vec<Capability> {
-    DEFAULT.into_iter().filter(|c| network != Network::Host || *c != Capability::CAP_NET_RAW).collect()
+pub(crate) fn for_network(network: &Network) -> Vec<Capability> {
+    DEFAULT.into_iter().filter(|c| *network != Network::Host || *c != Capability::CAP_NET_RAW).collect()
 }
 
 /// What a process keeps on `network` with `security`'s changes, by docker's rules: privileged
 /// gets every capability; `--cap-add ALL` every one but those dropped; `--cap-drop ALL` only
 /// those added; otherwise the default set less the dropped plus the added (so an explicit
 /// `--cap-add NET_RAW` gives it back on the host's network).
-pub(crate) fn for_spec(network: Network, security: &Security) -> Vec<Capability> {
+pub(crate) fn for_spec(network: &Network, security: &Security) -> Vec<Capability> {
     let parse = |names: &[String]| -> Vec<Capability> { names.iter().filter_map(|n| Capability::from_str(n).ok()).collect() };
     let (add, drop) = (parse(&security.cap_add), parse(&security.cap_drop));
     let all = |names: &[String]| names.iter().any(|n| n == "ALL");

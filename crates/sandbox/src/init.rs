@@ -94,8 +94,15 @@ fn stage1() -> Result<(), String> {
     std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the spec: {e}"))?;
     let spec: InitSpec = serde_json::from_str(&text).map_err(|e| format!("decoding the spec: {e}"))?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID;
-    if spec.run.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
+    match &spec.run.network {
+        Network::None => flags |= CloneFlags::CLONE_NEWNET,
+        Network::Host => {}
+        // Joined before the other namespaces are made, while the path still names the host's
+        // file: after the mount namespace is unshared it would too, but only until pivot_root.
+        Network::Namespace(path) => {
+            let ns = File::open(path).map_err(|e| format!("opening the network namespace {}: {e}", path.display()))?;
+            nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining the network namespace {}: {e}", path.display()))?;
+        }
     }
     unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
     // PID 1 must die with this process; a pipe it holds the read end of tells it whether this
@@ -171,7 +178,7 @@ fn stage2(spec: &InitSpec) -> Result<Report, String> {
     let envp = env.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
     let dev_null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     // On the host's network a raw or packet socket would see the host's traffic.
-    let caps = crate::caps::for_spec(spec.run.network, &spec.run.security);
+    let caps = crate::caps::for_spec(&spec.run.network, &spec.run.security);
     let filters = match (&spec.run.security.seccomp_profile, spec.run.security.privileged) {
         (_, true) => None,
         (Some(json), false) => Some(crate::seccomp::compile_profile(json, &caps).map_err(|e| e.to_string())?),

@@ -125,17 +125,19 @@ impl RunSpec {
     }
 }
 
-/// The network a step or container sees (`none` or `host`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The network a step or container sees (`none`, `host`, or a namespace made for it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// Its own network namespace with only loopback, up.
     #[default]
     None,
-    /// The host's network namespace. Docker's `default` (a bridged namespace with NAT) is
-    /// mapped here by the builder: forge sets up no bridge or NAT. The step then lacks
-    /// `CAP_NET_RAW`, so it cannot open raw or packet sockets to watch the host's traffic.
+    /// The host's network namespace. The step then lacks `CAP_NET_RAW`, so it cannot open raw
+    /// or packet sockets to watch the host's traffic.
     Host,
+    /// The network namespace bind-mounted at this path, set up beforehand by its caller
+    /// (forge-network's bridged namespaces), joined as it is.
+    Namespace(PathBuf),
 }
 
 /// A network forge cannot give a step or container yet.

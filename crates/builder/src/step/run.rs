@@ -100,9 +100,20 @@ fn execute(step: &StepCtx<'_>, p: &Process, mounts: &Mounts, snap: &Snapshot<'_>
     spec.user = p.user.clone();
     spec.cwd = p.cwd.clone();
     spec.hostname = "buildkitsandbox".into();
-    spec.network = match p.network {
-        NetworkMode::None => forge_sandbox::Network::None,
-        NetworkMode::Host | NetworkMode::Default => forge_sandbox::Network::Host,
+    // Docker's builder gives a step on the default network a namespace of its own behind a
+    // bridge with NAT: it reaches what the host reaches, but not the host's loopback services.
+    let attachment = match p.network {
+        NetworkMode::Default => {
+            let fail = |e: forge_network::Error| step.at.fail(StepErrorKind::Sandbox, format!("setting up the step's network: {e}"));
+            let networks = forge_network::Networks::open(&step.build.store.root().join("forge").join("network")).map_err(fail)?;
+            Some(networks.attach(forge_network::DEFAULT_NETWORK, None).map_err(fail)?)
+        }
+        NetworkMode::None | NetworkMode::Host => None,
+    };
+    spec.network = match (&attachment, p.network) {
+        (Some(a), _) => forge_sandbox::Network::Namespace(a.netns().to_path_buf()),
+        (None, NetworkMode::Host) => forge_sandbox::Network::Host,
+        (None, _) => forge_sandbox::Network::None,
     };
     spec.mounts = mounts.mounts.clone();
     spec.limits = opts.limits.clone();
@@ -125,7 +136,11 @@ fn execute(step: &StepCtx<'_>, p: &Process, mounts: &Mounts, snap: &Snapshot<'_>
     let outcome = forge_sandbox::run(&spec, &opts.cancel, &mut output).map_err(|e| match e {
         forge_sandbox::Error::Cancelled => Error::Cancelled,
         e => step.at.fail(StepErrorKind::Sandbox, format!("sandbox: {e}")),
-    })?;
+    });
+    if let Some(a) = attachment {
+        a.release().map_err(|e| step.at.fail(StepErrorKind::Sandbox, format!("taking the step's network down: {e}")))?;
+    }
+    let outcome = outcome?;
     if !matches!(outcome.status, ExitStatus::Exited(0)) {
         return Err(Error::RunFailed {
             file: step.at.file.clone(),

@@ -1,0 +1,148 @@
+//! Attachments on a real bridge (root only): addresses, traffic between the host and the
+//! namespaces the test made, and that release and prune leave nothing behind.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::Command;
+
+use forge_network::{Networks, DEFAULT_NETWORK};
+
+/// A network store in a temporary directory, pruned (bridge and rules gone) when dropped.
+struct Store {
+    dir: tempfile::TempDir,
+    networks: Networks,
+}
+
+impl Store {
+    fn new(config: Option<&str>) -> Option<Store> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(c) = config {
+            std::fs::write(dir.path().join("config.json"), c).unwrap();
+        }
+        let networks = Networks::open(dir.path()).unwrap();
+        Some(Store { dir, networks })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.networks.prune();
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip").args(["link", "show", name]).output().unwrap().status.success()
+}
+
+/// A TCP listener inside the namespace at `netns` on `port` (bound by a thread that entered
+/// it; the socket stays in that namespace).
+fn listen_in(netns: &Path, port: u16) -> TcpListener {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(netns).unwrap();
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        TcpListener::bind(("0.0.0.0", port)).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Connects from the namespace at `netns` (the host's when `None`) to `to`, sends a line and
+/// reads the echo.
+fn exchange(netns: Option<&Path>, to: SocketAddr) -> std::io::Result<String> {
+    let netns = netns.map(Path::to_path_buf);
+    std::thread::spawn(move || {
+        if let Some(n) = netns {
+            let f = std::fs::File::open(n).unwrap();
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        }
+        let mut s = TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))?;
+        s.write_all(b"ping\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .join()
+    .unwrap()
+}
+
+fn echo_once(listener: TcpListener) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(b"pong\n").unwrap();
+    })
+}
+
+#[test]
+fn attachments_get_distinct_addresses_and_reach_each_other_and_the_host() {
+    let Some(store) = Store::new(None) else { return };
+    let a = store.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    let b = store.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    let net = a.network().clone();
+    assert_ne!(a.address(), b.address());
+    assert!(net.subnet.contains(&a.address()) && net.subnet.contains(&b.address()));
+    assert!(link_exists(&net.bridge));
+
+    // Host -> a, and b -> a through the bridge.
+    let server = echo_once(listen_in(a.netns(), 8080));
+    assert_eq!(exchange(None, (a.address(), 8080).into()).unwrap(), "pong\n");
+    server.join().unwrap();
+    let server = echo_once(listen_in(a.netns(), 8081));
+    assert_eq!(exchange(Some(b.netns()), (a.address(), 8081).into()).unwrap(), "pong\n");
+    server.join().unwrap();
+
+    // A namespace reaches the host through its gateway, never the host's loopback.
+    let host = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = host.local_addr().unwrap().port();
+    assert!(exchange(Some(a.netns()), (Ipv4Addr::LOCALHOST, port).into()).is_err());
+
+    let (netns, lease_files) = (a.netns().to_path_buf(), std::fs::read_dir(store.dir.path().join("leases")).unwrap().count());
+    assert_eq!(lease_files, 4, "a lease and a lock file per attachment");
+    a.release().unwrap();
+    drop(b);
+    assert!(!netns.exists());
+    assert_eq!(std::fs::read_dir(store.dir.path().join("leases")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(store.dir.path().join("netns")).unwrap().count(), 0);
+
+    let pruned = store.networks.prune().unwrap();
+    assert_eq!(pruned.bridges, vec![net.bridge.clone()]);
+    assert!(!link_exists(&net.bridge));
+    let tag = format!("forge:{}", net.bridge);
+    assert!(!forge_network::tagged_rules().unwrap().iter().any(|r| r.split_whitespace().any(|w| w.trim_matches('"') == tag)));
+}
+
+#[test]
+fn concurrent_attaches_never_share_an_address_and_the_configured_subnet_is_used() {
+    let Some(store) = Store::new(Some(r#"{"default_subnet": "10.215.7.0/24"}"#)) else { return };
+    let attachments: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6).map(|_| s.spawn(|| store.networks.attach(DEFAULT_NETWORK, None).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addresses: Vec<Ipv4Addr> = attachments.iter().map(|a| a.address()).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 6);
+    let net = attachments[0].network().clone();
+    assert_eq!(net.subnet.to_string(), "10.215.7.0/24");
+    assert_eq!(net.gateway, Ipv4Addr::new(10, 215, 7, 1));
+    assert!(addresses.iter().all(|a| net.subnet.contains(a) && *a != net.gateway));
+    // --ip: the address asked for, once; never the gateway or outside the subnet.
+    let fixed = store.networks.attach(DEFAULT_NETWORK, Some(Ipv4Addr::new(10, 215, 7, 200))).unwrap();
+    assert_eq!(fixed.address(), Ipv4Addr::new(10, 215, 7, 200));
+    for (ip, what) in [((10, 215, 7, 200), "already in use"), ((10, 215, 7, 1), "not a usable"), ((10, 215, 8, 2), "not a usable")] {
+        let e = store.networks.attach(DEFAULT_NETWORK, Some(Ipv4Addr::new(ip.0, ip.1, ip.2, ip.3))).unwrap_err();
+        assert!(e.to_string().contains(what), "{e}");
+    }
+    drop(fixed);
+    // A used bridge is not pruned.
+    assert!(store.networks.prune().unwrap().bridges.is_empty());
+    assert!(link_exists(&net.bridge));
+}
