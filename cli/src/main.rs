@@ -136,6 +136,8 @@ enum Command {
     /// Networks.
     #[command(subcommand)]
     Network(commands::network::NetworkCommand),
+    /// Serve the Docker Engine API on a unix socket (for the docker CLI and SDKs).
+    Serve(commands::serve::ServeArgs),
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -190,6 +192,7 @@ fn main() -> ExitCode {
         Command::Kill(args) => commands::lifecycle::kill(&cli.global, args),
         Command::Restart(args) => commands::lifecycle::restart(&cli.global, args),
         Command::Wait(args) => commands::lifecycle::wait(&cli.global, args),
+        Command::Serve(args) => commands::serve::run(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

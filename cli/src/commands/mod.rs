@@ -27,6 +27,7 @@ pub mod rm;
 pub mod run;
 pub mod save;
 pub mod security;
+pub mod serve;
 pub mod start;
 pub mod store;
 pub mod tag;

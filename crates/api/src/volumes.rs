@@ -1,0 +1,126 @@
+//! `/volumes/...`: the runtime's named volumes (list, create, inspect, remove, prune).
+
+use bollard_stubs::models::{Volume as ApiVolume, VolumeListResponse, VolumePruneResponse, VolumeScopeEnum};
+use forge_runtime::{Volume, Volumes};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+
+use crate::error::ApiError;
+use crate::http::{self, Response};
+use crate::query::Query;
+use crate::server::Api;
+
+fn api_volume(v: Volume) -> ApiVolume {
+    ApiVolume {
+        name: v.name,
+        driver: v.driver,
+        mountpoint: v.mountpoint.display().to_string(),
+        created_at: Some(v.created_at),
+        scope: Some(VolumeScopeEnum::LOCAL),
+        ..Default::default()
+    }
+}
+
+/// `GET /volumes`.
+pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri().query(), &["filters"])?;
+    let filters = q.filters(&["name", "driver", "dangling", "label"])?;
+    for unsupported in ["dangling", "label"] {
+        if !filters.values(unsupported).is_empty() {
+            return Err(ApiError::bad_request(format!("the {unsupported} volume filter is not supported by forge yet")));
+        }
+    }
+    let (names, drivers) = (filters.values("name").to_vec(), filters.values("driver").to_vec());
+    let store = api.store.clone();
+    let volumes = tokio::task::spawn_blocking(move || Volumes::open(&store)?.list()).await??;
+    let volumes: Vec<ApiVolume> = volumes
+        .into_iter()
+        .filter(|v| names.is_empty() || names.iter().any(|n| v.name.contains(n.as_str())))
+        .filter(|v| drivers.is_empty() || drivers.contains(&v.driver))
+        .map(api_volume)
+        .collect();
+    Ok(http::json(StatusCode::OK, &VolumeListResponse { volumes: Some(volumes), warnings: Some(Vec::new()) }))
+}
+
+/// The body of `POST /volumes/create` (bollard-stubs' `VolumeCreateOptions` carries cluster
+/// fields forge has no use for; these are the ones a local volume takes).
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct CreateBody {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    driver: String,
+    #[serde(default)]
+    driver_opts: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    labels: std::collections::HashMap<String, String>,
+}
+
+/// `POST /volumes/create`.
+pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> {
+    Query::parse(req.uri().query(), &[])?;
+    let body: CreateBody = http::read_json(req.into_body(), "volume config").await?;
+    if !body.driver.is_empty() && body.driver != "local" {
+        return Err(ApiError::bad_request(format!("volume driver {:?} is not supported: forge has the local driver", body.driver)));
+    }
+    if !body.driver_opts.is_empty() || !body.labels.is_empty() {
+        return Err(ApiError::bad_request("volume driver options and labels are not supported by forge yet"));
+    }
+    let store = api.store.clone();
+    let name = Some(body.name).filter(|n| !n.is_empty());
+    let volume = tokio::task::spawn_blocking(move || Volumes::open(&store)?.create(name.as_deref())).await??;
+    Ok(http::json(StatusCode::CREATED, &api_volume(volume)))
+}
+
+/// `POST /volumes/prune`: the anonymous volumes no container names, or with the `all=true`
+/// filter every such volume, as docker (API 1.42 on) prunes. A named volume is never taken by
+/// a plain prune.
+pub(crate) async fn prune(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri().query(), &["filters"])?;
+    let filters = q.filters(&["all", "label"])?;
+    if !filters.values("label").is_empty() {
+        return Err(ApiError::bad_request("the label prune filter is not supported by forge yet"));
+    }
+    let all = filters.boolean("all")? == Some(true);
+    let store = api.store.clone();
+    let deleted = tokio::task::spawn_blocking(move || -> Result<Vec<String>, forge_runtime::Error> {
+        let volumes = Volumes::open(&store)?;
+        let mut deleted = Vec::new();
+        for v in volumes.list()? {
+            if !(all || v.anonymous) {
+                continue;
+            }
+            match volumes.remove(&v.name) {
+                Ok(()) => deleted.push(v.name),
+                Err(forge_runtime::Error::VolumeInUse { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
+    })
+    .await??;
+    Ok(http::json(StatusCode::OK, &VolumePruneResponse { volumes_deleted: Some(deleted), space_reclaimed: Some(0) }))
+}
+
+/// `GET` and `DELETE /volumes/{name}`.
+pub(crate) async fn by_name(api: &Api, req: Request<Incoming>, method: Method, name: &str) -> Result<Response, ApiError> {
+    let store = api.store.clone();
+    let name = name.to_string();
+    match method {
+        Method::GET => {
+            Query::parse(req.uri().query(), &[])?;
+            let volume = tokio::task::spawn_blocking(move || Volumes::open(&store)?.get(&name)).await??;
+            Ok(http::json(StatusCode::OK, &api_volume(volume)))
+        }
+        Method::DELETE => {
+            let q = Query::parse(req.uri().query(), &["force"])?;
+            if q.flag("force") {
+                return Err(ApiError::bad_request("force is not supported: remove the containers that use the volume first"));
+            }
+            tokio::task::spawn_blocking(move || Volumes::open(&store)?.remove(&name)).await??;
+            Ok(http::empty(StatusCode::NO_CONTENT))
+        }
+        m => Err(ApiError::not_found(format!("page not found: {m} /volumes/{{name}}"))),
+    }
+}
