@@ -9,7 +9,8 @@
 #        FORGE_FLAGS="--compression gzip" (extra `forge build` flags, e.g. to time eager compression)
 #
 # Scenarios:
-#   cold   : an empty build cache; the base image pulled (and unpacked) before the timing
+#   cold   : no build cache (forge: an empty store; docker: --no-cache, as its daemon is shared);
+#            the base image pulled (and unpacked) before the timing
 #   noop   : the same build again, nothing changed
 #   change : late.txt (COPYed in the last steps) rewritten before the build
 #   push   : a cold build, then a push to a fresh, empty registry (both timed together)
@@ -45,6 +46,7 @@ fi
 bash $A/start-dockerd-modern.sh >/dev/null
 docker28() { DOCKER_HOST=unix://$A/trixie/run/modern/docker.sock DOCKER_BUILDKIT=1 /usr/bin/docker "$@"; }
 if [[ " $EXTRA " == *" docker20 "* ]]; then bash $A/start-dockerd.sh >/dev/null; fi
+docker() { docker28 "$@"; }
 docker20() { DOCKER_HOST=unix://$A/dockerd/docker.sock DOCKER_BUILDKIT=1 /usr/bin/docker "$@"; }
 export CONTAINERS_CONF=$A/containers.conf
 buildah="buildah --root $work/buildah --runroot $work/buildah-run --storage-driver overlay"
@@ -88,8 +90,8 @@ prepare() { # TOOL WORKLOAD SCENARIO
     cold|push)
       case $1 in
         forge) rm -rf $work/forge && $FORGE --root $work/forge pull -q --unpack $b >/dev/null ;;
-        docker) docker28 builder prune -af >/dev/null; docker28 rmi -f bench/$2 >/dev/null 2>&1 || true ;;
-        docker20) docker20 builder prune -af >/dev/null; docker20 rmi -f bench/$2 >/dev/null 2>&1 || true ;;
+        # The daemon is shared: --no-cache (below) rather than a prune of everyone's cache.
+        docker|docker20) $1 rmi -f bench/$2 >/dev/null 2>&1 || true ;;
         buildah) $buildah rmi -a -f >/dev/null 2>&1 || true; $buildah pull -q --tls-verify=false $b >/dev/null ;;
       esac ;;
   esac
@@ -97,12 +99,13 @@ prepare() { # TOOL WORKLOAD SCENARIO
   sync
 }
 
-build() { # TOOL WORKLOAD
-  local ctx=$A/workloads/$2
+build() { # TOOL WORKLOAD SCENARIO
+  local ctx=$A/workloads/$2 nc=
+  case $3 in cold|push) nc=--no-cache ;; esac
   case $1 in
     forge) $rss_of $FORGE --root $work/forge build ${FORGE_FLAGS:-} -q -t bench/$2 $ctx ;;
-    docker) docker28 build --network none -q -t bench/$2 $ctx ;;
-    docker20) docker20 build --network none -q -t bench/$2 $ctx ;;
+    docker) docker28 build $nc --network none -q -t bench/$2 $ctx ;;
+    docker20) docker20 build $nc --network none -q -t bench/$2 $ctx ;;
     buildah) $buildah bud --isolation chroot --layers --pull=never -q -t bench/$2 $ctx ;;
   esac >/dev/null
 }
@@ -129,7 +132,7 @@ for w in $WORKLOADS; do
         # so it comes last.
         prepare $t $w $s
         start=$(now)
-        build $t $w
+        build $t $w $s
         [ $s = push ] && push $t $w
         end=$(now)
         [ $s = push ] && stop_push_registry
