@@ -18,7 +18,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use oci_spec::image::{DescriptorBuilder, MediaType};
+use oci_spec::image::MediaType;
 
 use crate::archive::compression::{decompress, Compression, LayerWriter};
 use crate::digest::Digest;
@@ -59,23 +59,16 @@ pub fn for_distribution(store: &Store, image: &Image, compression: Compression) 
     let mut descriptors = manifest.layers().clone();
     for (i, layer) in compressed {
         let layer = layer?;
-        {
-            let digest = oci_spec::image::Digest::from_str(layer.digest.as_str()).map_err(|e| Error::Encode { what: "descriptor", message: e.to_string() })?;
-            let mut d = descriptors[i].clone();
-            d.set_media_type(MediaType::from(layer.media_type.as_str()));
-            d.set_digest(digest);
-            d.set_size(layer.size);
-            descriptors[i] = d;
-        }
+        let digest = oci_spec::image::Digest::from_str(layer.digest.as_str()).map_err(|e| Error::Encode { what: "descriptor", message: e.to_string() })?;
+        // The layer's other fields (annotations) stay as they were.
+        let d = &mut descriptors[i];
+        d.set_media_type(MediaType::from(layer.media_type.as_str()));
+        d.set_digest(digest);
+        d.set_size(layer.size);
     }
     manifest.set_layers(descriptors);
     let (digest, size) = store.put_json(&manifest, "manifest")?;
-    let descriptor = DescriptorBuilder::default()
-        .media_type(image.descriptor.media_type().clone())
-        .size(size)
-        .digest(oci_spec::image::Digest::from_str(digest.as_str()).map_err(|e| Error::Encode { what: "descriptor", message: e.to_string() })?)
-        .build()
-        .map_err(|e| Error::Encode { what: "descriptor", message: e.to_string() })?;
+    let descriptor = crate::store::descriptor(image.descriptor.media_type().clone(), size, &digest)?;
     Ok(Image { descriptor, manifest, config: image.config.clone() })
 }
 
