@@ -3,11 +3,11 @@
 # is pushed (compressed on the way) to a fresh local registry and saved. Prints GNU time's
 # maximum resident set size (the largest process of forge's tree) and the wall time of each.
 #
-# usage: bench/scripts/rss-big-layer.sh      (as root)   env: SIZE=4G, FORGE=target/release/forge
+# usage: bench/scripts/rss-big-layer.sh      (as root)   env: MIB=4096, FORGE=target/release/forge
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
-SIZE=${SIZE:-4G}
+MIB=${MIB:-4096}
 FORGE=${FORGE:-$repo/target/release/forge}
 work=$(mktemp -d /tmp/forge-rss.XXXXXX)
 registry_pid=
@@ -20,7 +20,8 @@ trap cleanup EXIT
 bash "$repo/scripts/busybox-rootfs.sh" $work/busybox.tar >/dev/null
 $FORGE --root $work/store import $work/busybox.tar busybox:latest >/dev/null
 mkdir -p $work/ctx
-printf 'FROM busybox\nRUN yes "forge big layer line, compressible" | head -c %s > /big && ls -l /big\n' "$SIZE" > $work/ctx/Dockerfile
+# 1 MiB of text repeated (busybox's head -c cannot count to 4G)
+printf 'FROM busybox\nRUN yes "forge big layer line, compressible" | head -c 1048576 > /seed && i=0; while [ $i -lt %s ]; do cat /seed; i=$((i+1)); done > /big && rm /seed\n' "$MIB" > $work/ctx/Dockerfile
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p $work/registry
@@ -34,7 +35,7 @@ measure() { # LABEL COMMAND...
   local label=$1; shift
   /usr/bin/time -f '%M %e' -o $work/time "$@" >/dev/null
   read -r kib secs < $work/time
-  printf '| %s | %s | %.1f MiB | %s s |\n' "$SIZE" "$label" "$(echo "$kib / 1024" | bc -l)" "$secs"
+  printf '| %s MiB | %s | %.1f MiB | %s s |\n' "$MIB" "$label" "$(echo "$kib / 1024" | bc -l)" "$secs"
 }
 echo "| layer | command | peak RSS | wall |"
 echo "|---|---|---|---|"
