@@ -54,7 +54,7 @@ buildah="buildah --root $work/buildah --runroot $work/buildah-run --storage-driv
 rm -rf $work && mkdir -p $work
 registry_pid=
 cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && { wait "$registry_pid" 2>/dev/null || true; }
   for w in $WORKLOADS; do echo "late file v1" > $A/workloads/$w/late.txt; done
   rm -rf $work/registry
 }

@@ -12,7 +12,7 @@ FORGE=${FORGE:-$repo/target/release/forge}
 work=$(mktemp -d /tmp/forge-rss.XXXXXX)
 registry_pid=
 cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && { wait "$registry_pid" 2>/dev/null || true; }
   rm -rf "$work"
 }
 trap cleanup EXIT
