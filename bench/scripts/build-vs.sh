@@ -1,90 +1,169 @@
 #!/usr/bin/env bash
-# forge build against docker build (BuildKit, Debian's docker.io 20.10) and buildah bud (chroot
-# isolation, as in ../shared/anchors) on the anchor workloads W1-W4, in one run on one machine.
+# forge build against Docker 28.5's built-in BuildKit (the reference, ../shared/anchors/
+# start-dockerd-modern.sh) on the anchor workloads W1-W5, in one run on one machine.
+# Docker 20.10 and buildah are optional extra columns (EXTRA="docker20 buildah").
 #
-# usage: bench/scripts/build-vs.sh            (as root; RUNS=3 by default, WORKLOADS to pick)
+# usage: bench/scripts/build-vs.sh       (as root)
+#   env: RUNS=4  WORKLOADS="w1-small-files ..."  SCENARIOS="cold noop change push"  EXTRA=""
+#        FORGE=path/to/forge (default: target/release/forge, built here)
+#        FORGE_FLAGS="--compression gzip" (extra `forge build` flags, e.g. to time eager compression)
 #
-# Scenarios, as in ../shared/anchors/bench-buildah.sh:
-#   cold   : empty build cache and store but for the base image (prepared outside the timing)
+# Scenarios:
+#   cold   : no build cache (forge: an empty store; docker: --no-cache, as its daemon is shared);
+#            the base image pulled (and unpacked) before the timing
 #   noop   : the same build again, nothing changed
 #   change : late.txt (COPYed in the last steps) rewritten before the build
-# Prints one table: median seconds per tool, and how many times faster forge is (other / forge).
-# W5 (Debian minbase) is left out: it needs debootstrap from a Debian mirror.
+#   push   : a cold build, then a push to a fresh, empty registry (both timed together)
+# Each run alternates which builder goes first (the second pays for the first one's writeback),
+# with `sync` before every timed build. Prints per-run lines, then the medians, the ratios
+# (forge / BuildKit, lower is better) and forge's peak RSS as a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
-RUNS=${RUNS:-3}
-WORKLOADS=${WORKLOADS:-"w1-small-files w2-big-layer w3-multi-stage w4-many-steps"}
+RUNS=${RUNS:-4}
+WORKLOADS=${WORKLOADS:-"w1-small-files w2-big-layer w3-multi-stage w4-many-steps w5-debian"}
+SCENARIOS=${SCENARIOS:-"cold noop change push"}
+EXTRA=${EXTRA:-}
 A=/tmp/forge-anchors
+REG=127.0.0.1:5000
 work=/tmp/forge-bench-build
-base=127.0.0.1:5000/base/busybox:latest
+tools="forge docker $EXTRA"
 
-mkdir -p $A && cp "$repo/../shared/anchors/"* $A/
-[ -d $A/workloads/w1-small-files ] || REG=127.0.0.1:5000 bash $A/make-workloads.sh >/dev/null
-cargo build --release --locked -p forge >/dev/null
-forge="$repo/target/release/forge"
-rm -rf $work && mkdir -p $work
-bash "$repo/scripts/busybox-rootfs.sh" $work/busybox.tar
-
-# docker: its own daemon, the base loaded from a forge archive.
-bash $A/start-dockerd.sh >/dev/null
-export DOCKER_HOST=unix://$A/dockerd/docker.sock DOCKER_BUILDKIT=1
-docker=/usr/bin/docker
-$forge --root $work/seed import $work/busybox.tar $base >/dev/null
-$forge --root $work/seed save --format docker -o $work/busybox-docker.tar $base
-$forge --root $work/seed save --format oci -o $work/busybox-oci.tar $base
-$docker load -q -i $work/busybox-docker.tar >/dev/null
-
+# ---- reference tools and data (../shared/anchors/README.md)
+mkdir -p $A && cp "$repo/../shared/anchors/"* $A/ 2>/dev/null || true
+bash $A/start-registry.sh >/dev/null
+curl -fsS http://$REG/v2/base/busybox/manifests/latest -o /dev/null \
+  -H 'Accept: application/vnd.oci.image.manifest.v1+json' || bash $A/make-base.sh >/dev/null
+[ -f $A/workloads/w5-debian/Dockerfile ] || bash $A/make-workloads.sh >/dev/null
+if ! curl -fsS http://$REG/v2/base/debian/manifests/bookworm -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json'; then
+  echo "no debian base in $REG (make-base.sh's debootstrap failed?): W5 left out" >&2
+  WORKLOADS=${WORKLOADS//w5-debian/}
+fi
+if [ -z "${FORGE:-}" ]; then
+  cargo build --release --locked -p forge >/dev/null
+  FORGE=$repo/target/release/forge
+fi
+bash $A/start-dockerd-modern.sh >/dev/null
+docker28() { DOCKER_HOST=unix://$A/trixie/run/modern/docker.sock DOCKER_BUILDKIT=1 /usr/bin/docker "$@"; }
+if [[ " $EXTRA " == *" docker20 "* ]]; then bash $A/start-dockerd.sh >/dev/null; fi
+docker() { docker28 "$@"; }
+docker20() { DOCKER_HOST=unix://$A/dockerd/docker.sock DOCKER_BUILDKIT=1 /usr/bin/docker "$@"; }
 export CONTAINERS_CONF=$A/containers.conf
 buildah="buildah --root $work/buildah --runroot $work/buildah-run --storage-driver overlay"
 
+rm -rf $work && mkdir -p $work
+registry_pid=
+cleanup() {
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && { wait "$registry_pid" 2>/dev/null || true; }
+  for w in $WORKLOADS; do echo "late file v1" > $A/workloads/$w/late.txt; done
+  rm -rf $work/registry
+}
+trap cleanup EXIT
+
+base_of() { case $1 in w5-*) echo $REG/base/debian:bookworm ;; *) echo $REG/base/busybox:latest ;; esac; }
+for b in $(for w in $WORKLOADS; do base_of $w; done | sort -u); do
+  docker28 pull -q $b >/dev/null
+  [[ " $EXTRA " == *" docker20 "* ]] && docker20 pull -q $b >/dev/null
+done
+
 now() { date +%s.%N; }
+# forge's peak RSS (KiB, the largest process of its tree), appended per command
+rss_of="/usr/bin/time -f %M -a -o $work/rss"
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
+# A fresh registry (empty storage, free port) for one push run; docker trusts 127.0.0.0/8 over HTTP.
+start_push_registry() {
+  rm -rf $work/registry && mkdir -p $work/registry/data
+  push_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  sed -e "s#rootdirectory: .*#rootdirectory: $work/registry/data#" -e "s#addr: .*#addr: 127.0.0.1:$push_port#" \
+    $A/registry-config.yml > $work/registry/config.yml
+  /usr/bin/docker-registry serve $work/registry/config.yml > $work/registry/log 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 100); do curl -fsS http://127.0.0.1:$push_port/v2/ >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "push registry did not start: $(cat $work/registry/log)" >&2; exit 1
+}
+stop_push_registry() { kill "$registry_pid"; wait "$registry_pid" 2>/dev/null || true; registry_pid=; }
+
 prepare() { # TOOL WORKLOAD SCENARIO
+  local b; b=$(base_of $2)
   case $3 in
-    cold)
+    cold|push)
       case $1 in
-        forge) rm -rf $work/forge && $forge --root $work/forge import $work/busybox.tar $base >/dev/null ;;
-        buildah) $buildah rmi -a -f >/dev/null 2>&1 || true
-                 $buildah pull -q oci-archive:$work/busybox-oci.tar >/dev/null && $buildah tag "$($buildah images -q | head -1)" $base ;;
-        docker) $docker builder prune -af >/dev/null; $docker rmi -f bench/$2 >/dev/null 2>&1 || true ;;
+        forge) rm -rf $work/forge && $FORGE --root $work/forge pull -q --unpack $b >/dev/null ;;
+        # The daemon is shared: --no-cache (below) rather than a prune of everyone's cache.
+        docker|docker20) $1 rmi -f bench/$2 >/dev/null 2>&1 || true ;;
+        buildah) $buildah rmi -a -f >/dev/null 2>&1 || true; $buildah pull -q --tls-verify=false $b >/dev/null ;;
       esac ;;
-    change) date +%s%N > $A/workloads/$2/late.txt ;;
   esac
+  [ $3 = push ] && start_push_registry
   sync
 }
 
-build() { # TOOL WORKLOAD
-  ctx=$A/workloads/$2
+build() { # TOOL WORKLOAD SCENARIO
+  local ctx=$A/workloads/$2 nc=
+  case $3 in cold|push) nc=--no-cache ;; esac
   case $1 in
-    forge) $forge --root $work/forge build -q -t bench/$2 $ctx ;;
+    forge) $rss_of $FORGE --root $work/forge build ${FORGE_FLAGS:-} -q -t bench/$2 $ctx ;;
+    docker) docker28 build $nc --network none -q -t bench/$2 $ctx ;;
+    docker20) docker20 build $nc --network none -q -t bench/$2 $ctx ;;
     buildah) $buildah bud --isolation chroot --layers --pull=never -q -t bench/$2 $ctx ;;
-    docker) $docker build --network none -q -t bench/$2 $ctx ;;
   esac >/dev/null
 }
 
-declare -A result
+push() { # TOOL WORKLOAD
+  local dest=127.0.0.1:$push_port/bench/$2:1
+  case $1 in
+    forge) $rss_of $FORGE --root $work/forge push -q bench/$2 $dest ;;
+    docker) docker28 tag bench/$2 $dest && docker28 push -q $dest && docker28 rmi $dest ;;
+    docker20) docker20 tag bench/$2 $dest && docker20 push -q $dest && docker20 rmi $dest ;;
+    buildah) $buildah push -q --tls-verify=false bench/$2 docker://$dest ;;
+  esac >/dev/null
+}
+
+declare -A times rss
 for w in $WORKLOADS; do
-  for t in forge docker buildah; do
-    for s in cold noop change; do
-      times=()
-      for _ in $(seq $RUNS); do
-        # noop and change run after the cold runs, on what the last one built.
+  for i in $(seq $RUNS); do
+    # Alternate the order: odd runs forge first, even runs forge last.
+    order=$tools; [ $((i % 2)) = 0 ] && order=$(echo $tools | tr ' ' '\n' | tac | tr '\n' ' ')
+    for s in $SCENARIOS; do
+      [ $s = change ] && date +%s%N > $A/workloads/$w/late.txt
+      for t in $order; do
+        # noop and change run on what this tool's cold build left; push starts cold again,
+        # so it comes last.
         prepare $t $w $s
-        start=$(now); build $t $w; end=$(now)
-        times+=("$(echo "$end - $start" | bc)")
+        start=$(now)
+        build $t $w $s
+        [ $s = push ] && push $t $w
+        end=$(now)
+        [ $s = push ] && stop_push_registry
+        t_s=$(echo "$end - $start" | bc)
+        if [ $t = forge ]; then rss[$w,$s]="${rss[$w,$s]:-} $(sort -n $work/rss | tail -1)"; rm -f $work/rss; fi
+        times[$t,$w,$s]="${times[$t,$w,$s]:-} $t_s"
+        printf '%s run %d %s %s: %.3f s\n' $w $i $s $t $t_s >&2
       done
-      result[$t,$w,$s]=$(printf '%s\n' "${times[@]}" | median)
     done
+    echo "late file v1" > $A/workloads/$w/late.txt
   done
 done
 
-printf '\n| workload | scenario | forge s | BuildKit s | buildah s | vs BuildKit | vs buildah |\n|---|---|---|---|---|---|---|\n'
+med() { printf '%s\n' $1 | median; }
+head="| workload | scenario | forge s | BuildKit 28.5 s | forge / BuildKit |"
+sep="|---|---|---|---|---|"
+for t in $EXTRA; do head="$head $t s | forge / $t |"; sep="$sep---|---|"; done
+printf '\n%s forge peak RSS MiB |\n%s---|\n' "$head" "$sep"
 for w in $WORKLOADS; do
-  for s in cold noop change; do
-    f=${result[forge,$w,$s]} d=${result[docker,$w,$s]} b=${result[buildah,$w,$s]}
-    printf '| %s | %s | %.2f | %.2f | %.2f | %.1fx | %.1fx |\n' $w $s $f $d $b "$(echo "$d / $f" | bc -l)" "$(echo "$b / $f" | bc -l)"
+  for s in $SCENARIOS; do
+    f=$(med "${times[forge,$w,$s]}") d=$(med "${times[docker,$w,$s]}")
+    line=$(printf '| %s | %s | %.3f | %.3f | %.2f× |' ${w%%-*} $s $f $d "$(echo "$f / $d" | bc -l)")
+    for t in $EXTRA; do
+      o=$(med "${times[$t,$w,$s]}")
+      line="$line $(printf '%.3f | %.2f× |' $o "$(echo "$f / $o" | bc -l)")"
+    done
+    maxrss=$(printf '%s\n' ${rss[$w,$s]} | sort -n | tail -1)
+    printf '%s %.1f |\n' "$line" "$(echo "$maxrss / 1024" | bc -l)"
   done
 done
-echo "(medians of $RUNS runs; 'vs' = other tool's time / forge's time; $(nproc) cores, $(date -u +%F))"
+echo
+echo "(medians of $RUNS runs, builders alternating which goes first, sync before each build; push = cold build +"
+echo " push to an empty local registry; ratio < 1 means forge is faster; RSS = largest process of forge's tree,"
+echo " max over runs; $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%F %H:%M UTC'))"

@@ -94,8 +94,9 @@ pub struct BuildArgs {
     push: bool,
     #[command(flatten)]
     registry: crate::commands::transfer::RegistryOptions,
-    /// Layer compression.
-    #[arg(long, value_enum, default_value_t = crate::commands::import::LayerCompression::Gzip)]
+    /// How to store layers: none (plain tars, gzipped when the image is pushed or saved) or
+    /// compressed right away.
+    #[arg(long, value_enum, default_value_t = crate::commands::import::LayerCompression::None)]
     compression: crate::commands::import::LayerCompression,
 }
 
@@ -254,6 +255,7 @@ impl forge_builder::BaseImages for RegistryBases {
 impl From<crate::commands::import::LayerCompression> for forge_layerstore::archive::Compression {
     fn from(c: crate::commands::import::LayerCompression) -> Self {
         match c {
+            crate::commands::import::LayerCompression::None => forge_layerstore::archive::Compression::None,
             crate::commands::import::LayerCompression::Gzip => forge_layerstore::archive::Compression::Gzip,
             crate::commands::import::LayerCompression::Zstd => forge_layerstore::archive::Compression::Zstd,
         }

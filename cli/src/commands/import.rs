@@ -21,6 +21,8 @@ pub struct ImportArgs {
 /// Layer compression choices.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LayerCompression {
+    /// A plain tar: cheap to make; compressed when the image is pushed or saved.
+    None,
     Gzip,
     Zstd,
 }
@@ -29,6 +31,7 @@ pub enum LayerCompression {
 pub fn run(global: &crate::Global, args: ImportArgs) -> anyhow::Result<()> {
     let root = global.store_root()?;
     let compression = match args.compression {
+        LayerCompression::None => Compression::None,
         LayerCompression::Gzip => Compression::Gzip,
         LayerCompression::Zstd => Compression::Zstd,
     };

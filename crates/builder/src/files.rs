@@ -136,15 +136,22 @@ fn split_dest(dest: &str) -> (String, String) {
 /// Copies a directory match's contents below `dir`.
 fn copy_tree(dir: &OwnedFd, entries: &[Entry], opts: &CopyOptions) -> io::Result<()> {
     let mut dirs: Vec<(Option<OwnedFd>, &Entry)> = Vec::new();
+    // Siblings come one after another: their parent is opened once, not once per entry (every
+    // lookup through the overlay mount costs).
+    let mut parent: Option<(&str, OwnedFd)> = None;
     for entry in &entries[1..] {
         let (parent_rel, name) = match entry.rel.rsplit_once('/') {
             Some((p, n)) => (p, n),
             None => (".", entry.rel.as_str()),
         };
-        // Below a fresh target, symlinks are only those this copy made; resolving in the
-        // target's root keeps even those inside.
-        let parent = openat2(dir, parent_rel, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT)?;
-        if let Some(fd) = write_entry(&parent, name, entry, opts)? {
+        let fd = match parent.take() {
+            Some((rel, fd)) if rel == parent_rel => fd,
+            // Below a fresh target, symlinks are only those this copy made; resolving in the
+            // target's root keeps even those inside.
+            _ => openat2(dir, parent_rel, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT)?,
+        };
+        let parent = &parent.insert((parent_rel, fd)).1;
+        if let Some(fd) = write_entry(parent, name, entry, opts)? {
             dirs.push((Some(fd), entry));
         }
     }
@@ -163,28 +170,27 @@ fn copy_tree(dir: &OwnedFd, entries: &[Entry], opts: &CopyOptions) -> io::Result
 /// set later, after its children).
 fn write_entry(parent: &OwnedFd, name: &str, entry: &Entry, opts: &CopyOptions) -> io::Result<Option<OwnedFd>> {
     let ft = entry.meta.file_type();
-    let existing = statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).ok();
-    if let Some(st) = &existing {
-        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-        match (is_dir, ft.is_dir()) {
-            (true, true) => {}
-            (true, false) => return Err(io::Error::other(format!("cannot replace directory {name:?} with a non-directory"))),
-            _ => unlinkat(parent, name, AtFlags::empty())?,
-        }
+    if ft.is_file() {
+        // Most files are new: create first, and look at what is there only when that fails.
+        let fd = match create_file(parent, name, 0o600) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                make_room(parent, name, false)?;
+                create_file(parent, name, 0o600)?
+            }
+            r => r?,
+        };
+        let mut out = File::from(fd);
+        copy_data(&File::open(&entry.path)?, &mut out)?;
+        set_meta(&out, entry, opts)?;
+        return Ok(None);
     }
+    let existing = make_room(parent, name, ft.is_dir())?;
     if ft.is_dir() {
-        if existing.is_none() {
+        if !existing {
             mkdirat(parent, name, Mode::from_raw_mode(0o755))?;
         }
         let fd = openat(parent, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
         return Ok(Some(fd));
-    }
-    if ft.is_file() {
-        let fd = create_file(parent, name, 0o600)?;
-        let mut out = File::from(fd);
-        io::copy(&mut File::open(&entry.path)?, &mut out)?;
-        set_meta(&out, entry, opts)?;
-        return Ok(None);
     }
     if ft.is_symlink() {
         let target = std::fs::read_link(&entry.path)?;
@@ -209,6 +215,56 @@ fn write_entry(parent: &OwnedFd, name: &str, entry: &Entry, opts: &CopyOptions) 
     let (uid, gid) = owner(entry, opts);
     rustix::fs::chownat(&fd, "", Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::EMPTY_PATH)?;
     Ok(None)
+}
+
+/// Clears the way for an entry `name` in `parent`: a directory stays for a directory (returns
+/// true), a directory cannot be replaced by anything else, and any other entry is removed.
+fn make_room(parent: &OwnedFd, name: &str, for_dir: bool) -> io::Result<bool> {
+    let Ok(st) = statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) else { return Ok(false) };
+    match (FileType::from_raw_mode(st.st_mode) == FileType::Directory, for_dir) {
+        (true, true) => Ok(true),
+        (true, false) => Err(io::Error::other(format!("cannot replace directory {name:?} with a non-directory"))),
+        _ => {
+            unlinkat(parent, name, AtFlags::empty())?;
+            Ok(false)
+        }
+    }
+}
+
+/// Whether `copy_file_range` works between the context's and the snapshot's filesystems. std's
+/// `io::copy` tries it for every file and falls back to `sendfile` per call, which doubles the
+/// syscalls of a COPY of many small files where the kernel refuses it (overlayfs does, between
+/// some filesystem pairs); here the first refusal decides for the rest of the process.
+static COPY_FILE_RANGE_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Copies the whole of `from` (read from its start) to the end of `to`.
+fn copy_data(from: &File, to: &mut File) -> io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !COPY_FILE_RANGE_REFUSED.load(Relaxed) {
+        let mut copied = 0u64;
+        loop {
+            match rustix::fs::copy_file_range(from, None, &*to, None, 1 << 30) {
+                Ok(0) if copied == 0 && from.metadata()?.len() > 0 => break,
+                Ok(0) => return Ok(()),
+                Ok(n) => copied += n as u64,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::XDEV | rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) if copied == 0 => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        COPY_FILE_RANGE_REFUSED.store(true, Relaxed);
+    }
+    // A plain loop: one read and one write per small file.
+    let mut buf = [0u8; 64 << 10];
+    let mut from = from;
+    loop {
+        match io::Read::read(&mut from, &mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => io::Write::write_all(to, &buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn create_file(parent: &OwnedFd, name: &str, mode: u32) -> io::Result<OwnedFd> {

@@ -143,7 +143,8 @@ pub struct BuildOptions {
     pub seccomp: Seccomp,
     /// `--secret`: id to where the value is.
     pub secrets: BTreeMap<String, Secret>,
-    /// Layer compression.
+    /// How layers are stored: `None` (the default) keeps plain tars, cheap to make, and
+    /// compresses them with gzip when the image leaves the store (push, save, `--output`).
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: fixes timestamps so builds are reproducible.
     pub source_date_epoch: Option<i64>,
@@ -173,7 +174,7 @@ impl BuildOptions {
             limits: Limits::default(),
             seccomp: Seccomp::Default,
             secrets: BTreeMap::new(),
-            compression: Compression::Gzip,
+            compression: Compression::None,
             source_date_epoch: None,
             sandbox_init: None,
             cancel: Cancel::new(),

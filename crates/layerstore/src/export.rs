@@ -44,6 +44,8 @@ pub fn save(store: &Store, images: &[(Vec<String>, Image)], format: ArchiveForma
     let mut index_entries = Vec::new();
     let mut docker_manifest = Vec::new();
     for (names, image) in images {
+        // Plain layers leave the machine gzipped, as a push sends them.
+        let image = &crate::distribute::for_distribution(store, image, Compression::Gzip)?;
         let manifest_digest = Digest::from_str(image.descriptor.digest().as_ref()).map_err(|e| Error::Encode { what: "digest", message: e.to_string() })?;
         let mut blobs = vec![manifest_digest.clone(), image.id()?];
         let layers = image.layers()?;

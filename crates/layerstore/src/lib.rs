@@ -61,6 +61,7 @@ pub mod canonical;
 pub mod content;
 pub mod diff;
 pub mod digest;
+pub mod distribute;
 pub mod export;
 pub mod image;
 pub mod import;

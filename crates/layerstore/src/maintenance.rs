@@ -89,7 +89,7 @@ fn reachable(store: &Store, leased: &[Digest]) -> Result<(BTreeSet<Digest>, BTre
         blobs.insert(id);
         let mut parent: Option<Digest> = None;
         for l in layers {
-            blobs.insert(l.digest.clone());
+            keep_layer(store, &l, &mut blobs);
             let chain = chain_id(parent.iter().chain([&l.diff_id])).expect("one diffID at least");
             chains.insert(chain.clone());
             parent = Some(chain);
@@ -98,10 +98,18 @@ fn reachable(store: &Store, leased: &[Digest]) -> Result<(BTreeSet<Digest>, BTre
     let cache = Cache::open(store.root()).map_err(|e| Error::Io { what: "build cache", source: std::io::Error::other(e.to_string()) })?;
     for (_, entry) in cache.entries().map_err(|e| Error::Io { what: "build cache", source: std::io::Error::other(e.to_string()) })? {
         if let Some(l) = entry.layer {
-            blobs.insert(l.digest);
+            keep_layer(store, &l, &mut blobs);
         }
     }
     Ok((blobs, chains))
+}
+
+/// Marks a layer's blob, and the compressed copies a push or save made of it while it is kept.
+fn keep_layer(store: &Store, layer: &crate::store::Layer, blobs: &mut BTreeSet<Digest>) {
+    blobs.insert(layer.digest.clone());
+    if crate::distribute::is_plain(layer) {
+        blobs.extend(crate::distribute::remembered(store, &layer.diff_id));
+    }
 }
 
 /// Marks the manifests an index lists (the picked platform is marked by `image_of`).

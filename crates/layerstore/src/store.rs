@@ -438,7 +438,7 @@ pub fn descriptor(media_type: MediaType, size: u64, digest: &Digest) -> Result<D
 
 /// An ingest ref no other writer uses: a layer's digest is unknown until it is written, so
 /// writers cannot share (and resume) by digest.
-fn unique_ingest(what: &str) -> String {
+pub(crate) fn unique_ingest(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{what}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))

@@ -9,6 +9,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::Method;
 
+use forge_layerstore::archive::Compression;
 use forge_layerstore::{Digest, Store};
 use oci_spec::image::Descriptor;
 
@@ -23,7 +24,13 @@ const CHUNK: u64 = 32 << 20;
 const PARALLEL: usize = 3;
 
 pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &Reference, progress: &dyn Progress) -> Result<Descriptor, Error> {
-    let image = store.image(local)?;
+    // Plain layers leave the machine gzipped (remembered, so a second push reuses the blobs).
+    let image = {
+        let (store, image) = (store.clone(), store.image(local)?);
+        tokio::task::spawn_blocking(move || forge_layerstore::distribute::for_distribution(&store, &image, Compression::Gzip))
+            .await
+            .map_err(|e| Error::Invalid { what: "local image".into(), registry: String::new(), message: format!("compressing its layers: {e}") })??
+    };
     let target = Target { host: reference.api_host(), registry: reference.registry(), repository: reference.repository(), push: true };
     let mut blobs: Vec<(Digest, u64)> = vec![(image.id()?, image.manifest.config().size())];
     for l in image.layers()? {
