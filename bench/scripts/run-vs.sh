@@ -3,7 +3,7 @@
 # podman and Docker 28.5, on the same busybox image imported into each, N rounds in one run.
 # Each round runs the three once, in an order that rotates from round to round (so none always
 # pays for the previous one's writeback); medians per engine and ratios. All three with
-# `--network none` (forge's default): no bridge or NAT set-up is timed.
+# `--network none`: no bridge or NAT set-up is timed (bench/scripts/network-vs.sh times that).
 # usage: bench/scripts/run-vs.sh   (as root; N=30 by default; Docker 28.5 must be up, see
 #        ../shared/anchors/start-dockerd-modern.sh; podman uses ../shared/anchors/containers.conf)
 set -euo pipefail
