@@ -25,6 +25,7 @@ impl Modern {
     pub fn start(anchors: &Path) -> Modern {
         let mut started = false;
         if !Modern::up() {
+            stop_containerd();
             std::fs::create_dir_all(ANCHORS).unwrap();
             for e in std::fs::read_dir(anchors).unwrap().flatten() {
                 if e.file_type().unwrap().is_file() {
@@ -75,9 +76,22 @@ impl Drop for Modern {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
+        stop_containerd();
         // The mounts the start script made for the chroot.
         for m in ["proc", "sys", "dev", ""] {
             let _ = Command::new("umount").args(["-R", "-l"]).arg(Path::new(CHROOT).join(m)).status();
         }
+    }
+}
+
+/// Stops the containerd a modern dockerd started, if it outlived its daemon: a new dockerd
+/// waits for a running one and gives up ("containerd is still running"), so the next test
+/// binary that starts the daemon (lifecycle's, then the differential's) would fail.
+fn stop_containerd() {
+    let pattern = "run/modern/exec/containerd";
+    let _ = Command::new("pkill").args(["-f", pattern]).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Command::new("pgrep").args(["-f", pattern]).stdout(Stdio::null()).status().is_ok_and(|s| s.success()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
