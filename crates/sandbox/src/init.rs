@@ -86,18 +86,11 @@ pub(crate) fn main() -> ! {
     let mut status = sys::status_file(STATUS_FD);
     // The command must not inherit the report channel.
     let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
-    let report = match sys::close_from(STATUS_FD as u32 + 1)
-        .map_err(|e| format!("closing inherited descriptors: {e}"))
-        .and_then(|()| stage1())
-    {
+    let report = match sys::close_from(STATUS_FD as u32 + 1).map_err(|e| format!("closing inherited descriptors: {e}")).and_then(|()| stage1()) {
         Ok(()) => std::process::exit(0),
         Err(message) => Report::Error(message),
     };
-    let _ = writeln!(
-        status,
-        "{}",
-        serde_json::to_string(&report).unwrap_or_default()
-    );
+    let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
     std::process::exit(1);
 }
 
@@ -120,8 +113,7 @@ fn read_spec() -> Result<InitSpec, String> {
     };
     let mut len = [0u8; 8];
     read_exact(&mut len)?;
-    let len = usize::try_from(u64::from_le_bytes(len))
-        .map_err(|_| "reading the spec: bad length".to_string())?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| "reading the spec: bad length".to_string())?;
     let mut text = vec![0u8; len];
     read_exact(&mut text)?;
     serde_json::from_slice(&text).map_err(|e| format!("decoding the spec: {e}"))
@@ -129,33 +121,22 @@ fn read_spec() -> Result<InitSpec, String> {
 
 fn stage1() -> Result<(), String> {
     let spec = read_spec()?;
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP
-        | CloneFlags::CLONE_NEWPID;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID;
     match &spec.run.network {
         Network::None => flags |= CloneFlags::CLONE_NEWNET,
         Network::Host => {}
         // Joined before the other namespaces are made, while the path still names the host's
         // file: after the mount namespace is unshared it would too, but only until pivot_root.
         Network::Namespace(path) => {
-            let ns = File::open(path)
-                .map_err(|e| format!("opening the network namespace {}: {e}", path.display()))?;
-            nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("joining the network namespace {}: {e}", path.display()))?;
+            let ns = File::open(path).map_err(|e| format!("opening the network namespace {}: {e}", path.display()))?;
+            nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining the network namespace {}: {e}", path.display()))?;
         }
     }
     // Made before the other namespaces, while this process is still plain host root. (A joined
     // sandbox is never remapped: the runtime refuses exec into one.)
     let userns = match spec.run.enter {
         Some(_) => None,
-        None => spec
-            .run
-            .userns
-            .as_ref()
-            .map(crate::userns::create)
-            .transpose()?,
+        None => spec.run.userns.as_ref().map(crate::userns::create).transpose()?,
     };
     match spec.run.enter {
         Some(init) => crate::enter::join(init)?,
@@ -163,25 +144,16 @@ fn stage1() -> Result<(), String> {
     }
     // PID 1 must die with this process; a pipe it holds the read end of tells it whether this
     // process was already gone when it armed its parent-death signal.
-    let (alive_read, alive_write) = rustix::pipe::pipe_with(
-        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
-    )
-    .map_err(|e| format!("pipe: {e}"))?;
+    let (alive_read, alive_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK).map_err(|e| format!("pipe: {e}"))?;
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(alive_write);
-            let report = match die_with_parent(alive_read)
-                .and_then(|()| stage2(&spec, userns.as_ref().map(|fd| fd.as_fd())))
-            {
+            let report = match die_with_parent(alive_read).and_then(|()| stage2(&spec, userns.as_ref().map(|fd| fd.as_fd()))) {
                 Ok(r) => r,
                 Err(e) => Report::Error(e),
             };
             let mut status = sys::status_file(STATUS_FD);
-            let _ = writeln!(
-                status,
-                "{}",
-                serde_json::to_string(&report).unwrap_or_default()
-            );
+            let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
             std::process::exit(0);
         }
         ForkResult::Parent { child } => {
@@ -200,8 +172,7 @@ fn stage1() -> Result<(), String> {
 /// Arms SIGKILL for when the parent (the init's first stage) dies, then checks that it has
 /// not died already: its end of `alive` closes when it does.
 fn die_with_parent(alive: std::os::fd::OwnedFd) -> Result<(), String> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| format!("setting the parent-death signal: {e}"))?;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).map_err(|e| format!("setting the parent-death signal: {e}"))?;
     // Nobody writes to the pipe: end of file means the parent is gone, EAGAIN that it lives.
     match rustix::io::read(&alive, &mut [0u8; 1]) {
         Err(rustix::io::Errno::AGAIN) => Ok(()),
@@ -221,8 +192,7 @@ fn stage2(spec: &InitSpec, userns: Option<std::os::fd::BorrowedFd<'_>>) -> Resul
             }
             _ => crate::mounts::setup(spec, None)?,
         }
-        nix::unistd::sethostname(&spec.run.hostname)
-            .map_err(|e| format!("setting the hostname: {e}"))?;
+        nix::unistd::sethostname(&spec.run.hostname).map_err(|e| format!("setting the hostname: {e}"))?;
         if spec.run.network == Network::None {
             crate::network::loopback_up().map_err(|e| format!("bringing up loopback: {e}"))?;
         }
@@ -230,21 +200,13 @@ fn stage2(spec: &InitSpec, userns: Option<std::os::fd::BorrowedFd<'_>>) -> Resul
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let id = crate::user::resolve(&spec.run.user, &passwd, &group)?;
-    let cwd = if spec.run.cwd.is_empty() {
-        "/"
-    } else {
-        spec.run.cwd.as_str()
-    };
+    let cwd = if spec.run.cwd.is_empty() { "/" } else { spec.run.cwd.as_str() };
     if std::fs::metadata(cwd).is_err() && !joined {
-        std::fs::create_dir_all(cwd)
-            .map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
+        std::fs::create_dir_all(cwd).map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
     }
 
     let mut env: Vec<String> = spec.run.env.clone();
-    let has = |env: &[String], k: &str| {
-        env.iter()
-            .any(|kv| kv.split_once('=').map_or(kv.as_str(), |(a, _)| a) == k)
-    };
+    let has = |env: &[String], k: &str| env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(a, _)| a) == k);
     if !has(&env, "PATH") {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
@@ -252,67 +214,33 @@ fn stage2(spec: &InitSpec, userns: Option<std::os::fd::BorrowedFd<'_>>) -> Resul
         env.push(format!("HOME={}", id.home));
     }
     // No HOSTNAME: BuildKit sets none (the shell may; busybox sh does not).
-    let path_var = env
-        .iter()
-        .rev()
-        .find_map(|kv| kv.strip_prefix("PATH="))
-        .unwrap_or("")
-        .to_string();
+    let path_var = env.iter().rev().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or("").to_string();
     let program = spec.run.argv.first().ok_or("empty command")?;
     let Some(exe) = find_executable(program, &path_var) else {
-        return Ok(Report::ExecFailed {
-            message: format!("exec: {program:?}: executable file not found in $PATH"),
-            errno: libc::ENOENT,
-        });
+        return Ok(Report::ExecFailed { message: format!("exec: {program:?}: executable file not found in $PATH"), errno: libc::ENOENT });
     };
     let to_c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
     let exe = to_c(&exe)?;
-    let argv = spec
-        .run
-        .argv
-        .iter()
-        .map(|a| to_c(a))
-        .collect::<Result<Vec<_>, _>>()?;
+    let argv = spec.run.argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
     let envp = env.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
     let dev_null = File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
     // On the host's network a raw or packet socket would see the host's traffic.
     let caps = crate::caps::for_spec(&spec.run.network, &spec.run.security);
-    let filters = match (
-        &spec.run.security.seccomp_profile,
-        spec.run.security.privileged,
-    ) {
+    let filters = match (&spec.run.security.seccomp_profile, spec.run.security.privileged) {
         (_, true) => None,
-        (Some(json), false) => {
-            Some(crate::seccomp::compile_profile(json, &caps).map_err(|e| e.to_string())?)
-        }
+        (Some(json), false) => Some(crate::seccomp::compile_profile(json, &caps).map_err(|e| e.to_string())?),
         (None, false) => spec.run.seccomp.compile(&caps)?,
     };
 
     // Closed by a successful exec (close-on-exec); the command's side writes a byte first when
     // it fails instead, so this side learns which before reporting `Executed`.
-    let (exec_read, exec_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| format!("pipe: {e}"))?;
+    let (exec_read, exec_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let main = match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(exec_read);
-            let report = exec_command(
-                &id,
-                cwd,
-                &dev_null,
-                &caps,
-                filters.as_ref(),
-                &exe,
-                &argv,
-                &envp,
-                spec.run.stdin,
-                spec.run.tty.is_some(),
-            );
+            let report = exec_command(&id, cwd, &dev_null, &caps, filters.as_ref(), &exe, &argv, &envp, spec.run.stdin, spec.run.tty.is_some());
             let mut status = sys::status_file(STATUS_FD);
-            let _ = writeln!(
-                status,
-                "{}",
-                serde_json::to_string(&report).unwrap_or_default()
-            );
+            let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
             let _ = rustix::io::write(&exec_write, b"!");
             sys::exit_now(127);
         }
@@ -330,19 +258,13 @@ fn stage2(spec: &InitSpec, userns: Option<std::os::fd::BorrowedFd<'_>>) -> Resul
     if executed {
         // Not dropped: that would close the channel the final report goes to.
         let mut status = std::mem::ManuallyDrop::new(sys::status_file(STATUS_FD));
-        let _ = writeln!(
-            *status,
-            "{}",
-            serde_json::to_string(&Report::Executed).unwrap_or_default()
-        );
+        let _ = writeln!(*status, "{}", serde_json::to_string(&Report::Executed).unwrap_or_default());
     }
     let report = loop {
         // PID 1 reaps every orphan of its namespace; a joined command waits for its own only.
         match waitpid(Pid::from_raw(if joined { main.as_raw() } else { -1 }), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == main => break Report::Exited(code),
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => {
-                break Report::Signaled(sig as i32)
-            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => break Report::Signaled(sig as i32),
             Err(nix::errno::Errno::ECHILD) => break Report::Error("the command vanished".into()),
             _ => continue,
         }
@@ -352,10 +274,7 @@ fn stage2(spec: &InitSpec, userns: Option<std::os::fd::BorrowedFd<'_>>) -> Resul
     }
     // Whatever the command left running dies with it: a step never waits on a daemon.
     let _ = signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-    while !matches!(
-        waitpid(Pid::from_raw(-1), None),
-        Err(nix::errno::Errno::ECHILD)
-    ) {}
+    while !matches!(waitpid(Pid::from_raw(-1), None), Err(nix::errno::Errno::ECHILD)) {}
     Ok(report)
 }
 
@@ -379,25 +298,17 @@ fn exec_command(
         sys::reset_signals();
         if tty {
             // The terminal (the init's stdout) is its stdin too, and its controlling terminal.
-            sys::set_stdin(std::io::stdout().as_fd())
-                .map_err(|e| format!("setting up the terminal: {e}"))?;
-            rustix::process::ioctl_tiocsctty(std::io::stdin())
-                .map_err(|e| format!("setting the controlling terminal: {e}"))?;
+            sys::set_stdin(std::io::stdout().as_fd()).map_err(|e| format!("setting up the terminal: {e}"))?;
+            rustix::process::ioctl_tiocsctty(std::io::stdin()).map_err(|e| format!("setting the controlling terminal: {e}"))?;
         } else if !keep_stdin {
             sys::set_stdin(dev_null.as_fd()).map_err(|e| format!("closing stdin: {e}"))?;
         }
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
         crate::caps::restrict(caps)?;
-        let groups: Vec<nix::unistd::Gid> = id
-            .groups
-            .iter()
-            .map(|g| nix::unistd::Gid::from_raw(*g))
-            .collect();
+        let groups: Vec<nix::unistd::Gid> = id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
         nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-        nix::unistd::setgid(nix::unistd::Gid::from_raw(id.gid))
-            .map_err(|e| format!("setgid {}: {e}", id.gid))?;
-        nix::unistd::setuid(nix::unistd::Uid::from_raw(id.uid))
-            .map_err(|e| format!("setuid {}: {e}", id.uid))?;
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(id.gid)).map_err(|e| format!("setgid {}: {e}", id.gid))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(id.uid)).map_err(|e| format!("setuid {}: {e}", id.uid))?;
         nix::unistd::chdir(cwd).map_err(|e| format!("chdir {cwd}: {e}"))?;
         // Only the standard streams pass to the command (the report channel stays open for
         // an exec failure).
@@ -412,10 +323,7 @@ fn exec_command(
         return Report::Error(e);
     }
     let Err(errno) = nix::unistd::execve(exe, argv, envp);
-    Report::ExecFailed {
-        message: format!("exec {}: {}", exe.to_string_lossy(), errno.desc()),
-        errno: errno as i32,
-    }
+    Report::ExecFailed { message: format!("exec {}: {}", exe.to_string_lossy(), errno.desc()), errno: errno as i32 }
 }
 
 /// Docker's lookup: a name with a `/` is used as is; otherwise the first executable file of
@@ -425,10 +333,7 @@ fn find_executable(name: &str, path: &str) -> Option<String> {
     if name.contains('/') {
         return Some(name.to_string());
     }
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| format!("{}/{name}", d.trim_end_matches('/')))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{name}", d.trim_end_matches('/'))).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }

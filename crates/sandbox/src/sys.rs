@@ -26,11 +26,7 @@ pub(crate) fn remove_env_single_threaded(name: &str) {
 /// it gets is the standard three), and it dies with SIGKILL when the calling thread exits. The
 /// kernel ties the parent-death signal to the thread that forked, so the caller must be the
 /// thread that waits for the step (it is: [`crate::run`] blocks until the init is reaped).
-pub(crate) fn spawn_init(
-    cmd: &mut Command,
-    status: BorrowedFd<'_>,
-    status_fd: RawFd,
-) -> io::Result<Child> {
+pub(crate) fn spawn_init(cmd: &mut Command, status: BorrowedFd<'_>, status_fd: RawFd) -> io::Result<Child> {
     let write_fd = status.as_raw_fd();
     let parent = rustix::process::getpid();
     // SAFETY: between fork and exec the closure makes only raw system calls (prctl, getppid,
@@ -42,9 +38,7 @@ pub(crate) fn spawn_init(
             // The parent may have died before the signal was armed: then nobody would ever
             // send it.
             if rustix::process::getppid() != Some(parent) {
-                return Err(io::Error::other(
-                    "the parent exited while the sandbox init started",
-                ));
+                return Err(io::Error::other("the parent exited while the sandbox init started"));
             }
             if write_fd == status_fd {
                 if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0 {
@@ -117,14 +111,7 @@ extern "C" fn forward(sig: libc::c_int) {
 
 /// What a container's stop signal or `kill -s` may be, besides SIGKILL (which the kernel
 /// delivers to a PID namespace's init, ending it all): a PID 1 without a handler would drop them.
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
+const FORWARDED: [Signal; 6] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
 
 /// Passes the [`FORWARDED`] signals on to `pid`.
 pub(crate) fn forward_signals_to(pid: i32) {
@@ -147,15 +134,7 @@ pub(crate) fn reset_signals() {
     for sig in 1..=64 {
         // SAFETY: restoring the default disposition installs no handler; the kernel refuses
         // SIGKILL and SIGSTOP, which changes nothing. 8: the kernel's sigset size on Linux.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &default as *const libc::sigaction,
-                std::ptr::null_mut::<libc::sigaction>(),
-                8usize,
-            )
-        };
+        unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &default as *const libc::sigaction, std::ptr::null_mut::<libc::sigaction>(), 8usize) };
     }
 }
 
@@ -172,12 +151,7 @@ pub(crate) fn set_stdin(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub(crate) fn interface_up(name: &CStr) -> io::Result<()> {
     // No crate in the tree wraps SIOCSIFFLAGS; it is two ioctls on a throwaway socket.
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
     // SAFETY: an ifreq is plain data; all zeroes is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.to_bytes_with_nul();
@@ -256,23 +230,14 @@ pub(crate) fn load_device_program(insns: &[u64]) -> io::Result<OwnedFd> {
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
         Err(e) => {
             let text = String::from_utf8_lossy(&log);
-            Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "loading the device program: {e}: {}",
-                    text.trim_end_matches('\0').trim()
-                ),
-            ))
+            Err(io::Error::new(e.kind(), format!("loading the device program: {e}: {}", text.trim_end_matches('\0').trim())))
         }
     }
 }
 
 /// Attaches a device program to a cgroup v2 directory. Other programs may stay attached
 /// (a service manager's): the kernel allows an access only if every one allows it.
-pub(crate) fn attach_device_program(
-    cgroup: BorrowedFd<'_>,
-    program: BorrowedFd<'_>,
-) -> io::Result<()> {
+pub(crate) fn attach_device_program(cgroup: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
     let mut attr = ProgAttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: program.as_raw_fd() as u32,
@@ -303,12 +268,7 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// Makes the detached mount `tree` (and everything under it) idmapped through `userns`.
 /// rustix and nix do not wrap mount_setattr.
 pub(crate) fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
-    let mut attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
+    let mut attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
     // SAFETY: `attr` is a live, initialized `struct mount_attr` whose size is passed along; the
     // path is a valid empty C string, used with AT_EMPTY_PATH on an fd we borrow.
     let r = unsafe {
@@ -331,11 +291,7 @@ pub(crate) fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Res
 /// native order) on `ready`, waits on `go` for another thread of the caller to write its maps
 /// (a byte; end of file means it gave up), then unshares a mount namespace owned by it and
 /// executes. `spawn` returns only once the child has executed, hence the other thread.
-pub(crate) fn spawn_in_user_namespace(
-    cmd: &mut Command,
-    ready: File,
-    go: File,
-) -> io::Result<Child> {
+pub(crate) fn spawn_in_user_namespace(cmd: &mut Command, ready: File, go: File) -> io::Result<Child> {
     let (ready_fd, go_fd) = (ready.as_raw_fd(), go.as_raw_fd());
     // SAFETY: between fork and exec the closure makes only raw system calls (unshare, write,
     // read) on fds that stay open in the parent until spawn returns; it allocates nothing.
@@ -350,9 +306,7 @@ pub(crate) fn spawn_in_user_namespace(
             }
             let mut go = 0u8;
             if libc::read(go_fd, (&mut go as *mut u8).cast(), 1) != 1 {
-                return Err(io::Error::other(
-                    "the user namespace's maps were not written",
-                ));
+                return Err(io::Error::other("the user namespace's maps were not written"));
             }
             if libc::unshare(libc::CLONE_NEWNS) < 0 {
                 return Err(io::Error::last_os_error());
