@@ -509,7 +509,8 @@ impl Containers {
             Err(e) => return (Ok(state), Err(e)),
         };
         spec.network = network.network.clone();
-        spec.mounts.extend(network.mounts.iter().cloned());
+        // Before the container's own mounts: a volume or bind over /etc covers these files.
+        spec.mounts.splice(0..0, network.mounts.iter().cloned());
         let restart_count = state.restart_count;
         let mut recorded = Ok(());
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {

@@ -44,7 +44,12 @@ pub(crate) struct Running {
 /// Sets up the network `config` asks for; `dir` is the container's directory.
 pub(crate) fn start(containers: &Containers, store_root: &Path, dir: &Path, config: &Config) -> Result<Running, Error> {
     let fail = |source| Error::Network { id: config.id.clone(), source };
+    // Rootless forge cannot make a bridge (netlink and iptables in the host's namespace need the
+    // host's root): its default network is the user's own, as for its builds; a user network
+    // fails with the reason.
+    let rootless = forge_sandbox::in_user_namespace();
     let network_name = match &config.network {
+        Mode::Bridge if rootless => None,
         Mode::Bridge => Some(forge_network::DEFAULT_NETWORK.to_string()),
         Mode::Named(n) => Some(n.clone()),
         _ => None,
@@ -56,6 +61,7 @@ pub(crate) fn start(containers: &Containers, store_root: &Path, dir: &Path, conf
             (Network::Namespace(a.netns().to_path_buf()), Some(a))
         }
         (Mode::Host, _) => (Network::Host, None),
+        (Mode::Bridge, _) if rootless => (Network::Host, None),
         (Mode::Container(other), _) => (Network::Namespace(namespace_of(containers, other)?), None),
         _ => (Network::None, None),
     };

@@ -120,7 +120,12 @@ fn execute(step: &StepCtx<'_>, p: &Process, mounts: &Mounts, snap: &Snapshot<'_>
     spec.hostname = "buildkitsandbox".into();
     // Docker's builder gives a step on the default network a namespace of its own behind a
     // bridge with NAT: it reaches what the host reaches, but not the host's loopback services.
+    // Rootless forge cannot make a bridge (netlink and iptables in the host's namespace need the
+    // host's root): its default-network steps share the user's own network, which the user
+    // reaches anyway, as podman's rootless `--network host` does.
+    let rootless = forge_sandbox::in_user_namespace();
     let attachment = match p.network {
+        NetworkMode::Default if rootless => None,
         NetworkMode::Default => {
             let fail = |e: forge_network::Error| step.at.fail(StepErrorKind::Sandbox, format!("setting up the step's network: {e}"));
             let networks = forge_network::Networks::open(&step.build.store.root().join("forge").join("network")).map_err(fail)?;
@@ -131,6 +136,7 @@ fn execute(step: &StepCtx<'_>, p: &Process, mounts: &Mounts, snap: &Snapshot<'_>
     spec.network = match (&attachment, p.network) {
         (Some(a), _) => forge_sandbox::Network::Namespace(a.netns().to_path_buf()),
         (None, NetworkMode::Host) => forge_sandbox::Network::Host,
+        (None, NetworkMode::Default) if rootless => forge_sandbox::Network::Host,
         (None, _) => forge_sandbox::Network::None,
     };
     spec.mounts = mounts.mounts.clone();
