@@ -498,3 +498,43 @@ fn stop_signals_logs_wait_and_init_match_docker_28() {
         }
     }
 }
+
+/// What a container sees, side by side with `docker run` on Docker 28.5 and the same image:
+/// `id` (docker lists the primary group under `groups=`), the hostname (the ID's first 12 hex
+/// digits, in `/etc/hostname` too), the environment, the capability sets, and the shape of the
+/// mount list (every mount point forge makes, docker makes too).
+#[test]
+fn a_container_sees_what_docker_28_shows() {
+    let Some(anchors) = forge_testkit::shared_data("anchors") else { return };
+    let forge = Forge::with_busybox();
+    let modern = Modern::start(&anchors);
+    let tag = format!("forge-sees-{}:1", std::process::id());
+    forge.ok(&["tag", "busybox:latest", &tag]);
+    let saved = forge.dir.path().join("image.tar");
+    forge.ok(&["save", "-o", saved.to_str().unwrap(), &tag]);
+    modern.ok(&["load", "-i", saved.to_str().unwrap()]);
+    let _image = DockerObject { modern: &modern, kind: "rmi", name: tag.clone() };
+
+    let script = "id; echo --; hostname; cat /etc/hostname; echo --; env | sort; echo --; grep ^Cap /proc/self/status; echo --; cut -d' ' -f2 /proc/self/mounts | sort -u";
+    let ours = forge.ok(&["run", "--rm", "--network", "none", &tag, "sh", "-c", script]).stdout;
+    let docker = modern.ok(&["run", "--rm", "--network", "none", &tag, "sh", "-c", script]);
+    let parts = |out: &str| out.split("--\n").map(|p| p.trim_end().to_string()).collect::<Vec<_>>();
+    let (ours, docker) = (parts(&ours), parts(&docker));
+    assert_eq!(ours.len(), 5, "{ours:?}");
+    assert_eq!(ours[0], docker[0], "id");
+    let host = |p: &str| {
+        let (name, file) = p.split_once('\n').unwrap();
+        assert!(name.len() == 12 && name.bytes().all(|b| b.is_ascii_hexdigit()), "{p:?}");
+        assert_eq!(file.trim_end(), name);
+        name.to_string()
+    };
+    let (our_host, docker_host) = (host(&ours[1]), host(&docker[1]));
+    assert_eq!(ours[2].replace(&our_host, "<id>"), docker[2].replace(&docker_host, "<id>"), "environment");
+    assert_eq!(ours[3], docker[3], "capabilities");
+    let docker_mounts: std::collections::BTreeSet<&str> = docker[4].lines().collect();
+    let extra: Vec<&str> = ours[4].lines().filter(|m| !docker_mounts.contains(m)).collect();
+    assert!(extra.is_empty(), "forge mounts what docker does not: {extra:?}\nforge: {}\ndocker: {}", ours[4], docker[4]);
+    for m in ["/", "/proc", "/dev", "/sys", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"] {
+        assert!(ours[4].lines().any(|l| l == m), "forge lacks the mount {m}: {}", ours[4]);
+    }
+}

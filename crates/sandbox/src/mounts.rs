@@ -15,7 +15,8 @@ use rustix::mount::{mount_bind, mount_bind_recursive, mount_change, mount_remoun
 use crate::init::InitSpec;
 use crate::spec::MountKind;
 
-/// Host devices a step gets, bind-mounted (Docker's default device set).
+/// Host devices a step gets (Docker's default device set), made as the host's (see
+/// [`make_device`]).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Paths Docker hides (files get `/dev/null`, directories an empty read-only tmpfs).
@@ -41,6 +42,24 @@ fn ctx<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> 
     move |e| format!("{what}: {e}")
 }
 
+/// A device node with the type, numbers and mode of the host's `host`: made with mknod, as
+/// Docker's runtime makes them (so the mount list has no entry per device, as under docker);
+/// bound from the host where the kernel refuses mknod (rootless forge's user namespace), as
+/// runc does there.
+fn make_device(host: &Path, target: &Path) -> std::io::Result<()> {
+    let st = rustix::fs::stat(host)?;
+    let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
+    match rustix::fs::mknodat(CWD, target, rustix::fs::FileType::CharacterDevice, mode, st.st_rdev) {
+        // mknod's mode passes through the umask.
+        Ok(()) => Ok(rustix::fs::chmod(target, mode)?),
+        Err(rustix::io::Errno::PERM) => {
+            fs::write(target, b"")?;
+            Ok(mount_bind(host, target)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Builds the whole filesystem and pivots into it. Called once, by the sandbox's PID 1.
 /// With `userns`, the rootfs is an overlay of idmapped layers and `/dev/pts` names the tty
 /// group by its host id (see `crate::userns`).
@@ -58,9 +77,7 @@ pub(crate) fn setup(spec: &InitSpec, userns: Option<BorrowedFd<'_>>) -> Result<(
     mnt("tmpfs", fd_path(&dev), "tmpfs", MountFlags::NOSUID | MountFlags::STRICTATIME, "mode=755,size=65536k").map_err(ctx("mounting /dev"))?;
     let dev_path = root.join("dev");
     for d in DEVICES {
-        let target = dev_path.join(d);
-        fs::write(&target, b"").map_err(ctx(format!("creating /dev/{d}")))?;
-        mount_bind(Path::new("/dev").join(d), &target).map_err(ctx(format!("binding /dev/{d}")))?;
+        make_device(&Path::new("/dev").join(d), &dev_path.join(d)).map_err(ctx(format!("creating /dev/{d}")))?;
     }
     fs::create_dir(dev_path.join("pts")).map_err(ctx("creating /dev/pts"))?;
     let tty_gid = spec.run.userns.map_or(5, |m| m.host_gid_of(5));
