@@ -443,18 +443,24 @@ impl Drop for DockerObject<'_> {
     }
 }
 
+/// forge's busybox in both stores, under a tag of this run only (the daemon is shared); the
+/// docker side goes on drop.
+fn busybox_in_docker<'a>(forge: &Forge, modern: &'a Modern, what: &str) -> (String, DockerObject<'a>) {
+    let tag = format!("forge-{what}-{}:1", std::process::id());
+    forge.ok(&["tag", "busybox:latest", &tag]);
+    let saved = forge.dir.path().join(format!("{what}.tar"));
+    forge.ok(&["save", "-o", saved.to_str().unwrap(), &tag]);
+    modern.ok(&["load", "-i", saved.to_str().unwrap()]);
+    let image = DockerObject { modern, kind: "rmi", name: tag.clone() };
+    (tag, image)
+}
+
 #[test]
 fn stop_signals_logs_wait_and_init_match_docker_28() {
     let Some(anchors) = forge_testkit::shared_data("anchors") else { return };
     let forge = Forge::with_busybox();
     let modern = Modern::start(&anchors);
-    // The same image in both, under a name of this run only.
-    let tag = format!("forge-lifecycle-{}:1", std::process::id());
-    forge.ok(&["tag", "busybox:latest", &tag]);
-    let saved = forge.dir.path().join("image.tar");
-    forge.ok(&["save", "-o", saved.to_str().unwrap(), &tag]);
-    modern.ok(&["load", "-i", saved.to_str().unwrap()]);
-    let _image = DockerObject { modern: &modern, kind: "rmi", name: tag.clone() };
+    let (tag, _image) = busybox_in_docker(&forge, &modern, "lifecycle");
 
     let spin = "echo ready; while :; do sleep 0.1; done";
     let cases: [(&str, &[&str], String, &[&str]); 4] = [
@@ -508,12 +514,7 @@ fn a_container_sees_what_docker_28_shows() {
     let Some(anchors) = forge_testkit::shared_data("anchors") else { return };
     let forge = Forge::with_busybox();
     let modern = Modern::start(&anchors);
-    let tag = format!("forge-sees-{}:1", std::process::id());
-    forge.ok(&["tag", "busybox:latest", &tag]);
-    let saved = forge.dir.path().join("image.tar");
-    forge.ok(&["save", "-o", saved.to_str().unwrap(), &tag]);
-    modern.ok(&["load", "-i", saved.to_str().unwrap()]);
-    let _image = DockerObject { modern: &modern, kind: "rmi", name: tag.clone() };
+    let (tag, _image) = busybox_in_docker(&forge, &modern, "sees");
 
     let script = "id; echo --; hostname; cat /etc/hostname; echo --; env | sort; echo --; grep ^Cap /proc/self/status; echo --; cut -d' ' -f2 /proc/self/mounts | sort -u";
     let ours = forge.ok(&["run", "--rm", "--network", "none", &tag, "sh", "-c", script]).stdout;

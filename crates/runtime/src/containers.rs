@@ -709,14 +709,19 @@ fn is_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// docker's rule for container names.
 fn validate_name(name: &str) -> Result<(), Error> {
+    check_name("container name", name)
+}
+
+/// docker's rule for container and volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (so never a path).
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), Error> {
     let mut bytes = name.bytes();
     let ok = name.len() >= 2 && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric()) && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid { what: "container name", value: name.into(), reason: "only [a-zA-Z0-9][a-zA-Z0-9_.-]+ are allowed".into() })
+        Err(Error::Invalid { what, value: name.into(), reason: "only [a-zA-Z0-9][a-zA-Z0-9_.-]+ are allowed".into() })
     }
 }
 

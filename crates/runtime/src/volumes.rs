@@ -209,15 +209,9 @@ impl Volumes {
     }
 }
 
-/// docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (so never a path).
+/// docker's rule for volume names, the same as for containers.
 fn validate_name(name: &str) -> Result<(), Error> {
-    let mut bytes = name.bytes();
-    let ok = name.len() >= 2 && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric()) && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid { what: "volume name", value: name.into(), reason: "only [a-zA-Z0-9][a-zA-Z0-9_.-]+ are allowed".into() })
-    }
+    crate::containers::check_name("volume name", name)
 }
 
 /// Checks a container's mounts: absolute targets, none twice, none at `/`.
