@@ -12,6 +12,7 @@ pkgs=(
   gcc libc6-dev    # a static system-call probe for the sandbox tests
   openssl iproute2 zstd bzip2 xz-utils jq curl ca-certificates
   iptables         # NAT and isolation rules of forge's bridged networks
+  uidmap           # newuidmap/newgidmap for rootless forge
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -24,5 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The OCI schema tests validate with Python's jsonschema (draft-04 plus `referencing`).
 python3 -c 'import jsonschema, referencing' 2>/dev/null || pip install -q 'jsonschema>=4.18'
+# forge serve's tests drive it with the Docker SDK for Python too.
+python3 -c 'import docker' 2>/dev/null || pip install -q 'docker>=7'
 command -v cargo >/dev/null || { echo "install-deps: cargo is missing (the machine's rustup toolchain)"; exit 1; }
 echo "install-deps: ok"
