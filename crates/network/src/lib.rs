@@ -527,16 +527,20 @@ impl Networks {
     /// Deletes a network's bridge (if up), its rules and its claim on the bridge name; returns
     /// whether there was a bridge.
     fn remove_bridge(&self, network: &Network) -> Result<bool, Error> {
+        // Only a bridge this network still claims: once its bridge was removed, another store's
+        // network may have claimed the same name and made a bridge of its own there, whose link
+        // and rules are not ours to take down.
+        let claim = Path::new(HOST_DIR).join("bridges").join(&network.bridge);
+        if !fs::read_to_string(&claim).is_ok_and(|owner| owner == format!("{}\n{}", self.dir.display(), network.name)) {
+            return Ok(false);
+        }
         let existed = netlink::link_exists(&network.bridge)?;
         if existed {
             netlink::delete_link(&network.bridge)?;
         }
         nat::remove(&network.bridge)?;
         // The name is claimed again when the bridge is next made.
-        let claim = Path::new(HOST_DIR).join("bridges").join(&network.bridge);
-        if fs::read_to_string(&claim).is_ok_and(|owner| owner == format!("{}\n{}", self.dir.display(), network.name)) {
-            let _ = fs::remove_file(claim);
-        }
+        let _ = fs::remove_file(claim);
         Ok(existed)
     }
 

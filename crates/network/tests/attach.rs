@@ -146,3 +146,23 @@ fn concurrent_attaches_never_share_an_address_and_the_configured_subnet_is_used(
     assert!(store.networks.prune().unwrap().bridges.is_empty());
     assert!(link_exists(&net.bridge));
 }
+
+/// A store whose bridge was pruned may find its old bridge name taken by another store's
+/// network; pruning again must leave that other bridge (and the containers on it) alone.
+#[test]
+fn a_prune_never_removes_another_stores_bridge_that_took_the_name() {
+    let Some(a) = Store::new(None) else { return };
+    let first = a.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    let bridge = a.networks.inspect(DEFAULT_NETWORK).unwrap().0.bridge;
+    drop(first);
+    a.networks.prune().unwrap();
+    assert!(!link_exists(&bridge));
+
+    // Another store takes the first free name, which is the one `a` gave up.
+    let b = Store::new(None).unwrap();
+    let other = b.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    let b_bridge = b.networks.inspect(DEFAULT_NETWORK).unwrap().0.bridge;
+    a.networks.prune().unwrap();
+    assert!(link_exists(&b_bridge), "a's prune removed {b_bridge}, which b's network holds");
+    drop(other);
+}
