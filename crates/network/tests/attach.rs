@@ -114,9 +114,17 @@ fn attachments_get_distinct_addresses_and_reach_each_other_and_the_host() {
 
     let pruned = store.networks.prune().unwrap();
     assert_eq!(pruned.bridges, vec![net.bridge.clone()]);
-    assert!(!link_exists(&net.bridge));
     let tag = format!("forge:{}", net.bridge);
-    assert!(!forge_network::tagged_rules().unwrap().iter().any(|r| r.split_whitespace().any(|w| w.trim_matches('"') == tag)));
+    let gone = !link_exists(&net.bridge) && !forge_network::tagged_rules().unwrap().iter().any(|r| r.split_whitespace().any(|w| w.trim_matches('"') == tag));
+    assert!(gone || claimed_by_another(&net.bridge, store.dir.path()), "{} or its rules outlived the prune", net.bridge);
+}
+
+/// Whether another store's network has claimed the bridge name `name` since `dir`'s gave it up:
+/// a test beside this one may make its bridge under that name (a claim comes before its link
+/// and rules, so once they exist, the claim says whose they are).
+fn claimed_by_another(name: &str, dir: &Path) -> bool {
+    let claim = std::fs::read_to_string(Path::new("/run/forge/network/bridges").join(name)).unwrap_or_default();
+    !claim.is_empty() && !claim.starts_with(&format!("{}\n", dir.display()))
 }
 
 #[test]
@@ -156,7 +164,7 @@ fn a_prune_never_removes_another_stores_bridge_that_took_the_name() {
     let bridge = a.networks.inspect(DEFAULT_NETWORK).unwrap().0.bridge;
     drop(first);
     a.networks.prune().unwrap();
-    assert!(!link_exists(&bridge));
+    assert!(!link_exists(&bridge) || claimed_by_another(&bridge, a.dir.path()));
 
     // Another store takes the first free name, which is the one `a` gave up.
     let b = Store::new(None).unwrap();
