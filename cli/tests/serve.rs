@@ -336,27 +336,13 @@ fn sigterm_lets_a_running_build_finish_then_exits() {
     let forge = Forge::with_busybox();
     let mut server = Server::start(&forge, &[]);
     let dir = forge.context("slow", &[("Dockerfile", "FROM busybox\nRUN echo started && sleep 2 && echo finished > /done\n")]);
-    let mut tar = tar::Builder::new(Vec::new());
-    tar.append_path_with_name(dir.join("Dockerfile"), "Dockerfile").unwrap();
-    let bytes = tar.into_inner().unwrap();
-
-    let mut conn = UnixStream::connect(&server.socket).unwrap();
-    write!(conn, "POST /v1.41/build?t=slow:1 HTTP/1.1\r\nHost: forge\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", bytes.len()).unwrap();
-    conn.write_all(&bytes).unwrap();
-    let mut reader = BufReader::new(conn);
-    let mut seen = String::new();
-    // Read until the RUN step has printed its first line: the build is under way.
-    while !seen.contains("started") {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "the answer ended early:\n{seen}");
-        seen.push_str(&line);
-    }
+    let mut reader = build_until_started(&server, &dir, "slow:1");
     server.signal_term();
     // The socket goes at once: no new clients.
     assert!(eventually(|| !server.socket.exists()), "the socket stayed after SIGTERM");
     let mut rest = String::new();
     reader.read_to_string(&mut rest).unwrap();
-    assert!(rest.contains("\"aux\":{\"ID\":\"sha256:") && rest.contains("Successfully tagged slow:1"), "the build was cut off:\n{seen}{rest}");
+    assert!(rest.contains("\"aux\":{\"ID\":\"sha256:") && rest.contains("Successfully tagged slow:1"), "the build was cut off:\n{rest}");
     let status = server.wait_exit();
     assert!(status.success(), "forge serve exited with {status}:\n{}", server.log());
     let log = server.log();
@@ -514,9 +500,9 @@ fn fifty_concurrent_clients_all_get_answers_and_the_store_stays_whole() {
     forge.ok(&["store", "fsck"]);
 }
 
-/// POSTs a build of `dir`'s Dockerfile (whose step prints `started`, then sleeps with `marker`
-/// in its command line) and reads the answer until the step runs; the open connection.
-fn build_until_started(server: &Server, dir: &Path, tag: &str, marker: &str) -> BufReader<UnixStream> {
+/// POSTs a build of `dir`'s Dockerfile (whose step prints `started`) and reads the answer until
+/// the step has printed it: the build is under way. The open connection.
+fn build_until_started(server: &Server, dir: &Path, tag: &str) -> BufReader<UnixStream> {
     let mut tar = tar::Builder::new(Vec::new());
     tar.append_path_with_name(dir.join("Dockerfile"), "Dockerfile").unwrap();
     let bytes = tar.into_inner().unwrap();
@@ -530,7 +516,6 @@ fn build_until_started(server: &Server, dir: &Path, tag: &str, marker: &str) -> 
         assert!(reader.read_line(&mut line).unwrap() > 0, "the answer ended early:\n{seen}");
         seen.push_str(&line);
     }
-    assert!(eventually(|| !processes_with(marker).is_empty()), "the step never ran its sleep");
     reader
 }
 
@@ -549,7 +534,8 @@ fn kill_9_of_the_server_during_a_build_leaves_a_store_that_fsck_and_gc_accept() 
     let mut server = Server::start(&forge, &[]);
     let marker = format!("{}", 40_000 + std::process::id() % 10_000);
     let dir = forge.context("killed", &[("Dockerfile", &format!("FROM busybox\nRUN echo started && head -c 5000000 /dev/zero > /big && sleep {marker}\n"))]);
-    let _connection = build_until_started(&server, &dir, "killed:1", &marker);
+    let _connection = build_until_started(&server, &dir, "killed:1");
+    assert!(eventually(|| !processes_with(&marker).is_empty()), "the step never ran its sleep");
     let mut child = server.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -746,7 +732,8 @@ fn a_build_client_that_hangs_up_cancels_the_build() {
     let server = Server::start(&forge, &[]);
     let marker = format!("{}", 50_000 + std::process::id() % 10_000);
     let dir = forge.context("cancelled", &[("Dockerfile", &format!("FROM busybox\nRUN echo started && sleep {marker}\n"))]);
-    let reader = build_until_started(&server, &dir, "cancelled:1", &marker);
+    let reader = build_until_started(&server, &dir, "cancelled:1");
+    assert!(eventually(|| !processes_with(&marker).is_empty()), "the step never ran its sleep");
     // As Ctrl-C on `docker build` does.
     drop(reader);
     assert!(eventually(|| processes_with(&marker).is_empty()), "the build ran on after its client left");
