@@ -108,3 +108,51 @@ fn docker_run_d_logs_follow_exec_top_stats_pause_kill_stop_wait_rm() {
     assert_eq!(server.ok(&["wait", "five"]).stdout.trim(), "5");
     server.ok(&["rm", "five"]);
 }
+
+#[test]
+fn docker_cp_copies_both_ways_and_stays_inside_the_container() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    // A host directory, and a container symlink with its absolute path: what is copied through
+    // the link must land in the container's directory of that name, never the host's.
+    let host_dir = forge.dir.path().join("host-target");
+    std::fs::create_dir(&host_dir).unwrap();
+    let host = host_dir.to_str().unwrap();
+    let script = format!("mkdir -p /data {host} && echo inside > /data/f && ln -s {host} /escape && echo ready > /ready && sleep 600");
+    server.ok(&["run", "-d", "--name", "files", "busybox", "sh", "-c", &script]);
+    assert!(eventually(|| server.docker(&["exec", "files", "cat", "/ready"]).stdout == "ready\n"));
+
+    let out = forge.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    server.ok(&["cp", "files:/data/f", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(out.join("f")).unwrap(), "inside\n");
+    server.ok(&["cp", "files:/data", out.join("copied").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(out.join("copied/f")).unwrap(), "inside\n");
+
+    let src = forge.dir.path().join("in.txt");
+    std::fs::write(&src, "from the host\n").unwrap();
+    server.ok(&["cp", src.to_str().unwrap(), "files:/data/"]);
+    assert_eq!(server.ok(&["exec", "files", "cat", "/data/in.txt"]).stdout, "from the host\n");
+    // Owned by the container's root, not by the host file's owner.
+    assert_eq!(server.ok(&["exec", "files", "stat", "-c", "%u:%g", "/data/in.txt"]).stdout.trim(), "0:0");
+
+    server.ok(&["cp", src.to_str().unwrap(), "files:/escape/"]);
+    assert_eq!(server.ok(&["exec", "files", "cat", &format!("{host}/in.txt")]).stdout, "from the host\n");
+    assert!(std::fs::read_dir(&host_dir).unwrap().next().is_none(), "a copy through an absolute symlink wrote on the host");
+
+    // `../` past the root stays at the container's root (raw: docker's CLI cleans paths).
+    let hostname = server.ok(&["exec", "files", "cat", "/etc/hostname"]).stdout;
+    let (code, body) = common::server::raw(&server.socket, "GET", "/v1.41/containers/files/archive?path=/../../../../etc/hostname", "application/json", b"");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(hostname.trim()), "not the container's /etc/hostname: {body}");
+    let (code, body) = common::server::raw(&server.socket, "HEAD", "/v1.41/containers/files/archive?path=/nothing", "application/json", b"");
+    assert_eq!(code, 404, "{body}");
+    let missing = server.docker(&["cp", "files:/nothing", out.to_str().unwrap()]);
+    assert!(!missing.ok && missing.stderr.contains("No such container:path: files:/nothing"), "{}", missing.stderr);
+
+    // A stopped container's files too.
+    server.ok(&["stop", "-t", "0", "files"]);
+    server.ok(&["cp", "files:/data/in.txt", out.join("after-stop").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(out.join("after-stop")).unwrap(), "from the host\n");
+    server.ok(&["rm", "files"]);
+}

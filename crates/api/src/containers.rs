@@ -313,11 +313,7 @@ pub(crate) async fn by_id(api: &Api, req: Request<Incoming>, method: Method, id:
             running::find(api, &id).await?;
             crate::exec::resize(req).await
         }
-        (Method::GET | Method::PUT | Method::HEAD, "archive") => {
-            // Checked first, so a wrong ID is still a 404.
-            tokio::task::spawn_blocking(move || Containers::open(&store)?.get(&id)).await??;
-            Err(ApiError::not_implemented(format!("{verb}: not supported by forge serve yet")))
-        }
+        (m @ (Method::GET | Method::PUT | Method::HEAD), "archive") => crate::archive::archive(api, req, m, &id).await,
         (m, v) => Err(ApiError::not_found(format!("page not found: {m} /containers/{{id}}/{v}"))),
     }
 }

@@ -440,7 +440,11 @@ pub(crate) async fn export(api: &Api, req: Request<Incoming>, id: &str) -> Resul
     let root = blocking(move || cs.snapshot_view(&c)).await?;
     let (mut out, resp) = http::bytes_stream("application/x-tar");
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = root.archive("/", "", &forge_runtime::ArchiveOptions::default(), &mut out) {
+        let archived = root.archive("/", "", &forge_runtime::ArchiveOptions::default(), &mut out);
+        // Unmounted and unlocked before the stream ends, so the client's next request finds
+        // the container free.
+        drop(root);
+        if let Err(e) = archived {
             out.fail(e.to_string());
         }
     });
