@@ -21,24 +21,24 @@ fn docker_run_rm_prints_the_output_and_exits_with_the_commands_code() {
     let forge = Forge::with_busybox();
     let server = Server::start(&forge, &[]);
 
-    let r = server.ok(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2"]);
+    let r = server.ok(&["run", "--network", "none", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2"]);
     assert_eq!(r.stdout, "out\n");
     assert_eq!(r.stderr, "err\n");
     assert!(forge_names(&forge).is_empty(), "--rm left a container: {:?}", forge_names(&forge));
 
-    let three = server.docker(&["run", "--rm", "--name", "three", "busybox", "sh", "-c", "echo bye; exit 3"]);
+    let three = server.docker(&["run", "--network", "none", "--rm", "--name", "three", "busybox", "sh", "-c", "echo bye; exit 3"]);
     assert_eq!((three.code, three.stdout.as_str()), (Some(3), "bye\n"), "{}", three.stderr);
     // Without --rm the container stays, exited with its code.
-    let kept = server.docker(&["run", "--name", "kept", "busybox", "sh", "-c", "exit 4"]);
+    let kept = server.docker(&["run", "--network", "none", "--name", "kept", "busybox", "sh", "-c", "exit 4"]);
     assert_eq!(kept.code, Some(4), "{}", kept.stderr);
     assert_eq!(server.ok(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "kept"]).stdout.trim(), "exited 4");
 
-    let missing = server.docker(&["run", "--rm", "busybox", "no-such-command"]);
+    let missing = server.docker(&["run", "--network", "none", "--rm", "busybox", "no-such-command"]);
     assert_eq!(missing.code, Some(127), "{}", missing.stderr);
     assert!(missing.stderr.contains("no-such-command"), "{}", missing.stderr);
-    let not_exec = server.docker(&["run", "--rm", "busybox", "/etc"]);
+    let not_exec = server.docker(&["run", "--network", "none", "--rm", "busybox", "/etc"]);
     assert_eq!(not_exec.code, Some(126), "{}", not_exec.stderr);
-    let refused = server.docker(&["run", "--rm", "--cap-add", "NET_ADMIN", "busybox", "true"]);
+    let refused = server.docker(&["run", "--network", "none", "--rm", "--cap-add", "NET_ADMIN", "busybox", "true"]);
     assert_eq!(refused.code, Some(125), "{}", refused.stderr);
     assert!(refused.stderr.contains("CapAdd"), "{}", refused.stderr);
     assert_eq!(forge_names(&forge), ["kept"], "failed --rm runs left containers");
@@ -50,7 +50,7 @@ fn docker_run_d_logs_follow_exec_top_stats_pause_kill_stop_wait_rm() {
     let server = Server::start(&forge, &[]);
 
     let script = "trap 'echo got-usr1' USR1; echo started; while true; do sleep 0.2; done";
-    let id = server.ok(&["run", "-d", "--name", "ticker", "busybox", "sh", "-c", script]).stdout.trim().to_string();
+    let id = server.ok(&["run", "--network", "none", "-d", "--name", "ticker", "busybox", "sh", "-c", script]).stdout.trim().to_string();
     assert_eq!(id.len(), 64, "{id}");
     assert!(eventually(|| server.docker(&["logs", "ticker"]).stdout == "started\n"));
     assert_eq!(server.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]).stdout.trim(), "ticker Up");
@@ -101,7 +101,7 @@ fn docker_run_d_logs_follow_exec_top_stats_pause_kill_stop_wait_rm() {
     assert!(forge_names(&forge).is_empty());
 
     // wait blocks until the exit, and tells its code.
-    server.ok(&["run", "-d", "--name", "five", "busybox", "sh", "-c", "sleep 1; exit 5"]);
+    server.ok(&["run", "--network", "none", "-d", "--name", "five", "busybox", "sh", "-c", "sleep 1; exit 5"]);
     assert_eq!(server.ok(&["wait", "five"]).stdout.trim(), "5");
     let restarted = server.ok(&["restart", "-t", "0", "five"]);
     assert_eq!(restarted.stdout.trim(), "five");
@@ -119,7 +119,7 @@ fn docker_cp_copies_both_ways_and_stays_inside_the_container() {
     std::fs::create_dir(&host_dir).unwrap();
     let host = host_dir.to_str().unwrap();
     let script = format!("mkdir -p /data {host} && echo inside > /data/f && ln -s {host} /escape && echo ready > /ready && sleep 600");
-    server.ok(&["run", "-d", "--name", "files", "busybox", "sh", "-c", &script]);
+    server.ok(&["run", "--network", "none", "-d", "--name", "files", "busybox", "sh", "-c", &script]);
     assert!(eventually(|| server.docker(&["exec", "files", "cat", "/ready"]).stdout == "ready\n"));
 
     let out = forge.dir.path().join("out");
@@ -155,4 +155,41 @@ fn docker_cp_copies_both_ways_and_stays_inside_the_container() {
     server.ok(&["cp", "files:/data/in.txt", out.join("after-stop").to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(out.join("after-stop")).unwrap(), "from the host\n");
     server.ok(&["rm", "files"]);
+}
+
+#[test]
+fn docker_exec_with_a_terminal_and_input_and_containers_outlive_a_restarted_server() {
+    let forge = Forge::with_busybox();
+    let mut server = Server::start(&forge, &[]);
+    server.ok(&["run", "--network", "none", "-d", "--name", "long", "busybox", "sh", "-c", "echo up; exec sleep 600"]);
+    let pid = server.ok(&["inspect", "--format", "{{.State.Pid}}", "long"]).stdout.trim().to_string();
+
+    // -i: the client's input reaches the command, whose end ends the exec.
+    let mut cat = server.docker_cmd(&["exec", "-i", "long", "sh", "-c", "cat; echo done"]);
+    cat.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cat.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"typed in\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed in\ndone\n");
+
+    // -it under a pseudo-terminal (script): the command gets a terminal.
+    let docker = "docker exec -it long sh -c '[ -t 1 ] && echo on-a-terminal; exit 6'";
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", docker, "/dev/null"]).env("DOCKER_HOST", format!("unix://{}", server.socket.display())).env("DOCKER_CONFIG", server.docker_config.path());
+    let ran: common::Ran = script.stdin(Stdio::piped()).output().unwrap().into();
+    // The terminal's line discipline turns the newline into CR LF.
+    assert!(ran.stdout.contains("on-a-terminal\r\n"), "{}\n{}\n{}", ran.stdout, ran.stderr, server.log());
+    assert_eq!(ran.code, Some(6), "{}\n{}", ran.stdout, ran.stderr);
+
+    // The server goes; the container runs on under its monitor, and the next server finds it.
+    // It exits on its own, though `run -d` left a wait behind whose container still runs (the
+    // helper kills a server that has not exited after 20 s: no success then).
+    assert!(server.stop().success(), "{}", server.log());
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the container died with the server");
+    let server = Server::start(&forge, &[]);
+    assert_eq!(server.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]).stdout.trim(), "long Up");
+    assert_eq!(server.ok(&["logs", "long"]).stdout, "up\n");
+    assert_eq!(server.ok(&["exec", "long", "echo", "still here"]).stdout, "still here\n");
+    server.ok(&["rm", "-f", "long"]);
+    assert!(eventually(|| !std::path::Path::new(&format!("/proc/{pid}")).exists()));
 }

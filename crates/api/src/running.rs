@@ -123,10 +123,13 @@ pub(crate) async fn wait(api: &Api, req: Request<Incoming>, id: &str) -> Result<
     };
     let (cs, c) = find(api, id).await?;
     let (lines, resp) = http::lines();
+    let stopping = api.stopping.clone();
     tokio::task::spawn_blocking(move || {
         // Written by hand: bollard's model leaves out a null `Error`, which docker sends.
-        let answer = match cs.wait_for(&c, condition) {
-            Ok(state) => serde_json::json!({ "StatusCode": state.exit_code, "Error": null }),
+        let answer = match cs.wait_for(&c, condition, &|| lines.is_closed() || *stopping.borrow()) {
+            Ok(Some(state)) => serde_json::json!({ "StatusCode": state.exit_code, "Error": null }),
+            // The client is gone, or the server stops: the connection ends without an answer.
+            Ok(None) => return,
             Err(e) => serde_json::json!({ "StatusCode": -1, "Error": { "Message": e.to_string() } }),
         };
         lines.send(&answer);
@@ -204,6 +207,7 @@ pub(crate) async fn logs(api: &Api, req: Request<Incoming>, id: &str) -> Result<
     let (cs, c) = find(api, id).await?;
     let sel = Selection { stdout, stderr, timestamps: q.flag("timestamps"), tty: c.config.tty };
     let (mut out, resp) = http::bytes_stream(stream_type(sel.tty));
+    let stopping = api.stopping.clone();
     tokio::task::spawn_blocking(move || {
         let at = |e: &LogEntry| humantime::parse_rfc3339(&e.time).ok();
         let in_time = |e: &LogEntry| since.is_none_or(|s| at(e).is_some_and(|t| t >= s)) && until.is_none_or(|u| at(e).is_some_and(|t| t <= u));
@@ -218,12 +222,18 @@ pub(crate) async fn logs(api: &Api, req: Request<Incoming>, id: &str) -> Result<
                 sel.write(e, &mut out).map_err(io)?;
             }
             if follow && until.is_none_or(|u| u > SystemTime::now()) {
-                cs.follow_log(c.id(), offset, &mut |e: &LogEntry| -> Result<(), forge_runtime::Error> {
-                    if in_time(e) {
-                        sel.write(e, &mut out).map_err(io)?;
-                    }
-                    Ok(())
-                })?;
+                let closed = out.closed_check();
+                cs.follow_log_until(
+                    c.id(),
+                    offset,
+                    &mut |e: &LogEntry| -> Result<(), forge_runtime::Error> {
+                        if in_time(e) {
+                            sel.write(e, &mut out).map_err(io)?;
+                        }
+                        Ok(())
+                    },
+                    &|| closed() || *stopping.borrow() || until.is_some_and(|u| u <= SystemTime::now()),
+                )?;
             }
             Ok(())
         })();
@@ -313,6 +323,7 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
     let sel = Selection { stdout: q.flag("stdout"), stderr: q.flag("stderr"), timestamps: false, tty: c.config.tty };
     let (logs, stream) = (q.flag("logs"), q.flag("stream"));
     let hijack = Hijack::of(&mut req);
+    let stopping = api.stopping.clone();
     Ok(hijack.run(stream_type(sel.tty), move |out, input| {
         // The client's input is read and dropped, so it never blocks on a full socket.
         if let Some(mut input) = input {
@@ -326,7 +337,8 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
             }
         }
         if stream {
-            cs.follow_run(&c, &mut |e: &LogEntry| send(e, out)).map_err(|e| e.to_string())?;
+            // A client gone is seen at the next output; the server's stop ends it at once.
+            cs.follow_run(&c, &mut |e: &LogEntry| send(e, out), &|| *stopping.borrow()).map_err(|e| e.to_string())?;
         }
         Ok(())
     }))
@@ -394,11 +406,13 @@ pub(crate) async fn stats(api: &Api, req: Request<Incoming>, id: &str) -> Result
     }
     let (lines, resp) = http::lines();
     let store = api.store.clone();
+    let mut stopping = api.stopping.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = lines.closed() => return,
+                _ = stopping.wait_for(|s| *s) => return,
             }
             let (store, c) = (store.clone(), c.clone());
             let Ok(Ok(Some(mut now))) = tokio::task::spawn_blocking(move || Containers::open(&store).map(|cs| sample(&cs, &c))).await else { return };
