@@ -193,3 +193,82 @@ fn docker_exec_with_a_terminal_and_input_and_containers_outlive_a_restarted_serv
     server.ok(&["rm", "-f", "long"]);
     assert!(eventually(|| !std::path::Path::new(&format!("/proc/{pid}")).exists()));
 }
+
+#[test]
+fn docker_28_5_client_runs_execs_copies_and_stops_containers() {
+    let modern = std::path::Path::new(common::modern::CHROOT).join("usr/bin/docker");
+    if !modern.exists() {
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("\nskipped: {} is missing (run ../shared/anchors/start-dockerd-modern.sh once)\n", modern.display()).as_bytes());
+        return;
+    }
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let docker = |args: &[&str]| -> common::Ran { server.client_cmd(&modern, args).output().unwrap().into() };
+    let ok = |args: &[&str]| -> common::Ran {
+        let r = docker(args);
+        assert!(r.ok, "docker 28.5 {args:?}:\n{}\n{}\nserver log:\n{}", r.stdout, r.stderr, server.log());
+        r
+    };
+
+    assert_eq!(ok(&["run", "--rm", "--network", "none", "busybox", "echo", "hello"]).stdout, "hello\n");
+    let three = docker(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(three.code, Some(3), "{}", three.stderr);
+    assert_eq!(docker(&["run", "--rm", "--network", "none", "busybox", "no-such-command"]).code, Some(127));
+
+    ok(&["run", "-d", "--network", "none", "--name", "mod", "busybox", "sh", "-c", "echo up; mkdir /box; exec sleep 600"]);
+    assert!(eventually(|| docker(&["logs", "mod"]).stdout == "up\n"));
+    assert_eq!(ok(&["exec", "mod", "sh", "-c", "echo $((6 * 7))"]).stdout, "42\n");
+    let file = forge.dir.path().join("modern.txt");
+    std::fs::write(&file, "modern\n").unwrap();
+    ok(&["cp", file.to_str().unwrap(), "mod:/box/"]);
+    assert_eq!(ok(&["exec", "mod", "cat", "/box/modern.txt"]).stdout, "modern\n");
+    let back = forge.dir.path().join("back.txt");
+    ok(&["cp", "mod:/box/modern.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "modern\n");
+    assert!(ok(&["top", "mod"]).stdout.contains("sleep 600"));
+    let stats = ok(&["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "mod"]);
+    let (name, pids) = stats.stdout.trim().split_once(' ').unwrap();
+    assert!(name == "mod" && pids.parse::<u32>().unwrap() >= 1, "{}", stats.stdout);
+    ok(&["pause", "mod"]);
+    assert_eq!(ok(&["ps", "--format", "{{.Names}} {{.State}}"]).stdout.trim(), "mod paused");
+    ok(&["unpause", "mod"]);
+    ok(&["stop", "-t", "1", "mod"]);
+    assert_eq!(ok(&["wait", "mod"]).stdout.trim(), "143", "ended by the stop signal, SIGTERM");
+    ok(&["rm", "mod"]);
+}
+
+#[test]
+fn docker_sdk_for_python_runs_logs_execs_waits_and_removes_containers() {
+    let has_sdk = std::process::Command::new("python3").args(["-c", "import docker"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !has_sdk {
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"\nskipped: python3's docker module is missing (pip install docker)\n");
+        return;
+    }
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let script = r#"
+import sys, docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1])
+out = c.containers.run("busybox", ["sh", "-c", "echo ran; echo to-err >&2"], remove=True, network_mode="none")
+assert out == b"ran\n", out
+ct = c.containers.run("busybox", ["sh", "-c", "echo first; while true; do sleep 0.1; done"], detach=True, name="py", network_mode="none")
+ct.reload()
+assert ct.status == "running", ct.status
+code, output = ct.exec_run(["sh", "-c", "echo exec-out; exit 4"])
+assert (code, output) == (4, b"exec-out\n"), (code, output)
+code, output = ct.exec_run(["cat", "/etc/hostname"], demux=True)
+assert code == 0 and output[0].strip(), output
+assert ct.logs() == b"first\n", ct.logs()
+assert ct.top()["Processes"], ct.top()
+stats = ct.stats(stream=False)
+assert stats["pids_stats"]["current"] >= 1, stats
+ct.kill(signal="SIGKILL")
+assert ct.wait()["StatusCode"] == 137
+ct.remove()
+assert c.containers.list(all=True) == []
+print("OK")
+"#;
+    let o = std::process::Command::new("python3").args(["-c", script, server.socket.to_str().unwrap()]).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.trim() == "OK", "{out}\n{err}\nserver log:\n{}", server.log());
+}

@@ -254,7 +254,12 @@ fn inspect_of(c: &Container) -> ContainerInspectResponse {
             ..Default::default()
         }),
         // docker's clients read it (`start -a`, `run`): never left out.
-        host_config: Some(bollard_stubs::models::HostConfig { auto_remove: Some(c.config.auto_remove), ..Default::default() }),
+        host_config: Some(bollard_stubs::models::HostConfig {
+            auto_remove: Some(c.config.auto_remove),
+            // What forge's monitor writes (docker-py reads it to decide whether logs can be read).
+            log_config: Some(bollard_stubs::models::HostConfigLogConfig { typ: Some("json-file".into()), config: Some(HashMap::new()) }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
