@@ -272,3 +272,43 @@ print("OK")
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success() && out.trim() == "OK", "{out}\n{err}\nserver log:\n{}", server.log());
 }
+
+#[test]
+fn docker_run_i_and_it_and_attach_pass_input_to_the_container() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+
+    // -i: piped input reaches the command; its end ends the command.
+    let mut run = server.docker_cmd(&["run", "-i", "--rm", "--network", "none", "busybox", "sh", "-c", "cat; echo end"]);
+    run.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = run.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped in\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\nend\n", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // -it under a pseudo-terminal: typed input is read through the container's terminal.
+    let docker = "docker run -it --rm --network none busybox sh -c 'read line; echo got-$line; exit 9'";
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", docker, "/dev/null"]).env("DOCKER_HOST", format!("unix://{}", server.socket.display())).env("DOCKER_CONFIG", server.docker_config.path());
+    script.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = script.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Typed at once: what comes before the container runs waits for it in the server.
+    std::io::Write::write_all(&mut stdin, b"typed\r").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("got-typed"), "{shown}\n{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    assert_eq!(out.status.code(), Some(9));
+
+    // attach to a detached -i container: its output from now on, and its input.
+    server.ok(&["run", "-di", "--network", "none", "--name", "reader", "busybox", "sh", "-c", "while read l; do echo seen-$l; done; echo closed"]);
+    let mut attach = server.docker_cmd(&["attach", "reader"]);
+    attach.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = attach.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"one\ntwo\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "seen-one\nseen-two\nclosed\n");
+    assert_eq!(server.ok(&["wait", "reader"]).stdout.trim(), "0");
+    server.ok(&["rm", "reader"]);
+}

@@ -310,24 +310,28 @@ impl Hijack {
 
 /// `POST /containers/{id}/attach`: its output (the log so far with `logs`, and with `stream`
 /// what it writes until it ends, waiting for its start when it was only created, as `docker
-/// run` attaches first). Its input is not passed on: a detached container's monitor holds
-/// its standard input open but has no way in for it yet.
+/// run` attaches first); with `stdin`, the client's input goes to a container made with `-i`.
 pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri().query(), &["stream", "stdin", "stdout", "stderr", "logs", "detachKeys"])?;
     let (cs, c) = find(api, id).await?;
-    if q.flag("stdin") && c.config.open_stdin && !c.config.tty {
-        // Without a terminal a client sends its input and closes; forge would drop it, so it
-        // is refused (with a terminal, `docker run -it`'s keys are dropped, its output shown).
-        return Err(ApiError::not_implemented("attaching to a container's standard input is not supported by forge serve yet"));
-    }
+    let feed = q.flag("stdin") && c.config.open_stdin;
     let sel = Selection { stdout: q.flag("stdout"), stderr: q.flag("stderr"), timestamps: false, tty: c.config.tty };
     let (logs, stream) = (q.flag("logs"), q.flag("stream"));
     let hijack = Hijack::of(&mut req);
     let stopping = api.stopping.clone();
+    let store = api.store.clone();
     Ok(hijack.run(stream_type(sel.tty), move |out, input| {
-        // The client's input is read and dropped, so it never blocks on a full socket.
         if let Some(mut input) = input {
-            std::thread::spawn(move || std::io::copy(&mut input, &mut std::io::sink()));
+            let (c, stopping) = (c.clone(), stopping.clone());
+            // Not joined: it ends with the client's input (or the container's).
+            std::thread::spawn(move || {
+                let stdin = if feed { Containers::open(&store).and_then(|cs| cs.open_stdin(&c, &|| *stopping.borrow())).ok().flatten() } else { None };
+                match stdin {
+                    Some(mut stdin) => std::io::copy(&mut input, &mut stdin),
+                    // Read and dropped, so the client never blocks on a full socket.
+                    None => std::io::copy(&mut input, &mut std::io::sink()),
+                }
+            });
         }
         let send = |e: &LogEntry, out: &mut dyn Write| sel.write(e, out).map_err(|e| forge_runtime::Error::Copy { message: format!("sending its output: {e}") });
         if logs {
