@@ -312,3 +312,63 @@ fn docker_run_i_and_it_and_attach_pass_input_to_the_container() {
     assert_eq!(server.ok(&["wait", "reader"]).stdout.trim(), "0");
     server.ok(&["rm", "reader"]);
 }
+
+#[test]
+fn docker_logs_keeps_the_streams_apart_and_selects_lines() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    server.ok(&["run", "-d", "--network", "none", "--name", "talker", "busybox", "sh", "-c", "echo o1; echo e1 >&2; echo o2"]);
+    assert_eq!(server.ok(&["wait", "talker"]).stdout.trim(), "0");
+    let all = server.ok(&["logs", "talker"]);
+    assert_eq!((all.stdout.as_str(), all.stderr.as_str()), ("o1\no2\n", "e1\n"));
+    assert_eq!(server.ok(&["logs", "--tail", "1", "talker"]).stdout, "o2\n");
+    let stamped = server.ok(&["logs", "-t", "talker"]).stdout;
+    for line in stamped.lines() {
+        let (time, text) = line.split_once(' ').unwrap();
+        assert!(time.ends_with('Z') && humantime::parse_rfc3339(time).is_ok() && text.starts_with('o'), "{stamped}");
+    }
+    let later = server.ok(&["logs", "--since", "2099-01-01T00:00:00Z", "talker"]);
+    assert_eq!((later.stdout.as_str(), later.stderr.as_str()), ("", ""));
+    // With a terminal: one raw stream, as the terminal showed it.
+    server.ok(&["run", "-d", "-t", "--network", "none", "--name", "tty", "busybox", "sh", "-c", "echo on-tty >&2"]);
+    server.ok(&["wait", "tty"]);
+    assert_eq!(server.ok(&["logs", "tty"]).stdout, "on-tty\r\n");
+    server.ok(&["rm", "talker", "tty"]);
+}
+
+#[test]
+fn bad_container_requests_get_clear_errors() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    server.ok(&["create", "--network", "none", "--name", "idle", "busybox", "true"]);
+    let post = |path: &str, body: &str| common::server::raw(&server.socket, "POST", path, "application/json", body.as_bytes());
+    let get = |path: &str| common::server::raw(&server.socket, "GET", path, "application/json", b"");
+    let message = |(code, body): (u16, String)| (code, common::server::message(&body));
+    let cases: Vec<((u16, String), u16, &str)> = vec![
+        (post("/v1.43/containers/nothing/start", ""), 404, "No such container: nothing"),
+        (post("/v1.43/containers/idle/start?bogus=1", ""), 400, "unknown query parameter \"bogus\""),
+        (post("/v1.43/containers/idle/wait?condition=later", ""), 400, "invalid condition \"later\""),
+        (get("/v1.43/containers/idle/logs"), 400, "you must choose at least one stream"),
+        (get("/v1.43/containers/idle/logs?stdout=1&tail=some"), 400, "invalid tail \"some\""),
+        (get("/v1.43/containers/idle/logs?stdout=1&since=yesterday"), 400, "invalid since"),
+        (get("/v1.43/containers/idle/stats?stream=0"), 409, "is not running"),
+        (get("/v1.43/containers/idle/top"), 409, "only a running container has processes"),
+        (post("/v1.43/containers/idle/kill?signal=SIGNOPE", ""), 400, "SIGNOPE"),
+        (post("/v1.43/containers/idle/pause", ""), 409, "only a running container can be paused"),
+        (post("/v1.43/containers/idle/exec", "{}"), 400, "No exec command specified"),
+        (post("/v1.43/containers/idle/exec", r#"{"Cmd": ["true"]}"#), 409, "is not running"),
+        (post("/v1.43/containers/idle/exec", r#"{"Cmd": "#), 400, "invalid JSON in the exec config"),
+        (post("/v1.43/exec/nothing/start", "{}"), 404, "No such exec instance: nothing"),
+        (get("/v1.43/exec/nothing/json"), 404, "No such exec instance: nothing"),
+        (get("/v1.43/containers/idle/archive"), 400, "the path parameter is required"),
+        (get("/v1.43/containers/idle/archive?path=/nothing/here"), 404, "Could not find the file /nothing/here"),
+    ];
+    for (got, code, text) in cases {
+        let (status, msg) = message(got);
+        assert!(status == code && msg.contains(text), "expected {code} {text:?}, got {status} {msg:?}");
+    }
+    // A stopped container's stop is docker's 304, with nothing to say.
+    assert_eq!(post("/v1.43/containers/idle/stop", "").0, 304);
+    // None of it changed the container.
+    assert_eq!(server.ok(&["inspect", "--format", "{{.State.Status}}", "idle"]).stdout.trim(), "created");
+}
