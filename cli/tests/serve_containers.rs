@@ -327,6 +327,14 @@ fn docker_logs_keeps_the_streams_apart_and_selects_lines() {
         let (time, text) = line.split_once(' ').unwrap();
         assert!(time.ends_with('Z') && humantime::parse_rfc3339(time).is_ok() && text.starts_with('o'), "{stamped}");
     }
+    // docker's framing on the wire: stream 1 or 2, three zero bytes, the length big-endian;
+    // also for a client that attaches without asking for an upgrade (a plain streamed answer).
+    let framed = ["\u{1}\0\0\0\0\0\0\u{3}o1\n", "\u{2}\0\0\0\0\0\0\u{3}e1\n"];
+    for (method, path) in [("GET", "/v1.43/containers/talker/logs?stdout=1&stderr=1"), ("POST", "/v1.43/containers/talker/attach?logs=1&stdout=1&stderr=1")] {
+        let (code, body) = common::server::raw(&server.socket, method, path, "application/json", b"");
+        assert_eq!(code, 200, "{body}");
+        assert!(framed.iter().all(|f| body.contains(f)), "{method} {path}: {body:?}");
+    }
     let later = server.ok(&["logs", "--since", "2099-01-01T00:00:00Z", "talker"]);
     assert_eq!((later.stdout.as_str(), later.stderr.as_str()), ("", ""));
     // With a terminal: one raw stream, as the terminal showed it.

@@ -182,9 +182,8 @@ impl Selection {
 fn unix_time(q: &Query, name: &str) -> Result<Option<SystemTime>, ApiError> {
     match q.number::<f64>(name)? {
         Some(s) if s.is_finite() && s > 0.0 => Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s))),
-        Some(s) if s == 0.0 => Ok(None),
-        Some(s) => Err(ApiError::bad_request(format!("invalid {name} {s}: not a Unix time"))),
-        None => Ok(None),
+        Some(s) if s != 0.0 => Err(ApiError::bad_request(format!("invalid {name} {s}: not a Unix time"))),
+        _ => Ok(None),
     }
 }
 
