@@ -11,9 +11,12 @@ use super::{eventually, Forge, Ran};
 /// Debian's docker.io 20.10 client.
 pub const DOCKER: &str = "/usr/bin/docker";
 
-/// A `forge serve` on a socket in its own directory; stopped with SIGTERM on drop.
+/// A `forge serve` on a socket in its own directory; stopped with SIGTERM on drop, and the
+/// containers of its store removed (they run under monitors that outlive the server and the
+/// test: a failed test must not leave them running).
 pub struct Server {
     pub child: Option<Child>,
+    store: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
     /// A docker config directory of its own, so root's credentials are never read.
@@ -37,7 +40,7 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut server = Server { child: Some(child), socket, log, docker_config: tempfile::tempdir().unwrap() };
+        let mut server = Server { child: Some(child), store: forge.store(), socket, log, docker_config: tempfile::tempdir().unwrap() };
         let up = eventually(|| UnixStream::connect(&server.socket).is_ok() || server.exited());
         assert!(up && !server.exited(), "forge serve did not start:\n{}", server.log());
         server
@@ -101,6 +104,13 @@ impl Drop for Server {
     fn drop(&mut self) {
         if self.child.is_some() {
             self.stop();
+        }
+        let forge = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_forge")).arg("--root").arg(&self.store).args(args).stdin(Stdio::null()).output();
+        if let Ok(listed) = forge(&["ps", "-aq"]) {
+            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout).split_whitespace().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let _ = forge(&[&["rm", "-f"][..], &ids.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+            }
         }
     }
 }
