@@ -20,8 +20,11 @@
 //!                   (pause/unpause, stats and top use them)
 //!     <id>-json.log its output, docker's json-file format (see read_log)
 //!     stopped       present once `stop`/`kill`/`rm -f` stopped it: no restart policy applies
+//!     stdin         with `-i`, the FIFO its monitor feeds the command's input from (attach)
 //!     lock          flock'ed by whoever changes the state, and by the process that
 //!                   supervises the container for as long as it runs
+//! <store>/forge/containers/.exit-<id>-*  a waiter's exit slot: the final state is written
+//!                                       there before the container is removed (wait.rs)
 //! <store>/forge/container-names/<name>  the ID holding the name (rewritten under its flock)
 //! <store>/forge/volumes/<name>/_data    a volume's files; volume.json beside them (Volumes)
 //! <store>/forge/volumes.lock            flock'ed while volumes are taken or removed
