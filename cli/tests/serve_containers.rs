@@ -375,6 +375,22 @@ fn bad_container_requests_get_clear_errors() {
         let (status, msg) = message(got);
         assert!(status == code && msg.contains(text), "expected {code} {text:?}, got {status} {msg:?}");
     }
+    // rename: to a free name; a taken or bad one is refused.
+    server.ok(&["create", "--network", "none", "--name", "other", "busybox", "true"]);
+    let taken = server.docker(&["rename", "idle", "other"]);
+    assert!(!taken.ok && taken.stderr.contains("already in use"), "{}", taken.stderr);
+    let bad = server.docker(&["rename", "idle", "no/slash"]);
+    assert!(!bad.ok && bad.stderr.contains("invalid container name"), "{}", bad.stderr);
+    server.ok(&["rename", "idle", "renamed"]);
+    let mut names: Vec<String> = server.ok(&["ps", "-a", "--format", "{{.Names}}"]).stdout.lines().map(str::to_string).collect();
+    names.sort();
+    assert_eq!(names, ["other", "renamed"]);
+    assert_eq!(server.ok(&["inspect", "--format", "{{.Name}}", "renamed"]).stdout.trim(), "/renamed");
+    // The old name is free again, and the daemonless CLI sees the new one.
+    server.ok(&["create", "--network", "none", "--name", "idle", "busybox", "true"]);
+    assert!(forge.ok(&["ps", "-a"]).stdout.contains("renamed"));
+    server.ok(&["rm", "idle", "other"]);
+    server.ok(&["rename", "renamed", "idle"]);
     // A stopped container's stop is docker's 304, with nothing to say.
     assert_eq!(post("/v1.43/containers/idle/stop", "").0, 304);
     // None of it changed the container.

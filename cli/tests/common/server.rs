@@ -118,8 +118,11 @@ impl Drop for Server {
 /// One raw HTTP/1.1 request on the socket; returns the status code and the body.
 pub fn raw(socket: &Path, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
     let mut s = UnixStream::connect(socket).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: forge\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
-    s.write_all(body).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: forge\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    request.extend_from_slice(body);
+    // A server may answer (a 404, a 400) and close before it read the body: its answer is
+    // still there to read.
+    let _ = s.write_all(&request);
     let mut answer = Vec::new();
     s.read_to_end(&mut answer).unwrap();
     let answer = String::from_utf8_lossy(&answer).into_owned();

@@ -314,6 +314,7 @@ pub(crate) async fn by_id(api: &Api, req: Request<Incoming>, method: Method, id:
         (Method::GET, "changes") => running::changes(api, req, &id).await,
         (Method::GET, "export") => running::export(api, req, &id).await,
         (Method::POST, "exec") => crate::exec::create(api, req, &id).await,
+        (Method::POST, "rename") => running::rename(api, req, &id).await,
         (Method::POST, "resize") => {
             running::find(api, &id).await?;
             crate::exec::resize(req).await

@@ -347,6 +347,15 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
     }))
 }
 
+/// `POST /containers/{id}/rename?name=`.
+pub(crate) async fn rename(api: &Api, req: Request<Incoming>, id: &str) -> Result<Response, ApiError> {
+    let q = Query::parse(req.uri().query(), &["name"])?;
+    let name = q.get("name").filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("the name parameter is required"))?.to_string();
+    let (cs, c) = find(api, id).await?;
+    blocking(move || cs.rename(&c, &name)).await?;
+    Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
 /// `GET /containers/{id}/top?ps_args=`.
 pub(crate) async fn top(api: &Api, req: Request<Incoming>, id: &str) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri().query(), &["ps_args"])?;

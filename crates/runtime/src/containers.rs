@@ -268,6 +268,28 @@ impl Containers {
             .map_err(io("reserving the name", &path))
     }
 
+    /// docker's `rename`: `container` is known by `new` from now on (which must be free), and
+    /// its old name is freed. The hosts files its networks wrote when it attached are not
+    /// rewritten.
+    pub fn rename(&self, container: &Container, new: &str) -> Result<(), Error> {
+        validate_name(new)?;
+        let id = container.id();
+        self.reserve_name(new, id)?;
+        let path = self.path(id).join("config.json");
+        let renamed = read_json::<Config>(&path).and_then(|mut config| {
+            let old = config.name.replace(new.to_string());
+            write_json(&path, &config).map(|()| old)
+        });
+        match renamed {
+            Ok(Some(old)) if old != new => self.free_name(&old, id),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let _ = self.free_name(new, id);
+                Err(e)
+            }
+        }
+    }
+
     /// Frees `name` if `id` holds it.
     fn free_name(&self, name: &str, id: &str) -> Result<(), Error> {
         let path = self.names.join(name);

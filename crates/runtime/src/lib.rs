@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! <store>/forge/containers/<id>/       one directory per container, id = 64 hex digits
-//!     config.json   what was asked, resolved (Config): written once at create
+//!     config.json   what was asked, resolved (Config): written at create (and by rename)
 //!     state.json    what it does (State): created/running/exited, pid and its start time,
 //!                   its supervisor's pid, exit code, OOMKilled, start and end times, error,
 //!                   restart count, and the cgroup directories of a running container
