@@ -262,6 +262,12 @@ assert ct.logs() == b"first\n", ct.logs()
 assert ct.top()["Processes"], ct.top()
 stats = ct.stats(stream=False)
 assert stats["pids_stats"]["current"] >= 1, stats
+# The stream: a sample a second, each with the one before it.
+samples = ct.stats(stream=True, decode=True)
+first, second = next(samples), next(samples)
+samples.close()
+assert second["precpu_stats"]["cpu_usage"]["total_usage"] == first["cpu_stats"]["cpu_usage"]["total_usage"], (first, second)
+assert second["cpu_stats"]["system_cpu_usage"] > first["cpu_stats"]["system_cpu_usage"], (first, second)
 ct.kill(signal="SIGKILL")
 assert ct.wait()["StatusCode"] == 137
 ct.remove()
