@@ -122,11 +122,14 @@ pub(crate) async fn wait(api: &Api, req: Request<Incoming>, id: &str) -> Result<
         other => return Err(ApiError::bad_request(format!("invalid condition {other:?}: not-running, next-exit or removed"))),
     };
     let (cs, c) = find(api, id).await?;
+    // In place before the headers go: a client may start the container as soon as it has them
+    // (docker's CLI does), and its exit must not come before the wait.
+    let (cs, waiter) = blocking(move || cs.waiter(&c).map(|w| (cs, w))).await?;
     let (lines, resp) = http::lines();
     let stopping = api.stopping.clone();
     tokio::task::spawn_blocking(move || {
         // Written by hand: bollard's model leaves out a null `Error`, which docker sends.
-        let answer = match cs.wait_for(&c, condition, &|| lines.is_closed() || *stopping.borrow()) {
+        let answer = match cs.wait_for(waiter, condition, &|| lines.is_closed() || *stopping.borrow()) {
             Ok(Some(state)) => serde_json::json!({ "StatusCode": state.exit_code, "Error": null }),
             // The client is gone, or the server stops: the connection ends without an answer.
             Ok(None) => return,
@@ -316,6 +319,13 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
     let feed = q.flag("stdin") && c.config.open_stdin;
     let sel = Selection { stdout: q.flag("stdout"), stderr: q.flag("stderr"), timestamps: false, tty: c.config.tty };
     let (logs, stream) = (q.flag("logs"), q.flag("stream"));
+    // In place before the client is answered: it may start the container then (`docker run`).
+    let follower = if stream {
+        let (cs, c) = (Containers::open(&api.store)?, c.clone());
+        Some(blocking(move || cs.follower(&c, logs)).await?)
+    } else {
+        None
+    };
     let hijack = Hijack::of(&mut req);
     let stopping = api.stopping.clone();
     let store = api.store.clone();
@@ -333,15 +343,15 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
             });
         }
         let send = |e: &LogEntry, out: &mut dyn Write| sel.write(e, out).map_err(|e| forge_runtime::Error::Copy { message: format!("sending its output: {e}") });
-        if logs {
+        if logs && follower.is_none() {
             let (entries, _) = forge_runtime::read_log(&cs.log_path(c.id()), 0).map_err(|e| e.to_string())?;
             for e in &entries {
                 send(e, out).map_err(|e| e.to_string())?;
             }
         }
-        if stream {
+        if let Some(follower) = follower {
             // A client gone is seen at the next output; the server's stop ends it at once.
-            cs.follow_run(&c, &mut |e: &LogEntry| send(e, out), &|| *stopping.borrow()).map_err(|e| e.to_string())?;
+            cs.follow_run(follower, &mut |e: &LogEntry| send(e, out), &|| *stopping.borrow()).map_err(|e| e.to_string())?;
         }
         Ok(())
     }))

@@ -133,5 +133,5 @@ pub use state::{State, Status};
 pub use sys::SignalProxy;
 pub use userns::{remap_mapping, store_default as userns_store_default, Userns};
 pub use forge_sandbox::{IdMapping, Stream};
-pub use wait::WaitCondition;
+pub use wait::{Follower, WaitCondition, Waiter};
 pub use volumes::{MountSource, MountSpec, Volume, Volumes};

@@ -28,8 +28,28 @@ pub enum WaitCondition {
     Removed,
 }
 
+/// A follower of one container's output (see [`Containers::follower`]).
+#[derive(Debug)]
+pub struct Follower {
+    log: File,
+    path: PathBuf,
+    offset: u64,
+    id: String,
+    first: State,
+}
+
 /// An exit slot, deleted when dropped.
+#[derive(Debug)]
 struct Slot(PathBuf);
+
+/// A waiter on one container, registered (its exit slot made, its state read) before the
+/// waiting begins: a client told that its wait is in place may then start the container.
+#[derive(Debug)]
+pub struct Waiter {
+    slot: Slot,
+    id: String,
+    first: State,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -56,6 +76,14 @@ impl Containers {
         }
     }
 
+    /// Registers a waiter on `container`, for [`Containers::wait_for`].
+    pub fn waiter(&self, container: &Container) -> Result<Waiter, Error> {
+        let slot = self.exit_slot(container.id())?;
+        // Read after the slot is made: an exit after this read fills the slot.
+        let first = self.get(container.id())?.state;
+        Ok(Waiter { slot, id: container.id().to_string(), first })
+    }
+
     /// Waits for `condition` and returns the container's state then; `None` once `cancelled`
     /// says so first (a server's client went away). A container removed meanwhile answers with
     /// the state it ended in when it was removed after its exit, else [`Error::NotFound`].
@@ -63,10 +91,9 @@ impl Containers {
     /// It polls rather than blocks on the container's lock: a blocked thread could not be
     /// called off, and a lock held by a waiter, however briefly, would make a concurrent start
     /// fail as if the container ran.
-    pub fn wait_for(&self, container: &Container, condition: WaitCondition, cancelled: &dyn Fn() -> bool) -> Result<Option<State>, Error> {
-        let id = container.id();
-        let slot = self.exit_slot(id)?;
-        let first = container.state.clone();
+    pub fn wait_for(&self, waiter: Waiter, condition: WaitCondition, cancelled: &dyn Fn() -> bool) -> Result<Option<State>, Error> {
+        let Waiter { slot, id, first } = waiter;
+        let id = id.as_str();
         if condition == WaitCondition::NotRunning && first.status != Status::Running {
             return Ok(Some(first));
         }
@@ -93,20 +120,28 @@ impl Containers {
         }
     }
 
-    /// The output of `container` from its next start (or the current run, if it runs) until
-    /// it ends, passed to `each`; returns once it ended and all it wrote was passed on, even
-    /// when it is removed at its end, or early once `cancelled` says so.
-    pub fn follow_run<E: From<Error>>(&self, container: &Container, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>, cancelled: &dyn Fn() -> bool) -> Result<(), E> {
+    /// Registers a follower of `container`'s output, for [`Containers::follow_run`]: its log
+    /// opened (created if missing: its monitor appends to the same file) and held, as a `--rm`
+    /// container's log is gone from the directory as soon as it ends, and its state read,
+    /// before the client is told it is attached (it may start the container then). With
+    /// `from_start`, what the log holds already comes first.
+    pub fn follower(&self, container: &Container, from_start: bool) -> Result<Follower, Error> {
         let id = container.id();
         let path = self.log_path(id);
-        // Created if missing (its monitor appends to the same file), and held open: a `--rm`
-        // container's log is gone from the directory as soon as it ends.
-        let mut log = File::options().create(true).append(true).read(true).open(&path).map_err(io("opening the log", &path)).map_err(E::from)?;
-        let mut offset = log.metadata().map_err(io("reading the log", &path)).map_err(E::from)?.len();
-        let first = container.state.clone();
+        let log = File::options().create(true).append(true).read(true).open(&path).map_err(io("opening the log", &path))?;
+        let offset = if from_start { 0 } else { log.metadata().map_err(io("reading the log", &path))?.len() };
+        let first = self.get(id)?.state;
+        Ok(Follower { log, path, offset, id: id.to_string(), first })
+    }
+
+    /// The output of the follower's container from its next start (or the current run, if it
+    /// runs) until it ends, passed to `each`; returns once it ended and all it wrote was passed
+    /// on, even when it is removed at its end, or early once `cancelled` says so.
+    pub fn follow_run<E: From<Error>>(&self, follower: Follower, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>, cancelled: &dyn Fn() -> bool) -> Result<(), E> {
+        let Follower { mut log, path, mut offset, id, first } = follower;
         let mut started = first.status == Status::Running;
         loop {
-            let now: Option<State> = read_json(&self.path(id).join("state.json")).ok();
+            let now: Option<State> = read_json(&self.path(&id).join("state.json")).ok();
             started |= now.as_ref().is_some_and(|s| s.status == Status::Running || s.started_at != first.started_at);
             let running = now.as_ref().is_some_and(|s| s.status == Status::Running);
             // Read after the state: what it wrote before it ended is in the file by then.
