@@ -181,6 +181,20 @@ fn docker_exec_with_a_terminal_and_input_and_containers_outlive_a_restarted_serv
     assert!(ran.stdout.contains("on-a-terminal\r\n"), "{}\n{}\n{}", ran.stdout, ran.stderr, server.log());
     assert_eq!(ran.code, Some(6), "{}\n{}", ran.stdout, ran.stderr);
 
+    // The terminal's size from the start request (newer clients send it); a client that does
+    // not ask for an upgrade gets the output as a plain streamed answer.
+    let (code, body) = common::server::raw(&server.socket, "POST", "/v1.43/containers/long/exec", "application/json", br#"{"Cmd": ["stty", "size"], "Tty": true, "AttachStdout": true}"#);
+    assert_eq!(code, 201, "{body}");
+    let exec_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["Id"].as_str().unwrap().to_string();
+    let start = br#"{"Detach": false, "Tty": true, "ConsoleSize": [33, 111]}"#;
+    let (code, body) = common::server::raw(&server.socket, "POST", &format!("/v1.43/exec/{exec_id}/start"), "application/json", start);
+    assert!(code == 200 && body.contains("33 111\r\n"), "{code} {body:?}");
+    let (_, inspect) = common::server::raw(&server.socket, "GET", &format!("/v1.43/exec/{exec_id}/json"), "application/json", b"");
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!((inspect["Running"].as_bool(), inspect["ExitCode"].as_i64()), (Some(false), Some(0)), "{inspect}");
+    let (code, _) = common::server::raw(&server.socket, "POST", &format!("/v1.43/exec/{exec_id}/start"), "application/json", start);
+    assert_eq!(code, 409, "an exec instance runs once");
+
     // The server goes; the container runs on under its monitor, and the next server finds it.
     // It exits on its own, though `run -d` left a wait behind whose container still runs (the
     // helper kills a server that has not exited after 20 s: no success then).

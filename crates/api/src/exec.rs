@@ -109,6 +109,14 @@ pub(crate) async fn start(api: &Api, mut req: Request<Incoming>, id: &str) -> Re
             working_dir: config.working_dir.clone().filter(|w| !w.is_empty()),
             input: if config.attach_stdin == Some(true) { input } else { None },
             tty,
+            // `[rows, columns]`, from the start (newer clients) or the create; zeros are none.
+            tty_size: [&start.console_size, &config.console_size]
+                .into_iter()
+                .flatten()
+                .find_map(|s| match s[..] {
+                    [h, w] if h > 0 && w > 0 => Some([h.min(u16::MAX as usize) as u16, w.min(u16::MAX as usize) as u16]),
+                    _ => None,
+                }),
         };
         let mut gone = false;
         let mut output = |stream: Stream, bytes: &[u8]| {
