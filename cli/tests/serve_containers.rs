@@ -154,6 +154,14 @@ fn docker_cp_copies_both_ways_and_stays_inside_the_container() {
     server.ok(&["stop", "-t", "0", "files"]);
     server.ok(&["cp", "files:/data/in.txt", out.join("after-stop").to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(out.join("after-stop")).unwrap(), "from the host\n");
+    // diff and export see the same files.
+    let diff = server.ok(&["diff", "files"]).stdout;
+    assert!(diff.lines().any(|l| l == "A /data/in.txt") && diff.lines().any(|l| l == "A /escape"), "{diff}");
+    let tar = forge.dir.path().join("export.tar");
+    server.ok(&["export", "-o", tar.to_str().unwrap(), "files"]);
+    let listed: common::Ran = std::process::Command::new("tar").arg("-tf").arg(&tar).output().unwrap().into();
+    assert!(listed.stdout.lines().any(|l| l.trim_start_matches("./") == "data/in.txt"), "{}", listed.stdout);
+    assert!(listed.stdout.lines().any(|l| l.trim_start_matches("./") == "bin/busybox"), "the image's files too");
     server.ok(&["rm", "files"]);
 }
 
