@@ -117,7 +117,7 @@ enum ProgressArg {
 
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
-    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let store = crate::commands::build_cache::fetching(Store::open(&global.store_root()?).context("opening the store")?, args.registry.config());
     // Checked before the build, not when tagging after it.
     for t in &args.tags {
         forge_layerstore::store::check_name(t).context("-t")?;

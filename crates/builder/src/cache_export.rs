@@ -48,11 +48,14 @@ pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheE
             for l in &artifact.layers {
                 // A layer never fetched from the cache it is exported back to is there already;
                 // one from another cache is fetched first.
+                // A remote one is mounted from its repository or fetched by the push.
                 if !store.content().exists(&l.digest) {
                     if build.lazy.origin(&l.digest) == Some(reference.as_str()) {
                         continue;
                     }
-                    build.fetch_layers(std::slice::from_ref(l)).map_err(fail)?;
+                    if store.remote().get(&l.digest).is_none() {
+                        build.fetch_layers(std::slice::from_ref(l)).map_err(fail)?;
+                    }
                 }
                 registry.push_blob(store, reference, &l.digest, l.size).map_err(|e| fail(format!("layer {}: {e}", l.digest)))?;
             }
@@ -135,7 +138,7 @@ fn write_layout(store: &Store, dest: &Path, artifact: &Artifact) -> Result<(), S
         if fs::metadata(&path).is_ok_and(|m| m.len() == layer.size) {
             continue;
         }
-        let mut blob = store.content().open_blob(&layer.digest).map_err(|e| format!("layer {}: {e}", layer.digest))?;
+        let mut blob = store.blob(&layer.digest).map_err(|e| format!("layer {}: {e}", layer.digest))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&blobs).map_err(|e| io("writing in", &blobs, e))?;
         io::copy(&mut blob, &mut tmp).map_err(|e| io("writing", &path, e))?;
         tmp.as_file().sync_all().map_err(|e| io("syncing", &path, e))?;

@@ -24,6 +24,7 @@ use std::sync::Mutex;
 
 use forge_layerstore::cache::{Cache, CacheEntry};
 use forge_layerstore::digest::HashingWriter;
+use forge_layerstore::remote::RemoteSource;
 use forge_layerstore::{Digest, Layer, Store};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
@@ -109,6 +110,25 @@ impl Lazy {
 }
 
 impl Lazy {
+    /// Records the layers of the `used` entries that are still only in a registry cache as
+    /// remote blobs of the store ([`forge_layerstore::remote`]), and puts those entries into
+    /// the store's index: the image is written without the bytes, which come when something
+    /// reads them, and a later build in this store hits those steps without `--cache-from`.
+    pub(crate) fn record_remote(&self, store: &Store, cache: &Cache, used: &[(Digest, CacheEntry)]) -> Result<(), String> {
+        for (key, entry) in used {
+            let Some(layer) = &entry.layer else { continue };
+            let Some(reference) = self.layers.get(&layer.digest) else { continue };
+            if store.content().exists(&layer.digest) {
+                continue;
+            }
+            let r = oci_spec::distribution::Reference::from_str(reference).map_err(|e| format!("cache {reference}: {e}"))?;
+            let source = RemoteSource { registry: r.registry().to_string(), repository: r.repository().to_string() };
+            store.remote().record(&layer.digest, layer.size, &source).map_err(|e| format!("recording remote layer {}: {e}", layer.digest))?;
+            cache.put(key, entry).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Fills the cache mount `id`'s directory `dir`, which does not exist yet, from a cache
     /// that has its contents; returns whether one had them. The contents are unpacked beside
     /// `dir` and renamed into place, so a failure leaves no half-filled mount.

@@ -42,6 +42,9 @@ pub fn for_distribution(store: &Store, image: &Image, compression: Compression) 
     if plain.is_empty() || compression == Compression::None {
         return Ok(image.clone());
     }
+    // Remote layers with no usable compressed copy are fetched side by side first.
+    let unknown: Vec<Layer> = plain.iter().map(|&i| layers[i].clone()).filter(|l| memo(store, &l.diff_id, compression).is_none_or(|m| !store.content().exists(&m.digest))).collect();
+    store.ensure_layers(&unknown)?;
     let (small, large): (Vec<usize>, Vec<usize>) = plain.iter().partition(|&&i| layers[i].size <= SMALL_LAYER);
     // Each worker takes the next small layer left.
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -88,7 +91,7 @@ pub fn compressed_layer(store: &Store, layer: &Layer, compression: Compression) 
             return Ok(known);
         }
     }
-    let plain = store.content().open_blob(&layer.digest)?;
+    let plain = store.blob(&layer.digest)?;
     let (_, mut tar) = decompress(BufReader::with_capacity(256 << 10, plain))
         .map_err(|e| Error::Invalid { what: "layer", digest: layer.digest.clone(), message: e.to_string() })?;
     let writer = store.content().writer(&crate::store::unique_ingest("compressed-layer"))?;
