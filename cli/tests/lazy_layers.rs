@@ -25,7 +25,8 @@ fn files() -> [(&'static str, &'static str); 3] {
 /// returns the image ID and the stderr.
 fn build(forge: &Forge, ctx: &Path, extra: &[&str]) -> (String, String) {
     let iid = forge.dir.path().join("iid");
-    let mut args = vec!["build", "--progress", "plain", "-t", "cached:1", "--iidfile", iid.to_str().unwrap()];
+    // No network for the steps: they need none, and other tests may hold every free subnet.
+    let mut args = vec!["build", "--progress", "plain", "--network", "none", "-t", "cached:1", "--iidfile", iid.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.push(ctx.to_str().unwrap());
     let r: common::Ran = forge.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args(&args).output().unwrap().into();
@@ -90,7 +91,7 @@ fn a_cached_image_keeps_its_layers_remote_until_they_are_read() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&b.ok(&["store", "fsck", "--format", "json"]).stdout).unwrap()["remote"], report["remote"]);
 
     // `run` fetches them, and the container sees the image's files.
-    let ran = b.ok(&["run", "--rm", "cached:1", "cat", "/app/built", "/app/ok"]);
+    let ran = b.ok(&["run", "--rm", "--network", "none", "cached:1", "cat", "/app/built", "/app/ok"]);
     assert_eq!(ran.stdout, "abok\n");
     for d in &built {
         assert!(has_blob(&b, d), "run fetched {d}");
@@ -130,12 +131,12 @@ fn a_registry_that_lost_a_layer_fails_the_fetch_clearly_and_corrupts_nothing() {
     let data = |hex: &str| registry.storage().join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data");
     let good = std::fs::read(data(&top)).unwrap();
     std::fs::remove_file(data(&top)).unwrap();
-    let r = b.run(&["run", "--rm", "cached:1", "true"]);
+    let r = b.run(&["run", "--rm", "--network", "none", "cached:1", "true"]);
     assert!(!r.ok);
     assert!(r.stderr.contains(&format!("blob sha256:{top} is not in the store yet, only in {}/ci/lazy", registry.addr)), "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     std::fs::write(data(&top), vec![b'x'; good.len()]).unwrap();
-    let r = b.run(&["run", "--rm", "cached:1", "true"]);
+    let r = b.run(&["run", "--rm", "--network", "none", "cached:1", "true"]);
     assert!(!r.ok);
     assert!(r.stderr.contains(&top) && r.stderr.contains("digest"), "{}", r.stderr);
     // Nothing of it entered the store, the image is still whole (remote), and a later fetch
@@ -144,5 +145,5 @@ fn a_registry_that_lost_a_layer_fails_the_fetch_clearly_and_corrupts_nothing() {
     let report: serde_json::Value = serde_json::from_str(&b.ok(&["store", "fsck", "--format", "json"]).stdout).unwrap();
     assert!(report["remote"].as_array().unwrap().iter().any(|d| d.as_str().unwrap().ends_with(&top)), "{report}");
     std::fs::write(data(&top), good).unwrap();
-    assert_eq!(b.ok(&["run", "--rm", "cached:1", "cat", "/app/ok"]).stdout, "ok\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "cached:1", "cat", "/app/ok"]).stdout, "ok\n");
 }
