@@ -147,3 +147,44 @@ fn a_registry_that_lost_a_layer_fails_the_fetch_clearly_and_corrupts_nothing() {
     std::fs::write(data(&top), good).unwrap();
     assert_eq!(b.ok(&["run", "--rm", "--network", "none", "cached:1", "cat", "/app/ok"]).stdout, "ok\n");
 }
+
+/// A blob of the registry's storage, by digest (`sha256:...`).
+fn registry_blob(registry: &forge_testkit::Registry, digest: &str) -> Vec<u8> {
+    let hex = digest.trim_start_matches("sha256:");
+    std::fs::read(registry.storage().join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")).unwrap()
+}
+
+#[test]
+fn a_cache_exported_compressed_gives_the_same_image_and_its_blobs_to_a_push() {
+    let registry = forge_testkit::Registry::start();
+    let cache_ref = format!("{}/ci/gz:cache", registry.addr);
+    let a = Forge::with_busybox();
+    let ctx = a.context("ctx", &files());
+    let (image_a, _) = build(&a, &ctx, &["--cache-to", &format!("type=registry,ref={cache_ref},mode=max,compression=gzip")]);
+
+    // The cache holds gzip blobs; its entries name the image's plain layers and those blobs.
+    let link = registry.storage().join("docker/registry/v2/repositories/ci/gz/_manifests/tags/cache/current/link");
+    let manifest: serde_json::Value = serde_json::from_slice(&registry_blob(&registry, &std::fs::read_to_string(link).unwrap())).unwrap();
+    let cached: Vec<String> = manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+    assert_eq!(cached.len(), 4, "{manifest}");
+    for l in manifest["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip", "{manifest}");
+    }
+    let built = layers(&a);
+    assert!(built[1..].iter().all(|d| !cached.contains(&format!("sha256:{d}"))), "the image keeps its plain layers");
+
+    // B: A's image, its layers remote; a container fetches and expands them.
+    let b = runner_b(&a, &cache_ref, &image_a);
+    assert_eq!(layers(&b), built);
+    assert!(built[1..].iter().all(|d| !has_blob(&b, d)));
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "cached:1", "cat", "/app/built", "/app/ok"]).stdout, "abok\n");
+    // B keeps the cache's gzip blobs (the build stage's, read by COPY --from, and the image's,
+    // read by run) as its layers' compressed forms: a push sends those bytes, and gives A's
+    // manifest digest.
+    assert!(cached.iter().all(|d| has_blob(&b, d.trim_start_matches("sha256:"))));
+    let push = |forge: &Forge, repo: &str| {
+        let out = forge.ok(&["push", "-q", "cached:1", &format!("{}/{repo}:1", registry.addr)]).stdout;
+        out.trim().rsplit_once('@').expect("name@digest").1.to_string()
+    };
+    assert_eq!(push(&b, "gz-from-b"), push(&a, "gz-from-a"));
+}

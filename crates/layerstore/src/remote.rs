@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::store::Store;
+use crate::store::{Layer, Store};
 
 /// Where a remote blob can be fetched from: a repository of a registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,10 @@ pub struct RemoteBlob {
     pub size: u64,
     /// Where it is.
     pub source: RemoteSource,
+    /// The blob the source has instead, when it holds the (plain) layer compressed: it is
+    /// fetched and expanded ([`crate::distribute::expand`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<Layer>,
 }
 
 /// The store's records of remote blobs (`forge/remote/`).
@@ -78,12 +82,11 @@ impl Remotes {
         self.dir.join(digest.hex())
     }
 
-    /// Records that blob `digest` of `size` bytes is in `source` (replacing an earlier record).
-    pub fn record(&self, digest: &Digest, size: u64, source: &RemoteSource) -> io::Result<()> {
+    /// Records where `blob` is (replacing an earlier record).
+    pub fn record(&self, blob: &RemoteBlob) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let blob = RemoteBlob { digest: digest.clone(), size, source: source.clone() };
-        let bytes = serde_json::to_vec(&blob).map_err(io::Error::other)?;
-        crate::atomic::write(&self.path(digest), &bytes)
+        let bytes = serde_json::to_vec(blob).map_err(io::Error::other)?;
+        crate::atomic::write(&self.path(&blob.digest), &bytes)
     }
 
     /// The record of `digest`, if there is a readable one for that digest.

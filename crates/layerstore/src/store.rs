@@ -256,7 +256,16 @@ impl Store {
     fn fetch_one(&self, blob: &RemoteBlob) -> Result<(), Error> {
         let fail = |message: String| Error::Remote { digest: blob.digest.clone(), from: blob.source.clone(), message };
         let fetcher = self.fetcher.as_ref().ok_or_else(|| fail("this command cannot fetch it (no registry client)".into()))?;
-        fetcher.fetch(self, &blob.source, &blob.digest, blob.size).map_err(|e| fail(e.to_string()))?;
+        match &blob.stored {
+            None => fetcher.fetch(self, &blob.source, &blob.digest, blob.size).map_err(|e| fail(e.to_string()))?,
+            Some(stored) => {
+                if !self.content.exists(&stored.digest) {
+                    fetcher.fetch(self, &blob.source, &stored.digest, stored.size).map_err(|e| fail(e.to_string()))?;
+                }
+                let plain = Layer { digest: blob.digest.clone(), diff_id: stored.diff_id.clone(), size: blob.size, media_type: crate::archive::Compression::None.media_type().to_string() };
+                crate::distribute::expand(self, stored, &plain).map_err(|e| fail(e.to_string()))?;
+            }
+        }
         if !self.content.exists(&blob.digest) {
             return Err(fail("the fetch stored nothing".into()));
         }

@@ -8,9 +8,10 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use forge_layerstore::archive::Compression;
 use forge_layerstore::diff::{LayerOptions, LayerSource};
 use forge_layerstore::maintenance::{fsck, gc};
-use forge_layerstore::remote::{Fetcher, RemoteSource};
+use forge_layerstore::remote::{Fetcher, RemoteBlob, RemoteSource};
 use forge_layerstore::store::Error;
 use forge_layerstore::{Digest, ImageConfig, Layer, Store};
 
@@ -69,13 +70,15 @@ fn lazy_image(dir: &std::path::Path) -> (Store, Store, Vec<Layer>) {
         let tree = dir.join(name);
         std::fs::create_dir_all(&tree).unwrap();
         std::fs::write(tree.join(name), name.repeat(1000)).unwrap();
-        let layer = origin.write_layer(&LayerSource::Dirs { lower: None, upper: &tree }, &LayerOptions::default()).unwrap();
+        // Plain, as a build stores its layers.
+        let opts = LayerOptions { compression: Compression::None, source_date_epoch: Some(0) };
+        let layer = origin.write_layer(&LayerSource::Dirs { lower: None, upper: &tree }, &opts).unwrap();
         config.rootfs.diff_ids.push(layer.diff_id.clone());
         layers.push(Layer::from(&layer));
     }
     let store = Store::open(&dir.join("store")).unwrap();
     for l in &layers {
-        store.remote().record(&l.digest, l.size, &source_of()).unwrap();
+        store.remote().record(&RemoteBlob { digest: l.digest.clone(), size: l.size, source: source_of(), stored: None }).unwrap();
     }
     let manifest = store.write_image(&config, &layers).unwrap();
     store.tag("app:1", &manifest).unwrap();
@@ -98,7 +101,7 @@ fn remote_layers_are_fetched_when_read_and_only_whole_and_verified() {
     // Whole without the bytes: fsck says remote, gc keeps the records; an unreachable one goes.
     assert_eq!(remote_of(&store), digests);
     let stray = Digest::of(b"stray");
-    store.remote().record(&stray, 5, &source_of()).unwrap();
+    store.remote().record(&RemoteBlob { digest: stray.clone(), size: 5, source: source_of(), stored: None }).unwrap();
     // Recorded before gc started, so no lease-like freshness keeps it.
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
     std::fs::File::options().write(true).open(store.root().join("forge/remote").join(stray.hex())).unwrap().set_modified(old).unwrap();
@@ -134,4 +137,28 @@ fn remote_layers_are_fetched_when_read_and_only_whole_and_verified() {
         assert!(store.remote().get(&l.digest).is_none());
     }
     assert_eq!(remote_of(&store), Vec::<Digest>::new());
+}
+
+#[test]
+fn a_layer_the_source_holds_compressed_is_expanded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, store, layers) = lazy_image(dir.path());
+    let (one, two) = (&layers[0], &layers[1]);
+    let gz = |l: &Layer| forge_layerstore::distribute::compressed_layer(&origin, l, Compression::Gzip).unwrap();
+    let record = |stored: Layer| store.remote().record(&RemoteBlob { digest: one.digest.clone(), size: one.size, source: source_of(), stored: Some(stored) }).unwrap();
+    let fetching = store.clone().with_fetcher(Arc::new(FromStore { origin: origin.clone(), serve: Serve::Good }));
+
+    // A source that claims layer two's gzip is layer one's: caught, nothing of it visible.
+    let mut lying = gz(two);
+    lying.diff_id = one.diff_id.clone();
+    record(lying);
+    assert!(matches!(fetching.blob(&one.digest), Err(Error::Remote { .. })));
+    assert!(!store.content().exists(&one.digest));
+
+    // The true one: expanded to the plain layer, and remembered as its gzip form.
+    let stored = gz(one);
+    record(stored.clone());
+    fetching.blob(&one.digest).unwrap();
+    assert!(store.content().exists(&one.digest) && store.remote().get(&one.digest).is_none());
+    assert_eq!(forge_layerstore::distribute::compressed_layer(&store, one, Compression::Gzip).unwrap(), stored);
 }
