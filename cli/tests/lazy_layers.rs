@@ -188,3 +188,48 @@ fn a_cache_exported_compressed_gives_the_same_image_and_its_blobs_to_a_push() {
     };
     assert_eq!(push(&b, "gz-from-b"), push(&a, "gz-from-a"));
 }
+
+/// The blobs a registry's access log shows uploaded (a `PUT` completing an upload), in order.
+fn uploads_in_log(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/") && l.contains("\" 201 "))
+        .filter_map(|l| l.split("digest=").nth(1)?.split([' ', '&']).next().map(|d| d.replace("%3A", ":")))
+        .collect()
+}
+
+/// The blobs a registry stores (digests).
+fn stored_blobs(registry: &forge_testkit::Registry) -> std::collections::BTreeSet<String> {
+    let root = registry.storage().join("docker/registry/v2/blobs/sha256");
+    let mut out = std::collections::BTreeSet::new();
+    for prefix in std::fs::read_dir(&root).unwrap().flatten() {
+        for blob in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            out.insert(format!("sha256:{}", blob.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_runner_that_changed_one_file_uploads_only_the_new_blobs() {
+    let registry = forge_testkit::Registry::start();
+    let (a, _ctx, cache_ref, _) = runner_a(&registry);
+    let log = registry.dir.path().join("registry.log");
+    let before = stored_blobs(&registry);
+    let logged = std::fs::read_to_string(&log).unwrap().len();
+
+    // B changes one file: the steps after it run; its export sends only what the cache lacks.
+    let b = Forge::with_busybox_of(&a);
+    let ctx = b.context("checkout", &files());
+    std::fs::write(ctx.join("src/a"), "a2").unwrap();
+    build(&b, &ctx, &["--cache-from", &format!("type=registry,ref={cache_ref}"), "--cache-to", &format!("type=registry,ref={cache_ref},mode=max")]);
+    let uploaded = uploads_in_log(&std::fs::read_to_string(&log).unwrap()[logged..]);
+    // The registry stores the new cache manifest as a blob too; it is PUT as a manifest.
+    let manifest = std::fs::read_to_string(registry.storage().join("docker/registry/v2/repositories/ci/lazy/_manifests/tags/cache/current/link")).unwrap();
+    let added: Vec<String> = stored_blobs(&registry).difference(&before).filter(|d| **d != manifest).cloned().collect();
+    let mut sorted = uploaded.clone();
+    sorted.sort();
+    assert_eq!(sorted, added, "each new blob uploaded once, nothing the registry had");
+    // Three new layers (COPY src, RUN cat, COPY --from; the last RUN gives the same bytes) and
+    // the new cache config.
+    assert_eq!(uploaded.len(), 4, "{uploaded:?}");
+}
