@@ -54,7 +54,8 @@ pub async fn serve(opts: Options) -> Result<(), Error> {
         spec.check(opts.tls.is_some())?;
     }
     let tls = opts.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-    let store = Store::open(&opts.root)?;
+    // Images a build took from a registry cache may have layers still only there.
+    let store = Store::open(&opts.root)?.with_fetcher(Arc::new(forge_registry::RemoteFetcher::new(opts.registry.clone())));
     let listeners = opts.listen.iter().map(|spec| Listener::bind(spec, opts.group.as_deref())).collect::<Result<Vec<_>, _>>()?;
     let (stop_tx, stopping) = watch::channel(false);
     let api = Arc::new(Api { store, registry: opts.registry.clone(), monitor: opts.monitor.clone(), execs: Default::default(), stopping: stopping.clone() });
