@@ -214,8 +214,8 @@ async fn tag(api: &Api, req: Request<Incoming>, name: &str) -> Result<Response, 
 fn tags_named(store: &Store, name: &str) -> Result<(Vec<String>, bool), ApiError> {
     let list = store.index().list()?;
     let mut candidates = vec![normalize_tag(name)];
-    if let Ok(full) = name.parse::<oci_spec::distribution::Reference>() {
-        candidates.push(full.whole());
+    if let Ok(full) = forge_layerstore::reference::ImageName::parse(name) {
+        candidates.push(full.to_string());
     }
     if let Some(tag) = candidates.into_iter().find(|c| list.iter().any(|(n, _)| n == c)) {
         return Ok((vec![tag], true));

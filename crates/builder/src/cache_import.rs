@@ -124,7 +124,7 @@ impl Lazy {
             if store.content().exists(&layer.digest) {
                 continue;
             }
-            let r = oci_spec::distribution::Reference::from_str(reference).map_err(|e| format!("cache {reference}: {e}"))?;
+            let r = forge_layerstore::reference::ImageName::parse(reference).map_err(|e| format!("cache {reference}: {e}"))?;
             let source = RemoteSource { registry: r.registry().to_string(), repository: r.repository().to_string() };
             let blob = RemoteBlob { digest: layer.digest.clone(), size: layer.size, source, stored: self.stored.get(&layer.digest).cloned() };
             store.remote().record(&blob).map_err(|e| format!("recording remote layer {}: {e}", layer.digest))?;

@@ -402,8 +402,8 @@ impl Store {
             return Ok(d);
         }
         // `busybox` finds what a pull stored as `docker.io/library/busybox:latest`.
-        if let Ok(full) = oci_spec::distribution::Reference::from_str(reference) {
-            if let Some(d) = self.index.resolve(&full.whole())? {
+        if let Ok(full) = crate::reference::ImageName::parse(reference) {
+            if let Some(d) = self.index.resolve(&full.to_string())? {
                 return Ok(d);
             }
         }
@@ -519,7 +519,7 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     if repo.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(invalid("repository name must be lowercase".into()));
     }
-    oci_spec::distribution::Reference::from_str(name).map_err(|e| invalid(e.to_string()))?;
+    crate::reference::ImageName::parse(name).map_err(|reason| invalid(reason.into()))?;
     Ok(())
 }
 

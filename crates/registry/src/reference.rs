@@ -1,16 +1,18 @@
 //! Image references as Docker parses them (`name`, `name:tag`, `name@sha256:...`,
-//! `host:port/path/name:tag`, with the `docker.io` and `library/` defaults), via oci-spec's
-//! parser, plus the rule for which hosts may be spoken to over plain HTTP.
+//! `host:port/path/name:tag`, with the `docker.io` and `library/` defaults, by the layer store's
+//! grammar), plus the rule for which hosts may be spoken to over plain HTTP.
 
 use std::fmt;
 use std::str::FromStr;
+
+use forge_layerstore::reference::ImageName;
 
 use crate::Error;
 
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
-    inner: oci_spec::distribution::Reference,
+    inner: ImageName,
 }
 
 impl Reference {
@@ -22,7 +24,7 @@ impl Reference {
             forge_layerstore::store::Error::InvalidName { reason, .. } => invalid(reason),
             other => invalid(other.to_string()),
         })?;
-        let inner = oci_spec::distribution::Reference::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let inner = ImageName::parse(text).map_err(|reason| invalid(reason.into()))?;
         Ok(Reference { inner })
     }
 
@@ -33,7 +35,10 @@ impl Reference {
 
     /// The host to connect to (`index.docker.io` for Docker Hub).
     pub fn api_host(&self) -> &str {
-        self.inner.resolve_registry()
+        match self.registry() {
+            "docker.io" => "index.docker.io",
+            registry => registry,
+        }
     }
 
     /// The repository path (`library/busybox`).
@@ -58,7 +63,7 @@ impl Reference {
 
     /// The same repository with another tag.
     pub fn with_tag(&self, tag: &str) -> Reference {
-        Reference { inner: oci_spec::distribution::Reference::with_tag(self.registry().into(), self.repository().into(), tag.into()) }
+        Reference { inner: ImageName::with_tag(self.registry(), self.repository(), tag) }
     }
 
     /// Whether this registry is spoken to over plain HTTP without being told: `localhost` and
@@ -80,7 +85,7 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.inner.whole())
+        self.inner.fmt(f)
     }
 }
 
