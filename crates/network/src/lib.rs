@@ -172,6 +172,10 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     /// No NAT and no default route: attachments reach only each other.
     pub internal: bool,
+    /// The user's `KEY=VALUE` labels (docker's `network create --label`; compose finds its
+    /// networks by them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The user's settings, `<dir>/config.json` (every field optional).
@@ -245,6 +249,9 @@ pub struct Attached {
     pub address: Ipv4Addr,
     /// The names peers find it by (none for a build step, or on the default network).
     pub names: Vec<String>,
+    /// Its network namespace: a bind mount, or a connected container's `/proc/<pid>/ns/net`
+    /// (whose inode tells which container it is).
+    pub netns: PathBuf,
 }
 
 /// What [`Networks::prune`] removed.
@@ -355,7 +362,7 @@ impl Networks {
             (None, _) => free_subnet(&bridge, &taken)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
         };
         let gateway = subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?;
-        let network = Network { name: name.to_string(), bridge, subnet, gateway, internal: false };
+        let network = Network { name: name.to_string(), bridge, subnet, gateway, internal: false, labels: Default::default() };
         if recorded.as_ref() != Some(&network) {
             write_json(&path, &network)?;
         }
@@ -445,8 +452,15 @@ impl Networks {
     /// Makes the user network `name` (docker's `network create`): a bridge of its own, made
     /// at its first attachment, on `subnet` (default: the first free candidate) with `gateway`
     /// (default: the subnet's first address). An `internal` network gets no NAT and its
-    /// attachments no default route.
-    pub fn create(&self, name: &str, subnet: Option<Ipv4Net>, gateway: Option<Ipv4Addr>, internal: bool) -> Result<Network, Error> {
+    /// attachments no default route. `labels` are kept with it.
+    pub fn create(
+        &self,
+        name: &str,
+        subnet: Option<Ipv4Net>,
+        gateway: Option<Ipv4Addr>,
+        internal: bool,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Network, Error> {
         if !mode::valid_name(name) || ["bridge", "host", "none", "default"].contains(&name) {
             return Err(Error::Invalid { what: "network name", value: name.into(), reason: "use [a-zA-Z0-9][a-zA-Z0-9_.-]*, not a predefined network's name".into() });
         }
@@ -472,7 +486,7 @@ impl Networks {
             Some(g) => g,
             None => subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?,
         };
-        let network = Network { name: name.into(), bridge, subnet, gateway, internal };
+        let network = Network { name: name.into(), bridge, subnet, gateway, internal, labels };
         write_json(&path, &network)?;
         Ok(network)
     }
@@ -500,7 +514,7 @@ impl Networks {
         let _host = host_lock()?;
         self.reconcile_locked()?;
         let network = self.list_locked()?.into_iter().find(|n| n.name == name).ok_or_else(|| Error::NotFound(name.into()))?;
-        let attached = self.leases()?.into_iter().filter(|l| l.network == name).map(|l| Attached { address: l.address, names: l.names }).collect();
+        let attached = self.leases()?.into_iter().filter(|l| l.network == name).map(|l| Attached { address: l.address, names: l.names, netns: l.netns }).collect();
         Ok((network, attached))
     }
 

@@ -121,7 +121,7 @@ pub use containers::{Container, Containers};
 pub use error::Error;
 pub use exec::ExecOptions;
 pub use logs::{read_log, LogEntry};
-pub use network::published;
+pub use network::{networks, published, Endpoint};
 pub use resources::check_limits;
 pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, Rootfs};
 pub use state::{State, Status};

@@ -124,6 +124,80 @@ fn namespace_of(containers: &Containers, other: &str) -> Result<PathBuf, Error> 
     Ok(PathBuf::from(format!("/proc/{}/ns/net", c.state.pid)))
 }
 
+/// The store's networks (`<store>/forge/network`).
+pub fn networks(store_root: &Path) -> Result<Networks, forge_network::Error> {
+    Networks::open(&store_root.join("forge").join("network"))
+}
+
+/// A running container's place on a network, as `network inspect` and the container's
+/// `NetworkSettings` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The container's full ID.
+    pub container: String,
+    /// The network's name.
+    pub network: String,
+    /// Its address there.
+    pub address: Ipv4Addr,
+    /// The names peers find it by there (none on the default network).
+    pub names: Vec<String>,
+}
+
+impl Containers {
+    /// Gives the running container `c` an interface on `network` (docker's `network
+    /// connect`); peers there find it by its name, `aliases` and short ID. Returns its address.
+    pub fn connect(&self, c: &crate::Container, network: &str, aliases: &[String]) -> Result<Ipv4Addr, Error> {
+        if c.state.status != Status::Running {
+            return Err(Error::WrongStatus { id: c.id().into(), status: c.state.status, what: "only a running container can be connected to a network" });
+        }
+        let fail = |source| Error::Network { id: c.id().into(), source };
+        let names: Vec<String> = c.config.name.iter().chain(aliases).cloned().chain([c.short_id().to_string()]).collect();
+        networks(self.store().root()).and_then(|n| n.connect(network, c.id(), c.state.pid, c.state.pid_start, &names)).map_err(fail)
+    }
+
+    /// Takes `c`'s interface off `network` (one [`connect`](Containers::connect) added).
+    pub fn disconnect(&self, c: &crate::Container, network: &str) -> Result<(), Error> {
+        networks(self.store().root()).and_then(|n| n.disconnect(network, c.id())).map_err(|source| Error::Network { id: c.id().into(), source })
+    }
+
+    /// Where the running containers are attached. forge's leases name namespaces, not
+    /// containers (a build step's has none): an attachment is a container's when its namespace
+    /// is the one the container's init is in (same nsfs inode).
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.store().root().join("forge").join("network");
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut namespaces = HashMap::new();
+        for c in self.list()? {
+            if c.state.status != Status::Running || crate::sys::start_time(c.state.pid) != Some(c.state.pid_start) {
+                continue;
+            }
+            if let Ok(m) = std::fs::metadata(format!("/proc/{}/ns/net", c.state.pid)) {
+                namespaces.insert((m.dev(), m.ino()), c.id().to_string());
+            }
+        }
+        let networks = Networks::open(&dir)?;
+        let mut out = Vec::new();
+        for n in networks.list()? {
+            let (_, attached) = match networks.inspect(&n.name) {
+                Ok(found) => found,
+                // Removed meanwhile.
+                Err(forge_network::Error::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for a in attached {
+                let Ok(m) = std::fs::metadata(&a.netns) else { continue };
+                if let Some(id) = namespaces.get(&(m.dev(), m.ino())) {
+                    out.push(Endpoint { container: id.clone(), network: n.name.clone(), address: a.address, names: a.names });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Removes what dead supervisors left of their containers' networks (see
 /// [`Networks::reconcile`]). Best effort: a store without networks has nothing to reconcile,
 /// and what fails now is found again by the next command.
