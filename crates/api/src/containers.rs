@@ -105,9 +105,6 @@ fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ApiError> {
     if nonempty(&host.binds) || host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(ApiError::bad_request("volumes and bind mounts are not supported by forge serve yet (forge run takes them)"));
     }
-    if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(ApiError::bad_request("published ports are not supported by forge's runtime yet"));
-    }
     // The runtime has these since the security and volumes work; mapping them here is still to
     // do, and until then a container must not start without the rights it asked for.
     let resources = [
@@ -183,12 +180,7 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         }
     };
     cmd.extend(body.cmd.clone().unwrap_or_default());
-    let network = match body.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) {
-        // docker's default: the bridge network.
-        None | Some("") => forge_runtime::Network::Bridge,
-        Some(m) => m.parse().map_err(|e| ApiError::bad_request(format!("NetworkMode: {e}")))?,
-    };
-    let opts = CreateOptions {
+    let mut opts = CreateOptions {
         image,
         name,
         cmd,
@@ -197,12 +189,12 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         working_dir: body.working_dir.clone().filter(|w| !w.is_empty()),
         user: body.user.clone().filter(|u| !u.is_empty()),
         hostname: body.hostname.clone().filter(|h| !h.is_empty()),
-        network,
         auto_remove: body.host_config.as_ref().and_then(|h| h.auto_remove).unwrap_or(false),
         limits: limits(body.host_config.as_ref())?,
         // Security and mounts: refused above when asked for.
         ..CreateOptions::default()
     };
+    crate::networks::create_options(&body, &mut opts)?;
     let store = api.store.clone();
     let created = tokio::task::spawn_blocking(move || Containers::open(&store)?.create(&opts)).await??;
     Ok(http::json(StatusCode::CREATED, &ContainerCreateResponse { id: created.id().to_string(), warnings: Vec::new() }))
@@ -270,8 +262,15 @@ pub(crate) async fn by_id(api: &Api, req: Request<Incoming>, method: Method, id:
     match (method, verb) {
         (Method::GET, "json") => {
             Query::parse(req.uri().query(), &["size"])?;
-            let c = tokio::task::spawn_blocking(move || Containers::open(&store)?.get(&id)).await??;
-            Ok(http::json(StatusCode::OK, &inspect_of(&c)))
+            let body = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+                let containers = Containers::open(&store)?;
+                let c = containers.get(&id)?;
+                let mut body = serde_json::to_value(inspect_of(&c)).map_err(ApiError::internal)?;
+                body["NetworkSettings"] = crate::networks::settings_of(&containers, store.root(), &c)?;
+                Ok(body)
+            })
+            .await??;
+            Ok(http::json(StatusCode::OK, &body))
         }
         (Method::DELETE, "") => {
             let q = Query::parse(req.uri().query(), &["force", "v", "link"])?;

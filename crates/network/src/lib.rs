@@ -52,7 +52,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub use etc::{hosts, resolv_conf};
-pub use mode::{InvalidMode, InvalidPublish, Mode, Protocol, Publish};
+pub use mode::{alias, extra_host, InvalidMode, InvalidPublish, Mode, Protocol, Publish};
 pub use nat::tagged_rules;
 use sys::FileLock;
 

@@ -135,10 +135,16 @@ pub fn networks(store_root: &Path) -> Result<Networks, forge_network::Error> {
 pub struct Endpoint {
     /// The container's full ID.
     pub container: String,
+    /// The container's name.
+    pub name: Option<String>,
     /// The network's name.
     pub network: String,
     /// Its address there.
     pub address: Ipv4Addr,
+    /// The network's gateway.
+    pub gateway: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
     /// The names peers find it by there (none on the default network).
     pub names: Vec<String>,
 }
@@ -175,7 +181,7 @@ impl Containers {
                 continue;
             }
             if let Ok(m) = std::fs::metadata(format!("/proc/{}/ns/net", c.state.pid)) {
-                namespaces.insert((m.dev(), m.ino()), c.id().to_string());
+                namespaces.insert((m.dev(), m.ino()), (c.id().to_string(), c.config.name.clone()));
             }
         }
         let networks = Networks::open(&dir)?;
@@ -189,8 +195,8 @@ impl Containers {
             };
             for a in attached {
                 let Ok(m) = std::fs::metadata(&a.netns) else { continue };
-                if let Some(id) = namespaces.get(&(m.dev(), m.ino())) {
-                    out.push(Endpoint { container: id.clone(), network: n.name.clone(), address: a.address, names: a.names });
+                if let Some((id, name)) = namespaces.get(&(m.dev(), m.ino())) {
+                    out.push(Endpoint { container: id.clone(), name: name.clone(), network: n.name.clone(), address: a.address, gateway: n.gateway, prefix_len: n.subnet.prefix_len(), names: a.names });
                 }
             }
         }
