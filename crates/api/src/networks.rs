@@ -30,7 +30,7 @@ const PREDEFINED: [&str; 3] = [DEFAULT_NETWORK, "host", "none"];
 /// A network's ID. forge's networks are known by name; clients want docker's 64 hex digits,
 /// so the ID is derived from the store and the name: the same on every request, different
 /// for a same-named network of another store.
-fn network_id(store_root: &Path, name: &str) -> String {
+pub(crate) fn network_id(store_root: &Path, name: &str) -> String {
     forge_layerstore::Digest::of(format!("forge network\n{}\n{name}", store_root.display()).as_bytes()).hex().to_string()
 }
 

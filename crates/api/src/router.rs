@@ -8,7 +8,7 @@ use hyper::{Method, Request, StatusCode};
 use crate::error::ApiError;
 use crate::http::{self, Response};
 use crate::server::Api;
-use crate::{build, containers, images, networks, system, version, volumes};
+use crate::{build, containers, events, images, networks, system, version, volumes};
 
 /// Answers `req`; failures become docker's error documents.
 pub(crate) async fn handle(api: &Api, req: Request<Incoming>) -> Response {
@@ -48,7 +48,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> 
         (&Method::GET, "/version") => system::version(api, req).await,
         (&Method::GET, "/info") => system::info(api, req).await,
         (&Method::GET, "/system/df") => system::df(api, req).await,
-        (&Method::GET, "/events") => system::events(api, req).await,
+        (&Method::GET, "/events") => events::events(api, req).await,
         (&Method::POST, "/auth") => system::auth(api, req).await,
         (&Method::GET, "/images/json") => images::list(api, req).await,
         (&Method::POST, "/images/create") => images::create(api, req).await,

@@ -488,6 +488,7 @@ impl Networks {
         };
         let network = Network { name: name.into(), bridge, subnet, gateway, internal, labels };
         write_json(&path, &network)?;
+        self.event("create", name);
         Ok(network)
     }
 
@@ -533,8 +534,20 @@ impl Networks {
         }
         self.remove_bridge(&network)?;
         match fs::remove_file(self.dir.join("networks").join(format!("{name}.json"))) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io("removing a network")(e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io("removing a network")(e)),
+            _ => {}
+        }
+        self.event("destroy", name);
+        Ok(())
+    }
+
+    /// Records `action` on network `name` in the store's event journal: a network store at
+    /// `<store>/forge/network` is a store's (one elsewhere, as in tests, records nothing).
+    fn event(&self, action: &str, name: &str) {
+        let store_root = self.dir.parent().filter(|forge| forge.ends_with("forge") && self.dir.ends_with("network")).and_then(Path::parent);
+        if let Some(root) = store_root {
+            let attributes = [("name".to_string(), name.to_string()), ("type".to_string(), "bridge".to_string())].into();
+            forge_layerstore::events::record_quietly(root, forge_layerstore::events::Event::now("network", action, name, attributes));
         }
     }
 
@@ -689,6 +702,7 @@ impl Networks {
             }
             if network.name != DEFAULT_NETWORK {
                 fs::remove_file(self.dir.join("networks").join(format!("{}.json", network.name))).map_err(io("removing a network"))?;
+                self.event("destroy", &network.name);
                 pruned.networks.push(network.name.clone());
             }
         }

@@ -105,6 +105,7 @@
 mod config;
 mod containers;
 mod error;
+mod events;
 mod exec;
 mod logs;
 mod monitor;

@@ -158,12 +158,16 @@ impl Containers {
         }
         let fail = |source| Error::Network { id: c.id().into(), source };
         let names: Vec<String> = c.config.name.iter().chain(aliases).cloned().chain([c.short_id().to_string()]).collect();
-        networks(self.store().root()).and_then(|n| n.connect(network, c.id(), c.state.pid, c.state.pid_start, &names)).map_err(fail)
+        let address = networks(self.store().root()).and_then(|n| n.connect(network, c.id(), c.state.pid, c.state.pid_start, &names)).map_err(fail)?;
+        self.network_event(network, "connect", c.id());
+        Ok(address)
     }
 
     /// Takes `c`'s interface off `network` (one [`connect`](Containers::connect) added).
     pub fn disconnect(&self, c: &crate::Container, network: &str) -> Result<(), Error> {
-        networks(self.store().root()).and_then(|n| n.disconnect(network, c.id())).map_err(|source| Error::Network { id: c.id().into(), source })
+        networks(self.store().root()).and_then(|n| n.disconnect(network, c.id())).map_err(|source| Error::Network { id: c.id().into(), source })?;
+        self.network_event(network, "disconnect", c.id());
+        Ok(())
     }
 
     /// Where the running containers are attached. forge's leases name namespaces, not

@@ -130,6 +130,7 @@ impl Volumes {
             let _ = fs::remove_dir_all(&new);
             return Err(e);
         }
+        crate::events::volume(self.containers.store().root(), "create", &name);
         Ok(volume)
     }
 
@@ -179,6 +180,7 @@ impl Volumes {
     fn remove_locked(&self, name: &str) -> Result<(), Error> {
         let aside = self.dir.join(format!(".rm-{name}"));
         fs::rename(self.path(name), &aside).map_err(io("removing", self.path(name)))?;
+        crate::events::volume(self.containers.store().root(), "destroy", name);
         fs::remove_dir_all(&aside).map_err(io("removing", &aside))
     }
 
