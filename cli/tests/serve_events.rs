@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::serve::{message, raw, Server};
+use common::server::{message, raw, Server};
 use common::Forge;
 
 const FORMAT: &str = "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}";

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
-use common::serve::{message, raw, Server};
+use common::server::{message, raw, Server};
 use common::{eventually, Background, Forge};
 
 #[test]

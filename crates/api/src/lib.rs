@@ -28,6 +28,10 @@
 //!     group: Some("docker".into()),
 //!     registry: forge_registry::ClientConfig::default(),
 //!     tls: None,
+//!     monitor: forge_runtime::MonitorCommand {
+//!         program: "/usr/bin/forge".into(),
+//!         args: vec!["--root".into(), "/var/lib/forge".into(), "container".into(), "monitor".into()],
+//!     },
 //! };
 //! // Until SIGTERM or SIGINT; then requests in flight finish and the socket is removed.
 //! forge_api::serve(opts).await
@@ -41,12 +45,14 @@ mod containers;
 mod credentials;
 mod error;
 mod events;
+mod exec;
 mod http;
 mod images;
 mod listen;
 mod networks;
 mod query;
 mod router;
+mod running;
 mod server;
 mod system;
 mod tls;

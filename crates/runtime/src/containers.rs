@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use forge_layerstore::snapshot::Error as SnapshotError;
 use forge_layerstore::Store;
@@ -76,6 +76,11 @@ impl Containers {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The directory of every container's records.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub(crate) fn path(&self, id: &str) -> PathBuf {
@@ -642,11 +647,11 @@ impl Containers {
     }
 
     pub(crate) fn remove_locked(&self, id: &str, name: Option<&str>, lock: Lock) -> Result<(), Error> {
-        let state: State = read_json(&self.path(id).join("state.json"))?;
+        let mut state: State = read_json(&self.path(id).join("state.json"))?;
         if state.status == Status::Running {
-            let mut state = state;
             self.record_lost(id, &mut state)?;
         }
+        self.fill_exit_slots(id, &state);
         let attributes = self.event_attributes(id);
         self.remove_records_and_layer(id, name)?;
         self.event_with(id, "destroy", attributes, &[]);
@@ -704,8 +709,8 @@ impl Containers {
     }
 }
 
-/// A fresh container ID: 32 random bytes in hex, as docker's.
-pub(crate) fn new_id() -> Result<String, Error> {
+/// A fresh container (or exec) ID: 32 random bytes in hex, as docker's.
+pub fn new_id() -> Result<String, Error> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(io("reading", "/dev/urandom"))?;

@@ -90,7 +90,7 @@ impl LogWriter {
 /// How often a follower looks for more: the log is a plain file, and polling it keeps
 /// followers free of the writer's cooperation (as docker's json-file follower is without
 /// inotify).
-const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Containers {
     /// Where a container's log is (`<id>/<id>-json.log`, as docker names it).
@@ -152,6 +152,11 @@ pub fn read_log(path: &Path, offset: u64) -> Result<(Vec<LogEntry>, u64), Error>
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Vec::new(), offset)),
         other => other.map_err(io("opening the log", path))?,
     };
+    read_entries(&mut file, path, offset)
+}
+
+/// [`read_log`] on an open log (`path` names it in errors).
+pub(crate) fn read_entries(file: &mut File, path: &Path, offset: u64) -> Result<(Vec<LogEntry>, u64), Error> {
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(offset)).and_then(|_| file.read_to_end(&mut bytes)).map_err(io("reading the log", path))?;
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);

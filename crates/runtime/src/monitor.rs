@@ -6,8 +6,10 @@
 //! monitor's standard output (a pipe): the container started, or why not; the monitor then
 //! points its standard streams at `/dev/null` and carries on in a session of its own.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -39,12 +41,32 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(60);
 const RAN_LONG: Duration = Duration::from_secs(10);
 
+/// How a program re-executes itself into [`Containers::monitor`]: `program args... ID` (forge's
+/// hidden `forge --root STORE container monitor ID`). Made once by the CLI, and handed to
+/// `forge serve`, so every starter of a container starts the same monitor.
+#[derive(Debug, Clone)]
+pub struct MonitorCommand {
+    /// The executable (absolute: the monitor outlives its starter's working directory).
+    pub program: PathBuf,
+    /// The arguments before the container's ID.
+    pub args: Vec<OsString>,
+}
+
+impl MonitorCommand {
+    fn command(&self, id: &str) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args).arg(id);
+        c
+    }
+}
+
 impl Containers {
     /// Starts `container` under a monitor and returns its init's PID once it runs. `monitor`
-    /// re-executes this program into [`Containers::monitor`] for the container's ID (forge's
-    /// hidden `container monitor ID`, with the same store); the monitor outlives the caller.
-    pub fn start_detached(&self, container: &Container, mut monitor: Command) -> Result<u32, Error> {
+    /// re-executes this program into [`Containers::monitor`] for the container's ID (with the
+    /// same store); the monitor outlives the caller.
+    pub fn start_detached(&self, container: &Container, monitor: &MonitorCommand) -> Result<u32, Error> {
         let id = container.id();
+        let mut monitor = monitor.command(id);
         match self.try_lock(id)? {
             Some(lock) => drop(lock),
             None if self.path(id).exists() => {

@@ -1,5 +1,4 @@
-//! `forge serve` for the tests that drive it: a server on a socket of its own, the docker CLI
-//! pointed at it, and raw HTTP requests for what a well-behaved client never sends.
+//! A `forge serve` for tests that drive it with the real docker CLIs, and raw HTTP helpers.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -9,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::{eventually, Forge, Ran};
 
+/// Debian's docker.io 20.10 client.
 pub const DOCKER: &str = "/usr/bin/docker";
 
 /// A `forge serve` on a socket in its own directory; stopped with SIGTERM on drop.
