@@ -1,7 +1,6 @@
 //! `/containers/...`: create, list, inspect, remove, prune here; what is done to a created
 //! container (start, stop, logs, ...) in `running.rs`, through `by_id`.
 
-use std::collections::HashMap;
 
 use bollard_stubs::models::{
     ContainerConfig, ContainerCreateBody, ContainerCreateResponse, ContainerInspectResponse, ContainerPruneResponse, ContainerState,
@@ -44,7 +43,7 @@ pub(crate) fn summary(c: &Container) -> ContainerSummary {
         command: Some(c.config.args.join(" ")),
         created: Some(unix_time(&c.config.created)),
         ports: Some(Vec::new()),
-        labels: Some(HashMap::new()),
+        labels: Some(c.config.labels.clone().into_iter().collect()),
         state: Some(match c.state.status {
             Status::Created => ContainerSummaryStateEnum::CREATED,
             Status::Running if c.state.paused => ContainerSummaryStateEnum::PAUSED,
@@ -81,8 +80,7 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
             && any("status", &|v| v == c.state.status.to_string())
             && any("ancestor", &|v| c.config.image == v || c.config.image_digest == v)
             && any("exited", &|v| c.state.status == Status::Exited && v.parse() == Ok(c.state.exit_code))
-            // forge's containers carry no labels (yet), so a label filter matches none.
-            && filters.values("label").is_empty()
+            && filters.values("label").iter().all(|l| crate::query::label_matches(&c.config.labels, l))
     };
     let mut out: Vec<ContainerSummary> = containers
         .iter()
@@ -98,13 +96,10 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
 
 /// What of a create request forge's runtime cannot honour yet: refused, not ignored.
 fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ApiError> {
-    if body.labels.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(ApiError::bad_request("container labels are not stored by forge's runtime yet"));
-    }
     let Some(host) = &body.host_config else { return Ok(()) };
     let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
-    if nonempty(&host.binds) || host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(ApiError::bad_request("volumes and bind mounts are not supported by forge serve yet (forge run takes them)"));
+    if host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(ApiError::bad_request("HostConfig.Mounts is not supported by forge serve yet (Binds is)"));
     }
     // The runtime has these since the security and volumes work; mapping them here is still to
     // do, and until then a container must not start without the rights it asked for.
@@ -194,7 +189,9 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         limits: limits(body.host_config.as_ref())?,
         interactive: body.open_stdin.unwrap_or(false),
         tty: body.tty.unwrap_or(false),
-        // Security and mounts: refused above when asked for.
+        labels: body.labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect(),
+        mounts: crate::volumes::binds(body.host_config.as_ref())?,
+        // Security: refused above when asked for.
         ..CreateOptions::default()
     };
     crate::networks::create_options(&body, &mut opts)?;
@@ -243,6 +240,7 @@ fn inspect_of(c: &Container) -> ContainerInspectResponse {
             working_dir: Some(c.config.working_dir.clone()),
             tty: Some(c.config.tty),
             open_stdin: Some(c.config.open_stdin),
+            labels: Some(c.config.labels.clone().into_iter().collect()),
             ..Default::default()
         }),
         // docker's clients read it (`start -a`, `run`): never left out.

@@ -49,10 +49,7 @@ fn matches(f: &Filters, e: &Event) -> bool {
         && any("network", &|v| is("network") && (e.id == v || attr("name") == v))
         && any("volume", &|v| is("volume") && e.id == v)
         && any("scope", &|v| v == "local")
-        && f.values("label").iter().all(|l| match l.split_once('=') {
-            Some((k, v)) => e.attributes.get(k).is_some_and(|have| have == v),
-            None => e.attributes.contains_key(l.as_str()),
-        })
+        && f.values("label").iter().all(|l| crate::query::label_matches(&e.attributes, l))
 }
 
 /// docker's event message. Written by hand: besides bollard-stubs' `EventMessage` fields it

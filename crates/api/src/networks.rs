@@ -91,7 +91,9 @@ fn inspect_of(e: &Entry, endpoints: Option<&[Endpoint]>) -> NetworkInspect {
         .iter()
         .map(|r| IpamConfig { subnet: Some(r.subnet.to_string()), gateway: Some(r.gateway.to_string()), ..Default::default() })
         .collect();
-    let options = e.record.iter().map(|r| ("com.docker.network.bridge.name".to_string(), r.bridge.clone())).collect();
+    // A user network's options are those it was created with (none: forge takes none), which
+    // compose compares with its file; the default network shows its bridge, as docker's.
+    let options = e.record.iter().filter(|r| r.name == DEFAULT_NETWORK).map(|r| ("com.docker.network.bridge.name".to_string(), r.bridge.clone())).collect();
     let containers = endpoints.map(|eps| {
         eps.iter()
             .filter(|ep| ep.network == e.name)
@@ -152,17 +154,13 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
     let out: Vec<NetworkInspect> = entries
         .iter()
         .filter(|e| {
-            let labels = e.record.as_ref().map(|r| &r.labels);
             any("name", &|v| e.name.contains(v))
                 && any("id", &|v| e.id.starts_with(v))
                 && any("driver", &|v| v == e.driver())
                 && any("scope", &|v| v == "local")
                 && any("type", &|v| (v == "builtin") == e.predefined())
                 // Every label filter must match, as docker's.
-                && filters.values("label").iter().all(|l| {
-                    let (k, v) = l.split_once('=').map_or((l.as_str(), None), |(k, v)| (k, Some(v)));
-                    labels.and_then(|m| m.get(k)).is_some_and(|have| v.is_none_or(|v| v == have))
-                })
+                && filters.values("label").iter().all(|l| e.record.as_ref().is_some_and(|r| crate::query::label_matches(&r.labels, l)))
                 && dangling.is_none_or(|d| d == (!e.predefined() && !endpoints.iter().any(|ep| ep.network == e.name)))
         })
         .map(|e| inspect_of(e, None))

@@ -136,7 +136,7 @@ impl Containers {
                 let v = match volumes.get(name) {
                     Ok(v) => v,
                     Err(Error::NoSuchVolume(_)) => {
-                        let v = volumes.create_locked(Some(name), anonymous.contains(name))?;
+                        let v = volumes.create_locked(Some(name), anonymous.contains(name), Default::default())?;
                         made_volumes.push(v.mountpoint.clone());
                         v
                     }
