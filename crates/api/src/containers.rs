@@ -244,7 +244,13 @@ fn inspect_of(c: &Container) -> ContainerInspectResponse {
             ..Default::default()
         }),
         // docker's clients read it (`start -a`, `run`): never left out.
-        host_config: Some(bollard_stubs::models::HostConfig { auto_remove: Some(c.config.auto_remove), ..Default::default() }),
+        host_config: Some(bollard_stubs::models::HostConfig {
+            auto_remove: Some(c.config.auto_remove),
+            // The runtime writes docker's json-file log (compose reads logs only of that driver).
+            log_config: Some(bollard_stubs::models::HostConfigLogConfig { typ: Some("json-file".into()), config: Some(Default::default()) }),
+            network_mode: Some(c.config.network.to_string()),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
