@@ -61,6 +61,10 @@ fn docker_cli_creates_lists_inspects_and_removes_networks() {
         let r = server.docker(args);
         assert!(!r.ok && r.stderr.contains(why), "{args:?}: {}", r.stderr);
     }
+    // A refused create holds no bridge name (claims are host-wide: a leaked one is a name lost).
+    let claims: Vec<String> = std::fs::read_dir("/run/forge/network/bridges").unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default()).collect();
+    let ours = format!("{}\nx3", forge.store().join("forge/network").display());
+    assert!(!claims.contains(&ours), "the refused network x3 still claims a bridge");
     let (code, body) = raw(&server.socket, "POST", "/v1.41/networks/create", "application/json", br#"{"Name": "x5", "IPAM": {"Config": [{"Subnet": "nonsense"}]}}"#);
     assert_eq!((code, message(&body).contains("invalid subnet \"nonsense\"")), (400, true), "{body}");
     let (code, body) = raw(&server.socket, "POST", "/v1.41/networks/create", "application/json", br#"{"Name": "x6", "IPAM": {"Config": [{"Subnet": "fd00::/64"}]}}"#);
@@ -78,6 +82,10 @@ fn docker_cli_creates_lists_inspects_and_removes_networks() {
 #[test]
 fn docker_cli_connects_and_disconnects_running_containers() {
     let forge = Forge::with_busybox();
+    // The default network on a subnet of its own too (its config's default_subnet).
+    let network_dir = forge.store().join("forge/network");
+    std::fs::create_dir_all(&network_dir).unwrap();
+    std::fs::write(network_dir.join("config.json"), r#"{"default_subnet": "10.231.11.0/24"}"#).unwrap();
     let server = Server::start(&forge, &[]);
     server.ok(&["network", "create", "--subnet", "10.231.9.0/24", "front"]);
     let one = Background::start_with(&forge, &["--network", "front", "--network-alias", "alpha"], "one", "echo ready; exec sleep 300");

@@ -471,20 +471,14 @@ impl Networks {
         }
         let taken: Vec<Ipv4Net> = self.list_locked()?.into_iter().map(|n| n.subnet).collect();
         let bridge = self.claim_bridge(name)?;
-        let subnet = match subnet {
-            Some(s) if s.prefix_len() > 30 => return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it has no room for a gateway and a container".into() }),
-            Some(s) if taken.iter().any(|t| t.contains(&s.network()) || s.contains(&t.network())) => {
-                return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it overlaps another network of the store".into() });
+        // A refused create leaves no claim behind.
+        let addresses = pick_addresses(name, &bridge, subnet, gateway, &taken);
+        let (subnet, gateway) = match addresses {
+            Ok(picked) => picked,
+            Err(e) => {
+                let _ = fs::remove_file(Path::new(HOST_DIR).join("bridges").join(&bridge));
+                return Err(e);
             }
-            Some(s) => s.trunc(),
-            None => free_subnet(&bridge, &taken)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
-        };
-        let gateway = match gateway {
-            Some(g) if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() => {
-                return Err(Error::Invalid { what: "gateway", value: g.to_string(), reason: format!("it is not a host address of {subnet}") });
-            }
-            Some(g) => g,
-            None => subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?,
         };
         let network = Network { name: name.into(), bridge, subnet, gateway, internal, labels };
         write_json(&path, &network)?;
@@ -744,6 +738,27 @@ fn teardown(dir: &Path, lease: &Lease) -> Result<(), Error> {
     }
     let _ = fs::remove_file(leases.join(format!("{}.lock", lease.id)));
     Ok(())
+}
+
+/// The subnet and gateway of a new network `name` on `bridge`: the ones asked for, checked, or
+/// the first free subnet and its first address.
+fn pick_addresses(name: &str, bridge: &str, subnet: Option<Ipv4Net>, gateway: Option<Ipv4Addr>, taken: &[Ipv4Net]) -> Result<(Ipv4Net, Ipv4Addr), Error> {
+    let subnet = match subnet {
+        Some(s) if s.prefix_len() > 30 => return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it has no room for a gateway and a container".into() }),
+        Some(s) if taken.iter().any(|t| t.contains(&s.network()) || s.contains(&t.network())) => {
+            return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it overlaps another network of the store".into() });
+        }
+        Some(s) => s.trunc(),
+        None => free_subnet(bridge, taken)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
+    };
+    let gateway = match gateway {
+        Some(g) if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() => {
+            return Err(Error::Invalid { what: "gateway", value: g.to_string(), reason: format!("it is not a host address of {subnet}") });
+        }
+        Some(g) => g,
+        None => subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?,
+    };
+    Ok((subnet, gateway))
 }
 
 /// Whether `subnet` overlaps none of `taken` (the store's other networks, whose bridges may
