@@ -238,7 +238,7 @@ fn sigterm_lets_a_running_build_finish_then_exits() {
 fn docker_cli_creates_lists_inspects_and_removes_containers() {
     let forge = Forge::with_busybox();
     let server = Server::start(&forge, &[]);
-    let id = server.ok(&["create", "--name", "web", "-e", "A=1", "-w", "/tmp", "busybox", "echo", "hi"]).stdout.trim().to_string();
+    let id = server.ok(&["create", "--network", "none", "--name", "web", "-e", "A=1", "-w", "/tmp", "busybox", "echo", "hi"]).stdout.trim().to_string();
     assert_eq!(id.len(), 64, "{id}");
     let ps = server.ok(&["ps", "-a", "--format", "{{.ID}} {{.Names}} {{.Status}} {{.Command}}"]);
     assert_eq!(ps.stdout.trim(), format!("{} web Created \"echo hi\"", &id[..12]));

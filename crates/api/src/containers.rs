@@ -246,7 +246,7 @@ fn inspect_of(c: &Container) -> ContainerInspectResponse {
         // docker's clients read it (`start -a`, `run`): never left out.
         host_config: Some(bollard_stubs::models::HostConfig {
             auto_remove: Some(c.config.auto_remove),
-            // The runtime writes docker's json-file log (compose reads logs only of that driver).
+            // What forge's monitor writes (docker-py reads it to decide whether logs can be read).
             log_config: Some(bollard_stubs::models::HostConfigLogConfig { typ: Some("json-file".into()), config: Some(Default::default()) }),
             network_mode: Some(c.config.network.to_string()),
             ..Default::default()
@@ -316,11 +316,7 @@ pub(crate) async fn by_id(api: &Api, req: Request<Incoming>, method: Method, id:
             running::find(api, &id).await?;
             crate::exec::resize(req).await
         }
-        (Method::GET | Method::PUT | Method::HEAD, "archive") => {
-            // Checked first, so a wrong ID is still a 404.
-            tokio::task::spawn_blocking(move || Containers::open(&store)?.get(&id)).await??;
-            Err(ApiError::not_implemented(format!("{verb}: not supported by forge serve yet")))
-        }
+        (m @ (Method::GET | Method::PUT | Method::HEAD), "archive") => crate::archive::archive(api, req, m, &id).await,
         (m, v) => Err(ApiError::not_found(format!("page not found: {m} /containers/{{id}}/{v}"))),
     }
 }

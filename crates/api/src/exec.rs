@@ -27,7 +27,13 @@ struct Exec {
     started: bool,
     running: bool,
     exit_code: Option<i64>,
+    /// When it ended: an ended instance is forgotten a while later.
+    ended: Option<std::time::Instant>,
 }
+
+/// How long an ended exec instance can still be inspected (its client reads its exit code
+/// right after its stream ends); docker's daemon keeps them a few minutes too.
+const KEEP_ENDED: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The exec instances made through this server, by ID.
 #[derive(Default)]
@@ -62,8 +68,11 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>, id: &str) -> Resul
         return Err(ApiError::conflict(format!("Container {} is paused, unpause the container before exec", c.id())));
     }
     let exec_id = tokio::task::spawn_blocking(forge_runtime::new_id).await??;
-    let exec = Exec { container: c.id().to_string(), config, started: false, running: false, exit_code: None };
-    api.execs.0.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.clone(), Arc::new(Mutex::new(exec)));
+    let exec = Exec { container: c.id().to_string(), config, started: false, running: false, exit_code: None, ended: None };
+    let mut execs = api.execs.0.lock().unwrap_or_else(|e| e.into_inner());
+    execs.retain(|_, e| lock(e).ended.is_none_or(|t| t.elapsed() < KEEP_ENDED));
+    execs.insert(exec_id.clone(), Arc::new(Mutex::new(exec)));
+    drop(execs);
     // Written by hand: bollard's `IdResponse` serializes its key as `id`; docker's is `Id`.
     Ok(http::json(StatusCode::CREATED, &serde_json::json!({ "Id": exec_id })))
 }
@@ -125,6 +134,7 @@ pub(crate) async fn start(api: &Api, mut req: Request<Incoming>, id: &str) -> Re
         let mut e = lock(&exec);
         e.running = false;
         e.exit_code = Some(code);
+        e.ended = Some(std::time::Instant::now());
         Ok(())
     };
     if start.detach == Some(true) {

@@ -40,6 +40,7 @@
 
 #![deny(missing_docs)]
 
+mod archive;
 mod build;
 mod containers;
 mod credentials;

@@ -123,10 +123,13 @@ pub(crate) async fn wait(api: &Api, req: Request<Incoming>, id: &str) -> Result<
     };
     let (cs, c) = find(api, id).await?;
     let (lines, resp) = http::lines();
+    let stopping = api.stopping.clone();
     tokio::task::spawn_blocking(move || {
         // Written by hand: bollard's model leaves out a null `Error`, which docker sends.
-        let answer = match cs.wait_for(&c, condition) {
-            Ok(state) => serde_json::json!({ "StatusCode": state.exit_code, "Error": null }),
+        let answer = match cs.wait_for(&c, condition, &|| lines.is_closed() || *stopping.borrow()) {
+            Ok(Some(state)) => serde_json::json!({ "StatusCode": state.exit_code, "Error": null }),
+            // The client is gone, or the server stops: the connection ends without an answer.
+            Ok(None) => return,
             Err(e) => serde_json::json!({ "StatusCode": -1, "Error": { "Message": e.to_string() } }),
         };
         lines.send(&answer);
@@ -179,9 +182,8 @@ impl Selection {
 fn unix_time(q: &Query, name: &str) -> Result<Option<SystemTime>, ApiError> {
     match q.number::<f64>(name)? {
         Some(s) if s.is_finite() && s > 0.0 => Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s))),
-        Some(s) if s == 0.0 => Ok(None),
-        Some(s) => Err(ApiError::bad_request(format!("invalid {name} {s}: not a Unix time"))),
-        None => Ok(None),
+        Some(s) if s != 0.0 => Err(ApiError::bad_request(format!("invalid {name} {s}: not a Unix time"))),
+        _ => Ok(None),
     }
 }
 
@@ -204,6 +206,7 @@ pub(crate) async fn logs(api: &Api, req: Request<Incoming>, id: &str) -> Result<
     let (cs, c) = find(api, id).await?;
     let sel = Selection { stdout, stderr, timestamps: q.flag("timestamps"), tty: c.config.tty };
     let (mut out, resp) = http::bytes_stream(stream_type(sel.tty));
+    let stopping = api.stopping.clone();
     tokio::task::spawn_blocking(move || {
         let at = |e: &LogEntry| humantime::parse_rfc3339(&e.time).ok();
         let in_time = |e: &LogEntry| since.is_none_or(|s| at(e).is_some_and(|t| t >= s)) && until.is_none_or(|u| at(e).is_some_and(|t| t <= u));
@@ -218,12 +221,18 @@ pub(crate) async fn logs(api: &Api, req: Request<Incoming>, id: &str) -> Result<
                 sel.write(e, &mut out).map_err(io)?;
             }
             if follow && until.is_none_or(|u| u > SystemTime::now()) {
-                cs.follow_log(c.id(), offset, &mut |e: &LogEntry| -> Result<(), forge_runtime::Error> {
-                    if in_time(e) {
-                        sel.write(e, &mut out).map_err(io)?;
-                    }
-                    Ok(())
-                })?;
+                let closed = out.closed_check();
+                cs.follow_log_until(
+                    c.id(),
+                    offset,
+                    &mut |e: &LogEntry| -> Result<(), forge_runtime::Error> {
+                        if in_time(e) {
+                            sel.write(e, &mut out).map_err(io)?;
+                        }
+                        Ok(())
+                    },
+                    &|| closed() || *stopping.borrow() || until.is_some_and(|u| u <= SystemTime::now()),
+                )?;
             }
             Ok(())
         })();
@@ -300,23 +309,28 @@ impl Hijack {
 
 /// `POST /containers/{id}/attach`: its output (the log so far with `logs`, and with `stream`
 /// what it writes until it ends, waiting for its start when it was only created, as `docker
-/// run` attaches first). Its input is not passed on: a detached container's monitor holds
-/// its standard input open but has no way in for it yet.
+/// run` attaches first); with `stdin`, the client's input goes to a container made with `-i`.
 pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri().query(), &["stream", "stdin", "stdout", "stderr", "logs", "detachKeys"])?;
     let (cs, c) = find(api, id).await?;
-    if q.flag("stdin") && c.config.open_stdin && !c.config.tty {
-        // Without a terminal a client sends its input and closes; forge would drop it, so it
-        // is refused (with a terminal, `docker run -it`'s keys are dropped, its output shown).
-        return Err(ApiError::not_implemented("attaching to a container's standard input is not supported by forge serve yet"));
-    }
+    let feed = q.flag("stdin") && c.config.open_stdin;
     let sel = Selection { stdout: q.flag("stdout"), stderr: q.flag("stderr"), timestamps: false, tty: c.config.tty };
     let (logs, stream) = (q.flag("logs"), q.flag("stream"));
     let hijack = Hijack::of(&mut req);
+    let stopping = api.stopping.clone();
+    let store = api.store.clone();
     Ok(hijack.run(stream_type(sel.tty), move |out, input| {
-        // The client's input is read and dropped, so it never blocks on a full socket.
         if let Some(mut input) = input {
-            std::thread::spawn(move || std::io::copy(&mut input, &mut std::io::sink()));
+            let (c, stopping) = (c.clone(), stopping.clone());
+            // Not joined: it ends with the client's input (or the container's).
+            std::thread::spawn(move || {
+                let stdin = if feed { Containers::open(&store).and_then(|cs| cs.open_stdin(&c, &|| *stopping.borrow())).ok().flatten() } else { None };
+                match stdin {
+                    Some(mut stdin) => std::io::copy(&mut input, &mut stdin),
+                    // Read and dropped, so the client never blocks on a full socket.
+                    None => std::io::copy(&mut input, &mut std::io::sink()),
+                }
+            });
         }
         let send = |e: &LogEntry, out: &mut dyn Write| sel.write(e, out).map_err(|e| forge_runtime::Error::Copy { message: format!("sending its output: {e}") });
         if logs {
@@ -326,7 +340,8 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
             }
         }
         if stream {
-            cs.follow_run(&c, &mut |e: &LogEntry| send(e, out)).map_err(|e| e.to_string())?;
+            // A client gone is seen at the next output; the server's stop ends it at once.
+            cs.follow_run(&c, &mut |e: &LogEntry| send(e, out), &|| *stopping.borrow()).map_err(|e| e.to_string())?;
         }
         Ok(())
     }))
@@ -394,11 +409,13 @@ pub(crate) async fn stats(api: &Api, req: Request<Incoming>, id: &str) -> Result
     }
     let (lines, resp) = http::lines();
     let store = api.store.clone();
+    let mut stopping = api.stopping.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = lines.closed() => return,
+                _ = stopping.wait_for(|s| *s) => return,
             }
             let (store, c) = (store.clone(), c.clone());
             let Ok(Ok(Some(mut now))) = tokio::task::spawn_blocking(move || Containers::open(&store).map(|cs| sample(&cs, &c))).await else { return };
@@ -440,7 +457,11 @@ pub(crate) async fn export(api: &Api, req: Request<Incoming>, id: &str) -> Resul
     let root = blocking(move || cs.snapshot_view(&c)).await?;
     let (mut out, resp) = http::bytes_stream("application/x-tar");
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = root.archive("/", "", &forge_runtime::ArchiveOptions::default(), &mut out) {
+        let archived = root.archive("/", "", &forge_runtime::ArchiveOptions::default(), &mut out);
+        // Unmounted and unlocked before the stream ends, so the client's next request finds
+        // the container free.
+        drop(root);
+        if let Err(e) = archived {
             out.fail(e.to_string());
         }
     });

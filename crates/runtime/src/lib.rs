@@ -126,7 +126,7 @@ pub use logs::{read_log, LogEntry};
 pub use monitor::MonitorCommand;
 pub use network::{networks, published, Endpoint};
 pub use resources::{check_limits, host_cpu, host_memory, Top};
-pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, Rootfs};
+pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, PathStat, Rootfs};
 pub use state::{State, Status};
 pub use sys::SignalProxy;
 pub use userns::{remap_mapping, store_default as userns_store_default, Userns};

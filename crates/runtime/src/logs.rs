@@ -101,7 +101,13 @@ impl Containers {
     /// Passes the entries written to the container's log from byte `offset` on to `each` as
     /// they come, until the container no longer runs and all it wrote was passed on (`logs -f`,
     /// `attach`). Stops early, with its error, when `each` fails.
-    pub fn follow_log<E: From<Error>>(&self, id: &str, mut offset: u64, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>) -> Result<(), E> {
+    pub fn follow_log<E: From<Error>>(&self, id: &str, offset: u64, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>) -> Result<(), E> {
+        self.follow_log_until(id, offset, each, &|| false)
+    }
+
+    /// [`Containers::follow_log`] that also stops, early, once `cancelled` says so (a server's
+    /// client went away, or the server stops).
+    pub fn follow_log_until<E: From<Error>>(&self, id: &str, mut offset: u64, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>, cancelled: &dyn Fn() -> bool) -> Result<(), E> {
         let path = self.log_path(id);
         loop {
             // Whether it still runs, read before the log: what it wrote before it ended is
@@ -112,7 +118,7 @@ impl Containers {
             for e in &entries {
                 each(e)?;
             }
-            if !running {
+            if !running || cancelled() {
                 return Ok(());
             }
             std::thread::sleep(POLL);

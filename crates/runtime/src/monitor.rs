@@ -8,6 +8,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -30,6 +31,19 @@ use crate::sys::{detach_stdio, kill_if_same, new_session, parse_signal};
 enum Ready {
     Started { pid: u32 },
     Failed { message: String, code: u8 },
+}
+
+/// The FIFO through which an attached client's input reaches a detached container made with
+/// `-i`: its monitor reads it, a client's writer opens it (`Containers::open_stdin`).
+const STDIN_FIFO: &str = "stdin";
+
+/// Makes the FIFO at `path` afresh (one left by an earlier run may have no reader).
+fn make_fifo(path: &std::path::Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing", path)(e)),
+        _ => {}
+    }
+    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).map_err(|e| io("making the input FIFO", path)(e.into()))
 }
 
 /// Present while the container was stopped by hand (`stop`, `kill`): no restart policy applies
@@ -122,10 +136,15 @@ impl Containers {
         let mut log = LogWriter::open(&self.log_path(id))?;
         let mut log_failed = None;
         let mut delay = FIRST_DELAY;
+        let fifo = self.path(id).join(STDIN_FIFO);
+        if config.open_stdin {
+            make_fifo(&fifo)?;
+        }
         loop {
             let began = Instant::now();
-            // `-i`: held, never written, so the command's input stays open until it exits
-            // (`run -di IMAGE sh` keeps running).
+            // `-i`: held open, so the command's input stays open until it exits (`run -di
+            // IMAGE sh` keeps running), and fed by the first client that attaches to it (see
+            // `Containers::open_stdin`), whose end of input ends it, as docker's `StdinOnce`.
             let mut stdin = None;
             let mut init = 0;
             let mut progress = |p: Progress| match p {
@@ -138,7 +157,16 @@ impl Containers {
                         let _ = detach_stdio();
                     }
                 }
-                Progress::Stdin(s) => stdin = Some(s),
+                Progress::Stdin(mut s) => {
+                    let fifo = fifo.clone();
+                    // Not joined: it waits for a client for as long as the command runs, and
+                    // ends with this process.
+                    stdin = Some(std::thread::spawn(move || {
+                        if let Ok(mut from) = fs::File::open(&fifo) {
+                            let _ = std::io::copy(&mut from, &mut s);
+                        }
+                    }));
+                }
             };
             let mut output = |stream, bytes: &[u8]| {
                 if let Err(e) = log.write(stream, bytes) {
@@ -250,6 +278,38 @@ impl Containers {
         // Removed (`--rm`) once it ended: its records are gone.
         let _lock = self.lock(id)?.ok_or_else(|| Error::NotFound(id.into()))?;
         read_json(&self.path(id).join("state.json"))
+    }
+
+    /// The writing end of a running container's standard input (made with `-i`), for an
+    /// attached client, once its command runs; waits for its start (a client attaches before it
+    /// starts, as `docker run -i`). `None` when it ended, or `cancelled` said so, first. The
+    /// first writer's end of input is the command's.
+    pub fn open_stdin(&self, container: &Container, cancelled: &dyn Fn() -> bool) -> Result<Option<fs::File>, Error> {
+        let id = container.id();
+        if !container.config.open_stdin {
+            return Err(Error::Invalid { what: "attach", value: id.into(), reason: "its standard input is closed: it was not made with -i".into() });
+        }
+        let fifo = self.path(id).join(STDIN_FIFO);
+        let first = container.state.started_at.clone();
+        loop {
+            // Non-blocking: with no reader (not started yet, or ended) the open fails at once.
+            match fs::File::options().write(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(&fifo) {
+                Ok(file) => {
+                    let fd = std::os::fd::AsFd::as_fd(&file);
+                    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| io("opening", &fifo)(e.into()))?;
+                    rustix::fs::fcntl_setfl(fd, flags - rustix::fs::OFlags::NONBLOCK).map_err(|e| io("opening", &fifo)(e.into()))?;
+                    return Ok(Some(file));
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) || e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("opening", &fifo)(e)),
+            }
+            let state: Option<State> = read_json(&self.path(id).join("state.json")).ok();
+            let ended = state.as_ref().is_none_or(|s| s.status != Status::Running && s.started_at != first);
+            if ended || cancelled() {
+                return Ok(None);
+            }
+            std::thread::sleep(crate::logs::POLL);
+        }
     }
 
     pub(crate) fn mark_stopped(&self, id: &str) -> Result<(), Error> {

@@ -56,41 +56,47 @@ impl Containers {
         }
     }
 
-    /// Waits for `condition` and returns the container's state then. A container removed
-    /// meanwhile answers with the state it ended in when it was removed after its exit, else
-    /// [`Error::NotFound`].
-    pub fn wait_for(&self, container: &Container, condition: WaitCondition) -> Result<State, Error> {
+    /// Waits for `condition` and returns the container's state then; `None` once `cancelled`
+    /// says so first (a server's client went away). A container removed meanwhile answers with
+    /// the state it ended in when it was removed after its exit, else [`Error::NotFound`].
+    ///
+    /// It polls rather than blocks on the container's lock: a blocked thread could not be
+    /// called off, and a lock held by a waiter, however briefly, would make a concurrent start
+    /// fail as if the container ran.
+    pub fn wait_for(&self, container: &Container, condition: WaitCondition, cancelled: &dyn Fn() -> bool) -> Result<Option<State>, Error> {
         let id = container.id();
         let slot = self.exit_slot(id)?;
         let first = container.state.clone();
         if condition == WaitCondition::NotRunning && first.status != Status::Running {
-            return Ok(first);
+            return Ok(Some(first));
         }
         loop {
             let state: State = match read_json(&self.path(id).join("state.json")) {
                 Ok(s) => s,
                 Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
-                    return read_json(&slot.0).map_err(|_| Error::NotFound(id.into()));
+                    return read_json(&slot.0).map(Some).map_err(|_| Error::NotFound(id.into()));
                 }
                 Err(e) => return Err(e),
             };
             let exited = state.status != Status::Running && (state.finished_at != first.finished_at || condition == WaitCondition::NotRunning);
             if exited && condition != WaitCondition::Removed {
-                return Ok(state);
+                return Ok(Some(state));
             }
             if state.status == Status::Running {
-                // Blocks until its supervisor lets go (it exited, or was found lost).
-                drop(self.lock(id)?);
-            } else {
-                std::thread::sleep(POLL);
+                // Records a container whose supervisor died as exited.
+                self.load(id)?;
             }
+            if cancelled() {
+                return Ok(None);
+            }
+            std::thread::sleep(POLL);
         }
     }
 
     /// The output of `container` from its next start (or the current run, if it runs) until
     /// it ends, passed to `each`; returns once it ended and all it wrote was passed on, even
-    /// when it is removed at its end.
-    pub fn follow_run<E: From<Error>>(&self, container: &Container, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>) -> Result<(), E> {
+    /// when it is removed at its end, or early once `cancelled` says so.
+    pub fn follow_run<E: From<Error>>(&self, container: &Container, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>, cancelled: &dyn Fn() -> bool) -> Result<(), E> {
         let id = container.id();
         let path = self.log_path(id);
         // Created if missing (its monitor appends to the same file), and held open: a `--rm`
@@ -109,7 +115,7 @@ impl Containers {
             for e in &entries {
                 each(e)?;
             }
-            if now.is_none() || (started && !running) {
+            if now.is_none() || (started && !running) || cancelled() {
                 return Ok(());
             }
             std::thread::sleep(POLL);
