@@ -54,7 +54,10 @@ fn docker_events_streams_what_every_forge_process_records() {
         "image tag evimg:1",
         "network create evnet",
         "container create evbox",
+        // The container's attachment, named by the network.
+        "network connect evnet",
         "container start evbox",
+        "network disconnect evnet",
         "container die evbox",
         "container destroy evbox",
         "volume create evvol",
@@ -82,6 +85,10 @@ fn docker_events_streams_what_every_forge_process_records() {
     assert_eq!(replay(&[]).len(), expected.len());
     assert_eq!(replay(&["--filter", "container=evbox"]), ["container create evbox", "container start evbox", "container die evbox", "container destroy evbox"]);
     assert_eq!(replay(&["--filter", "type=network", "--filter", "event=create"]), ["network create evnet"]);
+    let connects = server.ok(&["events", "--since", &since, "--until", &until, "--filter", "event=connect", "--format", "{{.Actor.Attributes.container}}"]).stdout;
+    let evbox = replay(&["--filter", "container=evbox", "--filter", "event=create"]);
+    assert_eq!(evbox, ["container create evbox"]);
+    assert_eq!(connects.trim().len(), 64, "{connects}");
     assert_eq!(replay(&["--filter", "image=evimg:1"]), ["image tag evimg:1", "image untag evimg:1"]);
     assert_eq!(replay(&["--filter", "event=die", "--filter", "event=start"]), ["container start evbox", "container die evbox"]);
     let die = server.ok(&["events", "--since", &since, "--until", &until, "--filter", "event=die", "--format", "{{.Actor.Attributes.exitCode}} {{.Status}} {{.From}}"]);

@@ -31,11 +31,13 @@ impl Containers {
         record_quietly(self.store().root(), Event::now("container", action, id, attributes));
     }
 
-    /// Records `action` (`connect`, `disconnect`) of container `id` on `network`.
-    pub(crate) fn network_event(&self, network: &str, action: &str, id: &str) {
-        let attributes = [("container", id), ("name", network), ("type", "bridge")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        record_quietly(self.store().root(), Event::now("network", action, network, attributes));
-    }
+}
+
+/// Records `action` (`connect`, `disconnect`) of container `id` on `network`: at its start and
+/// end, and by `network connect`/`disconnect`.
+pub(crate) fn network(store_root: &Path, action: &str, network: &str, id: &str) {
+    let attributes = [("container", id), ("name", network), ("type", "bridge")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    record_quietly(store_root, Event::now("network", action, network, attributes));
 }
 
 /// Records `action` (`create`, `destroy`) on volume `name` of the store at `store_root`.

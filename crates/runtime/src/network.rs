@@ -37,6 +37,8 @@ pub(crate) struct Running {
     pub(crate) mounts: Vec<Mount>,
     proxies: Vec<Proxy>,
     ports_file: Option<PathBuf>,
+    /// The store, network and container whose `disconnect` is recorded when this goes.
+    connected: Option<(PathBuf, String, String)>,
     // Last: the namespace goes after the proxies that reach into it.
     _attachment: Option<Attachment>,
 }
@@ -54,10 +56,12 @@ pub(crate) fn start(containers: &Containers, store_root: &Path, dir: &Path, conf
         Mode::Named(n) => Some(n.clone()),
         _ => None,
     };
+    let mut connected = None;
     let (network, attachment) = match (&config.network, network_name) {
         (_, Some(name)) => {
             let networks = Networks::open(&store_root.join("forge").join("network")).map_err(fail)?;
             let a = networks.attach(&name, config.ip).map_err(fail)?;
+            connected = Some((store_root.to_path_buf(), name, config.id.clone()));
             (Network::Namespace(a.netns().to_path_buf()), Some(a))
         }
         (Mode::Host, _) => (Network::Host, None),
@@ -98,7 +102,11 @@ pub(crate) fn start(containers: &Containers, store_root: &Path, dir: &Path, conf
         let own = forge_network::hosts(address, &config.hostname, &config.add_hosts);
         a.announce(&names, &dir.join("hosts"), &own).map_err(fail)?;
     }
-    let mut running = Running { network, mounts, proxies: Vec::new(), ports_file: None, _attachment: attachment };
+    let mut running = Running { network, mounts, proxies: Vec::new(), ports_file: None, connected, _attachment: attachment };
+    // From here on its drop records the disconnect.
+    if let Some((_, name, id)) = &running.connected {
+        crate::events::network(store_root, "connect", name, id);
+    }
     if let Some(address) = address {
         let mut published = Vec::new();
         for p in &config.ports {
@@ -159,14 +167,14 @@ impl Containers {
         let fail = |source| Error::Network { id: c.id().into(), source };
         let names: Vec<String> = c.config.name.iter().chain(aliases).cloned().chain([c.short_id().to_string()]).collect();
         let address = networks(self.store().root()).and_then(|n| n.connect(network, c.id(), c.state.pid, c.state.pid_start, &names)).map_err(fail)?;
-        self.network_event(network, "connect", c.id());
+        crate::events::network(self.store().root(), "connect", network, c.id());
         Ok(address)
     }
 
     /// Takes `c`'s interface off `network` (one [`connect`](Containers::connect) added).
     pub fn disconnect(&self, c: &crate::Container, network: &str) -> Result<(), Error> {
         networks(self.store().root()).and_then(|n| n.disconnect(network, c.id())).map_err(|source| Error::Network { id: c.id().into(), source })?;
-        self.network_event(network, "disconnect", c.id());
+        crate::events::network(self.store().root(), "disconnect", network, c.id());
         Ok(())
     }
 
@@ -231,6 +239,9 @@ impl Drop for Running {
             let _ = std::fs::remove_file(p);
         }
         self.proxies.clear();
+        if let Some((store_root, network, id)) = &self.connected {
+            crate::events::network(store_root, "disconnect", network, id);
+        }
     }
 }
 
