@@ -31,7 +31,7 @@ networks:
   back:
     ipam:
       config:
-        - subnet: 10.231.12.0/24
+        - subnet: 10.147.12.0/24
 volumes:
   data: {}
 "#;

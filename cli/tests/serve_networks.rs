@@ -1,7 +1,7 @@
 //! `forge serve`'s networks driven by the real docker CLI (Debian's docker.io 20.10): create,
 //! ls, inspect, rm, prune, connect, disconnect, and the network part of `docker create`.
 //! Containers are started by the daemonless CLI on the same store (which the server sees).
-//! User networks get subnets of their own (10.231.x.0/24): the free private candidates are
+//! User networks get subnets of their own (10.147.x.0/24): the free private candidates are
 //! few, and tests of other stores run at the same time.
 
 mod common;
@@ -20,9 +20,9 @@ fn docker_cli_creates_lists_inspects_and_removes_networks() {
     let ls = server.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}"]);
     assert_eq!(ls.stdout, "bridge bridge local\nhost host local\nnone null local\n");
 
-    let id = server.ok(&["network", "create", "--label", "app=shop", "--subnet", "10.231.7.0/24", "--gateway", "10.231.7.254", "front"]).stdout.trim().to_string();
+    let id = server.ok(&["network", "create", "--label", "app=shop", "--subnet", "10.147.7.0/24", "--gateway", "10.147.7.254", "front"]).stdout.trim().to_string();
     assert_eq!(id.len(), 64, "{id}");
-    server.ok(&["network", "create", "--internal", "--subnet", "10.231.6.0/24", "back"]);
+    server.ok(&["network", "create", "--internal", "--subnet", "10.147.6.0/24", "back"]);
     let taken = server.docker(&["network", "create", "front"]);
     assert!(!taken.ok && taken.stderr.contains("network with name front already exists"), "{}", taken.stderr);
     let (code, _) = raw(&server.socket, "POST", "/v1.41/networks/create", "application/json", br#"{"Name": "front", "CheckDuplicate": true}"#);
@@ -39,20 +39,20 @@ fn docker_cli_creates_lists_inspects_and_removes_networks() {
     // By name, by ID and by ID prefix.
     for key in ["front", id.as_str(), &id[..6]] {
         let inspect = server.ok(&["network", "inspect", "--format", "{{.Name}} {{.Driver}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} {{.Labels}} {{.Internal}}", key]);
-        assert_eq!(inspect.stdout.trim(), "front bridge 10.231.7.0/24 10.231.7.254 map[app:shop] false", "{key}");
+        assert_eq!(inspect.stdout.trim(), "front bridge 10.147.7.0/24 10.147.7.254 map[app:shop] false", "{key}");
     }
     assert_eq!(server.ok(&["network", "inspect", "--format", "{{.Internal}}", "back"]).stdout.trim(), "true");
     let missing = server.docker(&["network", "inspect", "nothing"]);
     assert!(!missing.ok && missing.stderr.contains("No such network: nothing"), "{}", missing.stderr);
     // The daemonless CLI sees the same networks.
     let forge_ls = forge.ok(&["network", "ls"]).stdout;
-    assert!(forge_ls.contains("front") && forge_ls.contains("10.231.7.0/24"), "{forge_ls}");
+    assert!(forge_ls.contains("front") && forge_ls.contains("10.147.7.0/24"), "{forge_ls}");
 
     // What forge's networks cannot be is refused with the reason.
     for (args, why) in [
         (&["network", "create", "-d", "overlay", "x1"][..], "network driver \"overlay\" is not supported"),
         (&["network", "create", "--ipv6", "x2"][..], "EnableIPv6 is not supported"),
-        (&["network", "create", "--subnet", "10.231.7.128/25", "x3"][..], "it overlaps another network of the store"),
+        (&["network", "create", "--subnet", "10.147.7.128/25", "x3"][..], "it overlaps another network of the store"),
         (&["network", "create", "-o", "com.docker.network.bridge.name=br9", "x4"][..], "Options is not supported"),
         (&["network", "create", "host"][..], "operation is not permitted on predefined host network"),
         (&["network", "rm", "bridge"][..], "bridge is a pre-defined network and cannot be removed"),
@@ -85,9 +85,9 @@ fn docker_cli_connects_and_disconnects_running_containers() {
     // The default network on a subnet of its own too (its config's default_subnet).
     let network_dir = forge.store().join("forge/network");
     std::fs::create_dir_all(&network_dir).unwrap();
-    std::fs::write(network_dir.join("config.json"), r#"{"default_subnet": "10.231.11.0/24"}"#).unwrap();
+    std::fs::write(network_dir.join("config.json"), r#"{"default_subnet": "10.147.11.0/24"}"#).unwrap();
     let server = Server::start(&forge, &[]);
-    server.ok(&["network", "create", "--subnet", "10.231.9.0/24", "front"]);
+    server.ok(&["network", "create", "--subnet", "10.147.9.0/24", "front"]);
     let one = Background::start_with(&forge, &["--network", "front", "--network-alias", "alpha"], "one", "echo ready; exec sleep 300");
     let two = Background::start_with(&forge, &[], "two", "echo ready; exec sleep 300");
     let hosts_of_one = || forge.ok(&["exec", "one", "cat", "/etc/hosts"]).stdout;
@@ -100,7 +100,7 @@ fn docker_cli_connects_and_disconnects_running_containers() {
 
     server.ok(&["network", "connect", "--alias", "beta", "front", "two"]);
     let front = attached("front");
-    assert!(front.contains("one 10.231.9."), "{front}");
+    assert!(front.contains("one 10.147.9."), "{front}");
     assert_eq!(front.matches(';').count(), 2, "{front}");
     // Its peer finds it by name and alias, and inspect shows both of its networks.
     assert!(eventually(|| hosts_of_one().lines().any(|l| l.contains("\ttwo beta "))), "{}", hosts_of_one());
@@ -144,7 +144,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 fn docker_create_takes_ports_dns_extra_hosts_and_aliases() {
     let forge = Forge::with_busybox();
     let server = Server::start(&forge, &[]);
-    server.ok(&["network", "create", "--subnet", "10.231.8.0/24", "front"]);
+    server.ok(&["network", "create", "--subnet", "10.147.8.0/24", "front"]);
     // Free now; the container binds it right after.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let id = server

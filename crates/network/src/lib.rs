@@ -308,7 +308,10 @@ impl Networks {
         for sub in ["networks", "leases", "netns"] {
             fs::create_dir_all(dir.join(sub)).map_err(io("creating the network store"))?;
         }
-        Ok(Networks { dir: dir.to_path_buf() })
+        // The directory is the store's identity in the host-wide bridge claims: one spelling
+        // for every process, however it named the store (`--root store`, `/abs/store`).
+        let dir = fs::canonicalize(dir).map_err(io("finding the network store"))?;
+        Ok(Networks { dir })
     }
 
     fn lease_path(&self, id: &str) -> PathBuf {
