@@ -190,3 +190,47 @@ impl Drop for Removed<'_> {
         let _ = self.0.run(&["rm", "-f", self.1]);
     }
 }
+
+#[test]
+fn docker_sdk_for_python_drives_networks_and_volumes() {
+    let has_sdk = std::process::Command::new("python3").args(["-c", "import docker"]).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success());
+    if !has_sdk {
+        let _ = writeln!(std::io::stderr(), "\nskipped: docker_sdk_for_python: python3's docker module is missing (pip install docker)\n");
+        return;
+    }
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let script = r#"
+import sys, docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1])
+ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.147.14.0/24", gateway="10.147.14.1")])
+net = c.networks.create("pynet", driver="bridge", ipam=ipam, labels={"from": "python"})
+assert c.networks.get(net.id).name == "pynet"
+assert [n.name for n in c.networks.list(filters={"label": "from=python"})] == ["pynet"]
+assert net.attrs["IPAM"]["Config"][0]["Subnet"] == "10.147.14.0/24"
+try:
+    c.networks.create("pynet")
+    raise SystemExit("a duplicate was created")
+except docker.errors.APIError as e:
+    assert e.status_code == 409, e
+vol = c.volumes.create("pyvol", labels={"from": "python"})
+assert [v.name for v in c.volumes.list(filters={"label": "from=python"})] == ["pyvol"]
+ct = c.containers.run("busybox", ["sh", "-c", "echo kept > /data/f; exec sleep 300"], name="pyweb", network="pynet", volumes={"pyvol": {"bind": "/data", "mode": "rw"}}, detach=True)
+net.reload()
+assert list(net.containers[0].attrs["NetworkSettings"]["Networks"]) == ["pynet"], net.containers
+address = c.containers.get("pyweb").attrs["NetworkSettings"]["Networks"]["pynet"]["IPAddress"]
+assert address.startswith("10.147.14."), address
+code, out = ct.exec_run(["cat", "/data/f"])
+assert (code, out) == (0, b"kept\n"), (code, out)
+ct.remove(force=True)
+net.remove()
+vol.remove()
+assert [n.name for n in c.networks.list()] == ["bridge", "host", "none"]
+print("OK")
+"#;
+    // Removed whatever the script got to.
+    let _pyweb = Removed(&forge, "pyweb");
+    let o = std::process::Command::new("python3").args(["-c", script, server.socket.to_str().unwrap()]).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.trim() == "OK", "{out}\n{err}\nserver log:\n{}", server.log());
+}
