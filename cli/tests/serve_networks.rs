@@ -118,6 +118,10 @@ fn docker_cli_connects_and_disconnects_running_containers() {
     assert!(!busy.ok && busy.stderr.contains("cannot be removed"), "{}", busy.stderr);
     let nobody = server.docker(&["network", "connect", "front", "nobody"]);
     assert!(!nobody.ok && nobody.stderr.contains("No such container: nobody"), "{}", nobody.stderr);
+    let on_host = Background::start_with(&forge, &["--network", "host"], "three", "echo ready; exec sleep 300");
+    let shared = server.docker(&["network", "connect", "front", "three"]);
+    assert!(!shared.ok && shared.stderr.contains("cannot be connected to other networks"), "{}", shared.stderr);
+    drop(on_host);
     let host = server.docker(&["network", "connect", "host", "two"]);
     assert!(!host.ok && host.stderr.contains("cannot be connected to the host network"), "{}", host.stderr);
 

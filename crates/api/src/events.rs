@@ -90,20 +90,19 @@ pub(crate) async fn events(api: &Api, req: Request<Incoming>) -> Result<Response
     let store_root = api.store.root().to_path_buf();
     let mut stopping = api.stopping.clone();
     tokio::spawn(async move {
-        let mut tail = Some(Tail::new(&store_root));
+        let mut tail = Tail::new(&store_root);
         let mut first = true;
         loop {
-            let mut t = tail.take().expect("put back after each poll");
             let (t, batch) = match tokio::task::spawn_blocking(move || {
-                let batch = t.poll();
-                (t, batch)
+                let batch = tail.poll();
+                (tail, batch)
             })
             .await
             {
                 Ok(done) => done,
                 Err(e) => return lines.error(format!("reading the event journal: {e}")),
             };
-            tail = Some(t);
+            tail = t;
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => return lines.error(format!("reading the event journal: {e}")),

@@ -164,6 +164,13 @@ impl Containers {
         if c.state.status != Status::Running {
             return Err(Error::WrongStatus { id: c.id().into(), status: c.state.status, what: "only a running container can be connected to a network" });
         }
+        if matches!(c.config.network, Mode::Host | Mode::Container(_)) {
+            return Err(Error::Invalid {
+                what: "network connect",
+                value: c.config.network.to_string(),
+                reason: "a container in the host's or another container's network namespace cannot be connected to other networks".into(),
+            });
+        }
         let fail = |source| Error::Network { id: c.id().into(), source };
         let names: Vec<String> = c.config.name.iter().chain(aliases).cloned().chain([c.short_id().to_string()]).collect();
         let address = networks(self.store().root()).and_then(|n| n.connect(network, c.id(), c.state.pid, c.state.pid_start, &names)).map_err(fail)?;
