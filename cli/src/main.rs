@@ -33,6 +33,10 @@ pub struct Global {
     /// Default: $FORGE_ROOT, else /var/lib/forge for root, else $XDG_DATA_HOME/forge.
     #[arg(long, global = true, env = "FORGE_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Ask the `forge serve` at this address (`unix:///path`, `tcp://host:port`) instead of the
+    /// local store: for `ps`, `images` and `version`.
+    #[arg(short = 'H', long = "host", env = "FORGE_HOST", value_name = "ADDR")]
+    pub host: Option<String>,
 }
 
 impl Global {
@@ -138,6 +142,8 @@ enum Command {
     Network(commands::network::NetworkCommand),
     /// Serve the Docker Engine API on a unix socket (for the docker CLI and SDKs).
     Serve(commands::serve::ServeArgs),
+    /// Show forge's version (and with -H, the server's).
+    Version,
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -152,47 +158,10 @@ fn main() -> ExitCode {
         return ExitCode::from(125);
     }
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Build(args) => commands::build::run(&cli.global, args),
-        Command::Completion(args) => commands::completion::run(args),
-        Command::Images(args) => commands::images::run(&cli.global, args),
-        Command::Inspect(args) => commands::inspect::run(&cli.global, args),
-        Command::Tag(args) => commands::tag::tag(&cli.global, args),
-        Command::Rmi(args) => commands::tag::rmi(&cli.global, args),
-        Command::Save(args) => commands::save::save(&cli.global, args),
-        Command::Load(args) => commands::save::load(&cli.global, args),
-        Command::Store(cmd) => commands::store::run(&cli.global, cmd),
-        Command::Push(args) => commands::push::run(&cli.global, args),
-        Command::Pull(args) => commands::pull::run(&cli.global, args),
-        Command::Login(args) => commands::login::login(&cli.global, args),
-        Command::Logout(args) => commands::login::logout(&cli.global, args),
-        Command::Debug(cmd) => commands::debug::run(&cli.global, cmd),
-        Command::Import(args) => commands::import::run(&cli.global, args),
-        Command::Run(args) => commands::run::run(&cli.global, args),
-        Command::Create(args) => commands::create::run(&cli.global, args),
-        Command::Start(args) => commands::start::run(&cli.global, args),
-        Command::Ps(args) => commands::ps::run(&cli.global, args),
-        Command::Rm(args) => commands::rm::run(&cli.global, args),
-        Command::Pause(args) => commands::resources::pause(&cli.global, args, true),
-        Command::Unpause(args) => commands::resources::pause(&cli.global, args, false),
-        Command::Stats(args) => commands::resources::stats(&cli.global, args),
-        Command::Top(args) => commands::resources::top(&cli.global, args),
-        Command::Volume(cmd) => commands::volume::run(&cli.global, cmd),
-        Command::Container(cmd) => commands::container::run(&cli.global, cmd),
-        Command::Cp(args) => commands::cp::run(&cli.global, args),
-        Command::Commit(args) => commands::commit::commit(&cli.global, args),
-        Command::Export(args) => commands::commit::export(&cli.global, args),
-        Command::Diff(args) => commands::commit::diff(&cli.global, args),
-        Command::Network(cmd) => commands::network::run(&cli.global, cmd),
-        Command::Port(args) => commands::port::run(&cli.global, args),
-        Command::Attach(args) => commands::attach::run(&cli.global, args),
-        Command::Exec(args) => commands::exec::run(&cli.global, args),
-        Command::Logs(args) => commands::logs::run(&cli.global, args),
-        Command::Stop(args) => commands::lifecycle::stop(&cli.global, args),
-        Command::Kill(args) => commands::lifecycle::kill(&cli.global, args),
-        Command::Restart(args) => commands::lifecycle::restart(&cli.global, args),
-        Command::Wait(args) => commands::lifecycle::wait(&cli.global, args),
-        Command::Serve(args) => commands::serve::run(&cli.global, args),
+    let result = match (cli.global.host.as_deref(), cli.command) {
+        // A server listens; it is no client of another.
+        (Some(host), command) if !matches!(command, Command::Serve(_)) => remote(host, command),
+        (_, command) => local(&cli.global, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,6 +174,65 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "error: {}", error_chain(&err));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Runs `command` on the local store.
+fn local(global: &Global, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Build(args) => commands::build::run(global, args),
+        Command::Completion(args) => commands::completion::run(args),
+        Command::Images(args) => commands::images::run(global, args),
+        Command::Inspect(args) => commands::inspect::run(global, args),
+        Command::Tag(args) => commands::tag::tag(global, args),
+        Command::Rmi(args) => commands::tag::rmi(global, args),
+        Command::Save(args) => commands::save::save(global, args),
+        Command::Load(args) => commands::save::load(global, args),
+        Command::Store(cmd) => commands::store::run(global, cmd),
+        Command::Push(args) => commands::push::run(global, args),
+        Command::Pull(args) => commands::pull::run(global, args),
+        Command::Login(args) => commands::login::login(global, args),
+        Command::Logout(args) => commands::login::logout(global, args),
+        Command::Debug(cmd) => commands::debug::run(global, cmd),
+        Command::Import(args) => commands::import::run(global, args),
+        Command::Run(args) => commands::run::run(global, args),
+        Command::Create(args) => commands::create::run(global, args),
+        Command::Start(args) => commands::start::run(global, args),
+        Command::Ps(args) => commands::ps::run(global, args),
+        Command::Rm(args) => commands::rm::run(global, args),
+        Command::Pause(args) => commands::resources::pause(global, args, true),
+        Command::Unpause(args) => commands::resources::pause(global, args, false),
+        Command::Stats(args) => commands::resources::stats(global, args),
+        Command::Top(args) => commands::resources::top(global, args),
+        Command::Volume(cmd) => commands::volume::run(global, cmd),
+        Command::Container(cmd) => commands::container::run(global, cmd),
+        Command::Cp(args) => commands::cp::run(global, args),
+        Command::Commit(args) => commands::commit::commit(global, args),
+        Command::Export(args) => commands::commit::export(global, args),
+        Command::Diff(args) => commands::commit::diff(global, args),
+        Command::Network(cmd) => commands::network::run(global, cmd),
+        Command::Port(args) => commands::port::run(global, args),
+        Command::Attach(args) => commands::attach::run(global, args),
+        Command::Exec(args) => commands::exec::run(global, args),
+        Command::Logs(args) => commands::logs::run(global, args),
+        Command::Stop(args) => commands::lifecycle::stop(global, args),
+        Command::Kill(args) => commands::lifecycle::kill(global, args),
+        Command::Restart(args) => commands::lifecycle::restart(global, args),
+        Command::Wait(args) => commands::lifecycle::wait(global, args),
+        Command::Serve(args) => commands::serve::run(global, args),
+        Command::Version => commands::remote::version(None),
+    }
+}
+
+/// Runs `command` against the server at `host` (`-H`, `FORGE_HOST`): the commands
+/// `commands/remote.rs` covers.
+fn remote(host: &str, command: Command) -> anyhow::Result<()> {
+    let client = commands::remote::Client::new(host)?;
+    match command {
+        Command::Ps(args) => commands::ps::run_remote(&client, args),
+        Command::Images(args) => commands::images::run_remote(&client, args),
+        Command::Version => commands::remote::version(Some(host)),
+        _ => anyhow::bail!("forge -H {host} runs ps, images and version on the server; other commands run on the local store only: drop -H (and FORGE_HOST)"),
     }
 }
 

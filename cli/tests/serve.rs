@@ -259,9 +259,8 @@ fn docker_cli_creates_lists_inspects_and_removes_containers() {
     assert_eq!((code, message(&body).as_str()), (404, "No such image: nothing:here"));
     // What forge's runtime cannot honour yet is refused, never dropped silently.
     for (args, why) in [
-        (&["create", "-p", "8080:80", "busybox", "true"][..], "published ports are not supported"),
-        (&["create", "-v", "/tmp:/data", "busybox", "true"][..], "bind mounts are not supported"),
-        (&["create", "--label", "a=b", "busybox", "true"][..], "labels are not stored"),
+        (&["create", "--dns-search", "example.com", "busybox", "true"][..], "DnsSearch and DnsOptions are not supported"),
+        (&["create", "--mount", "type=tmpfs,destination=/x", "busybox", "true"][..], "HostConfig.Mounts is not supported"),
         (&["create", "-m", "1m", "busybox", "true"][..], "invalid resource limits"),
         (&["create", "--cap-add", "NET_ADMIN", "busybox", "true"][..], "HostConfig.CapAdd is not supported"),
         (&["ps", "-a", "--filter", "since=web"][..], "the since filter is not supported"),
@@ -270,6 +269,15 @@ fn docker_cli_creates_lists_inspects_and_removes_containers() {
         assert!(!r.ok && r.stderr.contains(why), "{args:?}: {}", r.stderr);
     }
     assert_eq!(server.ok(&["ps", "-aq"]).stdout.trim(), &id[..12]);
+    // Labels and -v (a named volume) are kept, and the label filter selects by them.
+    let labeled = server.ok(&["create", "--label", "tier=web", "-v", "keep:/data:ro", "busybox", "true"]).stdout.trim().to_string();
+    assert_eq!(server.ok(&["ps", "-aq", "--filter", "label=tier=web"]).stdout.trim(), &labeled[..12]);
+    assert_eq!(server.ok(&["inspect", "--format", "{{.Config.Labels}}", &labeled]).stdout.trim(), "map[tier:web]");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(forge.store().join("forge/containers").join(&labeled).join("config.json")).unwrap()).unwrap();
+    let mount = &config["Mounts"][0];
+    assert_eq!((mount["Source"]["volume"]["name"].as_str(), mount["Target"].as_str(), mount["ReadOnly"].as_bool()), (Some("keep"), Some("/data"), Some(true)), "{config}");
+    server.ok(&["rm", &labeled]);
+    server.ok(&["volume", "rm", "keep"]);
     // Resource limits reach the container's record, in the runtime's terms.
     let limited = server.ok(&["create", "--name", "limited", "-m", "64m", "--cpus", "0.5", "--pids-limit", "50", "busybox", "true"]).stdout.trim().to_string();
     let config = std::fs::read_to_string(forge.store().join("forge/containers").join(&limited).join("config.json")).unwrap();

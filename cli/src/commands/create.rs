@@ -46,14 +46,14 @@ pub struct ContainerFlags {
     #[arg(long, value_name = "IP")]
     dns: Vec<std::net::IpAddr>,
     /// An `/etc/hosts` entry (`NAME:IP`); may be repeated.
-    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = add_host)]
+    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = forge_network::extra_host)]
     add_host: Vec<(String, std::net::Ipv4Addr)>,
     /// Publish a container port on the host (`[IP:][HOST:]CONTAINER[/tcp|udp]`, a missing or 0
     /// host port is a free one); works on 127.0.0.1 too.
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<forge_runtime::Publish>,
     /// Another name the container is found by on a user network; may be repeated.
-    #[arg(long = "network-alias", value_name = "NAME", value_parser = alias)]
+    #[arg(long = "network-alias", value_name = "NAME", value_parser = forge_network::alias)]
     network_alias: Vec<String>,
     /// Publish every port the image exposes on free host ports.
     #[arg(short = 'P', long = "publish-all")]
@@ -141,25 +141,6 @@ impl ContainerFlags {
             tty: self.tty,
             userns: self.userns.as_deref().map(str::parse).transpose()?,
         })
-    }
-}
-
-/// `--add-host NAME:IP`.
-fn add_host(v: &str) -> Result<(String, std::net::Ipv4Addr), String> {
-    let (name, ip) = v.rsplit_once(':').ok_or("use NAME:IP")?;
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        return Err("the name is empty or has white space".into());
-    }
-    Ok((name.to_string(), ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?))
-}
-
-/// `--network-alias`: a host name (it goes into other containers' `/etc/hosts`).
-fn alias(v: &str) -> Result<String, String> {
-    let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && v.len() <= 253 && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if ok {
-        Ok(v.to_string())
-    } else {
-        Err("use letters, digits, '_', '.' and '-', starting with a letter or digit".into())
     }
 }
 

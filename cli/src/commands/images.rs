@@ -47,6 +47,34 @@ pub fn run(global: &crate::Global, args: ImagesArgs) -> anyhow::Result<()> {
         };
         rows.push(Row { repository, tag, id, digest: desc.digest().to_string(), created, size });
     }
+    print(rows, &args)
+}
+
+/// `forge -H ... images`: the server's tagged images, printed as the local ones.
+pub fn run_remote(client: &crate::commands::remote::Client, args: ImagesArgs) -> anyhow::Result<()> {
+    let list: Vec<serde_json::Value> = serde_json::from_value(client.get("/images/json")?)?;
+    let mut rows = Vec::new();
+    for image in &list {
+        // 0: the image records no creation time.
+        let created = image["Created"].as_u64().filter(|t| *t > 0).map(|t| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t));
+        let digest = image["RepoDigests"][0].as_str().and_then(|d| d.rsplit_once('@')).map(|(_, d)| d.to_string()).unwrap_or_default();
+        for name in image["RepoTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()) {
+            let (repository, tag) = split_name(name);
+            rows.push(Row {
+                repository,
+                tag,
+                id: image["Id"].as_str().unwrap_or_default().to_string(),
+                digest: digest.clone(),
+                created: created.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                size: image["Size"].as_u64().unwrap_or(0),
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
+    print(rows, &args)
+}
+
+fn print(rows: Vec<Row>, args: &ImagesArgs) -> anyhow::Result<()> {
     match args.format {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&rows)?)?,
         Format::Table => {

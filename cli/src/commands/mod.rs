@@ -22,6 +22,7 @@ pub mod port;
 pub mod pull;
 pub mod ps;
 pub mod push;
+pub mod remote;
 pub mod resources;
 pub mod rm;
 pub mod run;

@@ -20,6 +20,9 @@ pub enum NetworkCommand {
         /// No NAT and no default route: containers reach only each other.
         #[arg(long)]
         internal: bool,
+        /// `KEY=VALUE` labels kept with it.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<forge_builder::KeyValue>,
         /// Its name.
         name: String,
     },
@@ -69,16 +72,16 @@ pub enum NetworkCommand {
 
 /// The store's networks.
 pub fn networks(global: &crate::Global) -> anyhow::Result<forge_network::Networks> {
-    let dir = global.store_root()?.join("forge").join("network");
-    forge_network::Networks::open(&dir).with_context(|| format!("opening the network store {}", dir.display()))
+    let root = global.store_root()?;
+    forge_runtime::networks(&root).with_context(|| format!("opening the network store of {}", root.display()))
 }
 
 /// Runs `forge network ...`.
 pub fn run(global: &crate::Global, cmd: NetworkCommand) -> anyhow::Result<()> {
     let networks = networks(global)?;
     match cmd {
-        NetworkCommand::Create { subnet, gateway, internal, name } => {
-            networks.create(&name, subnet, gateway, internal)?;
+        NetworkCommand::Create { subnet, gateway, internal, labels, name } => {
+            networks.create(&name, subnet, gateway, internal, labels.into_iter().map(forge_builder::KeyValue::label).collect())?;
             outln!("{name}")
         }
         NetworkCommand::Ls => {
@@ -109,17 +112,15 @@ pub fn run(global: &crate::Global, cmd: NetworkCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NetworkCommand::Connect { aliases, network, container } => {
-            let c = crate::commands::create::containers(global)?.get(&container)?;
-            if c.state.status != forge_runtime::Status::Running {
-                anyhow::bail!("container {container} is not running: only a running container can be connected");
-            }
-            let names: Vec<String> = c.config.name.iter().chain(&aliases).cloned().chain([c.short_id().to_string()]).collect();
-            networks.connect(&network, c.id(), c.state.pid, c.state.pid_start, &names)?;
+            let containers = crate::commands::create::containers(global)?;
+            let c = containers.get(&container)?;
+            containers.connect(&c, &network, &aliases)?;
             Ok(())
         }
         NetworkCommand::Disconnect { network, container } => {
-            let c = crate::commands::create::containers(global)?.get(&container)?;
-            networks.disconnect(&network, c.id())?;
+            let containers = crate::commands::create::containers(global)?;
+            let c = containers.get(&container)?;
+            containers.disconnect(&c, &network)?;
             Ok(())
         }
         NetworkCommand::Prune { force: _ } => {

@@ -26,7 +26,7 @@ pub struct PsArgs {
 /// One row, with docker's `ps --format json` keys.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct Row {
+pub(crate) struct Row {
     #[serde(rename = "ID")]
     id: String,
     image: String,
@@ -47,17 +47,52 @@ pub fn run(global: &crate::Global, args: PsArgs) -> anyhow::Result<()> {
     // Newest first, as docker lists them.
     list.reverse();
     list.retain(|c| args.all || c.state.status == Status::Running);
+    let now = SystemTime::now();
+    let rows: Vec<Row> = list.iter().map(|c| row(c, &store.dir_of(c.id()), now)).collect();
+    print(&rows, &args)
+}
+
+/// `forge -H ... ps`: the server's containers, printed as the local ones.
+pub fn run_remote(client: &crate::commands::remote::Client, args: PsArgs) -> anyhow::Result<()> {
+    let list: Vec<serde_json::Value> = serde_json::from_value(client.get(&format!("/containers/json?all={}", args.all))?)?;
+    let now = SystemTime::now();
+    let rows: Vec<Row> = list.iter().map(|c| remote_row(c, now)).collect();
+    print(&rows, &args)
+}
+
+/// A row of the Engine API's container list (docker's `ContainerSummary`).
+fn remote_row(c: &serde_json::Value, now: SystemTime) -> Row {
+    let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    let created = SystemTime::UNIX_EPOCH + Duration::from_secs(c["Created"].as_u64().unwrap_or(0));
+    let ports = c["Ports"].as_array().into_iter().flatten().filter(|p| p["PublicPort"].is_u64());
+    Row {
+        id: text("Id").chars().take(12).collect(),
+        image: text("Image"),
+        command: format!("{:?}", ellipsis(&text("Command"), 20)),
+        created_at: humantime::format_rfc3339_seconds(created).to_string(),
+        running_for: format!("{} ago", human_duration(now.duration_since(created).unwrap_or_default())),
+        ports: ports
+            .map(|p| format!("{}:{}->{}/{}", p["IP"].as_str().unwrap_or("0.0.0.0"), p["PublicPort"], p["PrivatePort"], p["Type"].as_str().unwrap_or("tcp")))
+            .collect::<Vec<_>>()
+            .join(", "),
+        state: text("State"),
+        status: text("Status"),
+        names: c["Names"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).map(|n| n.trim_start_matches('/')).collect::<Vec<_>>().join(","),
+        networks: c["HostConfig"]["NetworkMode"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// Prints `rows` as `args` ask (`-q`, `--format`).
+fn print(rows: &[Row], args: &PsArgs) -> anyhow::Result<()> {
     if args.quiet {
-        for c in &list {
-            outln!("{}", c.short_id())?;
+        for r in rows {
+            outln!("{}", r.id)?;
         }
         return Ok(());
     }
-    let now = SystemTime::now();
-    let rows: Vec<Row> = list.iter().map(|c| row(c, &store.dir_of(c.id()), now)).collect();
     match args.format.as_str() {
         "json" => {
-            for r in &rows {
+            for r in rows {
                 outln!("{}", serde_json::to_string(r)?)?;
             }
         }

@@ -55,40 +55,13 @@ fn bind_source(src: &str) -> anyhow::Result<PathBuf> {
     Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().context("finding the current directory")?.join(path) })
 }
 
-/// `-v SRC:DST[:OPTS]`.
+/// `-v SRC:DST[:OPTS]`, a relative bind source (`./data`) taken from the current directory.
 fn volume_flag(spec: &str) -> anyhow::Result<MountSpec> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (src, target, opts) = match parts[..] {
-        // An anonymous volume: the runtime names it.
-        [target] => ("", target, ""),
-        [src, dst] => (src, dst, ""),
-        [src, dst, opts] => (src, dst, opts),
-        _ => bail!("expected SRC:DST[:OPTS]"),
+    let spec = match spec.split_once(':') {
+        Some((src, rest)) if src.starts_with('.') => format!("{}:{rest}", bind_source(src)?.display()),
+        _ => spec.to_string(),
     };
-    let (mut read_only, mut nocopy) = (false, false);
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" => read_only = true,
-            "rw" => read_only = false,
-            "nocopy" => nocopy = true,
-            // SELinux relabelling: nothing to do without SELinux.
-            "z" | "Z" => {}
-            other => bail!("unknown option {other:?}: forge knows ro, rw, nocopy, z and Z"),
-        }
-    }
-    let source = if src.is_empty() {
-        MountSource::Volume { name: String::new(), nocopy }
-    } else if src.starts_with('/') || src.starts_with('.') {
-        let path = bind_source(src)?;
-        // docker's -v makes a missing host directory (--mount does not).
-        if !path.exists() {
-            std::fs::create_dir_all(&path).with_context(|| format!("creating the bind source {}", path.display()))?;
-        }
-        MountSource::Bind(path)
-    } else {
-        MountSource::Volume { name: src.to_string(), nocopy }
-    };
-    Ok(MountSpec { source, target: target.to_string(), read_only })
+    Ok(MountSpec::from_volume_flag(&spec)?)
 }
 
 /// `--mount type=...,source=...,target=...[,readonly][,volume-nocopy][,tmpfs-size=...]`.
@@ -204,7 +177,7 @@ pub fn volumes(global: &crate::Global) -> anyhow::Result<Volumes> {
 pub fn run(global: &crate::Global, cmd: VolumeCommand) -> anyhow::Result<()> {
     let vs = volumes(global)?;
     match cmd {
-        VolumeCommand::Create { name } => outln!("{}", vs.create(name.as_deref())?.name),
+        VolumeCommand::Create { name } => outln!("{}", vs.create(name.as_deref(), Default::default())?.name),
         VolumeCommand::Ls { quiet, format } => {
             let list = vs.list()?;
             match (quiet, format.as_str()) {

@@ -1,7 +1,6 @@
 //! `/containers/...`: create, list, inspect, remove, prune here; what is done to a created
 //! container (start, stop, logs, ...) in `running.rs`, through `by_id`.
 
-use std::collections::HashMap;
 
 use bollard_stubs::models::{
     ContainerConfig, ContainerCreateBody, ContainerCreateResponse, ContainerInspectResponse, ContainerPruneResponse, ContainerState,
@@ -44,7 +43,7 @@ pub(crate) fn summary(c: &Container) -> ContainerSummary {
         command: Some(c.config.args.join(" ")),
         created: Some(unix_time(&c.config.created)),
         ports: Some(Vec::new()),
-        labels: Some(HashMap::new()),
+        labels: Some(c.config.labels.clone().into_iter().collect()),
         state: Some(match c.state.status {
             Status::Created => ContainerSummaryStateEnum::CREATED,
             Status::Running if c.state.paused => ContainerSummaryStateEnum::PAUSED,
@@ -81,8 +80,7 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
             && any("status", &|v| v == c.state.status.to_string())
             && any("ancestor", &|v| c.config.image == v || c.config.image_digest == v)
             && any("exited", &|v| c.state.status == Status::Exited && v.parse() == Ok(c.state.exit_code))
-            // forge's containers carry no labels (yet), so a label filter matches none.
-            && filters.values("label").is_empty()
+            && filters.values("label").iter().all(|l| crate::query::label_matches(&c.config.labels, l))
     };
     let mut out: Vec<ContainerSummary> = containers
         .iter()
@@ -98,16 +96,10 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
 
 /// What of a create request forge's runtime cannot honour yet: refused, not ignored.
 fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ApiError> {
-    if body.labels.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(ApiError::bad_request("container labels are not stored by forge's runtime yet"));
-    }
     let Some(host) = &body.host_config else { return Ok(()) };
     let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
-    if nonempty(&host.binds) || host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(ApiError::bad_request("volumes and bind mounts are not supported by forge serve yet (forge run takes them)"));
-    }
-    if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(ApiError::bad_request("published ports are not supported by forge's runtime yet"));
+    if host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(ApiError::bad_request("HostConfig.Mounts is not supported by forge serve yet (Binds is)"));
     }
     // The runtime has these since the security and volumes work; mapping them here is still to
     // do, and until then a container must not start without the rights it asked for.
@@ -184,12 +176,7 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         }
     };
     cmd.extend(body.cmd.clone().unwrap_or_default());
-    let network = match body.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) {
-        // docker's default: the bridge network.
-        None | Some("") => forge_runtime::Network::Bridge,
-        Some(m) => m.parse().map_err(|e| ApiError::bad_request(format!("NetworkMode: {e}")))?,
-    };
-    let opts = CreateOptions {
+    let mut opts = CreateOptions {
         image,
         name,
         cmd,
@@ -198,14 +185,16 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         working_dir: body.working_dir.clone().filter(|w| !w.is_empty()),
         user: body.user.clone().filter(|u| !u.is_empty()),
         hostname: body.hostname.clone().filter(|h| !h.is_empty()),
-        network,
         auto_remove: body.host_config.as_ref().and_then(|h| h.auto_remove).unwrap_or(false),
         limits: limits(body.host_config.as_ref())?,
         interactive: body.open_stdin.unwrap_or(false),
         tty: body.tty.unwrap_or(false),
-        // Security and mounts: refused above when asked for.
+        labels: body.labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect(),
+        mounts: crate::volumes::binds(body.host_config.as_ref())?,
+        // Security: refused above when asked for.
         ..CreateOptions::default()
     };
+    crate::networks::create_options(&body, &mut opts)?;
     let store = api.store.clone();
     let created = tokio::task::spawn_blocking(move || Containers::open(&store)?.create(&opts)).await??;
     Ok(http::json(StatusCode::CREATED, &ContainerCreateResponse { id: created.id().to_string(), warnings: Vec::new() }))
@@ -251,13 +240,15 @@ fn inspect_of(c: &Container) -> ContainerInspectResponse {
             working_dir: Some(c.config.working_dir.clone()),
             tty: Some(c.config.tty),
             open_stdin: Some(c.config.open_stdin),
+            labels: Some(c.config.labels.clone().into_iter().collect()),
             ..Default::default()
         }),
         // docker's clients read it (`start -a`, `run`): never left out.
         host_config: Some(bollard_stubs::models::HostConfig {
             auto_remove: Some(c.config.auto_remove),
             // What forge's monitor writes (docker-py reads it to decide whether logs can be read).
-            log_config: Some(bollard_stubs::models::HostConfigLogConfig { typ: Some("json-file".into()), config: Some(HashMap::new()) }),
+            log_config: Some(bollard_stubs::models::HostConfigLogConfig { typ: Some("json-file".into()), config: Some(Default::default()) }),
+            network_mode: Some(c.config.network.to_string()),
             ..Default::default()
         }),
         ..Default::default()
@@ -283,8 +274,15 @@ pub(crate) async fn by_id(api: &Api, req: Request<Incoming>, method: Method, id:
     match (method, verb) {
         (Method::GET, "json") => {
             Query::parse(req.uri().query(), &["size"])?;
-            let c = tokio::task::spawn_blocking(move || Containers::open(&store)?.get(&id)).await??;
-            Ok(http::json(StatusCode::OK, &inspect_of(&c)))
+            let body = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+                let containers = Containers::open(&store)?;
+                let c = containers.get(&id)?;
+                let mut body = serde_json::to_value(inspect_of(&c)).map_err(ApiError::internal)?;
+                body["NetworkSettings"] = crate::networks::settings_of(&containers, store.root(), &c)?;
+                Ok(body)
+            })
+            .await??;
+            Ok(http::json(StatusCode::OK, &body))
         }
         (Method::DELETE, "") => {
             let q = Query::parse(req.uri().query(), &["force", "v", "link"])?;

@@ -105,6 +105,7 @@ impl From<forge_runtime::Error> for ApiError {
             E::NotFound(name) => ApiError::not_found(format!("No such container: {name}")),
             E::NoSuchVolume(name) => ApiError::not_found(format!("No such volume: {name}")),
             E::VolumeInUse { .. } => ApiError::conflict(e.to_string()),
+            E::Network { source, .. } | E::Networks(source) => ApiError::new(network_status(source), e.to_string()),
             E::Image { source: forge_layerstore::store::Error::NotFound(name), .. } => ApiError::not_found(format!("No such image: {name}")),
             E::NameInUse { .. } | E::WrongStatus { .. } | E::Pause { .. } => ApiError::conflict(e.to_string()),
             // docker's client turns these words into `run`'s exit codes 127 and 126.
@@ -113,6 +114,23 @@ impl From<forge_runtime::Error> for ApiError {
             E::Ambiguous(_) | E::Invalid { .. } | E::NoCommand | E::Limits(_) => ApiError::bad_request(e.to_string()),
             _ => ApiError::internal(e),
         }
+    }
+}
+
+/// docker's status for a network failure.
+fn network_status(e: &forge_network::Error) -> StatusCode {
+    use forge_network::Error as E;
+    match e {
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Exists(_) | E::InUse { .. } | E::AddressInUse { .. } => StatusCode::CONFLICT,
+        E::Invalid { .. } | E::BadAddress { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<forge_network::Error> for ApiError {
+    fn from(e: forge_network::Error) -> ApiError {
+        ApiError::new(network_status(&e), e.to_string())
     }
 }
 

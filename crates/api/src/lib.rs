@@ -10,8 +10,8 @@
 //! and an optional group; TCP on loopback, or anywhere with mutual TLS from `tls.rs`),
 //! `server.rs` accepts connections and drains them on shutdown, `router.rs` strips and checks
 //! the `/vX.YZ` prefix (`version.rs`) and sends the request to its handler by path; the
-//! handlers (`system.rs`, `images.rs`, `build.rs`, `containers.rs`, `running.rs`, `exec.rs`,
-//! `archive.rs`, `volumes.rs`) read their parameters
+//! handlers (`system.rs`, `events.rs`, `images.rs`, `build.rs`, `containers.rs`, `running.rs`,
+//! `exec.rs`, `archive.rs`, `networks.rs`, `volumes.rs`) read their parameters
 //! through `query.rs` and registry credentials through `credentials.rs`, call the library
 //! crates and answer through `http.rs` (JSON, JSON-lines streams, `{"message": ...}` errors
 //! with docker's status codes, `error.rs`).
@@ -46,10 +46,12 @@ mod build;
 mod containers;
 mod credentials;
 mod error;
+mod events;
 mod exec;
 mod http;
 mod images;
 mod listen;
+mod networks;
 mod query;
 mod router;
 mod running;

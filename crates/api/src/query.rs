@@ -99,6 +99,14 @@ impl Filters {
     }
 }
 
+/// docker's `label` filter, `KEY` (present) or `KEY=VALUE`, against `labels`.
+pub(crate) fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+        None => labels.contains_key(filter),
+    }
+}
+
 /// `pattern` (docker's reference filter: a path glob with `*` and `?`, not crossing `/`)
 /// against `name`.
 pub(crate) fn glob(pattern: &str, name: &str) -> bool {

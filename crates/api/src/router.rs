@@ -8,7 +8,7 @@ use hyper::{Method, Request, StatusCode};
 use crate::error::ApiError;
 use crate::http::{self, Response};
 use crate::server::Api;
-use crate::{build, containers, images, system, version, volumes};
+use crate::{build, containers, events, images, networks, system, version, volumes};
 
 /// Answers `req`; failures become docker's error documents.
 pub(crate) async fn handle(api: &Api, req: Request<Incoming>) -> Response {
@@ -48,7 +48,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> 
         (&Method::GET, "/version") => system::version(api, req).await,
         (&Method::GET, "/info") => system::info(api, req).await,
         (&Method::GET, "/system/df") => system::df(api, req).await,
-        (&Method::GET, "/events") => system::events(api, req).await,
+        (&Method::GET, "/events") => events::events(api, req).await,
         (&Method::POST, "/auth") => system::auth(api, req).await,
         (&Method::GET, "/images/json") => images::list(api, req).await,
         (&Method::POST, "/images/create") => images::create(api, req).await,
@@ -59,6 +59,14 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> 
         (&Method::GET, "/containers/json") => containers::list(api, req).await,
         (&Method::POST, "/containers/create") => containers::create(api, req).await,
         (&Method::POST, "/containers/prune") => containers::prune(api, req).await,
+        (&Method::GET, "/networks") => networks::list(api, req).await,
+        (&Method::POST, "/networks/create") => networks::create(api, req).await,
+        (&Method::POST, "/networks/prune") => networks::prune(api, req).await,
+        (m, p) if p.starts_with("/networks/") => {
+            let rest = &p["/networks/".len()..];
+            let (id, verb) = rest.split_once('/').unwrap_or((rest, ""));
+            networks::by_id(api, req, m.clone(), &decode(id)?, verb).await
+        }
         (&Method::GET, "/volumes") => volumes::list(api, req).await,
         (&Method::POST, "/volumes/create") => volumes::create(api, req).await,
         (&Method::POST, "/volumes/prune") => volumes::prune(api, req).await,

@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
+//! `/_ping`, `/version`, `/info`, `/system/df`, `/auth` (`/events` is `events.rs`).
 
 use bollard_stubs::models::{LocalNodeState, PluginsInfo, SwarmInfo, SystemInfo, SystemVersion, SystemVersionComponents, SystemVersionPlatform};
 use hyper::body::Incoming;
@@ -149,34 +149,6 @@ pub(crate) async fn df(api: &Api, req: Request<Incoming>) -> Result<Response, Ap
         "BuildCache": [],
     });
     Ok(http::json(StatusCode::OK, &body))
-}
-
-/// `/events`: a valid, empty stream for now (forge records no events yet). It ends at
-/// `until`, or when the server stops; `since` and `filters` are checked, then have nothing
-/// to select from.
-pub(crate) async fn events(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> {
-    let q = Query::parse(req.uri().query(), &["since", "until", "filters"])?;
-    q.filters(&["config", "container", "daemon", "event", "image", "label", "network", "node", "plugin", "scope", "secret", "service", "type", "volume"])?;
-    let parse_time = |name: &str| -> Result<Option<f64>, ApiError> {
-        match q.get(name) {
-            None | Some("") => Ok(None),
-            Some(v) => v.parse::<f64>().map(Some).map_err(|_| ApiError::bad_request(format!("invalid {name} {v:?}: expected Unix seconds"))),
-        }
-    };
-    parse_time("since")?;
-    let until = parse_time("until")?;
-    let (lines, resp) = http::lines();
-    let mut stopping = api.stopping.clone();
-    tokio::spawn(async move {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        let wait = until.map(|u| std::time::Duration::from_secs_f64((u - now).max(0.0)));
-        tokio::select! {
-            _ = async { let _ = stopping.wait_for(|s| *s).await; } => {}
-            _ = async { match wait { Some(w) => tokio::time::sleep(w).await, None => std::future::pending().await } } => {}
-            _ = lines.closed() => {}
-        }
-    });
-    Ok(resp)
 }
 
 /// The body of `POST /auth` (bollard-stubs has `AuthConfig`, but with every field optional

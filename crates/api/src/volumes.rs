@@ -17,6 +17,7 @@ fn api_volume(v: Volume) -> ApiVolume {
         mountpoint: v.mountpoint.display().to_string(),
         created_at: Some(v.created_at),
         scope: Some(VolumeScopeEnum::LOCAL),
+        labels: v.labels.into_iter().collect(),
         ..Default::default()
     }
 }
@@ -25,11 +26,10 @@ fn api_volume(v: Volume) -> ApiVolume {
 pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> {
     let q = Query::parse(req.uri().query(), &["filters"])?;
     let filters = q.filters(&["name", "driver", "dangling", "label"])?;
-    for unsupported in ["dangling", "label"] {
-        if !filters.values(unsupported).is_empty() {
-            return Err(ApiError::bad_request(format!("the {unsupported} volume filter is not supported by forge yet")));
-        }
+    if !filters.values("dangling").is_empty() {
+        return Err(ApiError::bad_request("the dangling volume filter is not supported by forge yet"));
     }
+    let labels = filters.values("label").to_vec();
     let (names, drivers) = (filters.values("name").to_vec(), filters.values("driver").to_vec());
     let store = api.store.clone();
     let volumes = tokio::task::spawn_blocking(move || Volumes::open(&store)?.list()).await??;
@@ -37,9 +37,16 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
         .into_iter()
         .filter(|v| names.is_empty() || names.iter().any(|n| v.name.contains(n.as_str())))
         .filter(|v| drivers.is_empty() || drivers.contains(&v.driver))
+        .filter(|v| labels.iter().all(|l| crate::query::label_matches(&v.labels, l)))
         .map(api_volume)
         .collect();
     Ok(http::json(StatusCode::OK, &VolumeListResponse { volumes: Some(volumes), warnings: Some(Vec::new()) }))
+}
+
+/// A create request's `HostConfig.Binds` (docker's `-v`) as the runtime's mounts.
+pub(crate) fn binds(host: Option<&bollard_stubs::models::HostConfig>) -> Result<Vec<forge_runtime::MountSpec>, ApiError> {
+    let binds = host.and_then(|h| h.binds.as_deref()).unwrap_or_default();
+    binds.iter().map(|b| forge_runtime::MountSpec::from_volume_flag(b).map_err(|e| ApiError::bad_request(format!("HostConfig.Binds: {e}")))).collect()
 }
 
 /// The body of `POST /volumes/create` (bollard-stubs' `VolumeCreateOptions` carries cluster
@@ -64,12 +71,13 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
     if !body.driver.is_empty() && body.driver != "local" {
         return Err(ApiError::bad_request(format!("volume driver {:?} is not supported: forge has the local driver", body.driver)));
     }
-    if !body.driver_opts.is_empty() || !body.labels.is_empty() {
-        return Err(ApiError::bad_request("volume driver options and labels are not supported by forge yet"));
+    if !body.driver_opts.is_empty() {
+        return Err(ApiError::bad_request("volume driver options are not supported by forge yet"));
     }
     let store = api.store.clone();
     let name = Some(body.name).filter(|n| !n.is_empty());
-    let volume = tokio::task::spawn_blocking(move || Volumes::open(&store)?.create(name.as_deref())).await??;
+    let labels = body.labels.into_iter().collect();
+    let volume = tokio::task::spawn_blocking(move || Volumes::open(&store)?.create(name.as_deref(), labels)).await??;
     Ok(http::json(StatusCode::CREATED, &api_volume(volume)))
 }
 

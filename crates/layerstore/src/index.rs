@@ -110,7 +110,15 @@ impl Index {
         tagged.set_annotations(Some(annotations));
         manifests.push(tagged);
         manifests.sort_by(|a, b| ref_name(a).cmp(&ref_name(b)));
-        self.write(manifests)
+        self.write(manifests)?;
+        self.event("tag", manifest.digest().as_ref(), name);
+        Ok(())
+    }
+
+    /// The index's changes are the images' events (see [`crate::events`]).
+    fn event(&self, action: &str, digest: &str, name: &str) {
+        let attributes = [("name".to_string(), name.to_string())].into();
+        crate::events::record_quietly(&self.root, crate::events::Event::now("image", action, digest, attributes));
     }
 
     /// The manifest descriptor `name` points at.
@@ -122,13 +130,15 @@ impl Index {
     pub fn untag(&self, name: &str) -> Result<bool, Error> {
         let _lock = self.lock()?;
         let mut manifests = self.read()?;
-        let before = manifests.len();
+        let gone: Vec<Descriptor> = manifests.iter().filter(|d| ref_name(d) == Some(name)).cloned().collect();
         manifests.retain(|d| ref_name(d) != Some(name));
-        let removed = manifests.len() != before;
-        if removed {
+        if !gone.is_empty() {
             self.write(manifests)?;
         }
-        Ok(removed)
+        for d in &gone {
+            self.event("untag", d.digest().as_ref(), name);
+        }
+        Ok(!gone.is_empty())
     }
 
     /// Every tag with its manifest descriptor, sorted by name.

@@ -64,6 +64,7 @@ pub mod content;
 pub mod diff;
 pub mod digest;
 pub mod distribute;
+pub mod events;
 pub mod export;
 pub mod image;
 pub mod import;

@@ -52,7 +52,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub use etc::{hosts, resolv_conf};
-pub use mode::{InvalidMode, InvalidPublish, Mode, Protocol, Publish};
+pub use mode::{alias, extra_host, InvalidMode, InvalidPublish, Mode, Protocol, Publish};
 pub use nat::tagged_rules;
 use sys::FileLock;
 
@@ -172,6 +172,10 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     /// No NAT and no default route: attachments reach only each other.
     pub internal: bool,
+    /// The user's `KEY=VALUE` labels (docker's `network create --label`; compose finds its
+    /// networks by them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The user's settings, `<dir>/config.json` (every field optional).
@@ -245,6 +249,9 @@ pub struct Attached {
     pub address: Ipv4Addr,
     /// The names peers find it by (none for a build step, or on the default network).
     pub names: Vec<String>,
+    /// Its network namespace: a bind mount, or a connected container's `/proc/<pid>/ns/net`
+    /// (whose inode tells which container it is).
+    pub netns: PathBuf,
 }
 
 /// What [`Networks::prune`] removed.
@@ -301,7 +308,10 @@ impl Networks {
         for sub in ["networks", "leases", "netns"] {
             fs::create_dir_all(dir.join(sub)).map_err(io("creating the network store"))?;
         }
-        Ok(Networks { dir: dir.to_path_buf() })
+        // The directory is the store's identity in the host-wide bridge claims: one spelling
+        // for every process, however it named the store (`--root store`, `/abs/store`).
+        let dir = fs::canonicalize(dir).map_err(io("finding the network store"))?;
+        Ok(Networks { dir })
     }
 
     fn lease_path(&self, id: &str) -> PathBuf {
@@ -355,7 +365,7 @@ impl Networks {
             (None, _) => free_subnet(&bridge, &taken)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
         };
         let gateway = subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?;
-        let network = Network { name: name.to_string(), bridge, subnet, gateway, internal: false };
+        let network = Network { name: name.to_string(), bridge, subnet, gateway, internal: false, labels: Default::default() };
         if recorded.as_ref() != Some(&network) {
             write_json(&path, &network)?;
         }
@@ -445,8 +455,15 @@ impl Networks {
     /// Makes the user network `name` (docker's `network create`): a bridge of its own, made
     /// at its first attachment, on `subnet` (default: the first free candidate) with `gateway`
     /// (default: the subnet's first address). An `internal` network gets no NAT and its
-    /// attachments no default route.
-    pub fn create(&self, name: &str, subnet: Option<Ipv4Net>, gateway: Option<Ipv4Addr>, internal: bool) -> Result<Network, Error> {
+    /// attachments no default route. `labels` are kept with it.
+    pub fn create(
+        &self,
+        name: &str,
+        subnet: Option<Ipv4Net>,
+        gateway: Option<Ipv4Addr>,
+        internal: bool,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Network, Error> {
         if !mode::valid_name(name) || ["bridge", "host", "none", "default"].contains(&name) {
             return Err(Error::Invalid { what: "network name", value: name.into(), reason: "use [a-zA-Z0-9][a-zA-Z0-9_.-]*, not a predefined network's name".into() });
         }
@@ -457,23 +474,18 @@ impl Networks {
         }
         let taken: Vec<Ipv4Net> = self.list_locked()?.into_iter().map(|n| n.subnet).collect();
         let bridge = self.claim_bridge(name)?;
-        let subnet = match subnet {
-            Some(s) if s.prefix_len() > 30 => return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it has no room for a gateway and a container".into() }),
-            Some(s) if taken.iter().any(|t| t.contains(&s.network()) || s.contains(&t.network())) => {
-                return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it overlaps another network of the store".into() });
+        // A refused create leaves no claim behind.
+        let addresses = pick_addresses(name, &bridge, subnet, gateway, &taken);
+        let (subnet, gateway) = match addresses {
+            Ok(picked) => picked,
+            Err(e) => {
+                let _ = fs::remove_file(Path::new(HOST_DIR).join("bridges").join(&bridge));
+                return Err(e);
             }
-            Some(s) => s.trunc(),
-            None => free_subnet(&bridge, &taken)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
         };
-        let gateway = match gateway {
-            Some(g) if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() => {
-                return Err(Error::Invalid { what: "gateway", value: g.to_string(), reason: format!("it is not a host address of {subnet}") });
-            }
-            Some(g) => g,
-            None => subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?,
-        };
-        let network = Network { name: name.into(), bridge, subnet, gateway, internal };
+        let network = Network { name: name.into(), bridge, subnet, gateway, internal, labels };
         write_json(&path, &network)?;
+        self.event("create", name);
         Ok(network)
     }
 
@@ -500,7 +512,7 @@ impl Networks {
         let _host = host_lock()?;
         self.reconcile_locked()?;
         let network = self.list_locked()?.into_iter().find(|n| n.name == name).ok_or_else(|| Error::NotFound(name.into()))?;
-        let attached = self.leases()?.into_iter().filter(|l| l.network == name).map(|l| Attached { address: l.address, names: l.names }).collect();
+        let attached = self.leases()?.into_iter().filter(|l| l.network == name).map(|l| Attached { address: l.address, names: l.names, netns: l.netns }).collect();
         Ok((network, attached))
     }
 
@@ -519,8 +531,20 @@ impl Networks {
         }
         self.remove_bridge(&network)?;
         match fs::remove_file(self.dir.join("networks").join(format!("{name}.json"))) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io("removing a network")(e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io("removing a network")(e)),
+            _ => {}
+        }
+        self.event("destroy", name);
+        Ok(())
+    }
+
+    /// Records `action` on network `name` in the store's event journal: a network store at
+    /// `<store>/forge/network` is a store's (one elsewhere, as in tests, records nothing).
+    fn event(&self, action: &str, name: &str) {
+        let store_root = self.dir.parent().filter(|forge| forge.ends_with("forge") && self.dir.ends_with("network")).and_then(Path::parent);
+        if let Some(root) = store_root {
+            let attributes = [("name".to_string(), name.to_string()), ("type".to_string(), "bridge".to_string())].into();
+            forge_layerstore::events::record_quietly(root, forge_layerstore::events::Event::now("network", action, name, attributes));
         }
     }
 
@@ -675,6 +699,7 @@ impl Networks {
             }
             if network.name != DEFAULT_NETWORK {
                 fs::remove_file(self.dir.join("networks").join(format!("{}.json", network.name))).map_err(io("removing a network"))?;
+                self.event("destroy", &network.name);
                 pruned.networks.push(network.name.clone());
             }
         }
@@ -716,6 +741,27 @@ fn teardown(dir: &Path, lease: &Lease) -> Result<(), Error> {
     }
     let _ = fs::remove_file(leases.join(format!("{}.lock", lease.id)));
     Ok(())
+}
+
+/// The subnet and gateway of a new network `name` on `bridge`: the ones asked for, checked, or
+/// the first free subnet and its first address.
+fn pick_addresses(name: &str, bridge: &str, subnet: Option<Ipv4Net>, gateway: Option<Ipv4Addr>, taken: &[Ipv4Net]) -> Result<(Ipv4Net, Ipv4Addr), Error> {
+    let subnet = match subnet {
+        Some(s) if s.prefix_len() > 30 => return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it has no room for a gateway and a container".into() }),
+        Some(s) if taken.iter().any(|t| t.contains(&s.network()) || s.contains(&t.network())) => {
+            return Err(Error::Invalid { what: "subnet", value: s.to_string(), reason: "it overlaps another network of the store".into() });
+        }
+        Some(s) => s.trunc(),
+        None => free_subnet(bridge, taken)?.ok_or_else(|| Error::NoSubnet(name.to_string()))?,
+    };
+    let gateway = match gateway {
+        Some(g) if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() => {
+            return Err(Error::Invalid { what: "gateway", value: g.to_string(), reason: format!("it is not a host address of {subnet}") });
+        }
+        Some(g) => g,
+        None => subnet.hosts().next().ok_or_else(|| Error::NoSubnet(name.to_string()))?,
+    };
+    Ok((subnet, gateway))
 }
 
 /// Whether `subnet` overlaps none of `taken` (the store's other networks, whose bridges may

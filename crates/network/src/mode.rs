@@ -79,6 +79,26 @@ impl From<Mode> for String {
     }
 }
 
+/// An extra hosts entry (`--add-host`, the API's `ExtraHosts`): `NAME:IP`.
+pub fn extra_host(v: &str) -> Result<(String, std::net::Ipv4Addr), String> {
+    let (name, ip) = v.rsplit_once(':').ok_or("use NAME:IP")?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err("the name is empty or has white space".into());
+    }
+    Ok((name.to_string(), ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?))
+}
+
+/// A network alias (`--network-alias`, the API's `Aliases`): a host name, since it goes into
+/// other containers' `/etc/hosts`.
+pub fn alias(v: &str) -> Result<String, String> {
+    let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && v.len() <= 253 && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("use letters, digits, '_', '.' and '-', starting with a letter or digit".into())
+    }
+}
+
 /// A transport protocol of a published port.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -174,3 +174,20 @@ fn a_prune_never_removes_another_stores_bridge_that_took_the_name() {
     assert!(link_exists(&b_bridge), "a's prune removed {b_bridge}, which b's network holds");
     drop(other);
 }
+
+#[test]
+fn a_store_named_two_ways_prunes_its_own_bridge() {
+    let Some(store) = Store::new(None) else { return };
+    // The same store through a path that is spelled differently (as `--root store` and
+    // `--root /abs/store` are).
+    std::fs::create_dir_all(store.dir.path().join("x")).unwrap();
+    let other_spelling = Networks::open(&store.dir.path().join("x/..")).unwrap();
+    other_spelling.create("twoways", Some("10.147.13.0/24".parse().unwrap()), None, false, Default::default()).unwrap();
+    let attached = other_spelling.attach("twoways", None).unwrap();
+    let bridge = attached.network().bridge.clone();
+    attached.release().unwrap();
+    assert!(link_exists(&bridge));
+    let pruned = store.networks.prune().unwrap();
+    assert_eq!(pruned.networks, ["twoways"]);
+    assert!(pruned.bridges.contains(&bridge) && !link_exists(&bridge), "the bridge {bridge} of a pruned network was left behind");
+}

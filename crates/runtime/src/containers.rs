@@ -136,7 +136,7 @@ impl Containers {
                 let v = match volumes.get(name) {
                     Ok(v) => v,
                     Err(Error::NoSuchVolume(_)) => {
-                        let v = volumes.create_locked(Some(name), anonymous.contains(name))?;
+                        let v = volumes.create_locked(Some(name), anonymous.contains(name), Default::default())?;
                         made_volumes.push(v.mountpoint.clone());
                         v
                     }
@@ -246,6 +246,7 @@ impl Containers {
             return Err(e);
         }
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("syncing", &self.dir))?;
+        self.event(id, "create", &[]);
         Ok(config)
     }
 
@@ -415,7 +416,9 @@ impl Containers {
         state.finished_at = now();
         state.error = format!("the forge process {} that ran it is gone; its exit code is unknown", state.supervisor);
         state.pid = 0;
-        write_json(&self.path(id).join("state.json"), state)
+        write_json(&self.path(id).join("state.json"), state)?;
+        self.event(id, "die", &[("exitCode", state.exit_code.to_string())]);
+        Ok(())
     }
 
     pub(crate) fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
@@ -553,6 +556,7 @@ impl Containers {
                     ..State::created()
                 };
                 recorded = write_json(&state_path, &state);
+                self.event(&id, "start", &[]);
                 progress(Progress::Started(pid));
             }
             Event::Executed => progress(Progress::Executed),
@@ -588,6 +592,7 @@ impl Containers {
             }
         };
         let written = write_json(&state_path, &state).and(recorded).map(|()| state);
+        self.event(&id, "die", &[("exitCode", written.as_ref().map_or(255, |s| s.exit_code).to_string())]);
         (written, result)
     }
 
@@ -669,7 +674,9 @@ impl Containers {
             self.record_lost(id, &mut state)?;
         }
         self.fill_exit_slots(id, &state);
+        let attributes = self.event_attributes(id);
         self.remove_records_and_layer(id, name)?;
+        self.event_with(id, "destroy", attributes, &[]);
         drop(lock);
         Ok(())
     }

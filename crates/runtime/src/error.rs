@@ -160,6 +160,9 @@ pub enum Error {
         /// What failed.
         source: forge_network::Error,
     },
+    /// The store's networks could not be read or changed (not one container's).
+    #[error(transparent)]
+    Networks(#[from] forge_network::Error),
     /// A port could not be published (most often: something else listens on it).
     #[error("publishing {publish}: {source}")]
     Publish {

@@ -108,6 +108,7 @@
 mod config;
 mod containers;
 mod error;
+mod events;
 mod exec;
 mod logs;
 mod monitor;
@@ -126,7 +127,7 @@ pub use error::Error;
 pub use exec::ExecOptions;
 pub use logs::{read_log, LogEntry};
 pub use monitor::MonitorCommand;
-pub use network::published;
+pub use network::{networks, published, Endpoint};
 pub use resources::{check_limits, host_cpu, host_memory, Top};
 pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, PathStat, Rootfs};
 pub use state::{State, Status};

@@ -235,6 +235,7 @@ impl Containers {
         self.mark_stopped(id)?;
         self.signal_init(id, sig)?;
         let wait = Duration::from_secs(timeout.or(container.config.stop_timeout).unwrap_or(10).into());
+        self.event(id, "kill", &[("signal", (sig as i32).to_string())]);
         std::thread::scope(|s| -> Result<(), Error> {
             let (tx, rx) = mpsc::channel();
             s.spawn(move || {
@@ -244,10 +245,13 @@ impl Containers {
                 Ok(r) => r,
                 Err(_) => {
                     self.signal_init(id, Signal::SIGKILL)?;
+                    self.event(id, "kill", &[("signal", (Signal::SIGKILL as i32).to_string())]);
                     rx.recv().unwrap_or(Ok(()))
                 }
             }
-        })
+        })?;
+        self.event(id, "stop", &[]);
+        Ok(())
     }
 
     /// Sends `signal` to a running container (`docker kill`); SIGKILL or its stop signal also
@@ -262,7 +266,9 @@ impl Containers {
         if sig == Signal::SIGKILL || parse_signal(&container.config.stop_signal).is_ok_and(|s| s == sig) {
             self.mark_stopped(id)?;
         }
-        self.signal_init(id, sig)
+        self.signal_init(id, sig)?;
+        self.event(id, "kill", &[("signal", (sig as i32).to_string())]);
+        Ok(())
     }
 
     /// Waits until nobody supervises the container any more (`docker wait`) and returns its

@@ -37,6 +37,8 @@ pub(crate) struct Running {
     pub(crate) mounts: Vec<Mount>,
     proxies: Vec<Proxy>,
     ports_file: Option<PathBuf>,
+    /// The store, network and container whose `disconnect` is recorded when this goes.
+    connected: Option<(PathBuf, String, String)>,
     // Last: the namespace goes after the proxies that reach into it.
     _attachment: Option<Attachment>,
 }
@@ -54,10 +56,12 @@ pub(crate) fn start(containers: &Containers, store_root: &Path, dir: &Path, conf
         Mode::Named(n) => Some(n.clone()),
         _ => None,
     };
+    let mut connected = None;
     let (network, attachment) = match (&config.network, network_name) {
         (_, Some(name)) => {
             let networks = Networks::open(&store_root.join("forge").join("network")).map_err(fail)?;
             let a = networks.attach(&name, config.ip).map_err(fail)?;
+            connected = Some((store_root.to_path_buf(), name, config.id.clone()));
             (Network::Namespace(a.netns().to_path_buf()), Some(a))
         }
         (Mode::Host, _) => (Network::Host, None),
@@ -98,7 +102,11 @@ pub(crate) fn start(containers: &Containers, store_root: &Path, dir: &Path, conf
         let own = forge_network::hosts(address, &config.hostname, &config.add_hosts);
         a.announce(&names, &dir.join("hosts"), &own).map_err(fail)?;
     }
-    let mut running = Running { network, mounts, proxies: Vec::new(), ports_file: None, _attachment: attachment };
+    let mut running = Running { network, mounts, proxies: Vec::new(), ports_file: None, connected, _attachment: attachment };
+    // From here on its drop records the disconnect.
+    if let Some((_, name, id)) = &running.connected {
+        crate::events::network(store_root, "connect", name, id);
+    }
     if let Some(address) = address {
         let mut published = Vec::new();
         for p in &config.ports {
@@ -124,6 +132,97 @@ fn namespace_of(containers: &Containers, other: &str) -> Result<PathBuf, Error> 
     Ok(PathBuf::from(format!("/proc/{}/ns/net", c.state.pid)))
 }
 
+/// The store's networks (`<store>/forge/network`).
+pub fn networks(store_root: &Path) -> Result<Networks, forge_network::Error> {
+    Networks::open(&store_root.join("forge").join("network"))
+}
+
+/// A running container's place on a network, as `network inspect` and the container's
+/// `NetworkSettings` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The container's full ID.
+    pub container: String,
+    /// The container's name.
+    pub name: Option<String>,
+    /// The network's name.
+    pub network: String,
+    /// Its address there.
+    pub address: Ipv4Addr,
+    /// The network's gateway.
+    pub gateway: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
+    /// The names peers find it by there (none on the default network).
+    pub names: Vec<String>,
+}
+
+impl Containers {
+    /// Gives the running container `c` an interface on `network` (docker's `network
+    /// connect`); peers there find it by its name, `aliases` and short ID. Returns its address.
+    pub fn connect(&self, c: &crate::Container, network: &str, aliases: &[String]) -> Result<Ipv4Addr, Error> {
+        if c.state.status != Status::Running {
+            return Err(Error::WrongStatus { id: c.id().into(), status: c.state.status, what: "only a running container can be connected to a network" });
+        }
+        if matches!(c.config.network, Mode::Host | Mode::Container(_)) {
+            return Err(Error::Invalid {
+                what: "network connect",
+                value: c.config.network.to_string(),
+                reason: "a container in the host's or another container's network namespace cannot be connected to other networks".into(),
+            });
+        }
+        let fail = |source| Error::Network { id: c.id().into(), source };
+        let names: Vec<String> = c.config.name.iter().chain(aliases).cloned().chain([c.short_id().to_string()]).collect();
+        let address = networks(self.store().root()).and_then(|n| n.connect(network, c.id(), c.state.pid, c.state.pid_start, &names)).map_err(fail)?;
+        crate::events::network(self.store().root(), "connect", network, c.id());
+        Ok(address)
+    }
+
+    /// Takes `c`'s interface off `network` (one [`connect`](Containers::connect) added).
+    pub fn disconnect(&self, c: &crate::Container, network: &str) -> Result<(), Error> {
+        networks(self.store().root()).and_then(|n| n.disconnect(network, c.id())).map_err(|source| Error::Network { id: c.id().into(), source })?;
+        crate::events::network(self.store().root(), "disconnect", network, c.id());
+        Ok(())
+    }
+
+    /// Where the running containers are attached. forge's leases name namespaces, not
+    /// containers (a build step's has none): an attachment is a container's when its namespace
+    /// is the one the container's init is in (same nsfs inode).
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.store().root().join("forge").join("network");
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut namespaces = HashMap::new();
+        for c in self.list()? {
+            if c.state.status != Status::Running || crate::sys::start_time(c.state.pid) != Some(c.state.pid_start) {
+                continue;
+            }
+            if let Ok(m) = std::fs::metadata(format!("/proc/{}/ns/net", c.state.pid)) {
+                namespaces.insert((m.dev(), m.ino()), (c.id().to_string(), c.config.name.clone()));
+            }
+        }
+        let networks = Networks::open(&dir)?;
+        let mut out = Vec::new();
+        for n in networks.list()? {
+            let (_, attached) = match networks.inspect(&n.name) {
+                Ok(found) => found,
+                // Removed meanwhile.
+                Err(forge_network::Error::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for a in attached {
+                let Ok(m) = std::fs::metadata(&a.netns) else { continue };
+                if let Some((id, name)) = namespaces.get(&(m.dev(), m.ino())) {
+                    out.push(Endpoint { container: id.clone(), name: name.clone(), network: n.name.clone(), address: a.address, gateway: n.gateway, prefix_len: n.subnet.prefix_len(), names: a.names });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Removes what dead supervisors left of their containers' networks (see
 /// [`Networks::reconcile`]). Best effort: a store without networks has nothing to reconcile,
 /// and what fails now is found again by the next command.
@@ -147,6 +246,9 @@ impl Drop for Running {
             let _ = std::fs::remove_file(p);
         }
         self.proxies.clear();
+        if let Some((store_root, network, id)) = &self.connected {
+            crate::events::network(store_root, "disconnect", network, id);
+        }
     }
 }
 

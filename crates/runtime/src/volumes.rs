@@ -30,6 +30,48 @@ pub struct MountSpec {
     pub read_only: bool,
 }
 
+impl MountSpec {
+    /// docker's `-v SRC:DST[:OPTS]` (the API's `Binds`): SRC an absolute host path (made when
+    /// missing, as docker's `-v` does), a volume's name, or nothing for an anonymous volume;
+    /// OPTS among `ro`, `rw`, `nocopy`, `z`, `Z`. A relative path is the caller's to resolve.
+    pub fn from_volume_flag(spec: &str) -> Result<MountSpec, Error> {
+        let bad = |reason: String| Error::Invalid { what: "volume", value: spec.into(), reason };
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (src, target, opts) = match parts[..] {
+            // An anonymous volume: the runtime names it.
+            [target] => ("", target, ""),
+            [src, dst] => (src, dst, ""),
+            [src, dst, opts] => (src, dst, opts),
+            _ => return Err(bad("expected SRC:DST[:OPTS]".into())),
+        };
+        let (mut read_only, mut nocopy) = (false, false);
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                "nocopy" => nocopy = true,
+                // SELinux relabelling: nothing to do without SELinux.
+                "z" | "Z" => {}
+                other => return Err(bad(format!("unknown option {other:?}: forge knows ro, rw, nocopy, z and Z"))),
+            }
+        }
+        let source = if src.is_empty() {
+            MountSource::Volume { name: String::new(), nocopy }
+        } else if src.starts_with('/') {
+            let path = PathBuf::from(src);
+            if !path.exists() {
+                fs::create_dir_all(&path).map_err(io("creating the bind source", &path))?;
+            }
+            MountSource::Bind(path)
+        } else if src.starts_with('.') {
+            return Err(bad("a relative bind source: give an absolute path".into()));
+        } else {
+            MountSource::Volume { name: src.to_string(), nocopy }
+        };
+        Ok(MountSpec { source, target: target.to_string(), read_only })
+    }
+}
+
 /// What a mount mounts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +107,9 @@ pub struct Volume {
     /// with `--rm`.
     #[serde(default)]
     pub anonymous: bool,
+    /// The user's `KEY=VALUE` labels (compose finds its volumes by them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The volumes of a store.
@@ -102,12 +147,13 @@ impl Volumes {
 
     /// Makes volume `name` (a new random name when `None`, docker's anonymous volume); an
     /// existing one is returned as it is.
-    pub fn create(&self, name: Option<&str>) -> Result<Volume, Error> {
+    /// `labels` are kept with a new volume.
+    pub fn create(&self, name: Option<&str>, labels: std::collections::BTreeMap<String, String>) -> Result<Volume, Error> {
         let _lock = self.lock()?;
-        self.create_locked(name, false)
+        self.create_locked(name, false, labels)
     }
 
-    pub(crate) fn create_locked(&self, name: Option<&str>, anonymous: bool) -> Result<Volume, Error> {
+    pub(crate) fn create_locked(&self, name: Option<&str>, anonymous: bool, labels: std::collections::BTreeMap<String, String>) -> Result<Volume, Error> {
         let name = match name {
             Some(n) => {
                 validate_name(n)?;
@@ -118,7 +164,7 @@ impl Volumes {
         if let Ok(v) = self.get(&name) {
             return Ok(v);
         }
-        let volume = Volume { name: name.clone(), driver: "local".into(), mountpoint: self.path(&name).join("_data"), created_at: now(), scope: "local".into(), anonymous };
+        let volume = Volume { name: name.clone(), driver: "local".into(), mountpoint: self.path(&name).join("_data"), created_at: now(), scope: "local".into(), anonymous, labels };
         // Made whole aside, then renamed: a listing never sees half a volume.
         let new = self.dir.join(format!(".new-{name}"));
         let _ = fs::remove_dir_all(&new);
@@ -130,6 +176,7 @@ impl Volumes {
             let _ = fs::remove_dir_all(&new);
             return Err(e);
         }
+        crate::events::volume(self.containers.store().root(), "create", &name);
         Ok(volume)
     }
 
@@ -179,6 +226,7 @@ impl Volumes {
     fn remove_locked(&self, name: &str) -> Result<(), Error> {
         let aside = self.dir.join(format!(".rm-{name}"));
         fs::rename(self.path(name), &aside).map_err(io("removing", self.path(name)))?;
+        crate::events::volume(self.containers.store().root(), "destroy", name);
         fs::remove_dir_all(&aside).map_err(io("removing", &aside))
     }
 
