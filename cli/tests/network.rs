@@ -389,6 +389,68 @@ fn user_networks_resolve_names_and_aliases_and_are_isolated() {
     assert!(!forge.ok(&["network", "ls"]).stdout.contains("front"));
 }
 
+/// `forge exec NAME cat /etc/hosts`.
+fn hosts_of(forge: &Forge, name: &str) -> String {
+    forge.ok(&["exec", name, "cat", "/etc/hosts"]).stdout
+}
+
+/// Whether a hosts file has a line naming `name`.
+fn names(hosts: &str, name: &str) -> bool {
+    hosts.lines().any(|l| l.split_whitespace().skip(1).any(|n| n == name))
+}
+
+#[test]
+fn connected_containers_and_their_peers_find_each_other_both_ways() {
+    let forge = Forge::with_busybox();
+    forge.ok(&["network", "create", "mesh"]);
+    // `from` fetches `body` from `host`:8080 by name (retried while the server comes up).
+    let reaches = |from: &str, host: &str, body: &str| {
+        let get = format!("for i in $(seq 1 50); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {host} 8080 2>/dev/null | grep -q {body} && exit 0; sleep 0.2; done; exit 1");
+        forge.run(&["exec", from, "sh", "-c", &get]).ok
+    };
+    let _srv = Background::run(&forge, "srv", &["--network", "mesh", "--network-alias", "web", "busybox", "sh", "-c", &httpd("hello-srv")]);
+    // On the default network, then connected: it finds srv by name and alias, and srv finds it
+    // by name and by the alias given at connect.
+    let other = Background::run(&forge, "other", &["busybox", "sh", "-c", &httpd("hello-other")]);
+    forge.ok(&["network", "connect", "--alias", "oth", "mesh", "other"]);
+    let (hosts, srv_hosts) = (hosts_of(&forge, "other"), hosts_of(&forge, "srv"));
+    assert!(names(&hosts, "srv") && names(&hosts, "web"), "the connected container does not know its peers: {hosts}");
+    assert!(names(&srv_hosts, "other") && names(&srv_hosts, "oth"), "{srv_hosts}");
+    assert!(reaches("other", "srv", "hello-srv") && reaches("other", "web", "hello-srv"));
+    assert!(reaches("srv", "other", "hello-other") && reaches("srv", "oth", "hello-other"));
+
+    // A container started later knows it, and it knows the newcomer.
+    let _late = Background::run(&forge, "late", &["--network", "mesh", "busybox", "sh", "-c", &httpd("hello-late")]);
+    assert!(reaches("other", "late", "hello-late") && reaches("late", "oth", "hello-other"));
+
+    // Disconnected: its peers' names leave its file and its names leave theirs.
+    forge.ok(&["network", "disconnect", "mesh", "other"]);
+    let hosts = hosts_of(&forge, "other");
+    assert!(!names(&hosts, "srv") && !names(&hosts, "late") && names(&hosts, "localhost"), "{hosts}");
+    for peer in ["srv", "late"] {
+        let h = hosts_of(&forge, peer);
+        assert!(!names(&h, "other") && !names(&h, "oth"), "{peer} still names other: {h}");
+    }
+
+    // Connected again under another alias, then removed: gone from its peers' files.
+    forge.ok(&["network", "connect", "--alias", "back", "mesh", "other"]);
+    assert!(names(&hosts_of(&forge, "srv"), "back") && names(&hosts_of(&forge, "other"), "late"));
+    drop(other);
+    for peer in ["srv", "late"] {
+        let h = hosts_of(&forge, peer);
+        assert!(!names(&h, "other") && !names(&h, "back"), "{peer} still names the removed container: {h}");
+    }
+
+    // No network of its own: refused (with host, the interface would land in the host's namespace).
+    let hosty = Background::run(&forge, "hosty", &["--network", "host", "busybox", "sleep", "600"]);
+    let links = entries(Path::new("/sys/class/net")).into_iter().filter(|l| l.starts_with("eth")).collect::<Vec<_>>();
+    let r = forge.run(&["network", "connect", "mesh", "hosty"]);
+    assert!(!r.ok && r.stderr.contains("network mode is host"), "{}", r.stderr);
+    assert_eq!(entries(Path::new("/sys/class/net")).into_iter().filter(|l| l.starts_with("eth")).collect::<Vec<_>>(), links);
+    assert!(!inspect_network(&forge, "mesh")["Containers"].to_string().contains("hosty"));
+    drop(hosty);
+}
+
 /// The host's veth ends forge made (`fv<id>`).
 fn forge_veths() -> Vec<String> {
     entries(Path::new("/sys/class/net")).into_iter().filter(|n| n.starts_with("fv")).collect()

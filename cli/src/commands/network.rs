@@ -109,12 +109,22 @@ pub fn run(global: &crate::Global, cmd: NetworkCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NetworkCommand::Connect { aliases, network, container } => {
-            let c = crate::commands::create::containers(global)?.get(&container)?;
+            let containers = crate::commands::create::containers(global)?;
+            let c = containers.get(&container)?;
             if c.state.status != forge_runtime::Status::Running {
                 anyhow::bail!("container {container} is not running: only a running container can be connected");
             }
+            // As docker: a container without a namespace of its own (the host's, or another
+            // container's) has no interfaces of its own to add (with `host`, the new one would
+            // land in the host's namespace), and `none` means no network.
+            use forge_network::Mode;
+            if matches!(c.config.network, Mode::Host | Mode::None | Mode::Container(_)) {
+                anyhow::bail!("container {container} cannot be connected to network {network}: its network mode is {}, and only a container with a bridge or user network of its own can join others", c.config.network);
+            }
             let names: Vec<String> = c.config.name.iter().chain(&aliases).cloned().chain([c.short_id().to_string()]).collect();
-            networks.connect(&network, c.id(), c.state.pid, c.state.pid_start, &names)?;
+            // Its /etc/hosts (bind-mounted from its directory) lists its new peers too.
+            let hosts = containers.dir_of(c.id()).join("hosts");
+            networks.connect_with_hosts(&network, c.id(), c.state.pid, c.state.pid_start, &names, &hosts)?;
             Ok(())
         }
         NetworkCommand::Disconnect { network, container } => {
