@@ -577,6 +577,10 @@ impl Networks {
         if sys::start_time(pid) != Some(start) {
             return Err(Error::NotFound(format!("a running process {pid} for container {container}")));
         }
+        // Whatever the caller checked: an interface added there would be the host's own.
+        if sys::same_file(&netns, Path::new("/proc/self/ns/net")).map_err(io("reading the container's network namespace"))? {
+            return Err(Error::Invalid { what: "container", value: container.into(), reason: "it is in forge's own (the host's) network namespace, so it cannot be connected to a network".into() });
+        }
         netlink::ensure_bridge(&network.bridge, network.gateway, network.subnet.prefix_len())?;
         nat::add(&network.bridge, &network.subnet, network.internal)?;
         let leased: Vec<Ipv4Addr> = leases.iter().filter(|l| l.network == network.name).map(|l| l.address).collect();

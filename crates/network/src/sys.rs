@@ -98,3 +98,10 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses: count from its end.
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
+
+/// Whether two paths are one file (two `ns/net` links: one namespace).
+pub(crate) fn same_file(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
