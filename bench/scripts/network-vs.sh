@@ -8,16 +8,15 @@
 #
 #   up         : `run --rm busybox true` on the default bridge, and with --network none (what
 #                the bridge costs), median seconds
-#   pub lo/br  : MIB MiB from the host into a container through a port published on 0.0.0.0,
-#                sent to 127.0.0.1 and to the bridge's own address (forge: its userland proxy;
-#                docker: docker-proxy, as it runs without iptables here; podman: its port
-#                forwarder), MiB/s
-#   direct     : the same sent to the container's address: the bridge alone, no proxy
-#   c2c        : MIB MiB from one container to another by name on a user network (podman's
-#                CNI network here has no name resolution: by address), MiB/s
-#   req        : one HTTP request (4 KiB) from a container to a busybox httpd in another by
-#                name, on a user network (busybox wget in a loop of REQS, timed inside the
-#                container), median of RUNS, milliseconds
+#   pub lo/br  : curl on the host GETs MIB MiB from a busybox httpd in a container through a
+#                port published on 0.0.0.0, at 127.0.0.1 and at the bridge's own address
+#                (forge: its userland proxy; docker: docker-proxy, as it runs without iptables
+#                here; podman: its port forwarder), MiB/s
+#   direct     : the same from the container's address: the bridge alone, no proxy
+#   c2c        : busybox wget GETs MIB MiB from another container by name on a user network
+#                (podman's CNI network here has no name resolution: by address), MiB/s,
+#                median of RUNS
+#   req        : one GET of 4 KiB the same way (a loop of REQS), median of RUNS, milliseconds
 # Prints one table and the ratios (other / forge for times, forge / other for throughput:
 # above 1 means forge is better).
 #
@@ -147,57 +146,52 @@ n() { [ $1 = forge ] && echo $2 || echo forge-bench-$2; } # a container's name f
 
 up() { timed t $1 run - "$2" --rm -- true; } # TOOL NETWORK
 
-# MiB/s of MIB MiB pushed from the host to ADDRESS:PORT, where a container drains it (its server
-# takes connection after connection, so the readiness probe costs nothing).
-push() { # ADDRESS PORT
-  for _ in $(seq 100); do (echo > /dev/tcp/$1/$2) 2>/dev/null && break; sleep 0.1; done
-  sleep 0.3
-  local s; s=$(timed bash -c "dd if=/dev/zero bs=1M count=$MIB 2>/dev/null > /dev/tcp/$1/$2")
-  echo "$MIB / $s" | bc -l
+# A busybox httpd serving /www/big, MIB MiB of zeros (a sparse file: no disk to read), and
+# /www/f, 4 KiB. (Not `nc -l`: busybox nc closes the connection when its own stdin ends, and a
+# detached container's stdin is empty, so a sender measured a refused transfer.)
+serve='mkdir -p /www && head -c 4096 /dev/zero > /www/f && dd of=/www/big bs=1M count=0 seek='$MIB' 2>/dev/null && exec httpd -f -p 8080 -h /www'
+
+# MiB/s of a GET of /big from the host to ADDRESS:PORT (curl's own measure), after checking
+# that the whole file came.
+fetch() { # ADDRESS PORT
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://$1:$2/f" && break; sleep 0.1; done
+  local out; out=$(curl -sf -o /dev/null -w '%{size_download} %{speed_download}' "http://$1:$2/big")
+  [ "${out% *}" = $((MIB * 1048576)) ] || { echo "short transfer from $1:$2: $out" >&2; exit 1; }
+  echo "${out#* } / 1048576" | bc -l
 }
 
 published() { # TOOL: sets r[TOOL.lo], r[TOOL.br], r[TOOL.direct]
   local port=18931 gw ip
-  t $1 run srv - -d -p $port:9000 -- sh -c 'while true; do nc -l -p 9000 > /dev/null; done'
+  t $1 run srv - -d -p $port:8080 -- sh -c "$serve"
   gw=$(t $1 gateway)
   case $1 in forge) ip=$(t $1 ip srv bridge 2>/dev/null || true) ;; *) ip=$(t $1 ip srv) ;; esac
   # forge's default network lists no names: find srv's address from inside it.
   [ -n "$ip" ] || ip=$(t $1 exec srv sh -c "ip -4 -o addr show eth0 | awk '{print \$4}' | cut -d/ -f1")
-  r[$1.lo]=$(push 127.0.0.1 $port)
-  r[$1.br]=$(push "$gw" $port)
-  r[$1.direct]=$(push "$ip" 9000)
+  r[$1.lo]=$(fetch 127.0.0.1 $port)
+  r[$1.br]=$(fetch "$gw" $port)
+  r[$1.direct]=$(fetch "$ip" 8080)
   t $1 rm srv
 }
 
-c2c() { # TOOL: MiB/s by name (podman: by address) over a user network
-  local s target script
-  target=$(n $1 srv)
-  t $1 network-create
-  t $1 run srv forge-bench -d -- sh -c 'nc -l -p 9000 > /dev/null'
-  [ $1 = podman ] && target=$(t $1 ip srv)
-  script="for i in \$(seq 100); do dd if=/dev/zero bs=1M count=$MIB 2>/dev/null | nc $target 9000 && exit 0; sleep 0.1; done; exit 1"
-  s=$(timed t $1 run - forge-bench --rm -- sh -c "$script")
-  t $1 rm srv
-  echo "$MIB / $s" | bc -l
-}
-
-req() { # TOOL: median milliseconds per request by name over a user network
+# By name (podman: by address) over a user network: MiB/s of a GET of /big, and the median
+# milliseconds of a GET of /f in a loop of REQS, both timed inside the client from
+# /proc/uptime (10 ms steps, over seconds), so the container's start is not counted. (Not
+# `docker exec`: on this machine it runs the command in the host's namespaces.)
+c2c() { # TOOL: sets r[TOOL.c2c], r[TOOL.req]
   local target script
   target=$(n $1 srv)
   t $1 network-create
-  t $1 run srv forge-bench -d -- sh -c 'mkdir -p /www && head -c 4096 /dev/zero > /www/f && exec httpd -f -p 8080 -h /www'
+  t $1 run srv forge-bench -d -- sh -c "$serve"
   [ $1 = podman ] && target=$(t $1 ip srv)
-  # Timed inside, from /proc/uptime (10 ms steps, over seconds of requests): the container's
-  # start is not counted. (Not `docker exec`: on this machine it runs the command in the
-  # host's namespaces, not the container's.)
-  script="get() { wget -q -O /dev/null http://$target:8080/f; }
-    for i in \$(seq 100); do get && break; sleep 0.1; done
-    a=\$(cut -d' ' -f1 /proc/uptime); i=0
-    while [ \$i -lt $REQS ]; do get || exit 1; i=\$((i+1)); done
-    echo \$a \$(cut -d' ' -f1 /proc/uptime)"
-  for _ in $(seq $RUNS); do
-    t $1 run - forge-bench --rm -- sh -c "$script" | awk -v n=$REQS '{print ($2 - $1) * 1000 / n}'
-  done | median
+  script="get() { wget -q -O /dev/null http://$target:8080/\$1; }
+    up() { cut -d' ' -f1 /proc/uptime; }
+    for i in \$(seq 100); do get f && break; sleep 0.1; done
+    a=\$(up); get big || exit 1; b=\$(up); i=0
+    while [ \$i -lt $REQS ]; do get f || exit 1; i=\$((i+1)); done
+    echo \$a \$b \$(up)"
+  for _ in $(seq $RUNS); do t $1 run - forge-bench --rm -- sh -c "$script"; done > $work/c2c.$1
+  r[$1.c2c]=$(awk -v m=$MIB '{print m / ($2 - $1)}' $work/c2c.$1 | median)
+  r[$1.req]=$(awk -v n=$REQS '{print ($3 - $2) * 1000 / n}' $work/c2c.$1 | median)
   t $1 rm srv
 }
 
@@ -206,8 +200,7 @@ for tool in $TOOLS; do
   r[$tool.up]=$(for _ in $(seq $RUNS); do up $tool bridge; done | median)
   r[$tool.none]=$(for _ in $(seq $RUNS); do up $tool none; done | median)
   published $tool
-  r[$tool.c2c]=$(c2c $tool)
-  r[$tool.req]=$(req $tool)
+  c2c $tool
 done
 
 others=(${TOOLS/forge/})
