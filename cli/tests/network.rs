@@ -265,6 +265,23 @@ fn containers_get_their_network_mode() {
 }
 
 #[test]
+fn a_bridged_container_lets_any_user_bind_low_ports_and_ping_as_docker_does() {
+    let forge = Forge::with_busybox();
+    // Docker 28.5 sets both in a container's own namespace (seen side by side on its bridge);
+    // the host's defaults (1024, "1 0") stay the host's.
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let probe = "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range; httpd -p 80 -h / && echo bound-80";
+    for network in ["bridge", "lowports"] {
+        if network != "bridge" {
+            forge.ok(&["network", "create", network]);
+        }
+        let r = forge.ok(&["run", "--rm", "--network", network, "--user", "65534", "busybox", "sh", "-c", probe]);
+        assert_eq!(r.stdout, "0\n0\t2147483647\nbound-80\n", "{network}: {}", r.stderr);
+    }
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(), host);
+}
+
+#[test]
 fn published_ports_answer_on_loopback_and_the_bridge_and_are_never_shared() {
     let forge = Forge::with_busybox();
     let port = free_port();

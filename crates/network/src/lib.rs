@@ -439,6 +439,7 @@ impl Networks {
         let (n, l) = (&attachment.network, &attachment.lease);
         netlink::add_veth(&l.veth, &n.bridge, &l.netns, netlink::CONTAINER_IF)?;
         netlink::configure_inside(&l.netns, netlink::CONTAINER_IF, l.address, n.subnet.prefix_len(), (!n.internal).then_some(n.gateway))?;
+        sys::open_ports_and_ping(&l.netns).map_err(io("setting the namespace's port and ping sysctls"))?;
         Ok(attachment)
     }
 
