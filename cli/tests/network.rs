@@ -265,6 +265,23 @@ fn containers_get_their_network_mode() {
 }
 
 #[test]
+fn a_bridged_container_lets_any_user_bind_low_ports_and_ping_as_docker_does() {
+    let forge = Forge::with_busybox();
+    // Docker 28.5 sets both in a container's own namespace (seen side by side on its bridge);
+    // the host's defaults (1024, "1 0") stay the host's.
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let probe = "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range; httpd -p 80 -h / && echo bound-80";
+    for network in ["bridge", "lowports"] {
+        if network != "bridge" {
+            forge.ok(&["network", "create", network]);
+        }
+        let r = forge.ok(&["run", "--rm", "--network", network, "--user", "65534", "busybox", "sh", "-c", probe]);
+        assert_eq!(r.stdout, "0\n0\t2147483647\nbound-80\n", "{network}: {}", r.stderr);
+    }
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(), host);
+}
+
+#[test]
 fn published_ports_answer_on_loopback_and_the_bridge_and_are_never_shared() {
     let forge = Forge::with_busybox();
     let port = free_port();
@@ -387,6 +404,68 @@ fn user_networks_resolve_names_and_aliases_and_are_isolated() {
         assert_eq!(rules_of(b), Vec::<String>::new());
     }
     assert!(!forge.ok(&["network", "ls"]).stdout.contains("front"));
+}
+
+/// `forge exec NAME cat /etc/hosts`.
+fn hosts_of(forge: &Forge, name: &str) -> String {
+    forge.ok(&["exec", name, "cat", "/etc/hosts"]).stdout
+}
+
+/// Whether a hosts file has a line naming `name`.
+fn names(hosts: &str, name: &str) -> bool {
+    hosts.lines().any(|l| l.split_whitespace().skip(1).any(|n| n == name))
+}
+
+#[test]
+fn connected_containers_and_their_peers_find_each_other_both_ways() {
+    let forge = Forge::with_busybox();
+    forge.ok(&["network", "create", "mesh"]);
+    // `from` fetches `body` from `host`:8080 by name (retried while the server comes up).
+    let reaches = |from: &str, host: &str, body: &str| {
+        let get = format!("for i in $(seq 1 50); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {host} 8080 2>/dev/null | grep -q {body} && exit 0; sleep 0.2; done; exit 1");
+        forge.run(&["exec", from, "sh", "-c", &get]).ok
+    };
+    let _srv = Background::run(&forge, "srv", &["--network", "mesh", "--network-alias", "web", "busybox", "sh", "-c", &httpd("hello-srv")]);
+    // On the default network, then connected: it finds srv by name and alias, and srv finds it
+    // by name and by the alias given at connect.
+    let other = Background::run(&forge, "other", &["busybox", "sh", "-c", &httpd("hello-other")]);
+    forge.ok(&["network", "connect", "--alias", "oth", "mesh", "other"]);
+    let (hosts, srv_hosts) = (hosts_of(&forge, "other"), hosts_of(&forge, "srv"));
+    assert!(names(&hosts, "srv") && names(&hosts, "web"), "the connected container does not know its peers: {hosts}");
+    assert!(names(&srv_hosts, "other") && names(&srv_hosts, "oth"), "{srv_hosts}");
+    assert!(reaches("other", "srv", "hello-srv") && reaches("other", "web", "hello-srv"));
+    assert!(reaches("srv", "other", "hello-other") && reaches("srv", "oth", "hello-other"));
+
+    // A container started later knows it, and it knows the newcomer.
+    let _late = Background::run(&forge, "late", &["--network", "mesh", "busybox", "sh", "-c", &httpd("hello-late")]);
+    assert!(reaches("other", "late", "hello-late") && reaches("late", "oth", "hello-other"));
+
+    // Disconnected: its peers' names leave its file and its names leave theirs.
+    forge.ok(&["network", "disconnect", "mesh", "other"]);
+    let hosts = hosts_of(&forge, "other");
+    assert!(!names(&hosts, "srv") && !names(&hosts, "late") && names(&hosts, "localhost"), "{hosts}");
+    for peer in ["srv", "late"] {
+        let h = hosts_of(&forge, peer);
+        assert!(!names(&h, "other") && !names(&h, "oth"), "{peer} still names other: {h}");
+    }
+
+    // Connected again under another alias, then removed: gone from its peers' files.
+    forge.ok(&["network", "connect", "--alias", "back", "mesh", "other"]);
+    assert!(names(&hosts_of(&forge, "srv"), "back") && names(&hosts_of(&forge, "other"), "late"));
+    drop(other);
+    for peer in ["srv", "late"] {
+        let h = hosts_of(&forge, peer);
+        assert!(!names(&h, "other") && !names(&h, "back"), "{peer} still names the removed container: {h}");
+    }
+
+    // No network of its own: refused (with host, the interface would land in the host's namespace).
+    let hosty = Background::run(&forge, "hosty", &["--network", "host", "busybox", "sleep", "600"]);
+    let links = entries(Path::new("/sys/class/net")).into_iter().filter(|l| l.starts_with("eth")).collect::<Vec<_>>();
+    let r = forge.run(&["network", "connect", "mesh", "hosty"]);
+    assert!(!r.ok && r.stderr.contains("network mode \"host\""), "{}", r.stderr);
+    assert_eq!(entries(Path::new("/sys/class/net")).into_iter().filter(|l| l.starts_with("eth")).collect::<Vec<_>>(), links);
+    assert!(!inspect_network(&forge, "mesh")["Containers"].to_string().contains("hosty"));
+    drop(hosty);
 }
 
 /// The host's veth ends forge made (`fv<id>`).

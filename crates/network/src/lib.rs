@@ -449,6 +449,7 @@ impl Networks {
         let (n, l) = (&attachment.network, &attachment.lease);
         netlink::add_veth(&l.veth, &n.bridge, &l.netns, netlink::CONTAINER_IF)?;
         netlink::configure_inside(&l.netns, netlink::CONTAINER_IF, l.address, n.subnet.prefix_len(), (!n.internal).then_some(n.gateway))?;
+        sys::open_ports_and_ping(&l.netns).map_err(io("setting the namespace's port and ping sysctls"))?;
         Ok(attachment)
     }
 
@@ -573,7 +574,21 @@ impl Networks {
     /// docker's `network connect`. The interface lives as long as the container's namespace;
     /// its lease is reconciled once that process is gone. Peers on `network` find it by
     /// `names`. Returns the interface's address.
+    ///
+    /// The container's own `/etc/hosts` is not kept current with its peers there: use
+    /// [`connect_with_hosts`](Networks::connect_with_hosts) for that.
     pub fn connect(&self, network: &str, container: &str, pid: u32, start: u64, names: &[String]) -> Result<Ipv4Addr, Error> {
+        self.connect_inner(network, container, pid, start, names, None)
+    }
+
+    /// [`connect`](Networks::connect), and `hosts` (the container's `/etc/hosts`, bind-mounted
+    /// into it) lists its peers on `network` from now on, beside those of every other network
+    /// it is on, until it is disconnected or gone (see [`Attachment::announce`]).
+    pub fn connect_with_hosts(&self, network: &str, container: &str, pid: u32, start: u64, names: &[String], hosts: &Path) -> Result<Ipv4Addr, Error> {
+        self.connect_inner(network, container, pid, start, names, Some(hosts))
+    }
+
+    fn connect_inner(&self, network: &str, container: &str, pid: u32, start: u64, names: &[String], hosts: Option<&Path>) -> Result<Ipv4Addr, Error> {
         let _host = host_lock()?;
         self.reconcile_locked()?;
         let leases = self.leases()?;
@@ -586,6 +601,10 @@ impl Networks {
         let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
         if sys::start_time(pid) != Some(start) {
             return Err(Error::NotFound(format!("a running process {pid} for container {container}")));
+        }
+        // Whatever the caller checked: an interface added there would be the host's own.
+        if sys::same_file(&netns, Path::new("/proc/self/ns/net")).map_err(io("reading the container's network namespace"))? {
+            return Err(Error::Invalid { what: "container", value: container.into(), reason: "it is in forge's own (the host's) network namespace, so it cannot be connected to a network".into() });
         }
         netlink::ensure_bridge(&network.bridge, network.gateway, network.subnet.prefix_len())?;
         nat::add(&network.bridge, &network.subnet, network.internal)?;
@@ -603,6 +622,15 @@ impl Networks {
                 break;
             }
         }
+        // The file's own part: what another of its leases recorded, else what it holds now
+        // (a container on the default network, whose file lists no peers).
+        let hosts = match hosts {
+            None => None,
+            Some(path) => match leases.iter().filter_map(|l| l.hosts.as_ref()).find(|h| h.path == path) {
+                Some(h) => Some(h.clone()),
+                None => Some(HostsFile { path: path.to_path_buf(), own: fs::read_to_string(path).map_err(io("reading the container's hosts file"))? }),
+            },
+        };
         let id = new_id();
         let lease = Lease {
             veth: format!("fv{}", &id[..12]),
@@ -611,7 +639,7 @@ impl Networks {
             network: network.name.clone(),
             id: id.clone(),
             names: names.to_vec(),
-            hosts: None,
+            hosts,
             joined: Some(Joined { container: container.into(), pid, start, interface }),
         };
         write_json(&self.lease_path(&id), &lease)?;
@@ -622,7 +650,7 @@ impl Networks {
             teardown(&self.dir, &lease)?;
             return Err(e);
         }
-        refresh_hosts(&self.dir, &network.name)?;
+        refresh_hosts(&self.dir, None)?;
         Ok(address)
     }
 
@@ -635,7 +663,7 @@ impl Networks {
             .find(|l| l.network == network && l.joined.as_ref().is_some_and(|j| j.container == container))
             .ok_or_else(|| Error::NotFound(format!("a connection of container {container} to network {network} (only what `network connect` added can be disconnected)")))?;
         teardown(&self.dir, &lease)?;
-        refresh_hosts(&self.dir, network)
+        refresh_hosts(&self.dir, lease.hosts.as_ref())
     }
 
     /// Removes what leases of dead owners name; returns how many it removed.
@@ -658,8 +686,8 @@ impl Networks {
             teardown(&self.dir, &lease)?;
             drop(lock);
             removed += 1;
-            if !lease.names.is_empty() {
-                refresh_hosts(&self.dir, &lease.network)?;
+            if !lease.names.is_empty() || lease.hosts.is_some() {
+                refresh_hosts(&self.dir, lease.hosts.as_ref())?;
             }
         }
         // Lock files and namespace mounts without a lease: a kill between their making and
@@ -707,20 +735,35 @@ impl Networks {
     }
 }
 
-/// Rewrites the hosts file of every attachment on `network` that has one: its own text, then
-/// every other named attachment's address and names.
-fn refresh_hosts(dir: &Path, network: &str) -> Result<(), Error> {
+/// Rewrites every hosts file the store's leases keep (and `gone`, the file of a lease just
+/// removed): its own text, then the address and names of every named attachment on a network
+/// the file's container is on, but its own. A container on several networks (`network
+/// connect`) has one file fed by several leases, so a file is rebuilt from all of them at
+/// once; one network at a time would leave only that network's peers. A file whose text is
+/// already right is not touched, so readers inside seldom see one being rewritten.
+fn refresh_hosts(dir: &Path, gone: Option<&HostsFile>) -> Result<(), Error> {
     use std::io::Write;
     let networks = Networks { dir: dir.to_path_buf() };
-    let leases: Vec<Lease> = networks.leases()?.into_iter().filter(|l| l.network == network).collect();
-    for lease in &leases {
-        let Some(hosts) = &lease.hosts else { continue };
-        let mut text = hosts.own.clone();
-        for peer in leases.iter().filter(|p| p.id != lease.id && !p.names.is_empty()) {
+    let leases = networks.leases()?;
+    let mut files: Vec<&HostsFile> = Vec::new();
+    for file in leases.iter().filter_map(|l| l.hosts.as_ref()).chain(gone) {
+        if !files.iter().any(|f| f.path == file.path) {
+            files.push(file);
+        }
+    }
+    for file in files {
+        let keeps = |l: &Lease| l.hosts.as_ref().is_some_and(|h| h.path == file.path);
+        let on: Vec<&str> = leases.iter().filter(|l| keeps(l)).map(|l| l.network.as_str()).collect();
+        let mut text = file.own.clone();
+        for peer in leases.iter().filter(|p| on.contains(&p.network.as_str()) && !keeps(p) && !p.names.is_empty()) {
             text.push_str(&format!("{}\t{}\n", peer.address, peer.names.join(" ")));
         }
         // A container that is gone took its file along; nothing to keep current there.
-        let Ok(mut f) = fs::OpenOptions::new().write(true).truncate(true).open(&hosts.path) else { continue };
+        let Ok(now) = fs::read_to_string(&file.path) else { continue };
+        if now == text {
+            continue;
+        }
+        let Ok(mut f) = fs::OpenOptions::new().write(true).truncate(true).open(&file.path) else { continue };
         f.write_all(text.as_bytes()).map_err(io("writing a hosts file"))?;
     }
     Ok(())
@@ -810,7 +853,7 @@ impl Attachment {
         self.lease.names = names.to_vec();
         self.lease.hosts = Some(HostsFile { path: hosts.to_path_buf(), own: own.to_string() });
         write_json(&self.dir.join("leases").join(format!("{}.json", self.lease.id)), &self.lease)?;
-        refresh_hosts(&self.dir, &self.network.name)
+        refresh_hosts(&self.dir, None)
     }
 
     /// Takes it down: the veth pair, the namespace and the lease.
@@ -823,8 +866,8 @@ impl Attachment {
         let _host = host_lock()?;
         teardown(&self.dir, &self.lease)?;
         drop(owner);
-        if !self.lease.names.is_empty() {
-            refresh_hosts(&self.dir, &self.network.name)?;
+        if !self.lease.names.is_empty() || self.lease.hosts.is_some() {
+            refresh_hosts(&self.dir, self.lease.hosts.as_ref())?;
         }
         Ok(())
     }

@@ -98,3 +98,21 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses: count from its end.
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
+
+/// Whether two paths are one file (two `ns/net` links: one namespace).
+pub(crate) fn same_file(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
+
+/// Lets every user of the namespace at `netns` bind ports below 1024 and send ICMP echo
+/// through datagram sockets, as docker sets up every container's own namespace: no port or
+/// ping is the host's there, so these host defaults protect nothing inside. The values of
+/// `/proc/sys/net` are those of the writing thread's namespace.
+pub(crate) fn open_ports_and_ping(netns: &Path) -> io::Result<()> {
+    in_netns(Some(netns), || -> io::Result<()> {
+        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")?;
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+    })?
+}

@@ -191,3 +191,15 @@ fn a_store_named_two_ways_prunes_its_own_bridge() {
     assert_eq!(pruned.networks, ["twoways"]);
     assert!(pruned.bridges.contains(&bridge) && !link_exists(&bridge), "the bridge {bridge} of a pruned network was left behind");
 }
+
+#[test]
+fn a_process_in_the_hosts_namespace_is_never_connected() {
+    let Some(s) = Store::new(None) else { return };
+    s.networks.create("joinme", None, None, false, Default::default()).unwrap();
+    // This test's own process stands for a container run with `--network host`.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start: u64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let err = s.networks.connect("joinme", "hostnet", std::process::id(), start, &["hostnet".into()]).unwrap_err();
+    assert!(matches!(err, forge_network::Error::Invalid { what: "container", .. }), "{err}");
+    assert!(s.networks.inspect("joinme").unwrap().1.is_empty());
+}

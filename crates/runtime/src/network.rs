@@ -164,16 +164,20 @@ impl Containers {
         if c.state.status != Status::Running {
             return Err(Error::WrongStatus { id: c.id().into(), status: c.state.status, what: "only a running container can be connected to a network" });
         }
-        if matches!(c.config.network, Mode::Host | Mode::Container(_)) {
+        // As docker: a container without a namespace of its own (the host's, or another
+        // container's) has no interfaces of its own to add, and `none` means no network.
+        if matches!(c.config.network, Mode::Host | Mode::None | Mode::Container(_)) {
             return Err(Error::Invalid {
-                what: "network connect",
+                what: "network mode",
                 value: c.config.network.to_string(),
-                reason: "a container in the host's or another container's network namespace cannot be connected to other networks".into(),
+                reason: "only a container with a bridge or user network of its own can be connected to other networks".into(),
             });
         }
         let fail = |source| Error::Network { id: c.id().into(), source };
         let names: Vec<String> = c.config.name.iter().chain(aliases).cloned().chain([c.short_id().to_string()]).collect();
-        let address = networks(self.store().root()).and_then(|n| n.connect(network, c.id(), c.state.pid, c.state.pid_start, &names)).map_err(fail)?;
+        // Its /etc/hosts (bind-mounted from its directory) lists its new peers too.
+        let hosts = self.dir_of(c.id()).join("hosts");
+        let address = networks(self.store().root()).and_then(|n| n.connect_with_hosts(network, c.id(), c.state.pid, c.state.pid_start, &names, &hosts)).map_err(fail)?;
         crate::events::network(self.store().root(), "connect", network, c.id());
         Ok(address)
     }
