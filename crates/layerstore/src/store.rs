@@ -21,6 +21,9 @@ use crate::image::ImageConfig;
 use crate::index::{self, Index};
 use crate::snapshot::{self, Snapshotter};
 
+/// A layer being written into a store's content store.
+pub type StoreLayerStream = diff::LayerStream<std::io::BufWriter<content::Writer>>;
+
 /// JSON documents (manifests, configs, indexes) larger than this are refused when read: they
 /// are read whole, and no real one comes near it. A pull refuses them at the same size.
 pub const MAX_JSON_BYTES: u64 = 16 << 20;
@@ -260,9 +263,21 @@ impl Store {
 
     /// Writes the layer for `source` straight into the content store.
     pub fn write_layer(&self, source: &LayerSource<'_>, opts: &LayerOptions) -> Result<LayerInfo, Error> {
+        let mut layer = self.stream_layer(opts)?;
+        layer.write_source(source)?;
+        self.commit_layer(layer)
+    }
+
+    /// Starts a layer written into the content store while its change is being made (see
+    /// [`diff::LayerStream`]); [`Store::commit_layer`] stores it, dropping it stores nothing.
+    pub fn stream_layer(&self, opts: &LayerOptions) -> Result<StoreLayerStream, Error> {
         let writer = self.content.writer(&unique_ingest("layer"))?;
-        let mut out = std::io::BufWriter::new(writer);
-        let info = diff::write_layer(source, opts, &mut out)?;
+        Ok(diff::LayerStream::new(opts, std::io::BufWriter::new(writer))?)
+    }
+
+    /// Ends a layer started with [`Store::stream_layer`] and stores its blob.
+    pub fn commit_layer(&self, layer: StoreLayerStream) -> Result<LayerInfo, Error> {
+        let (info, out) = layer.finish()?;
         let writer = out.into_inner().map_err(|e| diff::Error::Write(e.into_error()))?;
         writer.commit(Some(info.size), Some(&info.digest))?;
         Ok(info)
