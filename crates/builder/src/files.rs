@@ -271,7 +271,7 @@ fn create_file(parent: &OwnedFd, name: &str, mode: u32) -> io::Result<OwnedFd> {
     Ok(openat(parent, name, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(mode))?)
 }
 
-pub(crate) fn owner(entry: &Entry, opts: &CopyOptions) -> (u32, u32) {
+fn owner(entry: &Entry, opts: &CopyOptions) -> (u32, u32) {
     match opts.owner {
         Some(o) => o,
         None if opts.from_context => (0, 0),
