@@ -53,7 +53,9 @@ docker20() { DOCKER_HOST=unix://$A/dockerd/docker.sock DOCKER_BUILDKIT=1 /usr/bi
 export CONTAINERS_CONF=$A/containers.conf
 buildah="buildah --root $work/buildah --runroot $work/buildah-run --storage-driver overlay"
 
-rm -rf $work && mkdir -p $work/trash
+# A previous run's stores go first, and their inodes age (see prepare).
+[ -d $work ] && rm -rf $work && sleep ${TRASH_AGE:-40}
+mkdir -p $work/trash
 registry_pid=
 cleanup() {
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && { wait "$registry_pid" 2>/dev/null || true; }
