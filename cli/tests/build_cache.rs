@@ -34,7 +34,8 @@ RUN echo $V $E > /out
 ";
 
 fn explain(forge: &Forge, ctx: &Path, extra: &[&str]) -> Vec<Miss> {
-    let mut args = vec!["build", "--progress", "json", "--explain-cache", "-t", "explain:1"];
+    // No network for the steps (none needs one; other tests' bridges may hold every free subnet).
+    let mut args = vec!["build", "--network", "none", "--progress", "json", "--explain-cache", "-t", "explain:1"];
     args.extend_from_slice(extra);
     args.push(ctx.to_str().unwrap());
     let r = forge.run(&args);
@@ -118,9 +119,9 @@ fn cache_keys_do_not_depend_on_the_context_or_store_path() {
     // Another directory, written later (other inodes, mtimes and ctimes), in another store.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let ctx_b = b.context("somewhere/else/entirely", &files);
-    let r = a.build(&ctx_a, "p:1", &[]);
+    let r = a.build(&ctx_a, "p:1", &["--network", "none"]);
     assert!(r.ok, "{}", r.stderr);
-    let r = b.build(&ctx_b, "p:1", &[]);
+    let r = b.build(&ctx_b, "p:1", &["--network", "none"]);
     assert!(r.ok, "{}", r.stderr);
     let keys = cache_keys(&a);
     assert_eq!(keys.len(), 3, "{keys:?}");
@@ -150,7 +151,7 @@ fn two_stage_files() -> [(&'static str, &'static str); 3] {
 /// `--explain-cache`; returns the image ID, the steps that missed and the whole stderr.
 fn build_with(forge: &Forge, ctx: &Path, extra: &[&str]) -> (String, Vec<String>, String) {
     let iid = forge.dir.path().join("iid");
-    let mut args = vec!["build", "--progress", "json", "--explain-cache", "-t", "cached:1", "--iidfile", iid.to_str().unwrap()];
+    let mut args = vec!["build", "--network", "none", "--progress", "json", "--explain-cache", "-t", "cached:1", "--iidfile", iid.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.push(ctx.to_str().unwrap());
     let r: common::Ran = forge.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args(&args).output().unwrap().into();
@@ -352,7 +353,7 @@ fn runners_share_a_cache_through_a_registry() {
     b.ok(&["store", "fsck"]);
     // B fetched only the final image's layers: those of the build stage (COPY src, RUN cat),
     // which no step of B ran on, stayed in the registry.
-    let r = a.run(&["build", "-q", "--target", "build", "-t", "stage:1", ctx_a.to_str().unwrap()]);
+    let r = a.run(&["build", "-q", "--network", "none", "--target", "build", "-t", "stage:1", ctx_a.to_str().unwrap()]);
     assert!(r.ok, "{}", r.stderr);
     let stage_layers = layer_digests(&a, "stage:1");
     for d in &stage_layers[1..] {

@@ -38,11 +38,14 @@ pub struct BuildArgs {
     explain_cache: bool,
     /// Export the build cache: `type=local,dest=DIR` (an OCI layout directory) or
     /// `type=registry,ref=REGISTRY/REPO:TAG`, with `mode=min` (the final image's steps, the
-    /// default) or `mode=max` (every stage's). Repeatable.
+    /// default) or `mode=max` (every stage's), `compression=gzip|zstd|uncompressed` (the layers'
+    /// form in the cache; default as the images have them) and `cache-mounts=true`. Repeatable.
     #[arg(long = "cache-to", value_name = "type=TYPE,dest=DIR|ref=REF")]
     cache_to: Vec<String>,
     /// Reuse steps from a cache `--cache-to` wrote: `type=local,src=DIR` or
-    /// `type=registry,ref=REF`. A cache that does not exist yet is not an error. Repeatable.
+    /// `type=registry,ref=REF`. A cache that does not exist yet is not an error. A registry
+    /// cache's layers are fetched only when read (a step runs on them, or the image is run,
+    /// pushed or saved). Repeatable.
     #[arg(long = "cache-from", value_name = "type=TYPE,src=DIR|ref=REF")]
     cache_from: Vec<String>,
     /// A label for the image (`KEY=VALUE`); may be repeated.
@@ -117,7 +120,7 @@ enum ProgressArg {
 
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
-    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let store = crate::commands::build_cache::fetching(Store::open(&global.store_root()?).context("opening the store")?, args.registry.config());
     // Checked before the build, not when tagging after it.
     for t in &args.tags {
         store.check_new_name(t).context("-t")?;

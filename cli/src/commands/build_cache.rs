@@ -13,6 +13,12 @@ pub struct RegistryCache {
     pub runtime: tokio::runtime::Handle,
 }
 
+/// `store`, fetching the layers it knows only as remote (a registry cache's, see
+/// [`forge_layerstore::remote`]) with a client of `config` when something reads them.
+pub fn fetching(store: Store, config: forge_registry::ClientConfig) -> Store {
+    store.with_fetcher(std::sync::Arc::new(forge_registry::RemoteFetcher::new(config)))
+}
+
 fn parse(reference: &str) -> Result<Reference, String> {
     Reference::parse(reference).map_err(|e| e.to_string())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use forge_runtime::{rebase_archive, ArchiveOptions, PathKind, Rootfs};
+use forge_runtime::{ArchiveOptions, PathKind, Rootfs};
 
 use crate::commands::create::containers;
 
@@ -134,8 +134,7 @@ fn copy_in(global: &crate::Global, args: &CpArgs, src: &str, name: &str, dest: &
         if dest_kind != PathKind::Dir {
             bail!("destination {dest} in container {name} must be a directory when copying a tar from standard input");
         }
-        let stdin = std::io::stdin();
-        return pipe(|w| Ok(rebase_archive(stdin, Path::new(&dest), owner, w)?), |r| Ok(root.extract(r)?));
+        return Ok(root.extract_under(std::io::stdin(), &dest, owner)?);
     }
     let src_abs = absolute(src)?;
     let host = Rootfs::host()?;

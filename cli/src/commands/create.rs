@@ -172,7 +172,8 @@ pub struct CreateArgs {
 
 /// Opens the store's containers.
 pub fn containers(global: &crate::Global) -> anyhow::Result<Containers> {
-    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    // A container's image may have layers only a registry cache has so far.
+    let store = crate::commands::build_cache::fetching(Store::open(&global.store_root()?).context("opening the store")?, Default::default());
     Ok(Containers::open(&store)?)
 }
 

@@ -5,20 +5,23 @@ use std::io::Write;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use forge_runtime::{Container, Containers};
+use forge_runtime::{Container, Containers, MonitorCommand};
 
 use crate::commands::create::containers;
 use crate::stdout::outln;
 
-/// Starts `container` under a monitor: this binary re-executed as `forge --root STORE
-/// container monitor ID`.
-pub fn start_detached(global: &crate::Global, containers: &Containers, container: &Container) -> anyhow::Result<u32> {
-    let exe = std::env::current_exe().context("finding forge's own executable")?;
+/// How a detached container's monitor is started: this binary re-executed as `forge --root
+/// STORE container monitor ID`.
+pub fn monitor_command(global: &crate::Global) -> anyhow::Result<MonitorCommand> {
+    let program = std::env::current_exe().context("finding forge's own executable")?;
     // Absolute, as the monitor outlives this command's working directory's meaning.
     let root = std::path::absolute(global.store_root()?).context("resolving the store's path")?;
-    let mut monitor = std::process::Command::new(exe);
-    monitor.arg("--root").arg(root).args(["container", "monitor", container.id()]);
-    Ok(containers.start_detached(container, monitor)?)
+    Ok(MonitorCommand { program, args: vec!["--root".into(), root.into(), "container".into(), "monitor".into()] })
+}
+
+/// Starts `container` under a monitor (see [`monitor_command`]).
+pub fn start_detached(global: &crate::Global, containers: &Containers, container: &Container) -> anyhow::Result<u32> {
+    Ok(containers.start_detached(container, &monitor_command(global)?)?)
 }
 
 /// Arguments of `forge stop`.

@@ -23,7 +23,7 @@ pub struct PushArgs {
 
 /// Runs `forge push`.
 pub fn run(global: &crate::Global, args: PushArgs) -> anyhow::Result<()> {
-    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let store = crate::commands::build_cache::fetching(Store::open(&global.store_root()?).context("opening the store")?, args.registry.config());
     // The image being sent stays whole even if its tag is removed and gc runs meanwhile (an
     // `rmi` and a gc both in the instant between this resolve and the lease could still take it).
     let manifest = store.resolve(&args.local).with_context(|| format!("pushing {}", args.local))?;

@@ -146,7 +146,7 @@ pub fn stats(global: &crate::Global, args: StatsArgs) -> anyhow::Result<()> {
     } else {
         args.containers.iter().map(|k| cs.get(k)).collect::<Result<_, _>>()?
     };
-    let host_memory = host_memory();
+    let host_memory = forge_runtime::host_memory();
     let mut before = sample(&cs, &chosen, true)?;
     loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -247,12 +247,6 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The host's memory (docker's limit for a container without one).
-fn host_memory() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).map_or(0, |kib| kib * 1024)
-}
-
 /// docker's (go-units) binary sizes: `1.5MiB`, `512KiB`, `0B`.
 fn binary_size(n: u64) -> String {
     scaled(n, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
@@ -291,23 +285,10 @@ pub struct TopArgs {
 pub fn top(global: &crate::Global, args: TopArgs) -> anyhow::Result<()> {
     let cs = containers(global)?;
     let c = cs.get(&args.container)?;
-    let pids = cs.cgroup(&c, "only a running container has processes")?.pids();
-    let ps_args = if args.ps_args.is_empty() { vec!["-ef".to_string()] } else { args.ps_args };
-    let out = std::process::Command::new("ps").args(&ps_args).output().context("running ps")?;
-    if !out.status.success() {
-        anyhow::bail!("ps {}: {}", ps_args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    let Some(pid_column) = header.split_whitespace().position(|h| h == "PID") else {
-        anyhow::bail!("ps {} prints no PID column: forge top needs one to find the container's processes", ps_args.join(" "));
-    };
-    outln!("{header}")?;
-    for line in lines {
-        if line.split_whitespace().nth(pid_column).and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| pids.contains(&p)) {
-            outln!("{line}")?;
-        }
+    let top = cs.top(&c, &args.ps_args)?;
+    outln!("{}", top.header)?;
+    for line in &top.lines {
+        outln!("{line}")?;
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ pub struct LoadArgs {
 
 /// Runs `forge save`.
 pub fn save(global: &crate::Global, args: SaveArgs) -> anyhow::Result<()> {
-    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let store = crate::commands::build_cache::fetching(Store::open(&global.store_root()?).context("opening the store")?, Default::default());
     let mut images = Vec::new();
     for name in &args.images {
         let image = store.image(name).with_context(|| format!("saving {name}"))?;

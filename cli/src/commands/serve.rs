@@ -44,6 +44,7 @@ pub fn run(global: &crate::Global, args: ServeArgs) -> anyhow::Result<()> {
             (true, Some(ca), Some(cert), Some(key)) => Some(forge_api::TlsFiles { ca, cert, key }),
             _ => None,
         },
+        monitor: crate::commands::lifecycle::monitor_command(global)?,
         registry: forge_registry::ClientConfig { insecure: args.registry.insecure, certs_dir: args.registry.certs_dir.clone(), ..Default::default() },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the server's runtime")?;

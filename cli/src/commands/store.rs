@@ -72,6 +72,9 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
                     for (tag, problem) in &r.broken_tags {
                         outln!("broken image {tag}: {problem}{}", if repair { " (tag removed)" } else { "" })?;
                     }
+                    if !r.remote.is_empty() {
+                        outln!("{} layers are remote (in a registry build cache; fetched when first read)", r.remote.len())?;
+                    }
                 }
             }
             if !r.is_clean() {

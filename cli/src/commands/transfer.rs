@@ -22,7 +22,11 @@ pub struct RegistryOptions {
 
 impl RegistryOptions {
     pub fn client(&self) -> Client {
-        Client::new(ClientConfig { insecure: self.insecure, certs_dir: self.certs_dir.clone(), ..ClientConfig::default() })
+        Client::new(self.config())
+    }
+
+    pub fn config(&self) -> ClientConfig {
+        ClientConfig { insecure: self.insecure, certs_dir: self.certs_dir.clone(), ..ClientConfig::default() }
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod modern;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

@@ -1,7 +1,5 @@
-//! `/containers/...` on what the runtime crate offers today: create, list, inspect, remove,
-//! prune. Starting, waiting, logs, stop/kill and exec need a container that outlives the
-//! request (a monitor process, which the runtime's lifecycle work adds); until then they
-//! answer 501 with the reason, and this file is where they plug in (`by_id`).
+//! `/containers/...`: create, list, inspect, remove, prune here; what is done to a created
+//! container (start, stop, logs, ...) in `running.rs`, through `by_id`.
 
 use std::collections::HashMap;
 
@@ -16,6 +14,7 @@ use hyper::{Method, Request, StatusCode};
 use crate::error::ApiError;
 use crate::http::{self, Response};
 use crate::query::Query;
+use crate::running;
 use crate::server::Api;
 
 fn unix_time(rfc3339: &str) -> i64 {
@@ -29,6 +28,7 @@ fn unix_time(rfc3339: &str) -> i64 {
 fn status_text(c: &Container) -> String {
     match c.state.status {
         Status::Created => "Created".into(),
+        Status::Running if c.state.paused => "Up (Paused)".into(),
         Status::Running => "Up".into(),
         Status::Exited => format!("Exited ({})", c.state.exit_code),
     }
@@ -47,6 +47,7 @@ pub(crate) fn summary(c: &Container) -> ContainerSummary {
         labels: Some(HashMap::new()),
         state: Some(match c.state.status {
             Status::Created => ContainerSummaryStateEnum::CREATED,
+            Status::Running if c.state.paused => ContainerSummaryStateEnum::PAUSED,
             Status::Running => ContainerSummaryStateEnum::RUNNING,
             Status::Exited => ContainerSummaryStateEnum::EXITED,
         }),
@@ -200,6 +201,8 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         network,
         auto_remove: body.host_config.as_ref().and_then(|h| h.auto_remove).unwrap_or(false),
         limits: limits(body.host_config.as_ref())?,
+        interactive: body.open_stdin.unwrap_or(false),
+        tty: body.tty.unwrap_or(false),
         // Security and mounts: refused above when asked for.
         ..CreateOptions::default()
     };
@@ -218,11 +221,12 @@ fn inspect_of(c: &Container) -> ContainerInspectResponse {
         state: Some(ContainerState {
             status: Some(match s.status {
                 Status::Created => ContainerStateStatusEnum::CREATED,
+                Status::Running if s.paused => ContainerStateStatusEnum::PAUSED,
                 Status::Running => ContainerStateStatusEnum::RUNNING,
                 Status::Exited => ContainerStateStatusEnum::EXITED,
             }),
             running: Some(s.status == Status::Running),
-            paused: Some(false),
+            paused: Some(s.paused),
             restarting: Some(false),
             oom_killed: Some(s.oom_killed),
             dead: Some(false),
@@ -245,6 +249,15 @@ fn inspect_of(c: &Container) -> ContainerInspectResponse {
             cmd: Some(c.config.args.clone()),
             image: Some(c.config.image.clone()),
             working_dir: Some(c.config.working_dir.clone()),
+            tty: Some(c.config.tty),
+            open_stdin: Some(c.config.open_stdin),
+            ..Default::default()
+        }),
+        // docker's clients read it (`start -a`, `run`): never left out.
+        host_config: Some(bollard_stubs::models::HostConfig {
+            auto_remove: Some(c.config.auto_remove),
+            // What forge's monitor writes (docker-py reads it to decide whether logs can be read).
+            log_config: Some(bollard_stubs::models::HostConfigLogConfig { typ: Some("json-file".into()), config: Some(HashMap::new()) }),
             ..Default::default()
         }),
         ..Default::default()
@@ -287,15 +300,26 @@ pub(crate) async fn by_id(api: &Api, req: Request<Incoming>, method: Method, id:
             .await??;
             Ok(http::empty(StatusCode::NO_CONTENT))
         }
-        (Method::POST, "start" | "stop" | "kill" | "restart" | "wait" | "attach" | "exec" | "pause" | "unpause" | "resize")
-        | (Method::GET, "logs" | "top" | "stats" | "export" | "archive" | "changes")
-        | (Method::PUT | Method::HEAD, "archive") => {
-            // Checked first, so a wrong ID is still a 404.
-            tokio::task::spawn_blocking(move || Containers::open(&store)?.get(&id)).await??;
-            Err(ApiError::not_implemented(format!(
-                "{verb}: forge serve cannot run containers yet (they need forge's container monitor); use forge run on the host"
-            )))
+        (Method::POST, "start") => running::start(api, req, &id).await,
+        (Method::POST, "stop") => running::stop(api, req, &id).await,
+        (Method::POST, "restart") => running::restart(api, req, &id).await,
+        (Method::POST, "kill") => running::kill(api, req, &id).await,
+        (Method::POST, "pause") => running::pause(api, req, &id, true).await,
+        (Method::POST, "unpause") => running::pause(api, req, &id, false).await,
+        (Method::POST, "wait") => running::wait(api, req, &id).await,
+        (Method::POST, "attach") => running::attach(api, req, &id).await,
+        (Method::GET, "logs") => running::logs(api, req, &id).await,
+        (Method::GET, "top") => running::top(api, req, &id).await,
+        (Method::GET, "stats") => running::stats(api, req, &id).await,
+        (Method::GET, "changes") => running::changes(api, req, &id).await,
+        (Method::GET, "export") => running::export(api, req, &id).await,
+        (Method::POST, "exec") => crate::exec::create(api, req, &id).await,
+        (Method::POST, "rename") => running::rename(api, req, &id).await,
+        (Method::POST, "resize") => {
+            running::find(api, &id).await?;
+            crate::exec::resize(req).await
         }
+        (m @ (Method::GET | Method::PUT | Method::HEAD), "archive") => crate::archive::archive(api, req, m, &id).await,
         (m, v) => Err(ApiError::not_found(format!("page not found: {m} /containers/{{id}}/{v}"))),
     }
 }

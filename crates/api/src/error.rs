@@ -106,7 +106,10 @@ impl From<forge_runtime::Error> for ApiError {
             E::NoSuchVolume(name) => ApiError::not_found(format!("No such volume: {name}")),
             E::VolumeInUse { .. } => ApiError::conflict(e.to_string()),
             E::Image { source: forge_layerstore::store::Error::NotFound(name), .. } => ApiError::not_found(format!("No such image: {name}")),
-            E::NameInUse { .. } | E::WrongStatus { .. } => ApiError::conflict(e.to_string()),
+            E::NameInUse { .. } | E::WrongStatus { .. } | E::Pause { .. } => ApiError::conflict(e.to_string()),
+            // docker's client turns these words into `run`'s exit codes 127 and 126.
+            E::Exec { message, not_found: true } => ApiError::bad_request(format!("{message}: executable file not found in $PATH")),
+            E::Exec { message, not_found: false } => ApiError::bad_request(format!("{message}: permission denied")),
             E::Ambiguous(_) | E::Invalid { .. } | E::NoCommand | E::Limits(_) => ApiError::bad_request(e.to_string()),
             _ => ApiError::internal(e),
         }

@@ -112,6 +112,16 @@ impl ByteWriter {
     }
 }
 
+impl ByteWriter {
+    /// Tells whether the client stopped reading (the connection is gone), apart from the
+    /// writer, which a writing callback borrows meanwhile. It holds the stream open: drop it
+    /// before the writer.
+    pub(crate) fn closed_check(&self) -> impl Fn() -> bool + use<> {
+        let tx = self.0.clone();
+        move || tx.is_closed()
+    }
+}
+
 impl std::io::Write for ByteWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0
@@ -160,5 +170,10 @@ impl Lines {
     /// Resolves when the client stopped reading (the connection is gone).
     pub(crate) async fn closed(&self) {
         self.0.closed().await
+    }
+
+    /// Whether the client stopped reading.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.is_closed()
     }
 }

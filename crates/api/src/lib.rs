@@ -10,7 +10,8 @@
 //! and an optional group; TCP on loopback, or anywhere with mutual TLS from `tls.rs`),
 //! `server.rs` accepts connections and drains them on shutdown, `router.rs` strips and checks
 //! the `/vX.YZ` prefix (`version.rs`) and sends the request to its handler by path; the
-//! handlers (`system.rs`, `images.rs`, `build.rs`, `containers.rs`, `volumes.rs`) read their parameters
+//! handlers (`system.rs`, `images.rs`, `build.rs`, `containers.rs`, `running.rs`, `exec.rs`,
+//! `archive.rs`, `volumes.rs`) read their parameters
 //! through `query.rs` and registry credentials through `credentials.rs`, call the library
 //! crates and answer through `http.rs` (JSON, JSON-lines streams, `{"message": ...}` errors
 //! with docker's status codes, `error.rs`).
@@ -28,6 +29,10 @@
 //!     group: Some("docker".into()),
 //!     registry: forge_registry::ClientConfig::default(),
 //!     tls: None,
+//!     monitor: forge_runtime::MonitorCommand {
+//!         program: "/usr/bin/forge".into(),
+//!         args: vec!["--root".into(), "/var/lib/forge".into(), "container".into(), "monitor".into()],
+//!     },
 //! };
 //! // Until SIGTERM or SIGINT; then requests in flight finish and the socket is removed.
 //! forge_api::serve(opts).await
@@ -36,15 +41,18 @@
 
 #![deny(missing_docs)]
 
+mod archive;
 mod build;
 mod containers;
 mod credentials;
 mod error;
+mod exec;
 mod http;
 mod images;
 mod listen;
 mod query;
 mod router;
+mod running;
 mod server;
 mod system;
 mod tls;

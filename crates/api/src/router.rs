@@ -69,6 +69,11 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<Response, ApiError> 
             let (id, verb) = rest.split_once('/').unwrap_or((rest, ""));
             containers::by_id(api, req, m.clone(), &decode(id)?, verb).await
         }
+        (m, p) if p.starts_with("/exec/") => {
+            let rest = &p["/exec/".len()..];
+            let (id, verb) = rest.split_once('/').unwrap_or((rest, ""));
+            crate::exec::by_id(api, req, m.clone(), &decode(id)?, verb).await
+        }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("page not found: {method} {path}"))),
     }
 }

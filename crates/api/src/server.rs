@@ -32,12 +32,17 @@ pub struct Options {
     pub registry: forge_registry::ClientConfig,
     /// Mutual TLS on every TCP listener (`--tlsverify`).
     pub tls: Option<crate::TlsFiles>,
+    /// How containers started through the API get their monitor (the CLI's own re-execution,
+    /// so a container outlives the server).
+    pub monitor: forge_runtime::MonitorCommand,
 }
 
 /// What every handler shares: nothing but handles on the store and the settings.
 pub(crate) struct Api {
     pub(crate) store: Store,
     pub(crate) registry: forge_registry::ClientConfig,
+    pub(crate) monitor: forge_runtime::MonitorCommand,
+    pub(crate) execs: crate::exec::Execs,
     /// Flips to true when the server stops: endless streams (events) end on it.
     pub(crate) stopping: watch::Receiver<bool>,
 }
@@ -49,10 +54,11 @@ pub async fn serve(opts: Options) -> Result<(), Error> {
         spec.check(opts.tls.is_some())?;
     }
     let tls = opts.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-    let store = Store::open(&opts.root)?;
+    // Images a build took from a registry cache may have layers still only there.
+    let store = Store::open(&opts.root)?.with_fetcher(Arc::new(forge_registry::RemoteFetcher::new(opts.registry.clone())));
     let listeners = opts.listen.iter().map(|spec| Listener::bind(spec, opts.group.as_deref())).collect::<Result<Vec<_>, _>>()?;
     let (stop_tx, stopping) = watch::channel(false);
-    let api = Arc::new(Api { store, registry: opts.registry.clone(), stopping: stopping.clone() });
+    let api = Arc::new(Api { store, registry: opts.registry.clone(), monitor: opts.monitor.clone(), execs: Default::default(), stopping: stopping.clone() });
 
     let mut term = signal(SignalKind::terminate()).map_err(|source| Error::Socket { what: "handling SIGTERM for", addr: "forge serve".into(), source })?;
     let mut int = signal(SignalKind::interrupt()).map_err(|source| Error::Socket { what: "handling SIGINT for", addr: "forge serve".into(), source })?;

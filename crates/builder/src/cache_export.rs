@@ -9,7 +9,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-use forge_layerstore::atomic;
+use forge_layerstore::archive::Compression;
+use forge_layerstore::{atomic, distribute};
 use forge_layerstore::cache::CacheEntry;
 use forge_layerstore::diff::{LayerOptions, LayerSource};
 use forge_layerstore::store::descriptor;
@@ -31,13 +32,20 @@ struct Artifact {
 /// are the final image's, which `mode=min` keeps to.
 pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheEntry)], image_layers: &[Layer]) -> Result<(), Error> {
     let (store, registry) = (build.store, build.opts.cache_registry.as_deref());
-    let (what, mode, cache_mounts) = match to {
-        CacheTo::Local { dest, mode, cache_mounts } => (dest.clone(), *mode, *cache_mounts),
-        CacheTo::Registry { reference, mode, cache_mounts } => (reference.into(), *mode, *cache_mounts),
+    let (what, mode, cache_mounts, compression) = match to {
+        CacheTo::Local { dest, mode, cache_mounts, compression } => (dest.clone(), *mode, *cache_mounts, *compression),
+        CacheTo::Registry { reference, mode, cache_mounts, compression } => (reference.into(), *mode, *cache_mounts, *compression),
     };
     let fail = |message: String| Error::CacheExport { path: what.clone(), message };
     let mounts = if cache_mounts { mount_layers(build).map_err(fail)? } else { Vec::new() };
-    let artifact = artifact(used, image_layers, mode, mounts).map_err(fail)?;
+    // Plain layers compressed through the store's memo: made once, the same blobs a push sends.
+    let stored = |layer: &Layer| -> Result<Option<Layer>, String> {
+        if compression == Compression::None || !distribute::is_plain(layer) {
+            return Ok(None);
+        }
+        distribute::compressed_layer(store, layer, compression).map(Some).map_err(|e| format!("compressing layer {}: {e}", layer.digest))
+    };
+    let artifact = artifact(used, image_layers, mode, mounts, &stored).map_err(fail)?;
     match to {
         CacheTo::Local { dest, .. } => {
             build.fetch_layers(&artifact.layers).map_err(fail)?;
@@ -48,11 +56,14 @@ pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheE
             for l in &artifact.layers {
                 // A layer never fetched from the cache it is exported back to is there already;
                 // one from another cache is fetched first.
+                // A remote one is mounted from its repository or fetched by the push.
                 if !store.content().exists(&l.digest) {
                     if build.lazy.origin(&l.digest) == Some(reference.as_str()) {
                         continue;
                     }
-                    build.fetch_layers(std::slice::from_ref(l)).map_err(fail)?;
+                    if store.remote().get(&l.digest).is_none() {
+                        build.fetch_layers(std::slice::from_ref(l)).map_err(fail)?;
+                    }
                 }
                 registry.push_blob(store, reference, &l.digest, l.size).map_err(|e| fail(format!("layer {}: {e}", l.digest)))?;
             }
@@ -84,8 +95,9 @@ fn mount_layers(build: &BuildCtx<'_>) -> Result<Vec<MountEntry>, String> {
     Ok(out)
 }
 
-/// The config and manifest over the entries `mode` keeps, and the cache mounts.
-fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMode, mounts: Vec<MountEntry>) -> Result<Artifact, String> {
+/// The config and manifest over the entries `mode` keeps, and the cache mounts; `stored` gives
+/// the blob the cache holds for a layer when it is not the layer's own.
+fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMode, mounts: Vec<MountEntry>, stored: &dyn Fn(&Layer) -> Result<Option<Layer>, String>) -> Result<Artifact, String> {
     let in_image: HashSet<&Digest> = image_layers.iter().map(|l| &l.digest).collect();
     let mut entries: BTreeMap<&Digest, &CacheEntry> = BTreeMap::new();
     for (key, entry) in used {
@@ -93,15 +105,19 @@ fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMo
             entries.insert(key, entry);
         }
     }
-    let mut layers: BTreeMap<&Digest, &Layer> = BTreeMap::new();
-    for layer in entries.values().filter_map(|e| e.layer.as_ref()).chain(mounts.iter().map(|m| &m.layer)) {
-        layers.insert(&layer.digest, layer);
+    let mut config_entries = Vec::new();
+    let mut layers: BTreeMap<Digest, Layer> = BTreeMap::new();
+    for (key, e) in &entries {
+        let stored = e.layer.as_ref().map(stored).transpose()?.flatten();
+        if let Some(blob) = stored.as_ref().or(e.layer.as_ref()) {
+            layers.insert(blob.digest.clone(), blob.clone());
+        }
+        config_entries.push(ConfigEntry { key: (*key).clone(), layer: e.layer.clone(), stored, inputs: e.inputs.clone() });
     }
-    let config = CacheConfig {
-        version: VERSION,
-        entries: entries.iter().map(|(k, e)| ConfigEntry { key: (*k).clone(), layer: e.layer.clone(), inputs: e.inputs.clone() }).collect(),
-        mounts: mounts.clone(),
-    };
+    for m in &mounts {
+        layers.insert(m.layer.digest.clone(), m.layer.clone());
+    }
+    let config = CacheConfig { version: VERSION, entries: config_entries, mounts };
     let encode = |e: &dyn std::fmt::Display| format!("encoding the cache: {e}");
     let config = serde_json::to_vec(&config).map_err(|e| encode(&e))?;
     let layer_descriptors = layers
@@ -118,7 +134,7 @@ fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMo
         .build()
         .map_err(|e| encode(&e))?;
     let manifest = serde_json::to_vec(&manifest).map_err(|e| encode(&e))?;
-    Ok(Artifact { layers: layers.into_values().cloned().collect(), config, manifest })
+    Ok(Artifact { layers: layers.into_values().collect(), config, manifest })
 }
 
 /// Writes the artifact as an OCI layout at `dest`, keeping the blobs that are there.
@@ -135,7 +151,7 @@ fn write_layout(store: &Store, dest: &Path, artifact: &Artifact) -> Result<(), S
         if fs::metadata(&path).is_ok_and(|m| m.len() == layer.size) {
             continue;
         }
-        let mut blob = store.content().open_blob(&layer.digest).map_err(|e| format!("layer {}: {e}", layer.digest))?;
+        let mut blob = store.blob(&layer.digest).map_err(|e| format!("layer {}: {e}", layer.digest))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&blobs).map_err(|e| io("writing in", &blobs, e))?;
         io::copy(&mut blob, &mut tmp).map_err(|e| io("writing", &path, e))?;
         tmp.as_file().sync_all().map_err(|e| io("syncing", &path, e))?;

@@ -24,6 +24,7 @@ use std::sync::Mutex;
 
 use forge_layerstore::cache::{Cache, CacheEntry};
 use forge_layerstore::digest::HashingWriter;
+use forge_layerstore::remote::{RemoteBlob, RemoteSource};
 use forge_layerstore::{Digest, Layer, Store};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
@@ -42,6 +43,8 @@ pub(crate) struct Lazy {
     entries: HashMap<Digest, (CacheEntry, String)>,
     /// Layer digest to the cache reference that has it.
     layers: HashMap<Digest, String>,
+    /// Layer digest to the compressed blob the cache holds for it, when not the layer's own.
+    stored: HashMap<Digest, Layer>,
     /// Cache mounts' contents by id, and where they come from.
     mounts: HashMap<String, (Layer, Origin)>,
     /// One fetch at a time: stages in parallel may need the same layer.
@@ -90,7 +93,8 @@ impl Lazy {
                     s.spawn(move || -> Result<(), String> {
                         for (layer, reference) in chunk {
                             let source = Source::Registry(registry, reference);
-                            take_layer(store, &source, layer, Some(layer.size)).map_err(|e| format!("cache {reference}: {e}"))?;
+                            let stored = self.stored.get(&layer.digest);
+                            take_layer(store, &source, layer, stored, Some(stored.unwrap_or(layer).size)).map_err(|e| format!("cache {reference}: {e}"))?;
                         }
                         Ok(())
                     })
@@ -109,6 +113,26 @@ impl Lazy {
 }
 
 impl Lazy {
+    /// Records the layers of the `used` entries that are still only in a registry cache as
+    /// remote blobs of the store ([`forge_layerstore::remote`]), and puts those entries into
+    /// the store's index: the image is written without the bytes, which come when something
+    /// reads them, and a later build in this store hits those steps without `--cache-from`.
+    pub(crate) fn record_remote(&self, store: &Store, cache: &Cache, used: &[(Digest, CacheEntry)]) -> Result<(), String> {
+        for (key, entry) in used {
+            let Some(layer) = &entry.layer else { continue };
+            let Some(reference) = self.layers.get(&layer.digest) else { continue };
+            if store.content().exists(&layer.digest) {
+                continue;
+            }
+            let r = oci_spec::distribution::Reference::from_str(reference).map_err(|e| format!("cache {reference}: {e}"))?;
+            let source = RemoteSource { registry: r.registry().to_string(), repository: r.repository().to_string() };
+            let blob = RemoteBlob { digest: layer.digest.clone(), size: layer.size, source, stored: self.stored.get(&layer.digest).cloned() };
+            store.remote().record(&blob).map_err(|e| format!("recording remote layer {}: {e}", layer.digest))?;
+            cache.put(key, entry).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Fills the cache mount `id`'s directory `dir`, which does not exist yet, from a cache
     /// that has its contents; returns whether one had them. The contents are unpacked beside
     /// `dir` and renamed into place, so a failure leaves no half-filled mount.
@@ -118,7 +142,7 @@ impl Lazy {
             Origin::Local(src) => Source::Local(src),
             Origin::Registry(reference) => Source::Registry(registry.ok_or("no registry client was given to the build")?, reference),
         };
-        take_layer(store, &source, layer, Some(layer.size))?;
+        take_layer(store, &source, layer, None, Some(layer.size))?;
         let parent = dir.parent().unwrap_or(Path::new("/"));
         let tmp = tempfile::Builder::new().prefix(".restore-").tempdir_in(parent).map_err(|e| e.to_string())?;
         let blob = File::open(store.content().path(&layer.digest)).map_err(|e| e.to_string())?;
@@ -159,18 +183,30 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
             continue;
         }
         if let (Some(layer), Source::Registry(_, reference)) = (&entry.layer, &source) {
-            if config.layers.get(&layer.digest) != Some(&layer.size) {
-                warnings.push(format!("{name}: step {} left out: layer {} is not in the cache manifest with size {}", entry.key, layer.digest, layer.size));
+            let blob = entry.stored.as_ref().unwrap_or(layer);
+            if config.layers.get(&blob.digest) != Some(&blob.size) {
+                warnings.push(format!("{name}: step {} left out: layer {} is not in the cache manifest with size {}", entry.key, blob.digest, blob.size));
                 continue;
             }
+            if let Some(stored) = &entry.stored {
+                if stored.diff_id != layer.diff_id || !forge_layerstore::distribute::is_plain(layer) {
+                    warnings.push(format!("{name}: step {} left out: its stored blob {} is not a compressed form of layer {}", entry.key, stored.digest, layer.digest));
+                    continue;
+                }
+            }
             if !store.content().exists(&layer.digest) {
+                if let Some(stored) = &entry.stored {
+                    lazy.stored.insert(layer.digest.clone(), stored.clone());
+                }
                 lazy.layers.insert(layer.digest.clone(), reference.to_string());
                 lazy.entries.insert(entry.key.clone(), (CacheEntry { layer: entry.layer.clone(), inputs: entry.inputs }, reference.to_string()));
                 continue;
             }
         }
         if let Some(layer) = &entry.layer {
-            let result = checked.entry(layer.digest.clone()).or_insert_with(|| take_layer(store, &source, layer, config.layers.get(&layer.digest).copied()));
+            let stored = entry.stored.as_ref();
+            let listed = config.layers.get(&stored.unwrap_or(layer).digest).copied();
+            let result = checked.entry(layer.digest.clone()).or_insert_with(|| take_layer(store, &source, layer, stored, listed));
             if let Err(e) = result {
                 warnings.push(format!("{name}: step {} left out: {e}", entry.key));
                 continue;
@@ -311,14 +347,22 @@ fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Puts `layer`'s blob in the store (unless there already), after checking that the manifest
-/// lists it with its size; then checks that, uncompressed, it has its entry's diffID.
-fn take_layer(store: &Store, source: &Source<'_>, layer: &Layer, listed: Option<u64>) -> Result<(), String> {
-    if listed != Some(layer.size) {
-        return Err(format!("layer {} is not in the cache manifest with size {}", layer.digest, layer.size));
+/// Puts `layer`'s blob in the store (unless there already) from the cache's blob of it, after
+/// checking that the manifest lists that with its size (`listed`): `stored` when the cache
+/// holds the layer compressed (expanded here), else the layer's own. Then checks that,
+/// uncompressed, it has its entry's diffID.
+fn take_layer(store: &Store, source: &Source<'_>, layer: &Layer, stored: Option<&Layer>, listed: Option<u64>) -> Result<(), String> {
+    let blob = stored.unwrap_or(layer);
+    if listed != Some(blob.size) {
+        return Err(format!("layer {} is not in the cache manifest with size {}", blob.digest, blob.size));
     }
     if !store.content().exists(&layer.digest) {
-        source.layer(store, layer)?;
+        if !store.content().exists(&blob.digest) {
+            source.layer(store, blob)?;
+        }
+        if let Some(stored) = stored {
+            forge_layerstore::distribute::expand(store, stored, layer).map_err(|e| format!("layer {}: {e}", stored.digest))?;
+        }
     }
     let diff_id = diff_id(&store.content().path(&layer.digest)).map_err(|e| format!("layer {}: {e}", layer.digest))?;
     if diff_id != layer.diff_id {

@@ -5,9 +5,10 @@
 //! DIR/oci-layout, DIR/index.json          an OCI image layout; index.json names one manifest
 //! manifest  artifactType  application/vnd.forge.build-cache.v1
 //!           config        application/vnd.forge.build-cache.config.v1+json
-//!           layers        every layer an entry names (the images' own blobs)
+//!           layers        every layer an entry names (the images' own blobs, or with
+//!                         compression=gzip|zstd their compressed forms)
 //! config    {"version": 1, "entries": [{"key": "sha256:..", "layer": {digest, diff_id,
-//!           size, media_type} | null, "inputs": [{kind, name, value}, ...]}],
+//!           size, media_type} | null, "stored": {...}?, "inputs": [{kind, name, value}, ...]}],
 //!            "mounts": [{"id": "..", "sharing": "shared", "layer": {...}}]}
 //! ```
 //!
@@ -20,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use forge_layerstore::archive::Compression;
 use forge_layerstore::cache::KeyInput;
 use forge_layerstore::{Digest, Layer, Store};
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,10 @@ pub(crate) struct MountEntry {
 pub(crate) struct ConfigEntry {
     pub(crate) key: Digest,
     pub(crate) layer: Option<Layer>,
+    /// The blob the cache holds for `layer` when it was exported with `compression=`: the
+    /// plain layer compressed (expanded back on import, so the image keeps its digests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stored: Option<Layer>,
     #[serde(default)]
     pub(crate) inputs: Vec<KeyInput>,
 }
@@ -88,6 +94,10 @@ pub enum CacheTo {
         mode: CacheMode,
         /// `cache-mounts=true`: also the contents of the cache mounts the build used.
         cache_mounts: bool,
+        /// `compression=gzip|zstd`: plain layers go into the cache compressed (through the
+        /// store's memo of compressed layers, so a push of the image sends the same blobs);
+        /// `uncompressed` (the default) keeps the blobs as the images have them.
+        compression: Compression,
     },
     /// `type=registry,ref=REGISTRY/REPO:TAG[,mode=min|max]`: a manifest in a registry, through
     /// [`crate::CacheRegistry`]. Blobs the repository has are not sent again; those another
@@ -99,6 +109,10 @@ pub enum CacheTo {
         mode: CacheMode,
         /// `cache-mounts=true`: also the contents of the cache mounts the build used.
         cache_mounts: bool,
+        /// `compression=gzip|zstd`: plain layers go into the cache compressed (through the
+        /// store's memo of compressed layers, so a push of the image sends the same blobs);
+        /// `uncompressed` (the default) keeps the blobs as the images have them.
+        compression: Compression,
     },
 }
 
@@ -171,9 +185,15 @@ impl std::str::FromStr for CacheTo {
             Some("true") => true,
             Some(_) => return Err(fail("cache-mounts must be true or false")),
         };
+        let compression = match f.remove("compression").as_deref() {
+            None | Some("uncompressed") => Compression::None,
+            Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some(_) => return Err(fail("compression must be gzip, zstd or uncompressed")),
+        };
         let to = match kind.as_deref() {
-            Some("local") => CacheTo::Local { dest: f.remove("dest").filter(|d| !d.is_empty()).ok_or_else(|| fail("dest=DIR is missing"))?.into(), mode, cache_mounts },
-            Some("registry") => CacheTo::Registry { reference: f.remove("ref").filter(|d| !d.is_empty()).ok_or_else(|| fail("ref=REGISTRY/REPO:TAG is missing"))?, mode, cache_mounts },
+            Some("local") => CacheTo::Local { dest: f.remove("dest").filter(|d| !d.is_empty()).ok_or_else(|| fail("dest=DIR is missing"))?.into(), mode, cache_mounts, compression },
+            Some("registry") => CacheTo::Registry { reference: f.remove("ref").filter(|d| !d.is_empty()).ok_or_else(|| fail("ref=REGISTRY/REPO:TAG is missing"))?, mode, cache_mounts, compression },
             Some("inline" | "gha" | "s3" | "azblob") => return Err(fail("only type=local and type=registry are supported")),
             Some(_) => return Err(fail("unknown type (type=local or type=registry)")),
             None => return Err(fail("type= is missing (type=local,dest=DIR or type=registry,ref=REF)")),
@@ -211,12 +231,12 @@ mod tests {
 
     #[test]
     fn options_parse_and_refuse_what_they_cannot_do() {
-        assert_eq!("type=local,dest=/c".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Min, cache_mounts: false });
-        assert_eq!("type=local,dest=/c,mode=max,cache-mounts=true".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Max, cache_mounts: true });
+        assert_eq!("type=local,dest=/c".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Min, cache_mounts: false, compression: Compression::None });
+        assert_eq!("type=local,dest=/c,mode=max,cache-mounts=true,compression=zstd".parse::<CacheTo>().unwrap(), CacheTo::Local { dest: "/c".into(), mode: CacheMode::Max, cache_mounts: true, compression: Compression::Zstd });
         assert_eq!("type=local,src=/c".parse::<CacheFrom>().unwrap(), CacheFrom::Local { src: "/c".into() });
-        assert_eq!("type=registry,ref=r:5000/c:1,mode=max".parse::<CacheTo>().unwrap(), CacheTo::Registry { reference: "r:5000/c:1".into(), mode: CacheMode::Max, cache_mounts: false });
+        assert_eq!("type=registry,ref=r:5000/c:1,mode=max,compression=gzip".parse::<CacheTo>().unwrap(), CacheTo::Registry { reference: "r:5000/c:1".into(), mode: CacheMode::Max, cache_mounts: false, compression: Compression::Gzip });
         assert_eq!("type=registry,ref=r/c".parse::<CacheFrom>().unwrap(), CacheFrom::Registry { reference: "r/c".into() });
-        for bad in ["type=local", "dest=/c", "type=local,dest=/c,mode=all", "type=local,dest=/c,x=1", "type=registry", "type=gha", "type=local,dest=/c,dest=/d", "type=local,dest=/c,cache-mounts=yes", "local"] {
+        for bad in ["type=local", "dest=/c", "type=local,dest=/c,mode=all", "type=local,dest=/c,x=1", "type=registry", "type=gha", "type=local,dest=/c,dest=/d", "type=local,dest=/c,cache-mounts=yes", "type=local,dest=/c,compression=lz4", "local"] {
             assert!(bad.parse::<CacheTo>().is_err(), "{bad}");
         }
         assert!("type=local,dest=/c".parse::<CacheFrom>().is_err());

@@ -72,10 +72,13 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         labels.extend(opts.labels.clone());
     }
     config.created = Some(stage::timestamp(opts.source_date_epoch));
-    ctx.fetch_layers(&target.layers).map_err(|message| Error::CacheLayer { message })?;
+    let used = std::mem::take(&mut *ctx.used.lock().unwrap());
+    // The image's layers that only a registry cache has stay there until they are read.
+    ctx.lazy.record_remote(store, &ctx.cache, &used).map_err(|message| Error::CacheLayer { message })?;
+    let elsewhere: Vec<_> = target.layers.iter().filter(|l| store.remote().get(&l.digest).is_none()).cloned().collect();
+    ctx.fetch_layers(&elsewhere).map_err(|message| Error::CacheLayer { message })?;
     let manifest = store.write_image(&config, &target.layers)?;
     let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config)?);
-    let used = std::mem::take(&mut *ctx.used.lock().unwrap());
     for to in &opts.cache_to {
         crate::cache_export::export(&ctx, to, &used, &target.layers)?;
     }

@@ -54,7 +54,7 @@ pub(crate) fn layer_step(
     crate::cache_key::note_layer_options(&mut inputs, opts.compression, opts.source_date_epoch);
     let cached = if opts.no_cache { None } else { build.cache.get(&index_key).or_else(|| build.lazy.get(&index_key)) };
     if let Some(entry) = &cached {
-        if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest) || build.lazy.origin(&l.digest).is_some()) {
+        if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest) || build.lazy.origin(&l.digest).is_some() || store.remote().get(&l.digest).is_some()) {
             build.progress.event(Event::StepCached { id: at.id.clone() });
             let entry = cached.expect("matched just above");
             build.used.lock().unwrap().push((index_key, entry.clone()));

@@ -42,6 +42,9 @@ pub fn for_distribution(store: &Store, image: &Image, compression: Compression) 
     if plain.is_empty() || compression == Compression::None {
         return Ok(image.clone());
     }
+    // Remote layers with no usable compressed copy are fetched side by side first.
+    let unknown: Vec<Layer> = plain.iter().map(|&i| layers[i].clone()).filter(|l| memo(store, &l.diff_id, compression).is_none_or(|m| !store.content().exists(&m.digest))).collect();
+    store.ensure_layers(&unknown)?;
     let (small, large): (Vec<usize>, Vec<usize>) = plain.iter().partition(|&&i| layers[i].size <= SMALL_LAYER);
     // Each worker takes the next small layer left.
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -88,7 +91,7 @@ pub fn compressed_layer(store: &Store, layer: &Layer, compression: Compression) 
             return Ok(known);
         }
     }
-    let plain = store.content().open_blob(&layer.digest)?;
+    let plain = store.blob(&layer.digest)?;
     let (_, mut tar) = decompress(BufReader::with_capacity(256 << 10, plain))
         .map_err(|e| Error::Invalid { what: "layer", digest: layer.digest.clone(), message: e.to_string() })?;
     let writer = store.content().writer(&crate::store::unique_ingest("compressed-layer"))?;
@@ -106,12 +109,40 @@ pub fn compressed_layer(store: &Store, layer: &Layer, compression: Compression) 
     }
     writer.commit(Some(d.size), Some(&d.digest))?;
     let made = Layer { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: compression.media_type().to_string() };
-    let bytes = serde_json::to_vec(&made).map_err(|e| Error::Encode { what: "compression memo", message: e.to_string() })?;
-    let path = memo_path(store, &layer.diff_id, compression);
+    remember(store, compression, &made)?;
+    Ok(made)
+}
+
+/// Makes the plain layer `plain` from its compressed form `compressed` (a local blob; a build
+/// cache exported with `compression=` holds layers so), checked as it is committed (a plain
+/// layer's digest is its diffID), and remembers `compressed` as its compressed form: a push
+/// then sends those very bytes.
+pub fn expand(store: &Store, compressed: &Layer, plain: &Layer) -> Result<(), Error> {
+    let invalid = |message: String| Error::Invalid { what: "compressed layer", digest: compressed.digest.clone(), message };
+    let compression = [Compression::Gzip, Compression::Zstd]
+        .into_iter()
+        .find(|c| c.media_type() == compressed.media_type)
+        .ok_or_else(|| invalid(format!("media type {:?} is not a gzip or zstd layer", compressed.media_type)))?;
+    if !is_plain(plain) || compressed.diff_id != plain.diff_id || plain.digest != plain.diff_id {
+        return Err(invalid(format!("it is not a compressed form of plain layer {}", plain.digest)));
+    }
+    // Not `Store::blob`: this runs inside a fetch of remote blobs, which made it local.
+    let blob = store.content().open_blob(&compressed.digest)?;
+    let (_, mut tar) = decompress(BufReader::with_capacity(256 << 10, blob)).map_err(|e| invalid(e.to_string()))?;
+    let mut writer = BufWriter::with_capacity(256 << 10, store.content().writer(&crate::store::unique_ingest("expanded-layer"))?);
+    std::io::copy(&mut tar, &mut writer).map_err(|source| Error::Io { what: "expanding a compressed layer", source })?;
+    let writer = writer.into_inner().map_err(|e| Error::Io { what: "expanding a compressed layer", source: e.into_error() })?;
+    writer.commit(Some(plain.size), Some(&plain.digest))?;
+    remember(store, compression, compressed)
+}
+
+/// Records `made` as the `compression`ed form of the plain layer with its diffID.
+fn remember(store: &Store, compression: Compression, made: &Layer) -> Result<(), Error> {
+    let bytes = serde_json::to_vec(made).map_err(|e| Error::Encode { what: "compression memo", message: e.to_string() })?;
+    let path = memo_path(store, &made.diff_id, compression);
     std::fs::create_dir_all(path.parent().expect("a memo has a directory"))
         .and_then(|()| crate::atomic::write(&path, &bytes))
-        .map_err(|source| Error::Io { what: "recording a compressed layer", source })?;
-    Ok(made)
+        .map_err(|source| Error::Io { what: "recording a compressed layer", source })
 }
 
 /// Whether `layer` is stored as a plain tar.

@@ -49,10 +49,11 @@ pub fn save(store: &Store, images: &[(Vec<String>, Image)], format: ArchiveForma
         let manifest_digest = Digest::from_str(image.descriptor.digest().as_ref()).map_err(|e| Error::Encode { what: "digest", message: e.to_string() })?;
         let mut blobs = vec![manifest_digest.clone(), image.id()?];
         let layers = image.layers()?;
+        store.ensure_layers(&layers)?;
         blobs.extend(layers.iter().map(|l| l.digest.clone()));
         for d in blobs {
             if written.insert(d.clone()) {
-                let file = store.content().open_blob(&d)?;
+                let file = store.blob(&d)?;
                 let size = file.metadata().map_err(io_err("blob"))?.len();
                 append(&mut tar, &format!("blobs/sha256/{}", d.hex()), size, file)?;
             }
@@ -108,8 +109,10 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, data: impl
 pub fn unpack_image(store: &Store, image: &Image, dest: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(dest).map_err(io_err("destination directory"))?;
     let opts = ApplyOptions { whiteouts: WhiteoutMode::Delete, device_nodes: rustix::process::geteuid().is_root() };
-    for layer in image.layers()? {
-        let blob = io::BufReader::new(store.content().open_blob(&layer.digest)?);
+    let layers = image.layers()?;
+    store.ensure_layers(&layers)?;
+    for layer in layers {
+        let blob = io::BufReader::new(store.blob(&layer.digest)?);
         apply_layer(blob, dest, &opts).map_err(|e| Error::Invalid { what: "layer", digest: layer.digest.clone(), message: e.to_string() })?;
     }
     Ok(())

@@ -14,6 +14,7 @@
 //! - [`store::Store`]: one handle over all of it, with image-level operations;
 //! - [`export`], [`maintenance`], [`cache`]: archives, gc/fsck, the builder's cache index;
 //! - [`lease`]: what keeps gc away from a running build, pull or push;
+//! - [`remote`]: layers known by descriptor and registry only, fetched when first read;
 //! - the store is closed to other local users (its root and `forge/` are 0700).
 //!
 //! Every write is atomic (temp file, fsync, rename, fsync of the directory), and two processes
@@ -70,6 +71,7 @@ pub mod lease;
 mod lock;
 pub mod maintenance;
 mod permissions;
+pub mod remote;
 mod scratch;
 pub mod snapshot;
 pub mod store;

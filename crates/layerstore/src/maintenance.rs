@@ -55,6 +55,9 @@ pub struct FsckReport {
     /// Tags whose image cannot be read or lacks a blob: (tag, what is wrong). Removed when
     /// repairing.
     pub broken_tags: Vec<(String, String)>,
+    /// Layers tagged images name that are not local but known as remote (see
+    /// [`crate::remote`]): fetched when first needed, not a problem.
+    pub remote: Vec<Digest>,
 }
 
 impl FsckReport {
@@ -144,6 +147,12 @@ pub fn gc(store: &Store) -> Result<GcReport, Error> {
             }
         }
     }
+    // A remote blob's record goes with it: when nothing keeps the blob, or once it is local.
+    for d in store.remote().list().map_err(io("listing remote blobs"))? {
+        if !keep.contains(&d) || store.content().exists(&d) {
+            store.remote().remove_unless_newer(&d, since).map_err(io("removing a remote blob's record"))?;
+        }
+    }
     report.snapshots_removed = remove_snapshots(store, &chains, since)?;
     report.half_made_snapshots_removed = store.snapshots().remove_abandoned_dirs(since)?;
     (report.ingests_removed, report.ingest_bytes_freed) = store.content().remove_abandoned_ingests(since)?;
@@ -218,10 +227,16 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport, Error> {
             report.corrupt.push(d);
         }
     }
+    let mut remote = BTreeSet::new();
     for (name, d) in store.index().list()? {
         let problem = match store.image_of(&d).and_then(|image| image.layers()) {
             Err(e) => Some(e.to_string()),
-            Ok(layers) => layers.iter().find(|l| !store.content().exists(&l.digest)).map(|l| format!("layer {} is missing", l.digest)),
+            Ok(layers) => {
+                let missing = layers.iter().filter(|l| !store.content().exists(&l.digest));
+                let (known, lost): (Vec<_>, Vec<_>) = missing.partition(|l| store.remote().get(&l.digest).is_some());
+                remote.extend(known.into_iter().map(|l| l.digest.clone()));
+                lost.first().map(|l| format!("layer {} is missing", l.digest))
+            }
         };
         if let Some(p) = problem {
             if repair {
@@ -230,5 +245,6 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport, Error> {
             report.broken_tags.push((name, p));
         }
     }
+    report.remote = remote.into_iter().collect();
     Ok(report)
 }

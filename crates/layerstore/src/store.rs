@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType,
@@ -19,7 +20,11 @@ use crate::diff::{self, LayerInfo, LayerOptions, LayerSource};
 use crate::digest::Digest;
 use crate::image::ImageConfig;
 use crate::index::{self, Index};
+use crate::remote::{Fetcher, RemoteBlob, Remotes};
 use crate::snapshot::{self, Snapshotter};
+
+/// Remote blobs fetched side by side.
+const PARALLEL_FETCHES: usize = 4;
 
 /// A layer being written into a store's content store.
 pub type StoreLayerStream = diff::LayerStream<std::io::BufWriter<content::Writer>>;
@@ -75,6 +80,16 @@ pub enum Error {
         name: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A blob the store knows only as remote (see [`crate::remote`]) could not be fetched.
+    #[error("blob {digest} is not in the store yet, only in {from}: {message}")]
+    Remote {
+        /// The blob.
+        digest: Digest,
+        /// Where it is.
+        from: crate::remote::RemoteSource,
+        /// Why it could not be fetched.
+        message: String,
     },
     /// A document could not be encoded.
     #[error("encoding the {what}: {message}")]
@@ -160,6 +175,12 @@ pub struct Store {
     content: ContentStore,
     index: Index,
     snapshots: Snapshotter,
+    remotes: Remotes,
+    /// What fetches remote blobs, when the program gave one ([`Store::with_fetcher`]).
+    fetcher: Option<Arc<dyn Fetcher>>,
+    /// One fetch of remote blobs at a time: two threads needing the same blob would lock
+    /// each other's ingest out.
+    fetching: Arc<Mutex<()>>,
     /// This process's scratch directory, made on first use (see [`crate::scratch`]).
     scratch: std::sync::Arc<std::sync::Mutex<Option<crate::scratch::Scratch>>>,
 }
@@ -175,8 +196,85 @@ impl Store {
             content: ContentStore::open(root)?,
             index: Index::open(root)?,
             snapshots: Snapshotter::open(root)?,
+            remotes: Remotes::open(root),
+            fetcher: None,
+            fetching: Default::default(),
             scratch: Default::default(),
         })
+    }
+
+    /// The store with `fetcher` to fetch remote blobs when their content is needed (without
+    /// one, reading such a blob is an [`Error::Remote`]).
+    pub fn with_fetcher(mut self, fetcher: Arc<dyn Fetcher>) -> Store {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
+    /// The records of blobs known by descriptor and source only.
+    pub fn remote(&self) -> &Remotes {
+        &self.remotes
+    }
+
+    /// Opens blob `digest` for reading, fetching it first if the store knows it as remote.
+    pub fn blob(&self, digest: &Digest) -> Result<std::fs::File, Error> {
+        self.fetch_remote(&[digest.clone()])?;
+        Ok(self.content.open_blob(digest)?)
+    }
+
+    /// Makes the blobs of `layers` local, fetching (side by side) those known as remote.
+    /// Blobs that are neither local nor remote are left to the reader to report.
+    pub fn ensure_layers(&self, layers: &[Layer]) -> Result<(), Error> {
+        let digests: Vec<Digest> = layers.iter().map(|l| l.digest.clone()).collect();
+        self.fetch_remote(&digests)
+    }
+
+    fn fetch_remote(&self, digests: &[Digest]) -> Result<(), Error> {
+        let remote = |digests: &[Digest]| -> Vec<RemoteBlob> {
+            let mut seen = std::collections::HashSet::new();
+            digests.iter().filter(|d| !self.content.exists(d) && seen.insert(*d)).filter_map(|d| self.remotes.get(d)).collect()
+        };
+        if remote(digests).is_empty() {
+            return Ok(());
+        }
+        let _one = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have fetched some while this one waited.
+        let todo = remote(digests);
+        let next = AtomicU64::new(0);
+        let results: Vec<Result<(), Error>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..PARALLEL_FETCHES.min(todo.len()))
+                .map(|_| {
+                    s.spawn(|| -> Result<(), Error> {
+                        while let Some(blob) = todo.get(next.fetch_add(1, Ordering::Relaxed) as usize) {
+                            self.fetch_one(blob)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        results.into_iter().collect()
+    }
+
+    fn fetch_one(&self, blob: &RemoteBlob) -> Result<(), Error> {
+        let fail = |message: String| Error::Remote { digest: blob.digest.clone(), from: blob.source.clone(), message };
+        let fetcher = self.fetcher.as_ref().ok_or_else(|| fail("this command cannot fetch it (no registry client)".into()))?;
+        match &blob.stored {
+            None => fetcher.fetch(self, &blob.source, &blob.digest, blob.size).map_err(|e| fail(e.to_string()))?,
+            Some(stored) => {
+                if !self.content.exists(&stored.digest) {
+                    fetcher.fetch(self, &blob.source, &stored.digest, stored.size).map_err(|e| fail(e.to_string()))?;
+                }
+                let plain = Layer { digest: blob.digest.clone(), diff_id: stored.diff_id.clone(), size: blob.size, media_type: crate::archive::Compression::None.media_type().to_string() };
+                crate::distribute::expand(self, stored, &plain).map_err(|e| fail(e.to_string()))?;
+            }
+        }
+        if !self.content.exists(&blob.digest) {
+            return Err(fail("the fetch stored nothing".into()));
+        }
+        // The blob is local now; a record left by a failed removal is only a stale hint.
+        let _ = self.remotes.remove(&blob.digest);
+        Ok(())
     }
 
     /// The store's directory.
@@ -211,9 +309,13 @@ impl Store {
     /// outlive an `rmi` of the base plus a gc while the build runs. [`Error::NotFound`] when one
     /// is already gone.
     pub fn hold(&self, image: &Image) -> Result<(), Error> {
-        let layers = image.layers()?.into_iter().map(|l| l.digest);
-        for digest in std::iter::once(image.id()?).chain(layers) {
-            if !self.content.reuse(&digest)? {
+        if !self.content.reuse(&image.id()?)? {
+            return Err(Error::NotFound(format!("config {} of image {}", image.id()?, image.descriptor.digest())));
+        }
+        for digest in image.layers()?.into_iter().map(|l| l.digest) {
+            // A remote layer is held by its record until it is fetched.
+            let remote = || self.remotes.reuse(&digest).map_err(|source| Error::Io { what: "stamping a remote blob's record", source });
+            if !self.content.reuse(&digest)? && !remote()? {
                 return Err(Error::NotFound(format!("blob {digest} of image {}", image.descriptor.digest())));
             }
         }
@@ -395,11 +497,22 @@ impl Store {
     /// Makes sure every layer of `layers` is unpacked as a snapshot; returns the top chain ID
     /// (`None` for no layers). Layers already unpacked are not read.
     pub fn unpack(&self, layers: &[Layer]) -> Result<Option<Digest>, Error> {
+        // Remote blobs of the layers still to unpack are fetched side by side first.
+        let mut parent: Option<Digest> = None;
+        let mut needed = Vec::new();
+        for layer in layers {
+            let chain = crate::digest::chain_id(parent.iter().chain([&layer.diff_id])).expect("one diffID at least");
+            if !self.snapshots.exists(&chain)? {
+                needed.push(layer.clone());
+            }
+            parent = Some(chain);
+        }
+        self.ensure_layers(&needed)?;
         let mut parent: Option<Digest> = None;
         for layer in layers {
             let chain = crate::digest::chain_id(parent.iter().chain([&layer.diff_id])).expect("one diffID at least");
             if !self.snapshots.reuse(&chain)? {
-                let blob = self.content.open_blob(&layer.digest)?;
+                let blob = self.blob(&layer.digest)?;
                 let got = self.snapshots.unpack_layer(std::io::BufReader::new(blob), parent.as_ref(), &layer.diff_id)?;
                 debug_assert_eq!(got, chain);
             }

@@ -28,6 +28,7 @@
 mod artifact;
 pub mod auth;
 mod error;
+mod lazy;
 mod progress;
 mod pull;
 mod push;
@@ -41,6 +42,7 @@ use oci_spec::image::Descriptor;
 
 pub use auth::Credentials;
 pub use error::Error;
+pub use lazy::RemoteFetcher;
 pub use progress::{LineProgress, NoProgress, Progress};
 pub use pull::Pulled;
 pub use reference::Reference;

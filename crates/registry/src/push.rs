@@ -66,8 +66,12 @@ pub(crate) async fn push_blob(t: &Transport, target: Target<'_>, store: &Store, 
     }
     // Cross-repository mount: 201 means done; 202 means the registry declined and opened an
     // upload session instead, which is used as if POSTed plainly.
+    // A blob the store knows only as remote in this registry is mounted from there, not fetched.
+    let remote = store.remote().get(&digest).filter(|_| !store.content().exists(&digest)).map(|b| b.source);
+    let mut sources = known_sources(store, target.registry, &digest);
+    sources.extend(remote.filter(|s| s.registry == target.registry).map(|s| s.repository));
     let mut location = None;
-    for from in known_sources(store, target.registry, &digest).into_iter().filter(|r| r != target.repository) {
+    for from in sources.into_iter().filter(|r| r != target.repository) {
         let url = format!("{base}/v2/{}/blobs/uploads/?mount={digest}&from={from}", target.repository);
         let resp = t.send(target, Method::POST, &url, |r| r.header(CONTENT_LENGTH, 0)).await?;
         match resp.status().as_u16() {
@@ -91,6 +95,13 @@ pub(crate) async fn push_blob(t: &Transport, target: Target<'_>, store: &Store, 
             location_of(&base, &resp)?
         }
     };
+    if !store.content().exists(&digest) {
+        // A remote blob no mount could bring: fetched into the store, then uploaded.
+        let (s, d) = (store.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || s.blob(&d).map(drop))
+            .await
+            .map_err(|e| Error::Invalid { what: "local blob".into(), registry: String::new(), message: format!("fetching {digest}: {e}") })??;
+    }
     progress.start(digest.as_str(), size, 0);
     let path = store.content().path(&digest);
     let body = |start: u64, len: u64| -> Result<reqwest::Body, Error> {

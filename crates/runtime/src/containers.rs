@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use forge_layerstore::snapshot::Error as SnapshotError;
 use forge_layerstore::Store;
@@ -76,6 +76,11 @@ impl Containers {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The directory of every container's records.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub(crate) fn path(&self, id: &str) -> PathBuf {
@@ -261,6 +266,28 @@ impl Containers {
             .and_then(|()| file.write_all(id.as_bytes()))
             .and_then(|()| file.sync_all())
             .map_err(io("reserving the name", &path))
+    }
+
+    /// docker's `rename`: `container` is known by `new` from now on (which must be free), and
+    /// its old name is freed. The hosts files its networks wrote when it attached are not
+    /// rewritten.
+    pub fn rename(&self, container: &Container, new: &str) -> Result<(), Error> {
+        validate_name(new)?;
+        let id = container.id();
+        self.reserve_name(new, id)?;
+        let path = self.path(id).join("config.json");
+        let renamed = read_json::<Config>(&path).and_then(|mut config| {
+            let old = config.name.replace(new.to_string());
+            write_json(&path, &config).map(|()| old)
+        });
+        match renamed {
+            Ok(Some(old)) if old != new => self.free_name(&old, id),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let _ = self.free_name(new, id);
+                Err(e)
+            }
+        }
     }
 
     /// Frees `name` if `id` holds it.
@@ -637,11 +664,11 @@ impl Containers {
     }
 
     pub(crate) fn remove_locked(&self, id: &str, name: Option<&str>, lock: Lock) -> Result<(), Error> {
-        let state: State = read_json(&self.path(id).join("state.json"))?;
+        let mut state: State = read_json(&self.path(id).join("state.json"))?;
         if state.status == Status::Running {
-            let mut state = state;
             self.record_lost(id, &mut state)?;
         }
+        self.fill_exit_slots(id, &state);
         self.remove_records_and_layer(id, name)?;
         drop(lock);
         Ok(())
@@ -697,8 +724,8 @@ impl Containers {
     }
 }
 
-/// A fresh container ID: 32 random bytes in hex, as docker's.
-pub(crate) fn new_id() -> Result<String, Error> {
+/// A fresh container (or exec) ID: 32 random bytes in hex, as docker's.
+pub fn new_id() -> Result<String, Error> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(io("reading", "/dev/urandom"))?;

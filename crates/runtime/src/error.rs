@@ -171,6 +171,9 @@ pub enum Error {
     /// A detached container's monitor could not start it.
     #[error("{0}")]
     Monitor(String),
+    /// `top`'s `ps` failed or printed no PID column.
+    #[error("{0}")]
+    Top(String),
     /// Filesystem or process error.
     #[error("{what} {}: {source}", path.display())]
     Io {

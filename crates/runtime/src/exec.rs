@@ -24,6 +24,8 @@ pub struct ExecOptions {
     pub input: Option<Box<dyn std::io::Read + Send>>,
     /// `-t`: a terminal.
     pub tty: bool,
+    /// The terminal's rows and columns (default: those of this process's own terminal).
+    pub tty_size: Option<[u16; 2]>,
 }
 
 impl std::fmt::Debug for ExecOptions {
@@ -35,6 +37,7 @@ impl std::fmt::Debug for ExecOptions {
             .field("working_dir", &self.working_dir)
             .field("input", &self.input.is_some())
             .field("tty", &self.tty)
+            .field("tty_size", &self.tty_size)
             .finish()
     }
 }
@@ -77,7 +80,7 @@ impl Containers {
         }
         spec.enter = Some(state.pid);
         spec.stdin = opts.input.is_some();
-        spec.tty = opts.tty.then(crate::sys::terminal_size);
+        spec.tty = opts.tty.then(|| opts.tty_size.unwrap_or_else(crate::sys::terminal_size));
         let mut input = opts.input;
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
             Event::Started { pid } => {

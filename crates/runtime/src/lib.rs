@@ -13,15 +13,18 @@
 //!
 //! ```text
 //! <store>/forge/containers/<id>/       one directory per container, id = 64 hex digits
-//!     config.json   what was asked, resolved (Config): written once at create
+//!     config.json   what was asked, resolved (Config): written at create (and by rename)
 //!     state.json    what it does (State): created/running/exited, pid and its start time,
 //!                   its supervisor's pid, exit code, OOMKilled, start and end times, error,
 //!                   restart count, and the cgroup directories of a running container
 //!                   (pause/unpause, stats and top use them)
 //!     <id>-json.log its output, docker's json-file format (see read_log)
 //!     stopped       present once `stop`/`kill`/`rm -f` stopped it: no restart policy applies
+//!     stdin         with `-i`, the FIFO its monitor feeds the command's input from (attach)
 //!     lock          flock'ed by whoever changes the state, and by the process that
 //!                   supervises the container for as long as it runs
+//! <store>/forge/containers/.exit-<id>-*  a waiter's exit slot: the final state is written
+//!                                       there before the container is removed (wait.rs)
 //! <store>/forge/container-names/<name>  the ID holding the name (rewritten under its flock)
 //! <store>/forge/volumes/<name>/_data    a volume's files; volume.json beside them (Volumes)
 //! <store>/forge/volumes.lock            flock'ed while volumes are taken or removed
@@ -115,17 +118,20 @@ mod state;
 mod sys;
 mod userns;
 mod volumes;
+mod wait;
 
 pub use config::{env_entry, env_file, Config, CreateOptions, Limits, Network, Publish, RestartPolicy, Seccomp, Security};
-pub use containers::{Container, Containers};
+pub use containers::{new_id, Container, Containers};
 pub use error::Error;
 pub use exec::ExecOptions;
 pub use logs::{read_log, LogEntry};
+pub use monitor::MonitorCommand;
 pub use network::published;
-pub use resources::check_limits;
-pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, Rootfs};
+pub use resources::{check_limits, host_cpu, host_memory, Top};
+pub use rootfs::{rebase_archive, ArchiveOptions, PathKind, PathStat, Rootfs};
 pub use state::{State, Status};
 pub use sys::SignalProxy;
 pub use userns::{remap_mapping, store_default as userns_store_default, Userns};
-pub use forge_sandbox::IdMapping;
+pub use forge_sandbox::{IdMapping, Stream};
+pub use wait::{Follower, WaitCondition, Waiter};
 pub use volumes::{MountSource, MountSpec, Volume, Volumes};

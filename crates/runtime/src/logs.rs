@@ -90,7 +90,7 @@ impl LogWriter {
 /// How often a follower looks for more: the log is a plain file, and polling it keeps
 /// followers free of the writer's cooperation (as docker's json-file follower is without
 /// inotify).
-const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Containers {
     /// Where a container's log is (`<id>/<id>-json.log`, as docker names it).
@@ -101,7 +101,13 @@ impl Containers {
     /// Passes the entries written to the container's log from byte `offset` on to `each` as
     /// they come, until the container no longer runs and all it wrote was passed on (`logs -f`,
     /// `attach`). Stops early, with its error, when `each` fails.
-    pub fn follow_log<E: From<Error>>(&self, id: &str, mut offset: u64, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>) -> Result<(), E> {
+    pub fn follow_log<E: From<Error>>(&self, id: &str, offset: u64, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>) -> Result<(), E> {
+        self.follow_log_until(id, offset, each, &|| false)
+    }
+
+    /// [`Containers::follow_log`] that also stops, early, once `cancelled` says so (a server's
+    /// client went away, or the server stops).
+    pub fn follow_log_until<E: From<Error>>(&self, id: &str, mut offset: u64, each: &mut dyn FnMut(&LogEntry) -> Result<(), E>, cancelled: &dyn Fn() -> bool) -> Result<(), E> {
         let path = self.log_path(id);
         loop {
             // Whether it still runs, read before the log: what it wrote before it ended is
@@ -112,7 +118,7 @@ impl Containers {
             for e in &entries {
                 each(e)?;
             }
-            if !running {
+            if !running || cancelled() {
                 return Ok(());
             }
             std::thread::sleep(POLL);
@@ -152,6 +158,11 @@ pub fn read_log(path: &Path, offset: u64) -> Result<(Vec<LogEntry>, u64), Error>
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Vec::new(), offset)),
         other => other.map_err(io("opening the log", path))?,
     };
+    read_entries(&mut file, path, offset)
+}
+
+/// [`read_log`] on an open log (`path` names it in errors).
+pub(crate) fn read_entries(file: &mut File, path: &Path, offset: u64) -> Result<(Vec<LogEntry>, u64), Error> {
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(offset)).and_then(|_| file.read_to_end(&mut bytes)).map_err(io("reading the log", path))?;
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);

@@ -6,8 +6,11 @@
 //! monitor's standard output (a pipe): the container started, or why not; the monitor then
 //! points its standard streams at `/dev/null` and carries on in a session of its own.
 
+use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -30,6 +33,19 @@ enum Ready {
     Failed { message: String, code: u8 },
 }
 
+/// The FIFO through which an attached client's input reaches a detached container made with
+/// `-i`: its monitor reads it, a client's writer opens it (`Containers::open_stdin`).
+const STDIN_FIFO: &str = "stdin";
+
+/// Makes the FIFO at `path` afresh (one left by an earlier run may have no reader).
+fn make_fifo(path: &std::path::Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing", path)(e)),
+        _ => {}
+    }
+    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).map_err(|e| io("making the input FIFO", path)(e.into()))
+}
+
 /// Present while the container was stopped by hand (`stop`, `kill`): no restart policy applies
 /// (docker's `HasBeenManuallyStopped`). `start` removes it.
 const STOPPED: &str = "stopped";
@@ -39,12 +55,32 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(60);
 const RAN_LONG: Duration = Duration::from_secs(10);
 
+/// How a program re-executes itself into [`Containers::monitor`]: `program args... ID` (forge's
+/// hidden `forge --root STORE container monitor ID`). Made once by the CLI, and handed to
+/// `forge serve`, so every starter of a container starts the same monitor.
+#[derive(Debug, Clone)]
+pub struct MonitorCommand {
+    /// The executable (absolute: the monitor outlives its starter's working directory).
+    pub program: PathBuf,
+    /// The arguments before the container's ID.
+    pub args: Vec<OsString>,
+}
+
+impl MonitorCommand {
+    fn command(&self, id: &str) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args).arg(id);
+        c
+    }
+}
+
 impl Containers {
     /// Starts `container` under a monitor and returns its init's PID once it runs. `monitor`
-    /// re-executes this program into [`Containers::monitor`] for the container's ID (forge's
-    /// hidden `container monitor ID`, with the same store); the monitor outlives the caller.
-    pub fn start_detached(&self, container: &Container, mut monitor: Command) -> Result<u32, Error> {
+    /// re-executes this program into [`Containers::monitor`] for the container's ID (with the
+    /// same store); the monitor outlives the caller.
+    pub fn start_detached(&self, container: &Container, monitor: &MonitorCommand) -> Result<u32, Error> {
         let id = container.id();
+        let mut monitor = monitor.command(id);
         match self.try_lock(id)? {
             Some(lock) => drop(lock),
             None if self.path(id).exists() => {
@@ -100,10 +136,15 @@ impl Containers {
         let mut log = LogWriter::open(&self.log_path(id))?;
         let mut log_failed = None;
         let mut delay = FIRST_DELAY;
+        let fifo = self.path(id).join(STDIN_FIFO);
+        if config.open_stdin {
+            make_fifo(&fifo)?;
+        }
         loop {
             let began = Instant::now();
-            // `-i`: held, never written, so the command's input stays open until it exits
-            // (`run -di IMAGE sh` keeps running).
+            // `-i`: held open, so the command's input stays open until it exits (`run -di
+            // IMAGE sh` keeps running), and fed by the first client that attaches to it (see
+            // `Containers::open_stdin`), whose end of input ends it, as docker's `StdinOnce`.
             let mut stdin = None;
             let mut init = 0;
             let mut progress = |p: Progress| match p {
@@ -116,7 +157,16 @@ impl Containers {
                         let _ = detach_stdio();
                     }
                 }
-                Progress::Stdin(s) => stdin = Some(s),
+                Progress::Stdin(mut s) => {
+                    let fifo = fifo.clone();
+                    // Not joined: it waits for a client for as long as the command runs, and
+                    // ends with this process.
+                    stdin = Some(std::thread::spawn(move || {
+                        if let Ok(mut from) = fs::File::open(&fifo) {
+                            let _ = std::io::copy(&mut from, &mut s);
+                        }
+                    }));
+                }
             };
             let mut output = |stream, bytes: &[u8]| {
                 if let Err(e) = log.write(stream, bytes) {
@@ -222,6 +272,38 @@ impl Containers {
         // Removed (`--rm`) once it ended: its records are gone.
         let _lock = self.lock(id)?.ok_or_else(|| Error::NotFound(id.into()))?;
         read_json(&self.path(id).join("state.json"))
+    }
+
+    /// The writing end of a running container's standard input (made with `-i`), for an
+    /// attached client, once its command runs; waits for its start (a client attaches before it
+    /// starts, as `docker run -i`). `None` when it ended, or `cancelled` said so, first. The
+    /// first writer's end of input is the command's.
+    pub fn open_stdin(&self, container: &Container, cancelled: &dyn Fn() -> bool) -> Result<Option<fs::File>, Error> {
+        let id = container.id();
+        if !container.config.open_stdin {
+            return Err(Error::Invalid { what: "attach", value: id.into(), reason: "its standard input is closed: it was not made with -i".into() });
+        }
+        let fifo = self.path(id).join(STDIN_FIFO);
+        let first = container.state.started_at.clone();
+        loop {
+            // Non-blocking: with no reader (not started yet, or ended) the open fails at once.
+            match fs::File::options().write(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(&fifo) {
+                Ok(file) => {
+                    let fd = std::os::fd::AsFd::as_fd(&file);
+                    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| io("opening", &fifo)(e.into()))?;
+                    rustix::fs::fcntl_setfl(fd, flags - rustix::fs::OFlags::NONBLOCK).map_err(|e| io("opening", &fifo)(e.into()))?;
+                    return Ok(Some(file));
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) || e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("opening", &fifo)(e)),
+            }
+            let state: Option<State> = read_json(&self.path(id).join("state.json")).ok();
+            let ended = state.as_ref().is_none_or(|s| s.status != Status::Running && s.started_at != first);
+            if ended || cancelled() {
+                return Ok(None);
+            }
+            std::thread::sleep(crate::logs::POLL);
+        }
     }
 
     pub(crate) fn mark_stopped(&self, id: &str) -> Result<(), Error> {

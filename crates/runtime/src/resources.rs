@@ -116,6 +116,83 @@ impl Containers {
     }
 }
 
+/// The host's memory in bytes (docker's limit for a container without one).
+pub fn host_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).map_or(0, |kib| kib * 1024)
+}
+
+/// The host's online CPUs, and the time all of them spent since boot in nanoseconds (the
+/// `cpu` line of `/proc/stat`): docker's `online_cpus` and `system_cpu_usage`, against which
+/// a container's CPU time is a share.
+pub fn host_cpu() -> (u32, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat.lines().next().filter(|l| l.starts_with("cpu ")).map_or(0, |l| l.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).sum());
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    (online_cpus().len() as u32, ticks.saturating_mul(1_000_000_000 / hz))
+}
+
+/// What `top` found: the host's `ps` output limited to a container's processes.
+#[derive(Debug, Clone)]
+pub struct Top {
+    /// `ps`'s header line.
+    pub header: String,
+    /// Its lines of the container's processes, as `ps` printed them.
+    pub lines: Vec<String>,
+}
+
+impl Top {
+    /// The column titles, split as docker splits them.
+    pub fn titles(&self) -> Vec<String> {
+        self.header.split_whitespace().map(str::to_string).collect()
+    }
+
+    /// Each line split into as many fields as there are titles, the last one taking the rest
+    /// of the line (a command's arguments), as docker's `top` answer has them.
+    pub fn processes(&self) -> Vec<Vec<String>> {
+        let n = self.titles().len().max(1);
+        self.lines
+            .iter()
+            .map(|line| {
+                let mut fields = Vec::with_capacity(n);
+                let mut rest = line.trim_start();
+                while fields.len() + 1 < n && !rest.is_empty() {
+                    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                    fields.push(rest[..end].to_string());
+                    rest = rest[end..].trim_start();
+                }
+                fields.push(rest.to_string());
+                fields
+            })
+            .collect()
+    }
+}
+
+impl Containers {
+    /// docker's `top`: the host's `ps` with `ps_args` (default `-ef`), limited to the
+    /// container's processes by its PID column.
+    pub fn top(&self, container: &Container, ps_args: &[String]) -> Result<Top, Error> {
+        let pids = self.cgroup(container, "only a running container has processes")?.pids();
+        let default = ["-ef".to_string()];
+        let ps_args = if ps_args.is_empty() { &default[..] } else { ps_args };
+        let out = std::process::Command::new("ps").args(ps_args).output().map_err(crate::error::io("running", "ps"))?;
+        if !out.status.success() {
+            return Err(Error::Top(format!("ps {}: {}", ps_args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default().to_string();
+        let Some(pid_column) = header.split_whitespace().position(|h| h == "PID") else {
+            return Err(Error::Top(format!("ps {} prints no PID column: top needs one to find the container's processes", ps_args.join(" "))));
+        };
+        let lines = lines
+            .filter(|line| line.split_whitespace().nth(pid_column).and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| pids.contains(&p)))
+            .map(str::to_string)
+            .collect();
+        Ok(Top { header, lines })
+    }
+}
+
 /// Whether the recorded cgroup of a running container is frozen.
 pub(crate) fn is_paused(state: &State) -> bool {
     !state.cgroup.is_empty() && ControlGroup::open(&state.cgroup).is_ok_and(|c| c.is_frozen())
@@ -133,6 +210,13 @@ pub(crate) fn thaw(state: &State) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_lines_split_as_dockers() {
+        let top = Top { header: "UID PID CMD".into(), lines: vec!["root   12 sleep 100 --x".into()] };
+        assert_eq!(top.titles(), ["UID", "PID", "CMD"]);
+        assert_eq!(top.processes(), [["root", "12", "sleep 100 --x"]]);
+    }
 
     #[test]
     fn cpu_lists_read_as_the_kernels() {

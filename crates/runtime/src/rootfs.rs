@@ -39,6 +39,22 @@ pub enum PathKind {
     Other,
 }
 
+/// What is at a path inside a root, its last component not followed (docker's path stat, for
+/// `cp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStat {
+    /// The last component (`/` for the root).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// Its modification time, seconds and nanoseconds since the epoch.
+    pub mtime: (i64, u32),
+    /// A symlink's target, as stored.
+    pub link_target: Option<String>,
+}
+
 /// A directory tree whose paths resolve inside it: a container's root or the host's `/`.
 #[derive(Debug)]
 pub struct Rootfs {
@@ -106,6 +122,45 @@ impl Rootfs {
             Err(Errno::NOENT) => Ok(PathKind::Missing),
             Err(e) => Err(self.path_err("reading", path)(e)),
         }
+    }
+
+    /// What is at `path` (its last component not followed), or `None` when nothing is.
+    pub fn stat(&self, path: &str) -> Result<Option<PathStat>, Error> {
+        let (parent, last) = match self.resolve_parent(path, false) {
+            Ok(found) => found,
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = match rustix::fs::statat(&parent, &last, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(self.path_err("reading", path)(e)),
+        };
+        let link_target = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            let target = rustix::fs::readlinkat(&parent, &last, Vec::new()).map_err(self.path_err("reading the link", path))?;
+            Some(String::from_utf8_lossy(target.as_bytes()).into_owned())
+        } else {
+            None
+        };
+        let name = clean(path).file_name().map_or_else(|| "/".to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(Some(PathStat { name, size: st.st_size as u64, mode: st.st_mode, mtime: (st.st_mtime, st.st_mtime_nsec as u32), link_target }))
+    }
+
+    /// Extracts the tar in `input` under the directory `dir` (entries rebased there, as
+    /// [`rebase_archive`] does; `..` refused), owned by `owner` when given.
+    pub fn extract_under(&self, input: impl Read + Send, dir: &str, owner: Option<(u32, u32)>) -> Result<(), Error> {
+        if self.kind(dir, true)? != PathKind::Dir {
+            return Err(Error::Copy { message: format!("{dir} in {} is not a directory", self.label) });
+        }
+        let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io("making a pipe for", dir)(e.into()))?;
+        let (reader, writer) = (File::from(reader), File::from(writer));
+        std::thread::scope(|s| {
+            let rebased = s.spawn(move || rebase_archive(input, Path::new(dir), owner, writer));
+            let extracted = self.extract(reader);
+            let rebased = rebased.join().unwrap_or_else(|_| Err(Error::Copy { message: "the archive's rewriting thread panicked".into() }));
+            // The rewriter's error explains an extractor that saw the stream end early.
+            rebased.and(extracted)
+        })
     }
 
     /// Writes a tar of the file or tree at `path` to `out`, its top entry named `name`
