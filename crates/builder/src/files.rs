@@ -168,7 +168,7 @@ fn copy_tree(dir: &OwnedFd, entries: &[Entry], opts: &CopyOptions) -> io::Result
 
 /// Writes one entry named `name` in `parent`. Returns the fd of a directory (whose metadata is
 /// set later, after its children).
-fn write_entry(parent: &OwnedFd, name: &str, entry: &Entry, opts: &CopyOptions) -> io::Result<Option<OwnedFd>> {
+pub(crate) fn write_entry(parent: &OwnedFd, name: &str, entry: &Entry, opts: &CopyOptions) -> io::Result<Option<OwnedFd>> {
     let ft = entry.meta.file_type();
     if ft.is_file() {
         // Most files are new: create first, and look at what is there only when that fails.
@@ -238,7 +238,7 @@ fn make_room(parent: &OwnedFd, name: &str, for_dir: bool) -> io::Result<bool> {
 static COPY_FILE_RANGE_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Copies the whole of `from` (read from its start) to the end of `to`.
-fn copy_data(from: &File, to: &mut File) -> io::Result<()> {
+pub(crate) fn copy_data(from: &File, to: &mut File) -> io::Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     if !COPY_FILE_RANGE_REFUSED.load(Relaxed) {
         let mut copied = 0u64;
@@ -285,12 +285,18 @@ fn times(entry: &Entry) -> Timestamps {
 }
 
 /// Owner, mode (after `--chmod`) and times of a file or directory.
-fn set_meta(fd: &impl std::os::fd::AsFd, entry: &Entry, opts: &CopyOptions) -> io::Result<()> {
+pub(crate) fn set_meta(fd: &impl std::os::fd::AsFd, entry: &Entry, opts: &CopyOptions) -> io::Result<()> {
+    set_owner_mode(fd, entry, opts)?;
+    futimens(fd, &times(entry))?;
+    Ok(())
+}
+
+/// Owner and mode (after `--chmod`) of a file or directory.
+pub(crate) fn set_owner_mode(fd: &impl std::os::fd::AsFd, entry: &Entry, opts: &CopyOptions) -> io::Result<()> {
     let (uid, gid) = owner(entry, opts);
     fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
     // chown clears setuid bits, so the mode comes after it.
     fchmod(fd, Mode::from_raw_mode(opts.chmod.unwrap_or(entry.meta.mode() & 0o7777)))?;
-    futimens(fd, &times(entry))?;
     Ok(())
 }
 

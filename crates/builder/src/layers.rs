@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use forge_layerstore::cache::{CacheEntry, KeyInput};
-use forge_layerstore::diff::{LayerOptions, LayerSource};
+use forge_layerstore::diff::{LayerInfo, LayerOptions, LayerSource};
 use forge_layerstore::{Digest, Layer, Store};
 
 use crate::ctx::BuildCtx;
@@ -23,6 +23,8 @@ pub(crate) struct Snapshot<'s> {
     pub(crate) lowerdirs: &'s [PathBuf],
     pub(crate) upperdir: &'s Path,
     pub(crate) workdir: &'s Path,
+    /// How the step's layer is written, for a step that writes it itself.
+    pub(crate) layer_opts: LayerOptions,
 }
 
 impl Snapshot<'_> {
@@ -37,14 +39,15 @@ impl Snapshot<'_> {
 }
 
 /// The layer of a step with cache key `key` on top of `parent`: from the cache, or made by
-/// `change` on a fresh snapshot.
+/// `change` on a fresh snapshot. `change` returns the layer when it wrote it itself while
+/// changing the snapshot (the one-pass COPY), else `None` and its upperdir is diffed.
 pub(crate) fn layer_step(
     build: &BuildCtx<'_>,
     at: &At,
     parent: &[Layer],
     key: &Digest,
     mut inputs: Vec<KeyInput>,
-    change: impl FnOnce(&Snapshot<'_>) -> Result<(), Error>,
+    change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
 ) -> Result<Option<Layer>, Error> {
     let (store, opts) = (build.store, build.opts);
     let index_key = crate::cache_key::layer_key(key, opts.compression, opts.source_date_epoch);
@@ -69,11 +72,13 @@ pub(crate) fn layer_step(
     let mut guard = SnapshotGuard { store, key: Some(snap_key.clone()) };
     let dirs = store.snapshots().dirs(&snap_key).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
     let (upper, work) = dirs.upper.clone().expect("an active snapshot has an upperdir");
-    change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work })?;
-
-    // A step that changed nothing still makes a layer (an empty tar), as in BuildKit.
     let layer_opts = LayerOptions { compression: opts.compression, source_date_epoch: opts.source_date_epoch };
-    let info = store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?;
+    let written = change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work, layer_opts })?;
+    // A step that changed nothing still makes a layer (an empty tar), as in BuildKit.
+    let info = match written {
+        Some(info) => info,
+        None => store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?,
+    };
     let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
     if !store.snapshots().exists(&new_chain).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))? {
         match store.snapshots().commit(&new_chain, &snap_key) {

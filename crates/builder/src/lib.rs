@@ -53,6 +53,7 @@ mod files;
 mod history;
 mod layers;
 mod mount;
+mod one_pass;
 mod options;
 mod progress;
 mod remote;

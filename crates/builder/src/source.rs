@@ -192,7 +192,8 @@ fn sorted_dir(dir: &Path) -> Result<Vec<(String, PathBuf, Metadata)>, SourceErro
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        // Relative to the directory's fd (not followed, as lstat): no walk of the whole path.
+        let meta = entry.metadata().map_err(io_err(&path))?;
         out.push((entry.file_name().to_string_lossy().into_owned(), path, meta));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -228,3 +228,63 @@ fn upperdir_whiteouts_and_opaque_dirs_are_translated() {
     let (_, mut r) = decompress(&blob[..]).unwrap();
     r.read_to_string(&mut s).ok();
 }
+
+/// A layer streamed while its change is made (the upperdir scanned first, then each new entry
+/// appended from its open fd with the bytes just written) is byte for byte the layer of the
+/// finished upperdir: xattrs, modes, owners, a directory's time given ahead, symlinks, FIFOs,
+/// a long name, and a big file handed over by reading it back.
+#[test]
+fn a_streamed_layer_equals_the_scan_of_the_finished_upperdir() {
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path();
+    fs::create_dir_all(upper.join("usr/dest")).unwrap();
+    fs::write(upper.join("usr/before"), "there before").unwrap();
+    let dest_mtime = fs::metadata(upper.join("usr/dest")).unwrap().mtime();
+    let opts = LayerOptions { compression: Compression::None, source_date_epoch: None };
+    let mut layer = forge_layerstore::diff::LayerStream::new(&opts, Vec::new()).unwrap();
+    layer.scan_upper(upper).unwrap();
+
+    let dest = upper.join("usr/dest");
+    let long = "n".repeat(150);
+    let sub = dest.join("sub");
+    fs::create_dir(&sub).unwrap();
+    fs::set_permissions(&sub, fs::Permissions::from_mode(0o2750)).unwrap();
+    std::os::unix::fs::chown(&sub, Some(7), Some(8)).unwrap();
+    rustix::fs::lsetxattr(&sub, "user.dir", b"d", rustix::fs::XattrFlags::empty()).unwrap();
+    let sub_fd = fs::File::open(&sub).unwrap();
+    layer.append_open(b"usr/dest/sub", &sub, &sub_fd, Some(1_600_000_000), std::io::empty()).unwrap();
+    let small = sub.join(&long);
+    fs::write(&small, b"small content").unwrap();
+    fs::set_permissions(&small, fs::Permissions::from_mode(0o4755)).unwrap();
+    rustix::fs::lsetxattr(&small, "user.file", b"f", rustix::fs::XattrFlags::empty()).unwrap();
+    let f = fs::File::open(&small).unwrap();
+    layer.append_open(format!("usr/dest/sub/{long}").as_bytes(), &small, &f, None, &b"small content"[..]).unwrap();
+    let big = sub.join("zbig");
+    let bytes: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    fs::write(&big, &bytes).unwrap();
+    let f = fs::File::open(&big).unwrap();
+    layer.append_open(b"usr/dest/sub/zbig", &big, &f, None, &f).unwrap();
+    symlink("../sub", dest.join("tlink")).unwrap();
+    layer.append_path(b"usr/dest/tlink", &dest.join("tlink")).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, dest.join("zfifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+    layer.append_path(b"usr/dest/zfifo", &dest.join("zfifo")).unwrap();
+    // A regular file needs its content: a path alone is refused.
+    assert!(layer.append_path(b"usr/dest/sub/zbig", &big).is_err());
+
+    // The times the layer was promised, set as the copy sets them: children first.
+    let t = |s: i64| rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec { tv_sec: s, tv_nsec: 0 },
+        last_modification: rustix::fs::Timespec { tv_sec: s, tv_nsec: 0 },
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, &sub, &t(1_600_000_000), rustix::fs::AtFlags::empty()).unwrap();
+    rustix::fs::utimensat(rustix::fs::CWD, &dest, &t(dest_mtime), rustix::fs::AtFlags::empty()).unwrap();
+    let (streamed, out) = layer.finish().unwrap();
+
+    let (scanned, blob) = self::layer(&LayerSource::OverlayUpper(upper), Compression::None, None);
+    assert_eq!(streamed, scanned);
+    assert_eq!(out, blob);
+    let names: Vec<String> = entries(&out).into_iter().map(|e| e.0).collect();
+    assert_eq!(names[..4], ["usr/", "usr/before", "usr/dest/", "usr/dest/sub/"], "{names:?}");
+    assert_eq!(names.len(), 8, "{names:?}");
+}

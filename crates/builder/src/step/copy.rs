@@ -9,6 +9,7 @@ use forge_parser::Copy;
 use crate::cache_key::{InputKind, KeyBuilder, StepKey};
 use crate::files::{copy_into, CopyOptions, InlineFile};
 use crate::layers;
+use crate::one_pass;
 use crate::mount::OverlayMount;
 use crate::source::{hash_matches, Matched, SourceTree};
 use crate::step::{Made, StepCtx};
@@ -59,9 +60,17 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
     let (key, inputs) = cache_key(step, c, &x, &origin, &found, tree)?;
     let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
     let layer = step.layer(&key, inputs, |snap| {
-        let (_mount, root) = snap.mount(step.build.store, step.at)?;
+        let (mount, root) = snap.mount(step.build.store, step.at)?;
         let owner = x.chown.as_deref().map(|spec| resolve_owner(&root, spec)).transpose().map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))?;
-        copy_into(&root, &found.matches, &x.inline, &x.dest, &CopyOptions { owner, ..opts }).map_err(|e| step.at.locate(e))
+        let opts = CopyOptions { owner, ..opts };
+        let claimed = one_pass::claim(&root, &found.matches, &x.inline, &x.dest, &opts).map_err(|e| step.at.fail(StepErrorKind::Io, format!("{}: {e}", x.dest)))?;
+        if let Some(target) = claimed {
+            // Nothing may hold the overlay while its upperdir is written directly.
+            drop((root, mount));
+            return one_pass::copy(step.build.store, step.at, snap.upperdir, &target, &found.matches[0], &opts, &snap.layer_opts).map(Some);
+        }
+        copy_into(&root, &found.matches, &x.inline, &x.dest, &opts).map_err(|e| step.at.locate(e))?;
+        Ok(None)
     })?;
     Ok(Made { key, layer, created_by: created_by(c, &x) })
 }

@@ -56,7 +56,7 @@ impl StepCtx<'_> {
     }
 
     /// The step's layer for `key`: cached, or made by `change` (see `layers.rs`).
-    pub(crate) fn layer(&self, key: &Digest, inputs: Vec<KeyInput>, change: impl FnOnce(&Snapshot<'_>) -> Result<(), Error>) -> Result<Option<Layer>, Error> {
+    pub(crate) fn layer(&self, key: &Digest, inputs: Vec<KeyInput>, change: impl FnOnce(&Snapshot<'_>) -> Result<Option<forge_layerstore::diff::LayerInfo>, Error>) -> Result<Option<Layer>, Error> {
         layers::layer_step(self.build, self.at, self.layers, key, inputs, change)
     }
 }

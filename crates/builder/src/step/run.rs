@@ -62,7 +62,7 @@ pub(crate) fn run(step: &StepCtx<'_>, r: &Run, sources: &[Source]) -> Result<(Ma
     let mut usage = (None, None);
     let layer = step.layer(&key, inputs, |snap| {
         usage = execute(step, &process, &mounts, snap)?;
-        Ok(())
+        Ok(None)
     })?;
     Ok((Made { key, layer, created_by }, usage))
 }

@@ -21,7 +21,7 @@ pub(crate) fn workdir(step: &StepCtx<'_>, path: &str) -> Result<Option<Made>, Er
         let (_mount, root) = snap.mount(step.build.store, step.at)?;
         let owner = if user.is_empty() { (0, 0) } else { resolve_owner(&root, &user).map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))? };
         root.mkdir_all(path, owner, 0o755).map_err(|e| step.at.fail(StepErrorKind::Io, format!("creating {path}: {e}")))?;
-        Ok(())
+        Ok(None)
     })?;
     Ok(Some(Made { key, layer, created_by: format!("WORKDIR {path}") }))
 }

@@ -34,18 +34,20 @@
 
 pub mod dirs;
 pub mod overlay;
+mod stream;
 mod tar_writer;
 pub mod whiteout;
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::archive::compression::{Compression, LayerWriter};
+use crate::archive::compression::Compression;
 use crate::digest::Digest;
+pub use stream::LayerStream;
 use tar_writer::{EntryMeta, Kind, TarWriter};
 
 /// Output buffer in front of the compressor: tar writes 512-byte headers, which would otherwise
@@ -132,27 +134,9 @@ pub fn write_layer<W: Write>(
     opts: &LayerOptions,
     out: W,
 ) -> Result<LayerInfo, Error> {
-    let blob = LayerWriter::new(out, opts.compression).map_err(Error::Write)?;
-    let mut tar = TarWriter::new(
-        BufWriter::with_capacity(WRITE_BUFFER, blob),
-        opts.source_date_epoch,
-    );
-    match *source {
-        LayerSource::OverlayUpper(upper) => overlay::scan(upper, &mut tar)?,
-        LayerSource::Dirs { lower, upper } => dirs::compare(lower, upper, &mut tar)?,
-    }
-    let buffered = tar.finish().map_err(Error::Write)?;
-    let blob = buffered
-        .into_inner()
-        .map_err(|e| Error::Write(e.into_error()))?;
-    let (_, d) = blob.finish().map_err(Error::Write)?;
-    Ok(LayerInfo {
-        diff_id: d.diff_id,
-        digest: d.digest,
-        size: d.size,
-        uncompressed_size: d.uncompressed_size,
-        media_type: opts.compression.media_type(),
-    })
+    let mut layer = LayerStream::new(opts, out)?;
+    layer.write_source(source)?;
+    Ok(layer.finish()?.0)
 }
 
 /// Reads the metadata of `abs` (already lstat'ed into `st`) into an entry named `rel`.
@@ -192,7 +176,28 @@ type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 /// All xattrs of `abs` (not following a final symlink), sorted by name. The namespaces are
 /// whatever the filesystem returns: security.capability, user.*, and trusted.* as root.
 fn read_xattrs(abs: &Path) -> Result<Xattrs, Error> {
-    let names = match xattr_buf(|buf| rustix::fs::llistxattr(abs, buf)) {
+    xattrs_with(
+        abs,
+        |buf| rustix::fs::llistxattr(abs, buf),
+        |name, buf| rustix::fs::lgetxattr(abs, name, buf),
+    )
+}
+
+/// [`read_xattrs`] of an open file or directory (no path lookup); `abs` names it in errors.
+fn read_xattrs_fd(fd: &File, abs: &Path) -> Result<Xattrs, Error> {
+    xattrs_with(
+        abs,
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |name, buf| rustix::fs::fgetxattr(fd, name, buf),
+    )
+}
+
+fn xattrs_with(
+    abs: &Path,
+    mut list: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    mut get: impl FnMut(&std::ffi::OsStr, &mut [u8]) -> rustix::io::Result<usize>,
+) -> Result<Xattrs, Error> {
+    let names = match xattr_buf(&mut list) {
         Ok(n) => n,
         // Filesystems without xattr support have, by definition, none.
         Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
@@ -201,7 +206,7 @@ fn read_xattrs(abs: &Path) -> Result<Xattrs, Error> {
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let cname = std::ffi::OsStr::from_bytes(name);
-        match xattr_buf(|buf| rustix::fs::lgetxattr(abs, cname, buf)) {
+        match xattr_buf(|buf| get(cname, buf)) {
             Ok(value) => out.push((name.to_vec(), value)),
             // Removed between list and get.
             Err(rustix::io::Errno::NODATA) => {}
@@ -235,7 +240,7 @@ fn xattr_buf(
 /// Hard-link grouping among the files written to one layer: the first path seen for a
 /// (dev, inode) is written as a file, later ones as links to it.
 #[derive(Default)]
-struct HardLinks {
+pub(crate) struct HardLinks {
     first: HashMap<(u64, u64), Vec<u8>>,
 }
 
