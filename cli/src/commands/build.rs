@@ -123,7 +123,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store = crate::commands::build_cache::fetching(Store::open(&global.store_root()?).context("opening the store")?, args.registry.config());
     // Checked before the build, not when tagging after it.
     for t in &args.tags {
-        store.check_new_name(t).context("-t")?;
+        forge_layerstore::store::check_name(t).context("-t")?;
     }
     // Held until the image is tagged or exported, so a `forge store gc` beside the build
     // leaves its snapshots and blobs alone.

@@ -406,18 +406,8 @@ impl Store {
 
     /// Points tag `name` (normalized as Docker does: `app` means `app:latest`) at `manifest`.
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), Error> {
-        self.check_new_name(name)?;
+        check_name(name)?;
         Ok(self.index.tag(&normalize_tag(name), manifest)?)
-    }
-
-    /// [`check_name`], except for a name the index already holds: it passed the check when it
-    /// was stored. The check builds a large regular expression (30 ms of CPU, most of what a
-    /// no-op rebuild that tags its image again costs).
-    pub fn check_new_name(&self, name: &str) -> Result<(), Error> {
-        if self.index.resolve(&normalize_tag(name))?.is_some() {
-            return Ok(());
-        }
-        check_name(name)
     }
 
     /// The manifest descriptor `reference` names: a tag (`app`, `app:1`), a manifest digest,
