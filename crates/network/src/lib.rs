@@ -65,8 +65,24 @@ pub const DEFAULT_NETWORK: &str = "bridge";
 const HOST_DIR: &str = "/run/forge/network";
 
 /// Subnets tried in order for a default network, as docker picks from its pools.
-const CANDIDATE_SUBNETS: [&str; 8] =
-    ["172.29.0.0/16", "172.30.0.0/16", "172.31.0.0/16", "172.27.0.0/16", "172.26.0.0/16", "10.213.0.0/16", "10.214.0.0/16", "10.215.0.0/16"];
+const CANDIDATE_SUBNETS: [&str; 16] = [
+    "172.29.0.0/16",
+    "172.30.0.0/16",
+    "172.31.0.0/16",
+    "172.27.0.0/16",
+    "172.26.0.0/16",
+    "10.213.0.0/16",
+    "10.214.0.0/16",
+    "10.215.0.0/16",
+    "10.216.0.0/16",
+    "10.217.0.0/16",
+    "10.218.0.0/16",
+    "10.219.0.0/16",
+    "10.220.0.0/16",
+    "10.221.0.0/16",
+    "10.222.0.0/16",
+    "10.223.0.0/16",
+];
 
 /// Why a network could not be set up or taken down.
 #[derive(Debug, thiserror::Error)]
@@ -358,7 +374,8 @@ impl Networks {
             Some(n) if self.claim(&n.bridge, name)? => n.bridge.clone(),
             _ => self.claim_bridge(name)?,
         };
-        let taken: Vec<Ipv4Net> = self.list_locked()?.into_iter().filter(|n| n.name != name).map(|n| n.subnet).collect();
+        let mut taken: Vec<Ipv4Net> = self.list_locked()?.into_iter().filter(|n| n.name != name).map(|n| n.subnet).collect();
+        taken.extend(self.other_stores_subnets());
         let subnet = match (config.default_subnet, &recorded) {
             (Some(s), _) => s.trunc(),
             (None, Some(n)) if subnet_is_free(&n.subnet, &bridge, &taken)? => n.subnet,
@@ -391,6 +408,26 @@ impl Networks {
             fs::write(&claim, &me).map_err(io("claiming a bridge name"))?;
         }
         Ok(take)
+    }
+
+    /// The subnets of other stores' networks, found through their bridge claims: a user
+    /// network's bridge (and so its route) appears only at its first attachment, and until
+    /// then the host's routes do not show that its subnet is taken. Called under the host lock.
+    fn other_stores_subnets(&self) -> Vec<Ipv4Net> {
+        let Ok(claims) = fs::read_dir(Path::new(HOST_DIR).join("bridges")) else { return Vec::new() };
+        let mut out = Vec::new();
+        for claim in claims.flatten() {
+            let Ok(owner) = fs::read_to_string(claim.path()) else { continue };
+            let Some((dir, network)) = owner.split_once('\n') else { continue };
+            if Path::new(dir) == self.dir {
+                continue;
+            }
+            // A claim of a store that is gone, or a network record that cannot be read, takes nothing.
+            if let Ok(Some(n)) = read_json::<Network>(&Path::new(dir).join("networks").join(format!("{network}.json"))) {
+                out.push(n.subnet);
+            }
+        }
+        out
     }
 
     /// The first `forgeN` this store's `network` can claim.
@@ -473,7 +510,8 @@ impl Networks {
         if path.exists() {
             return Err(Error::Exists(name.into()));
         }
-        let taken: Vec<Ipv4Net> = self.list_locked()?.into_iter().map(|n| n.subnet).collect();
+        let mut taken: Vec<Ipv4Net> = self.list_locked()?.into_iter().map(|n| n.subnet).collect();
+        taken.extend(self.other_stores_subnets());
         let bridge = self.claim_bridge(name)?;
         // A refused create leaves no claim behind.
         let addresses = pick_addresses(name, &bridge, subnet, gateway, &taken);

@@ -203,3 +203,17 @@ fn a_process_in_the_hosts_namespace_is_never_connected() {
     assert!(matches!(err, forge_network::Error::Invalid { what: "container", .. }), "{err}");
     assert!(s.networks.inspect("joinme").unwrap().1.is_empty());
 }
+
+#[test]
+fn a_network_whose_bridge_is_not_up_yet_keeps_its_subnet_from_other_stores() {
+    let (Some(a), Some(b)) = (Store::new(None), Store::new(None)) else { return };
+    // No attachment yet: no bridge, so no route of the host shows a's subnet.
+    let waiting = a.networks.create("waiting", None, None, false, Default::default()).unwrap();
+    let other = b.networks.create("other", None, None, false, Default::default()).unwrap();
+    let overlap = |x: &forge_network::Network, y: &forge_network::Network| x.subnet.contains(&y.subnet.network()) || y.subnet.contains(&x.subnet.network());
+    assert!(!overlap(&waiting, &other), "two stores' networks share {} and {}", waiting.subnet, other.subnet);
+    let attached = b.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    let default = attached.network().clone();
+    attached.release().unwrap();
+    assert!(!overlap(&waiting, &default), "b's default network took {}, which a's network {} holds", default.subnet, waiting.subnet);
+}
