@@ -170,7 +170,7 @@ impl Containers {
             return Err(Error::Invalid {
                 what: "network mode",
                 value: c.config.network.to_string(),
-                reason: "only a container with a bridge or user network of its own can be connected to other networks".into(),
+                reason: "a container in the host's or another container's network namespace, or with none, cannot be connected to other networks".into(),
             });
         }
         let fail = |source| Error::Network { id: c.id().into(), source };
