@@ -430,6 +430,46 @@ fn tty_gives_the_command_a_terminal() {
     assert_eq!(c.inspect()["Config"]["Tty"], true);
 }
 
+/// `forge run -it` in a terminal (python3's pty module) that is resized while it runs: the
+/// container's terminal follows (forge passes SIGWINCH on, as the docker CLI does).
+#[test]
+fn a_resized_terminal_resizes_the_containers() {
+    let forge = Forge::with_busybox();
+    let script = r#"
+import fcntl, os, pty, select, struct, sys, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "--root", sys.argv[2], "run", "-it", "--rm", "--network", "none", "busybox", "sh", "-c", "stty size; while read x; do stty size; done"])
+def resize(rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+resize(30, 100)
+seen, resized, deadline = b"", False, time.time() + 20
+while time.time() < deadline:
+    if select.select([fd], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    if b"30 100" in seen and not resized:
+        resize(45, 120)
+        resized = True
+    if resized:
+        if b"45 120" in seen:
+            break
+        os.write(fd, b"\n")
+os.write(fd, b"\x04")
+os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, env!("CARGO_BIN_EXE_forge"), forge.store().to_str().unwrap()]).output().unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.contains("30 100"), "the terminal's size at the start: {seen:?} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(seen.contains("45 120"), "the size after the resize: {seen:?} {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A docker object of this run, removed on drop (the daemon is shared).
 struct DockerObject<'a> {
     modern: &'a Modern,

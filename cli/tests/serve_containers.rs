@@ -217,6 +217,44 @@ fn docker_exec_with_a_terminal_and_input_and_containers_outlive_a_restarted_serv
 }
 
 #[test]
+fn resize_changes_the_terminal_of_a_running_container_and_of_an_exec() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let post = |path: &str, body: &[u8]| common::server::raw(&server.socket, "POST", path, "application/json", body);
+    // The command notes its terminal's size in a file, over and over.
+    let noting = |file: &str| format!("while :; do stty size > {file}.new && mv {file}.new {file}; sleep 0.1; done");
+    server.ok(&["run", "-d", "-t", "--network", "none", "--name", "term", "busybox", "sh", "-c", &noting("/tmp/size")]);
+    let size = |file: &str| server.docker(&["exec", "term", "cat", file]).stdout.trim().to_string();
+    assert!(eventually(|| size("/tmp/size") == "24 80"), "a detached terminal starts at 24x80: {:?}", size("/tmp/size"));
+    let (code, body) = post("/v1.43/containers/term/resize?h=40&w=132", b"");
+    assert_eq!(code, 200, "{body}");
+    assert!(eventually(|| size("/tmp/size") == "40 132"), "{:?}", size("/tmp/size"));
+
+    // An exec's own terminal, resized while it runs.
+    let create = serde_json::json!({ "Cmd": ["sh", "-c", noting("/tmp/esize")], "Tty": true, "AttachStdout": true }).to_string();
+    let (code, body) = post("/v1.43/containers/term/exec", create.as_bytes());
+    assert_eq!(code, 201, "{body}");
+    let exec_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["Id"].as_str().unwrap().to_string();
+    let (code, body) = post(&format!("/v1.43/exec/{exec_id}/start"), br#"{"Detach": true, "Tty": true, "ConsoleSize": [20, 70]}"#);
+    assert_eq!(code, 200, "{body}");
+    assert!(eventually(|| size("/tmp/esize") == "20 70"), "{:?}", size("/tmp/esize"));
+    let (code, body) = post(&format!("/v1.43/exec/{exec_id}/resize?h=50&w=150"), b"");
+    assert_eq!(code, 200, "{body}");
+    assert!(eventually(|| size("/tmp/esize") == "50 150"), "{:?}", size("/tmp/esize"));
+    assert_eq!(size("/tmp/size"), "40 132", "the exec's resize reached the container's terminal");
+
+    // Nothing to resize without a terminal; a stopped container, a missing size: clear errors.
+    server.ok(&["run", "-d", "--network", "none", "--name", "plain", "busybox", "sleep", "600"]);
+    assert_eq!(post("/v1.43/containers/plain/resize?h=10&w=10", b"").0, 200);
+    let (code, body) = post("/v1.43/containers/term/resize?h=10", b"");
+    assert!(code == 400 && body.contains("h and w"), "{code} {body}");
+    server.ok(&["stop", "-t", "1", "term"]);
+    let (code, body) = post("/v1.43/containers/term/resize?h=10&w=10", b"");
+    assert!(code == 409 && body.contains("running"), "{code} {body}");
+    server.ok(&["rm", "-f", "term", "plain"]);
+}
+
+#[test]
 fn docker_28_5_client_runs_execs_copies_and_stops_containers() {
     let modern = std::path::Path::new(common::modern::CHROOT).join("usr/bin/docker");
     if !modern.exists() {

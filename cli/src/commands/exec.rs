@@ -43,7 +43,7 @@ pub fn run(global: &crate::Global, args: ExecArgs) -> anyhow::Result<()> {
         env.extend(forge_runtime::env_entry(e, lookup)?);
     }
     let input = args.interactive.then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>);
-    let opts = ExecOptions { cmd: args.command, env, user: args.user, working_dir: args.workdir, input, tty: args.tty, tty_size: None };
+    let opts = ExecOptions { cmd: args.command, env, user: args.user, working_dir: args.workdir, input, tty: args.tty, tty_size: None, on_terminal: None };
     let containers = containers(global)?;
     let container = containers.get(&args.container)?;
     let _raw = (args.tty && args.interactive).then(RawTerminal::enter).flatten();

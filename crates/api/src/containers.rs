@@ -313,10 +313,7 @@ pub(crate) async fn by_id(api: &Api, req: Request<Incoming>, method: Method, id:
         (Method::GET, "export") => running::export(api, req, &id).await,
         (Method::POST, "exec") => crate::exec::create(api, req, &id).await,
         (Method::POST, "rename") => running::rename(api, req, &id).await,
-        (Method::POST, "resize") => {
-            running::find(api, &id).await?;
-            crate::exec::resize(req).await
-        }
+        (Method::POST, "resize") => crate::exec::resize_container(api, req, &id).await,
         (m @ (Method::GET | Method::PUT | Method::HEAD), "archive") => crate::archive::archive(api, req, m, &id).await,
         (m, v) => Err(ApiError::not_found(format!("page not found: {m} /containers/{{id}}/{v}"))),
     }

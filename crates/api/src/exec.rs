@@ -29,6 +29,8 @@ struct Exec {
     exit_code: Option<i64>,
     /// When it ended: an ended instance is forgotten a while later.
     ended: Option<std::time::Instant>,
+    /// Its terminal's master side while it runs (with a tty), for `resize`.
+    terminal: Option<std::fs::File>,
 }
 
 /// How long an ended exec instance can still be inspected (its client reads its exit code
@@ -68,7 +70,7 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>, id: &str) -> Resul
         return Err(ApiError::conflict(format!("Container {} is paused, unpause the container before exec", c.id())));
     }
     let exec_id = tokio::task::spawn_blocking(forge_runtime::new_id).await??;
-    let exec = Exec { container: c.id().to_string(), config, started: false, running: false, exit_code: None, ended: None };
+    let exec = Exec { container: c.id().to_string(), config, started: false, running: false, exit_code: None, ended: None, terminal: None };
     let mut execs = api.execs.0.lock().unwrap_or_else(|e| e.into_inner());
     execs.retain(|_, e| lock(e).ended.is_none_or(|t| t.elapsed() < KEEP_ENDED));
     execs.insert(exec_id.clone(), Arc::new(Mutex::new(exec)));
@@ -101,8 +103,10 @@ pub(crate) async fn start(api: &Api, mut req: Request<Incoming>, id: &str) -> Re
     };
     let tty = config.tty.unwrap_or(false) || start.tty.unwrap_or(false);
     let (want_out, want_err) = (config.attach_stdout.unwrap_or(true), config.attach_stderr.unwrap_or(true));
+    let holder = exec.clone();
     let work = move |out: &mut dyn std::io::Write, input: Option<Box<dyn std::io::Read + Send>>| -> Result<(), String> {
         let opts = ExecOptions {
+            on_terminal: Some(Box::new(move |master| lock(&holder).terminal = Some(master))),
             cmd: config.cmd.clone().unwrap_or_default(),
             env: config.env.clone().unwrap_or_default(),
             user: config.user.clone().filter(|u| !u.is_empty()),
@@ -141,6 +145,7 @@ pub(crate) async fn start(api: &Api, mut req: Request<Incoming>, id: &str) -> Re
         };
         let mut e = lock(&exec);
         e.running = false;
+        e.terminal = None;
         e.exit_code = Some(code);
         e.ended = Some(std::time::Instant::now());
         Ok(())
@@ -182,13 +187,32 @@ pub(crate) async fn inspect(api: &Api, req: Request<Incoming>, id: &str) -> Resu
     ))
 }
 
-/// `POST /exec/{id}/resize` and `POST /containers/{id}/resize`: accepted, without effect. An
-/// exec's terminal keeps the size it was made with (the runtime cannot change it later yet);
-/// docker's clients resize at every start, and an error would only be noise to them.
-pub(crate) async fn resize(req: Request<Incoming>) -> Result<Response, ApiError> {
+/// The `h` and `w` of a resize request.
+fn size_of(req: &Request<Incoming>) -> Result<(u16, u16), ApiError> {
     let q = Query::parse(req.uri().query(), &["h", "w"])?;
-    q.number::<u16>("h")?;
-    q.number::<u16>("w")?;
+    match (q.number::<u16>("h")?, q.number::<u16>("w")?) {
+        (Some(h), Some(w)) => Ok((h, w)),
+        _ => Err(ApiError::bad_request("a resize needs h and w")),
+    }
+}
+
+/// `POST /exec/{id}/resize`: an exec without a terminal, or one that ended, has nothing to
+/// resize (docker's clients resize at every start; an error would only be noise to them).
+async fn resize(api: &Api, req: Request<Incoming>, id: &str) -> Result<Response, ApiError> {
+    let (h, w) = size_of(&req)?;
+    let exec = api.execs.get(id)?;
+    let e = lock(&exec);
+    if let Some(master) = &e.terminal {
+        forge_runtime::resize_terminal(master, h, w).map_err(|e| ApiError::internal(format!("resizing exec {id}'s terminal: {e}")))?;
+    }
+    Ok(http::empty(StatusCode::OK))
+}
+
+/// `POST /containers/{id}/resize`, through the runtime (the terminal is its supervisor's).
+pub(crate) async fn resize_container(api: &Api, req: Request<Incoming>, id: &str) -> Result<Response, ApiError> {
+    let (h, w) = size_of(&req)?;
+    let (cs, c) = find(api, id).await?;
+    tokio::task::spawn_blocking(move || cs.resize(&c, h, w)).await??;
     Ok(http::empty(StatusCode::OK))
 }
 
@@ -197,10 +221,7 @@ pub(crate) async fn by_id(api: &Api, req: Request<Incoming>, method: hyper::Meth
     match (method, verb) {
         (hyper::Method::POST, "start") => start(api, req, id).await,
         (hyper::Method::GET, "json") => inspect(api, req, id).await,
-        (hyper::Method::POST, "resize") => {
-            api.execs.get(id)?;
-            resize(req).await
-        }
+        (hyper::Method::POST, "resize") => resize(api, req, id).await,
         (m, v) => Err(ApiError::not_found(format!("page not found: {m} /exec/{{id}}/{v}"))),
     }
 }

@@ -22,6 +22,8 @@ pub(crate) enum Progress {
     Executed,
     /// Its standard input, with `-i` (its terminal's with `-t`).
     Stdin(std::fs::File),
+    /// Its terminal's master side, with `-t` (a copy: the supervisor keeps its own).
+    Terminal(std::fs::File),
 }
 
 /// A container as recorded: its configuration and its state.
@@ -489,6 +491,11 @@ impl Containers {
                     });
                 }
             }
+            Progress::Terminal(master) => {
+                if let Some(p) = proxy {
+                    p.set_terminal(master);
+                }
+            }
             Progress::Executed => {}
         };
         let (state, result) = self.run_once(&config, forge_sandbox::Output::Raw, &mut tee, &mut progress);
@@ -543,7 +550,15 @@ impl Containers {
         spec.mounts.splice(0..0, network.mounts.iter().cloned());
         let restart_count = state.restart_count;
         let mut recorded = Ok(());
+        // Held open while it runs: its number is in the state, for `resize`.
+        let mut terminal: Option<std::fs::File> = None;
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
+            Event::Terminal(master) => {
+                if let Ok(copy) = master.try_clone() {
+                    progress(Progress::Terminal(copy));
+                }
+                terminal = Some(master);
+            }
             Event::Started { pid } => {
                 state = State {
                     status: Status::Running,
@@ -553,6 +568,7 @@ impl Containers {
                     started_at: now(),
                     cgroup: forge_sandbox::ControlGroup::of_process(pid).map(|c| c.paths().to_vec()).unwrap_or_default(),
                     restart_count,
+                    terminal_fd: terminal.as_ref().map(|t| std::os::fd::AsRawFd::as_raw_fd(t)),
                     ..State::created()
                 };
                 recorded = write_json(&state_path, &state);
@@ -565,6 +581,8 @@ impl Containers {
             _ => {}
         });
         drop(network);
+        drop(terminal);
+        state.terminal_fd = None;
         if state.started_at.is_empty() {
             state.started_at = now();
         }

@@ -26,6 +26,9 @@ pub struct ExecOptions {
     pub tty: bool,
     /// The terminal's rows and columns (default: those of this process's own terminal).
     pub tty_size: Option<[u16; 2]>,
+    /// With `tty`: given the terminal's master side once the command starts, to resize it
+    /// ([`resize_terminal`](crate::resize_terminal)) while it runs.
+    pub on_terminal: Option<Box<dyn FnOnce(std::fs::File) + Send>>,
 }
 
 impl std::fmt::Debug for ExecOptions {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for ExecOptions {
             .field("input", &self.input.is_some())
             .field("tty", &self.tty)
             .field("tty_size", &self.tty_size)
+            .field("on_terminal", &self.on_terminal.is_some())
             .finish()
     }
 }
@@ -81,8 +85,16 @@ impl Containers {
         spec.enter = Some(state.pid);
         spec.stdin = opts.input.is_some();
         spec.tty = opts.tty.then(|| opts.tty_size.unwrap_or_else(crate::sys::terminal_size));
-        let mut input = opts.input;
+        let (mut input, mut on_terminal) = (opts.input, opts.on_terminal);
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
+            Event::Terminal(master) => {
+                if let (Some(p), Ok(copy)) = (proxy, master.try_clone()) {
+                    p.set_terminal(copy);
+                }
+                if let Some(give) = on_terminal.take() {
+                    give(master);
+                }
+            }
             Event::Started { pid } => {
                 if let Some(p) = proxy {
                     p.set_target(pid);

@@ -137,6 +137,10 @@ impl Containers {
         let from = std::fs::metadata(self.log_path(id)).map_or(0, |m| m.len());
         if let Some(p) = proxy {
             p.set_target(state.pid);
+            // Its terminal follows forge's, as with `run -it` (a copy from its supervisor).
+            if let Some(master) = state.terminal_fd.and_then(|fd| crate::sys::terminal_of(state.supervisor, fd).ok()) {
+                p.set_terminal(master);
+            }
         }
         let followed = self.follow_log(id, from, &mut |e: &LogEntry| -> Result<(), Error> {
             output(if e.stream == "stderr" { Stream::Stderr } else { Stream::Stdout }, e.log.as_bytes());

@@ -167,6 +167,8 @@ impl Containers {
                         }
                     }));
                 }
+                // The monitor's own copy is recorded in the state, for `resize`.
+                Progress::Terminal(_) => {}
             };
             let mut output = |stream, bytes: &[u8]| {
                 if let Err(e) = log.write(stream, bytes) {

@@ -65,6 +65,11 @@ pub struct State {
     /// How many times its monitor restarted it (its restart policy).
     #[serde(default)]
     pub restart_count: u32,
+    /// With a terminal (`-t`): the number of the supervisor's file descriptor that holds the
+    /// terminal's master side, so that any forge process can resize it
+    /// ([`Containers::resize`](crate::Containers::resize)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_fd: Option<i32>,
 }
 
 impl State {
@@ -83,6 +88,7 @@ impl State {
             cgroup: Vec::new(),
             paused: false,
             restart_count: 0,
+            terminal_fd: None,
         }
     }
 }

@@ -24,7 +24,8 @@ pub(crate) fn kill_if_same(pid: u32, start: u64, sig: Signal) {
 /// The signals `forge run` passes on to its container (docker's `--sig-proxy`).
 const PROXIED: [Signal; 6] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
 
-/// Passes the signals this process receives on to the container that is running, if any.
+/// Passes the signals this process receives on to the container that is running, if any,
+/// and a change of this process's terminal's size (SIGWINCH) on to the container's terminal.
 ///
 /// It blocks them in the calling thread, which every thread started afterwards inherits, and
 /// waits for them in a thread of its own, so no handler runs in signal context. Processes this
@@ -33,21 +34,31 @@ const PROXIED: [Signal; 6] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, S
 #[derive(Debug, Clone)]
 pub struct SignalProxy {
     target: Arc<AtomicI32>,
+    terminal: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 impl SignalProxy {
     /// Starts proxying; call it before starting other threads.
     pub fn install() -> SignalProxy {
         let target = Arc::new(AtomicI32::new(0));
+        let terminal = Arc::new(std::sync::Mutex::new(None::<std::fs::File>));
         let mut set = SigSet::empty();
         for s in PROXIED {
             set.add(s);
         }
+        set.add(Signal::SIGWINCH);
         // Only fails for an invalid `how`, which this is not.
         let _ = set.thread_block();
-        let to = target.clone();
+        let (to, resized) = (target.clone(), terminal.clone());
         std::thread::spawn(move || loop {
             let Ok(sig) = set.wait() else { continue };
+            if sig == Signal::SIGWINCH {
+                let master = resized.lock().unwrap_or_else(|e| e.into_inner());
+                if let (Some(master), Ok(size)) = (master.as_ref(), rustix::termios::tcgetwinsize(std::io::stdin())) {
+                    let _ = set_terminal_size(master, size.ws_row, size.ws_col);
+                }
+                continue;
+            }
             match to.load(Ordering::SeqCst) {
                 pid if pid > 0 => {
                     let _ = signal::kill(Pid::from_raw(pid), sig);
@@ -58,11 +69,16 @@ impl SignalProxy {
                 _ => {}
             }
         });
-        SignalProxy { target }
+        SignalProxy { target, terminal }
     }
 
     pub(crate) fn set_target(&self, pid: u32) {
         self.target.store(pid as i32, Ordering::SeqCst);
+    }
+
+    /// The container's terminal, resized when this process's terminal is.
+    pub(crate) fn set_terminal(&self, master: std::fs::File) {
+        *self.terminal.lock().unwrap_or_else(|e| e.into_inner()) = Some(master);
     }
 
     pub(crate) fn finished(&self) {
@@ -97,6 +113,26 @@ pub(crate) fn detach_stdio() -> std::io::Result<()> {
     nix::unistd::dup2_stdout(&null)?;
     nix::unistd::dup2_stderr(&null)?;
     Ok(())
+}
+
+/// A copy of file descriptor `fd` of process `pid`, if it is a terminal's master side (the
+/// number may have been reused by the time it is asked for).
+pub(crate) fn terminal_of(pid: u32, fd: i32) -> std::io::Result<std::fs::File> {
+    let not_terminal = || std::io::Error::new(std::io::ErrorKind::NotFound, format!("descriptor {fd} of process {pid} is not a terminal's master side"));
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))?;
+    if !matches!(target.to_str(), Some("/dev/ptmx" | "/dev/pts/ptmx")) {
+        return Err(not_terminal());
+    }
+    let raw_pid = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).ok_or_else(not_terminal)?;
+    let pidfd = rustix::process::pidfd_open(raw_pid, rustix::process::PidfdFlags::empty())?;
+    let copy = rustix::process::pidfd_getfd(&pidfd, fd, rustix::process::PidfdGetfdFlags::empty())?;
+    Ok(std::fs::File::from(copy))
+}
+
+/// Sets the size of the terminal whose master side is `master`.
+pub(crate) fn set_terminal_size(master: &std::fs::File, rows: u16, cols: u16) -> std::io::Result<()> {
+    let size = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    Ok(rustix::termios::tcsetwinsize(master, size)?)
 }
 
 /// The size (rows, columns) a container's terminal starts with: that of the terminal forge's

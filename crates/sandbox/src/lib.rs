@@ -240,6 +240,9 @@ pub enum Event<'a> {
     /// The command's standard input, with [`RunSpec::stdin`] (right after `Started`): it ends
     /// when the caller drops it (with a terminal, it is the terminal's input).
     Stdin(std::fs::File),
+    /// The master side of the command's terminal, with [`RunSpec::tty`] (right before
+    /// `Started`): a caller keeps it to resize the terminal (`tcsetwinsize`) while it runs.
+    Terminal(std::fs::File),
 }
 
 /// [`run`], reporting the start as well as the output.
@@ -332,6 +335,10 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         return Err(Error::Io(e));
     }
 
+    // Without a copy (out of file descriptors) the terminal only cannot be resized.
+    if let Some(Ok(terminal)) = master.as_ref().map(|m| m.try_clone()) {
+        observe(Event::Terminal(std::fs::File::from(terminal)));
+    }
     observe(Event::Started { pid: child.id() });
     if let Some(stdin) = stdin {
         observe(Event::Stdin(stdin));
