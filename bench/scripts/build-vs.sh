@@ -8,6 +8,7 @@
 #        FORGE=path/to/forge (default: target/release/forge, built here)
 #        FORGE_FLAGS="--compression gzip" (extra `forge build` flags, e.g. to time eager compression)
 #        TRASH_AGE=40 (seconds to wait after deleting a workload's old stores, see prepare)
+#        WORK=/tmp/forge-bench-build (scratch directory, removed first: one per concurrent run)
 # Both builders run RUN steps with --network none.
 #
 # Scenarios:
@@ -28,7 +29,7 @@ SCENARIOS=${SCENARIOS:-"cold noop change push"}
 EXTRA=${EXTRA:-}
 A=/tmp/forge-anchors
 REG=127.0.0.1:5000
-work=/tmp/forge-bench-build
+work=${WORK:-/tmp/forge-bench-build}
 tools="forge docker $EXTRA"
 
 # ---- reference tools and data (../shared/anchors/README.md)

@@ -37,11 +37,27 @@ const SMALL_LAYER: u64 = 1 << 20;
 /// An image without plain layers (pulled, or built with `--compression`) comes back unchanged,
 /// manifest digest included. `Compression::None` changes nothing.
 pub fn for_distribution(store: &Store, image: &Image, compression: Compression) -> Result<Image, Error> {
+    for_distribution_with(store, image, compression, &|_| {})
+}
+
+/// [`for_distribution`], calling `ready` with each layer of the result as soon as its blob is in
+/// the store (layers that stay as they are first, then each compressed one as it is finished,
+/// in no fixed order): a push uploads a layer while the next is still being compressed.
+pub fn for_distribution_with(store: &Store, image: &Image, compression: Compression, ready: &(dyn Fn(&Layer) + Sync)) -> Result<Image, Error> {
     let layers = image.layers()?;
     let plain: Vec<usize> = (0..layers.len()).filter(|&i| is_plain(&layers[i])).collect();
     if plain.is_empty() || compression == Compression::None {
+        layers.iter().for_each(ready);
         return Ok(image.clone());
     }
+    layers.iter().enumerate().filter(|(i, _)| !plain.contains(i)).for_each(|(_, l)| ready(l));
+    let compress = |layer: &Layer| {
+        let made = compressed_layer(store, layer, compression);
+        if let Ok(l) = &made {
+            ready(l);
+        }
+        made
+    };
     // Remote layers with no usable compressed copy are fetched side by side first.
     let unknown: Vec<Layer> = plain.iter().map(|&i| layers[i].clone()).filter(|l| memo(store, &l.diff_id, compression).is_none_or(|m| !store.content().exists(&m.digest))).collect();
     store.ensure_layers(&unknown)?;
@@ -54,7 +70,7 @@ pub fn for_distribution(store: &Store, image: &Image, compression: Compression) 
                 s.spawn(|| {
                     let mut done = Vec::new();
                     while let Some(&i) = small.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                        done.push((i, compressed_layer(store, &layers[i], compression)));
+                        done.push((i, compress(&layers[i])));
                     }
                     done
                 })
@@ -62,7 +78,7 @@ pub fn for_distribution(store: &Store, image: &Image, compression: Compression) 
             .collect();
         workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
-    compressed.extend(large.into_iter().map(|i| (i, compressed_layer(store, &layers[i], compression))));
+    compressed.extend(large.into_iter().map(|i| (i, compress(&layers[i]))));
     compressed.sort_by_key(|(i, _)| *i);
     let mut manifest = image.manifest.clone();
     let mut descriptors = manifest.layers().clone();

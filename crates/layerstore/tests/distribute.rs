@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 
 use forge_layerstore::archive::{decompress, Compression};
 use forge_layerstore::diff::{LayerOptions, LayerSource};
-use forge_layerstore::distribute::for_distribution;
+use forge_layerstore::distribute::{for_distribution, for_distribution_with};
 use forge_layerstore::image::History;
 use forge_layerstore::maintenance::gc;
 use forge_layerstore::{Digest, Image, ImageConfig, Layer, Store};
@@ -79,6 +79,39 @@ fn plain_layers_leave_compressed_once_and_reproducibly() {
     assert!(zstd.layers().unwrap().iter().all(|l| l.media_type.ends_with("tar+zstd")));
     assert_eq!(for_distribution(&store, &out, Compression::Zstd).unwrap().descriptor, out.descriptor);
     assert_eq!(for_distribution(&store, &image, Compression::None).unwrap().descriptor, image.descriptor);
+}
+
+/// Every layer of the result, each once, with its blob already stored when it is reported: what
+/// a push relies on to upload a layer while the next one is compressed.
+fn reported_layers(store: &Store, image: &Image, compression: Compression) -> (Image, Vec<Digest>) {
+    let seen = std::sync::Mutex::new(Vec::new());
+    let out = for_distribution_with(store, image, compression, &|l: &Layer| {
+        assert!(store.content().exists(&l.digest), "{} was reported before it was stored", l.digest);
+        seen.lock().unwrap().push(l.digest.clone());
+    })
+    .unwrap();
+    let mut seen = seen.into_inner().unwrap();
+    seen.sort();
+    (out, seen)
+}
+
+#[test]
+fn each_layer_is_reported_once_as_soon_as_its_blob_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, image) = plain_image(dir.path());
+    let sorted = |i: &Image| {
+        let mut d: Vec<Digest> = i.layers().unwrap().into_iter().map(|l| l.digest).collect();
+        d.sort();
+        d
+    };
+    // Compressed now, then remembered, then an image with nothing left to compress.
+    let (out, fresh) = reported_layers(&store, &image, Compression::Gzip);
+    assert_eq!(fresh, sorted(&out));
+    assert_eq!(fresh.len(), 2);
+    let (again, remembered) = reported_layers(&store, &image, Compression::Gzip);
+    assert_eq!((again.descriptor, remembered), (out.descriptor.clone(), fresh.clone()));
+    let (unchanged, passed) = reported_layers(&store, &out, Compression::Gzip);
+    assert_eq!((unchanged.descriptor, passed), (out.descriptor, fresh));
 }
 
 #[test]

@@ -24,22 +24,28 @@ const CHUNK: u64 = 32 << 20;
 const PARALLEL: usize = 3;
 
 pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &Reference, progress: &dyn Progress) -> Result<Descriptor, Error> {
-    // Plain layers leave the machine gzipped (remembered, so a second push reuses the blobs).
-    let image = {
-        let (store, image) = (store.clone(), store.image(local)?);
-        tokio::task::spawn_blocking(move || forge_layerstore::distribute::for_distribution(&store, &image, Compression::Gzip))
-            .await
-            .map_err(|e| Error::Invalid { what: "local image".into(), registry: String::new(), message: format!("compressing its layers: {e}") })??
-    };
+    let local_image = store.image(local)?;
     let target = Target { host: reference.api_host(), registry: reference.registry(), repository: reference.repository(), push: true };
+    // Plain layers leave the machine gzipped (remembered, so a second push reuses the blobs).
+    // Each layer goes up as soon as its blob is ready, while the next one is still compressed;
+    // the config is not changed by compression, so it goes first.
+    let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel::<(Digest, u64)>();
+    ready_tx.send((local_image.id()?, local_image.manifest.config().size())).expect("the receiver is alive");
+    let compressing = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            // A send fails only once the uploads have stopped on an error, which is reported instead.
+            let ready = |l: &forge_layerstore::Layer| drop(ready_tx.send((l.digest.clone(), l.size)));
+            forge_layerstore::distribute::for_distribution_with(&store, &local_image, Compression::Gzip, &ready)
+        })
+    };
+    let uploads = tokio_stream_of(ready_rx).map(|(d, size)| push_blob(t, target, store, d, size, progress)).buffer_unordered(PARALLEL).try_collect::<Vec<()>>().await;
+    let image = compressing.await.map_err(|e| Error::Invalid { what: "local image".into(), registry: String::new(), message: format!("compressing its layers: {e}") })??;
+    uploads?;
     let mut blobs: Vec<(Digest, u64)> = vec![(image.id()?, image.manifest.config().size())];
     for l in image.layers()? {
         blobs.push((l.digest, l.size));
     }
-    futures_util::stream::iter(blobs.iter().cloned().map(|(d, size)| push_blob(t, target, store, d, size, progress)))
-        .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<()>>()
-        .await?;
 
     // The manifest's exact stored bytes, so its digest is the one the store knows.
     let manifest_digest = Digest::from_str(image.descriptor.digest().as_ref()).map_err(|e| Error::Invalid { what: "manifest digest".into(), registry: String::new(), message: e.to_string() })?;
@@ -151,6 +157,11 @@ pub(crate) async fn push_blob(t: &Transport, target: Target<'_>, store: &Store, 
     }
     progress.done(digest.as_str(), "pushed");
     Ok(())
+}
+
+/// The items sent to `rx` as a stream, ending when every sender is gone.
+fn tokio_stream_of<T>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// The upload URL a registry returned, made absolute.
