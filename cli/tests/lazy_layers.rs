@@ -233,3 +233,20 @@ fn a_runner_that_changed_one_file_uploads_only_the_new_blobs() {
     // the new cache config.
     assert_eq!(uploaded.len(), 4, "{uploaded:?}");
 }
+
+#[test]
+fn a_store_remembers_that_a_loopback_registry_speaks_plain_http() {
+    let registry = forge_testkit::Registry::start();
+    let (a, _ctx, cache_ref, image_a) = runner_a(&registry);
+    let b = runner_b(&a, &cache_ref, &image_a);
+    // B probed HTTPS once and recorded the answer, so its next build skips the probe.
+    let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).expect("schemes file written");
+    assert!(schemes.lines().any(|l| l == format!("{} http", registry.addr)), "{schemes}");
+    // A torn entry is not trusted: the next build probes again and rewrites it whole.
+    std::fs::write(b.store().join("registry-schemes"), format!("{} htt", registry.addr)).unwrap();
+    let ctx = b.context("checkout2", &files());
+    let (image, stderr) = build(&b, &ctx, &["--cache-from", &format!("type=registry,ref={cache_ref}")]);
+    assert_eq!(image, image_a, "{stderr}");
+    let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).unwrap();
+    assert_eq!(schemes, format!("{} http\n", registry.addr));
+}

@@ -120,7 +120,10 @@ enum ProgressArg {
 
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
-    let store = crate::commands::build_cache::fetching(Store::open(&global.store_root()?).context("opening the store")?, args.registry.config());
+    let store_root = global.store_root()?;
+    // One HTTPS probe per insecure registry and store, not per build (see ClientConfig::schemes).
+    let registry = forge_registry::ClientConfig { schemes: Some(store_root.join("registry-schemes")), ..args.registry.config() };
+    let store = crate::commands::build_cache::fetching(Store::open(&store_root).context("opening the store")?, registry.clone());
     // Checked before the build, not when tagging after it.
     for t in &args.tags {
         forge_layerstore::store::check_name(t).context("-t")?;
@@ -208,8 +211,8 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         ProgressArg::Json => Some(ProgressMode::Json),
     };
     let printer = Printer::new(mode);
-    let bases = RegistryBases { client: args.registry.client(), runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()? };
-    opts.cache_registry = Some(std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: args.registry.client(), runtime: bases.runtime.handle().clone() }));
+    let bases = RegistryBases { client: forge_registry::Client::new(registry.clone()), runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()? };
+    opts.cache_registry = Some(std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: forge_registry::Client::new(registry), runtime: bases.runtime.handle().clone() }));
     let built = forge_builder::build(&store, &opts, Some(&bases), &printer)?;
 
     output::write(&store, &built, &output, &args.tags)?;

@@ -59,11 +59,14 @@ pub struct ClientConfig {
     pub certs_dir: PathBuf,
     /// Retries of one request after a connection error, 429 or 5xx.
     pub max_retries: u32,
+    /// A file remembering which scheme each insecure registry answered, so a later process
+    /// skips the HTTPS probe; an entry is dropped when a request to its host fails to connect.
+    pub schemes: Option<PathBuf>,
 }
 
 impl Default for ClientConfig {
     fn default() -> ClientConfig {
-        ClientConfig { insecure: false, docker_config: None, certs_dir: PathBuf::from("/etc/docker/certs.d"), max_retries: 5 }
+        ClientConfig { insecure: false, docker_config: None, certs_dir: PathBuf::from("/etc/docker/certs.d"), max_retries: 5, schemes: None }
     }
 }
 

@@ -68,6 +68,11 @@ impl Transport {
         if let Some(b) = self.bases.lock().unwrap().get(host) {
             return Ok(b.clone());
         }
+        if let Some(scheme) = self.config.schemes.as_deref().and_then(|f| read_schemes(f).remove(host)) {
+            let base = format!("{scheme}://{host}");
+            self.bases.lock().unwrap().insert(host.to_string(), base.clone());
+            return Ok(base);
+        }
         let client = self.client(host)?;
         let https = format!("https://{host}");
         let probe = tokio::time::timeout(Duration::from_secs(10), client.get(format!("{https}/v2/")).send()).await;
@@ -76,7 +81,29 @@ impl Transport {
             _ => format!("http://{host}"),
         };
         self.bases.lock().unwrap().insert(host.to_string(), base.clone());
+        self.remember_scheme(host, base.split_once("://").map(|(s, _)| s));
         Ok(base)
+    }
+
+    /// Records `scheme` for `host` in the schemes file (or drops the entry when `None`).
+    /// Written to a temporary file and renamed, so a reader sees the old or the new file, never
+    /// half of one; not fsynced, since losing it only costs one probe.
+    fn remember_scheme(&self, host: &str, scheme: Option<&str>) {
+        let Some(file) = self.config.schemes.as_deref() else { return };
+        let mut all = read_schemes(file);
+        let changed = match scheme {
+            Some(s) => all.insert(host.to_string(), s.to_string()).as_deref() != Some(s),
+            None => all.remove(host).is_some(),
+        };
+        if !changed {
+            return;
+        }
+        let text: String = all.iter().map(|(h, s)| format!("{h} {s}\n")).collect();
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, file)) {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(file = %file.display(), error = %e, "cannot record registry schemes");
+        }
     }
 
     /// The client for `host`, trusting `<certs_dir>/<host>/*.crt` besides the system roots.
@@ -133,6 +160,10 @@ impl Transport {
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
+                    if e.is_connect() && self.bases.lock().unwrap().remove(target.host).is_some() {
+                        // The remembered scheme may be stale (the registry moved to HTTPS or back).
+                        self.remember_scheme(target.host, None);
+                    }
                     if attempt >= self.config.max_retries || e.is_builder() {
                         return Err(Error::Connection { url: url.to_string(), message: error_chain(&e) });
                     }
@@ -210,6 +241,33 @@ impl Transport {
     }
 }
 
+/// The schemes file: a line `host scheme` per registry. A line that is not exactly that (a torn
+/// or foreign file) is skipped with a warning, so its host is probed again.
+fn read_schemes(file: &std::path::Path) -> HashMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(file) else { return HashMap::new() };
+    parse_schemes(&text, file)
+}
+
+fn parse_schemes(text: &str, file: &std::path::Path) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some((host, scheme @ ("http" | "https"))) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+                out.insert(host.to_string(), scheme.to_string());
+            }
+            _ => tracing::warn!(file = %file.display(), line, "ignoring a malformed registry scheme entry"),
+        }
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        // A last line without its newline may be cut short ("http" of "https"): not trusted.
+        if let Some(last) = text.lines().last().and_then(|l| l.split_once(' ')) {
+            out.remove(last.0);
+        }
+        tracing::warn!(file = %file.display(), "registry schemes file ends mid-line; its last entry is ignored");
+    }
+    out
+}
+
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
@@ -236,4 +294,24 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_schemes;
+    use std::path::Path;
+
+    #[test]
+    fn schemes_file_keeps_whole_lines_only() {
+        let f = Path::new("schemes");
+        let all = parse_schemes("127.0.0.1:5000 http\nlocalhost:5001 https\n", f);
+        assert_eq!(all.get("127.0.0.1:5000").map(String::as_str), Some("http"));
+        assert_eq!(all.get("localhost:5001").map(String::as_str), Some("https"));
+        // Torn: "https" cut to "http" with no newline must not be trusted, nor garbage.
+        let torn = parse_schemes("127.0.0.1:5000 http\nlocalhost:5001 http", f);
+        assert_eq!(torn.len(), 1);
+        assert!(!torn.contains_key("localhost:5001"));
+        let junk = parse_schemes("\0\0\0\nhost ftp\nhost\n", f);
+        assert!(junk.is_empty());
+    }
 }
