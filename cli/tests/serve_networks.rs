@@ -270,7 +270,20 @@ fn docker_cli_connects_a_created_container_which_is_attached_at_start() {
     forge.ok(&["start", "later"]);
     let addresses = forge.ok(&["exec", "later", "ip", "-4", "-o", "addr"]).stdout;
     assert!(addresses.contains("10.147.16."), "{addresses}");
-    drop((_later, _both));
+    // A create naming two networks (newer clients' `--network front --network back`) attaches
+    // both at start; a failed one leaves no container behind.
+    let body = br#"{"Image": "busybox", "Cmd": ["sleep", "300"], "HostConfig": {"NetworkMode": "front"}, "NetworkingConfig": {"EndpointsConfig": {"front": {}, "back": {"Aliases": ["bee2"]}}}}"#;
+    let (code, answer) = raw(&server.socket, "POST", "/v1.43/containers/create?name=pair", "application/json", body);
+    assert_eq!(code, 201, "{answer}");
+    let _pair = Removed(&forge, "pair");
+    server.ok(&["start", "pair"]);
+    let networks = server.ok(&["inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{$v.IPAddress}}:{{$v.Aliases}} {{end}}", "pair"]).stdout;
+    assert!(networks.contains("back:10.147.16.") && networks.contains("front:10.147.15.") && networks.contains(":[bee2 "), "{networks}");
+    let body = br#"{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "front"}, "NetworkingConfig": {"EndpointsConfig": {"front": {}, "nowhere": {}}}}"#;
+    let (code, answer) = raw(&server.socket, "POST", "/v1.43/containers/create?name=lost", "application/json", body);
+    assert_eq!((code, message(&answer).contains("nowhere")), (404, true), "{answer}");
+    assert!(!server.ok(&["ps", "-a", "--format", "{{.Names}}"]).stdout.contains("lost"));
+    drop((_pair, _later, _both));
     for n in ["front", "back", "side"] {
         server.ok(&["network", "rm", n]);
     }

@@ -194,9 +194,21 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         // Security: refused above when asked for.
         ..CreateOptions::default()
     };
-    crate::networks::create_options(&body, &mut opts)?;
+    let others = crate::networks::create_options(&body, &mut opts)?;
     let store = api.store.clone();
-    let created = tokio::task::spawn_blocking(move || Containers::open(&store)?.create(&opts)).await??;
+    let created = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let containers = Containers::open(&store)?;
+        let created = containers.create(&opts)?;
+        for (network, aliases) in &others {
+            // As docker: a create that cannot be done whole is not done.
+            if let Err(e) = containers.connect(&created, network, aliases) {
+                let _ = containers.remove(&created, true);
+                return Err(e.into());
+            }
+        }
+        Ok(created)
+    })
+    .await??;
     Ok(http::json(StatusCode::CREATED, &ContainerCreateResponse { id: created.id().to_string(), warnings: Vec::new() }))
 }
 
