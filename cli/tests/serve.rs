@@ -260,7 +260,8 @@ fn docker_cli_creates_lists_inspects_and_removes_containers() {
     // What forge's runtime cannot honour yet is refused, never dropped silently.
     for (args, why) in [
         (&["create", "--dns-search", "example.com", "busybox", "true"][..], "DnsSearch and DnsOptions are not supported"),
-        (&["create", "--mount", "type=tmpfs,destination=/x", "busybox", "true"][..], "HostConfig.Mounts is not supported"),
+        (&["create", "--mount", "type=bind,source=/nonexistent/forge,destination=/x", "busybox", "true"][..], "bind source path \"/nonexistent/forge\" does not exist"),
+        (&["create", "--mount", "type=bind,source=/tmp,destination=/x,bind-propagation=shared", "busybox", "true"][..], "propagation and recursion options are not supported"),
         (&["create", "-m", "1m", "busybox", "true"][..], "invalid resource limits"),
         (&["create", "--cap-add", "NET_ADMIN", "busybox", "true"][..], "HostConfig.CapAdd is not supported"),
         (&["ps", "-a", "--filter", "since=web"][..], "the since filter is not supported"),

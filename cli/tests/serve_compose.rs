@@ -116,3 +116,52 @@ fn docker_compose_brings_a_two_service_project_up_and_down() {
     assert!(!server.ok(&["network", "ls"]).stdout.contains(&format!("{p}_back")));
     assert_eq!(server.ok(&["volume", "ls", "-q"]).stdout, "");
 }
+
+/// A service on two networks: compose creates its container on one and connects it to the
+/// other before starting it.
+const TWO_NETWORKS_FILE: &str = r#"version: "3.7"
+services:
+  hub:
+    image: busybox
+    command: sleep 300
+    networks: [front, back]
+  left:
+    image: busybox
+    command: sleep 300
+    networks: [front]
+  right:
+    image: busybox
+    command: sleep 300
+    networks: [back]
+networks:
+  front:
+    ipam:
+      config:
+        - subnet: 10.147.18.0/24
+  back:
+    ipam:
+      config:
+        - subnet: 10.147.19.0/24
+"#;
+
+#[test]
+fn docker_compose_puts_a_service_on_two_networks() {
+    if !std::path::Path::new(COMPOSE).exists() {
+        let _ = writeln!(std::io::stderr(), "\nskipped: docker_compose: {COMPOSE} is missing (apt-get install docker-compose; scripts/install-deps.sh does)\n");
+        return;
+    }
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let project = Project { server: &server, dir: tempfile::tempdir().unwrap(), name: format!("fn{}", std::process::id()) };
+    std::fs::write(project.dir.path().join("docker-compose.yml"), TWO_NETWORKS_FILE).unwrap();
+    project.ok(&["up", "-d", "-t", "1"]);
+    let addresses = project.ok(&["exec", "-T", "hub", "ip", "-4", "-o", "addr"]).stdout;
+    assert!(addresses.contains("10.147.18.") && addresses.contains("10.147.19."), "{addresses}");
+    // Each side finds it by its service name on its own network.
+    for (side, subnet) in [("left", "10.147.18."), ("right", "10.147.19.")] {
+        let found = || project.ok(&["exec", "-T", side, "cat", "/etc/hosts"]).stdout.lines().any(|l| l.starts_with(subnet) && l.split_whitespace().any(|n| n == "hub"));
+        assert!(eventually(found), "{side}: {}", project.ok(&["exec", "-T", side, "cat", "/etc/hosts"]).stdout);
+    }
+    project.ok(&["down", "-t", "1"]);
+    assert_eq!(server.ok(&["ps", "-aq"]).stdout, "");
+}

@@ -464,3 +464,20 @@ fn bad_container_requests_get_clear_errors() {
     // None of it changed the container.
     assert_eq!(server.ok(&["inspect", "--format", "{{.State.Status}}", "idle"]).stdout.trim(), "created");
 }
+
+#[test]
+fn docker_run_mount_binds_volumes_and_tmpfs() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in.txt"), "from-host\n").unwrap();
+    let bind = format!("type=bind,source={},target=/host", host.path().display());
+    let script = "cat /host/in.txt; echo from-box > /host/out.txt; echo kept > /vol/v.txt; grep ' /scratch ' /proc/mounts | cut -d' ' -f3,4";
+    let out = server.ok(&["run", "--rm", "--network", "none", "--mount", &bind, "--mount", "type=volume,source=mvol,target=/vol", "--mount", "type=tmpfs,target=/scratch,tmpfs-size=1048576", "busybox", "sh", "-c", script]).stdout;
+    assert!(out.starts_with("from-host\ntmpfs rw,") && out.contains("size=1024k"), "{out}");
+    assert_eq!(std::fs::read_to_string(host.path().join("out.txt")).unwrap(), "from-box\n");
+    // The named volume keeps what was written, for the next container.
+    let out = server.ok(&["run", "--rm", "--network", "none", "--mount", "type=volume,source=mvol,target=/v,readonly", "busybox", "sh", "-c", "cat /v/v.txt; touch /v/x 2>/dev/null || echo read-only"]).stdout;
+    assert_eq!(out, "kept\nread-only\n");
+    server.ok(&["volume", "rm", "mvol"]);
+}

@@ -102,3 +102,27 @@ fn docker_events_streams_what_every_forge_process_records() {
     let (code, body) = raw(&server.socket, "GET", "/v1.41/events?since=yesterday", "application/json", b"");
     assert_eq!((code, message(&body).contains("invalid since")), (400, true), "{body}");
 }
+
+#[test]
+fn docker_events_shows_image_pull_push_and_delete() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    let registry = forge_testkit::Registry::start();
+    let remote = format!("{}/ev/img:1", registry.addr);
+    let since = unix_now_precise();
+    server.ok(&["tag", "busybox", &remote]);
+    server.ok(&["push", "-q", &remote]);
+    server.ok(&["rmi", &remote]);
+    // Its last name: the image goes.
+    server.ok(&["rmi", "busybox"]);
+    // The daemonless CLI's pull is recorded as the server's is.
+    forge.ok(&["pull", "-q", &remote]);
+    let until = unix_now_precise();
+    let events = server.ok(&["events", "--since", &since, "--until", &until, "--filter", "type=image", "--format", "{{.Action}} {{.Actor.ID}}"]).stdout;
+    let actions: Vec<&str> = events.lines().filter(|l| !l.starts_with("tag ") && !l.starts_with("untag ")).collect();
+    assert_eq!(actions.len(), 3, "{events}");
+    assert_eq!(actions[0], format!("push {remote}"), "{events}");
+    assert!(actions[1].starts_with("delete sha256:"), "{events}");
+    assert_eq!(actions[2], format!("pull {remote}"), "{events}");
+    assert_eq!(server.ok(&["events", "--since", &since, "--until", &until, "--filter", "event=delete", "--format", "{{.Actor.Attributes.name}}"]).stdout.trim(), "busybox:latest");
+}

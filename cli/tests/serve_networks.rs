@@ -238,3 +238,53 @@ print("OK")
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success() && out.trim() == "OK", "{out}\n{err}\nserver log:\n{}", server.log());
 }
+
+#[test]
+fn docker_cli_connects_a_created_container_which_is_attached_at_start() {
+    let forge = Forge::with_busybox();
+    let server = Server::start(&forge, &[]);
+    server.ok(&["network", "create", "--subnet", "10.147.15.0/24", "front"]);
+    server.ok(&["network", "create", "--subnet", "10.147.16.0/24", "back"]);
+    server.ok(&["network", "create", "--subnet", "10.147.17.0/24", "side"]);
+    server.ok(&["create", "--name", "both", "--network", "front", "busybox", "sleep", "300"]);
+    let _both = Removed(&forge, "both");
+    server.ok(&["network", "connect", "--alias", "bee", "back", "both"]);
+    let twice = server.docker(&["network", "connect", "back", "both"]);
+    assert!(!twice.ok && twice.stderr.contains("already connected"), "{}", twice.stderr);
+    // Disconnected before it runs: not attached at start.
+    server.ok(&["network", "connect", "side", "both"]);
+    server.ok(&["network", "disconnect", "side", "both"]);
+    let again = server.docker(&["network", "disconnect", "side", "both"]);
+    assert!(!again.ok, "a second disconnect succeeded");
+    server.ok(&["start", "both"]);
+    let networks = server.ok(&["inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{$v.IPAddress}}:{{$v.Aliases}} {{end}}", "both"]).stdout;
+    let error = server.ok(&["inspect", "--format", "{{.State.Error}}", "both"]).stdout;
+    assert!(networks.contains("back:10.147.16.") && networks.contains("front:10.147.15.") && networks.contains(":[bee "), "{networks} {error}");
+    assert!(!networks.contains("side"), "{networks}");
+    let addresses = server.ok(&["exec", "both", "ip", "-4", "-o", "addr"]).stdout;
+    assert!(addresses.contains("10.147.15.") && addresses.contains("10.147.16.") && !addresses.contains("10.147.17."), "{addresses}");
+    // The daemonless CLI connects a created container too.
+    forge.ok(&["create", "--name", "later", "--network", "front", "busybox", "sleep", "300"]);
+    let _later = Removed(&forge, "later");
+    forge.ok(&["network", "connect", "back", "later"]);
+    forge.ok(&["start", "later"]);
+    let addresses = forge.ok(&["exec", "later", "ip", "-4", "-o", "addr"]).stdout;
+    assert!(addresses.contains("10.147.16."), "{addresses}");
+    // A create naming two networks (newer clients' `--network front --network back`) attaches
+    // both at start; a failed one leaves no container behind.
+    let body = br#"{"Image": "busybox", "Cmd": ["sleep", "300"], "HostConfig": {"NetworkMode": "front"}, "NetworkingConfig": {"EndpointsConfig": {"front": {}, "back": {"Aliases": ["bee2"]}}}}"#;
+    let (code, answer) = raw(&server.socket, "POST", "/v1.43/containers/create?name=pair", "application/json", body);
+    assert_eq!(code, 201, "{answer}");
+    let _pair = Removed(&forge, "pair");
+    server.ok(&["start", "pair"]);
+    let networks = server.ok(&["inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{$v.IPAddress}}:{{$v.Aliases}} {{end}}", "pair"]).stdout;
+    assert!(networks.contains("back:10.147.16.") && networks.contains("front:10.147.15.") && networks.contains(":[bee2 "), "{networks}");
+    let body = br#"{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "front"}, "NetworkingConfig": {"EndpointsConfig": {"front": {}, "nowhere": {}}}}"#;
+    let (code, answer) = raw(&server.socket, "POST", "/v1.43/containers/create?name=lost", "application/json", body);
+    assert_eq!((code, message(&answer).contains("nowhere")), (404, true), "{answer}");
+    assert!(!server.ok(&["ps", "-a", "--format", "{{.Names}}"]).stdout.contains("lost"));
+    drop((_pair, _later, _both));
+    for n in ["front", "back", "side"] {
+        server.ok(&["network", "rm", n]);
+    }
+}

@@ -42,8 +42,9 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Give a running container an interface (`eth1`, ...) on another network, for as long as
-    /// it runs; peers there find it by name, aliases and short ID.
+    /// Give a container an interface (`eth1`, ...) on another network: a running one now, for
+    /// as long as it runs; one that does not run at each start. Peers there find it by name,
+    /// aliases and short ID.
     Connect {
         /// More names it is found by on that network.
         #[arg(long = "alias", value_name = "NAME")]

@@ -98,9 +98,6 @@ pub(crate) async fn list(api: &Api, req: Request<Incoming>) -> Result<Response, 
 fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ApiError> {
     let Some(host) = &body.host_config else { return Ok(()) };
     let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
-    if host.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(ApiError::bad_request("HostConfig.Mounts is not supported by forge serve yet (Binds is)"));
-    }
     // The runtime has these since the security and volumes work; mapping them here is still to
     // do, and until then a container must not start without the rights it asked for.
     let resources = [
@@ -190,13 +187,25 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         interactive: body.open_stdin.unwrap_or(false),
         tty: body.tty.unwrap_or(false),
         labels: body.labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect(),
-        mounts: crate::volumes::binds(body.host_config.as_ref())?,
+        mounts: crate::volumes::binds(body.host_config.as_ref())?.into_iter().chain(crate::volumes::mounts(body.host_config.as_ref())?).collect(),
         // Security: refused above when asked for.
         ..CreateOptions::default()
     };
-    crate::networks::create_options(&body, &mut opts)?;
+    let others = crate::networks::create_options(&body, &mut opts)?;
     let store = api.store.clone();
-    let created = tokio::task::spawn_blocking(move || Containers::open(&store)?.create(&opts)).await??;
+    let created = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let containers = Containers::open(&store)?;
+        let created = containers.create(&opts)?;
+        for (network, aliases) in &others {
+            // As docker: a create that cannot be done whole is not done.
+            if let Err(e) = containers.connect(&created, network, aliases) {
+                let _ = containers.remove(&created, true);
+                return Err(e.into());
+            }
+        }
+        Ok(created)
+    })
+    .await??;
     Ok(http::json(StatusCode::CREATED, &ContainerCreateResponse { id: created.id().to_string(), warnings: Vec::new() }))
 }
 

@@ -333,8 +333,10 @@ fn aliases(endpoint: &EndpointSettings) -> Result<Vec<String>, ApiError> {
 
 /// Sets the network part of a container's `opts` from a create request: `NetworkMode`,
 /// `PortBindings`, `PublishAllPorts`, `Dns`, `ExtraHosts` and the endpoint's `Aliases` and
-/// address. What forge cannot honour is refused, not dropped.
-pub(crate) fn create_options(body: &ContainerCreateBody, opts: &mut CreateOptions) -> Result<(), ApiError> {
+/// address. What forge cannot honour is refused, not dropped. Returns the other networks
+/// the request names (newer clients' `--network a --network b`), with their aliases: the
+/// caller connects the created container to them, and it is attached at each start.
+pub(crate) fn create_options(body: &ContainerCreateBody, opts: &mut CreateOptions) -> Result<Vec<(String, Vec<String>)>, ApiError> {
     let host = body.host_config.as_ref();
     opts.network = match host.and_then(|h| h.network_mode.as_deref()) {
         // docker's default: the bridge network.
@@ -372,19 +374,30 @@ pub(crate) fn create_options(body: &ContainerCreateBody, opts: &mut CreateOption
     }
     let endpoints = body.networking_config.as_ref().and_then(|n| n.endpoints_config.as_ref());
     let endpoints: Vec<(&String, &EndpointSettings)> = endpoints.iter().flat_map(|m| m.iter()).collect();
-    let (net, endpoint) = match endpoints.as_slice() {
-        [] => return Ok(()),
-        [one] => *one,
-        _ => return Err(ApiError::bad_request("forge attaches a container to one network at create: connect it to the others once it runs")),
-    };
-    let same = match &opts.network {
+    if endpoints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let same = |net: &String| match &opts.network {
         Mode::Bridge => net == DEFAULT_NETWORK,
         Mode::Named(n) => n == net,
         _ => false,
     };
-    if !same {
-        return Err(ApiError::bad_request(format!("NetworkingConfig names network {net:?}, which is not the container's NetworkMode ({})", opts.network)));
+    let mut others = Vec::new();
+    for (net, endpoint) in endpoints.iter().filter(|(net, _)| !same(net)) {
+        if endpoints.len() == 1 {
+            return Err(ApiError::bad_request(format!("NetworkingConfig names network {net:?}, which is not the container's NetworkMode ({})", opts.network)));
+        }
+        if endpoint.ipam_config.as_ref().is_some_and(|c| c.ipv4_address.as_deref().is_some_and(|a| !a.is_empty()) || c.ipv6_address.as_deref().is_some_and(|a| !a.is_empty())) {
+            return Err(ApiError::bad_request(format!("a chosen address (IPAMConfig) is supported by forge only on the container's NetworkMode network, not on {net:?}")));
+        }
+        if endpoint.links.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(ApiError::bad_request("links do not exist in forge: containers on a network find each other by name"));
+        }
+        others.push(((*net).clone(), aliases(endpoint)?));
     }
+    let Some((_, endpoint)) = endpoints.iter().find(|(net, _)| same(net)) else {
+        return Err(ApiError::bad_request(format!("NetworkingConfig names none of its networks as the container's NetworkMode ({})", opts.network)));
+    };
     if endpoint.links.as_ref().is_some_and(|l| !l.is_empty()) {
         return Err(ApiError::bad_request("links do not exist in forge: containers on a network find each other by name"));
     }
@@ -395,7 +408,7 @@ pub(crate) fn create_options(body: &ContainerCreateBody, opts: &mut CreateOption
     if endpoint.ipam_config.as_ref().and_then(|c| c.ipv6_address.as_deref()).is_some_and(|a| !a.is_empty()) {
         return Err(ApiError::bad_request("IPv6 addresses are not supported by forge's networks"));
     }
-    Ok(())
+    Ok(others)
 }
 
 /// A container's `NetworkSettings` for inspect (blocking): its network as configured, its

@@ -49,6 +49,53 @@ pub(crate) fn binds(host: Option<&bollard_stubs::models::HostConfig>) -> Result<
     binds.iter().map(|b| forge_runtime::MountSpec::from_volume_flag(b).map_err(|e| ApiError::bad_request(format!("HostConfig.Binds: {e}")))).collect()
 }
 
+/// `HostConfig.Mounts` (`docker run --mount`) as the runtime's mounts. What forge cannot
+/// honour (propagation, recursion and consistency choices, volume drivers and labels, tmpfs
+/// modes and options) is refused, not dropped.
+pub(crate) fn mounts(host: Option<&bollard_stubs::models::HostConfig>) -> Result<Vec<forge_runtime::MountSpec>, ApiError> {
+    use bollard_stubs::models::MountType;
+    use forge_runtime::{MountSource, MountSpec};
+    let bad = |target: &str, why: &str| ApiError::bad_request(format!("HostConfig.Mounts ({target}): {why}"));
+    let mut out = Vec::new();
+    for m in host.and_then(|h| h.mounts.as_deref()).unwrap_or_default() {
+        let target = m.target.clone().unwrap_or_default();
+        if !target.starts_with('/') {
+            return Err(bad(&target, "the target must be an absolute path"));
+        }
+        let source = m.source.clone().unwrap_or_default();
+        if m.bind_options.as_ref().is_some_and(|b| b.propagation.is_some() || b.non_recursive == Some(true) || b.read_only_non_recursive == Some(true) || b.read_only_force_recursive == Some(true)) {
+            return Err(bad(&target, "bind propagation and recursion options are not supported by forge"));
+        }
+        let source = match m.typ {
+            Some(MountType::BIND) => {
+                // As docker's --mount (unlike -v): a missing source is an error, not made.
+                if !source.starts_with('/') || !std::path::Path::new(&source).exists() {
+                    return Err(bad(&target, &format!("bind source path {source:?} does not exist (it must be an existing absolute path)")));
+                }
+                MountSource::Bind(source.into())
+            }
+            Some(MountType::VOLUME) => {
+                let o = m.volume_options.as_ref();
+                if o.is_some_and(|o| o.driver_config.is_some() || o.labels.as_ref().is_some_and(|l| !l.is_empty()) || o.subpath.as_deref().is_some_and(|s| !s.is_empty())) {
+                    return Err(bad(&target, "volume drivers, labels and subpaths are not supported by forge"));
+                }
+                MountSource::Volume { name: source, nocopy: o.and_then(|o| o.no_copy) == Some(true) }
+            }
+            Some(MountType::TMPFS) => {
+                let o = m.tmpfs_options.as_ref();
+                if !source.is_empty() || o.is_some_and(|o| o.mode.is_some() || o.options.as_ref().is_some_and(|v| !v.is_empty())) {
+                    return Err(bad(&target, "a tmpfs takes no source, and forge takes only its size"));
+                }
+                let size = o.and_then(|o| o.size_bytes).map(|b| u64::try_from(b).map_err(|_| bad(&target, "a negative tmpfs size"))).transpose()?;
+                MountSource::Tmpfs(size)
+            }
+            other => return Err(bad(&target, &format!("mount type {other:?} is not supported by forge (bind, volume and tmpfs are)"))),
+        };
+        out.push(MountSpec { source, target, read_only: m.read_only == Some(true) });
+    }
+    Ok(out)
+}
+
 /// The body of `POST /volumes/create` (bollard-stubs' `VolumeCreateOptions` carries cluster
 /// fields forge has no use for; these are the ones a local volume takes).
 #[derive(serde::Deserialize, Default)]

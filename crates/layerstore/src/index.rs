@@ -132,11 +132,17 @@ impl Index {
         let mut manifests = self.read()?;
         let gone: Vec<Descriptor> = manifests.iter().filter(|d| ref_name(d) == Some(name)).cloned().collect();
         manifests.retain(|d| ref_name(d) != Some(name));
+        // Its last name gone, an image is gone (forge keeps no untagged images; its blobs wait
+        // for `store gc`): docker's `delete`.
+        let deleted: Vec<bool> = gone.iter().map(|d| !manifests.iter().any(|m| m.digest() == d.digest())).collect();
         if !gone.is_empty() {
             self.write(manifests)?;
         }
-        for d in &gone {
+        for (d, deleted) in gone.iter().zip(deleted) {
             self.event("untag", d.digest().as_ref(), name);
+            if deleted {
+                self.event("delete", d.digest().as_ref(), name);
+            }
         }
         Ok(!gone.is_empty())
     }

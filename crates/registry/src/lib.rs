@@ -84,12 +84,16 @@ impl Client {
 
     /// Pulls `reference` into `store` and tags it there under its full name.
     pub async fn pull(&self, reference: &Reference, store: &Store, progress: &dyn Progress) -> Result<Pulled, Error> {
-        pull::pull(&self.transport, reference, store, progress).await
+        let pulled = pull::pull(&self.transport, reference, store, progress).await?;
+        image_event(store, "pull", &pulled.name);
+        Ok(pulled)
     }
 
     /// Pushes the store's image `local` (a tag or ID) to `reference`.
     pub async fn push(&self, store: &Store, local: &str, reference: &Reference, progress: &dyn Progress) -> Result<Descriptor, Error> {
-        push::push(&self.transport, store, local, reference, progress).await
+        let pushed = push::push(&self.transport, store, local, reference, progress).await?;
+        image_event(store, "push", &reference.to_string());
+        Ok(pushed)
     }
 
     /// The manifest `reference` names (its bytes and media type), read as any artifact's, not
@@ -141,4 +145,12 @@ impl Client {
         let path = self.transport.config.docker_config.clone().unwrap_or_else(auth::docker_config::default_path);
         auth::docker_config::remove(&path, registry)
     }
+}
+
+/// Records a finished pull or push of `name` in the store's event journal, as docker's image
+/// events (`docker events --filter type=image`): the actor is the reference, as docker's is.
+/// Every pull and push goes through [`Client`], so this is the one place they are recorded.
+fn image_event(store: &Store, action: &str, name: &str) {
+    let attributes = [("name".to_string(), name.to_string())].into();
+    forge_layerstore::events::record_quietly(store.root(), forge_layerstore::events::Event::now("image", action, name, attributes));
 }

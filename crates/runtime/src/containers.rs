@@ -571,6 +571,11 @@ impl Containers {
                     terminal_fd: terminal.as_ref().map(|t| std::os::fd::AsRawFd::as_raw_fd(t)),
                     ..State::created()
                 };
+                // Best effort: a network removed since it was connected costs that network,
+                // not the run (the error is in the state, for inspect).
+                if let Err(e) = self.connect_recorded(config, pid, state.pid_start) {
+                    state.error = e.to_string();
+                }
                 recorded = write_json(&state_path, &state);
                 self.event(&id, "start", &[]);
                 progress(Progress::Started(pid));

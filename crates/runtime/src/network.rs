@@ -132,6 +132,34 @@ fn namespace_of(containers: &Containers, other: &str) -> Result<PathBuf, Error> 
     Ok(PathBuf::from(format!("/proc/{}/ns/net", c.state.pid)))
 }
 
+/// The file in a container's directory that lists the networks it is connected to at each
+/// start beside its `--network`.
+const EXTRA_NETWORKS_FILE: &str = "networks.json";
+
+/// A network a container is connected to at each start, with its aliases there.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ExtraNetwork {
+    network: String,
+    aliases: Vec<String>,
+}
+
+/// The networks recorded in `path` (none when it does not exist).
+fn extra_networks(path: &Path) -> Result<Vec<ExtraNetwork>, Error> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    crate::state::read_json(path)
+}
+
+/// The network `config`'s mode attaches it to, by name.
+fn configured_network(config: &Config) -> Option<String> {
+    match &config.network {
+        Mode::Bridge => Some(forge_network::DEFAULT_NETWORK.to_string()),
+        Mode::Named(n) => Some(n.clone()),
+        _ => None,
+    }
+}
+
 /// The store's networks (`<store>/forge/network`).
 pub fn networks(store_root: &Path) -> Result<Networks, forge_network::Error> {
     Networks::open(&store_root.join("forge").join("network"))
@@ -160,10 +188,9 @@ pub struct Endpoint {
 impl Containers {
     /// Gives the running container `c` an interface on `network` (docker's `network
     /// connect`); peers there find it by its name, `aliases` and short ID. Returns its address.
-    pub fn connect(&self, c: &crate::Container, network: &str, aliases: &[String]) -> Result<Ipv4Addr, Error> {
-        if c.state.status != Status::Running {
-            return Err(Error::WrongStatus { id: c.id().into(), status: c.state.status, what: "only a running container can be connected to a network" });
-        }
+    /// A container that is not running is connected at each start from now on (see
+    /// [`connect_recorded`]); it has no address yet, so `None` is returned.
+    pub fn connect(&self, c: &crate::Container, network: &str, aliases: &[String]) -> Result<Option<Ipv4Addr>, Error> {
         // As docker: a container without a namespace of its own (the host's, or another
         // container's) has no interfaces of its own to add, and `none` means no network.
         if matches!(c.config.network, Mode::Host | Mode::None | Mode::Container(_)) {
@@ -173,17 +200,70 @@ impl Containers {
                 reason: "a container in the host's or another container's network namespace, or with none, cannot be connected to other networks".into(),
             });
         }
-        let fail = |source| Error::Network { id: c.id().into(), source };
-        let names: Vec<String> = c.config.name.iter().chain(aliases).cloned().chain([c.short_id().to_string()]).collect();
+        if c.state.status != Status::Running {
+            // Its lock is free while it does not run; held, the record cannot be lost to a
+            // start that read it before.
+            let _lock = self.try_lock(c.id())?.ok_or_else(|| Error::WrongStatus { id: c.id().into(), status: Status::Running, what: "it started meanwhile: connect it again" })?;
+            networks(self.store().root()).and_then(|n| n.inspect(network)).map_err(|source| Error::Network { id: c.id().into(), source })?;
+            let path = self.dir_of(c.id()).join(EXTRA_NETWORKS_FILE);
+            let mut extra = extra_networks(&path)?;
+            if extra.iter().any(|e| e.network == network) || configured_network(&c.config).as_deref() == Some(network) {
+                return Err(Error::Network { id: c.id().into(), source: forge_network::Error::InUse { name: network.into(), reason: format!("container {} is already connected to it", c.id()) } });
+            }
+            extra.push(ExtraNetwork { network: network.into(), aliases: aliases.to_vec() });
+            crate::state::write_json(&path, &extra)?;
+            return Ok(None);
+        }
+        self.connect_running(c.id(), &c.config, c.state.pid, c.state.pid_start, network, aliases).map(Some)
+    }
+
+    fn connect_running(&self, id: &str, config: &Config, pid: u32, pid_start: u64, network: &str, aliases: &[String]) -> Result<Ipv4Addr, Error> {
+        let fail = |source| Error::Network { id: id.into(), source };
+        let names: Vec<String> = config.name.iter().chain(aliases).cloned().chain([id[..12].to_string()]).collect();
         // Its /etc/hosts (bind-mounted from its directory) lists its new peers too.
-        let hosts = self.dir_of(c.id()).join("hosts");
-        let address = networks(self.store().root()).and_then(|n| n.connect_with_hosts(network, c.id(), c.state.pid, c.state.pid_start, &names, &hosts)).map_err(fail)?;
-        crate::events::network(self.store().root(), "connect", network, c.id());
+        let hosts = self.dir_of(id).join("hosts");
+        let address = networks(self.store().root()).and_then(|n| n.connect_with_hosts(network, id, pid, pid_start, &names, &hosts)).map_err(fail)?;
+        crate::events::network(self.store().root(), "connect", network, id);
         Ok(address)
     }
 
-    /// Takes `c`'s interface off `network` (one [`connect`](Containers::connect) added).
+    /// Connects the container whose init just started (`pid`) to the networks recorded for it
+    /// by [`connect`](Containers::connect) before it ran. Its lock is held by the caller.
+    pub(crate) fn connect_recorded(&self, config: &Config, pid: u32, pid_start: u64) -> Result<(), Error> {
+        let extra = extra_networks(&self.dir_of(&config.id).join(EXTRA_NETWORKS_FILE))?;
+        if extra.is_empty() {
+            return Ok(());
+        }
+        // The sandbox's init joins the container's namespace as its first act, after it is
+        // reported started and without waiting for us: until it has, its namespace is still
+        // ours (the host's). Polled because the kernel tells no one of a setns; bounded, so an
+        // init that dies first ends the wait (the connect then fails with the reason).
+        let ns_of = |p: &str| std::fs::metadata(p).ok().map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)));
+        let own = ns_of("/proc/self/ns/net");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ns_of(&format!("/proc/{pid}/ns/net")) == own && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        for e in extra {
+            self.connect_running(&config.id, config, pid, pid_start, &e.network, &e.aliases)?;
+        }
+        Ok(())
+    }
+
+    /// Takes `c`'s interface off `network` (one [`connect`](Containers::connect) added); of a
+    /// container that is not running, the record that would connect it at start.
     pub fn disconnect(&self, c: &crate::Container, network: &str) -> Result<(), Error> {
+        if c.state.status != Status::Running {
+            let _lock = self.try_lock(c.id())?.ok_or_else(|| Error::WrongStatus { id: c.id().into(), status: Status::Running, what: "it started meanwhile: disconnect it again" })?;
+            let path = self.dir_of(c.id()).join(EXTRA_NETWORKS_FILE);
+            let mut extra = extra_networks(&path)?;
+            let before = extra.len();
+            extra.retain(|e| e.network != network);
+            if extra.len() == before {
+                return Err(Error::Network { id: c.id().into(), source: forge_network::Error::NotFound(format!("container {} on network {network}", c.id())) });
+            }
+            return crate::state::write_json(&path, &extra);
+        }
         networks(self.store().root()).and_then(|n| n.disconnect(network, c.id())).map_err(|source| Error::Network { id: c.id().into(), source })?;
         crate::events::network(self.store().root(), "disconnect", network, c.id());
         Ok(())
