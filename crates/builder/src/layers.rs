@@ -25,6 +25,8 @@ pub(crate) struct Snapshot<'s> {
     pub(crate) workdir: &'s Path,
     /// How the step's layer is written, for a step that writes it itself.
     pub(crate) layer_opts: LayerOptions,
+    /// Whether a plain layer is only hashed ([`crate::BuildOptions::lazy_layers`]).
+    pub(crate) lazy: bool,
 }
 
 impl Snapshot<'_> {
@@ -73,13 +75,15 @@ pub(crate) fn layer_step(
     let dirs = store.snapshots().dirs(&snap_key).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
     let (upper, work) = dirs.upper.clone().expect("an active snapshot has an upperdir");
     let layer_opts = LayerOptions { compression: opts.compression, source_date_epoch: opts.source_date_epoch };
-    let written = change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work, layer_opts })?;
-    // A step that changed nothing still makes a layer (an empty tar), as in BuildKit. A diffed
+    let written = change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work, layer_opts, lazy: opts.lazy_layers })?;
+    // A step that changed nothing still makes a layer (an empty tar), as in BuildKit. A plain
     // layer is only hashed: its tar is made from the committed snapshot when first read.
-    let (info, hashed) = match written {
-        Some(info) => (info, false),
-        None => (store.hash_layer(&upper, &layer_opts)?, true),
+    let info = match written {
+        Some(info) => info,
+        None if opts.lazy_layers => store.hash_layer(&upper, &layer_opts)?,
+        None => store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?,
     };
+    let hashed = !store.content().exists(&info.digest);
     let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
     let mut ours = false;
     if !store.snapshots().exists(&new_chain).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))? {

@@ -468,8 +468,15 @@ impl Store {
     }
 
     /// Points tag `name` (normalized as Docker does: `app` means `app:latest`) at `manifest`.
+    /// The layers it names that are kept only as snapshots ([`crate::snapshot_blob`]) are
+    /// stored first: a tagged image is whole in the OCI layout the store is, where skopeo, umoci
+    /// and podman read it.
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), Error> {
         check_name(name)?;
+        // An image that cannot be read is tagged as before (fsck reports it).
+        if let Ok(layers) = self.image_of(manifest).and_then(|i| i.layers()) {
+            self.materialize(&layers.into_iter().map(|l| l.digest).collect::<Vec<_>>())?;
+        }
         Ok(self.index.tag(&normalize_tag(name), manifest)?)
     }
 
