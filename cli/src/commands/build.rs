@@ -202,6 +202,8 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         _ => None,
     };
     opts.cancel = cancel;
+    // An untagged image's layers stay snapshots until read; tagging would store them anyway.
+    opts.lazy_layers = args.tags.is_empty();
 
     let mode = match args.progress {
         _ if args.quiet => None,

@@ -25,6 +25,8 @@ pub(crate) struct Snapshot<'s> {
     pub(crate) workdir: &'s Path,
     /// How the step's layer is written, for a step that writes it itself.
     pub(crate) layer_opts: LayerOptions,
+    /// Whether a plain layer is only hashed ([`crate::BuildOptions::lazy_layers`]).
+    pub(crate) lazy: bool,
 }
 
 impl Snapshot<'_> {
@@ -54,7 +56,7 @@ pub(crate) fn layer_step(
     crate::cache_key::note_layer_options(&mut inputs, opts.compression, opts.source_date_epoch);
     let cached = if opts.no_cache { None } else { build.cache.get(&index_key).or_else(|| build.lazy.get(&index_key)) };
     if let Some(entry) = &cached {
-        if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest) || build.lazy.origin(&l.digest).is_some() || store.remote().get(&l.digest).is_some()) {
+        if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest) || build.lazy.origin(&l.digest).is_some() || store.remote().get(&l.digest).is_some() || store.snapshot_blobs().get(&l.digest).is_some()) {
             build.progress.event(Event::StepCached { id: at.id.clone() });
             let entry = cached.expect("matched just above");
             build.used.lock().unwrap().push((index_key, entry.clone()));
@@ -73,19 +75,33 @@ pub(crate) fn layer_step(
     let dirs = store.snapshots().dirs(&snap_key).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
     let (upper, work) = dirs.upper.clone().expect("an active snapshot has an upperdir");
     let layer_opts = LayerOptions { compression: opts.compression, source_date_epoch: opts.source_date_epoch };
-    let written = change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work, layer_opts })?;
-    // A step that changed nothing still makes a layer (an empty tar), as in BuildKit.
+    let written = change(&Snapshot { lowerdirs: &dirs.lowerdirs, upperdir: &upper, workdir: &work, layer_opts, lazy: opts.lazy_layers })?;
+    // A step that changed nothing still makes a layer (an empty tar), as in BuildKit. A plain
+    // layer is only hashed: its tar is made from the committed snapshot when first read.
     let info = match written {
         Some(info) => info,
+        None if opts.lazy_layers => store.hash_layer(&upper, &layer_opts)?,
         None => store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?,
     };
+    let hashed = !store.content().exists(&info.digest);
     let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
+    let mut ours = false;
     if !store.snapshots().exists(&new_chain).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))? {
         match store.snapshots().commit(&new_chain, &snap_key) {
-            Ok(()) => guard.key = None,
+            Ok(()) => (guard.key, ours) = (None, true),
             // Another build committed the same layer meanwhile; ours is dropped.
             Err(forge_layerstore::snapshot::Error::AlreadyExists(_)) => {}
             Err(e) => return Err(at.fail(StepErrorKind::Store, e.to_string())),
+        }
+    }
+    if hashed {
+        if ours {
+            store.keep_as_snapshot(&info, &new_chain, &layer_opts)?;
+        } else if !store.content().exists(&info.digest) {
+            // A snapshot made elsewhere (unpacked from a pulled tar, say) need not stream back
+            // to the same bytes: the blob is stored from this step's own upperdir.
+            let written = store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?;
+            debug_assert_eq!(written.digest, info.digest);
         }
     }
     let layer = Some(Layer::from(&info));

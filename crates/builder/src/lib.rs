@@ -149,6 +149,10 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: fixes timestamps so builds are reproducible.
     pub source_date_epoch: Option<i64>,
+    /// Keeps plain layers as their committed snapshots only, their tars made when first read
+    /// (see `forge_layerstore::snapshot_blob`). For images that are not tagged: tagging stores
+    /// the tars, after the build, at more cost than writing them during it.
+    pub lazy_layers: bool,
     /// The executable the sandbox re-executes as its init (default: this executable, which
     /// must call `forge_sandbox::enter_if_init()` first thing in `main`).
     pub sandbox_init: Option<PathBuf>,
@@ -177,6 +181,7 @@ impl BuildOptions {
             secrets: BTreeMap::new(),
             compression: Compression::None,
             source_date_epoch: None,
+            lazy_layers: false,
             sandbox_init: None,
             cancel: Cancel::new(),
         }

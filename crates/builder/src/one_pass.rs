@@ -17,7 +17,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use forge_layerstore::diff::{LayerInfo, LayerOptions};
+use forge_layerstore::archive::Compression;
+use forge_layerstore::diff::{LayerInfo, LayerOptions, LayerStream};
 use forge_layerstore::Store;
 use rustix::fs::{futimens, mkdirat, openat, utimensat, AtFlags, Mode, OFlags, Timespec, Timestamps, UTIME_OMIT};
 
@@ -54,14 +55,27 @@ pub(crate) fn claim(root: &Root, matches: &[Matched], inline: &[InlineFile], des
 }
 
 /// Copies `m`'s contents into `target` (relative to `upper`, made by [`claim`]) and writes the
-/// layer of the whole upperdir into `store`. The overlay must no longer be mounted.
-pub(crate) fn copy(store: &Store, at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, layer_opts: &LayerOptions) -> Result<LayerInfo, Error> {
+/// layer of the whole upperdir into `store`. The overlay must no longer be mounted. With
+/// `lazy`, a plain layer is only hashed: the store makes its tar from the committed snapshot
+/// when it is first read (see `forge_layerstore::snapshot_blob`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn copy(store: &Store, at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, layer_opts: &LayerOptions, lazy: bool) -> Result<LayerInfo, Error> {
+    let diff = |e: forge_layerstore::diff::Error| Error::Store(e.into());
+    if lazy && layer_opts.compression == Compression::None {
+        let layer = LayerStream::new(layer_opts, io::sink()).map_err(diff)?;
+        return Ok(write(at, upper, target, m, opts, layer)?.finish().map_err(diff)?.0);
+    }
+    let layer = write(at, upper, target, m, opts, store.stream_layer(layer_opts)?)?;
+    Ok(store.commit_layer(layer)?)
+}
+
+/// [`copy`]'s copy, the layer's entries written into `layer` from the same reads.
+fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, mut layer: LayerStream<W>) -> Result<LayerStream<W>, Error> {
     let io_fail = |what: &str, e: io::Error| at.fail(StepErrorKind::Io, format!("copying {} to /{target}: {what}: {e}", if m.rel.is_empty() { "." } else { &m.rel }));
     let upper_root = Root::open(upper).map_err(|e| io_fail("opening the snapshot", e))?;
     let target_dir = File::from(upper_root.open_at(target, OFlags::DIRECTORY | OFlags::RDONLY).map_err(|e| io_fail("opening the destination", e))?);
     let before = target_dir.metadata().map_err(|e| io_fail("reading the destination", e))?;
     let diff = |e: forge_layerstore::diff::Error| Error::Store(e.into());
-    let mut layer = store.stream_layer(layer_opts)?;
     layer.scan_upper(upper).map_err(diff)?;
 
     let target_abs = upper.join(target);
@@ -116,7 +130,7 @@ pub(crate) fn copy(store: &Store, at: &At, upper: &Path, target: &str, m: &Match
     // The destination keeps the time the scan saw (writing into it changed it).
     let mtime = Timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() as _ };
     futimens(&target_dir, &Timestamps { last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT }, last_modification: mtime }).map_err(|e| io_fail("the destination's time", e.into()))?;
-    Ok(store.commit_layer(layer)?)
+    Ok(layer)
 }
 
 fn create(parent: &impl AsFd, name: &str) -> io::Result<OwnedFd> {

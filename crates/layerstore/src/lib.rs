@@ -77,6 +77,7 @@ pub mod reference;
 pub mod remote;
 mod scratch;
 pub mod snapshot;
+pub mod snapshot_blob;
 pub mod store;
 
 pub use digest::{chain_id, Digest};

@@ -138,7 +138,19 @@ pub fn gc(store: &Store) -> Result<GcReport, Error> {
     // Anything stamped at or after this is held by a live lease, or made since gc started.
     let since = leases.oldest.map_or(started, |oldest| oldest.min(started));
     let mut report = GcReport { leases_expired: leases.expired, ..GcReport::default() };
-    let (keep, chains) = reachable(store, &leases.roots)?;
+    let (keep, mut chains) = reachable(store, &leases.roots)?;
+    // A kept blob that is only a snapshot's tar keeps that snapshot (and so its parents); a
+    // record goes when nothing keeps its blob, or once the blob is local.
+    for d in store.snapshot_blobs().list().map_err(io("listing blobs kept as snapshots"))? {
+        match store.snapshot_blobs().get(&d) {
+            Some(blob) if keep.contains(&d) && !store.content().exists(&d) => {
+                chains.insert(blob.chain_id);
+            }
+            _ => {
+                store.snapshot_blobs().remove_unless_newer(&d, since).map_err(io("removing a snapshot blob's record"))?;
+            }
+        }
+    }
     for d in store.content().list()? {
         if !keep.contains(&d) {
             if let Some(size) = store.content().remove_unless_newer(&d, since)? {
@@ -227,12 +239,27 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport, Error> {
             report.corrupt.push(d);
         }
     }
+    // A blob kept as a snapshot is checked as a stored one is: its tar is made again and hashed.
+    let mut kept = BTreeSet::new();
+    for d in store.snapshot_blobs().list().map_err(|source| Error::Io { what: "listing blobs kept as snapshots", source })? {
+        let Some(blob) = store.snapshot_blobs().get(&d).filter(|_| !store.content().exists(&d)) else { continue };
+        report.blobs_checked += 1;
+        let hashed = blob.stream(store, std::io::sink());
+        if hashed.is_ok_and(|info| info.digest == blob.digest && info.size == blob.size) {
+            kept.insert(d);
+            continue;
+        }
+        if repair {
+            store.snapshot_blobs().remove(&d).map_err(|source| Error::Io { what: "removing a snapshot blob's record", source })?;
+        }
+        report.corrupt.push(d);
+    }
     let mut remote = BTreeSet::new();
     for (name, d) in store.index().list()? {
         let problem = match store.image_of(&d).and_then(|image| image.layers()) {
             Err(e) => Some(e.to_string()),
             Ok(layers) => {
-                let missing = layers.iter().filter(|l| !store.content().exists(&l.digest));
+                let missing = layers.iter().filter(|l| !store.content().exists(&l.digest) && !kept.contains(&l.digest));
                 let (known, lost): (Vec<_>, Vec<_>) = missing.partition(|l| store.remote().get(&l.digest).is_some());
                 remote.extend(known.into_iter().map(|l| l.digest.clone()));
                 lost.first().map(|l| format!("layer {} is missing", l.digest))

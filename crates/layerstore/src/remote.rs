@@ -67,33 +67,53 @@ pub struct RemoteBlob {
     pub stored: Option<Layer>,
 }
 
-/// The store's records of remote blobs (`forge/remote/`).
-#[derive(Debug, Clone)]
-pub struct Remotes {
-    dir: PathBuf,
+/// A small record the store keeps about a blob it does not hold yet, one file per digest.
+pub trait Record: Serialize + serde::de::DeserializeOwned {
+    /// The directory under `forge/` that holds this kind of record.
+    const DIR: &'static str;
+    /// The blob the record is about.
+    fn digest(&self) -> &Digest;
 }
 
-impl Remotes {
-    pub(crate) fn open(root: &std::path::Path) -> Remotes {
-        Remotes { dir: root.join("forge").join("remote") }
+impl Record for RemoteBlob {
+    const DIR: &'static str = "remote";
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
+/// The store's records of one kind (`forge/<kind>/<hex>`): remote blobs ([`Remotes`]) and
+/// blobs kept as a snapshot ([`crate::snapshot_blob::SnapshotBlobs`]).
+#[derive(Debug, Clone)]
+pub struct Records<T> {
+    dir: PathBuf,
+    kind: std::marker::PhantomData<fn() -> T>,
+}
+
+/// The store's records of remote blobs (`forge/remote/`).
+pub type Remotes = Records<RemoteBlob>;
+
+impl<T: Record> Records<T> {
+    pub(crate) fn open(root: &std::path::Path) -> Records<T> {
+        Records { dir: root.join("forge").join(T::DIR), kind: std::marker::PhantomData }
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
         self.dir.join(digest.hex())
     }
 
-    /// Records where `blob` is (replacing an earlier record).
-    pub fn record(&self, blob: &RemoteBlob) -> io::Result<()> {
+    /// Records `blob` (replacing an earlier record).
+    pub fn record(&self, blob: &T) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec(blob).map_err(io::Error::other)?;
-        crate::atomic::write(&self.path(&blob.digest), &bytes)
+        crate::atomic::write(&self.path(blob.digest()), &bytes)
     }
 
     /// The record of `digest`, if there is a readable one for that digest.
-    pub fn get(&self, digest: &Digest) -> Option<RemoteBlob> {
+    pub fn get(&self, digest: &Digest) -> Option<T> {
         let bytes = fs::read(self.path(digest)).ok()?;
         // A record that does not parse or names another blob is as good as none.
-        serde_json::from_slice::<RemoteBlob>(&bytes).ok().filter(|b| &b.digest == digest)
+        serde_json::from_slice::<T>(&bytes).ok().filter(|b| b.digest() == digest)
     }
 
     /// Stamps the record of `digest` as used now, so a [lease](crate::lease) holds it against a

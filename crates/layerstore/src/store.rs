@@ -21,6 +21,7 @@ use crate::digest::Digest;
 use crate::image::ImageConfig;
 use crate::index::{self, Index};
 use crate::remote::{Fetcher, RemoteBlob, Remotes};
+use crate::snapshot_blob::{SnapshotBlob, SnapshotBlobs};
 use crate::snapshot::{self, Snapshotter};
 
 /// Remote blobs fetched side by side.
@@ -89,6 +90,16 @@ pub enum Error {
         /// Where it is.
         from: crate::remote::RemoteSource,
         /// Why it could not be fetched.
+        message: String,
+    },
+    /// A blob kept as a snapshot (see [`crate::snapshot_blob`]) could not be made from it.
+    #[error("blob {digest} is kept as snapshot {chain_id}, which cannot make it (run `forge store fsck`): {message}")]
+    SnapshotBlob {
+        /// The blob.
+        digest: Digest,
+        /// The snapshot.
+        chain_id: Digest,
+        /// What went wrong.
         message: String,
     },
     /// A document could not be encoded.
@@ -176,6 +187,7 @@ pub struct Store {
     index: Index,
     snapshots: Snapshotter,
     remotes: Remotes,
+    snapshot_blobs: SnapshotBlobs,
     /// What fetches remote blobs, when the program gave one ([`Store::with_fetcher`]).
     fetcher: Option<Arc<dyn Fetcher>>,
     /// One fetch of remote blobs at a time: two threads needing the same blob would lock
@@ -197,6 +209,7 @@ impl Store {
             index: Index::open(root)?,
             snapshots: Snapshotter::open(root)?,
             remotes: Remotes::open(root),
+            snapshot_blobs: SnapshotBlobs::open(root),
             fetcher: None,
             fetching: Default::default(),
             scratch: Default::default(),
@@ -215,6 +228,11 @@ impl Store {
         &self.remotes
     }
 
+    /// The records of blobs kept as the snapshot they were made from.
+    pub fn snapshot_blobs(&self) -> &SnapshotBlobs {
+        &self.snapshot_blobs
+    }
+
     /// Opens blob `digest` for reading, fetching it first if the store knows it as remote.
     pub fn blob(&self, digest: &Digest) -> Result<std::fs::File, Error> {
         self.fetch_remote(&[digest.clone()])?;
@@ -229,6 +247,7 @@ impl Store {
     }
 
     fn fetch_remote(&self, digests: &[Digest]) -> Result<(), Error> {
+        self.materialize(digests)?;
         let remote = |digests: &[Digest]| -> Vec<RemoteBlob> {
             let mut seen = std::collections::HashSet::new();
             digests.iter().filter(|d| !self.content.exists(d) && seen.insert(*d)).filter_map(|d| self.remotes.get(d)).collect()
@@ -277,6 +296,49 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the blobs of `digests` that are kept as snapshots, one after the other (each is
+    /// one sequential read of a tree).
+    fn materialize(&self, digests: &[Digest]) -> Result<(), Error> {
+        let kept = |d: &Digest| if self.content.exists(d) { None } else { self.snapshot_blobs.get(d) };
+        if !digests.iter().any(|d| kept(d).is_some()) {
+            return Ok(());
+        }
+        let _one = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        for d in digests {
+            // Another thread may have made it while this one waited.
+            let Some(blob) = kept(d) else { continue };
+            let fail = |message: String| Error::SnapshotBlob { digest: blob.digest.clone(), chain_id: blob.chain_id.clone(), message };
+            let mut out = std::io::BufWriter::new(self.content.writer(&unique_ingest("snapblob"))?);
+            blob.stream(self, &mut out).map_err(fail)?;
+            let writer = out.into_inner().map_err(|e| fail(e.into_error().to_string()))?;
+            // The commit checks size and digest: a snapshot changed since stores nothing.
+            writer.commit(Some(blob.size), Some(&blob.digest)).map_err(|e| fail(e.to_string()))?;
+            // The blob is local now; a record left by a failed removal is only a stale hint.
+            let _ = self.snapshot_blobs.remove(&blob.digest);
+        }
+        Ok(())
+    }
+
+    /// Hashes the plain layer of the upperdir `upper` without storing it, for a snapshot that
+    /// is then committed and given to [`Store::keep_as_snapshot`]. A layer with compression
+    /// is written into the content store as [`Store::write_layer`] does.
+    pub fn hash_layer(&self, upper: &Path, opts: &LayerOptions) -> Result<LayerInfo, Error> {
+        if opts.compression != crate::archive::Compression::None {
+            return self.write_layer(&LayerSource::OverlayUpper(upper), opts);
+        }
+        Ok(diff::write_layer(&LayerSource::OverlayUpper(upper), opts, std::io::sink())?)
+    }
+
+    /// Records that blob `layer` (hashed by [`Store::hash_layer`]) is the tar of committed
+    /// snapshot `chain_id`, unless the blob is stored already.
+    pub fn keep_as_snapshot(&self, layer: &LayerInfo, chain_id: &Digest, opts: &LayerOptions) -> Result<(), Error> {
+        if opts.compression != crate::archive::Compression::None || self.content.exists(&layer.digest) {
+            return Ok(());
+        }
+        let record = SnapshotBlob { digest: layer.digest.clone(), size: layer.size, chain_id: chain_id.clone(), source_date_epoch: opts.source_date_epoch };
+        self.snapshot_blobs.record(&record).map_err(|source| Error::Io { what: "recording a blob kept as a snapshot", source })
+    }
+
     /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -315,7 +377,8 @@ impl Store {
         for digest in image.layers()?.into_iter().map(|l| l.digest) {
             // A remote layer is held by its record until it is fetched.
             let remote = || self.remotes.reuse(&digest).map_err(|source| Error::Io { what: "stamping a remote blob's record", source });
-            if !self.content.reuse(&digest)? && !remote()? {
+            let kept = || self.snapshot_blobs.reuse(&digest).map_err(|source| Error::Io { what: "stamping a snapshot blob's record", source });
+            if !self.content.reuse(&digest)? && !remote()? && !kept()? {
                 return Err(Error::NotFound(format!("blob {digest} of image {}", image.descriptor.digest())));
             }
         }
@@ -405,8 +468,15 @@ impl Store {
     }
 
     /// Points tag `name` (normalized as Docker does: `app` means `app:latest`) at `manifest`.
+    /// The layers it names that are kept only as snapshots ([`crate::snapshot_blob`]) are
+    /// stored first: a tagged image is whole in the OCI layout the store is, where skopeo, umoci
+    /// and podman read it.
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), Error> {
         check_name(name)?;
+        // An image that cannot be read is tagged as before (fsck reports it).
+        if let Ok(layers) = self.image_of(manifest).and_then(|i| i.layers()) {
+            self.materialize(&layers.into_iter().map(|l| l.digest).collect::<Vec<_>>())?;
+        }
         Ok(self.index.tag(&normalize_tag(name), manifest)?)
     }
 

@@ -67,7 +67,7 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
         if let Some(target) = claimed {
             // Nothing may hold the overlay while its upperdir is written directly.
             drop((root, mount));
-            return one_pass::copy(step.build.store, step.at, snap.upperdir, &target, &found.matches[0], &opts, &snap.layer_opts).map(Some);
+            return one_pass::copy(step.build.store, step.at, snap.upperdir, &target, &found.matches[0], &opts, &snap.layer_opts, snap.lazy).map(Some);
         }
         copy_into(&root, &found.matches, &x.inline, &x.dest, &opts).map_err(|e| step.at.locate(e))?;
         Ok(None)
