@@ -311,6 +311,62 @@ fn published_ports_answer_on_loopback_and_the_bridge_and_are_never_shared() {
     assert!(common::eventually(|| http_get("127.0.0.1", picked).is_some_and(|b| b == "hello-from-all\n")));
 }
 
+/// Connects to `ip`:`port`, sends `payload` while reading what comes back, shuts its write
+/// side down at the end and returns all that came back until the other side ended; None when
+/// the connection failed (the container not listening yet: the proxy closes it).
+fn exchange(ip: &str, port: u16, payload: &[u8]) -> Option<Vec<u8>> {
+    let s = TcpStream::connect((ip, port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let mut reader = s.try_clone().ok()?;
+    std::thread::scope(|scope| {
+        let back = scope.spawn(move || {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).map(|_| got)
+        });
+        let sent = (&s).write_all(payload).and_then(|()| s.shutdown(std::net::Shutdown::Write));
+        let got = back.join().unwrap().ok()?;
+        sent.ok().map(|()| got)
+    })
+}
+
+/// `len` bytes that differ from one offset to the next, so a lost or repeated chunk shows.
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ (i >> 16) as u8).collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn published_ports_carry_megabytes_both_ways_intact() {
+    let forge = Forge::with_busybox();
+    let port = free_port();
+    // Every connection gets a `cat`: what goes in comes back, while more is still going in.
+    let _echo = Background::run(&forge, "echo", &["-p", &format!("{port}:8080"), "busybox", "nc", "-ll", "-p", "8080", "-e", "cat"]);
+    assert!(common::eventually(|| exchange("127.0.0.1", port, b"ping").is_some_and(|b| b == b"ping")), "127.0.0.1:{port} did not echo");
+    let net: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(network_dir(&forge).join("networks/bridge.json")).unwrap()).unwrap();
+    for (ip, len) in [("127.0.0.1", 24 << 20), (net["gateway"].as_str().unwrap(), 9 << 20)] {
+        let sent = payload(len);
+        let back = exchange(ip, port, &sent).unwrap_or_else(|| panic!("{ip}:{port}: the connection failed"));
+        assert_eq!((back.len(), sha256_hex(&back)), (sent.len(), sha256_hex(&sent)), "{ip}:{port}");
+    }
+}
+
+#[test]
+fn a_published_port_passes_the_clients_end_and_then_the_answer() {
+    let forge = Forge::with_busybox();
+    let port = free_port();
+    // sha256sum answers only once its input ended: the client's shutdown of its write side has
+    // to go through the proxy while the way back stays open.
+    let _sum = Background::run(&forge, "sum", &["-p", &format!("127.0.0.1:{port}:8080"), "busybox", "nc", "-ll", "-p", "8080", "-e", "sha256sum"]);
+    let answer = |data: &[u8]| format!("{}  -\n", sha256_hex(data)).into_bytes();
+    assert!(common::eventually(|| exchange("127.0.0.1", port, b"ping").is_some_and(|b| b == answer(b"ping"))), "127.0.0.1:{port} did not answer");
+    let sent = payload(6 << 20);
+    assert_eq!(exchange("127.0.0.1", port, &sent).map(|b| String::from_utf8_lossy(&b).into_owned()), Some(String::from_utf8(answer(&sent)).unwrap()));
+}
+
 #[test]
 fn container_mode_shares_the_other_containers_namespace() {
     let forge = Forge::with_busybox();

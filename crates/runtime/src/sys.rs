@@ -1,5 +1,7 @@
-//! Processes and signals: the few system calls the runtime makes itself.
+//! Processes, signals, terminals and the published ports' splice(2): the few system calls the
+//! runtime makes itself.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
@@ -142,4 +144,87 @@ pub(crate) fn terminal_size() -> [u16; 2] {
         Ok(w) if w.ws_row > 0 && w.ws_col > 0 => [w.ws_row, w.ws_col],
         _ => [24, 80],
     }
+}
+
+/// What [`splice_all`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Spliced {
+    /// Everything up to the input's end went across.
+    All,
+    /// The kernel refused splice for one of the descriptors: the caller copies the rest.
+    /// Nothing was lost: what had been read into the pipe was written out first.
+    Refused,
+}
+
+/// The most one splice(2) asks to move, and the pipe's capacity when the kernel allows it
+/// (1 MiB is the default `/proc/sys/fs/pipe-max-size`). The default 64 KiB pipe takes two
+/// system calls per 64 KiB, and a bulk transfer is slower for it.
+const SPLICE_CHUNK: usize = 1 << 20;
+
+/// Moves what `from` sends to `to` until `from` ends, through a pipe with splice(2): from one
+/// socket's receive queue to the other's send queue without a copy in this process's memory
+/// (docker-proxy gets the same from Go's io.Copy between two TCP connections). Both are
+/// blocking descriptors; the pipe is emptied before each read, so only the sockets block.
+pub(crate) fn splice_all(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> std::io::Result<Spliced> {
+    use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
+    // No pipe (out of descriptors): the caller's buffer still works.
+    let Ok((pipe_out, pipe_in)) = pipe_with(PipeFlags::CLOEXEC) else { return Ok(Spliced::Refused) };
+    // A smaller pipe (a lowered pipe-max-size) only costs more calls.
+    let _ = fcntl_setpipe_size(&pipe_in, SPLICE_CHUNK);
+    loop {
+        let read = match retry(|| splice(from, None, &pipe_in, None, SPLICE_CHUNK, SpliceFlags::MOVE)) {
+            Ok(0) => return Ok(Spliced::All),
+            Ok(n) => n,
+            Err(e) if refused(e) => return Ok(Spliced::Refused),
+            Err(e) => return Err(e.into()),
+        };
+        let mut pending = read;
+        while pending > 0 {
+            match retry(|| splice(&pipe_out, None, to, None, pending, SpliceFlags::MOVE)) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => pending -= n,
+                Err(e) if refused(e) => {
+                    write_from_pipe(&pipe_out, to, pending)?;
+                    return Ok(Spliced::Refused);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// EINVAL: a descriptor that does not splice (a file opened for append, a socket family
+/// without splice support); ENOSYS and EOPNOTSUPP: a kernel or filesystem without it.
+fn refused(e: rustix::io::Errno) -> bool {
+    matches!(e, rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP)
+}
+
+fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match call() {
+            Err(rustix::io::Errno::INTR) => {}
+            r => return r,
+        }
+    }
+}
+
+/// Writes the `pending` bytes left in the pipe to `to` with read(2) and write(2), for the
+/// output that refused splice.
+fn write_from_pipe(pipe: &OwnedFd, to: BorrowedFd<'_>, mut pending: usize) -> std::io::Result<()> {
+    let mut buf = vec![0u8; pending.min(SPLICE_CHUNK)];
+    while pending > 0 {
+        let n = retry(|| rustix::io::read(pipe, &mut buf[..pending.min(SPLICE_CHUNK)]))?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut written = 0;
+        while written < n {
+            match retry(|| rustix::io::write(to, &buf[written..n]))? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                w => written += w,
+            }
+        }
+        pending -= n;
+    }
+    Ok(())
 }
