@@ -586,7 +586,8 @@ impl Store {
 /// a lowercase path of `[a-z0-9]` parts joined by `.`, `_`, `__` or `-`, at most 255
 /// characters) before it becomes a tag: every tag goes through [`Store::tag`], which calls
 /// this, so `../../etc:1` or `a b:1` from an archive or a command line is never stored.
-pub fn check_name(name: &str) -> Result<(), Error> {
+/// Returns the name's parts, for a caller that needs them too (one parse).
+pub fn check_name(name: &str) -> Result<crate::reference::ImageName, Error> {
     let invalid = |reason: String| Error::InvalidName { name: name.chars().take(200).collect(), reason };
     if name.is_empty() {
         return Err(invalid("empty name".into()));
@@ -604,8 +605,7 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     if repo.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(invalid("repository name must be lowercase".into()));
     }
-    crate::reference::ImageName::parse(name).map_err(|reason| invalid(reason.into()))?;
-    Ok(())
+    crate::reference::ImageName::parse(name).map_err(|reason| invalid(reason.into()))
 }
 
 /// Docker's tag normalization for local names: a name without a tag or digest gets `:latest`.

@@ -20,11 +20,10 @@ impl Reference {
     pub fn parse(text: &str) -> Result<Reference, Error> {
         let invalid = |message: String| Error::Reference { input: text.chars().take(200).collect(), message };
         // The store's check, so that a name pulled or pushed is one that can be tagged.
-        forge_layerstore::store::check_name(text).map_err(|e| match e {
+        let inner = forge_layerstore::store::check_name(text).map_err(|e| match e {
             forge_layerstore::store::Error::InvalidName { reason, .. } => invalid(reason),
             other => invalid(other.to_string()),
         })?;
-        let inner = ImageName::parse(text).map_err(|reason| invalid(reason.into()))?;
         Ok(Reference { inner })
     }
 
