@@ -69,10 +69,18 @@ impl Drop for Project<'_> {
     }
 }
 
+/// Whether docker-compose is missing (the test then says it skipped).
+fn compose_missing() -> bool {
+    let missing = !std::path::Path::new(COMPOSE).exists();
+    if missing {
+        let _ = writeln!(std::io::stderr(), "\nskipped: docker_compose: {COMPOSE} is missing (apt-get install docker-compose; scripts/install-deps.sh does)\n");
+    }
+    missing
+}
+
 #[test]
 fn docker_compose_brings_a_two_service_project_up_and_down() {
-    if !std::path::Path::new(COMPOSE).exists() {
-        let _ = writeln!(std::io::stderr(), "\nskipped: docker_compose: {COMPOSE} is missing (apt-get install docker-compose; scripts/install-deps.sh does)\n");
+    if compose_missing() {
         return;
     }
     let forge = Forge::with_busybox();
@@ -146,8 +154,7 @@ networks:
 
 #[test]
 fn docker_compose_puts_a_service_on_two_networks() {
-    if !std::path::Path::new(COMPOSE).exists() {
-        let _ = writeln!(std::io::stderr(), "\nskipped: docker_compose: {COMPOSE} is missing (apt-get install docker-compose; scripts/install-deps.sh does)\n");
+    if compose_missing() {
         return;
     }
     let forge = Forge::with_busybox();
