@@ -249,4 +249,14 @@ fn a_store_remembers_that_a_loopback_registry_speaks_plain_http() {
     assert_eq!(image, image_a, "{stderr}");
     let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).unwrap();
     assert_eq!(schemes, format!("{} http\n", registry.addr));
+    // A stale entry (the registry no longer speaks what is remembered) fails that build's
+    // cache import, with a warning, and is forgotten: the build after it probes and hits again.
+    std::fs::write(b.store().join("registry-schemes"), format!("{} https\n", registry.addr)).unwrap();
+    let ctx = b.context("checkout3", &files());
+    build(&b, &ctx, &["--cache-from", &format!("type=registry,ref={cache_ref}")]);
+    let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).unwrap_or_default();
+    assert!(!schemes.contains("https"), "the stale entry stayed: {schemes}");
+    let ctx = b.context("checkout4", &files());
+    let (image, stderr) = build(&b, &ctx, &["--cache-from", &format!("type=registry,ref={cache_ref}")]);
+    assert_eq!(image, image_a, "{stderr}");
 }

@@ -160,8 +160,10 @@ impl Transport {
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
-                    if e.is_connect() && self.bases.lock().unwrap().remove(target.host).is_some() {
-                        // The remembered scheme may be stale (the registry moved to HTTPS or back).
+                    // The remembered scheme may be stale (the registry moved to HTTPS or back):
+                    // any failure to talk to it, not only a refused connection (plain HTTP to a
+                    // TLS port fails after connecting), makes the next process probe again.
+                    if !e.is_builder() && self.bases.lock().unwrap().remove(target.host).is_some() {
                         self.remember_scheme(target.host, None);
                     }
                     if attempt >= self.config.max_retries || e.is_builder() {
