@@ -136,6 +136,24 @@ fn docker_cp_copies_both_ways_and_stays_inside_the_container() {
     // Owned by the container's root, not by the host file's owner.
     assert_eq!(server.ok(&["exec", "files", "stat", "-c", "%u:%g", "/data/in.txt"]).stdout.trim(), "0:0");
 
+    // A tar padded past its end marker (as tar writers pad to whole records) is read to its
+    // end: a server that answered after the marker and closed broke the client's pipe.
+    let mut padded = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(7);
+    header.set_mode(0o644);
+    padded.append_data(&mut header, "padded.txt", &b"padded\n"[..]).unwrap();
+    let mut padded = padded.into_inner().unwrap();
+    padded.resize(padded.len() + (4 << 20), 0);
+    let mut conn = std::os::unix::net::UnixStream::connect(&server.socket).unwrap();
+    let head = format!("PUT /v1.41/containers/files/archive?path=/data HTTP/1.1\r\nHost: forge\r\nConnection: close\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", padded.len());
+    std::io::Write::write_all(&mut conn, head.as_bytes()).unwrap();
+    std::io::Write::write_all(&mut conn, &padded).expect("the server closed before reading the whole archive");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(server.ok(&["exec", "files", "cat", "/data/padded.txt"]).stdout, "padded\n");
+
     server.ok(&["cp", src.to_str().unwrap(), "files:/escape/"]);
     assert_eq!(server.ok(&["exec", "files", "cat", &format!("{host}/in.txt")]).stdout, "from the host\n");
     assert!(std::fs::read_dir(&host_dir).unwrap().next().is_none(), "a copy through an absolute symlink wrote on the host");

@@ -88,8 +88,13 @@ pub(crate) async fn archive(api: &Api, req: Request<Incoming>, method: Method, i
         // `noOverwriteDirNonDir` (always sent by docker's CLI) is what forge's applier does
         // with a directory and a file at one path: the entry replaces what was there.
         let owner = if q.flag("copyUIDGID") { None } else { Some((0, 0)) };
-        let input = http::body_reader(req.into_body());
-        blocking(move || root.extract_under(input, &path, owner)).await?;
+        let mut input = http::body_reader(req.into_body());
+        tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+            root.extract_under(&mut input, &path, owner)?;
+            http::drain(&mut input).map_err(|e| ApiError::bad_request(format!("reading the archive: {e}")))?;
+            Ok(())
+        })
+        .await??;
         return Ok(http::empty(StatusCode::OK));
     }
     let header = stat_header(&stat)?;

@@ -172,11 +172,13 @@ pub(crate) async fn build(api: &Api, req: Request<Incoming>) -> Result<Response,
     let lease = store.lease("build", &[])?;
 
     let bases = RegistryBases { client: crate::credentials::for_build(api, &req)?, runtime: tokio::runtime::Handle::current() };
-    let reader = http::body_reader(req.into_body());
+    let mut reader = http::body_reader(req.into_body());
     let context = dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let apply = ApplyOptions { whiteouts: WhiteoutMode::Delete, device_nodes: false };
-        apply_layer(reader, &context, &apply)
+        apply_layer(&mut reader, &context, &apply).map_err(|e| e.to_string())?;
+        http::drain(&mut reader).map_err(|e| e.to_string())?;
+        Ok::<_, String>(())
     })
     .await?
     .map_err(|e| ApiError::bad_request(format!("unpacking the build context: {e}")))?;

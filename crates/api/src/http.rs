@@ -166,6 +166,14 @@ pub(crate) fn body_reader(body: Incoming) -> impl std::io::Read + Send + 'static
     tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
 }
 
+/// Reads a body to its end after its consumer stopped. A tar reader stops at the archive's end
+/// marker, before the client's padding and the chunked body's last chunk; hyper closes a
+/// connection whose request body was left unread, and a client still writing it then fails
+/// with a broken pipe instead of reading the answer. Read on a blocking thread.
+pub(crate) fn drain(body: &mut impl std::io::Read) -> std::io::Result<u64> {
+    std::io::copy(body, &mut std::io::sink())
+}
+
 impl Lines {
     /// Resolves when the client stopped reading (the connection is gone).
     pub(crate) async fn closed(&self) {

@@ -462,11 +462,13 @@ pub(crate) async fn load(api: &Api, req: Request<Incoming>) -> Result<Response, 
     // `quiet` only silences progress bars, which forge does not send for a load: the
     // `Loaded image` lines are always sent, as docker does.
     Query::parse(req.uri().query(), &["quiet", "platform"])?;
-    let reader = http::body_reader(req.into_body());
+    let mut reader = http::body_reader(req.into_body());
     let store = api.store.clone();
     let loaded = tokio::task::spawn_blocking(move || -> Result<Vec<(String, oci_spec::image::Descriptor)>, ApiError> {
         let _lease = store.lease("load", &[])?;
-        export::load(&store, reader).map_err(|e| ApiError::bad_request(format!("loading the archive: {e}")))
+        let loaded = export::load(&store, &mut reader).map_err(|e| ApiError::bad_request(format!("loading the archive: {e}")))?;
+        http::drain(&mut reader).map_err(|e| ApiError::bad_request(format!("reading the archive: {e}")))?;
+        Ok(loaded)
     })
     .await??;
     let (lines, resp) = http::lines();
