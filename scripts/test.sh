@@ -7,5 +7,6 @@ if [ -d ../shared ]; then
 else
   echo "test: ../shared is absent (a plain clone): the tests that need it are skipped (each prints 'skipped:')"
 fi
-cargo test --workspace --locked
+# --no-fail-fast: a red run lists every failing test, not only those of the first failing binary.
+cargo test --workspace --locked --no-fail-fast
 echo "forge: all tests passed"
