@@ -5,7 +5,7 @@
 //! Written on reqwest rather than oci-client because oci-client buffers whole layers for
 //! push and pull, retries nothing and cannot resume or accept a 202 mount fallback.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -45,12 +45,15 @@ pub(crate) struct Transport {
     clients: Mutex<HashMap<String, reqwest::Client>>,
     /// The base URL found for each host (insecure hosts are probed once).
     bases: Mutex<HashMap<String, String>>,
+    /// Hosts whose base came from the schemes file and has not answered yet: a failure there
+    /// may mean the registry changed scheme, so it is probed again at once.
+    unconfirmed: Mutex<HashSet<String>>,
     tokens: TokenCache,
 }
 
 impl Transport {
     pub(crate) fn new(config: ClientConfig) -> Transport {
-        Transport { config, clients: Mutex::new(HashMap::new()), bases: Mutex::new(HashMap::new()), tokens: TokenCache::default() }
+        Transport { config, clients: Mutex::new(HashMap::new()), bases: Mutex::new(HashMap::new()), unconfirmed: Mutex::new(HashSet::new()), tokens: TokenCache::default() }
     }
 
     /// Whether `host` is an insecure registry in docker's sense: loopback, or any with
@@ -71,6 +74,7 @@ impl Transport {
         if let Some(scheme) = self.config.schemes.as_deref().and_then(|f| read_schemes(f).remove(host)) {
             let base = format!("{scheme}://{host}");
             self.bases.lock().unwrap().insert(host.to_string(), base.clone());
+            self.unconfirmed.lock().unwrap().insert(host.to_string());
             return Ok(base);
         }
         let client = self.client(host)?;
@@ -139,12 +143,24 @@ impl Transport {
         let scope = target.scope();
         let mut attempt = 0u32;
         let mut challenged = false;
+        let mut url = url.to_string();
         loop {
-            let mut req = client.request(method.clone(), url);
+            let mut req = client.request(method.clone(), &url);
             if let Some(auth) = self.tokens.get(target.host, &scope) {
                 req = req.header(AUTHORIZATION, auth);
             }
             let result = build(req).send().await;
+            // Plain HTTP to a TLS port is answered (Go's servers send a 400), not refused.
+            let wrong_scheme = match &result {
+                Ok(resp) => resp.status() == StatusCode::BAD_REQUEST && url.starts_with("http://"),
+                Err(e) => !e.is_builder(),
+            };
+            if self.unconfirmed.lock().unwrap().remove(target.host) && wrong_scheme {
+                if let Some(fresh) = self.reprobe(target.host, &url).await? {
+                    url = fresh;
+                    continue;
+                }
+            }
             let wait = match result {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !challenged => {
                     challenged = true;
@@ -167,7 +183,7 @@ impl Transport {
                         self.remember_scheme(target.host, None);
                     }
                     if attempt >= self.config.max_retries || e.is_builder() {
-                        return Err(Error::Connection { url: url.to_string(), message: error_chain(&e) });
+                        return Err(Error::Connection { url, message: error_chain(&e) });
                     }
                     backoff(attempt)
                 }
@@ -176,6 +192,16 @@ impl Transport {
             tracing::debug!(url, attempt, ?wait, "retrying");
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Forgets the remembered scheme of `host`, probes it again and returns `url` on the base
+    /// found, or `None` when the probe finds the same base.
+    async fn reprobe(&self, host: &str, url: &str) -> Result<Option<String>, Error> {
+        let Some(stale) = self.bases.lock().unwrap().remove(host) else { return Ok(None) };
+        self.remember_scheme(host, None);
+        let fresh = self.base_url(host).await?;
+        tracing::debug!(host, stale, fresh, "the remembered scheme failed; probed again");
+        Ok(url.strip_prefix(&stale).filter(|_| fresh != stale).map(|rest| format!("{fresh}{rest}")))
     }
 
     /// Answers a 401 challenge: Basic with stored credentials, or a token from the realm.

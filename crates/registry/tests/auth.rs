@@ -17,19 +17,13 @@ fn sh(script: &str, dir: &Path) {
     assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A self-signed certificate for 127.0.0.1 (cert.pem, key.pem) in `dir`.
-fn self_signed(dir: &Path) {
-    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 -subj /CN=127.0.0.1 \
-        -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:TRUE 2>/dev/null", dir);
-}
-
 #[test]
 fn basic_auth_over_tls_with_docker_config_credentials() {
     let tmp = tempfile::tempdir().unwrap();
     let store = busybox_store(tmp.path());
     let certs = tmp.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
-    self_signed(&certs);
+    forge_testkit::self_signed_cert(&certs);
     sh("htpasswd -Bbn forge s3cret > htpasswd", &certs);
     let registry = forge_testkit::Registry::start_with(&format!(
         "http:\n  addr: {{addr}}\n  tls:\n    certificate: {c}/cert.pem\n    key: {c}/key.pem\nauth:\n  htpasswd:\n    realm: forge-test\n    path: {c}/htpasswd\n",
@@ -90,7 +84,7 @@ fn bearer_tokens_from_the_challenge_realm() {
     let store = busybox_store(tmp.path());
     let keys = tmp.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
-    self_signed(&keys);
+    forge_testkit::self_signed_cert(&keys);
     let service = "forge-test-registry";
     let repository = "tokened/busybox";
     let jwt = token(&keys, service, repository);

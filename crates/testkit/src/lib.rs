@@ -76,9 +76,21 @@ impl Registry {
     /// Starts a registry whose config gets `extra` appended under the top level
     /// (for example an `auth:` section, or `http.tls` — pass the whole `http:` block then).
     pub fn start_with(extra: &str) -> Registry {
+        Registry::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Starts a registry that speaks only HTTPS, with a self-signed certificate for 127.0.0.1
+    /// (`cert.pem` in [`Registry::dir`]).
+    pub fn start_tls() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        self_signed_cert(dir.path());
+        let tls = format!("http:\n  addr: {{addr}}\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\n", d = dir.path().display());
+        Registry::start_in(dir, &tls)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &str) -> Registry {
         let bin = "/usr/bin/docker-registry";
         assert!(Path::new(bin).exists(), "{bin} is missing: apt-get install docker-registry");
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let has_http = extra.lines().any(|l| l.starts_with("http:"));
@@ -124,6 +136,18 @@ impl Registry {
     pub fn storage(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 that is its own CA (`cert.pem`, `key.pem`)
+/// into `dir`, with openssl.
+pub fn self_signed_cert(dir: &Path) {
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:TRUE"])
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Drop for Registry {
