@@ -228,3 +228,25 @@ fn write_from_pipe(pipe: &OwnedFd, to: BorrowedFd<'_>, mut pending: usize) -> st
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::terminal_of;
+
+    #[test]
+    fn terminal_of_takes_only_a_terminals_master_side() {
+        let me = std::process::id();
+        // `resize` trusts a number from a state file: one that names any other file is refused.
+        let file = tempfile::tempfile().unwrap();
+        let err = terminal_of(me, file.as_raw_fd()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+        assert!(terminal_of(me, 999_999).is_err(), "a closed descriptor");
+        let master = std::fs::OpenOptions::new().read(true).write(true).open("/dev/ptmx").unwrap();
+        let copy = terminal_of(me, master.as_raw_fd()).unwrap();
+        super::set_terminal_size(&copy, 30, 100).unwrap();
+        let size = rustix::termios::tcgetwinsize(&master).unwrap();
+        assert_eq!((size.ws_row, size.ws_col), (30, 100), "the copy is the same terminal");
+    }
+}
