@@ -61,6 +61,7 @@ mod rootfs;
 mod scheduler;
 mod source;
 mod stage;
+mod stat_cache;
 mod step;
 mod users;
 mod vars;

@@ -2,21 +2,18 @@
 //! or image's tree. Sources are matched (wildcards included), walked and content-hashed for the
 //! cache key here; `copy.rs` writes them.
 
-use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use forge_parser::dockerignore::{Dockerignore, Glob};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache_key::{InputKind, KeyBuilder};
 use crate::error::StepErrorKind;
 use crate::rootfs::Root;
+use crate::stat_cache::{sha256_file, StatCache};
 
 /// A tree sources are read from.
 #[derive(Debug)]
@@ -91,6 +88,11 @@ impl SourceTree {
     pub(crate) fn open(dir: &Path, ignore: Dockerignore, is_context: bool) -> Result<SourceTree, SourceError> {
         let real = dir.canonicalize().map_err(io_err(dir))?;
         Ok(SourceTree { root: Root::open(&real).map_err(io_err(&real))?, dir: real, ignore, is_context })
+    }
+
+    /// The tree's real path.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn rel_of(&self, path: &Path) -> String {
@@ -200,74 +202,6 @@ fn sorted_dir(dir: &Path) -> Result<Vec<(String, PathBuf, Metadata)>, SourceErro
     Ok(out)
 }
 
-/// A remembered file hash, valid while the file's identity and change times are unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Stamp {
-    ino: u64,
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    sha256: String,
-}
-
-impl Stamp {
-    fn of(meta: &Metadata) -> (u64, u64, i64, i64) {
-        (meta.ino(), meta.size(), meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), meta.ctime() * 1_000_000_000 + meta.ctime_nsec())
-    }
-}
-
-/// Content hashes of context files kept across builds, so an unchanged rebuild reads no file
-/// (what docker calls the stat cache). Saved in the store, shared by builds of any context.
-#[derive(Debug, Default)]
-pub(crate) struct StatCache {
-    path: Option<PathBuf>,
-    entries: Mutex<HashMap<PathBuf, Stamp>>,
-    dirty: AtomicBool,
-}
-
-impl StatCache {
-    /// Loads the cache saved at `path` (a missing or unreadable one starts empty).
-    pub(crate) fn load(path: PathBuf) -> StatCache {
-        let entries = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        StatCache { path: Some(path), entries: Mutex::new(entries), dirty: AtomicBool::new(false) }
-    }
-
-    /// The sha256 of the file at `path` with metadata `meta`, from the cache when the file is
-    /// unchanged. A file modified within the last second is hashed and not remembered: its
-    /// mtime could still change within the same tick without the stamp noticing.
-    fn file_hash(&self, path: &Path, meta: &Metadata) -> io::Result<String> {
-        let (ino, size, mtime_ns, ctime_ns) = Stamp::of(meta);
-        if let Some(s) = self.entries.lock().unwrap().get(path) {
-            if (s.ino, s.size, s.mtime_ns, s.ctime_ns) == (ino, size, mtime_ns, ctime_ns) {
-                return Ok(s.sha256.clone());
-            }
-        }
-        let mut hasher = forge_layerstore::digest::HashingWriter::new(io::sink());
-        io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-        let sha256 = hasher.finish().1.hex().to_string();
-        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-        if now_ns - mtime_ns.max(ctime_ns) > 1_000_000_000 {
-            self.entries.lock().unwrap().insert(path.to_path_buf(), Stamp { ino, size, mtime_ns, ctime_ns, sha256: sha256.clone() });
-            self.dirty.store(true, Ordering::Relaxed);
-        }
-        Ok(sha256)
-    }
-
-    /// Writes the cache back if it changed (atomically; concurrent builds: last one wins).
-    pub(crate) fn save(&self) -> io::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
-        if !self.dirty.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let bytes = serde_json::to_vec(&*self.entries.lock().unwrap())?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        io::Write::write_all(&mut tmp, &bytes)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    }
-}
-
 /// Feeds what a COPY would write from `matches` into `key`: names, types, modes, link
 /// targets and content (not mtimes, which a checkout changes), plus owners for non-context
 /// trees, where they are copied. Each entry is also noted as an input of kind `kind`, named
@@ -284,8 +218,10 @@ pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatC
             }
             let ft = e.meta.file_type();
             if ft.is_file() {
-                let sum = cache.file_hash(&e.path, &e.meta).map_err(io_err(&e.path))?;
-                record.extend_from_slice(sum.as_bytes());
+                // Only the context's files are remembered: other trees are mounted at a new
+                // place each build, so their paths never come back.
+                let sum = if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { sha256_file(&e.path).map(hex::encode) };
+                record.extend_from_slice(sum.map_err(io_err(&e.path))?.as_bytes());
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&e.path).map_err(io_err(&e.path))?;
                 record.extend_from_slice(target.as_os_str().as_encoded_bytes());
