@@ -50,6 +50,7 @@ mod engine;
 mod error;
 mod explain;
 mod files;
+mod from_memo;
 mod history;
 mod layers;
 mod mount;

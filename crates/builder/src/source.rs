@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use forge_parser::dockerignore::{Dockerignore, Glob};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache_key::{InputKind, KeyBuilder};
@@ -202,13 +203,28 @@ fn sorted_dir(dir: &Path) -> Result<Vec<(String, PathBuf, Metadata)>, SourceErro
     Ok(out)
 }
 
+/// One part of what [`records`] gives a cache key: a match's header, or one entry under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Fed {
+    Match(String),
+    /// The entry's path in the tree and the bytes the key takes for it.
+    Entry(String, Vec<u8>),
+}
+
 /// Feeds what a COPY would write from `matches` into `key`: names, types, modes, link
 /// targets and content (not mtimes, which a checkout changes), plus owners for non-context
 /// trees, where they are copied. Each entry is also noted as an input of kind `kind`, named
 /// by its path in the tree, valued by a digest of what it fed (the key gets the same bytes).
 pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatCache, key: &mut KeyBuilder, kind: InputKind) -> Result<(), SourceError> {
+    feed(&records(tree, matches, cache)?, key, kind);
+    Ok(())
+}
+
+/// What [`hash_matches`] feeds a key, in order, before it is fed.
+pub(crate) fn records(tree: &SourceTree, matches: &[Matched], cache: &StatCache) -> Result<Vec<Fed>, SourceError> {
+    let mut out = Vec::with_capacity(matches.iter().map(|m| 1 + m.entries.len()).sum());
     for m in matches {
-        key.hasher().update(format!("match {}\0", m.rel));
+        out.push(Fed::Match(m.rel.clone()));
         for e in &m.entries {
             let mut record = Vec::new();
             let mode = e.meta.mode();
@@ -229,17 +245,29 @@ pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatC
                 record.extend_from_slice(&e.meta.rdev().to_le_bytes());
             }
             record.push(0);
-            key.hasher().update(&record);
             let name = match (m.rel.as_str(), e.rel.as_str()) {
                 ("", "") => ".".to_string(),
                 (m, "") => m.to_string(),
                 ("", e) => e.to_string(),
                 (m, e) => format!("{m}/{e}"),
             };
-            // 64 bits tell a changed file from an unchanged one well enough for an explanation.
-            let digest = hex::encode(&Sha256::digest(&record)[..8]);
-            key.note(kind, &name, &digest);
+            out.push(Fed::Entry(name, record));
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Feeds `records` into `key`, each entry noted as an input of kind `kind`.
+pub(crate) fn feed(records: &[Fed], key: &mut KeyBuilder, kind: InputKind) {
+    for r in records {
+        match r {
+            Fed::Match(rel) => key.hasher().update(format!("match {rel}\0")),
+            Fed::Entry(name, record) => {
+                key.hasher().update(record);
+                // 64 bits tell a changed file from an unchanged one well enough for an explanation.
+                let digest = hex::encode(&Sha256::digest(record)[..8]);
+                key.note(kind, name, &digest);
+            }
+        }
+    }
 }
