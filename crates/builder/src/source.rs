@@ -159,31 +159,68 @@ impl SourceTree {
         Ok(())
     }
 
+    /// Appends what is under `dir` to `out`, parents first and siblings sorted. The first
+    /// directory with two subdirectories or more has them walked on two threads (a 5,000-file
+    /// context spends most of a no-op rebuild in lstat), their entries joined back in order;
+    /// below it, one thread each.
     fn walk(&self, dir: &Path, prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>) -> Result<(), SourceError> {
-        for (name, path, meta) in sorted_dir(dir)? {
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-            let excluded_here = !exclude.is_empty() && exclude.is_excluded(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?;
-            let ignored = self.excluded(&self.rel_of(&path))?;
-            if excluded_here || ignored {
-                let keep_looking = meta.is_dir()
-                    && !(ignored && self.ignore.can_skip_dir(&self.rel_of(&path)).map_err(|e| SourceError::Pattern(e.to_string()))?)
-                    && !(excluded_here && exclude.can_skip_dir(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?);
-                if keep_looking {
-                    // An exception below may re-include something; its directory comes along.
-                    let mut below = Vec::new();
-                    self.walk(&path, &rel, exclude, &mut below)?;
-                    if !below.is_empty() {
-                        out.push(Entry { rel: rel.clone(), path: path.clone(), meta });
-                        out.extend(below);
-                    }
+        self.walk_in(dir, prefix, exclude, out, std::thread::available_parallelism().map_or(1, |n| n.get()) > 1)
+    }
+
+    fn walk_in(&self, dir: &Path, prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>, may_split: bool) -> Result<(), SourceError> {
+        let children = sorted_dir(dir)?;
+        let subdirs = children.iter().filter(|c| c.2.is_dir()).count();
+        if subdirs < 2 || !may_split {
+            for child in children {
+                self.walk_child(child, prefix, exclude, out, may_split)?;
+            }
+            return Ok(());
+        }
+        // Split where half of the subdirectories are on each side.
+        let mut seen = 0;
+        let split = children.iter().position(|c| {
+            seen += usize::from(c.2.is_dir());
+            seen > subdirs / 2
+        });
+        let mut children = children;
+        let second = children.split_off(split.unwrap_or(children.len()));
+        let mut tail = Vec::new();
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| second.into_iter().try_for_each(|c| self.walk_child(c, prefix, exclude, &mut tail, false)));
+            let mine = children.into_iter().try_for_each(|c| self.walk_child(c, prefix, exclude, out, false));
+            let theirs = other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            mine.and(theirs)
+        })?;
+        out.append(&mut tail);
+        Ok(())
+    }
+
+    /// One entry of a directory being walked, and what is under it.
+    fn walk_child(&self, (name, path, meta): (String, PathBuf, Metadata), prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>, may_split: bool) -> Result<(), SourceError> {
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let excluded_here = !exclude.is_empty() && exclude.is_excluded(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?;
+        let ignored = !self.ignore.is_empty() && self.excluded(&self.rel_of(&path))?;
+        if excluded_here || ignored {
+            let keep_looking = meta.is_dir()
+                && !(ignored && self.ignore.can_skip_dir(&self.rel_of(&path)).map_err(|e| SourceError::Pattern(e.to_string()))?)
+                && !(excluded_here && exclude.can_skip_dir(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?);
+            if keep_looking {
+                // An exception below may re-include something; its directory comes along.
+                let mut below = Vec::new();
+                self.walk_in(&path, &rel, exclude, &mut below, may_split)?;
+                if !below.is_empty() {
+                    out.push(Entry { rel: rel.clone(), path, meta });
+                    out.extend(below);
                 }
-                continue;
             }
-            let is_dir = meta.is_dir();
+            return Ok(());
+        }
+        let is_dir = meta.is_dir();
+        if is_dir {
             out.push(Entry { rel: rel.clone(), path: path.clone(), meta });
-            if is_dir {
-                self.walk(&path, &rel, exclude, out)?;
-            }
+            self.walk_in(&path, &rel, exclude, out, may_split)?;
+        } else {
+            out.push(Entry { rel, path, meta });
         }
         Ok(())
     }
@@ -216,15 +253,22 @@ pub(crate) enum Fed {
 /// trees, where they are copied. Each entry is also noted as an input of kind `kind`, named
 /// by its path in the tree, valued by a digest of what it fed (the key gets the same bytes).
 pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatCache, key: &mut KeyBuilder, kind: InputKind) -> Result<(), SourceError> {
-    feed(&records(tree, matches, cache)?, key, kind);
-    Ok(())
+    // Fed as they are made: nothing the size of the tree is kept.
+    each_record(tree, matches, cache, |r| feed_one(&r, key, kind))
 }
 
 /// What [`hash_matches`] feeds a key, in order, before it is fed.
 pub(crate) fn records(tree: &SourceTree, matches: &[Matched], cache: &StatCache) -> Result<Vec<Fed>, SourceError> {
     let mut out = Vec::with_capacity(matches.iter().map(|m| 1 + m.entries.len()).sum());
-    for m in matches {
-        out.push(Fed::Match(m.rel.clone()));
+    each_record(tree, matches, cache, |r| out.push(r))?;
+    Ok(out)
+}
+
+/// Gives `f` each record [`hash_matches`] feeds, in order. Downloads are left out: they enter
+/// the key by their digest.
+fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f: impl FnMut(Fed)) -> Result<(), SourceError> {
+    for m in matches.iter().filter(|m| !m.remote) {
+        f(Fed::Match(m.rel.clone()));
         for e in &m.entries {
             let mut record = Vec::new();
             let mode = e.meta.mode();
@@ -251,23 +295,60 @@ pub(crate) fn records(tree: &SourceTree, matches: &[Matched], cache: &StatCache)
                 ("", e) => e.to_string(),
                 (m, e) => format!("{m}/{e}"),
             };
-            out.push(Fed::Entry(name, record));
+            f(Fed::Entry(name, record));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Feeds `records` into `key`, each entry noted as an input of kind `kind`.
 pub(crate) fn feed(records: &[Fed], key: &mut KeyBuilder, kind: InputKind) {
     for r in records {
-        match r {
-            Fed::Match(rel) => key.hasher().update(format!("match {rel}\0")),
-            Fed::Entry(name, record) => {
-                key.hasher().update(record);
-                // 64 bits tell a changed file from an unchanged one well enough for an explanation.
-                let digest = hex::encode(&Sha256::digest(record)[..8]);
-                key.note(kind, name, &digest);
-            }
+        feed_one(r, key, kind);
+    }
+}
+
+fn feed_one(r: &Fed, key: &mut KeyBuilder, kind: InputKind) {
+    match r {
+        Fed::Match(rel) => key.hasher().update(format!("match {rel}\0")),
+        Fed::Entry(name, record) => {
+            key.hasher().update(record);
+            // 64 bits tell a changed file from an unchanged one well enough for an explanation.
+            let digest = hex::encode(&Sha256::digest(record)[..8]);
+            key.note(kind, name, &digest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rels(tree: &SourceTree, exclude: &Dockerignore, may_split: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        tree.walk_in(tree.dir(), "", exclude, &mut out, may_split).unwrap();
+        out.into_iter().map(|e| e.rel).collect()
+    }
+
+    #[test]
+    fn the_walk_on_two_threads_gives_the_order_of_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b/x", "b/y/z", "c", "d/e", "f"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for f in ["0", "a/1", "b/2", "b/x/3", "b/y/z/4", "c/5", "d/e/6", "f/7", "g"] {
+            std::fs::write(dir.path().join(f), f).unwrap();
+        }
+        let ignore = Dockerignore::parse("b/y\n!b/y/z/4\nc\n").unwrap();
+        let tree = SourceTree::open(dir.path(), ignore, true).unwrap();
+        for exclude in [Dockerignore::default(), Dockerignore::new(["d", "*/3"]).unwrap()] {
+            let one = rels(&tree, &exclude, false);
+            assert_eq!(rels(&tree, &exclude, true), one);
+            // Parents first, siblings sorted, the ignored directory back for its re-included file.
+            let mut sorted = one.clone();
+            sorted.sort();
+            assert_eq!(one, sorted);
+            assert!(one.contains(&"b/y/z/4".to_string()) && !one.contains(&"c/5".to_string()), "{one:?}");
         }
     }
 }

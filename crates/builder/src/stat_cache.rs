@@ -72,7 +72,9 @@ impl StatCache {
 
     /// The sha256 (hex) of the context file at `path` with metadata `meta`: remembered, or read.
     pub(crate) fn file_hash(&self, path: &Path, meta: &Metadata) -> io::Result<String> {
-        let rel = path.strip_prefix(&self.context).unwrap_or(path).as_os_str().as_encoded_bytes();
+        // Paths under the context are made by joining onto it: its bytes are their prefix.
+        let full = path.as_os_str().as_encoded_bytes();
+        let rel = full.strip_prefix(self.context.as_os_str().as_encoded_bytes()).map_or(full, |r| r.strip_prefix(b"/").unwrap_or(r));
         if let Some(s) = self.entries().lock().unwrap().get(rel) {
             if s.matches(meta) {
                 return Ok(hex::encode(s.sha256));

@@ -13,7 +13,7 @@ use crate::layers;
 use crate::one_pass;
 use crate::mount::OverlayMount;
 use crate::from_memo::FromMemo;
-use crate::source::{feed, records, Fed, Matched, SourceTree};
+use crate::source::{feed, hash_matches, records, Matched, SourceError, SourceTree};
 use crate::step::{Made, StepCtx};
 use crate::users::resolve_owner;
 use crate::error::StepErrorKind;
@@ -64,24 +64,27 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
         Some(_) => None,
         None => Some(locate(step, &x, from.as_ref())?),
     };
-    let records = match (remembered, &located) {
-        (Some(records), _) => records,
-        (None, Some((origin, found))) => {
-            let local: Vec<Matched> = found.matches.iter().filter(|m| !m.remote).cloned().collect();
-            let tree = origin.tree.as_ref().unwrap_or(&step.build.context);
-            let records = records(tree, &local, &step.build.stat_cache).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
-            if let Some(memo) = &memo {
-                // Not remembered only costs reading the tree again next time.
-                let _ = memo.write(&records);
-            }
-            records
-        }
-        (None, None) => unreachable!("located when not remembered"),
-    };
     let origin_key = from.as_ref().map_or("context", |(_, k)| k.as_str());
     let remote_digests = located.as_ref().map_or(&[][..], |(_, f)| &f.remote_digests[..]);
     let kind = if from.is_none() { InputKind::ContextFile } else { InputKind::FromFile };
-    let (key, inputs) = cache_key(step, c, &x, origin_key, remote_digests, &records, kind);
+    let fail = |e: SourceError| step.at.fail(e.kind(), e.to_string());
+    let (key, inputs) = cache_key(step, c, &x, origin_key, remote_digests, |key| match (remembered, &located) {
+        (Some(records), _) => {
+            feed(&records, key, kind);
+            Ok(())
+        }
+        (None, Some((origin, found))) => match (&origin.tree, &memo) {
+            (Some(tree), Some(memo)) => {
+                let records = records(tree, &found.matches, &step.build.stat_cache).map_err(fail)?;
+                // Not remembered only costs reading the tree again next time.
+                let _ = memo.write(&records);
+                feed(&records, key, kind);
+                Ok(())
+            }
+            (tree, _) => hash_matches(tree.as_ref().unwrap_or(&step.build.context), &found.matches, &step.build.stat_cache, key, kind).map_err(fail),
+        },
+        (None, None) => unreachable!("located when not remembered"),
+    })?;
     let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
     let layer = step.layer(&key, inputs, |snap| {
         // The origin's mounts stay until the files are copied.
@@ -201,7 +204,7 @@ fn find(step: &StepCtx<'_>, x: &Expanded, tree: &SourceTree) -> Result<Found, Er
     Ok(found)
 }
 
-fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin_key: &str, remote_digests: &[String], records: &[Fed], kind: InputKind) -> StepKey {
+fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin_key: &str, remote_digests: &[String], sources: impl FnOnce(&mut KeyBuilder) -> Result<(), Error>) -> Result<StepKey, Error> {
     let mut key = KeyBuilder::new(step.parent_key, x.verb);
     key.part(&x.dest).part(x.chown.as_deref().unwrap_or("")).part(&format!("{:?}", x.chmod)).part(origin_key);
     key.part(&format!("parents={} add={}", c.parents, c.add));
@@ -219,8 +222,8 @@ fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin_key: &str, remot
         key.note(InputKind::Instruction, url, digest);
     }
     key.note(InputKind::Instruction, "sources", &x.sources.join(" "));
-    feed(records, &mut key, kind);
-    key.finish_with_inputs()
+    sources(&mut key)?;
+    Ok(key.finish_with_inputs())
 }
 
 /// BuildKit's wording: the flags that change the files, then the expanded sources.
