@@ -164,7 +164,10 @@ impl SourceTree {
     /// context spends most of a no-op rebuild in lstat), their entries joined back in order;
     /// below it, one thread each.
     fn walk(&self, dir: &Path, prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>) -> Result<(), SourceError> {
-        self.walk_in(dir, prefix, exclude, out, std::thread::available_parallelism().map_or(1, |n| n.get()) > 1)
+        // Asked once: std reads the cgroup's CPU quota files each time.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        self.walk_in(dir, prefix, exclude, out, cores > 1)
     }
 
     fn walk_in(&self, dir: &Path, prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>, may_split: bool) -> Result<(), SourceError> {

@@ -148,8 +148,9 @@ fn encode(entries: &HashMap<Vec<u8>, Stamp>) -> Vec<u8> {
 
 /// The entries of a cache file; a file of another version or cut short gives none.
 fn decode(bytes: &[u8]) -> HashMap<Vec<u8>, Stamp> {
-    let mut entries = HashMap::new();
-    let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()) else { return entries };
+    let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()) else { return HashMap::new() };
+    // Paths are short: room for about as many entries as there are, without growing.
+    let mut entries = HashMap::with_capacity(rest.len() / (FIXED + 4 + 24));
     while !rest.is_empty() {
         let Some((len, after)) = rest.split_first_chunk::<4>() else { return HashMap::new() };
         let len = u32::from_le_bytes(*len) as usize;
