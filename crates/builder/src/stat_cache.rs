@@ -133,7 +133,7 @@ pub(crate) fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
 const FIXED: usize = 4 * 8 + 32;
 
 fn encode(entries: &HashMap<Vec<u8>, Stamp>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAGIC.len() + entries.iter().map(|(p, _)| 4 + p.len() + FIXED).sum::<usize>());
+    let mut out = Vec::with_capacity(MAGIC.len() + entries.keys().map(|p| 4 + p.len() + FIXED).sum::<usize>());
     out.extend_from_slice(MAGIC);
     for (path, s) in entries {
         out.extend_from_slice(&(path.len() as u32).to_le_bytes());
