@@ -5,6 +5,7 @@
 #
 # usage: bench/scripts/build-vs.sh       (as root)
 #   env: RUNS=4  WORKLOADS="w1-small-files ..."  SCENARIOS="cold noop change push"  EXTRA=""
+#        (SCENARIOS="noop change" alone: an untimed cold build first)
 #        FORGE=path/to/forge (default: target/release/forge, built here)
 #        FORGE_FLAGS="--compression gzip" (extra `forge build` flags, e.g. to time eager compression)
 #        TRASH_AGE=40 (seconds to wait after deleting a workload's old stores, see prepare)
@@ -131,6 +132,12 @@ push() { # TOOL WORKLOAD
 
 declare -A times rss
 for w in $WORKLOADS; do
+  # noop and change time a rebuild: without cold among the scenarios, an untimed cold build
+  # of each tool comes first.
+  if [[ " $SCENARIOS " != *" cold "* ]]; then
+    for t in $tools; do prepare $t $w cold; build $t $w cold; done
+    rm -f $work/rss
+  fi
   for i in $(seq $RUNS); do
     # Alternate the order: odd runs forge first, even runs forge last.
     order=$tools; [ $((i % 2)) = 0 ] && order=$(echo $tools | tr ' ' '\n' | tac | tr '\n' ' ')

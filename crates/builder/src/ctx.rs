@@ -9,7 +9,8 @@ use forge_layerstore::{Image, Store};
 
 use crate::error::{At, StepErrorKind};
 use crate::progress::Progress;
-use crate::source::{SourceTree, StatCache};
+use crate::source::SourceTree;
+use crate::stat_cache::StatCache;
 use crate::{BaseImages, BuildOptions, Error};
 
 pub(crate) struct BuildCtx<'a> {

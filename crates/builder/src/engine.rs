@@ -9,7 +9,8 @@ use forge_parser::dockerignore::Dockerignore;
 use crate::build_file::{self, BuildFileError};
 use crate::ctx::BuildCtx;
 use crate::progress::{Event, Progress};
-use crate::source::{SourceTree, StatCache};
+use crate::source::SourceTree;
+use crate::stat_cache::StatCache;
 use crate::{scheduler, stage};
 use crate::{BaseImages, BuildOptions, Built, Error};
 
@@ -40,6 +41,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     let context = SourceTree::open(&opts.context, ignore, true)
         .map_err(|e| Error::Context { path: opts.context.clone(), message: e.to_string() })?;
     let forge_dir = store.root().join("forge");
+    let stat_cache = StatCache::for_context(&forge_dir.join("statcache"), context.dir());
     let cache = Cache::open(store.root())?;
     let mut lazy = crate::cache_import::Lazy::default();
     for from in &opts.cache_from {
@@ -55,7 +57,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         lines: text.lines().map(str::to_string).collect(),
         global_args: graph.global_args.clone(),
         context,
-        stat_cache: StatCache::load(forge_dir.join("statcache.json")),
+        stat_cache,
         cache,
         lazy,
         used: Default::default(),

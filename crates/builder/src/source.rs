@@ -2,13 +2,10 @@
 //! or image's tree. Sources are matched (wildcards included), walked and content-hashed for the
 //! cache key here; `copy.rs` writes them.
 
-use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use forge_parser::dockerignore::{Dockerignore, Glob};
 use serde::{Deserialize, Serialize};
@@ -17,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use crate::cache_key::{InputKind, KeyBuilder};
 use crate::error::StepErrorKind;
 use crate::rootfs::Root;
+use crate::stat_cache::{sha256_file, StatCache};
 
 /// A tree sources are read from.
 #[derive(Debug)]
@@ -93,6 +91,11 @@ impl SourceTree {
         Ok(SourceTree { root: Root::open(&real).map_err(io_err(&real))?, dir: real, ignore, is_context })
     }
 
+    /// The tree's real path.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn rel_of(&self, path: &Path) -> String {
         path.strip_prefix(&self.dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
     }
@@ -156,31 +159,71 @@ impl SourceTree {
         Ok(())
     }
 
+    /// Appends what is under `dir` to `out`, parents first and siblings sorted. The first
+    /// directory with two subdirectories or more has them walked on two threads (a 5,000-file
+    /// context spends most of a no-op rebuild in lstat), their entries joined back in order;
+    /// below it, one thread each.
     fn walk(&self, dir: &Path, prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>) -> Result<(), SourceError> {
-        for (name, path, meta) in sorted_dir(dir)? {
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-            let excluded_here = !exclude.is_empty() && exclude.is_excluded(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?;
-            let ignored = self.excluded(&self.rel_of(&path))?;
-            if excluded_here || ignored {
-                let keep_looking = meta.is_dir()
-                    && !(ignored && self.ignore.can_skip_dir(&self.rel_of(&path)).map_err(|e| SourceError::Pattern(e.to_string()))?)
-                    && !(excluded_here && exclude.can_skip_dir(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?);
-                if keep_looking {
-                    // An exception below may re-include something; its directory comes along.
-                    let mut below = Vec::new();
-                    self.walk(&path, &rel, exclude, &mut below)?;
-                    if !below.is_empty() {
-                        out.push(Entry { rel: rel.clone(), path: path.clone(), meta });
-                        out.extend(below);
-                    }
+        // Asked once: std reads the cgroup's CPU quota files each time.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        self.walk_in(dir, prefix, exclude, out, cores > 1)
+    }
+
+    fn walk_in(&self, dir: &Path, prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>, may_split: bool) -> Result<(), SourceError> {
+        let children = sorted_dir(dir)?;
+        let subdirs = children.iter().filter(|c| c.2.is_dir()).count();
+        if subdirs < 2 || !may_split {
+            for child in children {
+                self.walk_child(child, prefix, exclude, out, may_split)?;
+            }
+            return Ok(());
+        }
+        // Split where half of the subdirectories are on each side.
+        let mut seen = 0;
+        let split = children.iter().position(|c| {
+            seen += usize::from(c.2.is_dir());
+            seen > subdirs / 2
+        });
+        let mut children = children;
+        let second = children.split_off(split.unwrap_or(children.len()));
+        let mut tail = Vec::new();
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| second.into_iter().try_for_each(|c| self.walk_child(c, prefix, exclude, &mut tail, false)));
+            let mine = children.into_iter().try_for_each(|c| self.walk_child(c, prefix, exclude, out, false));
+            let theirs = other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            mine.and(theirs)
+        })?;
+        out.append(&mut tail);
+        Ok(())
+    }
+
+    /// One entry of a directory being walked, and what is under it.
+    fn walk_child(&self, (name, path, meta): (String, PathBuf, Metadata), prefix: &str, exclude: &Dockerignore, out: &mut Vec<Entry>, may_split: bool) -> Result<(), SourceError> {
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let excluded_here = !exclude.is_empty() && exclude.is_excluded(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?;
+        let ignored = !self.ignore.is_empty() && self.excluded(&self.rel_of(&path))?;
+        if excluded_here || ignored {
+            let keep_looking = meta.is_dir()
+                && !(ignored && self.ignore.can_skip_dir(&self.rel_of(&path)).map_err(|e| SourceError::Pattern(e.to_string()))?)
+                && !(excluded_here && exclude.can_skip_dir(&rel).map_err(|e| SourceError::Pattern(e.to_string()))?);
+            if keep_looking {
+                // An exception below may re-include something; its directory comes along.
+                let mut below = Vec::new();
+                self.walk_in(&path, &rel, exclude, &mut below, may_split)?;
+                if !below.is_empty() {
+                    out.push(Entry { rel: rel.clone(), path, meta });
+                    out.extend(below);
                 }
-                continue;
             }
-            let is_dir = meta.is_dir();
+            return Ok(());
+        }
+        let is_dir = meta.is_dir();
+        if is_dir {
             out.push(Entry { rel: rel.clone(), path: path.clone(), meta });
-            if is_dir {
-                self.walk(&path, &rel, exclude, out)?;
-            }
+            self.walk_in(&path, &rel, exclude, out, may_split)?;
+        } else {
+            out.push(Entry { rel, path, meta });
         }
         Ok(())
     }
@@ -200,72 +243,12 @@ fn sorted_dir(dir: &Path) -> Result<Vec<(String, PathBuf, Metadata)>, SourceErro
     Ok(out)
 }
 
-/// A remembered file hash, valid while the file's identity and change times are unchanged.
+/// One part of what [`records`] gives a cache key: a match's header, or one entry under it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Stamp {
-    ino: u64,
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    sha256: String,
-}
-
-impl Stamp {
-    fn of(meta: &Metadata) -> (u64, u64, i64, i64) {
-        (meta.ino(), meta.size(), meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), meta.ctime() * 1_000_000_000 + meta.ctime_nsec())
-    }
-}
-
-/// Content hashes of context files kept across builds, so an unchanged rebuild reads no file
-/// (what docker calls the stat cache). Saved in the store, shared by builds of any context.
-#[derive(Debug, Default)]
-pub(crate) struct StatCache {
-    path: Option<PathBuf>,
-    entries: Mutex<HashMap<PathBuf, Stamp>>,
-    dirty: AtomicBool,
-}
-
-impl StatCache {
-    /// Loads the cache saved at `path` (a missing or unreadable one starts empty).
-    pub(crate) fn load(path: PathBuf) -> StatCache {
-        let entries = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        StatCache { path: Some(path), entries: Mutex::new(entries), dirty: AtomicBool::new(false) }
-    }
-
-    /// The sha256 of the file at `path` with metadata `meta`, from the cache when the file is
-    /// unchanged. A file modified within the last second is hashed and not remembered: its
-    /// mtime could still change within the same tick without the stamp noticing.
-    fn file_hash(&self, path: &Path, meta: &Metadata) -> io::Result<String> {
-        let (ino, size, mtime_ns, ctime_ns) = Stamp::of(meta);
-        if let Some(s) = self.entries.lock().unwrap().get(path) {
-            if (s.ino, s.size, s.mtime_ns, s.ctime_ns) == (ino, size, mtime_ns, ctime_ns) {
-                return Ok(s.sha256.clone());
-            }
-        }
-        let mut hasher = forge_layerstore::digest::HashingWriter::new(io::sink());
-        io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-        let sha256 = hasher.finish().1.hex().to_string();
-        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-        if now_ns - mtime_ns.max(ctime_ns) > 1_000_000_000 {
-            self.entries.lock().unwrap().insert(path.to_path_buf(), Stamp { ino, size, mtime_ns, ctime_ns, sha256: sha256.clone() });
-            self.dirty.store(true, Ordering::Relaxed);
-        }
-        Ok(sha256)
-    }
-
-    /// Writes the cache back if it changed (atomically; concurrent builds: last one wins).
-    pub(crate) fn save(&self) -> io::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
-        if !self.dirty.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let bytes = serde_json::to_vec(&*self.entries.lock().unwrap())?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        io::Write::write_all(&mut tmp, &bytes)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    }
+pub(crate) enum Fed {
+    Match(String),
+    /// The entry's path in the tree and the bytes the key takes for it.
+    Entry(String, Vec<u8>),
 }
 
 /// Feeds what a COPY would write from `matches` into `key`: names, types, modes, link
@@ -273,8 +256,22 @@ impl StatCache {
 /// trees, where they are copied. Each entry is also noted as an input of kind `kind`, named
 /// by its path in the tree, valued by a digest of what it fed (the key gets the same bytes).
 pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatCache, key: &mut KeyBuilder, kind: InputKind) -> Result<(), SourceError> {
-    for m in matches {
-        key.hasher().update(format!("match {}\0", m.rel));
+    // Fed as they are made: nothing the size of the tree is kept.
+    each_record(tree, matches, cache, |r| feed_one(&r, key, kind))
+}
+
+/// What [`hash_matches`] feeds a key, in order, before it is fed.
+pub(crate) fn records(tree: &SourceTree, matches: &[Matched], cache: &StatCache) -> Result<Vec<Fed>, SourceError> {
+    let mut out = Vec::with_capacity(matches.iter().map(|m| 1 + m.entries.len()).sum());
+    each_record(tree, matches, cache, |r| out.push(r))?;
+    Ok(out)
+}
+
+/// Gives `f` each record [`hash_matches`] feeds, in order. Downloads are left out: they enter
+/// the key by their digest.
+fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f: impl FnMut(Fed)) -> Result<(), SourceError> {
+    for m in matches.iter().filter(|m| !m.remote) {
+        f(Fed::Match(m.rel.clone()));
         for e in &m.entries {
             let mut record = Vec::new();
             let mode = e.meta.mode();
@@ -284,8 +281,10 @@ pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatC
             }
             let ft = e.meta.file_type();
             if ft.is_file() {
-                let sum = cache.file_hash(&e.path, &e.meta).map_err(io_err(&e.path))?;
-                record.extend_from_slice(sum.as_bytes());
+                // Only the context's files are remembered: other trees are mounted at a new
+                // place each build, so their paths never come back.
+                let sum = if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { sha256_file(&e.path).map(hex::encode) };
+                record.extend_from_slice(sum.map_err(io_err(&e.path))?.as_bytes());
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&e.path).map_err(io_err(&e.path))?;
                 record.extend_from_slice(target.as_os_str().as_encoded_bytes());
@@ -293,17 +292,66 @@ pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatC
                 record.extend_from_slice(&e.meta.rdev().to_le_bytes());
             }
             record.push(0);
-            key.hasher().update(&record);
             let name = match (m.rel.as_str(), e.rel.as_str()) {
                 ("", "") => ".".to_string(),
                 (m, "") => m.to_string(),
                 ("", e) => e.to_string(),
                 (m, e) => format!("{m}/{e}"),
             };
-            // 64 bits tell a changed file from an unchanged one well enough for an explanation.
-            let digest = hex::encode(&Sha256::digest(&record)[..8]);
-            key.note(kind, &name, &digest);
+            f(Fed::Entry(name, record));
         }
     }
     Ok(())
+}
+
+/// Feeds `records` into `key`, each entry noted as an input of kind `kind`.
+pub(crate) fn feed(records: &[Fed], key: &mut KeyBuilder, kind: InputKind) {
+    for r in records {
+        feed_one(r, key, kind);
+    }
+}
+
+fn feed_one(r: &Fed, key: &mut KeyBuilder, kind: InputKind) {
+    match r {
+        Fed::Match(rel) => key.hasher().update(format!("match {rel}\0")),
+        Fed::Entry(name, record) => {
+            key.hasher().update(record);
+            // 64 bits tell a changed file from an unchanged one well enough for an explanation.
+            let digest = hex::encode(&Sha256::digest(record)[..8]);
+            key.note(kind, name, &digest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rels(tree: &SourceTree, exclude: &Dockerignore, may_split: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        tree.walk_in(tree.dir(), "", exclude, &mut out, may_split).unwrap();
+        out.into_iter().map(|e| e.rel).collect()
+    }
+
+    #[test]
+    fn the_walk_on_two_threads_gives_the_order_of_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b/x", "b/y/z", "c", "d/e", "f"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for f in ["0", "a/1", "b/2", "b/x/3", "b/y/z/4", "c/5", "d/e/6", "f/7", "g"] {
+            std::fs::write(dir.path().join(f), f).unwrap();
+        }
+        let ignore = Dockerignore::parse("b/y\n!b/y/z/4\nc\n").unwrap();
+        let tree = SourceTree::open(dir.path(), ignore, true).unwrap();
+        for exclude in [Dockerignore::default(), Dockerignore::new(["d", "*/3"]).unwrap()] {
+            let one = rels(&tree, &exclude, false);
+            assert_eq!(rels(&tree, &exclude, true), one);
+            // Parents first, siblings sorted, the ignored directory back for its re-included file.
+            let mut sorted = one.clone();
+            sorted.sort();
+            assert_eq!(one, sorted);
+            assert!(one.contains(&"b/y/z/4".to_string()) && !one.contains(&"c/5".to_string()), "{one:?}");
+        }
+    }
 }

@@ -5,13 +5,15 @@
 use forge_parser::dag::Source;
 use forge_parser::dockerignore::Dockerignore;
 use forge_parser::Copy;
+use forge_layerstore::Layer;
 
 use crate::cache_key::{InputKind, KeyBuilder, StepKey};
 use crate::files::{copy_into, CopyOptions, InlineFile};
 use crate::layers;
 use crate::one_pass;
 use crate::mount::OverlayMount;
-use crate::source::{hash_matches, Matched, SourceTree};
+use crate::from_memo::FromMemo;
+use crate::source::{feed, hash_matches, records, Matched, SourceError, SourceTree};
 use crate::step::{Made, StepCtx};
 use crate::users::resolve_owner;
 use crate::error::StepErrorKind;
@@ -28,6 +30,8 @@ struct Expanded {
     chmod_text: Option<String>,
     chmod: Option<u32>,
     exclude: Dockerignore,
+    /// The `--exclude` patterns as expanded (the memo of a `--from` tree is kept under them).
+    exclude_patterns: Vec<String>,
     /// Each source is one word after expansion (a value with spaces names one file), as in BuildKit.
     sources: Vec<String>,
     checksum: Option<String>,
@@ -38,8 +42,6 @@ struct Expanded {
 struct Origin {
     /// `None`: the build context.
     tree: Option<SourceTree>,
-    /// What the cache key says about the origin (a stage's key or an image's digest).
-    key: String,
     _holders: Vec<OverlayMount>,
 }
 
@@ -54,12 +56,42 @@ struct Found {
 /// Runs one COPY or ADD.
 pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Made, Error> {
     let x = expand(step, c)?;
-    let origin = origin(step, c, sources)?;
-    let tree = origin.tree.as_ref().unwrap_or(&step.build.context);
-    let found = find(step, &x, tree)?;
-    let (key, inputs) = cache_key(step, c, &x, &origin, &found, tree)?;
+    let from = from_layers(step, c, sources)?;
+    // A `--from` tree keyed before is keyed from its memo; it is mounted only on a miss.
+    let memo = from.as_ref().filter(|_| !x.sources.iter().any(|s| crate::remote::is_url(s))).map(|(layers, _)| FromMemo::new(step.build.store, layers, &x.sources, &x.exclude_patterns));
+    let remembered = memo.as_ref().and_then(FromMemo::read);
+    let mut located = match remembered {
+        Some(_) => None,
+        None => Some(locate(step, &x, from.as_ref())?),
+    };
+    let origin_key = from.as_ref().map_or("context", |(_, k)| k.as_str());
+    let remote_digests = located.as_ref().map_or(&[][..], |(_, f)| &f.remote_digests[..]);
+    let kind = if from.is_none() { InputKind::ContextFile } else { InputKind::FromFile };
+    let fail = |e: SourceError| step.at.fail(e.kind(), e.to_string());
+    let (key, inputs) = cache_key(step, c, &x, origin_key, remote_digests, |key| match (remembered, &located) {
+        (Some(records), _) => {
+            feed(&records, key, kind);
+            Ok(())
+        }
+        (None, Some((origin, found))) => match (&origin.tree, &memo) {
+            (Some(tree), Some(memo)) => {
+                let records = records(tree, &found.matches, &step.build.stat_cache).map_err(fail)?;
+                // Not remembered only costs reading the tree again next time.
+                let _ = memo.write(&records);
+                feed(&records, key, kind);
+                Ok(())
+            }
+            (tree, _) => hash_matches(tree.as_ref().unwrap_or(&step.build.context), &found.matches, &step.build.stat_cache, key, kind).map_err(fail),
+        },
+        (None, None) => unreachable!("located when not remembered"),
+    })?;
     let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
     let layer = step.layer(&key, inputs, |snap| {
+        // The origin's mounts stay until the files are copied.
+        let (_origin, found) = match located.take() {
+            Some(l) => l,
+            None => locate(step, &x, from.as_ref())?,
+        };
         let (mount, root) = snap.mount(step.build.store, step.at)?;
         let owner = x.chown.as_deref().map(|spec| resolve_owner(&root, spec)).transpose().map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))?;
         let opts = CopyOptions { owner, ..opts };
@@ -73,6 +105,16 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
         Ok(None)
     })?;
     Ok(Made { key, layer, created_by: created_by(c, &x) })
+}
+
+/// The origin mounted (for `--from`) and the sources found in it.
+fn locate(step: &StepCtx<'_>, x: &Expanded, from: Option<&(Vec<Layer>, String)>) -> Result<(Origin, Found), Error> {
+    let origin = match from {
+        None => Origin { tree: None, _holders: Vec::new() },
+        Some((layers, _)) => mount_origin(step, layers)?,
+    };
+    let found = find(step, x, origin.tree.as_ref().unwrap_or(&step.build.context))?;
+    Ok((origin, found))
 }
 
 fn expand(step: &StepCtx<'_>, c: &Copy) -> Result<Expanded, Error> {
@@ -92,7 +134,8 @@ fn expand(step: &StepCtx<'_>, c: &Copy) -> Result<Expanded, Error> {
         Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| step.at.fail(StepErrorKind::InvalidInstruction, format!("invalid --chmod {m:?}: must be octal")))?),
         None => None,
     };
-    let exclude = Dockerignore::new(step.expand_all(&c.exclude)?).map_err(|e| step.at.fail(StepErrorKind::InvalidInstruction, e.to_string()))?;
+    let exclude_patterns = step.expand_all(&c.exclude)?;
+    let exclude = Dockerignore::new(exclude_patterns.clone()).map_err(|e| step.at.fail(StepErrorKind::InvalidInstruction, e.to_string()))?;
     let sources = c.sources.iter().map(|s| step.expand(s)).collect::<Result<Vec<_>, _>>()?;
     if sources.iter().any(|s| s.starts_with("git@") || s.ends_with(".git")) {
         return Err(fail("ADD from a git repository is not supported; clone it into the context"));
@@ -110,13 +153,14 @@ fn expand(step: &StepCtx<'_>, c: &Copy) -> Result<Expanded, Error> {
         })
         .collect::<Result<_, Error>>()?;
     let verb = if c.add { "ADD" } else { "COPY" };
-    Ok(Expanded { verb, dest, shown_dest, chown, chmod_text, chmod, exclude, sources, checksum, inline })
+    Ok(Expanded { verb, dest, shown_dest, chown, chmod_text, chmod, exclude, exclude_patterns, sources, checksum, inline })
 }
 
-/// The context, or a stage's or image's tree mounted read-only for `--from`.
-fn origin(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Origin, Error> {
-    let Some(from) = &c.from else { return Ok(Origin { tree: None, key: "context".into(), _holders: Vec::new() }) };
-    let (layers, key) = match sources.first() {
+/// For `--from`, the layers of the stage or image read, and what the cache key says about it
+/// (the stage's key or the image's manifest digest); `None` for the build context.
+fn from_layers(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Option<(Vec<Layer>, String)>, Error> {
+    let Some(from) = &c.from else { return Ok(None) };
+    Ok(Some(match sources.first() {
         Some(Source::Stage(j)) => {
             let r = step.finished.get(*j);
             (r.layers.clone(), r.key.to_string())
@@ -129,11 +173,15 @@ fn origin(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<Origin, Er
             let image = step.build.base_image(step.at, &reference)?;
             (image.layers().map_err(|e| step.at.fail(StepErrorKind::Store, e.to_string()))?, image.descriptor.digest().to_string())
         }
-    };
+    }))
+}
+
+/// A stage's or image's tree mounted read-only.
+fn mount_origin(step: &StepCtx<'_>, layers: &[Layer]) -> Result<Origin, Error> {
     let mut holders = Vec::new();
-    let dir = layers::view(step.build, step.at, &layers, &mut holders)?;
+    let dir = layers::view(step.build, step.at, layers, &mut holders)?;
     let tree = SourceTree::open(&dir, Dockerignore::default(), false).map_err(|e| step.at.fail(StepErrorKind::Io, e.to_string()))?;
-    Ok(Origin { tree: Some(tree), key, _holders: holders })
+    Ok(Origin { tree: Some(tree), _holders: holders })
 }
 
 /// The matches of every source; URLs are downloaded (into a directory made only then: a
@@ -156,27 +204,25 @@ fn find(step: &StepCtx<'_>, x: &Expanded, tree: &SourceTree) -> Result<Found, Er
     Ok(found)
 }
 
-fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin: &Origin, found: &Found, tree: &SourceTree) -> Result<StepKey, Error> {
+fn cache_key(step: &StepCtx<'_>, c: &Copy, x: &Expanded, origin_key: &str, remote_digests: &[String], sources: impl FnOnce(&mut KeyBuilder) -> Result<(), Error>) -> Result<StepKey, Error> {
     let mut key = KeyBuilder::new(step.parent_key, x.verb);
-    key.part(&x.dest).part(x.chown.as_deref().unwrap_or("")).part(&format!("{:?}", x.chmod)).part(&origin.key);
+    key.part(&x.dest).part(x.chown.as_deref().unwrap_or("")).part(&format!("{:?}", x.chmod)).part(origin_key);
     key.part(&format!("parents={} add={}", c.parents, c.add));
     key.note(InputKind::Instruction, "destination", &x.dest)
         .note(InputKind::Instruction, "--chown", x.chown.as_deref().unwrap_or(""))
         .note(InputKind::Instruction, "--chmod", x.chmod_text.as_deref().unwrap_or(""))
-        .note(InputKind::Instruction, "--from", &origin.key)
+        .note(InputKind::Instruction, "--from", origin_key)
         .note(InputKind::Instruction, "--parents", &c.parents.to_string());
     for f in &x.inline {
         key.part(&f.name).part(&String::from_utf8_lossy(&f.content));
         key.note(InputKind::Instruction, &format!("<<{}", f.name), &String::from_utf8_lossy(&f.content));
     }
-    key.list(&found.remote_digests);
-    for (url, digest) in x.sources.iter().filter(|s| crate::remote::is_url(s)).zip(&found.remote_digests) {
+    key.list(remote_digests);
+    for (url, digest) in x.sources.iter().filter(|s| crate::remote::is_url(s)).zip(remote_digests) {
         key.note(InputKind::Instruction, url, digest);
     }
     key.note(InputKind::Instruction, "sources", &x.sources.join(" "));
-    let local: Vec<Matched> = found.matches.iter().filter(|m| !m.remote).cloned().collect();
-    let kind = if origin.tree.is_none() { InputKind::ContextFile } else { InputKind::FromFile };
-    hash_matches(tree, &local, &step.build.stat_cache, &mut key, kind).map_err(|e| step.at.fail(e.kind(), e.to_string()))?;
+    sources(&mut key)?;
     Ok(key.finish_with_inputs())
 }
 

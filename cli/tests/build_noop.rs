@@ -1,0 +1,90 @@
+//! The rebuild path through the binary: what a rebuild remembers to skip reading files (the
+//! context's stat cache, the records of `COPY --from` trees) must never hide a change.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use common::Forge;
+
+fn read(root: &Path, path: &str) -> String {
+    std::fs::read_to_string(root.join(path.trim_start_matches('/'))).unwrap()
+}
+
+fn build(forge: &Forge, ctx: &Path, tag: &str, extra: &[&str]) -> String {
+    let mut args = vec!["--network", "none"];
+    args.extend_from_slice(extra);
+    let r = forge.build(ctx, tag, &args);
+    assert!(r.ok, "{}", r.stderr);
+    r.stderr
+}
+
+const FROM_STAGE: &str = "FROM busybox:latest AS a
+RUN mkdir /out && head -c 16 /dev/urandom | od -x > /out/r
+FROM busybox:latest
+COPY --from=a /out/ /got/
+";
+
+#[test]
+fn copy_from_follows_the_stage_content_not_its_key() {
+    let forge = Forge::with_busybox();
+    let ctx = forge.context("ctx", &[("Dockerfile", FROM_STAGE)]);
+    build(&forge, &ctx, "from:1", &[]);
+    let first = read(&forge.rootfs("from:1"), "/got/r");
+
+    // Nothing changed: both steps come from the cache, the COPY keyed without reading the stage.
+    let again = build(&forge, &ctx, "from:2", &[]);
+    assert_eq!(again.matches(" CACHED").count(), 2, "{again}");
+    assert_eq!(read(&forge.rootfs("from:2"), "/got/r"), first);
+
+    // The stage runs again (same keys, other bytes) and its new layer replaces the cached one.
+    build(&forge, &ctx, "from:3", &["--no-cache"]);
+    let rerun = read(&forge.rootfs("from:3"), "/got/r");
+    assert_ne!(rerun, first);
+    // The stage's step is cached with the new layer: the COPY must take the new file, not
+    // what the stage's unchanged key gave it before.
+    build(&forge, &ctx, "from:4", &[]);
+    assert_eq!(read(&forge.rootfs("from:4"), "/got/r"), rerun);
+}
+
+#[test]
+fn the_stat_cache_keeps_context_files_only() {
+    let forge = Forge::with_busybox();
+    let df = "FROM busybox:latest AS a\nRUN mkdir /out && echo x > /out/x\nFROM busybox:latest\nCOPY --from=a /out/ /got/\nCOPY f /f\n";
+    let ctx = forge.context("ctx", &[("Dockerfile", df), ("f", "f")]);
+    let f = ctx.join("f");
+    std::fs::File::options().write(true).open(&f).unwrap().set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000_000)).unwrap();
+    // Remembered only once a second old (see below).
+    std::thread::sleep(Duration::from_millis(1100));
+    build(&forge, &ctx, "sc:1", &[]);
+    build(&forge, &ctx, "sc:2", &[]);
+    let forge_dir = forge.store().join("forge");
+    assert!(!forge_dir.join("statcache.json").exists());
+    let caches: Vec<_> = std::fs::read_dir(forge_dir.join("statcache")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(caches.len(), 1, "one cache for the one context: {caches:?}");
+    // One entry (a 16-byte header; the path's length, the path, four numbers and a sha256):
+    // the context's file by its path in the context, nothing of the stage's mounted tree.
+    let bytes = std::fs::read(&caches[0]).unwrap();
+    assert_eq!(bytes.len(), 16 + 4 + "f".len() + 4 * 8 + 32, "{:?}", String::from_utf8_lossy(&bytes));
+}
+
+#[test]
+fn a_file_rewritten_with_its_size_and_mtime_put_back_is_copied_anew() {
+    let forge = Forge::with_busybox();
+    let ctx = forge.context("ctx", &[("Dockerfile", "FROM busybox:latest\nCOPY f /f\n"), ("f", "aaaa")]);
+    let f = ctx.join("f");
+    let mtime = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    // Older than a second, so the first build remembers its hash.
+    std::thread::sleep(Duration::from_millis(1100));
+    build(&forge, &ctx, "same:1", &[]);
+    assert_eq!(read(&forge.rootfs("same:1"), "/f"), "aaaa");
+
+    // As `touch -d` would: same size, mtime put back; only the ctime tells.
+    std::fs::write(&f, "bbbb").unwrap();
+    std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    let out = build(&forge, &ctx, "same:2", &[]);
+    assert_eq!(out.matches(" CACHED").count(), 0, "{out}");
+    assert_eq!(read(&forge.rootfs("same:2"), "/f"), "bbbb");
+}

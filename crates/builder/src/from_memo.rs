@@ -1,0 +1,57 @@
+//! What the sources of a `COPY --from` fed its cache key, remembered, so that a rebuild keys
+//! the step without mounting the stage's or image's layers or reading a byte of them.
+//!
+//! The tree `--from` reads is the stack of its layers, and layers never change: the chain ID of
+//! their diffIDs names the tree's content exactly (a stage rebuilt to other content has other
+//! diffIDs). The records are kept under a digest of that chain ID, the expanded sources and the
+//! `--exclude` patterns, the only other things they depend on. They are the same bytes the tree
+//! would feed, so keys do not change, and nothing in them depends on the machine.
+
+use std::io::{self, Write as _};
+use std::path::PathBuf;
+
+use forge_layerstore::{Layer, Store};
+use sha2::{Digest as _, Sha256};
+
+use crate::source::Fed;
+
+/// The place of one remembered set of records.
+#[derive(Debug)]
+pub(crate) struct FromMemo {
+    path: PathBuf,
+}
+
+impl FromMemo {
+    /// The memo of `sources` (minus `exclude`) read from the tree of `layers`.
+    pub(crate) fn new(store: &Store, layers: &[Layer], sources: &[String], exclude: &[String]) -> FromMemo {
+        let mut h = Sha256::new();
+        // The record layout's version: another layout must never read these.
+        h.update(b"forge-from-records-v1\0");
+        let chain = forge_layerstore::chain_id(layers.iter().map(|l| &l.diff_id));
+        h.update(chain.as_ref().map_or("scratch", |c| c.as_str()));
+        for list in [sources, exclude] {
+            h.update((list.len() as u64).to_le_bytes());
+            for s in list {
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s);
+            }
+        }
+        FromMemo { path: store.root().join("forge").join("from-records").join(format!("{}.json", hex::encode(h.finalize()))) }
+    }
+
+    /// The remembered records; none if missing or unreadable (the tree is read again).
+    pub(crate) fn read(&self) -> Option<Vec<Fed>> {
+        serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()
+    }
+
+    /// Remembers `records`: synced, then renamed into place, so a reader sees all or nothing.
+    pub(crate) fn write(&self, records: &[Fed]) -> io::Result<()> {
+        let dir = self.path.parent().expect("a file in a directory");
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(&serde_json::to_vec(records)?)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
