@@ -141,6 +141,93 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Bytes handed to the hashing thread of a [`ParallelHashingWriter`] at a time.
+const HASH_BLOCK: usize = 1 << 20;
+/// Blocks queued for that thread: bounds memory, and lets the writer run ahead of the hash.
+const HASH_QUEUE: usize = 4;
+
+/// A [`HashingWriter`] whose sha256 runs on a thread of its own.
+///
+/// sha256 of a layer's tar takes about as long as reading its files and writing the tar (on
+/// this machine ~1.7 GB/s with SHA-NI); a second core does it while the writer's thread reads
+/// and writes. Bytes are copied into 1 MiB blocks for the thread (a memcpy is far cheaper than
+/// the hash), at most [`HASH_QUEUE`] of them in flight, their buffers recycled.
+pub struct ParallelHashingWriter<W> {
+    inner: W,
+    block: Vec<u8>,
+    written: u64,
+    blocks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<Sha256>>,
+}
+
+impl<W: Write> ParallelHashingWriter<W> {
+    /// Wraps `inner`, starting the hashing thread.
+    pub fn new(inner: W) -> Self {
+        let (blocks, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let (done, spare) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for mut block in queue {
+                hasher.update(&block);
+                block.clear();
+                // The writer may be gone (finished or dropped); the buffer is then just freed.
+                let _ = done.send(block);
+            }
+            hasher
+        });
+        ParallelHashingWriter { inner, block: Vec::with_capacity(HASH_BLOCK), written: 0, blocks: Some(blocks), spare, worker: Some(worker) }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn send_block(&mut self) {
+        let next = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(HASH_BLOCK));
+        let full = std::mem::replace(&mut self.block, next);
+        // A send fails only if the thread died (it cannot panic short of running out of
+        // memory); `finish` then reports it.
+        if let Some(blocks) = &self.blocks {
+            let _ = blocks.send(full);
+        }
+    }
+
+    /// Returns the inner writer, the digest and the byte count.
+    pub fn finish(mut self) -> io::Result<(W, Digest, u64)> {
+        if !self.block.is_empty() {
+            self.send_block();
+        }
+        // Closing the queue ends the thread's loop. (Dropped unfinished, the writer closes it
+        // the same way and the thread ends on its own.)
+        self.blocks = None;
+        let hasher = self.worker.take().expect("joined only here").join().map_err(|_| io::Error::other("the hashing thread died"))?;
+        Ok((self.inner, Digest::from_sha256(hasher.finalize().into()), self.written))
+    }
+}
+
+impl<W: Write> Write for ParallelHashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let take = rest.len().min(HASH_BLOCK - self.block.len());
+            self.block.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.block.len() == HASH_BLOCK {
+                self.send_block();
+            }
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A reader that hashes and counts every byte read from `inner`.
 pub struct HashingReader<R> {
     inner: R,
@@ -185,6 +272,26 @@ pub fn chain_id<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Option<Di
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn the_parallel_hash_is_the_hash_of_the_bytes_written() {
+        let data: Vec<u8> = (0..3 * HASH_BLOCK + 12345).map(|i| (i * 7 + i / 1000) as u8).collect();
+        // Writes that straddle the thread's blocks, one write larger than a block, and none.
+        for chunks in [vec![], vec![1, HASH_BLOCK - 1, 1, 2 * HASH_BLOCK + 1, 12342], vec![HASH_BLOCK], vec![4096; 800]] {
+            let len = chunks.iter().sum::<usize>().min(data.len());
+            let mut w = ParallelHashingWriter::new(Vec::new());
+            let mut at = 0;
+            for c in chunks {
+                let end = (at + c).min(len);
+                w.write_all(&data[at..end]).unwrap();
+                at = end;
+            }
+            assert_eq!(w.written(), len as u64);
+            let (out, digest, written) = w.finish().unwrap();
+            assert_eq!((out.as_slice(), written), (&data[..len], len as u64));
+            assert_eq!(digest, Digest::of(&data[..len]));
+        }
+    }
 
     #[test]
     fn parses_and_rejects() {

@@ -308,10 +308,15 @@ impl Store {
             // Another thread may have made it while this one waited.
             let Some(blob) = kept(d) else { continue };
             let fail = |message: String| Error::SnapshotBlob { digest: blob.digest.clone(), chain_id: blob.chain_id.clone(), message };
-            let mut out = std::io::BufWriter::new(self.content.writer(&unique_ingest("snapblob"))?);
-            blob.stream(self, &mut out).map_err(fail)?;
+            let mut out = std::io::BufWriter::new(self.content.writer_hashed_by_caller(&unique_ingest("snapblob"))?);
+            let made = blob.stream(self, &mut out).map_err(fail)?;
             let writer = out.into_inner().map_err(|e| fail(e.into_error().to_string()))?;
-            // The commit checks size and digest: a snapshot changed since stores nothing.
+            // A snapshot changed since stores nothing (the writer takes the digest hashed here
+            // as the bytes' own, and the commit checks the size).
+            if made.digest != blob.digest {
+                writer.discard();
+                return Err(fail(content::Error::DigestMismatch { what: "its tar".into(), expected: blob.digest.clone(), actual: made.digest }.to_string()));
+            }
             writer.commit(Some(blob.size), Some(&blob.digest)).map_err(|e| fail(e.to_string()))?;
             // The blob is local now; a record left by a failed removal is only a stale hint.
             let _ = self.snapshot_blobs.remove(&blob.digest);
@@ -436,7 +441,7 @@ impl Store {
     /// Starts a layer written into the content store while its change is being made (see
     /// [`diff::LayerStream`]); [`Store::commit_layer`] stores it, dropping it stores nothing.
     pub fn stream_layer(&self, opts: &LayerOptions) -> Result<StoreLayerStream, Error> {
-        let writer = self.content.writer(&unique_ingest("layer"))?;
+        let writer = self.content.writer_hashed_by_caller(&unique_ingest("layer"))?;
         Ok(diff::LayerStream::new(opts, std::io::BufWriter::new(writer))?)
     }
 

@@ -102,3 +102,34 @@ fn corruption_and_absence_are_reported() {
     assert!(matches!(store.open_blob(&d).unwrap_err(), Error::NotFound(_)));
     assert!(!store.exists(&d));
 }
+
+#[test]
+fn a_writer_hashed_by_its_caller_stores_what_it_was_given_and_checks_the_size() {
+    let (dir, store) = store();
+    let bytes = b"a layer's tar";
+    // Bytes an interrupted writer of the same ingest left are dropped, not resumed.
+    let mut w = store.writer("layer").unwrap();
+    w.write_all(b"stale").unwrap();
+    drop(w);
+    let mut w = store.writer_hashed_by_caller("layer").unwrap();
+    assert_eq!(w.offset(), 0);
+    w.write_all(bytes).unwrap();
+    assert_eq!(w.offset(), bytes.len() as u64);
+    let d = w.commit(Some(bytes.len() as u64), Some(&Digest::of(bytes))).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("blobs/sha256").join(d.hex())).unwrap(), bytes);
+    store.verify(&d).unwrap();
+
+    let mut w = store.writer_hashed_by_caller("short").unwrap();
+    w.write_all(b"abc").unwrap();
+    let err = w.commit(Some(4), Some(&Digest::of(b"abcd"))).unwrap_err();
+    assert!(matches!(err, Error::SizeMismatch { expected: 4, actual: 3, .. }), "{err}");
+    assert!(!store.exists(&Digest::of(b"abcd")));
+
+    // Without the caller's digest there is nothing to name the blob by: an error, nothing stored.
+    let mut w = store.writer_hashed_by_caller("no-digest").unwrap();
+    w.write_all(b"xyz").unwrap();
+    let err = w.commit(Some(3), None).unwrap_err();
+    assert!(err.to_string().contains("caller's digest"), "{err}");
+    assert_eq!(store.list().unwrap(), vec![d]);
+    assert_eq!(std::fs::read_dir(dir.path().join("forge/ingest")).unwrap().count(), 0);
+}

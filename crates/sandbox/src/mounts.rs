@@ -186,8 +186,8 @@ fn mount_overlay(spec: &InitSpec, userns: Option<BorrowedFd<'_>>) -> Result<()> 
     let lowers = if spec.run.lowerdirs.is_empty() { vec![spec.empty_lower.clone()] } else { spec.run.lowerdirs.clone() };
     let upper = (spec.run.upperdir.as_path(), spec.run.workdir.as_path());
     match userns {
-        Some(ns) => crate::overlay::mount_overlay_idmapped(&lowers, upper, &spec.rootfs, ns),
-        None => crate::overlay::mount_overlay(&lowers, Some(upper), &spec.rootfs),
+        Some(ns) => crate::overlay::mount_overlay_idmapped(&lowers, upper, &spec.rootfs, ns, spec.run.volatile_upper),
+        None => crate::overlay::mount_overlay_with(&lowers, Some(upper), &spec.rootfs, spec.run.volatile_upper),
     }
     .map_err(|e| e.to_string())
 }

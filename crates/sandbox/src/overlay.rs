@@ -31,10 +31,16 @@ pub struct TooManyLayers {
 /// and `metacopy` are off: the layer differ needs an upperdir that tells the whole truth (see
 /// forge-layerstore's `diff`). An error names the step and path that failed.
 pub fn mount_overlay(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path) -> io::Result<()> {
+    mount_overlay_with(lowerdirs, upper, target, false)
+}
+
+/// [`mount_overlay`], `volatile` when the upperdir may be lost in a crash (see
+/// [`RunSpec::volatile_upper`](crate::RunSpec::volatile_upper)).
+pub(crate) fn mount_overlay_with(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path, volatile: bool) -> io::Result<()> {
     if lowerdirs.len() > MAX_LAYERS {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, TooManyLayers { layers: lowerdirs.len() }));
     }
-    mount_with(upper.is_some(), target, |fs| {
+    mount_with(upper.is_some(), volatile, target, |fs| {
         for l in lowerdirs {
             fsconfig_set_string(fs, "lowerdir+", l).map_err(ctx(format!("overlay lowerdir {}", l.display())))?;
         }
@@ -49,7 +55,7 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, targe
 /// [`mount_overlay`] over idmapped mounts of the layers (see `crate::userns`): each lowerdir
 /// and the directory holding the upperdir and workdir (which overlayfs wants on one mount) is
 /// cloned and idmapped through `userns`, and handed to overlayfs by descriptor.
-pub(crate) fn mount_overlay_idmapped(lowerdirs: &[PathBuf], upper: (&Path, &Path), target: &Path, userns: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn mount_overlay_idmapped(lowerdirs: &[PathBuf], upper: (&Path, &Path), target: &Path, userns: BorrowedFd<'_>, volatile: bool) -> io::Result<()> {
     if lowerdirs.len() > MAX_LAYERS {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, TooManyLayers { layers: lowerdirs.len() }));
     }
@@ -65,7 +71,7 @@ pub(crate) fn mount_overlay_idmapped(lowerdirs: &[PathBuf], upper: (&Path, &Path
         Ok(openat(&shared, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
     };
     let (upper_fd, work_fd) = (sub(upperdir)?, sub(workdir)?);
-    mount_with(true, target, |fs| {
+    mount_with(true, volatile, target, |fs| {
         for (l, fd) in lowerdirs.iter().zip(&lowers) {
             fsconfig_set_fd(fs, "lowerdir+", fd).map_err(ctx(format!("overlay idmapped lowerdir {}", l.display())))?;
         }
@@ -81,7 +87,7 @@ fn ctx(what: String) -> impl FnOnce(rustix::io::Errno) -> io::Error {
 }
 
 /// Creates an overlay whose layers `layers` configures and attaches it at `target`.
-fn mount_with(writable: bool, target: &Path, layers: impl FnOnce(&OwnedFd) -> io::Result<()>) -> io::Result<()> {
+fn mount_with(writable: bool, volatile: bool, target: &Path, layers: impl FnOnce(&OwnedFd) -> io::Result<()>) -> io::Result<()> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(ctx("fsopen overlay".into()))?;
     layers(&fs)?;
     // In a user namespace (rootless forge) overlayfs may not use trusted.* xattrs: it keeps
@@ -94,6 +100,9 @@ fn mount_with(writable: bool, target: &Path, layers: impl FnOnce(&OwnedFd) -> io
     let redirect = if rootless { "nofollow" } else { "off" };
     for (k, v) in [("index", "off"), ("redirect_dir", redirect), ("metacopy", "off")] {
         fsconfig_set_string(&fs, k, v).map_err(ctx(format!("overlay {k}={v}")))?;
+    }
+    if volatile {
+        fsconfig_set_flag(&fs, "volatile").map_err(ctx("overlay volatile".into()))?;
     }
     fsconfig_create(&fs).map_err(ctx("creating the overlay".into()))?;
     let attrs = if writable { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };

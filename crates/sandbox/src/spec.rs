@@ -74,6 +74,12 @@ pub struct RunSpec {
     /// `--userns=remap`); `None`: in the host's.
     #[serde(default)]
     pub userns: Option<crate::userns::IdMapping>,
+    /// The upperdir is a build step's scratch, committed only after the step ends and thrown
+    /// away after a crash: the overlay is mounted `volatile`, so a copy-up (a `chown -R` over
+    /// a lower tree, say) does not fsync each file it copies. A container's upperdir is its
+    /// only copy of what it wrote, and keeps overlay's syncs.
+    #[serde(default)]
+    pub volatile_upper: bool,
 }
 
 /// What a container may do beyond Docker's defaults: docker's `--cap-add`, `--cap-drop` and
@@ -145,6 +151,7 @@ impl RunSpec {
             stdin: false,
             tty: None,
             userns: None,
+            volatile_upper: false,
         }
     }
 }

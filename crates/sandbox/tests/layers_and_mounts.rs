@@ -59,3 +59,21 @@ fn image_symlinks_do_not_reach_the_host() {
     let _ = run_collect(&spec);
     assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0, "the step wrote to the host");
 }
+
+#[test]
+fn a_build_steps_overlay_is_volatile_and_a_containers_is_not() {
+    // overlayfs marks a volatile mount's workdir (`work/incompat/volatile`): a copy-up there
+    // does not fsync, and the upperdir holds the same changes.
+    for volatile in [true, false] {
+        let step = Step::new();
+        let mut spec = step.spec("chown 1:1 /bin/busybox && echo new > /made");
+        spec.volatile_upper = volatile;
+        let (outcome, out) = run_collect(&spec);
+        assert!(outcome.unwrap().status.success(), "{out}");
+        let marker = step.upper().parent().unwrap().join("work/work/incompat/volatile");
+        assert_eq!(marker.exists(), volatile, "volatile_upper = {volatile}");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(step.upper().join("bin/busybox")).unwrap().uid(), 1);
+        assert_eq!(std::fs::read_to_string(step.upper().join("made")).unwrap(), "new\n");
+    }
+}

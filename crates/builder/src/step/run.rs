@@ -118,6 +118,8 @@ fn execute(step: &StepCtx<'_>, p: &Process, mounts: &Mounts, snap: &Snapshot<'_>
     spec.user = p.user.clone();
     spec.cwd = p.cwd.clone();
     spec.hostname = "buildkitsandbox".into();
+    // The step's snapshot is committed after the step or removed: no copy-up needs a sync.
+    spec.volatile_upper = true;
     // Docker's builder gives a step on the default network a namespace of its own behind a
     // bridge with NAT: it reaches what the host reaches, but not the host's loopback services.
     // Rootless forge cannot make a bridge (netlink and iptables in the host's namespace need the

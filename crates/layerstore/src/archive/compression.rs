@@ -2,12 +2,12 @@
 //! pass, and magic-byte detection for reading.
 //!
 //! The diffID (sha256 of the uncompressed tar) and the blob digest (sha256 of the compressed
-//! bytes) come from two [`HashingWriter`]s stacked around the encoder, so a layer is read from
-//! disk once and never held in memory.
+//! bytes) come from two [`HashingWriter`]s stacked around the encoder (one for a plain tar, which
+//! is its own blob), so a layer is read from disk once and never held in memory.
 
 use std::io::{self, Read, Write};
 
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::{Digest, HashingWriter, ParallelHashingWriter};
 
 /// zstd level used for layers; 3 is zstd's own default and what containerd uses.
 const ZSTD_LEVEL: i32 = 3;
@@ -139,10 +139,12 @@ pub fn decompress<'a, R: Read + 'a>(
     Ok((kind, reader))
 }
 
+/// The codec, with the hasher of its output: a plain blob is its own input, whose hash is the
+/// diffID already, so it is not hashed a second time (sha256 is most of a big plain layer's CPU).
 enum Encoder<W: Write> {
     Plain(W),
-    Gzip(super::pgzip::ParallelGzip<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(super::pgzip::ParallelGzip<HashingWriter<W>>),
+    Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
 }
 
 impl<W: Write> Write for Encoder<W> {
@@ -178,19 +180,20 @@ pub struct BlobDigests {
 
 /// A writer that compresses what it is given into `out` and hashes both the input and the output.
 pub struct LayerWriter<W: Write> {
-    inner: HashingWriter<Encoder<HashingWriter<W>>>,
+    /// The diffID is hashed on a thread of its own: for a plain layer it is the only hash, and
+    /// the writer's thread is busy reading files and writing the tar.
+    inner: ParallelHashingWriter<Encoder<W>>,
 }
 
 impl<W: Write> LayerWriter<W> {
     /// Starts a blob in `out`. gzip uses a fixed header (no name, mtime 0) and fixed block
     /// boundaries, so equal input gives equal bytes.
     pub fn new(out: W, compression: Compression) -> io::Result<Self> {
-        let out = HashingWriter::new(out);
         let encoder = match compression {
             Compression::None => Encoder::Plain(out),
-            Compression::Gzip => Encoder::Gzip(super::pgzip::ParallelGzip::new(out, GZIP_LEVEL, GZIP_WORKERS)?),
+            Compression::Gzip => Encoder::Gzip(super::pgzip::ParallelGzip::new(HashingWriter::new(out), GZIP_LEVEL, GZIP_WORKERS)?),
             Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+                let mut enc = zstd::stream::write::Encoder::new(HashingWriter::new(out), ZSTD_LEVEL)?;
                 enc.multithread(ZSTD_WORKERS)?;
                 // Bounds memory: each worker buffers a job of input plus its output, and the
                 // default job size for unknown-length input is large enough to push a layer
@@ -200,20 +203,19 @@ impl<W: Write> LayerWriter<W> {
             }
         };
         Ok(LayerWriter {
-            inner: HashingWriter::new(encoder),
+            inner: ParallelHashingWriter::new(encoder),
         })
     }
 
     /// Ends the compressed stream and returns `out` with both digests. Nothing is flushed to
     /// disk: syncing is the caller's business (the content store fsyncs on commit).
     pub fn finish(self) -> io::Result<(W, BlobDigests)> {
-        let (encoder, diff_id, uncompressed_size) = self.inner.finish();
-        let hashing_out = match encoder {
-            Encoder::Plain(w) => w,
-            Encoder::Gzip(w) => w.finish()?,
-            Encoder::Zstd(w) => w.finish()?,
+        let (encoder, diff_id, uncompressed_size) = self.inner.finish()?;
+        let (out, digest, size) = match encoder {
+            Encoder::Plain(w) => (w, diff_id.clone(), uncompressed_size),
+            Encoder::Gzip(w) => w.finish()?.finish(),
+            Encoder::Zstd(w) => w.finish()?.finish(),
         };
-        let (out, digest, size) = hashing_out.finish();
         Ok((
             out,
             BlobDigests {

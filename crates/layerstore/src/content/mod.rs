@@ -27,7 +27,7 @@
 //! ```
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -282,7 +282,24 @@ impl ContentStore {
         // file positioned at its end for the new bytes.
         let mut hasher = HashingWriter::new(io::sink());
         io::copy(&mut file, &mut hasher).ctx("re-reading", &data_path)?;
-        Ok(Writer { store: self.clone(), ingest_ref: ingest_ref.to_string(), dir, data_path, file, hasher, _lock: lock })
+        let written = hasher.written();
+        Ok(Writer { store: self.clone(), ingest_ref: ingest_ref.to_string(), dir, data_path, file, hasher: Some(hasher), written, _lock: lock })
+    }
+
+    /// A [`writer`](ContentStore::writer) for a caller that hashes the bytes it writes itself
+    /// (a layer's tar is hashed for its diffID as it is made): the writer does not hash them a
+    /// second time, which for a big layer is a second core-second per GiB. It starts empty
+    /// instead of resuming, and [`Writer::commit`] needs the caller's digest, which it takes as
+    /// the bytes' own (the size is still checked).
+    pub fn writer_hashed_by_caller(&self, ingest_ref: &str) -> Result<Writer, Error> {
+        let mut writer = self.writer(ingest_ref)?;
+        if writer.written > 0 {
+            writer.file.set_len(0).ctx("truncating", &writer.data_path)?;
+            writer.file.rewind().ctx("truncating", &writer.data_path)?;
+        }
+        writer.hasher = None;
+        writer.written = 0;
+        Ok(writer)
     }
 }
 
@@ -294,14 +311,21 @@ pub struct Writer {
     dir: PathBuf,
     data_path: PathBuf,
     file: File,
-    hasher: HashingWriter<io::Sink>,
+    /// None for [`ContentStore::writer_hashed_by_caller`].
+    hasher: Option<HashingWriter<io::Sink>>,
+    written: u64,
     _lock: FileLock,
 }
 
 impl Writer {
     /// Bytes already written (including those of an interrupted earlier writer).
     pub fn offset(&self) -> u64 {
-        self.hasher.written()
+        self.written
+    }
+
+    /// Drops the bytes written instead of keeping them for a later writer to resume.
+    pub fn discard(self) {
+        let _ = fs::remove_dir_all(&self.dir);
     }
 
     /// Syncs the bytes, checks them against `expected_size` and `expected` when given, and moves
@@ -310,8 +334,18 @@ impl Writer {
     pub fn commit(mut self, expected_size: Option<u64>, expected: Option<&Digest>) -> Result<Digest, Error> {
         self.file.flush().ctx("flushing", &self.data_path)?;
         self.file.sync_all().ctx("syncing", &self.data_path)?;
-        let hasher = std::mem::replace(&mut self.hasher, HashingWriter::new(io::sink()));
-        let (_, actual, size) = hasher.finish();
+        let (actual, size) = match (self.hasher.take(), expected) {
+            (Some(hasher), _) => {
+                let (_, actual, size) = hasher.finish();
+                (actual, size)
+            }
+            (None, Some(digest)) => (digest.clone(), self.written),
+            (None, None) => {
+                let _ = fs::remove_dir_all(&self.dir);
+                let source = io::Error::new(io::ErrorKind::InvalidInput, "a writer that does not hash is committed with the caller's digest");
+                return Err(Error::Io { op: "committing", path: self.data_path.clone(), source });
+            }
+        };
         let what = || format!("ingest {:?}", self.ingest_ref);
         let mismatch = match (expected_size, expected) {
             (Some(want), _) if want != size => Some(Error::SizeMismatch { what: what(), expected: want, actual: size }),
@@ -345,7 +379,10 @@ impl std::fmt::Debug for Writer {
 impl Write for Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.hasher.write_all(&buf[..n])?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.write_all(&buf[..n])?;
+        }
+        self.written += n as u64;
         Ok(n)
     }
 
