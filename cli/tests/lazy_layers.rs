@@ -261,6 +261,19 @@ fn a_store_remembers_that_a_loopback_registry_speaks_plain_http() {
 }
 
 #[test]
+fn a_pull_remembers_the_scheme_so_the_build_after_it_does_not_probe() {
+    // A fresh CI runner pulls its base image, then builds: the pull's probe is the only one.
+    let registry = forge_testkit::Registry::start();
+    let a = Forge::with_busybox();
+    let dest = format!("{}/ci/base:1", registry.addr);
+    a.ok(&["push", "-q", "busybox:latest", &dest]);
+    let b = Forge::empty();
+    b.ok(&["pull", "-q", &dest]);
+    let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).expect("schemes file written by the pull");
+    assert_eq!(schemes, format!("{} http\n", registry.addr));
+}
+
+#[test]
 fn a_remembered_plain_http_scheme_is_probed_again_when_the_registry_moves_to_tls() {
     // A loopback registry on TLS: forge probes HTTPS first (and, as docker does for an
     // insecure registry, takes its self-signed certificate) and remembers it.
