@@ -319,4 +319,10 @@ fn a_torn_batch_of_cache_entries_is_ignored_with_a_warning() {
     let (image, stderr) = build(&b, &ctx, &[]);
     assert!(stderr.contains("ignoring") && stderr.contains("do not match its name"), "{stderr}");
     assert_eq!(image, image_a, "{stderr}");
+    // fsck names them; its repair removes them.
+    let fsck = b.run(&["store", "fsck"]);
+    assert!(!fsck.ok && fsck.stdout.contains("damaged batch"), "{}{}", fsck.stdout, fsck.stderr);
+    b.run(&["store", "fsck", "--repair"]);
+    assert!(batches("cache").is_empty());
+    b.ok(&["store", "fsck"]);
 }

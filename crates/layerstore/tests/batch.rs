@@ -121,9 +121,18 @@ fn a_torn_or_altered_batch_is_ignored_and_reported() {
             assert!(damaged[0].1.contains("do not match its name"), "{what}: {}", damaged[0].1);
         }
     }
+    // fsck reports both; the repair removes them (their records are lost either way).
+    let report = forge_layerstore::maintenance::fsck(&store, false).unwrap();
+    assert_eq!(report.damaged_batches.len(), 2, "{report:?}");
+    assert!(!report.is_clean());
+    let saved = (batch_files(&store, "remote")[0].clone(), batch_files(&store, "cache")[0].clone());
+    forge_layerstore::maintenance::fsck(&store, true).unwrap();
+    assert!(batch_files(&store, "remote").is_empty() && batch_files(&store, "cache").is_empty());
+    let store = Store::open(dir.path()).unwrap();
+    assert!(forge_layerstore::maintenance::fsck(&store, false).unwrap().is_clean());
     // Put back whole, every record reads again.
-    std::fs::write(&batch_files(&store, "remote")[0], &whole_records).unwrap();
-    std::fs::write(&batch_files(&store, "cache")[0], &whole_entries).unwrap();
+    std::fs::write(&saved.0, &whole_records).unwrap();
+    std::fs::write(&saved.1, &whole_entries).unwrap();
     let (store, cache) = (Store::open(dir.path()).unwrap(), Cache::open(dir.path()).unwrap());
     assert!(blobs.iter().all(|b| store.remote().get(&b.digest).as_ref() == Some(b)));
     assert!(entries.iter().all(|(k, e)| cache.get(k).as_ref() == Some(e)));
