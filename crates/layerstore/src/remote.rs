@@ -73,7 +73,8 @@ pub struct RemoteBlob {
     pub stored: Option<Layer>,
 }
 
-/// A small record the store keeps about a blob it does not hold yet, one file per digest.
+/// A small record the store keeps about a blob it does not hold yet: one file per digest, or
+/// one item of a batch.
 pub trait Record: Serialize + serde::de::DeserializeOwned + Clone {
     /// The directory under `forge/` that holds this kind of record.
     const DIR: &'static str;
@@ -164,11 +165,8 @@ impl<T: Record> Records<T> {
                 out.push(d);
             }
         }
-        for (blob, _) in self.batches.all()? {
-            if !out.contains(blob.digest()) {
-                out.push(blob.digest().clone());
-            }
-        }
+        let own: std::collections::HashSet<Digest> = out.iter().cloned().collect();
+        out.extend(self.batches.all()?.into_iter().map(|(blob, _)| blob.digest().clone()).filter(|d| !own.contains(d)));
         Ok(out)
     }
 
