@@ -261,6 +261,19 @@ fn a_store_remembers_that_a_loopback_registry_speaks_plain_http() {
 }
 
 #[test]
+fn a_pull_remembers_the_scheme_so_the_build_after_it_does_not_probe() {
+    // A fresh CI runner pulls its base image, then builds: the pull's probe is the only one.
+    let registry = forge_testkit::Registry::start();
+    let a = Forge::with_busybox();
+    let dest = format!("{}/ci/base:1", registry.addr);
+    a.ok(&["push", "-q", "busybox:latest", &dest]);
+    let b = Forge::empty();
+    b.ok(&["pull", "-q", &dest]);
+    let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).expect("schemes file written by the pull");
+    assert_eq!(schemes, format!("{} http\n", registry.addr));
+}
+
+#[test]
 fn a_remembered_plain_http_scheme_is_probed_again_when_the_registry_moves_to_tls() {
     // A loopback registry on TLS: forge probes HTTPS first (and, as docker does for an
     // insecure registry, takes its self-signed certificate) and remembers it.
@@ -279,4 +292,37 @@ fn a_remembered_plain_http_scheme_is_probed_again_when_the_registry_moves_to_tls
     assert!(!stderr.contains("WARNING"), "{stderr}");
     let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).unwrap();
     assert_eq!(schemes, format!("{} https\n", registry.addr), "the stale entry stayed");
+}
+
+#[test]
+fn a_torn_batch_of_cache_entries_is_ignored_with_a_warning() {
+    let registry = forge_testkit::Registry::start();
+    let (a, _ctx, cache_ref, image_a) = runner_a(&registry);
+    let b = runner_b(&a, &cache_ref, &image_a);
+    // B wrote the entries and remote layers' records it took from the cache as batches (one
+    // file each per kind and write), not as a file per entry.
+    let batches = |kind: &str| -> Vec<std::path::PathBuf> {
+        let dir = b.store().join("forge").join(kind).join("batches");
+        std::fs::read_dir(&dir).map(|l| l.map(|e| e.unwrap().path()).collect()).unwrap_or_default()
+    };
+    assert!(!batches("remote").is_empty() && !batches("cache").is_empty(), "no batches written");
+    let own_entries = std::fs::read_dir(b.store().join("forge/cache")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count();
+    assert_eq!(own_entries, 0, "entries taken from the cache were written one by one");
+    // The entries' batches as a crash while writing them can leave them: their first half.
+    for batch in batches("cache") {
+        let bytes = std::fs::read(&batch).unwrap();
+        std::fs::write(&batch, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    // The next build says so, runs the steps again (fetching the layers they stand on) and
+    // makes the same image.
+    let ctx = b.context("checkout2", &files());
+    let (image, stderr) = build(&b, &ctx, &[]);
+    assert!(stderr.contains("ignoring") && stderr.contains("do not match its name"), "{stderr}");
+    assert_eq!(image, image_a, "{stderr}");
+    // fsck names them; its repair removes them.
+    let fsck = b.run(&["store", "fsck"]);
+    assert!(!fsck.ok && fsck.stdout.contains("damaged batch"), "{}{}", fsck.stdout, fsck.stderr);
+    b.run(&["store", "fsck", "--repair"]);
+    assert!(batches("cache").is_empty());
+    b.ok(&["store", "fsck"]);
 }

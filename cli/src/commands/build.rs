@@ -121,8 +121,7 @@ enum ProgressArg {
 /// Runs `forge build`.
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store_root = global.store_root()?;
-    // One HTTPS probe per insecure registry and store, not per build (see ClientConfig::schemes).
-    let registry = forge_registry::ClientConfig { schemes: Some(store_root.join("registry-schemes")), ..args.registry.config() };
+    let registry = args.registry.for_store(&store_root);
     let store = crate::commands::build_cache::fetching(Store::open(&store_root).context("opening the store")?, registry.clone());
     // Checked before the build, not when tagging after it.
     for t in &args.tags {

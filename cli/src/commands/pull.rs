@@ -24,10 +24,11 @@ pub struct PullArgs {
 
 /// Runs `forge pull`.
 pub fn run(global: &crate::Global, args: PullArgs) -> anyhow::Result<()> {
-    let store = Store::open(&global.store_root()?).context("opening the store")?;
+    let store_root = global.store_root()?;
+    let store = Store::open(&store_root).context("opening the store")?;
     let _lease = store.lease("pull", &[])?;
     let reference = Reference::parse(&args.reference)?;
-    let client = args.registry.client();
+    let client = forge_registry::Client::new(args.registry.for_store(&store_root));
     let bars = progress(args.quiet);
     let pulled = block_on(client.pull(&reference, &store, bars.as_ref()))?.with_context(|| format!("pulling {reference}"))?;
     if args.unpack {

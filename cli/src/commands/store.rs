@@ -72,13 +72,16 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
                     for (tag, problem) in &r.broken_tags {
                         outln!("broken image {tag}: {problem}{}", if repair { " (tag removed)" } else { "" })?;
                     }
+                    for (path, problem) in &r.damaged_batches {
+                        outln!("damaged batch {}: {problem}{}", path.display(), if repair { " (removed)" } else { "" })?;
+                    }
                     if !r.remote.is_empty() {
                         outln!("{} layers are remote (in a registry build cache; fetched when first read)", r.remote.len())?;
                     }
                 }
             }
             if !r.is_clean() {
-                bail!("the store has problems{}", if repair { "; corrupt blobs and broken tags were removed" } else { ": run `forge store fsck --repair`" });
+                bail!("the store has problems{}", if repair { "; corrupt blobs, broken tags and damaged batches were removed" } else { ": run `forge store fsck --repair`" });
             }
         }
     }

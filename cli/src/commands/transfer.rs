@@ -28,6 +28,13 @@ impl RegistryOptions {
     pub fn config(&self) -> ClientConfig {
         ClientConfig { insecure: self.insecure, certs_dir: self.certs_dir.clone(), ..ClientConfig::default() }
     }
+
+    /// The config for commands working on the store at `store_root`: one HTTPS probe per
+    /// insecure registry and store, not per command (see `ClientConfig::schemes`). A CI runner
+    /// that pulls its base image and then builds probes once.
+    pub fn for_store(&self, store_root: &std::path::Path) -> ClientConfig {
+        ClientConfig { schemes: Some(store_root.join("registry-schemes")), ..self.config() }
+    }
 }
 
 /// Runs a future to completion on a fresh runtime.

@@ -103,12 +103,13 @@ impl Lazy {
             workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("a layer fetch panicked".into()))).collect()
         });
         results.into_iter().collect::<Result<(), String>>()?;
-        for (key, (entry, _)) in &self.entries {
-            if entry.layer.as_ref().is_some_and(|l| missing.iter().any(|(m, _)| m.digest == l.digest)) {
-                cache.put(key, entry).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
+        let fetched: Vec<(Digest, CacheEntry)> = self
+            .entries
+            .iter()
+            .filter(|(_, (entry, _))| entry.layer.as_ref().is_some_and(|l| missing.iter().any(|(m, _)| m.digest == l.digest)))
+            .map(|(key, (entry, _))| (key.clone(), entry.clone()))
+            .collect();
+        cache.put_all(&fetched).map_err(|e| e.to_string())
     }
 }
 
@@ -117,7 +118,11 @@ impl Lazy {
     /// remote blobs of the store ([`forge_layerstore::remote`]), and puts those entries into
     /// the store's index: the image is written without the bytes, which come when something
     /// reads them, and a later build in this store hits those steps without `--cache-from`.
+    /// Records, then entries, each kind as one batch: an entry never names a layer whose
+    /// record a crash lost.
     pub(crate) fn record_remote(&self, store: &Store, cache: &Cache, used: &[(Digest, CacheEntry)]) -> Result<(), String> {
+        let mut blobs = Vec::new();
+        let mut entries = Vec::new();
         for (key, entry) in used {
             let Some(layer) = &entry.layer else { continue };
             let Some(reference) = self.layers.get(&layer.digest) else { continue };
@@ -127,10 +132,11 @@ impl Lazy {
             let r = forge_layerstore::reference::ImageName::parse(reference).map_err(|e| format!("cache {reference}: {e}"))?;
             let source = RemoteSource { registry: r.registry().to_string(), repository: r.repository().to_string() };
             let blob = RemoteBlob { digest: layer.digest.clone(), size: layer.size, source, stored: self.stored.get(&layer.digest).cloned() };
-            store.remote().record(&blob).map_err(|e| format!("recording remote layer {}: {e}", layer.digest))?;
-            cache.put(key, entry).map_err(|e| e.to_string())?;
+            blobs.push(blob);
+            entries.push((key.clone(), entry.clone()));
         }
-        Ok(())
+        store.remote().record_all(&blobs).map_err(|e| format!("recording {} remote layers: {e}", blobs.len()))?;
+        cache.put_all(&entries).map_err(|e| e.to_string())
     }
 
     /// Fills the cache mount `id`'s directory `dir`, which does not exist yet, from a cache
@@ -178,6 +184,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
     };
     let mut warnings = Vec::new();
     let mut checked: HashMap<Digest, Result<(), String>> = HashMap::new();
+    let mut taken = Vec::new();
     for entry in config.entries {
         if cache.get(&entry.key).is_some() {
             continue;
@@ -212,9 +219,10 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
                 continue;
             }
         }
-        if let Err(e) = cache.put(&entry.key, &CacheEntry { layer: entry.layer, inputs: entry.inputs }) {
-            warnings.push(format!("{name}: {e}"));
-        }
+        taken.push((entry.key, CacheEntry { layer: entry.layer, inputs: entry.inputs }));
+    }
+    if let Err(e) = cache.put_all(&taken) {
+        warnings.push(format!("{name}: {e}"));
     }
     for m in config.mounts {
         if config.layers.get(&m.layer.digest) != Some(&m.layer.size) {

@@ -43,6 +43,14 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     let forge_dir = store.root().join("forge");
     let stat_cache = StatCache::for_context(&forge_dir.join("statcache"), context.dir());
     let cache = Cache::open(store.root())?;
+    // A torn batch (a crash while it was written) is left out: its steps run again.
+    let damaged = [cache.damaged().map_err(|e| e.to_string()), store.remote().damaged().map_err(|e| format!("remote layers' records: {e}"))];
+    for found in damaged {
+        match found {
+            Ok(batches) => batches.into_iter().for_each(|(path, problem)| progress.event(Event::Warning { message: format!("ignoring {}: {problem}", path.display()) })),
+            Err(message) => progress.event(Event::Warning { message }),
+        }
+    }
     let mut lazy = crate::cache_import::Lazy::default();
     for from in &opts.cache_from {
         crate::cache_import::import(store, &cache, &mut lazy, from, opts.cache_registry.as_deref(), &mut |message| progress.event(Event::Warning { message }));

@@ -3,6 +3,10 @@
 //! written atomically; two builds racing on one key both write the same answer, so the last
 //! rename winning is harmless. The layer blobs themselves live in the content store, which is
 //! what `gc` keeps alive through these entries.
+//!
+//! The entries one build takes from a cache are written together as one
+//! [batch](crate::batch) ([`Cache::put_all`]); an entry of its own, written later, wins over a
+//! batch's.
 
 use std::fs;
 use std::io;
@@ -10,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Batches;
 use crate::digest::Digest;
 use crate::store::Layer;
 
@@ -52,6 +57,11 @@ pub struct Error {
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
+    batches: Batches<(Digest, CacheEntry)>,
+}
+
+fn key_of(item: &(Digest, CacheEntry)) -> &Digest {
+    &item.0
 }
 
 impl Cache {
@@ -59,7 +69,7 @@ impl Cache {
     pub fn open(root: &Path) -> Result<Cache, Error> {
         let dir = root.join("forge").join("cache");
         fs::create_dir_all(&dir).map_err(|source| Error { path: dir.clone(), source })?;
-        Ok(Cache { dir })
+        Ok(Cache { batches: Batches::open(&dir, key_of), dir })
     }
 
     fn path(&self, key: &Digest) -> PathBuf {
@@ -69,8 +79,8 @@ impl Cache {
     /// The entry for `key`. An unreadable or corrupt entry is a miss, not an error: the step
     /// simply runs again and rewrites it.
     pub fn get(&self, key: &Digest) -> Option<CacheEntry> {
-        let bytes = fs::read(self.path(key)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let own = fs::read(self.path(key)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        own.or_else(|| self.batches.get(key).map(|((_, entry), _)| entry))
     }
 
     /// Records what the step with `key` produced.
@@ -80,7 +90,18 @@ impl Cache {
         crate::atomic::write(&path, &bytes).map_err(|source| Error { path, source })
     }
 
-    /// Every entry, for garbage collection.
+    /// Records every `(key, entry)` of `entries` as one batch: one durable write whatever
+    /// their number.
+    pub fn put_all(&self, entries: &[(Digest, CacheEntry)]) -> Result<(), Error> {
+        self.batches.write(entries).map_err(|source| Error { path: self.dir.join("batches"), source })
+    }
+
+    /// Batches of entries that were ignored because they are torn or altered, and why.
+    pub fn damaged(&self) -> Result<Vec<(PathBuf, String)>, Error> {
+        self.batches.damaged().map_err(|source| Error { path: self.dir.join("batches"), source })
+    }
+
+    /// Every entry (a batched one with its batch's path), for garbage collection.
     pub fn entries(&self) -> Result<Vec<(PathBuf, CacheEntry)>, Error> {
         let mut out = Vec::new();
         let list = fs::read_dir(&self.dir).map_err(|source| Error { path: self.dir.clone(), source })?;
@@ -92,11 +113,16 @@ impl Cache {
                 }
             }
         }
+        let batched = self.batches.all().map_err(|source| Error { path: self.dir.join("batches"), source })?;
+        // An entry of its own hides the batch's for that key.
+        let own: std::collections::HashSet<PathBuf> = out.iter().map(|(path, _)| path.clone()).collect();
+        out.extend(batched.into_iter().filter(|((key, _), _)| !own.contains(&self.path(key))).map(|((_, entry), path)| (path, entry)));
         Ok(out)
     }
 
     /// Drops every entry.
     pub fn clear(&self) -> Result<(), Error> {
+        self.batches.clear().map_err(|source| Error { path: self.dir.join("batches"), source })?;
         for (path, _) in self.entries()? {
             fs::remove_file(&path).map_err(|source| Error { path, source })?;
         }

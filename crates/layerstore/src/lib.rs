@@ -58,6 +58,7 @@
 
 pub mod archive;
 pub mod atomic;
+mod batch;
 pub mod cache;
 pub mod canonical;
 pub mod content;

@@ -58,12 +58,15 @@ pub struct FsckReport {
     /// Layers tagged images name that are not local but known as remote (see
     /// [`crate::remote`]): fetched when first needed, not a problem.
     pub remote: Vec<Digest>,
+    /// Batches of records or cache entries that are torn or altered (see [`crate::batch`]),
+    /// and why: never read, so their records are lost. Removed when repairing.
+    pub damaged_batches: Vec<(std::path::PathBuf, String)>,
 }
 
 impl FsckReport {
     /// No problem found.
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.broken_tags.is_empty()
+        self.corrupt.is_empty() && self.broken_tags.is_empty() && self.damaged_batches.is_empty()
     }
 }
 
@@ -273,5 +276,16 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport, Error> {
         }
     }
     report.remote = remote.into_iter().collect();
+    let cache = Cache::open(store.root()).map_err(|e| Error::Io { what: "build cache", source: std::io::Error::other(e.to_string()) })?;
+    report.damaged_batches = store.remote().damaged().map_err(|source| Error::Io { what: "reading remote blobs' batches", source })?;
+    report.damaged_batches.extend(cache.damaged().map_err(|e| Error::Io { what: "build cache", source: std::io::Error::other(e.to_string()) })?);
+    if repair {
+        for (path, _) in &report.damaged_batches {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { what: "removing a damaged batch", source: e }),
+                _ => {}
+            }
+        }
+    }
     Ok(report)
 }

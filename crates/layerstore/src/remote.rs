@@ -15,6 +15,11 @@
 //! once size and digest verify, so a half-fetched blob is never visible; the record is removed
 //! after the commit, and a record whose blob is present is only a stale hint gc removes.
 //!
+//! A build writes the records it makes together as one [batch](crate::batch)
+//! ([`Records::record_all`]); a batched record is read, listed, stamped and removed by gc as a
+//! record of its own is. Once its blob is fetched, a batched record stays as a stale hint
+//! (rewriting the batch on each fetch would cost what batching saves) until gc drops it.
+//!
 //! `gc` keeps the records of blobs it keeps (and removes the others); `fsck` reports a tagged
 //! image's missing blob that has a record as remote, not as a broken image.
 
@@ -26,6 +31,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Batches;
 use crate::digest::Digest;
 use crate::store::{Layer, Store};
 
@@ -67,8 +73,9 @@ pub struct RemoteBlob {
     pub stored: Option<Layer>,
 }
 
-/// A small record the store keeps about a blob it does not hold yet, one file per digest.
-pub trait Record: Serialize + serde::de::DeserializeOwned {
+/// A small record the store keeps about a blob it does not hold yet: one file per digest, or
+/// one item of a batch.
+pub trait Record: Serialize + serde::de::DeserializeOwned + Clone {
     /// The directory under `forge/` that holds this kind of record.
     const DIR: &'static str;
     /// The blob the record is about.
@@ -87,7 +94,7 @@ impl Record for RemoteBlob {
 #[derive(Debug, Clone)]
 pub struct Records<T> {
     dir: PathBuf,
-    kind: std::marker::PhantomData<fn() -> T>,
+    batches: Batches<T>,
 }
 
 /// The store's records of remote blobs (`forge/remote/`).
@@ -95,7 +102,8 @@ pub type Remotes = Records<RemoteBlob>;
 
 impl<T: Record> Records<T> {
     pub(crate) fn open(root: &std::path::Path) -> Records<T> {
-        Records { dir: root.join("forge").join(T::DIR), kind: std::marker::PhantomData }
+        let dir = root.join("forge").join(T::DIR);
+        Records { batches: Batches::open(&dir, T::digest), dir }
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -109,18 +117,33 @@ impl<T: Record> Records<T> {
         crate::atomic::write(&self.path(blob.digest()), &bytes)
     }
 
-    /// The record of `digest`, if there is a readable one for that digest.
+    /// Records every blob of `blobs` as one batch: one durable write whatever their number.
+    pub fn record_all(&self, blobs: &[T]) -> io::Result<()> {
+        self.batches.write(blobs)
+    }
+
+    /// The record of `digest`, if there is a readable one for that digest: its own, else a
+    /// batch's.
     pub fn get(&self, digest: &Digest) -> Option<T> {
+        self.own(digest).or_else(|| self.batches.get(digest).map(|(b, _)| b))
+    }
+
+    fn own(&self, digest: &Digest) -> Option<T> {
         let bytes = fs::read(self.path(digest)).ok()?;
         // A record that does not parse or names another blob is as good as none.
         serde_json::from_slice::<T>(&bytes).ok().filter(|b| b.digest() == digest)
     }
 
+    /// Batches of records that were ignored because they are torn or altered, and why.
+    pub fn damaged(&self) -> io::Result<Vec<(PathBuf, String)>> {
+        self.batches.damaged()
+    }
+
     /// Stamps the record of `digest` as used now, so a [lease](crate::lease) holds it against a
     /// gc as it holds a reused blob; `false` when there is none.
     pub fn reuse(&self, digest: &Digest) -> io::Result<bool> {
-        if self.get(digest).is_none() {
-            return Ok(false);
+        if self.own(digest).is_none() {
+            return self.batches.reuse(digest);
         }
         match fs::File::options().write(true).open(self.path(digest)) {
             Ok(f) => f.set_modified(SystemTime::now()).map(|()| true),
@@ -142,10 +165,12 @@ impl<T: Record> Records<T> {
                 out.push(d);
             }
         }
+        let own: std::collections::HashSet<Digest> = out.iter().cloned().collect();
+        out.extend(self.batches.all()?.into_iter().map(|(blob, _)| blob.digest().clone()).filter(|d| !own.contains(d)));
         Ok(out)
     }
 
-    /// Removes the record of `digest` (absent is fine).
+    /// Removes the record of `digest` (absent is fine); a batched one stays until gc.
     pub(crate) fn remove(&self, digest: &Digest) -> io::Result<()> {
         match fs::remove_file(self.path(digest)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -155,13 +180,16 @@ impl<T: Record> Records<T> {
 
     /// Removes the record unless it was written or used at `since` or later; whether it did.
     pub(crate) fn remove_unless_newer(&self, digest: &Digest, since: SystemTime) -> io::Result<bool> {
-        let modified = match fs::metadata(self.path(digest)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            other => other?.modified()?,
+        let own = match fs::metadata(self.path(digest)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            other => {
+                if other?.modified()? >= since {
+                    return Ok(false);
+                }
+                self.remove(digest)?;
+                true
+            }
         };
-        if modified >= since {
-            return Ok(false);
-        }
-        self.remove(digest).map(|()| true)
+        Ok(self.batches.remove_unless_newer(digest, since)? || own)
     }
 }
