@@ -573,8 +573,9 @@ impl Containers {
                 };
                 // Best effort: a network removed since it was connected costs that network,
                 // not the run (the error is in the state, for inspect).
-                if let Err(e) = self.connect_recorded(config, pid, state.pid_start) {
-                    state.error = e.to_string();
+                let failed = self.connect_recorded(config, pid, state.pid_start);
+                if !failed.is_empty() {
+                    state.error = failed.iter().map(Error::to_string).collect::<Vec<_>>().join("; ");
                 }
                 recorded = write_json(&state_path, &state);
                 self.event(&id, "start", &[]);
