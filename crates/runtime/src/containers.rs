@@ -233,6 +233,7 @@ impl Containers {
                 }))
                 .collect(),
             open_stdin: opts.interactive,
+            stdin_once: opts.interactive && opts.stdin_once,
             tty: opts.tty,
             userns,
         };
