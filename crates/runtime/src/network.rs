@@ -249,7 +249,7 @@ impl Containers {
     }
 
     /// Connects the container whose init just started (`pid`, in its namespaces already, its
-    /// command not yet started: see [`forge_sandbox::Event::Started`]) to the networks recorded
+    /// command not yet started: see [`forge_sandbox::Event::Namespaces`]) to the networks recorded
     /// for it by [`connect`](Containers::connect), so its command finds their interfaces from
     /// its start, as docker's does. Its lock is held by the caller. Each network is tried, and
     /// what failed is returned: a network removed since costs only itself.

@@ -226,12 +226,18 @@ pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8]
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event<'a> {
+    /// The init is in the step's cgroup and namespaces (`/proc/<pid>/ns/net` is the step's
+    /// network namespace), and nothing else is done before the observer returns: what it adds
+    /// to them (a network interface) is there from the command's first instruction. Reported
+    /// first, and not at all when the init fails before its namespaces are made.
+    Namespaces {
+        /// The init's PID in the caller's PID namespace.
+        pid: u32,
+    },
     /// The init started, with this host PID, already in the step's cgroup and namespaces
-    /// (`/proc/<pid>/ns/net` is the step's network namespace): a caller that keeps state about
-    /// the step records it, and may signal it (SIGTERM, SIGINT and SIGHUP are passed on to the
-    /// command). The command starts only once the observer returns, so what the observer adds
-    /// to the namespaces (a network interface) is there from the command's first instruction.
-    /// Not reported when the init fails before its namespaces are made.
+    /// (right after `Namespaces`; the step is being set up meanwhile): a caller that keeps
+    /// state about the step records it, and may signal it (SIGTERM, SIGINT and SIGHUP are
+    /// passed on to the command).
     Started {
         /// The init's PID in the caller's PID namespace.
         pid: u32,
@@ -340,9 +346,9 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     if let Some(Ok(terminal)) = master.as_ref().map(|m| m.try_clone()) {
         observe(Event::Terminal(std::fs::File::from(terminal)));
     }
-    // The init reports its namespaces made, then waits for a byte on its input: `Started` is
-    // observed in between, so what its observer adds to them is there when the command starts.
-    // An init that fails first reports why instead, and is never started.
+    // The init reports its namespaces made, then waits for a byte on its input: `Namespaces`
+    // is observed in between, so what its observer adds to them is there when the command
+    // starts. An init that fails first reports why instead, and is never started.
     let mut status = BufReader::new(std::fs::File::from(status_read));
     let mut early_reports = String::new();
     let ready = loop {
@@ -354,9 +360,11 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         }
     };
     if ready {
-        observe(Event::Started { pid: child.id() });
+        observe(Event::Namespaces { pid: child.id() });
         // Failing, the init is gone already; its end is reported as any other.
         let _ = init_stdin.write_all(b"g");
+        // While the init sets the step up: a caller's records cost the command no time.
+        observe(Event::Started { pid: child.id() });
     }
     // The command's input from here on, if it keeps it; else end of file for the init.
     let stdin = match (terminal_input, spec.stdin) {
