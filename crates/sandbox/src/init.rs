@@ -125,9 +125,9 @@ fn read_spec() -> Result<InitSpec, String> {
 }
 
 /// Tells the caller that the namespaces are made ([`Report::Ready`]) and waits for its go, one
-/// byte on fd 0: the caller may set them up further first (`Event::Namespaces`) (a container's `network connect`
-/// before it started gives it more interfaces), and the command must find them there when it
-/// starts, as docker's do.
+/// byte on fd 0: the caller may set them up further first (`Event::Namespaces`: a container's
+/// `network connect` before it started gives it more interfaces), and the command must find
+/// them there when it starts, as docker's do.
 fn wait_for_go() -> Result<(), String> {
     // Not dropped: that would close the channel the final report goes to.
     let mut status = std::mem::ManuallyDrop::new(sys::status_file(STATUS_FD));
