@@ -245,6 +245,9 @@ fn docker_cli_connects_a_created_container_which_is_attached_at_start() {
     server.ok(&["create", "--name", "both", "--network", "front", "busybox", "sleep", "300"]);
     let _both = Removed(&forge, "both");
     server.ok(&["network", "connect", "--alias", "bee", "back", "both"]);
+    // Listed before it runs, with no address yet, as docker's.
+    let listed = server.ok(&["inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{$v.IPAddress}}:{{$v.Aliases}} {{end}}", "both"]).stdout;
+    assert!(listed.starts_with("back::[bee ") && listed.contains(" front::"), "{listed}");
     let twice = server.docker(&["network", "connect", "back", "both"]);
     assert!(!twice.ok && twice.stderr.contains("already connected"), "{}", twice.stderr);
     // Disconnected before it runs: not attached at start.

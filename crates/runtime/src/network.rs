@@ -260,6 +260,13 @@ impl Containers {
         }
     }
 
+    /// The networks `c` is connected to at each start beside its `--network` (by
+    /// [`connect`](Containers::connect)), each with the aliases given there, whether it runs
+    /// or not (as docker's inspect lists them).
+    pub fn connected(&self, c: &crate::Container) -> Result<Vec<(String, Vec<String>)>, Error> {
+        Ok(extra_networks(&self.dir_of(c.id()).join(EXTRA_NETWORKS_FILE))?.into_iter().map(|e| (e.network, e.aliases)).collect())
+    }
+
     /// Takes `c` off `network` (one [`connect`](Containers::connect) added): its record, and
     /// while it runs its interface there.
     pub fn disconnect(&self, c: &crate::Container, network: &str) -> Result<(), Error> {
