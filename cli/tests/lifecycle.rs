@@ -395,6 +395,36 @@ fn interactive_keeps_stdin_open() {
 }
 
 #[test]
+fn attached_clients_feed_a_detached_interactive_container_in_turn() {
+    let forge = Forge::with_busybox();
+    // `forge attach ID` fed `input`, which then ends.
+    let attach = |id: &str, input: &str| {
+        use std::io::Write;
+        let mut child = forge.cmd().args(["attach", id]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+    };
+    // `run -di` (docker's StdinOnce off): a client's end of input is not the command's, and the
+    // next client's input follows; each attach waits for the container to stop, as docker's.
+    let c = Detached::run(&forge, &["-i"], "echo ready; while read l && [ \"$l\" != end ]; do echo seen-$l; done; echo closed");
+    let logs = |id: &str| forge.ok(&["logs", id]).stdout;
+    let mut first = attach(&c.id, "one\n");
+    assert!(eventually(|| logs(&c.id) == "ready\nseen-one\n"), "{}", logs(&c.id));
+    assert_eq!(c.state()["Status"], "running", "the first client's end of input ended the command's");
+    let mut second = attach(&c.id, "two\nend\n");
+    for child in [&mut second, &mut first] {
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+    assert_eq!(logs(&c.id), "ready\nseen-one\nseen-two\nclosed\n");
+    // `create -i` (StdinOnce on): the first client's end of input is the command's.
+    let once = forge.ok(&["create", "-i", "busybox", "sh", "-c", "cat; echo closed"]).stdout.trim().to_string();
+    let _once = Detached { forge: &forge, id: once.clone() };
+    forge.ok(&["start", &once]);
+    assert_eq!(attach(&once, "x\n").wait().unwrap().code(), Some(0));
+    assert_eq!(logs(&once), "x\nclosed\n");
+}
+
+#[test]
 fn run_d_and_start_fail_with_dockers_codes_when_the_command_cannot_run() {
     let forge = Forge::with_busybox();
     let r = forge.run(&["run", "-d", "--name", "nope", "busybox", "no-such-command"]);

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{Forge, Ran};
+use common::{eventually, Forge, Ran, Removed};
 
 /// An HTTP server on the host's 127.0.0.1 that answers every request with `body`; stopped
 /// (and its thread joined) when dropped.
@@ -522,6 +522,91 @@ fn connected_containers_and_their_peers_find_each_other_both_ways() {
     assert_eq!(entries(Path::new("/sys/class/net")).into_iter().filter(|l| l.starts_with("eth")).collect::<Vec<_>>(), links);
     assert!(!inspect_network(&forge, "mesh")["Containers"].to_string().contains("hosty"));
     drop(hosty);
+}
+
+/// The IPv4 addresses of `ip -4 -o addr` output, by interface (`eth1 10.147.41.2`), sorted.
+fn addresses(out: &str) -> Vec<String> {
+    let mut found: Vec<String> = out.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let at = f.iter().position(|w| *w == "inet")?;
+        Some(format!("{} {}", f.get(1)?.trim_end_matches(':'), f.get(at + 1)?.split('/').next()?))
+    }).collect();
+    found.sort();
+    found
+}
+
+/// Whether `addresses` has one on `interface` in the /24 `prefix` (`10.147.41.`).
+fn on(addresses: &[String], interface: &str, prefix: &str) -> bool {
+    addresses.iter().any(|a| a.starts_with(&format!("{interface} {prefix}")))
+}
+
+#[test]
+fn networks_connected_before_a_start_are_there_when_the_command_starts() {
+    let forge = Forge::with_busybox();
+    forge.ok(&["network", "create", "--subnet", "10.147.40.0/24", "first"]);
+    forge.ok(&["network", "create", "--subnet", "10.147.41.0/24", "early"]);
+    // Its very first instruction lists its addresses: docker attaches every network before
+    // the command starts.
+    forge.ok(&["create", "--name", "early-bird", "--network", "first", "busybox", "ip", "-4", "-o", "addr"]);
+    let _bird = Removed(&forge, "early-bird");
+    forge.ok(&["network", "connect", "early", "early-bird"]);
+    // In the foreground, and under a monitor (its log), at each start.
+    for _ in 0..2 {
+        let seen = addresses(&forge.ok(&["start", "-a", "early-bird"]).stdout);
+        assert!(on(&seen, "eth0", "10.147.40.") && on(&seen, "eth1", "10.147.41."), "{seen:?}");
+    }
+    let logged = forge.ok(&["logs", "early-bird"]).stdout.len();
+    forge.ok(&["start", "early-bird"]);
+    assert_eq!(forge.ok(&["wait", "early-bird"]).stdout, "0\n");
+    let seen = addresses(&forge.ok(&["logs", "early-bird"]).stdout[logged..]);
+    assert!(on(&seen, "eth0", "10.147.40.") && on(&seen, "eth1", "10.147.41."), "{seen:?}");
+    drop(_bird);
+    forge.ok(&["network", "rm", "first", "early"]);
+}
+
+#[test]
+fn a_network_connected_to_a_running_container_is_there_again_after_a_restart() {
+    let forge = Forge::with_busybox();
+    forge.ok(&["network", "create", "--subnet", "10.147.42.0/24", "later"]);
+    let addresses_of = |name: &str| addresses(&forge.ok(&["exec", name, "ip", "-4", "-o", "addr"]).stdout);
+
+    // `restart`: stopped, started again, on the network it was connected to while it ran, and
+    // known there by the alias given at connect.
+    forge.ok(&["run", "-d", "--name", "live", "busybox", "sleep", "600"]);
+    let _live = Removed(&forge, "live");
+    forge.ok(&["network", "connect", "--alias", "lively", "later", "live"]);
+    assert!(on(&addresses_of("live"), "eth1", "10.147.42."));
+    forge.ok(&["restart", "-t", "0", "live"]);
+    assert!(on(&addresses_of("live"), "eth1", "10.147.42."), "{:?}", addresses_of("live"));
+    assert!(inspect_network(&forge, "later")["Containers"].to_string().contains("lively"));
+    // Connected twice: refused, once recorded as once attached.
+    let r = forge.run(&["network", "connect", "later", "live"]);
+    assert!(!r.ok && r.stderr.contains("already connected"), "{}", r.stderr);
+    // Disconnected: gone now and after the next restart.
+    forge.ok(&["network", "disconnect", "later", "live"]);
+    assert!(!on(&addresses_of("live"), "eth1", ""));
+    forge.ok(&["restart", "-t", "0", "live"]);
+    let seen = addresses_of("live");
+    assert!(on(&seen, "eth0", "") && !on(&seen, "eth1", ""), "{seen:?}");
+    let r = forge.run(&["network", "disconnect", "later", "live"]);
+    assert!(!r.ok, "a second disconnect succeeded");
+
+    // A restart policy's restart: each run prints its addresses first, then waits for /go.
+    let script = "echo run; ip -4 -o addr; until [ -e /go ]; do sleep 0.1; done; rm /go; exit 1";
+    forge.ok(&["run", "-d", "--name", "again", "--restart", "on-failure:1", "busybox", "sh", "-c", script]);
+    let _again = Removed(&forge, "again");
+    let runs = || forge.ok(&["logs", "again"]).stdout.matches("run\n").count();
+    assert!(eventually(|| runs() == 1), "it never ran");
+    forge.ok(&["network", "connect", "later", "again"]);
+    forge.ok(&["exec", "again", "touch", "/go"]);
+    assert!(eventually(|| runs() == 2), "the policy did not restart it");
+    forge.ok(&["exec", "again", "touch", "/go"]);
+    assert_eq!(forge.ok(&["wait", "again"]).stdout, "1\n");
+    let log = forge.ok(&["logs", "again"]).stdout;
+    let (first, second) = log.rsplit_once("run\n").unwrap();
+    assert!(!on(&addresses(first), "eth1", "") && on(&addresses(second), "eth1", "10.147.42."), "{log}");
+    drop((_again, _live));
+    forge.ok(&["network", "rm", "later"]);
 }
 
 /// The host's veth ends forge made (`fv<id>`).

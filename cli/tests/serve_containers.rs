@@ -385,16 +385,28 @@ fn docker_run_i_and_it_and_attach_pass_input_to_the_container() {
     assert!(shown.contains("got-typed"), "{shown}\n{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
     assert_eq!(out.status.code(), Some(9));
 
-    // attach to a detached -i container: its output from now on, and its input.
-    server.ok(&["run", "-di", "--network", "none", "--name", "reader", "busybox", "sh", "-c", "while read l; do echo seen-$l; done; echo closed"]);
-    let mut attach = server.docker_cmd(&["attach", "reader"]);
-    attach.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = attach.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"one\ntwo\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "seen-one\nseen-two\nclosed\n");
+    // attach to a detached -i container (no StdinOnce, as docker's `run -di`): each client's
+    // input reaches it in turn, and a client's end of input is not the command's (as Docker
+    // 28.5 does: its attach then waits for the container to exit).
+    server.ok(&["run", "-di", "--network", "none", "--name", "reader", "busybox", "sh", "-c", "while read l && [ \"$l\" != end ]; do echo seen-$l; done; echo closed"]);
+    let _reader = common::Removed(&forge, "reader");
+    let attach = |input: &[u8]| {
+        let mut attach = server.docker_cmd(&["attach", "reader"]);
+        attach.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = attach.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        child
+    };
+    let logs = || server.ok(&["logs", "reader"]).stdout;
+    let mut first = attach(b"one\ntwo\n");
+    assert!(eventually(|| logs() == "seen-one\nseen-two\n"), "{}", logs());
+    assert_eq!(server.ok(&["inspect", "--format", "{{.State.Running}} {{.Config.StdinOnce}}", "reader"]).stdout.trim(), "true false");
+    let mut second = attach(b"three\nend\n");
+    for child in [&mut second, &mut first] {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(logs(), "seen-one\nseen-two\nseen-three\nclosed\n");
     assert_eq!(server.ok(&["wait", "reader"]).stdout.trim(), "0");
-    server.ok(&["rm", "reader"]);
 }
 
 #[test]

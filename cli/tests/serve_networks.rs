@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 use common::server::{message, raw, Server};
-use common::{eventually, Background, Forge};
+use common::{eventually, Background, Forge, Removed};
 
 #[test]
 fn docker_cli_creates_lists_inspects_and_removes_networks() {
@@ -114,6 +114,11 @@ fn docker_cli_connects_and_disconnects_running_containers() {
 
     let twice = server.docker(&["network", "connect", "front", "two"]);
     assert!(!twice.ok && twice.stderr.contains("already connected"), "{}", twice.stderr);
+    // Restarted through the API: on front again, known there by its alias.
+    server.ok(&["restart", "-t", "0", "two"]);
+    let addresses = forge.ok(&["exec", "two", "ip", "-4", "-o", "addr"]).stdout;
+    assert!(addresses.contains("10.147.9."), "{addresses}");
+    assert!(eventually(|| hosts_of_one().lines().any(|l| l.contains("\ttwo beta "))), "{}", hosts_of_one());
     let busy = server.docker(&["network", "rm", "front"]);
     assert!(!busy.ok && busy.stderr.contains("cannot be removed"), "{}", busy.stderr);
     let nobody = server.docker(&["network", "connect", "front", "nobody"]);
@@ -186,15 +191,6 @@ fn docker_create_takes_ports_dns_extra_hosts_and_aliases() {
     assert_eq!(server.ok(&["ps", "-aq"]).stdout.trim(), &id[..12]);
 }
 
-/// A container removed (stopped first) on drop, pass or fail.
-struct Removed<'a>(&'a Forge, &'a str);
-
-impl Drop for Removed<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.run(&["rm", "-f", self.1]);
-    }
-}
-
 #[test]
 fn docker_sdk_for_python_drives_networks_and_volumes() {
     let has_sdk = std::process::Command::new("python3").args(["-c", "import docker"]).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success());
@@ -249,6 +245,9 @@ fn docker_cli_connects_a_created_container_which_is_attached_at_start() {
     server.ok(&["create", "--name", "both", "--network", "front", "busybox", "sleep", "300"]);
     let _both = Removed(&forge, "both");
     server.ok(&["network", "connect", "--alias", "bee", "back", "both"]);
+    // Listed before it runs, with no address yet, as docker's.
+    let listed = server.ok(&["inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{$v.IPAddress}}:{{$v.Aliases}} {{end}}", "both"]).stdout;
+    assert!(listed.starts_with("back::[bee ") && listed.contains(" front::"), "{listed}");
     let twice = server.docker(&["network", "connect", "back", "both"]);
     assert!(!twice.ok && twice.stderr.contains("already connected"), "{}", twice.stderr);
     // Disconnected before it runs: not attached at start.
@@ -279,6 +278,14 @@ fn docker_cli_connects_a_created_container_which_is_attached_at_start() {
     server.ok(&["start", "pair"]);
     let networks = server.ok(&["inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{$v.IPAddress}}:{{$v.Aliases}} {{end}}", "pair"]).stdout;
     assert!(networks.contains("back:10.147.16.") && networks.contains("front:10.147.15.") && networks.contains(":[bee2 "), "{networks}");
+    // Both attached before the command starts: its first instruction sees both addresses.
+    let body = br#"{"Image": "busybox", "Cmd": ["ip", "-4", "-o", "addr"], "HostConfig": {"NetworkMode": "front"}, "NetworkingConfig": {"EndpointsConfig": {"front": {}, "back": {}}}}"#;
+    let (code, answer) = raw(&server.socket, "POST", "/v1.43/containers/create?name=first-sight", "application/json", body);
+    assert_eq!(code, 201, "{answer}");
+    let _first_sight = Removed(&forge, "first-sight");
+    let seen = server.ok(&["start", "-a", "first-sight"]).stdout;
+    assert!(seen.contains("inet 10.147.15.") && seen.contains("inet 10.147.16."), "{seen}");
+    drop(_first_sight);
     let body = br#"{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "front"}, "NetworkingConfig": {"EndpointsConfig": {"front": {}, "nowhere": {}}}}"#;
     let (code, answer) = raw(&server.socket, "POST", "/v1.43/containers/create?name=lost", "application/json", body);
     assert_eq!((code, message(&answer).contains("nowhere")), (404, true), "{answer}");

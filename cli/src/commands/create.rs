@@ -138,6 +138,8 @@ impl ContainerFlags {
             stop_timeout: self.stop_timeout,
             labels: self.label.clone(),
             interactive: self.interactive,
+            // As docker's: input attached at create (`run -d` detaches it again).
+            stdin_once: self.interactive,
             tty: self.tty,
             userns: self.userns.as_deref().map(str::parse).transpose()?,
         })

@@ -54,7 +54,9 @@ impl Exit {
 pub fn run(global: &crate::Global, args: RunArgs) -> anyhow::Result<()> {
     // First, before any thread starts, so every thread leaves the signals to the proxy.
     let proxy = SignalProxy::install();
-    let created = args.flags.options().and_then(|opts| {
+    let created = args.flags.options().and_then(|mut opts| {
+        // Detached, its input is no client's: each one that attaches feeds it, as docker's.
+        opts.stdin_once &= !args.detach;
         let containers = containers(global)?;
         let c = containers.create(&opts)?;
         Ok((containers, c))

@@ -242,3 +242,12 @@ impl Drop for Background<'_> {
         let _ = self.forge.run(&["rm", "-f", &self.name]);
     }
 }
+
+/// A container removed (stopped first) on drop, pass or fail.
+pub struct Removed<'a>(pub &'a Forge, pub &'a str);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["rm", "-f", self.1]);
+    }
+}

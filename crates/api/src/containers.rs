@@ -185,6 +185,7 @@ pub(crate) async fn create(api: &Api, req: Request<Incoming>) -> Result<Response
         auto_remove: body.host_config.as_ref().and_then(|h| h.auto_remove).unwrap_or(false),
         limits: limits(body.host_config.as_ref())?,
         interactive: body.open_stdin.unwrap_or(false),
+        stdin_once: body.stdin_once.unwrap_or(false),
         tty: body.tty.unwrap_or(false),
         labels: body.labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect(),
         mounts: crate::volumes::binds(body.host_config.as_ref())?.into_iter().chain(crate::volumes::mounts(body.host_config.as_ref())?).collect(),
@@ -249,6 +250,7 @@ fn inspect_of(c: &Container) -> ContainerInspectResponse {
             working_dir: Some(c.config.working_dir.clone()),
             tty: Some(c.config.tty),
             open_stdin: Some(c.config.open_stdin),
+            stdin_once: Some(c.config.stdin_once),
             labels: Some(c.config.labels.clone().into_iter().collect()),
             ..Default::default()
         }),

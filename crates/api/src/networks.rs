@@ -425,12 +425,20 @@ pub(crate) fn settings_of(containers: &Containers, store_root: &Path, c: &Contai
         Mode::None => Some("none".into()),
         Mode::Container(_) => None,
     };
-    for name in configured.iter().chain(endpoints.iter().map(|e| &e.network)) {
+    // And the networks connected to it, attached at each start: listed while it does not run
+    // too, with no address, as docker's.
+    let connected = containers.connected(c)?;
+    for name in configured.iter().chain(endpoints.iter().map(|e| &e.network)).chain(connected.iter().map(|(n, _)| n)) {
+        if networks.contains_key(name) {
+            continue;
+        }
         let ep = endpoints.iter().find(|e| &e.network == name);
+        let recorded = connected.iter().find(|(n, _)| n == name);
         // On a user network docker lists the short ID among the aliases (compose checks it).
-        let aliases: Option<Vec<String>> = match (&c.config.network, ep) {
-            (_, Some(ep)) if name != DEFAULT_NETWORK => Some(ep.names.iter().filter(|n| Some(*n) != c.config.name.as_ref()).cloned().collect()),
-            (Mode::Named(_), None) => Some(c.config.aliases.iter().cloned().chain([c.short_id().to_string()]).collect()),
+        let aliases: Option<Vec<String>> = match (&c.config.network, ep, recorded) {
+            (_, Some(ep), _) if name != DEFAULT_NETWORK => Some(ep.names.iter().filter(|n| Some(*n) != c.config.name.as_ref()).cloned().collect()),
+            (_, None, Some((_, aliases))) => Some(aliases.iter().cloned().chain([c.short_id().to_string()]).collect()),
+            (Mode::Named(_), None, _) => Some(c.config.aliases.iter().cloned().chain([c.short_id().to_string()]).collect()),
             _ => None,
         };
         let settings = EndpointSettings {

@@ -7,6 +7,8 @@
 //! and the bytes; with one, the bytes alone.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bollard_stubs::models::{
@@ -317,6 +319,9 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
     let q = Query::parse(req.uri().query(), &["stream", "stdin", "stdout", "stderr", "logs", "detachKeys"])?;
     let (cs, c) = find(api, id).await?;
     let feed = q.flag("stdin") && c.config.open_stdin;
+    // Without `StdinOnce` the end of this client's input is not the command's but ends this
+    // attach, output included, as docker's does (its CLI then waits for the container).
+    let input_ended = Arc::new(AtomicBool::new(false));
     let sel = Selection { stdout: q.flag("stdout"), stderr: q.flag("stderr"), timestamps: false, tty: c.config.tty };
     let (logs, stream) = (q.flag("logs"), q.flag("stream"));
     // In place before the client is answered: it may start the container then (`docker run`).
@@ -331,14 +336,17 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
     let store = api.store.clone();
     Ok(hijack.run(stream_type(sel.tty), move |out, input| {
         if let Some(mut input) = input {
-            let (c, stopping) = (c.clone(), stopping.clone());
+            let (c, stopping, input_ended) = (c.clone(), stopping.clone(), input_ended.clone());
             // Not joined: it ends with the client's input (or the container's).
             std::thread::spawn(move || {
                 let stdin = if feed { Containers::open(&store).and_then(|cs| cs.open_stdin(&c, &|| *stopping.borrow())).ok().flatten() } else { None };
                 match stdin {
-                    Some(mut stdin) => std::io::copy(&mut input, &mut stdin),
+                    Some(mut stdin) => {
+                        let _ = std::io::copy(&mut input, &mut stdin);
+                        input_ended.store(!c.config.stdin_once, Ordering::SeqCst);
+                    }
                     // Read and dropped, so the client never blocks on a full socket.
-                    None => std::io::copy(&mut input, &mut std::io::sink()),
+                    None => drop(std::io::copy(&mut input, &mut std::io::sink())),
                 }
             });
         }
@@ -351,7 +359,7 @@ pub(crate) async fn attach(api: &Api, mut req: Request<Incoming>, id: &str) -> R
         }
         if let Some(follower) = follower {
             // A client gone is seen at the next output; the server's stop ends it at once.
-            cs.follow_run(follower, &mut |e: &LogEntry| send(e, out), &|| *stopping.borrow()).map_err(|e| e.to_string())?;
+            cs.follow_run(follower, &mut |e: &LogEntry| send(e, out), &|| *stopping.borrow() || input_ended.load(Ordering::SeqCst)).map_err(|e| e.to_string())?;
         }
         Ok(())
     }))

@@ -732,6 +732,12 @@ impl Networks {
         // the lease's (or during a teardown).
         for entry in fs::read_dir(self.dir.join("leases")).map_err(io("listing leases"))? {
             let path = entry.map_err(io("listing leases"))?.path();
+            // A lease half written by a writer killed before its rename: leases are written
+            // under the host lock, which this holds, so no live writer has one.
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
             if path.extension().is_some_and(|e| e == "lock") && !path.with_extension("json").exists() {
                 if let Some(_lock) = FileLock::try_exclusive(&path).map_err(io("locking a lease"))? {
                     let _ = fs::remove_file(&path);

@@ -193,6 +193,16 @@ fn a_store_named_two_ways_prunes_its_own_bridge() {
 }
 
 #[test]
+fn a_lease_half_written_by_a_killed_forge_goes_with_the_next_reconcile() {
+    let Some(s) = Store::new(None) else { return };
+    // What a forge killed between writing a lease's temporary file and renaming it leaves.
+    let half = s.dir.path().join("leases").join("1044f594b24e0e13.tmp");
+    std::fs::write(&half, b"{\"veth\": ").unwrap();
+    s.networks.reconcile().unwrap();
+    assert!(!half.exists(), "the half-written lease survived");
+}
+
+#[test]
 fn a_process_in_the_hosts_namespace_is_never_connected() {
     let Some(s) = Store::new(None) else { return };
     s.networks.create("joinme", None, None, false, Default::default()).unwrap();

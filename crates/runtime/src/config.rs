@@ -74,6 +74,9 @@ pub struct CreateOptions {
     pub labels: Vec<String>,
     /// `-i`: keep its standard input open.
     pub interactive: bool,
+    /// docker's `StdinOnce`: the end of the first attached client's input is the end of the
+    /// command's (`create -i`, `run -i`); else clients come and go and it stays open (`run -di`).
+    pub stdin_once: bool,
     /// `-t`: a terminal.
     pub tty: bool,
     /// `--userns`; `None`: the store's default (see [`crate::userns_store_default`]).
@@ -159,6 +162,11 @@ pub struct Config {
     /// a monitor holds it open.
     #[serde(default)]
     pub open_stdin: bool,
+    /// With `open_stdin`: the first attached client's end of input ends it (docker's
+    /// `StdinOnce`); else every client's input goes to it, in turn or together, and their ends
+    /// are not its end.
+    #[serde(default)]
+    pub stdin_once: bool,
     /// It gets a terminal (`-t`): its output is the terminal's, all on stdout.
     #[serde(default)]
     pub tty: bool,

@@ -233,6 +233,7 @@ impl Containers {
                 }))
                 .collect(),
             open_stdin: opts.interactive,
+            stdin_once: opts.interactive && opts.stdin_once,
             tty: opts.tty,
             userns,
         };
@@ -552,6 +553,7 @@ impl Containers {
         let mut recorded = Ok(());
         // Held open while it runs: its number is in the state, for `resize`.
         let mut terminal: Option<std::fs::File> = None;
+        let mut not_connected = Vec::new();
         let ran = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
             Event::Terminal(master) => {
                 if let Ok(copy) = master.try_clone() {
@@ -559,6 +561,10 @@ impl Containers {
                 }
                 terminal = Some(master);
             }
+            // Before its command starts (which waits meanwhile), as docker attaches networks.
+            // Best effort: a network removed since it was connected costs that network, not
+            // the run (the error is in the state, for inspect).
+            Event::Namespaces { pid } => not_connected = self.connect_recorded(config, pid, start_time(pid).unwrap_or(0)),
             Event::Started { pid } => {
                 state = State {
                     status: Status::Running,
@@ -571,10 +577,8 @@ impl Containers {
                     terminal_fd: terminal.as_ref().map(|t| std::os::fd::AsRawFd::as_raw_fd(t)),
                     ..State::created()
                 };
-                // Best effort: a network removed since it was connected costs that network,
-                // not the run (the error is in the state, for inspect).
-                if let Err(e) = self.connect_recorded(config, pid, state.pid_start) {
-                    state.error = e.to_string();
+                if !not_connected.is_empty() {
+                    state.error = not_connected.iter().map(Error::to_string).collect::<Vec<_>>().join("; ");
                 }
                 recorded = write_json(&state_path, &state);
                 self.event(&id, "start", &[]);

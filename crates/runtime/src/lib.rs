@@ -21,6 +21,8 @@
 //!     <id>-json.log its output, docker's json-file format (see read_log)
 //!     stopped       present once `stop`/`kill`/`rm -f` stopped it: no restart policy applies
 //!     stdin         with `-i`, the FIFO its monitor feeds the command's input from (attach)
+//!     networks.json the networks `network connect` added, attached again at each start
+//!     networks.lock flock'ed while networks.json changes (its lock is its supervisor's)
 //!     lock          flock'ed by whoever changes the state, and by the process that
 //!                   supervises the container for as long as it runs
 //! <store>/forge/containers/.exit-<id>-*  a waiter's exit slot: the final state is written

@@ -137,15 +137,22 @@ impl Containers {
         let mut log_failed = None;
         let mut delay = FIRST_DELAY;
         let fifo = self.path(id).join(STDIN_FIFO);
-        if config.open_stdin {
-            make_fifo(&fifo)?;
-        }
+        // `-i`: each run's input, held open so that it stays open until the command exits
+        // (`run -di IMAGE sh` keeps running), goes to the thread that feeds it from the FIFO.
+        let runs = match config.open_stdin {
+            true => {
+                make_fifo(&fifo)?;
+                let (tx, rx) = mpsc::channel();
+                let (fifo, once) = (fifo.clone(), config.stdin_once);
+                // Not joined: it waits for clients for as long as the container may run, and
+                // ends with this process.
+                std::thread::spawn(move || feed_stdin(&fifo, once, &rx));
+                Some(tx)
+            }
+            false => None,
+        };
         loop {
             let began = Instant::now();
-            // `-i`: held open, so the command's input stays open until it exits (`run -di
-            // IMAGE sh` keeps running), and fed by the first client that attaches to it (see
-            // `Containers::open_stdin`), whose end of input ends it, as docker's `StdinOnce`.
-            let mut stdin = None;
             let mut init = 0;
             let mut progress = |p: Progress| match p {
                 Progress::Started(pid) => init = pid,
@@ -157,15 +164,10 @@ impl Containers {
                         let _ = detach_stdio();
                     }
                 }
-                Progress::Stdin(mut s) => {
-                    let fifo = fifo.clone();
-                    // Not joined: it waits for a client for as long as the command runs, and
-                    // ends with this process.
-                    stdin = Some(std::thread::spawn(move || {
-                        if let Ok(mut from) = fs::File::open(&fifo) {
-                            let _ = std::io::copy(&mut from, &mut s);
-                        }
-                    }));
+                Progress::Stdin(s) => {
+                    if let Some(runs) = &runs {
+                        let _ = runs.send(s);
+                    }
                 }
                 // The monitor's own copy is recorded in the state, for `resize`.
                 Progress::Terminal(_) => {}
@@ -176,7 +178,6 @@ impl Containers {
                 }
             };
             let (state, ran) = self.run_once(&config, forge_sandbox::Output::Lines, &mut output, &mut progress);
-            drop(stdin);
             if let Err(e) = log.flush() {
                 log_failed.get_or_insert(e);
             }
@@ -284,8 +285,9 @@ impl Containers {
 
     /// The writing end of a running container's standard input (made with `-i`), for an
     /// attached client, once its command runs; waits for its start (a client attaches before it
-    /// starts, as `docker run -i`). `None` when it ended, or `cancelled` said so, first. The
-    /// first writer's end of input is the command's.
+    /// starts, as `docker run -i`). `None` when it ended, or `cancelled` said so, first. Made
+    /// with `stdin_once` (docker's `StdinOnce`), the first writer's end of input is the
+    /// command's; else any number of writers feed it, in turn or together.
     pub fn open_stdin(&self, container: &Container, cancelled: &dyn Fn() -> bool) -> Result<Option<fs::File>, Error> {
         let id = container.id();
         if !container.config.open_stdin {
@@ -327,6 +329,55 @@ impl Containers {
             kill_if_same(state.pid, state.pid_start, sig);
         }
         Ok(())
+    }
+}
+
+/// Copies what attached clients write into the FIFO at `fifo` to the input of the container's
+/// current run, the latest of `runs` (one thread for the monitor's life, so no thread of a run
+/// that ended reads input meant for the next). Input that comes before a run takes it waits
+/// for one; what a run that ended could not take goes to the next.
+///
+/// `once` (docker's `StdinOnce`): the FIFO is opened for reading only, so it ends when every
+/// client that had it open closed it, and that ends the command's input. Else it is opened for
+/// writing too (Linux allows it on a FIFO): it never ends, clients come and go, and each one's
+/// input goes on to the command, as docker's attach gives when `StdinOnce` is off.
+fn feed_stdin(fifo: &std::path::Path, once: bool, runs: &mpsc::Receiver<fs::File>) {
+    use std::io::Read;
+    let mut current: Option<fs::File> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(mut from) = fs::File::options().read(true).write(!once).open(fifo) else { return };
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            loop {
+                let Some(to) = current.as_mut() else {
+                    match runs.recv() {
+                        Ok(next) => current = Some(next),
+                        Err(_) => return,
+                    }
+                    continue;
+                };
+                match to.write_all(&buf[..n]) {
+                    Ok(()) => break,
+                    // Its run ended.
+                    Err(_) => current = None,
+                }
+            }
+        }
+        // Every client is gone (`once`): the end of the input of the run that has it, or else
+        // of the next one.
+        let mut ended = current.take().is_some();
+        while runs.try_recv().is_ok() {
+            ended = true;
+        }
+        if !ended && runs.recv().is_err() {
+            return;
+        }
     }
 }
 

@@ -154,6 +154,12 @@ fn extra_networks(path: &Path) -> Result<Vec<ExtraNetwork>, Error> {
     crate::state::read_json(path)
 }
 
+/// Takes the lock that keeps two changes of one container's network records (`path`) from
+/// losing each other's (its own lock is its supervisor's while it runs).
+fn lock_records(path: &Path) -> Result<std::fs::File, Error> {
+    crate::sys::lock_exclusive(&path.with_extension("lock"))
+}
+
 /// The network `config`'s mode attaches it to, by name.
 fn configured_network(config: &Config) -> Option<String> {
     match &config.network {
@@ -191,8 +197,9 @@ pub struct Endpoint {
 impl Containers {
     /// Gives the running container `c` an interface on `network` (docker's `network
     /// connect`); peers there find it by its name, `aliases` and short ID. Returns its address.
-    /// A container that is not running is connected at each start from now on (see
-    /// [`connect_recorded`]); it has no address yet, so `None` is returned.
+    /// The connection is recorded: the container is connected again at each start from now on
+    /// (see [`connect_recorded`]), until [`disconnect`](Containers::disconnect). A container
+    /// that is not running is only recorded; it has no address yet, so `None` is returned.
     pub fn connect(&self, c: &crate::Container, network: &str, aliases: &[String]) -> Result<Option<Ipv4Addr>, Error> {
         // As docker: a container without a namespace of its own (the host's, or another
         // container's) has no interfaces of its own to add, and `none` means no network.
@@ -203,21 +210,32 @@ impl Containers {
                 reason: "a container in the host's or another container's network namespace, or with none, cannot be connected to other networks".into(),
             });
         }
+        let path = self.dir_of(c.id()).join(EXTRA_NETWORKS_FILE);
+        let _records = lock_records(&path)?;
+        let mut extra = extra_networks(&path)?;
+        if extra.iter().any(|e| e.network == network) || configured_network(&c.config).as_deref() == Some(network) {
+            return Err(Error::Network { id: c.id().into(), source: forge_network::Error::InUse { name: network.into(), reason: format!("container {} is already connected to it", c.id()) } });
+        }
+        extra.push(ExtraNetwork { network: network.into(), aliases: aliases.to_vec() });
         if c.state.status != Status::Running {
             // Its lock is free while it does not run; held, the record cannot be lost to a
             // start that read it before.
             let _lock = self.try_lock(c.id())?.ok_or_else(|| Error::WrongStatus { id: c.id().into(), status: Status::Running, what: "it started meanwhile: connect it again" })?;
             networks(self.store().root()).and_then(|n| n.inspect(network)).map_err(|source| Error::Network { id: c.id().into(), source })?;
-            let path = self.dir_of(c.id()).join(EXTRA_NETWORKS_FILE);
-            let mut extra = extra_networks(&path)?;
-            if extra.iter().any(|e| e.network == network) || configured_network(&c.config).as_deref() == Some(network) {
-                return Err(Error::Network { id: c.id().into(), source: forge_network::Error::InUse { name: network.into(), reason: format!("container {} is already connected to it", c.id()) } });
-            }
-            extra.push(ExtraNetwork { network: network.into(), aliases: aliases.to_vec() });
             crate::state::write_json(&path, &extra)?;
             return Ok(None);
         }
-        self.connect_running(c.id(), &c.config, c.state.pid, c.state.pid_start, network, aliases).map(Some)
+        // Recorded first, so that a restart from now on connects it; taken back when the
+        // connect fails (the network is gone, or so is the run that was asked for).
+        crate::state::write_json(&path, &extra)?;
+        match self.connect_running(c.id(), &c.config, c.state.pid, c.state.pid_start, network, aliases) {
+            Ok(address) => Ok(Some(address)),
+            Err(e) => {
+                extra.pop();
+                crate::state::write_json(&path, &extra)?;
+                Err(e)
+            }
+        }
     }
 
     fn connect_running(&self, id: &str, config: &Config, pid: u32, pid_start: u64, network: &str, aliases: &[String]) -> Result<Ipv4Addr, Error> {
@@ -230,44 +248,51 @@ impl Containers {
         Ok(address)
     }
 
-    /// Connects the container whose init just started (`pid`) to the networks recorded for it
-    /// by [`connect`](Containers::connect) before it ran. Its lock is held by the caller.
-    pub(crate) fn connect_recorded(&self, config: &Config, pid: u32, pid_start: u64) -> Result<(), Error> {
-        let extra = extra_networks(&self.dir_of(&config.id).join(EXTRA_NETWORKS_FILE))?;
-        if extra.is_empty() {
-            return Ok(());
+    /// Connects the container whose init just started (`pid`, in its namespaces already, its
+    /// command not yet started: see [`forge_sandbox::Event::Namespaces`]) to the networks recorded
+    /// for it by [`connect`](Containers::connect), so its command finds their interfaces from
+    /// its start, as docker's does. Its lock is held by the caller. Each network is tried, and
+    /// what failed is returned: a network removed since costs only itself.
+    pub(crate) fn connect_recorded(&self, config: &Config, pid: u32, pid_start: u64) -> Vec<Error> {
+        match extra_networks(&self.dir_of(&config.id).join(EXTRA_NETWORKS_FILE)) {
+            Ok(extra) => extra.iter().filter_map(|e| self.connect_running(&config.id, config, pid, pid_start, &e.network, &e.aliases).err()).collect(),
+            Err(e) => vec![e],
         }
-        // The sandbox's init joins the container's namespace as its first act, after it is
-        // reported started and without waiting for us: until it has, its namespace is still
-        // ours (the host's). Polled because the kernel tells no one of a setns; bounded, so an
-        // init that dies first ends the wait (the connect then fails with the reason).
-        let ns_of = |p: &str| std::fs::metadata(p).ok().map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)));
-        let own = ns_of("/proc/self/ns/net");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while ns_of(&format!("/proc/{pid}/ns/net")) == own && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        for e in extra {
-            self.connect_running(&config.id, config, pid, pid_start, &e.network, &e.aliases)?;
-        }
-        Ok(())
     }
 
-    /// Takes `c`'s interface off `network` (one [`connect`](Containers::connect) added); of a
-    /// container that is not running, the record that would connect it at start.
+    /// The networks `c` is connected to at each start beside its `--network` (by
+    /// [`connect`](Containers::connect)), each with the aliases given there, whether it runs
+    /// or not (as docker's inspect lists them).
+    pub fn connected(&self, c: &crate::Container) -> Result<Vec<(String, Vec<String>)>, Error> {
+        Ok(extra_networks(&self.dir_of(c.id()).join(EXTRA_NETWORKS_FILE))?.into_iter().map(|e| (e.network, e.aliases)).collect())
+    }
+
+    /// Takes `c` off `network` (one [`connect`](Containers::connect) added): its record, and
+    /// while it runs its interface there.
     pub fn disconnect(&self, c: &crate::Container, network: &str) -> Result<(), Error> {
+        let path = self.dir_of(c.id()).join(EXTRA_NETWORKS_FILE);
+        let _records = lock_records(&path)?;
+        let mut extra = extra_networks(&path)?;
+        let before = extra.len();
+        extra.retain(|e| e.network != network);
+        let recorded = extra.len() != before;
         if c.state.status != Status::Running {
             let _lock = self.try_lock(c.id())?.ok_or_else(|| Error::WrongStatus { id: c.id().into(), status: Status::Running, what: "it started meanwhile: disconnect it again" })?;
-            let path = self.dir_of(c.id()).join(EXTRA_NETWORKS_FILE);
-            let mut extra = extra_networks(&path)?;
-            let before = extra.len();
-            extra.retain(|e| e.network != network);
-            if extra.len() == before {
+            if !recorded {
                 return Err(Error::Network { id: c.id().into(), source: forge_network::Error::NotFound(format!("container {} on network {network}", c.id())) });
             }
             return crate::state::write_json(&path, &extra);
         }
-        networks(self.store().root()).and_then(|n| n.disconnect(network, c.id())).map_err(|source| Error::Network { id: c.id().into(), source })?;
+        if recorded {
+            crate::state::write_json(&path, &extra)?;
+        }
+        match networks(self.store().root()).and_then(|n| n.disconnect(network, c.id())) {
+            Ok(()) => {}
+            // Recorded but not attached in this run (its connect at start failed): the record
+            // was all there was to take back.
+            Err(forge_network::Error::NotFound(_)) if recorded => return Ok(()),
+            Err(source) => return Err(Error::Network { id: c.id().into(), source }),
+        }
         crate::events::network(self.store().root(), "disconnect", network, c.id());
         Ok(())
     }

@@ -16,6 +16,14 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Waits for an exclusive `flock` on `path` (made if missing); held until the file is dropped.
+pub(crate) fn lock_exclusive(path: &std::path::Path) -> Result<std::fs::File, crate::error::Error> {
+    use crate::error::io;
+    let file = std::fs::File::options().create(true).truncate(false).write(true).open(path).map_err(io("opening", path))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io("locking", path)(e.into()))?;
+    Ok(file)
+}
+
 /// Sends `sig` to `pid` if it is still the process that started at `start`.
 pub(crate) fn kill_if_same(pid: u32, start: u64, sig: Signal) {
     if pid != 0 && start_time(pid) == Some(start) {

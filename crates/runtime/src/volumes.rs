@@ -135,10 +135,7 @@ impl Volumes {
 
     pub(crate) fn lock(&self) -> Result<VolumesLock, Error> {
         // Beside the volumes' directory, where no volume name can take its place.
-        let path = self.dir.with_file_name("volumes.lock");
-        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io("opening", &path))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io("locking", &path)(e.into()))?;
-        Ok(VolumesLock { _file: file })
+        Ok(VolumesLock { _file: crate::sys::lock_exclusive(&self.dir.with_file_name("volumes.lock"))? })
     }
 
     fn path(&self, name: &str) -> PathBuf {

@@ -7,7 +7,8 @@
 //!
 //! Stages:
 //! 1. The init (in the host's PID namespace, already in the step's cgroup) reads the spec from
-//!    stdin (length-prefixed: the rest of stdin may be the command's), unshares the mount, UTS, IPC, cgroup, PID (and network) namespaces, and forks.
+//!    stdin (length-prefixed: the rest of stdin may be the command's), unshares the mount, UTS, IPC, cgroup, PID (and network) namespaces,
+//!    reports them made and waits for the caller's go (one byte on stdin), and forks.
 //! 2. The child is PID 1 of the new PID namespace: it builds the filesystem ([`crate::mounts`]),
 //!    forks the step's command and reaps every process until the command exits; then it kills
 //!    what the command left behind and reports the exact status on fd 3.
@@ -69,6 +70,9 @@ pub(crate) enum Report {
         /// The errno of the lookup or of `execve`.
         errno: i32,
     },
+    /// The init is in the step's namespaces, and waits for one byte on its standard input
+    /// before it builds the filesystem and starts the command (see [`wait_for_go`]).
+    Ready,
     /// The command was executed (it runs); sent as soon as it is, before its end.
     Executed,
     /// The command exited with this code.
@@ -94,29 +98,41 @@ pub(crate) fn main() -> ! {
     std::process::exit(1);
 }
 
-/// Reads the spec: its length (8 bytes, little-endian), then that many bytes of JSON, straight
-/// from fd 0 with no buffering, as what follows is the command's input (`RunSpec::stdin`).
-fn read_spec() -> Result<InitSpec, String> {
+/// Fills `buf` from fd 0, with no buffering: what follows on it is the command's input
+/// (`RunSpec::stdin`). `what` names the read in errors.
+fn read_stdin_exact(buf: &mut [u8], what: &str) -> Result<(), String> {
     let stdin = std::io::stdin();
-    let fd = stdin.as_fd();
-    let read_exact = |buf: &mut [u8]| -> Result<(), String> {
-        let mut done = 0;
-        while done < buf.len() {
-            match rustix::io::read(fd, &mut buf[done..]) {
-                Ok(0) => return Err("reading the spec: it ends early".into()),
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(format!("reading the spec: {e}")),
-            }
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::read(stdin.as_fd(), &mut buf[done..]) {
+            Ok(0) => return Err(format!("reading {what}: it ends early")),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("reading {what}: {e}")),
         }
-        Ok(())
-    };
+    }
+    Ok(())
+}
+
+/// Reads the spec: its length (8 bytes, little-endian), then that many bytes of JSON.
+fn read_spec() -> Result<InitSpec, String> {
     let mut len = [0u8; 8];
-    read_exact(&mut len)?;
+    read_stdin_exact(&mut len, "the spec")?;
     let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| "reading the spec: bad length".to_string())?;
     let mut text = vec![0u8; len];
-    read_exact(&mut text)?;
+    read_stdin_exact(&mut text, "the spec")?;
     serde_json::from_slice(&text).map_err(|e| format!("decoding the spec: {e}"))
+}
+
+/// Tells the caller that the namespaces are made ([`Report::Ready`]) and waits for its go, one
+/// byte on fd 0: the caller may set them up further first (`Event::Namespaces`: a container's
+/// `network connect` before it started gives it more interfaces), and the command must find
+/// them there when it starts, as docker's do.
+fn wait_for_go() -> Result<(), String> {
+    // Not dropped: that would close the channel the final report goes to.
+    let mut status = std::mem::ManuallyDrop::new(sys::status_file(STATUS_FD));
+    writeln!(*status, "{}", serde_json::to_string(&Report::Ready).unwrap_or_default()).map_err(|e| format!("reporting the namespaces: {e}"))?;
+    read_stdin_exact(&mut [0u8; 1], "the caller's go")
 }
 
 fn stage1() -> Result<(), String> {
@@ -142,6 +158,7 @@ fn stage1() -> Result<(), String> {
         Some(init) => crate::enter::join(init)?,
         None => unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?,
     }
+    wait_for_go()?;
     // PID 1 must die with this process; a pipe it holds the read end of tells it whether this
     // process was already gone when it armed its parent-death signal.
     let (alive_read, alive_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK).map_err(|e| format!("pipe: {e}"))?;

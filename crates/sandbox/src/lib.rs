@@ -226,9 +226,18 @@ pub fn run(spec: &RunSpec, cancel: &Cancel, output: &mut dyn FnMut(Stream, &[u8]
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event<'a> {
-    /// The init started, with this host PID, already in the step's cgroup: a caller that keeps
-    /// state about the step records it, and may signal it (SIGTERM, SIGINT and SIGHUP are passed
-    /// on to the command).
+    /// The init is in the step's cgroup and namespaces (`/proc/<pid>/ns/net` is the step's
+    /// network namespace), and nothing else is done before the observer returns: what it adds
+    /// to them (a network interface) is there from the command's first instruction. Reported
+    /// first, and not at all when the init fails before its namespaces are made.
+    Namespaces {
+        /// The init's PID in the caller's PID namespace.
+        pid: u32,
+    },
+    /// The init started, with this host PID, already in the step's cgroup and namespaces
+    /// (right after `Namespaces`; the step is being set up meanwhile): a caller that keeps
+    /// state about the step records it, and may signal it (SIGTERM, SIGINT and SIGHUP are
+    /// passed on to the command).
     Started {
         /// The init's PID in the caller's PID namespace.
         pid: u32,
@@ -317,14 +326,12 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         return Err(Error::Cgroup(e));
     }
     let init_spec = InitSpec { run: spec.clone(), rootfs, empty_lower, etc_files };
-    let mut stdin = child.stdin.take().expect("piped");
+    let mut init_stdin = child.stdin.take().expect("piped");
     let payload = serde_json::to_vec(&init_spec).map_err(|e| Error::Setup(e.to_string()))?;
-    let sent = stdin.write_all(&(payload.len() as u64).to_le_bytes()).and_then(|()| stdin.write_all(&payload));
-    // The command's input from here on, if it keeps it; else end of file for the init.
-    let stdin = match (&master, spec.stdin) {
-        (_, false) => None,
+    let sent = init_stdin.write_all(&(payload.len() as u64).to_le_bytes()).and_then(|()| init_stdin.write_all(&payload));
+    let terminal_input = match (&master, spec.stdin) {
         (Some(master), true) => Some(std::fs::File::from(master.try_clone().map_err(Error::Io)?)),
-        (None, true) => Some(std::fs::File::from(std::os::fd::OwnedFd::from(stdin))),
+        _ => None,
     };
     if let Err(e) = sent {
         let _ = child.kill();
@@ -339,8 +346,33 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     if let Some(Ok(terminal)) = master.as_ref().map(|m| m.try_clone()) {
         observe(Event::Terminal(std::fs::File::from(terminal)));
     }
-    observe(Event::Started { pid: child.id() });
-    if let Some(stdin) = stdin {
+    // The init reports its namespaces made, then waits for a byte on its input: `Namespaces`
+    // is observed in between, so what its observer adds to them is there when the command
+    // starts. An init that fails first reports why instead, and is never started.
+    let mut status = BufReader::new(std::fs::File::from(status_read));
+    let mut early_reports = String::new();
+    let ready = loop {
+        let mut line = String::new();
+        match status.read_line(&mut line) {
+            Ok(0) | Err(_) => break false,
+            Ok(_) if matches!(serde_json::from_str(&line), Ok(Report::Ready)) => break true,
+            Ok(_) => early_reports.push_str(&line),
+        }
+    };
+    if ready {
+        observe(Event::Namespaces { pid: child.id() });
+        // Failing, the init is gone already; its end is reported as any other.
+        let _ = init_stdin.write_all(b"g");
+        // While the init sets the step up: a caller's records cost the command no time.
+        observe(Event::Started { pid: child.id() });
+    }
+    // The command's input from here on, if it keeps it; else end of file for the init.
+    let stdin = match (terminal_input, spec.stdin) {
+        (Some(terminal), _) => Some(terminal),
+        (None, true) => Some(std::fs::File::from(std::os::fd::OwnedFd::from(init_stdin))),
+        (None, false) => None,
+    };
+    if let Some(stdin) = stdin.filter(|_| ready) {
         observe(Event::Stdin(stdin));
     }
     let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
@@ -361,8 +393,8 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     // `Executed` is passed on as it comes; the other reports are read at the end.
     let (exec_tx, exec_rx) = mpsc::channel::<()>();
     let status_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in BufReader::new(std::fs::File::from(status_read)).lines() {
+        let mut text = early_reports;
+        for line in status.lines() {
             let Ok(line) = line else { break };
             if matches!(serde_json::from_str(&line), Ok(Report::Executed)) {
                 let _ = exec_tx.send(());

@@ -210,6 +210,34 @@ fn exec_failures_are_typed_and_raw_output_is_unchanged() {
 }
 
 #[test]
+fn what_the_namespaces_observer_adds_to_them_is_there_when_the_command_starts() {
+    let step = Step::new();
+    // Its first instruction lists the interfaces (and /sys, mounted in the new namespace, shows
+    // that namespace's).
+    let spec = step.spec("ls /sys/class/net");
+    let mut added = None;
+    let (mut out, mut executed_after, mut started_after) = (String::new(), false, false);
+    let outcome = forge_sandbox::run_observed(&spec, &forge_sandbox::Cancel::new(), &mut |event| match event {
+        forge_sandbox::Event::Namespaces { pid } => {
+            let ns = |p: &str| std::fs::read_link(p).unwrap();
+            assert_ne!(ns(&format!("/proc/{pid}/ns/net")), ns("/proc/self/ns/net"), "reported before the init was in its network namespace");
+            // A veth pair in the step's namespace, as a `network connect` adds an interface.
+            let r = std::process::Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(["ip", "link", "add", "fgstart0", "type", "veth", "peer", "name", "fgstart1"]).output().unwrap();
+            added = Some(r.status.success());
+        }
+        forge_sandbox::Event::Started { .. } => started_after = added.is_some(),
+        forge_sandbox::Event::Executed => executed_after = added.is_some(),
+        forge_sandbox::Event::Output(_, bytes) => out.push_str(&String::from_utf8_lossy(bytes)),
+        _ => {}
+    });
+    assert!(outcome.unwrap().status.success(), "{out}");
+    assert_eq!(added, Some(true));
+    assert!(executed_after && started_after, "the command was executed, or Started reported, before Namespaces");
+    // The pair went with the namespace.
+    assert_eq!(out, "fgstart0\nfgstart1\nlo\n");
+}
+
+#[test]
 fn the_callers_blocked_signals_do_not_reach_the_command() {
     let step = Step::new();
     // A caller waiting for signals in a thread blocks them in all its threads (forge run does).
