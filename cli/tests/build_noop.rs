@@ -88,3 +88,44 @@ fn a_file_rewritten_with_its_size_and_mtime_put_back_is_copied_anew() {
     assert_eq!(out.matches(" CACHED").count(), 0, "{out}");
     assert_eq!(read(&forge.rootfs("same:2"), "/f"), "bbbb");
 }
+
+#[test]
+fn a_fully_cached_rebuild_gives_the_same_image_with_each_layers_first_time() {
+    let forge = Forge::with_busybox();
+    let first = "FROM busybox:latest\nRUN echo hi > /x\n";
+    let ctx = forge.context("ctx", &[("Dockerfile", first)]);
+    build(&forge, &ctx, "times:1", &[]);
+    let early = forge.inspect("times:1")["Created"].as_str().unwrap().to_string();
+    // Times are kept to the second: the next layer is made in a later one.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let full = format!("{first}ENV A=1\nRUN echo b > /b\nENV B=1\n");
+    std::fs::write(ctx.join("Dockerfile"), &full).unwrap();
+    build(&forge, &ctx, "times:2", &[]);
+    let image = forge.inspect("times:2");
+    let history = image["History"].as_array().unwrap();
+    let time_of = |created_by: &str| history.iter().find(|h| h["created_by"].as_str().unwrap().starts_with(created_by)).unwrap_or_else(|| panic!("{created_by} in {history:?}"))["created"].as_str().unwrap().to_string();
+    // The cached RUN keeps the time it was made; the image and the steps without a layer take
+    // the last layer's, as BuildKit sets them.
+    assert_eq!(time_of("RUN /bin/sh -c echo hi"), early);
+    let late = time_of("RUN /bin/sh -c echo b");
+    assert!(late > early, "{late} after {early}");
+    assert_eq!(image["Created"].as_str().unwrap(), late);
+    assert_eq!(time_of("ENV A=1"), late);
+    assert_eq!(time_of("ENV B=1"), late);
+
+    std::thread::sleep(Duration::from_millis(1100));
+    build(&forge, &ctx, "times:3", &[]);
+    assert_eq!(forge.inspect("times:3")["Id"], image["Id"], "a fully cached rebuild is the same image");
+    // Under a tag that already names it, the store's index is not rewritten.
+    let index = forge.store().join("index.json");
+    let before = std::fs::metadata(&index).unwrap().modified().unwrap();
+    build(&forge, &ctx, "times:3", &[]);
+    assert_eq!(std::fs::metadata(&index).unwrap().modified().unwrap(), before, "index.json rewritten");
+    // A change to a step without a layer keeps the layers' times.
+    std::fs::write(ctx.join("Dockerfile"), full.replace("ENV B=1", "ENV B=2")).unwrap();
+    build(&forge, &ctx, "times:4", &[]);
+    let changed = forge.inspect("times:4");
+    assert_ne!(changed["Id"], image["Id"]);
+    assert_eq!(changed["Created"].as_str().unwrap(), late);
+}

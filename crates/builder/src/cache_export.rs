@@ -112,7 +112,7 @@ fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMo
         if let Some(blob) = stored.as_ref().or(e.layer.as_ref()) {
             layers.insert(blob.digest.clone(), blob.clone());
         }
-        config_entries.push(ConfigEntry { key: (*key).clone(), layer: e.layer.clone(), stored, inputs: e.inputs.clone() });
+        config_entries.push(ConfigEntry { key: (*key).clone(), layer: e.layer.clone(), stored, inputs: e.inputs.clone(), created: e.created.clone() });
     }
     for m in &mounts {
         layers.insert(m.layer.digest.clone(), m.layer.clone());

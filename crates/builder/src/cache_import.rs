@@ -206,7 +206,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
                     lazy.stored.insert(layer.digest.clone(), stored.clone());
                 }
                 lazy.layers.insert(layer.digest.clone(), reference.to_string());
-                lazy.entries.insert(entry.key.clone(), (CacheEntry { layer: entry.layer.clone(), inputs: entry.inputs }, reference.to_string()));
+                lazy.entries.insert(entry.key.clone(), (CacheEntry { layer: entry.layer.clone(), inputs: entry.inputs, created: entry.created }, reference.to_string()));
                 continue;
             }
         }
@@ -219,7 +219,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
                 continue;
             }
         }
-        taken.push((entry.key, CacheEntry { layer: entry.layer, inputs: entry.inputs }));
+        taken.push((entry.key, CacheEntry { layer: entry.layer, inputs: entry.inputs, created: entry.created }));
     }
     if let Err(e) = cache.put_all(&taken) {
         warnings.push(format!("{name}: {e}"));

@@ -71,6 +71,9 @@ pub(crate) struct ConfigEntry {
     pub(crate) stored: Option<Layer>,
     #[serde(default)]
     pub(crate) inputs: Vec<KeyInput>,
+    /// When the step first ran, so another runner's image gets the same history times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created: Option<String>,
 }
 
 /// Which steps `--cache-to` exports.

@@ -81,7 +81,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         let labels = config.config.labels.get_or_insert_with(Default::default);
         labels.extend(opts.labels.clone());
     }
-    config.created = Some(stage::timestamp(opts.source_date_epoch));
+    stage::image_created(&mut config, opts.source_date_epoch);
     let used = std::mem::take(&mut *ctx.used.lock().unwrap());
     // The image's layers that only a registry cache has stay there until they are read.
     ctx.lazy.record_remote(store, &ctx.cache, &used).map_err(|message| Error::CacheLayer { message })?;

@@ -40,9 +40,10 @@ impl Snapshot<'_> {
     }
 }
 
-/// The layer of a step with cache key `key` on top of `parent`: from the cache, or made by
-/// `change` on a fresh snapshot. `change` returns the layer when it wrote it itself while
-/// changing the snapshot (the one-pass COPY), else `None` and its upperdir is diffed.
+/// The layer of a step with cache key `key` on top of `parent`, and when it was first made:
+/// from the cache, or made by `change` on a fresh snapshot (now). `change` returns the layer
+/// when it wrote it itself while changing the snapshot (the one-pass COPY), else `None` and
+/// its upperdir is diffed.
 pub(crate) fn layer_step(
     build: &BuildCtx<'_>,
     at: &At,
@@ -50,7 +51,7 @@ pub(crate) fn layer_step(
     key: &Digest,
     mut inputs: Vec<KeyInput>,
     change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
-) -> Result<Option<Layer>, Error> {
+) -> Result<(Option<Layer>, String), Error> {
     let (store, opts) = (build.store, build.opts);
     let index_key = crate::cache_key::layer_key(key, opts.compression, opts.source_date_epoch);
     crate::cache_key::note_layer_options(&mut inputs, opts.compression, opts.source_date_epoch);
@@ -60,7 +61,9 @@ pub(crate) fn layer_step(
             build.progress.event(Event::StepCached { id: at.id.clone() });
             let entry = cached.expect("matched just above");
             build.used.lock().unwrap().push((index_key, entry.clone()));
-            return Ok(entry.layer);
+            // An entry from before times were kept gets this build's.
+            let created = entry.created.unwrap_or_else(|| crate::stage::timestamp(None));
+            return Ok((entry.layer, created));
         }
     }
     if opts.explain_cache {
@@ -105,10 +108,11 @@ pub(crate) fn layer_step(
         }
     }
     let layer = Some(Layer::from(&info));
-    let entry = CacheEntry { layer: layer.clone(), inputs };
+    let created = crate::stage::timestamp(None);
+    let entry = CacheEntry { layer: layer.clone(), inputs, created: Some(created.clone()) };
     build.cache.put(&index_key, &entry).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
     build.used.lock().unwrap().push((index_key, entry));
-    Ok(layer)
+    Ok((layer, created))
 }
 
 /// Mounts `layers` read-only at a scratch directory kept alive by `holders`; returns it.

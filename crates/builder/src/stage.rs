@@ -28,6 +28,22 @@ pub(crate) fn timestamp(source_date_epoch: Option<i64>) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Sets the image's time, as BuildKit does: that of its last layer's history entry (when that
+/// layer was first made, so a fully cached rebuild gives the same image), or now when no
+/// layer has one; history entries without a time (the steps that made no layer) get it too.
+/// `SOURCE_DATE_EPOCH` sets every time to itself.
+pub(crate) fn image_created(config: &mut ImageConfig, source_date_epoch: Option<i64>) {
+    let last_layer = config.history.iter().rev().filter(|h| h.empty_layer != Some(true)).find_map(|h| h.created.clone());
+    let created = match source_date_epoch {
+        Some(_) => timestamp(source_date_epoch),
+        None => last_layer.unwrap_or_else(|| timestamp(None)),
+    };
+    for h in &mut config.history {
+        h.created.get_or_insert_with(|| created.clone());
+    }
+    config.created = Some(created);
+}
+
 /// An instruction to run, with its position among the stage's own (`None`: an ONBUILD trigger).
 type Planned = (Option<usize>, Spanned<Instruction>);
 
@@ -152,7 +168,7 @@ impl StageRun<'_> {
                 match step::workdir::workdir(&self.step_ctx(), &path)? {
                     Some(made) => Some(made),
                     None => {
-                        self.history(format!("WORKDIR {path}"), true);
+                        self.history(format!("WORKDIR {path}"), None);
                         None
                     }
                 }
@@ -162,7 +178,7 @@ impl StageRun<'_> {
                 let scope = step::scope(build);
                 let created_by = config::apply(&mut self.image, ins, &scope).map_err(|e| self.at.locate(e))?;
                 if let Some(text) = created_by {
-                    self.history(text, true);
+                    self.history(text, None);
                 }
                 None
             }
@@ -179,18 +195,25 @@ impl StageRun<'_> {
 
     /// Records a layer step's result: its layer (if any), key and history entry.
     fn record(&mut self, made: Made) {
-        let empty = made.layer.is_none();
+        let created = made.layer.is_some().then_some(made.created);
         if let Some(l) = made.layer {
             self.image.config.rootfs.diff_ids.push(l.diff_id.clone());
             self.layers.push(l);
         }
         self.key = made.key;
-        self.history(made.created_by, empty);
+        self.history(made.created_by, created);
     }
 
-    fn history(&mut self, created_by: String, empty_layer: bool) {
+    /// Adds a history entry: `layer_created` is when the entry's layer was first made, `None`
+    /// for an entry without a layer, whose time is the image's (see [`image_created`]).
+    fn history(&mut self, created_by: String, layer_created: Option<String>) {
+        let empty_layer = layer_created.is_none();
+        let created = match self.build.opts.source_date_epoch {
+            Some(_) => Some(timestamp(self.build.opts.source_date_epoch)),
+            None => layer_created,
+        };
         self.image.config.history.push(History {
-            created: Some(timestamp(self.build.opts.source_date_epoch)),
+            created,
             created_by: Some(created_by),
             comment: Some("buildkit.dockerfile.v0".into()),
             empty_layer: empty_layer.then_some(true),

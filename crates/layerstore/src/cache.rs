@@ -28,6 +28,11 @@ pub struct CacheEntry {
     /// existed have none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<KeyInput>,
+    /// When the step first ran (RFC 3339): its history entry keeps that time on every cache
+    /// hit, so a fully cached rebuild gives the same image, as BuildKit's does. Entries written
+    /// before this field existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 /// One named input of a cache key, as the builder labels it: `kind` says what sort of input it

@@ -103,6 +103,11 @@ impl Index {
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), Error> {
         let _lock = self.lock()?;
         let mut manifests = self.read()?;
+        // A rebuild that gave the same image rewrites nothing (the event is still told).
+        if manifests.iter().any(|d| ref_name(d) == Some(name) && d.digest() == manifest.digest()) {
+            self.event("tag", manifest.digest().as_ref(), name);
+            return Ok(());
+        }
         manifests.retain(|d| ref_name(d) != Some(name));
         let mut tagged = manifest.clone();
         let mut annotations: HashMap<String, String> = tagged.annotations().clone().unwrap_or_default();

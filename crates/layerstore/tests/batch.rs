@@ -19,7 +19,7 @@ fn layer_of(blob: &RemoteBlob) -> Layer {
 }
 
 fn entry(blob: &RemoteBlob) -> CacheEntry {
-    CacheEntry { layer: Some(layer_of(blob)), inputs: Vec::new() }
+    CacheEntry { layer: Some(layer_of(blob)), inputs: Vec::new(), created: None }
 }
 
 /// The batch files under `forge/<kind>/batches/`.
@@ -52,7 +52,7 @@ fn a_batch_is_read_as_its_records_and_gc_removes_them_one_by_one() {
     assert_eq!(cache2.entries().unwrap().len(), 2);
 
     // An entry of its own, written later, wins over the batch's.
-    let rerun = CacheEntry { layer: None, inputs: Vec::new() };
+    let rerun = CacheEntry { layer: None, inputs: Vec::new(), created: None };
     cache2.put(&k2, &rerun).unwrap();
     assert_eq!(cache2.get(&k2), Some(rerun));
 

@@ -29,7 +29,7 @@ fn kept_image(dir: &std::path::Path) -> (Store, LayerInfo, Digest) {
     let mut config = ImageConfig::scratch();
     config.rootfs.diff_ids.push(info.diff_id.clone());
     store.write_image(&config, &[Layer::from(&info)]).unwrap();
-    let entry = CacheEntry { layer: Some(Layer::from(&info)), inputs: Vec::new() };
+    let entry = CacheEntry { layer: Some(Layer::from(&info)), inputs: Vec::new(), created: None };
     Cache::open(store.root()).unwrap().put(&Digest::of(b"step key"), &entry).unwrap();
     (store, info, chain)
 }

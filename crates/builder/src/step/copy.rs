@@ -86,7 +86,7 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
         (None, None) => unreachable!("located when not remembered"),
     })?;
     let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
-    let layer = step.layer(&key, inputs, |snap| {
+    let (layer, created) = step.layer(&key, inputs, |snap| {
         // The origin's mounts stay until the files are copied.
         let (_origin, found) = match located.take() {
             Some(l) => l,
@@ -104,7 +104,7 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
         copy_into(&root, &found.matches, &x.inline, &x.dest, &opts).map_err(|e| step.at.locate(e))?;
         Ok(None)
     })?;
-    Ok(Made { key, layer, created_by: created_by(c, &x) })
+    Ok(Made { key, layer, created, created_by: created_by(c, &x) })
 }
 
 /// The origin mounted (for `--from`) and the sources found in it.

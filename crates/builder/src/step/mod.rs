@@ -34,6 +34,8 @@ pub(crate) struct Made {
     pub(crate) key: Digest,
     /// `None` when the cache said the step made no layer.
     pub(crate) layer: Option<Layer>,
+    /// When the step first ran (it keeps that time on cache hits).
+    pub(crate) created: String,
     pub(crate) created_by: String,
 }
 
@@ -55,8 +57,9 @@ impl StepCtx<'_> {
         self.image.expand_all(&self.scope(), words).map_err(|e| self.at.locate(e))
     }
 
-    /// The step's layer for `key`: cached, or made by `change` (see `layers.rs`).
-    pub(crate) fn layer(&self, key: &Digest, inputs: Vec<KeyInput>, change: impl FnOnce(&Snapshot<'_>) -> Result<Option<forge_layerstore::diff::LayerInfo>, Error>) -> Result<Option<Layer>, Error> {
+    /// The step's layer for `key` and when it was first made: cached, or made by `change`
+    /// (see `layers.rs`).
+    pub(crate) fn layer(&self, key: &Digest, inputs: Vec<KeyInput>, change: impl FnOnce(&Snapshot<'_>) -> Result<Option<forge_layerstore::diff::LayerInfo>, Error>) -> Result<(Option<Layer>, String), Error> {
         layers::layer_step(self.build, self.at, self.layers, key, inputs, change)
     }
 }

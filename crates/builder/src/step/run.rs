@@ -60,11 +60,11 @@ pub(crate) fn run(step: &StepCtx<'_>, r: &Run, sources: &[Source]) -> Result<(Ma
     let (key, inputs) = key.finish_with_inputs();
     let created_by = format!("RUN {} # buildkit", step.image.vars.history_args(&step.image.config, &process.argv).join(" "));
     let mut usage = (None, None);
-    let layer = step.layer(&key, inputs, |snap| {
+    let (layer, created) = step.layer(&key, inputs, |snap| {
         usage = execute(step, &process, &mounts, snap)?;
         Ok(None)
     })?;
-    Ok((Made { key, layer, created_by }, usage))
+    Ok((Made { key, layer, created, created_by }, usage))
 }
 
 fn process(step: &StepCtx<'_>, r: &Run, argv: Vec<String>) -> Process {

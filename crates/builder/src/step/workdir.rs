@@ -17,11 +17,11 @@ pub(crate) fn workdir(step: &StepCtx<'_>, path: &str) -> Result<Option<Made>, Er
     key.part(path).part(&user);
     key.note(InputKind::Instruction, "path", path).note(InputKind::Config, "USER", &user);
     let (key, inputs) = key.finish_with_inputs();
-    let layer = step.layer(&key, inputs, |snap| {
+    let (layer, created) = step.layer(&key, inputs, |snap| {
         let (_mount, root) = snap.mount(step.build.store, step.at)?;
         let owner = if user.is_empty() { (0, 0) } else { resolve_owner(&root, &user).map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))? };
         root.mkdir_all(path, owner, 0o755).map_err(|e| step.at.fail(StepErrorKind::Io, format!("creating {path}: {e}")))?;
         Ok(None)
     })?;
-    Ok(Some(Made { key, layer, created_by: format!("WORKDIR {path}") }))
+    Ok(Some(Made { key, layer, created, created_by: format!("WORKDIR {path}") }))
 }
