@@ -300,6 +300,17 @@ fn a_bad_cache_is_a_warning_and_nothing_of_it_enters_the_store() {
     assert!(stderr.contains("left out"), "{stderr}");
     assert!(!b.store().join("forge/cache").join(format!("{}.json", "0".repeat(64))).exists());
 
+    // COPY --from records under a name that is no memo's (a path out of the store): left out.
+    let (b, _, stderr) = variant("bad-from-records", &|dir| {
+        let (_, m) = cache_manifest(dir);
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(dir, &m["config"]["digest"])).unwrap()).unwrap();
+        assert!(!config["from_records"].as_array().unwrap().is_empty(), "the cache carries the COPY --from records");
+        config["from_records"] = serde_json::json!([{"id": "../../../escaped", "records": []}]);
+        rewrite_config(dir, &serde_json::to_vec(&config).unwrap(), None);
+    });
+    assert!(stderr.contains("is not a memo's name"), "{stderr}");
+    assert!(!b.dir.path().join("escaped.json").exists() && !b.store().join("escaped.json").exists());
+
     // No cache there yet: not an error.
     let b = Forge::with_busybox_of(&a);
     let src = format!("type=local,src={}", a.dir.path().join("never-written").display());

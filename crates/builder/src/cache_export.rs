@@ -17,7 +17,7 @@ use forge_layerstore::store::descriptor;
 use forge_layerstore::{Digest, Layer, Store};
 use oci_spec::image::{ImageIndexBuilder, ImageManifestBuilder, MediaType};
 
-use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, MountEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
+use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, FromRecords, MountEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
 use crate::ctx::BuildCtx;
 use crate::Error;
 
@@ -45,7 +45,8 @@ pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheE
         }
         distribute::compressed_layer(store, layer, compression).map(Some).map_err(|e| format!("compressing layer {}: {e}", layer.digest))
     };
-    let artifact = artifact(used, image_layers, mode, mounts, &stored).map_err(fail)?;
+    let from_records = build.from_records.lock().unwrap().iter().map(|(id, records)| FromRecords { id: id.clone(), records: records.clone() }).collect();
+    let artifact = artifact(used, image_layers, mode, mounts, from_records, &stored).map_err(fail)?;
     match to {
         CacheTo::Local { dest, .. } => {
             build.fetch_layers(&artifact.layers).map_err(fail)?;
@@ -97,7 +98,7 @@ fn mount_layers(build: &BuildCtx<'_>) -> Result<Vec<MountEntry>, String> {
 
 /// The config and manifest over the entries `mode` keeps, and the cache mounts; `stored` gives
 /// the blob the cache holds for a layer when it is not the layer's own.
-fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMode, mounts: Vec<MountEntry>, stored: &dyn Fn(&Layer) -> Result<Option<Layer>, String>) -> Result<Artifact, String> {
+fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMode, mounts: Vec<MountEntry>, from_records: Vec<FromRecords>, stored: &dyn Fn(&Layer) -> Result<Option<Layer>, String>) -> Result<Artifact, String> {
     let in_image: HashSet<&Digest> = image_layers.iter().map(|l| &l.digest).collect();
     let mut entries: BTreeMap<&Digest, &CacheEntry> = BTreeMap::new();
     for (key, entry) in used {
@@ -117,7 +118,7 @@ fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMo
     for m in &mounts {
         layers.insert(m.layer.digest.clone(), m.layer.clone());
     }
-    let config = CacheConfig { version: VERSION, entries: config_entries, mounts };
+    let config = CacheConfig { version: VERSION, entries: config_entries, mounts, from_records };
     let encode = |e: &dyn std::fmt::Display| format!("encoding the cache: {e}");
     let config = serde_json::to_vec(&config).map_err(|e| encode(&e))?;
     let layer_descriptors = layers

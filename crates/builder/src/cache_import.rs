@@ -235,6 +235,18 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
         };
         lazy.mounts.entry(m.id).or_insert((m.layer, origin));
     }
+    for f in config.from_records {
+        match crate::from_memo::FromMemo::named(store, &f.id) {
+            // What this store remembers itself stays.
+            Some(memo) if memo.read().is_none() => {
+                if let Err(e) = memo.write(&f.records) {
+                    warnings.push(format!("{name}: the records of a COPY --from: {e}"));
+                }
+            }
+            Some(_) => {}
+            None => warnings.push(format!("{name}: COPY --from records left out: {:?} is not a memo's name", f.id)),
+        }
+    }
     let more = warnings.len().saturating_sub(MAX_WARNINGS);
     warnings.into_iter().take(MAX_WARNINGS).for_each(&mut *warn);
     if more > 0 {
@@ -246,6 +258,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
 struct Parsed {
     entries: Vec<crate::cache_layout::ConfigEntry>,
     mounts: Vec<crate::cache_layout::MountEntry>,
+    from_records: Vec<crate::cache_layout::FromRecords>,
     layers: HashMap<Digest, u64>,
 }
 
@@ -325,7 +338,7 @@ fn read_config(store: &Store, source: &Source<'_>) -> Result<Option<Parsed>, Str
         let digest = Digest::from_str(l.digest().as_ref()).map_err(|e| format!("manifest: {e}"))?;
         layers.insert(digest, l.size());
     }
-    Ok(Some(Parsed { entries: config.entries, mounts: config.mounts, layers }))
+    Ok(Some(Parsed { entries: config.entries, mounts: config.mounts, from_records: config.from_records, layers }))
 }
 
 /// A blob of the layout, at most `max` bytes, checked against `size` and `digest`.

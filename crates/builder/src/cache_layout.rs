@@ -47,6 +47,18 @@ pub(crate) struct CacheConfig {
     pub(crate) entries: Vec<ConfigEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) mounts: Vec<MountEntry>,
+    /// What the sources of `COPY --from` steps fed their keys, so another runner keys those
+    /// steps without fetching the stages' layers (see `from_memo.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) from_records: Vec<FromRecords>,
+}
+
+/// One remembered set of `COPY --from` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FromRecords {
+    /// The memo's name: a digest of the tree's chain ID, the sources and the excludes.
+    pub(crate) id: String,
+    pub(crate) records: Vec<crate::source::Fed>,
 }
 
 /// A cache mount's contents.

@@ -69,6 +69,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         cache,
         lazy,
         used: Default::default(),
+        from_records: Default::default(),
         mounts_used: Default::default(),
     };
     let finished = scheduler::run(&graph.levels, graph.stages.len(), |i, finished| stage::run_stage(&ctx, &graph, finished, i))?;

@@ -36,7 +36,22 @@ impl FromMemo {
                 h.update(s);
             }
         }
-        FromMemo { path: store.root().join("forge").join("from-records").join(format!("{}.json", hex::encode(h.finalize()))) }
+        FromMemo { path: Self::dir(store).join(format!("{}.json", hex::encode(h.finalize()))) }
+    }
+
+    /// The memo named `id` (as [`FromMemo::id`] gives it), if it is such a name.
+    pub(crate) fn named(store: &Store, id: &str) -> Option<FromMemo> {
+        let valid = id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| FromMemo { path: Self::dir(store).join(format!("{id}.json")) })
+    }
+
+    fn dir(store: &Store) -> PathBuf {
+        store.root().join("forge").join("from-records")
+    }
+
+    /// The memo's name, the same on every machine for the same tree, sources and excludes.
+    pub(crate) fn id(&self) -> String {
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// The remembered records; none if missing or unreadable (the tree is read again).
