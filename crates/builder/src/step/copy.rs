@@ -61,13 +61,13 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
     let memo = from.as_ref().filter(|_| !x.sources.iter().any(|s| crate::remote::is_url(s))).map(|(layers, _)| FromMemo::new(step.build.store, layers, &x.sources, &x.exclude_patterns));
     let remembered = memo.as_ref().and_then(FromMemo::read);
     // Kept for `--cache-to`, so another runner keys this step without the stage's layers.
-    let export = |memo: &FromMemo, records: &[crate::source::Fed]| {
+    let keep_for_cache_to = |memo: &FromMemo, records: &[crate::source::Fed]| {
         if !step.build.opts.cache_to.is_empty() {
             step.build.from_records.lock().unwrap().insert(memo.id(), records.to_vec());
         }
     };
     if let (Some(memo), Some(records)) = (&memo, &remembered) {
-        export(memo, records);
+        keep_for_cache_to(memo, records);
     }
     let mut located = match remembered {
         Some(_) => None,
@@ -87,7 +87,7 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
                 let records = records(tree, &found.matches, &step.build.stat_cache).map_err(fail)?;
                 // Not remembered only costs reading the tree again next time.
                 let _ = memo.write(&records);
-                export(memo, &records);
+                keep_for_cache_to(memo, &records);
                 feed(&records, key, kind);
                 Ok(())
             }
