@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::server::{message, raw, Server, DOCKER};
+use common::server::{message, raw, raw_whole, Server, DOCKER};
 use common::{eventually, Forge, Ran};
 
 #[test]
@@ -81,6 +81,12 @@ fn docker_cli_drives_version_info_build_images_tag_push_pull_save_load_rmi_df() 
     assert!(load.ok, "{}", load.stderr);
     assert_eq!(load.stdout.trim(), "Loaded image: other:1");
     assert_eq!(forge.inspect("other:1")["Id"], other_id.as_str());
+    // An archive padded past its end (tar writers pad to whole records) is read to its end.
+    let mut padded = std::fs::read(&archive).unwrap();
+    padded.resize(padded.len() + (4 << 20), 0);
+    let (code, body) = raw_whole(&server.socket, "POST", "/v1.41/images/load?quiet=1", "application/x-tar", &padded);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Loaded image: other:1"), "{body}");
 
     let missing = server.docker(&["rmi", "nothing:here"]);
     assert!(!missing.ok && missing.stderr.contains("No such image: nothing:here"), "{}", missing.stderr);

@@ -145,13 +145,8 @@ fn docker_cp_copies_both_ways_and_stays_inside_the_container() {
     padded.append_data(&mut header, "padded.txt", &b"padded\n"[..]).unwrap();
     let mut padded = padded.into_inner().unwrap();
     padded.resize(padded.len() + (4 << 20), 0);
-    let mut conn = std::os::unix::net::UnixStream::connect(&server.socket).unwrap();
-    let head = format!("PUT /v1.41/containers/files/archive?path=/data HTTP/1.1\r\nHost: forge\r\nConnection: close\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", padded.len());
-    std::io::Write::write_all(&mut conn, head.as_bytes()).unwrap();
-    std::io::Write::write_all(&mut conn, &padded).expect("the server closed before reading the whole archive");
-    let mut answer = String::new();
-    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (code, body) = common::server::raw_whole(&server.socket, "PUT", "/v1.41/containers/files/archive?path=/data", "application/x-tar", &padded);
+    assert_eq!(code, 200, "{body}");
     assert_eq!(server.ok(&["exec", "files", "cat", "/data/padded.txt"]).stdout, "padded\n");
 
     server.ok(&["cp", src.to_str().unwrap(), "files:/escape/"]);

@@ -115,14 +115,25 @@ impl Drop for Server {
     }
 }
 
-/// One raw HTTP/1.1 request on the socket; returns the status code and the body.
+/// Sends a raw HTTP request; returns the status and the body. A server may answer (a 404, a
+/// 400) and close before it read the body: its answer is still there to read.
 pub fn raw(socket: &Path, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    request(socket, method, path, content_type, body, false)
+}
+
+/// As [`raw`], for a body that must be read whole: a server that answers and closes before its
+/// end fails the test (the client's write breaks).
+pub fn raw_whole(socket: &Path, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    request(socket, method, path, content_type, body, true)
+}
+
+fn request(socket: &Path, method: &str, path: &str, content_type: &str, body: &[u8], whole: bool) -> (u16, String) {
     let mut s = UnixStream::connect(socket).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: forge\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    request.extend_from_slice(body);
-    // A server may answer (a 404, a 400) and close before it read the body: its answer is
-    // still there to read.
-    let _ = s.write_all(&request);
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: forge\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
+    let sent = s.write_all(head.as_bytes()).and_then(|()| s.write_all(body));
+    if let (Err(e), true) = (sent, whole) {
+        panic!("{method} {path}: the server closed before reading the whole body: {e}");
+    }
     let mut answer = Vec::new();
     s.read_to_end(&mut answer).unwrap();
     let answer = String::from_utf8_lossy(&answer).into_owned();
