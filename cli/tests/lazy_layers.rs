@@ -257,15 +257,20 @@ fn a_store_remembers_that_a_loopback_registry_speaks_plain_http() {
     assert_eq!(image, image_a, "{stderr}");
     let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).unwrap();
     assert_eq!(schemes, format!("{} http\n", registry.addr));
-    // A stale entry (the registry no longer speaks what is remembered): its first failure
-    // makes the build probe again, and the build still hits the cache.
-    std::fs::write(b.store().join("registry-schemes"), format!("{} https\n", registry.addr)).unwrap();
-    let ctx = b.context("checkout3", &files());
-    let (image, stderr) = build(&b, &ctx, &["--cache-from", &format!("type=registry,ref={cache_ref}")]);
+    // A stale entry (the registry no longer speaks what is remembered).
+    a_stale_scheme_is_probed_again(&b, &registry.addr, &cache_ref, &image_a, "https", "http");
+}
+
+/// B remembers `stale` for the registry at `addr`, which speaks `fresh`: the build's first
+/// failure there makes it probe again, and it still hits the cache, with no warning.
+fn a_stale_scheme_is_probed_again(b: &Forge, addr: &str, cache_ref: &str, image_a: &str, stale: &str, fresh: &str) {
+    std::fs::write(b.store().join("registry-schemes"), format!("{addr} {stale}\n")).unwrap();
+    let ctx = b.context(&format!("stale-{stale}"), &files());
+    let (image, stderr) = build(b, &ctx, &["--cache-from", &format!("type=registry,ref={cache_ref}")]);
     assert_eq!(image, image_a, "{stderr}");
     assert!(!stderr.contains("WARNING"), "{stderr}");
     let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).unwrap();
-    assert_eq!(schemes, format!("{} http\n", registry.addr), "the stale entry stayed");
+    assert_eq!(schemes, format!("{addr} {fresh}\n"), "the stale entry stayed");
 }
 
 #[test]
@@ -291,15 +296,8 @@ fn a_remembered_plain_http_scheme_is_probed_again_when_the_registry_moves_to_tls
     let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).expect("schemes file written");
     assert!(schemes.lines().any(|l| l == format!("{} https", registry.addr)), "{schemes}");
     // Remembered plain HTTP, but the registry now speaks TLS on that port: plain HTTP reaches
-    // it and gets an answer (Go's 400 page), not a refused connection. The build probes again
-    // and still hits the cache.
-    std::fs::write(b.store().join("registry-schemes"), format!("{} http\n", registry.addr)).unwrap();
-    let ctx = b.context("checkout2", &files());
-    let (image, stderr) = build(&b, &ctx, &["--cache-from", &format!("type=registry,ref={cache_ref}")]);
-    assert_eq!(image, image_a, "{stderr}");
-    assert!(!stderr.contains("WARNING"), "{stderr}");
-    let schemes = std::fs::read_to_string(b.store().join("registry-schemes")).unwrap();
-    assert_eq!(schemes, format!("{} https\n", registry.addr), "the stale entry stayed");
+    // it and gets an answer (Go's 400 page), not a refused connection.
+    a_stale_scheme_is_probed_again(&b, &registry.addr, &cache_ref, &image_a, "http", "https");
 }
 
 #[test]
