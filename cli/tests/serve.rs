@@ -81,7 +81,24 @@ fn docker_cli_drives_version_info_build_images_tag_push_pull_save_load_rmi_df() 
     assert!(load.ok, "{}", load.stderr);
     assert_eq!(load.stdout.trim(), "Loaded image: other:1");
     assert_eq!(forge.inspect("other:1")["Id"], other_id.as_str());
-    // An archive padded past its end (tar writers pad to whole records) is read to its end.
+    // A build context and an archive padded past their end (tar writers pad to whole records)
+    // are read to their end.
+    let mut context = tar::Builder::new(Vec::new());
+    for (name, text) in [("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "padded\n")] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        context.append_data(&mut header, name, text.as_bytes()).unwrap();
+    }
+    let mut context = context.into_inner().unwrap();
+    context.resize(context.len() + (4 << 20), 0);
+    let (code, body) = raw_whole(&server.socket, "POST", "/v1.41/build?t=padded:1", "application/x-tar", &context);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Successfully tagged padded:1"), "{body}");
+    server.ok(&["rmi", "padded:1"]);
     let mut padded = std::fs::read(&archive).unwrap();
     padded.resize(padded.len() + (4 << 20), 0);
     let (code, body) = raw_whole(&server.socket, "POST", "/v1.41/images/load?quiet=1", "application/x-tar", &padded);
