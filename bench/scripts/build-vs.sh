@@ -113,7 +113,12 @@ build() { # TOOL WORKLOAD SCENARIO
   local ctx=$A/workloads/$2 nc=
   case $3 in cold|push) nc=--no-cache ;; esac
   case $1 in
-    forge) $rss_of $FORGE --root $work/forge build --network none ${FORGE_FLAGS:-} -q -t bench/$2 $ctx ;;
+    # Cold: the progress events give each RUN step's CPU time (from its cgroup), for the limit below.
+    forge) if [ $3 = cold ]; then
+             $rss_of $FORGE --root $work/forge build --network none ${FORGE_FLAGS:-} --progress json -t bench/$2 $ctx 2>$work/events
+           else
+             $rss_of $FORGE --root $work/forge build --network none ${FORGE_FLAGS:-} -q -t bench/$2 $ctx
+           fi ;;
     docker) docker28 build $nc --network none -q -t bench/$2 $ctx ;;
     docker20) docker20 build $nc --network none -q -t bench/$2 $ctx ;;
     buildah) $buildah bud --isolation chroot --layers --pull=never -q -t bench/$2 $ctx ;;
@@ -130,7 +135,19 @@ push() { # TOOL WORKLOAD
   esac >/dev/null
 }
 
-declare -A times rss
+# The physical limit of a cold build whose RUN steps are CPU-bound (W3): the RUN steps' own CPU
+# seconds (each from its cgroup, in forge's `StepDone` events) spread over every core.
+run_cpu_per_core() { # EVENTS
+  python3 -c 'import json,sys
+t=0.0
+for l in open(sys.argv[1]):
+    try: e=json.loads(l)
+    except ValueError: continue
+    if isinstance(e, dict) and e.get("event") == "step_done": t += e.get("cpu_time") or 0
+print(t / int(sys.argv[2]))' "$1" "$(nproc)"
+}
+
+declare -A times rss limit
 for w in $WORKLOADS; do
   # noop and change time a rebuild: without cold among the scenarios, an untimed cold build
   # of each tool comes first.
@@ -154,6 +171,7 @@ for w in $WORKLOADS; do
         [ $s = push ] && stop_push_registry
         t_s=$(echo "$end - $start" | bc)
         if [ $t = forge ]; then rss[$w,$s]="${rss[$w,$s]:-} $(sort -n $work/rss | tail -1)"; rm -f $work/rss; fi
+        if [ $t = forge ] && [ $s = cold ]; then limit[$w]="${limit[$w]:-} $(run_cpu_per_core $work/events)"; fi
         times[$t,$w,$s]="${times[$t,$w,$s]:-} $t_s"
         printf '%s run %d %s %s: %.3f s\n' $w $i $s $t $t_s >&2
       done
@@ -181,6 +199,13 @@ for w in $WORKLOADS; do
     printf '%s %.1f |\n' "$line" "$(echo "$maxrss / 1024" | bc -l)"
   done
 done
+if [[ " $SCENARIOS " == *" cold "* ]]; then
+  printf '\n| workload | forge cold s | RUN CPU s / %d cores (the limit) | forge / limit |\n|---|---|---|---|\n' "$(nproc)"
+  for w in $WORKLOADS; do
+    f=$(med "${times[forge,$w,cold]}") l=$(med "${limit[$w]}")
+    printf '| %s | %.3f | %.3f | %s |\n' ${w%%-*} $f $l "$(echo "$l > 0" | bc -l | grep -q 1 && printf '%.2f×' "$(echo "$f / $l" | bc -l)" || echo -)"
+  done
+fi
 echo
 echo "(medians of $RUNS runs, builders alternating which goes first, sync before each build; push = cold build +"
 echo " push to an empty local registry; ratio < 1 means forge is faster; RSS = largest process of forge's tree,"
