@@ -179,6 +179,9 @@ fn main() -> ExitCode {
 
 /// Runs `command` on the local store.
 fn local(global: &Global, command: Command) -> anyhow::Result<()> {
+    if !matches!(command, Command::Completion(_) | Command::Version | Command::Serve(_) | Command::Store(commands::store::StoreCommand::FinishTags { .. })) {
+        commands::finish_tags::resume(global);
+    }
     match command {
         Command::Build(args) => commands::build::run(global, args),
         Command::Completion(args) => commands::completion::run(args),

@@ -201,8 +201,9 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         _ => None,
     };
     opts.cancel = cancel;
-    // An untagged image's layers stay snapshots until read; tagging would store them anyway.
-    opts.lazy_layers = args.tags.is_empty();
+    // Layers stay snapshots until read; a tagged image's are stored after the build (see
+    // `finish_tags`).
+    opts.lazy_layers = true;
 
     let mode = match args.progress {
         _ if args.quiet => None,
@@ -216,20 +217,14 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     opts.cache_registry = Some(std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: forge_registry::Client::new(registry), runtime: bases.runtime.handle().clone() }));
     let built = forge_builder::build(&store, &opts, Some(&bases), &printer)?;
 
-    output::write(&store, &built, &output, &args.tags)?;
-    if args.push {
-        if args.tags.is_empty() {
-            bail!("--push needs at least one -t name to push to");
-        }
-        for t in &args.tags {
-            let dest = forge_registry::Reference::parse(t)?;
-            let bar = crate::commands::transfer::progress(args.quiet);
-            bases.runtime.block_on(bases.client.push(&store, t, &dest, bar.as_ref())).with_context(|| format!("pushing {dest}"))?;
-            if !args.quiet {
-                eprintln!("pushed {dest}");
-            }
-        }
+    let deferred = output::write(&store, &built, &output, &args.tags)?;
+    let pushed = if args.push { push_all(&args, &store, &bases) } else { Ok(()) };
+    // After the push (which compresses straight from the snapshots), so the two do not share
+    // the cores; whatever the push's fate.
+    if deferred {
+        crate::commands::finish_tags::spawn(&store_root)?;
     }
+    pushed?;
     if let Some(path) = &args.iidfile {
         std::fs::write(path, built.image_id.as_str()).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -240,6 +235,22 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         let _ = writeln!(err, "writing image {} done", built.image_id);
         for t in &args.tags {
             let _ = writeln!(err, "naming to {} done", forge_layerstore::store::normalize_tag(t));
+        }
+    }
+    Ok(())
+}
+
+/// `--push`: every `-t` name to its registry.
+fn push_all(args: &BuildArgs, store: &Store, bases: &RegistryBases) -> anyhow::Result<()> {
+    if args.tags.is_empty() {
+        bail!("--push needs at least one -t name to push to");
+    }
+    for t in &args.tags {
+        let dest = forge_registry::Reference::parse(t)?;
+        let bar = crate::commands::transfer::progress(args.quiet);
+        bases.runtime.block_on(bases.client.push(store, t, &dest, bar.as_ref())).with_context(|| format!("pushing {dest}"))?;
+        if !args.quiet {
+            eprintln!("pushed {dest}");
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ pub mod cp;
 pub mod create;
 pub mod debug;
 pub mod exec;
+pub mod finish_tags;
 pub mod images;
 pub mod import;
 pub mod inspect;

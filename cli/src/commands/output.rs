@@ -48,23 +48,26 @@ impl OutputSpec {
 }
 
 /// Delivers `built` as `spec` says. Tags are applied in the store in every case, so an archive
-/// or directory build can still be referred to later.
-pub fn write(store: &Store, built: &Built, spec: &OutputSpec, tags: &[String]) -> anyhow::Result<()> {
+/// or directory build can still be referred to later; a tag whose image has big layers still
+/// kept as snapshots is pending (see `finish_tags`). Whether one is.
+pub fn write(store: &Store, built: &Built, spec: &OutputSpec, tags: &[String]) -> anyhow::Result<bool> {
+    let mut deferred = false;
     for t in tags {
-        store.tag(t, &built.manifest).with_context(|| format!("tagging {t}"))?;
+        deferred |= store.tag_or_defer(t, &built.manifest, crate::commands::finish_tags::at_once_below()).with_context(|| format!("tagging {t}"))?;
     }
     match spec {
-        OutputSpec::Image => Ok(()),
+        OutputSpec::Image => {}
         OutputSpec::Archive { format, dest } => {
             let image = store.image_of(&built.manifest)?;
             let names: Vec<String> = tags.iter().map(|t| forge_layerstore::store::normalize_tag(t)).collect();
-            crate::commands::save::write_output(dest, |out| Ok(export::save(store, &[(names, image)], *format, out)?))
+            crate::commands::save::write_output(dest, |out| Ok(export::save(store, &[(names, image)], *format, out)?))?;
         }
         OutputSpec::Local { dest } => {
             let image = store.image_of(&built.manifest)?;
-            export::unpack_image(store, &image, dest).with_context(|| format!("unpacking into {}", dest.display()))
+            export::unpack_image(store, &image, dest).with_context(|| format!("unpacking into {}", dest.display()))?;
         }
     }
+    Ok(deferred)
 }
 
 #[cfg(test)]

@@ -28,12 +28,21 @@ pub enum StoreCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Store the layers of pending tags and put the tags into the layout's `index.json`
+    /// (what a build leaves to a detached process); prints the tags published.
+    #[command(hide = true)]
+    FinishTags {
+        /// Run as the build's detached process.
+        #[arg(long)]
+        detached: bool,
+    },
 }
 
 /// Runs `forge store ...`.
 pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
     let store = Store::open(&global.store_root()?).context("opening the store")?;
     match cmd {
+        StoreCommand::FinishTags { detached } => crate::commands::finish_tags::run(&store, detached)?,
         StoreCommand::Gc { format } => {
             // Steps of a killed forge leave cgroups (and maybe processes) no one else removes.
             if let Err(e) = forge_sandbox::remove_leftovers() {

@@ -152,8 +152,9 @@ pub struct BuildOptions {
     /// `SOURCE_DATE_EPOCH`: fixes timestamps so builds are reproducible.
     pub source_date_epoch: Option<i64>,
     /// Keeps plain layers as their committed snapshots only, their tars made when first read
-    /// (see `forge_layerstore::snapshot_blob`). For images that are not tagged: tagging stores
-    /// the tars, after the build, at more cost than writing them during it.
+    /// (see `forge_layerstore::snapshot_blob`). [`Store::tag`](forge_layerstore::Store::tag)
+    /// stores them at once; `forge` tags a big image as pending instead and stores them in a
+    /// detached process (see `forge_layerstore::pending`).
     pub lazy_layers: bool,
     /// The executable the sandbox re-executes as its init (default: this executable, which
     /// must call `forge_sandbox::enter_if_init()` first thing in `main`).

@@ -20,7 +20,7 @@ use std::str::FromStr;
 
 use oci_spec::image::MediaType;
 
-use crate::archive::compression::{decompress, Compression, LayerWriter};
+use crate::archive::compression::{decompress, BlobDigests, Compression, LayerWriter};
 use crate::digest::Digest;
 use crate::store::{Error, Image, Layer, Store};
 
@@ -58,8 +58,14 @@ pub fn for_distribution_with(store: &Store, image: &Image, compression: Compress
         }
         made
     };
-    // Remote layers with no usable compressed copy are fetched side by side first.
-    let unknown: Vec<Layer> = plain.iter().map(|&i| layers[i].clone()).filter(|l| memo(store, &l.diff_id, compression).is_none_or(|m| !store.content().exists(&m.digest))).collect();
+    // Remote layers with no usable compressed copy are fetched side by side first (those kept
+    // as snapshots are compressed straight from them).
+    let unknown: Vec<Layer> = plain
+        .iter()
+        .map(|&i| layers[i].clone())
+        .filter(|l| memo(store, &l.diff_id, compression).is_none_or(|m| !store.content().exists(&m.digest)))
+        .filter(|l| kept_as_snapshot(store, l).is_none())
+        .collect();
     store.ensure_layers(&unknown)?;
     let (small, large): (Vec<usize>, Vec<usize>) = plain.iter().partition(|&&i| layers[i].size <= SMALL_LAYER);
     // Each worker takes the next small layer left.
@@ -107,16 +113,30 @@ pub fn compressed_layer(store: &Store, layer: &Layer, compression: Compression) 
             return Ok(known);
         }
     }
-    let plain = store.blob(&layer.digest)?;
-    let (_, mut tar) = decompress(BufReader::with_capacity(256 << 10, plain))
-        .map_err(|e| Error::Invalid { what: "layer", digest: layer.digest.clone(), message: e.to_string() })?;
-    let writer = store.content().writer(&crate::store::unique_ingest("compressed-layer"))?;
     let io = |source| Error::Io { what: "compressing a layer", source };
-    let mut out = LayerWriter::new(BufWriter::with_capacity(256 << 10, writer), compression).map_err(io)?;
-    std::io::copy(&mut tar, &mut out).map_err(io)?;
-    let (buffered, d) = out.finish().map_err(io)?;
-    let writer = buffered.into_inner().map_err(|e| io(e.into_error()))?;
+    let (d, writer) = match kept_as_snapshot(store, layer) {
+        // Its tar is made from the snapshot into the compressor: the plain tar is never
+        // written (on W2, 712 MiB the push would write only to read back).
+        Some(kept) => {
+            let writer = store.content().writer_hashed_by_caller(&crate::store::unique_ingest("compressed-layer"))?;
+            let mut out = BufWriter::with_capacity(256 << 10, writer);
+            let made = kept.stream_as(store, compression, &mut out).map_err(|message| Error::SnapshotBlob { digest: kept.digest.clone(), chain_id: kept.chain_id.clone(), message })?;
+            let writer = out.into_inner().map_err(|e| io(e.into_error()))?;
+            (BlobDigests { diff_id: made.diff_id, uncompressed_size: kept.size, digest: made.digest, size: made.size }, writer)
+        }
+        None => {
+            let plain = store.blob(&layer.digest)?;
+            let (_, mut tar) = decompress(BufReader::with_capacity(256 << 10, plain))
+                .map_err(|e| Error::Invalid { what: "layer", digest: layer.digest.clone(), message: e.to_string() })?;
+            let writer = store.content().writer(&crate::store::unique_ingest("compressed-layer"))?;
+            let mut out = LayerWriter::new(BufWriter::with_capacity(256 << 10, writer), compression).map_err(io)?;
+            std::io::copy(&mut tar, &mut out).map_err(io)?;
+            let (buffered, d) = out.finish().map_err(io)?;
+            (d, buffered.into_inner().map_err(|e| io(e.into_error()))?)
+        }
+    };
     if d.diff_id != layer.diff_id {
+        writer.discard();
         return Err(Error::Invalid {
             what: "layer",
             digest: layer.digest.clone(),
@@ -159,6 +179,14 @@ fn remember(store: &Store, compression: Compression, made: &Layer) -> Result<(),
     std::fs::create_dir_all(path.parent().expect("a memo has a directory"))
         .and_then(|()| crate::atomic::write(&path, &bytes))
         .map_err(|source| Error::Io { what: "recording a compressed layer", source })
+}
+
+/// The record of `layer` when its blob is kept only as a snapshot (not stored yet).
+fn kept_as_snapshot(store: &Store, layer: &Layer) -> Option<crate::snapshot_blob::SnapshotBlob> {
+    if store.content().exists(&layer.digest) {
+        return None;
+    }
+    store.snapshot_blobs().get(&layer.digest)
 }
 
 /// Whether `layer` is stored as a plain tar.

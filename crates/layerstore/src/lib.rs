@@ -14,6 +14,7 @@
 //! - [`store::Store`]: one handle over all of it, with image-level operations;
 //! - [`export`], [`maintenance`], [`cache`]: archives, gc/fsck, the builder's cache index;
 //! - [`lease`]: what keeps gc away from a running build, pull or push;
+//! - [`pending`]: tags that enter `index.json` once their image's blobs are stored;
 //! - [`reference`]: image names as Docker parses them;
 //! - [`remote`]: layers known by descriptor and registry only, fetched when first read;
 //! - the store is closed to other local users (its root and `forge/` are 0700).
@@ -73,6 +74,7 @@ pub mod index;
 pub mod lease;
 mod lock;
 pub mod maintenance;
+pub mod pending;
 mod permissions;
 pub mod reference;
 pub mod remote;

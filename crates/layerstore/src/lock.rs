@@ -29,6 +29,12 @@ impl FileLock {
         }
     }
 
+    /// Waits for the exclusive lock of an open file.
+    pub(crate) fn exclusive(file: File) -> std::io::Result<FileLock> {
+        flock(&file, FlockOperation::LockExclusive)?;
+        Ok(FileLock { file })
+    }
+
     /// Waits for a shared lock of an open file.
     pub(crate) fn shared(file: File) -> std::io::Result<FileLock> {
         flock(&file, FlockOperation::LockShared)?;

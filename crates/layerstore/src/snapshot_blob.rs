@@ -56,9 +56,16 @@ impl SnapshotBlob {
 
     /// Re-streams the snapshot's tree into `out`; what it hashed to.
     pub(crate) fn stream<W: std::io::Write>(&self, store: &crate::Store, out: W) -> Result<LayerInfo, String> {
+        self.stream_as(store, crate::archive::Compression::None, out)
+    }
+
+    /// Re-streams the snapshot's tree into `out` as a `compression`ed layer (the blob a push
+    /// sends, made without the plain tar); what it hashed to (`diff_id` is the tar's digest).
+    pub(crate) fn stream_as<W: std::io::Write>(&self, store: &crate::Store, compression: crate::archive::Compression, out: W) -> Result<LayerInfo, String> {
+        let opts = LayerOptions { compression, ..self.options() };
         let dirs = store.snapshots().dirs(self.chain_id.as_str()).map_err(|e| format!("snapshot {}: {e}", self.chain_id))?;
         // A committed snapshot's own tree comes first.
         let tree = dirs.lowerdirs.first().ok_or_else(|| format!("snapshot {} is not committed", self.chain_id))?;
-        crate::diff::write_layer(&LayerSource::OverlayUpper(tree), &self.options(), out).map_err(|e| format!("reading snapshot {}: {e}", self.chain_id))
+        crate::diff::write_layer(&LayerSource::OverlayUpper(tree), &opts, out).map_err(|e| format!("reading snapshot {}: {e}", self.chain_id))
     }
 }

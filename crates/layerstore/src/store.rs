@@ -298,7 +298,7 @@ impl Store {
 
     /// Makes the blobs of `digests` that are kept as snapshots, one after the other (each is
     /// one sequential read of a tree).
-    fn materialize(&self, digests: &[Digest]) -> Result<(), Error> {
+    pub(crate) fn materialize(&self, digests: &[Digest]) -> Result<(), Error> {
         let kept = |d: &Digest| if self.content.exists(d) { None } else { self.snapshot_blobs.get(d) };
         if !digests.iter().any(|d| kept(d).is_some()) {
             return Ok(());
