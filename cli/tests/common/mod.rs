@@ -39,6 +39,11 @@ impl Drop for Forge {
         if self.store().join("forge").join("network").exists() {
             let _ = self.run(&["network", "prune"]);
         }
+        // A build's detached finisher of pending tags must not write into a store being removed.
+        for pid in self.finishers() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        eventually(|| self.finishers().is_empty());
     }
 }
 
@@ -74,6 +79,24 @@ impl Forge {
 
     pub fn store(&self) -> PathBuf {
         self.dir.path().join("store")
+    }
+
+    /// The live `forge store finish-tags` processes of this store (a build's detached finisher
+    /// of pending tags, or one a later command restarted).
+    pub fn finishers(&self) -> Vec<u32> {
+        let store = self.store();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let ours = args.windows(2).any(|w| w[0] == b"--root" && w[1] == store.as_os_str().as_encoded_bytes()) && args.contains(&&b"finish-tags"[..]);
+            // A zombie's command line reads empty: a killed finisher is not listed.
+            if ours {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
     pub fn cmd(&self) -> Command {
