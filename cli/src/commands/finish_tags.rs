@@ -16,7 +16,7 @@ use crate::stdout::outln;
 /// before: writing a few MiB costs less than the build's other work, and the layout is then
 /// whole as soon as the build returns. `FORGE_TAG_AT_ONCE_BELOW` (bytes) overrides it, for
 /// tests and measurements.
-const TAG_AT_ONCE_BELOW: u64 = 32 << 20;
+const TAG_AT_ONCE_BELOW: u64 = 8 << 20;
 
 /// The size under which a tag's blobs are stored at once.
 pub fn at_once_below() -> u64 {
@@ -56,12 +56,12 @@ pub fn resume(global: &crate::Global) {
 
 /// `forge store finish-tags`: stores the pending tags' layers and publishes the tags; waits
 /// for a finisher already running first. `--detached`: the process a build started, in a
-/// session of its own (no terminal's signals reach it) and at a low priority (it works while
-/// the user's next commands run).
+/// session of its own (no terminal's signals reach it) and at the lowest priority: it works
+/// while the user's next commands run (a push compressing the same layers needs the cores).
 pub fn run(store: &Store, detached: bool) -> anyhow::Result<()> {
     if detached {
         let _ = rustix::process::setsid();
-        let _ = rustix::process::setpriority_process(None, 10);
+        let _ = rustix::process::setpriority_process(None, 19);
     }
     // A test stops the finisher at a step (`materialize` or `promote`) to kill it there.
     let stall = std::env::var("FORGE_TEST_FINISH_TAGS_STALL").ok();

@@ -28,9 +28,10 @@ pub enum StoreCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Store the layers of pending tags and put the tags into the layout's `index.json`
-    /// (what a build leaves to a detached process); prints the tags published.
-    #[command(hide = true)]
+    /// Store the layer tars of pending tags (a tagged build of a big image leaves them to a
+    /// detached process) and put the tags into the layout's `index.json`, waiting for that
+    /// process first; prints the tags published. Run it before another tool (skopeo, umoci,
+    /// podman) reads the store right after such a build.
     FinishTags {
         /// Run as the build's detached process.
         #[arg(long)]

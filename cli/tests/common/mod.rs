@@ -142,11 +142,18 @@ impl Forge {
         // Loaded through umoci, a tool nobody here wrote, from the OCI layout the store is.
         let bundle = self.dir.path().join(format!("bundle-{}", image.replace([':', '/'], "_")));
         let _ = std::fs::remove_dir_all(&bundle);
+        self.publish_tags();
         let name = forge_layerstore::store::normalize_tag(image);
         let o = Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:{name}", self.store().display())).arg(&bundle).output().unwrap();
         assert!(o.status.success(), "umoci unpack {image}: {}", String::from_utf8_lossy(&o.stderr));
         std::fs::rename(bundle.join("rootfs"), &out).unwrap();
         out
+    }
+
+    /// Waits until the tags a build left pending (an image with big layers) are in the
+    /// layout's `index.json`, where other tools read them.
+    pub fn publish_tags(&self) {
+        self.ok(&["store", "finish-tags"]);
     }
 
     /// The image config, as `forge inspect` shows it.
@@ -158,6 +165,7 @@ impl Forge {
     /// Runs the image under podman and returns its stdout.
     pub fn podman_run(&self, image: &str, args: &[&str]) -> String {
         let name = forge_layerstore::store::normalize_tag(image);
+        self.publish_tags();
         let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/podman/containers.conf");
         let o = Command::new("podman")
             .env("CONTAINERS_CONF", conf)
