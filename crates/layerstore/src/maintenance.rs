@@ -70,8 +70,8 @@ impl FsckReport {
     }
 }
 
-/// The blobs reachable from tags (manifests, indexes, configs, layers) and the build cache,
-/// plus the snapshot chain IDs of the tagged images.
+/// The blobs reachable from tags (pending ones too: [`crate::index`] lists them) (manifests,
+/// indexes, configs, layers) and the build cache, plus the snapshot chain IDs of the tagged images.
 fn reachable(store: &Store, leased: &[Digest]) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), Error> {
     let mut blobs = BTreeSet::new();
     let mut chains = BTreeSet::new();

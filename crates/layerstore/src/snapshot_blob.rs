@@ -13,7 +13,9 @@
 //! commits any ingest: a snapshot changed since (or a crash midway) never makes a visible blob.
 //!
 //! Only plain (uncompressed) layers are kept this way: their digest is their diffID, and
-//! compression for a push happens later anyway ([`crate::distribute`]).
+//! compression for a push happens later anyway ([`crate::distribute`]), straight from the
+//! snapshot when the plain blob is not stored (the tar a push would write only to read back).
+//! A tag whose image has such layers is pending until they are stored ([`crate::pending`]).
 //!
 //! `gc` keeps the snapshot of every record whose blob it keeps and is not local, and drops
 //! the others' records; `fsck` re-hashes each record's snapshot as it re-hashes blobs.
