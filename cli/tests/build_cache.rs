@@ -231,6 +231,28 @@ fn a_second_runner_reuses_the_first_ones_local_cache() {
     assert_eq!(config_entries(&cache), 5);
 }
 
+/// A step that hits reads only its layer and time from the cache, not the inputs it noted: those
+/// are the ones that made its key. A cache exported by a build that only hit still carries them,
+/// so a runner importing it explains a miss by the file that changed.
+#[test]
+fn a_cache_exported_by_a_build_that_only_hit_still_explains_a_miss() {
+    let a = Forge::with_busybox();
+    let b = Forge::with_busybox_of(&a);
+    let cache = a.dir.path().join("ci-cache");
+    let ctx_a = a.context("ctx", &two_stage_files());
+    build_with(&a, &ctx_a, &[]);
+    let dest = format!("type=local,dest={},mode=max", cache.display());
+    let (_, missed, stderr) = build_with(&a, &ctx_a, &["--cache-to", &dest]);
+    assert_eq!(missed, Vec::<String>::new(), "{stderr}");
+
+    let ctx_b = b.context("ctx", &two_stage_files());
+    std::fs::write(ctx_b.join("src/b"), "b2").unwrap();
+    let src = format!("type=local,src={}", cache.display());
+    let (_, _, stderr) = build_with(&b, &ctx_b, &["--cache-from", &src]);
+    let m = misses(&stderr);
+    assert_eq!(first(&m), ("0/1", ("context-file", "src/b", "changed"), "context file \"src/b\" changed"), "{stderr}");
+}
+
 /// Rewrites the cache config (and the manifest and index over it) of the layout at `dir`.
 fn rewrite_config(dir: &Path, config: &[u8], claimed_size: Option<u64>) {
     use sha2::Digest as _;

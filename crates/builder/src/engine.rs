@@ -86,7 +86,8 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     let used = std::mem::take(&mut *ctx.used.lock().unwrap());
     // The image's layers that only a registry cache has stay there until they are read.
     ctx.lazy.record_remote(store, &ctx.cache, &used).map_err(|message| Error::CacheLayer { message })?;
-    let elsewhere: Vec<_> = target.layers.iter().filter(|l| store.remote().get(&l.digest).is_none()).cloned().collect();
+    // A local blob first: one stat, where a remote record's lookup is two failed opens.
+    let elsewhere: Vec<_> = target.layers.iter().filter(|l| !store.content().exists(&l.digest) && store.remote().get(&l.digest).is_none()).cloned().collect();
     ctx.fetch_layers(&elsewhere).map_err(|message| Error::CacheLayer { message })?;
     let manifest = store.write_image(&config, &target.layers)?;
     let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config)?);

@@ -60,9 +60,10 @@ pub(crate) fn layer_step(
         if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest) || build.lazy.origin(&l.digest).is_some() || store.remote().get(&l.digest).is_some() || store.snapshot_blobs().get(&l.digest).is_some()) {
             build.progress.event(Event::StepCached { id: at.id.clone() });
             let entry = cached.expect("matched just above");
-            build.used.lock().unwrap().push((index_key, entry.clone()));
             // An entry from before times were kept gets this build's.
             let created = entry.created.unwrap_or_else(|| crate::stage::timestamp(None));
+            // The inputs that made the key are the cached step's: a `--cache-to` carries them.
+            build.used.lock().unwrap().push((index_key, CacheEntry { layer: entry.layer.clone(), inputs, created: Some(created.clone()) }));
             return Ok((entry.layer, created));
         }
     }
