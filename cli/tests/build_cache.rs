@@ -361,6 +361,17 @@ fn registry_blobs(registry: &forge_testkit::Registry) -> std::collections::BTree
     out
 }
 
+/// The digest (hex) of the config of the cache manifest a `docker-registry` holds at `repo:tag`.
+fn registry_cache_config(registry: &forge_testkit::Registry, repo: &str, tag: &str) -> String {
+    let v2 = registry.storage().join("docker/registry/v2");
+    let data = |hex: &str| std::fs::read(v2.join("blobs/sha256").join(&hex[..2]).join(hex).join("data")).unwrap();
+    let link = std::fs::read_to_string(v2.join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&data(link.trim().trim_start_matches("sha256:"))).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    assert!(!data(&config).is_empty());
+    config
+}
+
 #[test]
 fn runners_share_a_cache_through_a_registry() {
     let registry = forge_testkit::Registry::start();
@@ -384,6 +395,9 @@ fn runners_share_a_cache_through_a_registry() {
     assert_eq!(missed, Vec::<String>::new(), "{stderr}");
     assert_eq!(image_b, image_a);
     b.ok(&["store", "fsck"]);
+    // The cache's config was read, not stored: only what its entries name enters the store.
+    let config = registry_cache_config(&registry, "ci/app", "buildcache");
+    assert!(!b.store().join("blobs/sha256").join(&config).exists(), "B stored the cache config {config}");
     // B fetched only the final image's layers: those of the build stage (COPY src, RUN cat),
     // which no step of B ran on, stayed in the registry.
     let r = a.run(&["build", "-q", "--network", "none", "--target", "build", "-t", "stage:1", ctx_a.to_str().unwrap()]);

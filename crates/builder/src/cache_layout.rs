@@ -154,6 +154,9 @@ pub enum CacheFrom {
 pub trait CacheRegistry: Send + Sync + std::fmt::Debug {
     /// The manifest at `reference`; `None` when the registry has none there.
     fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Blob `digest` (`size` bytes, at most `max`) of `reference`'s repository, in memory and
+    /// verified by digest and size: for documents read once, which the store need not keep.
+    fn blob(&self, reference: &str, digest: &Digest, size: u64, max: u64) -> Result<Vec<u8>, String>;
     /// Puts blob `digest` (`size` bytes) of `reference`'s repository into `store`, verified.
     fn pull_blob(&self, store: &Store, reference: &str, digest: &Digest, size: u64) -> Result<(), String>;
     /// Makes the store's blob `digest` present in `reference`'s repository.
