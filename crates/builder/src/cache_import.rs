@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 
+use base64::Engine as _;
 use forge_layerstore::cache::{Cache, CacheEntry};
 use forge_layerstore::digest::HashingWriter;
 use forge_layerstore::remote::{RemoteBlob, RemoteSource};
@@ -333,7 +334,15 @@ fn read_config(source: &Source<'_>) -> Result<Option<Parsed>, String> {
     if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
         return Err(format!("not a forge build cache (config media type {})", manifest.config().media_type()));
     }
-    let config_bytes = source.small_blob(manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?;
+    let config_bytes = match manifest.config().data() {
+        // Carried in the manifest: no request for the blob.
+        Some(data) => {
+            let digest = Digest::from_str(manifest.config().digest().as_ref()).map_err(|e| format!("cache config: {e}"))?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("cache config in the manifest: {e}"))?;
+            verified(bytes, &digest, manifest.config().size()).map_err(|e| format!("cache config in the manifest: {e}"))?
+        }
+        None => source.small_blob(manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?,
+    };
     let config: CacheConfig = serde_json::from_slice(&config_bytes).map_err(|e| format!("cache config: {e}"))?;
     if config.version != VERSION {
         return Err(format!("cache config version {} (this forge reads {VERSION})", config.version));

@@ -4,7 +4,8 @@
 //! ```text
 //! DIR/oci-layout, DIR/index.json          an OCI image layout; index.json names one manifest
 //! manifest  artifactType  application/vnd.forge.build-cache.v1
-//!           config        application/vnd.forge.build-cache.config.v1+json
+//!           config        application/vnd.forge.build-cache.config.v1+json (up to 1 MiB,
+//!                         also inline as the descriptor's base64 `data`)
 //!           layers        every layer an entry names (the images' own blobs, or with
 //!                         compression=gzip|zstd their compressed forms)
 //! config    {"version": 1, "entries": [{"key": "sha256:..", "layer": {digest, diff_id,
@@ -38,6 +39,10 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const MAX_INDEX: u64 = 1 << 20;
 pub(crate) const MAX_MANIFEST: u64 = 4 << 20;
 pub(crate) const MAX_CONFIG: u64 = 64 << 20;
+/// A config up to this size also travels inside the manifest, as its descriptor's `data`
+/// (OCI image-spec 1.1), so an import reads the cache in one request instead of two; the
+/// config blob is pushed as well, for readers that do not look there.
+pub(crate) const MAX_INLINE_CONFIG: u64 = 1 << 20;
 
 /// The cache config.
 #[derive(Debug, Serialize, Deserialize)]
