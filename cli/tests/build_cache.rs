@@ -470,3 +470,37 @@ fn cache_mount_contents_travel_with_cache_mounts_true() {
     let (_, _, stderr) = build_with(&c, &ctx_c, &["--cache-from", &format!("type=registry,ref={plain_ref}")]);
     assert!(!stderr.contains("\"line\":\"f\""), "{stderr}");
 }
+
+/// The memos of `COPY --from` trees a store keeps.
+fn from_memos(forge: &Forge) -> Vec<std::path::PathBuf> {
+    let dir = forge.store().join("forge/from-records");
+    std::fs::read_dir(dir).map(|l| l.flatten().map(|e| e.path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect()).unwrap_or_default()
+}
+
+#[test]
+fn gc_drops_the_copy_from_records_of_a_tree_whose_layers_are_gone() {
+    let forge = Forge::with_busybox();
+    // An image with a layer of its own that no cache entry names: imported.
+    let files = forge.context("src-files", &[("f", "from the image")]);
+    let tar = forge.dir.path().join("src.tar");
+    assert!(std::process::Command::new("tar").arg("-C").arg(&files).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    forge.ok(&["import", tar.to_str().unwrap(), "src:1"]);
+    let ctx = forge.context("ctx", &[("Dockerfile", "FROM busybox:latest\nCOPY --from=src:1 /f /g\n")]);
+    build_with(&forge, &ctx, &[]);
+    assert_eq!(from_memos(&forge).len(), 1, "the COPY --from tree is remembered");
+
+    // While the image is there, gc keeps its memo.
+    forge.ok(&["store", "gc"]);
+    assert_eq!(from_memos(&forge).len(), 1);
+    // Once its layer is gone, the memo goes too.
+    forge.ok(&["rmi", "src:1"]);
+    let r = forge.ok(&["store", "gc"]);
+    assert!(from_memos(&forge).is_empty(), "{}", r.stdout);
+    assert!(r.stdout.contains("COPY --from records of 1 trees"), "{}", r.stdout);
+
+    // Imported again, the same tree keys the step the same: a hit, remembered anew.
+    forge.ok(&["import", tar.to_str().unwrap(), "src:1"]);
+    let (_, missed, stderr) = build_with(&forge, &ctx, &[]);
+    assert_eq!(missed, Vec::<String>::new(), "{stderr}");
+    assert_eq!(from_memos(&forge).len(), 1);
+}

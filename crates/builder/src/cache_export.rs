@@ -46,7 +46,7 @@ pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheE
         }
         distribute::compressed_layer(store, layer, compression).map(Some).map_err(|e| format!("compressing layer {}: {e}", layer.digest))
     };
-    let from_records = build.from_records.lock().unwrap().iter().map(|(id, records)| FromRecords { id: id.clone(), records: records.clone() }).collect();
+    let from_records = build.from_records.lock().unwrap().iter().map(|(id, (layers, records))| FromRecords { id: id.clone(), layers: layers.clone(), records: records.clone() }).collect();
     let artifact = artifact(used, image_layers, mode, mounts, from_records, &stored).map_err(fail)?;
     match to {
         CacheTo::Local { dest, .. } => {

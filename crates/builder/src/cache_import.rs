@@ -240,7 +240,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
         lazy.mounts.entry(m.id).or_insert((m.layer, origin));
     }
     for f in config.from_records {
-        match crate::from_memo::FromMemo::named(store, &f.id) {
+        match crate::from_memo::FromMemo::named(store, &f.id, f.layers) {
             // What this store remembers itself stays.
             Some(memo) if memo.read().is_none() => {
                 if let Err(e) = memo.write(&f.records) {

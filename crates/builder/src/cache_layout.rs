@@ -63,6 +63,9 @@ pub(crate) struct CacheConfig {
 pub(crate) struct FromRecords {
     /// The memo's name: a digest of the tree's chain ID, the sources and the excludes.
     pub(crate) id: String,
+    /// The blobs of the tree's layers (caches written before this field have none).
+    #[serde(default)]
+    pub(crate) layers: Vec<Digest>,
     pub(crate) records: Vec<crate::source::Fed>,
 }
 
