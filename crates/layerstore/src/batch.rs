@@ -13,7 +13,8 @@
 //!
 //! A single record written later (its own file) takes precedence over a batch's: the owners
 //! ([`crate::remote::Records`], [`crate::cache::Cache`]) look there first. A batch is read once
-//! per process and again only when the directory lists other batches.
+//! per process and again only when the directory lists other batches, which a lookup checks
+//! only when the batches read so far lack its key.
 
 use std::collections::HashMap;
 use std::fs;
@@ -82,8 +83,18 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
         write(&self.dir.join(Digest::of(&bytes).hex()), &bytes)
     }
 
-    /// The item of `key` and the batch file holding it, if a valid batch has one.
+    /// The item of `key` and the batch file holding it, if a valid batch has one. Looked up in
+    /// the batches read so far first, which are listed again only when they lack it: a build
+    /// looking up each of its steps lists the directory once, not once per step. An item found
+    /// so may be in a batch a gc has rewritten since, which holds the same answer (or has
+    /// dropped it, as if the gc had come just after).
     pub(crate) fn get(&self, key: &Digest) -> Option<(I, PathBuf)> {
+        let read = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).items.get(key).cloned();
+        read.or_else(|| self.get_listed(key))
+    }
+
+    /// The item of `key` as the batches listed now have it.
+    fn get_listed(&self, key: &Digest) -> Option<(I, PathBuf)> {
         let mut loaded = self.load();
         loaded.as_mut().ok()?.items.get(key).cloned()
     }
@@ -102,7 +113,7 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
     /// Stamps the batch holding `key` as used now (a lease then holds all its items, which
     /// keeps more than needed, never less); `false` when no batch has it.
     pub(crate) fn reuse(&self, key: &Digest) -> io::Result<bool> {
-        let Some((_, path)) = self.get(key) else { return Ok(false) };
+        let Some((_, path)) = self.get_listed(key) else { return Ok(false) };
         match fs::File::options().write(true).open(&path) {
             Ok(f) => f.set_modified(SystemTime::now()).map(|()| true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -114,7 +125,7 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
     /// whether it did. The batch is written again without it (keeping its time, so its other
     /// items age as before), or removed when it was the last.
     pub(crate) fn remove_unless_newer(&self, key: &Digest, since: SystemTime) -> io::Result<bool> {
-        let Some((_, path)) = self.get(key) else { return Ok(false) };
+        let Some((_, path)) = self.get_listed(key) else { return Ok(false) };
         let modified = match fs::metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             other => other?.modified()?,
@@ -133,15 +144,24 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             other => other?,
         }
+        self.forget();
         Ok(true)
     }
 
     /// Removes every batch.
     pub(crate) fn clear(&self) -> io::Result<()> {
+        self.forget();
         match fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    /// Drops what was read: this process changed the batches.
+    fn forget(&self) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.names = None;
+        loaded.items.clear();
     }
 
     /// The batches as they are now: read again when the directory lists other files than last
