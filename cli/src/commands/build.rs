@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use forge_builder::{BuildOptions, ByteSize, Cpus, KeyValue, MemorySwap, NetworkMode, SecretSpec, SecurityOpt, SourceDateEpoch};
 use forge_layerstore::Store;
 
+use crate::commands::on_demand::OnDemandRuntime;
 use crate::commands::output::{self, OutputSpec};
 use crate::progress::{Printer, ProgressMode};
 
@@ -212,8 +213,9 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         ProgressArg::Json => Some(ProgressMode::Json),
     };
     let printer = Printer::new(mode);
-    let bases = RegistryBases { client: forge_registry::Client::new(registry.clone()), runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()? };
-    opts.cache_registry = Some(std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: forge_registry::Client::new(registry), runtime: bases.runtime.handle().clone() }));
+    let runtime = std::sync::Arc::new(OnDemandRuntime::default());
+    let bases = RegistryBases { client: forge_registry::Client::new(registry.clone()), runtime: runtime.clone() };
+    opts.cache_registry = Some(std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: forge_registry::Client::new(registry), runtime }));
     let built = forge_builder::build(&store, &opts, Some(&bases), &printer)?;
 
     output::write(&store, &built, &output, &args.tags)?;
@@ -224,7 +226,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         for t in &args.tags {
             let dest = forge_registry::Reference::parse(t)?;
             let bar = crate::commands::transfer::progress(args.quiet);
-            bases.runtime.block_on(bases.client.push(&store, t, &dest, bar.as_ref())).with_context(|| format!("pushing {dest}"))?;
+            bases.runtime.block_on(bases.client.push(&store, t, &dest, bar.as_ref())).context("starting the registry client's runtime")?.with_context(|| format!("pushing {dest}"))?;
             if !args.quiet {
                 eprintln!("pushed {dest}");
             }
@@ -248,13 +250,13 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
 /// Base images missing from the store are pulled, as `docker build` does.
 struct RegistryBases {
     client: forge_registry::Client,
-    runtime: tokio::runtime::Runtime,
+    runtime: std::sync::Arc<OnDemandRuntime>,
 }
 
 impl forge_builder::BaseImages for RegistryBases {
     fn fetch(&self, store: &Store, reference: &str) -> Result<String, String> {
         let r = forge_registry::Reference::parse(reference).map_err(|e| e.to_string())?;
-        let pulled = self.runtime.block_on(self.client.pull(&r, store, &forge_registry::NoProgress)).map_err(|e| e.to_string())?;
+        let pulled = self.runtime.block_on(self.client.pull(&r, store, &forge_registry::NoProgress)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         Ok(pulled.name)
     }
 }

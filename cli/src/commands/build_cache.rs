@@ -6,11 +6,13 @@ use forge_builder::CacheRegistry;
 use forge_layerstore::{Digest, Store};
 use forge_registry::{Client, Reference};
 
+use crate::commands::on_demand::OnDemandRuntime;
+
 /// A registry client and the runtime its calls block on.
 #[derive(Debug)]
 pub struct RegistryCache {
     pub client: Client,
-    pub runtime: tokio::runtime::Handle,
+    pub runtime: std::sync::Arc<OnDemandRuntime>,
 }
 
 /// `store`, fetching the layers it knows only as remote (a registry cache's, see
@@ -26,27 +28,27 @@ fn parse(reference: &str) -> Result<Reference, String> {
 impl CacheRegistry for RegistryCache {
     fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, String> {
         let r = parse(reference)?;
-        let found = self.runtime.block_on(self.client.manifest(&r)).map_err(|e| e.to_string())?;
+        let found = self.runtime.block_on(self.client.manifest(&r)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         Ok(found.map(|(bytes, _)| bytes))
     }
 
     fn blob(&self, reference: &str, digest: &Digest, size: u64, max: u64) -> Result<Vec<u8>, String> {
         let r = parse(reference)?;
-        self.runtime.block_on(self.client.blob_bytes(&r, digest, size, max)).map_err(|e| e.to_string())
+        self.runtime.block_on(self.client.blob_bytes(&r, digest, size, max)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 
     fn pull_blob(&self, store: &Store, reference: &str, digest: &Digest, size: u64) -> Result<(), String> {
         let r = parse(reference)?;
-        self.runtime.block_on(self.client.pull_blob(&r, store, digest, size)).map_err(|e| e.to_string())
+        self.runtime.block_on(self.client.pull_blob(&r, store, digest, size)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 
     fn push_blob(&self, store: &Store, reference: &str, digest: &Digest, size: u64) -> Result<(), String> {
         let r = parse(reference)?;
-        self.runtime.block_on(self.client.push_blob(&r, store, digest, size)).map_err(|e| e.to_string())
+        self.runtime.block_on(self.client.push_blob(&r, store, digest, size)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 
     fn put_manifest(&self, reference: &str, media_type: &str, bytes: Vec<u8>) -> Result<(), String> {
         let r = parse(reference)?;
-        self.runtime.block_on(self.client.put_manifest(&r, media_type, bytes)).map_err(|e| e.to_string())
+        self.runtime.block_on(self.client.put_manifest(&r, media_type, bytes)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 }

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod login;
 pub mod logs;
 pub mod network;
+pub mod on_demand;
 pub mod output;
 pub mod port;
 pub mod pull;

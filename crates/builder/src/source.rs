@@ -3,7 +3,7 @@
 //! cache key here; `copy.rs` writes them.
 
 use std::fs::Metadata;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -273,18 +273,20 @@ fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f:
     for m in matches.iter().filter(|m| !m.remote) {
         f(Fed::Match(m.rel.clone()));
         for e in &m.entries {
-            let mut record = Vec::new();
-            let mode = e.meta.mode();
-            record.extend_from_slice(format!("{}\0{:o}\0", e.rel, mode).as_bytes());
+            // Written in place (a no-op rebuild makes one record per context file).
+            let mut record = Vec::with_capacity(e.rel.len() + 96);
+            let _ = write!(record, "{}\0{:o}\0", e.rel, e.meta.mode());
             if !tree.is_context {
-                record.extend_from_slice(format!("{}:{}\0", e.meta.uid(), e.meta.gid()).as_bytes());
+                let _ = write!(record, "{}:{}\0", e.meta.uid(), e.meta.gid());
             }
             let ft = e.meta.file_type();
             if ft.is_file() {
                 // Only the context's files are remembered: other trees are mounted at a new
                 // place each build, so their paths never come back.
-                let sum = if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { sha256_file(&e.path).map(hex::encode) };
-                record.extend_from_slice(sum.map_err(io_err(&e.path))?.as_bytes());
+                let sum = if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { sha256_file(&e.path) };
+                let mut hex = [0u8; 64];
+                hex::encode_to_slice(sum.map_err(io_err(&e.path))?, &mut hex).expect("64 hex digits for 32 bytes");
+                record.extend_from_slice(&hex);
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&e.path).map_err(io_err(&e.path))?;
                 record.extend_from_slice(target.as_os_str().as_encoded_bytes());

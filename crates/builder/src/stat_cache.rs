@@ -70,14 +70,14 @@ impl StatCache {
         self.entries.get_or_init(|| Mutex::new(self.file.as_deref().and_then(|f| std::fs::read(f).ok()).map(|b| decode(&b)).unwrap_or_default()))
     }
 
-    /// The sha256 (hex) of the context file at `path` with metadata `meta`: remembered, or read.
-    pub(crate) fn file_hash(&self, path: &Path, meta: &Metadata) -> io::Result<String> {
+    /// The sha256 of the context file at `path` with metadata `meta`: remembered, or read.
+    pub(crate) fn file_hash(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
         // Paths under the context are made by joining onto it: its bytes are their prefix.
         let full = path.as_os_str().as_encoded_bytes();
         let rel = full.strip_prefix(self.context.as_os_str().as_encoded_bytes()).map_or(full, |r| r.strip_prefix(b"/").unwrap_or(r));
         if let Some(s) = self.entries().lock().unwrap().get(rel) {
             if s.matches(meta) {
-                return Ok(hex::encode(s.sha256));
+                return Ok(s.sha256);
             }
         }
         let sha256 = sha256_file(path)?;
@@ -88,11 +88,12 @@ impl StatCache {
             self.entries().lock().unwrap().insert(rel.to_vec(), stamp);
             self.dirty.store(true, Ordering::Relaxed);
         }
-        Ok(hex::encode(sha256))
+        Ok(sha256)
     }
 
-    /// Writes the cache back if it changed: synced, then renamed over the old one, so a crash
-    /// leaves the old cache or the new one (concurrent builds of one context: the last wins).
+    /// Writes the cache back if it changed, renamed over the old one, so a reader sees the old
+    /// cache or the new one (concurrent builds of one context: the last wins); after a crash,
+    /// possibly neither whole, which its checksum turns into no cache.
     pub(crate) fn save(&self) -> io::Result<()> {
         let (Some(file), Some(entries)) = (&self.file, self.entries.get()) else { return Ok(()) };
         if !self.dirty.load(Ordering::Relaxed) {
@@ -201,7 +202,7 @@ mod tests {
     }
 
     fn hash_of(cache: &StatCache, path: &Path) -> String {
-        cache.file_hash(path, &std::fs::symlink_metadata(path).unwrap()).unwrap()
+        hex::encode(cache.file_hash(path, &std::fs::symlink_metadata(path).unwrap()).unwrap())
     }
 
     fn sha_hex(b: &[u8]) -> String {

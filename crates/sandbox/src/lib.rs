@@ -188,9 +188,12 @@ pub enum Error {
         /// Not found (`ENOENT`, or nothing in `PATH`), rather than found but not executable.
         not_found: bool,
     },
-    /// The init died without reporting.
-    #[error("the sandbox init died without reporting a status")]
-    InitDied,
+    /// The init died without reporting; how it ended (`exit code 101` is a panic), when known.
+    #[error("the sandbox init died without reporting a status ({how})")]
+    InitDied {
+        /// Its wait status, in words.
+        how: String,
+    },
     /// Resource limits were asked for where no cgroup can be made: a rootless forge (its user
     /// namespace gets no cgroup delegated on cgroup v1).
     #[error("resource limits need a cgroup, and rootless forge has none (cgroup {version}: nothing is delegated to an unprivileged user): drop the limit flags or run forge as root")]
@@ -465,7 +468,13 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
         // Killed from outside (`forge rm -f` kills a container's init): the command died with it.
         _ => match init_status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)) {
             Some(sig) => ExitStatus::Signaled(sig),
-            None => return Err(Error::InitDied),
+            None => {
+                let how = match init_status.and_then(|s| s.code()) {
+                    Some(code) => format!("exit code {code}"),
+                    None => "its status is unknown".to_string(),
+                };
+                return Err(Error::InitDied { how });
+            }
         },
     };
     let status = match status {
