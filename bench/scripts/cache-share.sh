@@ -75,6 +75,6 @@ done
 printf '\n| workload | forge B (cache-from) s | forge local no-op s | BuildKit 28.5 cache-from s | B / no-op | BuildKit / B |\n|---|---|---|---|---|---|\n'
 for w in $WORKLOADS; do
   b=${result[$w,b]} n=${result[$w,noop]} k=${result[$w,kit]}
-  printf '| %s | %.2f | %.2f | %.2f | %.1fx | %.1fx |\n' $w $b $n $k "$(echo "$b / $n" | bc -l)" "$(echo "$k / $b" | bc -l)"
+  printf '| %s | %.3f | %.3f | %.2f | %.1fx | %.1fx |\n' $w $b $n $k "$(echo "$b / $n" | bc -l)" "$(echo "$k / $b" | bc -l)"
 done
 echo "(medians of $RUNS runs; $(nproc) cores, $(date -u +%F))"

@@ -253,14 +253,25 @@ fn a_cache_exported_by_a_build_that_only_hit_still_explains_a_miss() {
     assert_eq!(first(&m), ("0/1", ("context-file", "src/b", "changed"), "context file \"src/b\" changed"), "{stderr}");
 }
 
-/// Rewrites the cache config (and the manifest and index over it) of the layout at `dir`.
+/// Rewrites the cache config (and the manifest and index over it) of the layout at `dir`; the
+/// manifest then carries no copy of it, so the blob is what is read.
 fn rewrite_config(dir: &Path, config: &[u8], claimed_size: Option<u64>) {
     use sha2::Digest as _;
     let hex = |b: &[u8]| format!("sha256:{}", hex_of(&sha2::Sha256::digest(b)));
     std::fs::write(dir.join("blobs/sha256").join(&hex(config)[7..]), config).unwrap();
+    rewrite_manifest(dir, &|m| {
+        m["config"]["digest"] = hex(config).into();
+        m["config"]["size"] = claimed_size.unwrap_or(config.len() as u64).into();
+        m["config"].as_object_mut().unwrap().remove("data");
+    });
+}
+
+/// Rewrites the cache manifest (and the index over it) of the layout at `dir` with `change`.
+fn rewrite_manifest(dir: &Path, change: &dyn Fn(&mut serde_json::Value)) {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| format!("sha256:{}", hex_of(&sha2::Sha256::digest(b)));
     let (_, mut m) = cache_manifest(dir);
-    m["config"]["digest"] = hex(config).into();
-    m["config"]["size"] = claimed_size.unwrap_or(config.len() as u64).into();
+    change(&mut m);
     let mb = serde_json::to_vec(&m).unwrap();
     std::fs::write(dir.join("blobs/sha256").join(&hex(&mb)[7..]), &mb).unwrap();
     let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -316,6 +327,10 @@ fn a_bad_cache_is_a_warning_and_nothing_of_it_enters_the_store() {
     assert!(stderr.contains("cache config"), "{stderr}");
     let (_, _, stderr) = variant("huge-config", &|dir| rewrite_config(dir, b"{}", Some(1 << 40)));
     assert!(stderr.contains("more than"), "{stderr}");
+    // The copy of the config inside the manifest is not the config its digest names.
+    let (_, missed, stderr) = variant("inline-config", &|dir| rewrite_manifest(dir, &|m| m["config"]["data"] = "e30=".into()));
+    assert!(stderr.contains("cache config in the manifest: blob") && stderr.contains("does not match"), "{stderr}");
+    assert_eq!(missed.len(), 5, "the whole cache is left out: {missed:?}");
     let (b, _, stderr) = variant("wrong-digests", &|dir| {
         rewrite_config(dir, br#"{"version":1,"entries":[{"key":"sha256:0000000000000000000000000000000000000000000000000000000000000000","layer":{"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","diff_id":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":3,"media_type":"application/vnd.oci.image.layer.v1.tar+gzip"}}]}"#, None)
     });
@@ -361,6 +376,17 @@ fn registry_blobs(registry: &forge_testkit::Registry) -> std::collections::BTree
     out
 }
 
+/// The digest (hex) of the config of the cache manifest a `docker-registry` holds at `repo:tag`.
+fn registry_cache_config(registry: &forge_testkit::Registry, repo: &str, tag: &str) -> String {
+    let v2 = registry.storage().join("docker/registry/v2");
+    let data = |hex: &str| std::fs::read(v2.join("blobs/sha256").join(&hex[..2]).join(hex).join("data")).unwrap();
+    let link = std::fs::read_to_string(v2.join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&data(link.trim().trim_start_matches("sha256:"))).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    assert!(!data(&config).is_empty());
+    config
+}
+
 #[test]
 fn runners_share_a_cache_through_a_registry() {
     let registry = forge_testkit::Registry::start();
@@ -380,10 +406,18 @@ fn runners_share_a_cache_through_a_registry() {
     // Runner B: empty store but its base; all hits, the same image.
     let b = Forge::with_busybox_of(&a);
     let ctx_b = b.context("other/checkout", &two_stage_files());
+    let logged = registry.log().len();
     let (image_b, missed, stderr) = build_with(&b, &ctx_b, &["--cache-from", &from]);
     assert_eq!(missed, Vec::<String>::new(), "{stderr}");
     assert_eq!(image_b, image_a);
     b.ok(&["store", "fsck"]);
+    // The cache's config was read, not stored: only what its entries name enters the store.
+    let config = registry_cache_config(&registry, "ci/app", "buildcache");
+    assert!(!b.store().join("blobs/sha256").join(&config).exists(), "B stored the cache config {config}");
+    // It came inside the manifest: B asked the registry for the manifest only.
+    let requests: Vec<String> = registry.log()[logged..].lines().filter(|l| l.contains("\"GET /v2/ci/")).map(str::to_string).collect();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(requests[0].contains("/manifests/buildcache"), "{requests:?}");
     // B fetched only the final image's layers: those of the build stage (COPY src, RUN cat),
     // which no step of B ran on, stayed in the registry.
     let r = a.run(&["build", "-q", "--network", "none", "--target", "build", "-t", "stage:1", ctx_a.to_str().unwrap()]);
@@ -435,4 +469,38 @@ fn cache_mount_contents_travel_with_cache_mounts_true() {
     let ctx_c = c.context("read", &[("Dockerfile", &read.replace("cat /c/f /c/sub/g", "ls /c"))]);
     let (_, _, stderr) = build_with(&c, &ctx_c, &["--cache-from", &format!("type=registry,ref={plain_ref}")]);
     assert!(!stderr.contains("\"line\":\"f\""), "{stderr}");
+}
+
+/// The memos of `COPY --from` trees a store keeps.
+fn from_memos(forge: &Forge) -> Vec<std::path::PathBuf> {
+    let dir = forge.store().join("forge/from-records");
+    std::fs::read_dir(dir).map(|l| l.flatten().map(|e| e.path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect()).unwrap_or_default()
+}
+
+#[test]
+fn gc_drops_the_copy_from_records_of_a_tree_whose_layers_are_gone() {
+    let forge = Forge::with_busybox();
+    // An image with a layer of its own that no cache entry names: imported.
+    let files = forge.context("src-files", &[("f", "from the image")]);
+    let tar = forge.dir.path().join("src.tar");
+    assert!(std::process::Command::new("tar").arg("-C").arg(&files).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    forge.ok(&["import", tar.to_str().unwrap(), "src:1"]);
+    let ctx = forge.context("ctx", &[("Dockerfile", "FROM busybox:latest\nCOPY --from=src:1 /f /g\n")]);
+    build_with(&forge, &ctx, &[]);
+    assert_eq!(from_memos(&forge).len(), 1, "the COPY --from tree is remembered");
+
+    // While the image is there, gc keeps its memo.
+    forge.ok(&["store", "gc"]);
+    assert_eq!(from_memos(&forge).len(), 1);
+    // Once its layer is gone, the memo goes too.
+    forge.ok(&["rmi", "src:1"]);
+    let r = forge.ok(&["store", "gc"]);
+    assert!(from_memos(&forge).is_empty(), "{}", r.stdout);
+    assert!(r.stdout.contains("COPY --from records of 1 trees"), "{}", r.stdout);
+
+    // Imported again, the same tree keys the step the same: a hit, remembered anew.
+    forge.ok(&["import", tar.to_str().unwrap(), "src:1"]);
+    let (_, missed, stderr) = build_with(&forge, &ctx, &[]);
+    assert_eq!(missed, Vec::<String>::new(), "{stderr}");
+    assert_eq!(from_memos(&forge).len(), 1);
 }

@@ -63,10 +63,11 @@ fn the_stat_cache_keeps_context_files_only() {
     assert!(!forge_dir.join("statcache.json").exists());
     let caches: Vec<_> = std::fs::read_dir(forge_dir.join("statcache")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(caches.len(), 1, "one cache for the one context: {caches:?}");
-    // One entry (a 16-byte header; the path's length, the path, four numbers and a sha256):
-    // the context's file by its path in the context, nothing of the stage's mounted tree.
+    // One entry (a 16-byte header; the path's length, the path, four numbers and a sha256;
+    // the file's own sha256): the context's file by its path in the context, nothing of the
+    // stage's mounted tree.
     let bytes = std::fs::read(&caches[0]).unwrap();
-    assert_eq!(bytes.len(), 16 + 4 + "f".len() + 4 * 8 + 32, "{:?}", String::from_utf8_lossy(&bytes));
+    assert_eq!(bytes.len(), 16 + 4 + "f".len() + 4 * 8 + 32 + 32, "{:?}", String::from_utf8_lossy(&bytes));
 }
 
 #[test]

@@ -32,6 +32,11 @@ impl CacheRegistry for RegistryCache {
         Ok(found.map(|(bytes, _)| bytes))
     }
 
+    fn blob(&self, reference: &str, digest: &Digest, size: u64, max: u64) -> Result<Vec<u8>, String> {
+        let r = parse(reference)?;
+        self.runtime.block_on(self.client.blob_bytes(&r, digest, size, max)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    }
+
     fn pull_blob(&self, store: &Store, reference: &str, digest: &Digest, size: u64) -> Result<(), String> {
         let r = parse(reference)?;
         self.runtime.block_on(self.client.pull_blob(&r, store, digest, size)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())

@@ -56,10 +56,15 @@ pub fn run(global: &crate::Global, cmd: StoreCommand) -> anyhow::Result<()> {
                 }
             }
             let r = maintenance::gc(&store)?;
+            // After the blobs: the builder's memos of `COPY --from` trees whose layers went.
+            let memos = forge_builder::gc_from_records(&store).context("removing the COPY --from records of layers gone")?;
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&r)?)?,
                 Format::Table => {
                     outln!("removed {} blobs ({} bytes) and {} snapshots", r.blobs_removed, r.bytes_freed, r.snapshots_removed)?;
+                    if memos > 0 {
+                        outln!("removed the COPY --from records of {memos} trees whose layers are gone")?;
+                    }
                     let leftovers = r.leases_expired + r.ingests_removed + r.half_made_snapshots_removed + r.scratch_dirs_removed + r.mounts_detached;
                     if leftovers > 0 {
                         outln!(

@@ -15,9 +15,10 @@ use forge_layerstore::cache::CacheEntry;
 use forge_layerstore::diff::{LayerOptions, LayerSource};
 use forge_layerstore::store::descriptor;
 use forge_layerstore::{Digest, Layer, Store};
+use base64::Engine as _;
 use oci_spec::image::{ImageIndexBuilder, ImageManifestBuilder, MediaType};
 
-use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, FromRecords, MountEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
+use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, FromRecords, MountEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MAX_INLINE_CONFIG, VERSION};
 use crate::ctx::BuildCtx;
 use crate::Error;
 
@@ -45,7 +46,7 @@ pub(crate) fn export(build: &BuildCtx<'_>, to: &CacheTo, used: &[(Digest, CacheE
         }
         distribute::compressed_layer(store, layer, compression).map(Some).map_err(|e| format!("compressing layer {}: {e}", layer.digest))
     };
-    let from_records = build.from_records.lock().unwrap().iter().map(|(id, records)| FromRecords { id: id.clone(), records: records.clone() }).collect();
+    let from_records = build.from_records.lock().unwrap().iter().map(|(id, (layers, records))| FromRecords { id: id.clone(), layers: layers.clone(), records: records.clone() }).collect();
     let artifact = artifact(used, image_layers, mode, mounts, from_records, &stored).map_err(fail)?;
     match to {
         CacheTo::Local { dest, .. } => {
@@ -126,11 +127,15 @@ fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMo
         .map(|l| descriptor(MediaType::from(l.media_type.as_str()), l.size, &l.digest))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| encode(&e))?;
+    let mut config_descriptor = descriptor(MediaType::Other(CONFIG_MEDIA_TYPE.into()), config.len() as u64, &Digest::of(&config)).map_err(|e| encode(&e))?;
+    if config.len() as u64 <= MAX_INLINE_CONFIG {
+        config_descriptor.set_data(Some(base64::engine::general_purpose::STANDARD.encode(&config)));
+    }
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .artifact_type(MediaType::Other(ARTIFACT_TYPE.into()))
-        .config(descriptor(MediaType::Other(CONFIG_MEDIA_TYPE.into()), config.len() as u64, &Digest::of(&config)).map_err(|e| encode(&e))?)
+        .config(config_descriptor)
         .layers(layer_descriptors)
         .build()
         .map_err(|e| encode(&e))?;

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 
+use base64::Engine as _;
 use forge_layerstore::cache::{Cache, CacheEntry};
 use forge_layerstore::digest::HashingWriter;
 use forge_layerstore::remote::{RemoteBlob, RemoteSource};
@@ -118,9 +119,11 @@ impl Lazy {
     /// remote blobs of the store ([`forge_layerstore::remote`]), and puts those entries into
     /// the store's index: the image is written without the bytes, which come when something
     /// reads them, and a later build in this store hits those steps without `--cache-from`.
-    /// Records, then entries, each kind as one batch: an entry never names a layer whose
-    /// record a crash lost.
-    pub(crate) fn record_remote(&self, store: &Store, cache: &Cache, used: &[(Digest, CacheEntry)]) -> Result<(), String> {
+    /// Records, then entries, each kind as one batch: the records durably (the image's
+    /// manifest, written next, relies on them), the entries after them without fsync (a crash
+    /// loses or tears them, which only makes their steps run again), so an entry never names
+    /// a layer whose record a crash lost. Returns the layers recorded.
+    pub(crate) fn record_remote(&self, store: &Store, cache: &Cache, used: &[(Digest, CacheEntry)]) -> Result<std::collections::HashSet<Digest>, String> {
         let mut blobs = Vec::new();
         let mut entries = Vec::new();
         for (key, entry) in used {
@@ -136,7 +139,8 @@ impl Lazy {
             entries.push((key.clone(), entry.clone()));
         }
         store.remote().record_all(&blobs).map_err(|e| format!("recording {} remote layers: {e}", blobs.len()))?;
-        cache.put_all(&entries).map_err(|e| e.to_string())
+        cache.put_all(&entries).map_err(|e| e.to_string())?;
+        Ok(blobs.into_iter().map(|b| b.digest).collect())
     }
 
     /// Fills the cache mount `id`'s directory `dir`, which does not exist yet, from a cache
@@ -177,7 +181,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
             None => return warn(format!("cache {reference}: no registry client was given to the build; building without it")),
         },
     };
-    let config = match read_config(store, &source) {
+    let config = match read_config(&source) {
         Ok(Some(c)) => c,
         Ok(None) => return warn(format!("{name}: no cache there yet; building without it")),
         Err(e) => return warn(format!("{name}: {e}; building without it")),
@@ -236,7 +240,7 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
         lazy.mounts.entry(m.id).or_insert((m.layer, origin));
     }
     for f in config.from_records {
-        match crate::from_memo::FromMemo::named(store, &f.id) {
+        match crate::from_memo::FromMemo::named(store, &f.id, f.layers) {
             // What this store remembers itself stays.
             Some(memo) if memo.read().is_none() => {
                 if let Err(e) = memo.write(&f.records) {
@@ -285,8 +289,10 @@ impl Source<'_> {
         }
     }
 
-    /// A small blob (at most `max` bytes), checked against `digest` and `size`.
-    fn small_blob(&self, store: &Store, digest: &str, size: u64, max: u64) -> Result<Vec<u8>, String> {
+    /// A small blob (at most `max` bytes), checked against `digest` and `size`. Read into
+    /// memory only: the store keeps what the cache's entries name, not the cache's own
+    /// documents, which a later import reads again anyway.
+    fn small_blob(&self, digest: &str, size: u64, max: u64) -> Result<Vec<u8>, String> {
         match self {
             Source::Local(src) => read_blob(src, digest, size, max),
             Source::Registry(r, reference) => {
@@ -294,8 +300,8 @@ impl Source<'_> {
                     return Err(format!("{size} bytes, more than the {max} a cache may use"));
                 }
                 let digest = Digest::from_str(digest).map_err(|e| e.to_string())?;
-                r.pull_blob(store, reference, &digest, size)?;
-                read_bounded(&store.content().path(&digest), max).map_err(|e| e.to_string())
+                // The client checks too; this check does not depend on which client it is.
+                verified(r.blob(reference, &digest, size, max)?, &digest, size)
             }
         }
     }
@@ -319,7 +325,7 @@ impl Source<'_> {
     }
 }
 
-fn read_config(store: &Store, source: &Source<'_>) -> Result<Option<Parsed>, String> {
+fn read_config(source: &Source<'_>) -> Result<Option<Parsed>, String> {
     let Some(manifest_bytes) = source.manifest()? else { return Ok(None) };
     if manifest_bytes.len() as u64 > MAX_MANIFEST {
         return Err(format!("manifest: more than {MAX_MANIFEST} bytes"));
@@ -328,7 +334,15 @@ fn read_config(store: &Store, source: &Source<'_>) -> Result<Option<Parsed>, Str
     if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
         return Err(format!("not a forge build cache (config media type {})", manifest.config().media_type()));
     }
-    let config_bytes = source.small_blob(store, manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?;
+    let config_bytes = match manifest.config().data() {
+        // Carried in the manifest: no request for the blob.
+        Some(data) => {
+            let digest = Digest::from_str(manifest.config().digest().as_ref()).map_err(|e| format!("cache config: {e}"))?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("cache config in the manifest: {e}"))?;
+            verified(bytes, &digest, manifest.config().size()).map_err(|e| format!("cache config in the manifest: {e}"))?
+        }
+        None => source.small_blob(manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?,
+    };
     let config: CacheConfig = serde_json::from_slice(&config_bytes).map_err(|e| format!("cache config: {e}"))?;
     if config.version != VERSION {
         return Err(format!("cache config version {} (this forge reads {VERSION})", config.version));
@@ -347,8 +361,12 @@ fn read_blob(src: &Path, digest: &str, size: u64, max: u64) -> Result<Vec<u8>, S
         return Err(format!("{size} bytes, more than the {max} a cache may use"));
     }
     let digest = Digest::from_str(digest).map_err(|e| e.to_string())?;
-    let bytes = read_bounded(&blob_path(src, &digest), max).map_err(|e| e.to_string())?;
-    if bytes.len() as u64 != size || Digest::of(&bytes) != digest {
+    verified(read_bounded(&blob_path(src, &digest), max).map_err(|e| e.to_string())?, &digest, size)
+}
+
+/// `bytes` if they are `size` bytes hashing to `digest`.
+fn verified(bytes: Vec<u8>, digest: &Digest, size: u64) -> Result<Vec<u8>, String> {
+    if bytes.len() as u64 != size || Digest::of(&bytes) != *digest {
         return Err(format!("blob {digest} does not match its digest or size"));
     }
     Ok(bytes)

@@ -4,7 +4,8 @@
 //! ```text
 //! DIR/oci-layout, DIR/index.json          an OCI image layout; index.json names one manifest
 //! manifest  artifactType  application/vnd.forge.build-cache.v1
-//!           config        application/vnd.forge.build-cache.config.v1+json
+//!           config        application/vnd.forge.build-cache.config.v1+json (up to 1 MiB,
+//!                         also inline as the descriptor's base64 `data`)
 //!           layers        every layer an entry names (the images' own blobs, or with
 //!                         compression=gzip|zstd their compressed forms)
 //! config    {"version": 1, "entries": [{"key": "sha256:..", "layer": {digest, diff_id,
@@ -38,6 +39,10 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const MAX_INDEX: u64 = 1 << 20;
 pub(crate) const MAX_MANIFEST: u64 = 4 << 20;
 pub(crate) const MAX_CONFIG: u64 = 64 << 20;
+/// A config up to this size also travels inside the manifest, as its descriptor's `data`
+/// (OCI image-spec 1.1), so an import reads the cache in one request instead of two; the
+/// config blob is pushed as well, for readers that do not look there.
+pub(crate) const MAX_INLINE_CONFIG: u64 = 1 << 20;
 
 /// The cache config.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +63,9 @@ pub(crate) struct CacheConfig {
 pub(crate) struct FromRecords {
     /// The memo's name: a digest of the tree's chain ID, the sources and the excludes.
     pub(crate) id: String,
+    /// The blobs of the tree's layers (caches written before this field have none).
+    #[serde(default)]
+    pub(crate) layers: Vec<Digest>,
     pub(crate) records: Vec<crate::source::Fed>,
 }
 
@@ -154,6 +162,9 @@ pub enum CacheFrom {
 pub trait CacheRegistry: Send + Sync + std::fmt::Debug {
     /// The manifest at `reference`; `None` when the registry has none there.
     fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Blob `digest` (`size` bytes, at most `max`) of `reference`'s repository, in memory and
+    /// verified by digest and size: for documents read once, which the store need not keep.
+    fn blob(&self, reference: &str, digest: &Digest, size: u64, max: u64) -> Result<Vec<u8>, String>;
     /// Puts blob `digest` (`size` bytes) of `reference`'s repository into `store`, verified.
     fn pull_blob(&self, store: &Store, reference: &str, digest: &Digest, size: u64) -> Result<(), String>;
     /// Makes the store's blob `digest` present in `reference`'s repository.

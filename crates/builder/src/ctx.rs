@@ -35,7 +35,7 @@ pub(crate) struct BuildCtx<'a> {
     /// The cache entries the build's steps used or made (index key, entry), for `--cache-to`.
     pub(crate) used: std::sync::Mutex<Vec<(forge_layerstore::Digest, forge_layerstore::cache::CacheEntry)>>,
     /// The `COPY --from` memos the build's steps used or made (id, records), for `--cache-to`.
-    pub(crate) from_records: std::sync::Mutex<std::collections::BTreeMap<String, Vec<crate::source::Fed>>>,
+    pub(crate) from_records: std::sync::Mutex<std::collections::BTreeMap<String, (Vec<forge_layerstore::Digest>, Vec<crate::source::Fed>)>>,
 }
 
 impl BuildCtx<'_> {

@@ -85,9 +85,10 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     stage::image_created(&mut config, opts.source_date_epoch);
     let used = std::mem::take(&mut *ctx.used.lock().unwrap());
     // The image's layers that only a registry cache has stay there until they are read.
-    ctx.lazy.record_remote(store, &ctx.cache, &used).map_err(|message| Error::CacheLayer { message })?;
-    // A local blob first: one stat, where a remote record's lookup is two failed opens.
-    let elsewhere: Vec<_> = target.layers.iter().filter(|l| !store.content().exists(&l.digest) && store.remote().get(&l.digest).is_none()).cloned().collect();
+    let recorded = ctx.lazy.record_remote(store, &ctx.cache, &used).map_err(|message| Error::CacheLayer { message })?;
+    // What was just recorded needs no look-up (each one lists the records' batches); a local
+    // blob next: one stat, where a remote record's lookup is two failed opens.
+    let elsewhere: Vec<_> = target.layers.iter().filter(|l| !recorded.contains(&l.digest) && !store.content().exists(&l.digest) && store.remote().get(&l.digest).is_none()).cloned().collect();
     ctx.fetch_layers(&elsewhere).map_err(|message| Error::CacheLayer { message })?;
     let manifest = store.write_image(&config, &target.layers)?;
     let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config)?);

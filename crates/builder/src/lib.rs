@@ -73,6 +73,7 @@ use std::path::PathBuf;
 pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
 pub use cache_layout::{CacheFrom, CacheMode, CacheOptionError, CacheRegistry, CacheTo};
 pub use engine::build;
+pub use from_memo::gc_from_records;
 pub use error::{Error, StepErrorKind};
 pub use forge_layerstore::archive::Compression;
 pub use forge_layerstore::Store;

@@ -21,7 +21,7 @@ use std::sync::{Mutex, OnceLock};
 use sha2::{Digest as _, Sha256};
 
 /// The first bytes of a stat cache file; another version is ignored (and replaced).
-const MAGIC: &[u8; 16] = b"forge-statcache1";
+const MAGIC: &[u8; 16] = b"forge-statcache2";
 
 /// A remembered file hash and what the file looked like when it was hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +91,9 @@ impl StatCache {
         Ok(sha256)
     }
 
-    /// Writes the cache back if it changed: synced, then renamed over the old one, so a crash
-    /// leaves the old cache or the new one (concurrent builds of one context: the last wins).
+    /// Writes the cache back if it changed, renamed over the old one, so a reader sees the old
+    /// cache or the new one (concurrent builds of one context: the last wins); after a crash,
+    /// possibly neither whole, which its checksum turns into no cache.
     pub(crate) fn save(&self) -> io::Result<()> {
         let (Some(file), Some(entries)) = (&self.file, self.entries.get()) else { return Ok(()) };
         if !self.dirty.load(Ordering::Relaxed) {
@@ -103,7 +104,9 @@ impl StatCache {
         std::fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(&bytes)?;
-        tmp.as_file().sync_all()?;
+        // Not fsynced: a crash may leave the file empty, cut or with zeroed blocks, which its
+        // checksum rejects as a whole (every file is hashed again then); fsync cost more than
+        // the rest of a fully cached build on a busy disk.
         tmp.persist(file).map_err(|e| e.error)?;
         // The single cache file of earlier versions, which kept every context's entries (and
         // the paths of mounts long gone): replaced by the per-context files.
@@ -129,7 +132,8 @@ pub(crate) fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
 
 // A fixed binary layout rather than serde_json: decoding 5,000 entries as JSON took a tenth of
 // a no-op rebuild of a 5,000-file context. Each entry: path length (u32 LE), path bytes, then
-// inode, size, mtime and ctime (8 bytes LE each) and the 32-byte sha256.
+// inode, size, mtime and ctime (8 bytes LE each) and the 32-byte sha256. The file ends with
+// the sha256 of all bytes before it, so a torn file is never read as remembered hashes.
 const FIXED: usize = 4 * 8 + 32;
 
 fn encode(entries: &HashMap<Vec<u8>, Stamp>) -> Vec<u8> {
@@ -143,12 +147,18 @@ fn encode(entries: &HashMap<Vec<u8>, Stamp>) -> Vec<u8> {
         }
         out.extend_from_slice(&s.sha256);
     }
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
     out
 }
 
-/// The entries of a cache file; a file of another version or cut short gives none.
+/// The entries of a cache file; a file of another version, cut short or altered gives none.
 fn decode(bytes: &[u8]) -> HashMap<Vec<u8>, Stamp> {
-    let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()) else { return HashMap::new() };
+    let Some((body, sum)) = bytes.split_last_chunk::<32>() else { return HashMap::new() };
+    if Sha256::digest(body).as_slice() != sum {
+        return HashMap::new();
+    }
+    let Some(mut rest) = body.strip_prefix(MAGIC.as_slice()) else { return HashMap::new() };
     // Paths are short: room for about as many entries as there are, without growing.
     let mut entries = HashMap::with_capacity(rest.len() / (FIXED + 4 + 24));
     while !rest.is_empty() {
@@ -265,5 +275,14 @@ mod tests {
             }
         }
         assert!(decode(b"forge-statcache0rest").is_empty());
+        // Zeroed blocks (a crash after an unsynced write) or any altered byte: nothing.
+        for at in MAGIC.len()..bytes.len() {
+            let mut altered = bytes.clone();
+            altered[at] ^= 0x5a;
+            assert!(decode(&altered).is_empty(), "byte {at} altered");
+        }
+        let mut zeroed = bytes.clone();
+        zeroed[MAGIC.len()..].fill(0);
+        assert!(decode(&zeroed).is_empty());
     }
 }

@@ -8,11 +8,13 @@
 //! not hash to its name (torn by a crash, truncated, overwritten) is never read as valid, only
 //! reported by [`Batches::damaged`]. Batches are written once and never changed in place, so
 //! two processes need no lock to write them, and two writing the same batch write the same
-//! file.
+//! file. Because the name is the check, a batch whose loss costs nothing but work can be
+//! written without fsync ([`Batches::write_unsynced`]): torn by a crash, it is ignored.
 //!
 //! A single record written later (its own file) takes precedence over a batch's: the owners
 //! ([`crate::remote::Records`], [`crate::cache::Cache`]) look there first. A batch is read once
-//! per process and again only when the directory lists other batches.
+//! per process and again only when the directory lists other batches, which a lookup checks
+//! only when the batches read so far lack its key.
 
 use std::collections::HashMap;
 use std::fs;
@@ -54,19 +56,45 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
 
     /// Writes `items` as one batch, durably (2 fsyncs whatever their number); nothing for none.
     pub(crate) fn write(&self, items: &[I]) -> io::Result<()> {
+        self.write_with(items, crate::atomic::write)
+    }
+
+    /// Writes `items` as one batch without waiting for the disk: a crash may lose the batch or
+    /// leave it torn (as a file of zeros or a part of its bytes under its name), which does not
+    /// hash to its name and so is only reported, never read. For items whose loss costs only
+    /// work done again, and that name nothing less durable than themselves.
+    pub(crate) fn write_unsynced(&self, items: &[I]) -> io::Result<()> {
+        self.write_with(items, |path, bytes| {
+            let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
+            io::Write::write_all(&mut tmp, bytes)?;
+            tmp.persist(path).map(drop).map_err(|e| e.error)
+        })
+    }
+
+    fn write_with(&self, items: &[I], write: impl FnOnce(&Path, &[u8]) -> io::Result<()>) -> io::Result<()> {
         if items.is_empty() {
             return Ok(());
         }
         // The directory's own creation is not fsynced (as the store's other directories are
-        // not): on ext4 and xfs the fsyncs of the write below commit the journal that holds it,
+        // not): on ext4 and xfs the fsyncs of a durable write commit the journal that holds it,
         // and a fresh runner's store would pay two more fsyncs for nothing.
         fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec(items).map_err(io::Error::other)?;
-        crate::atomic::write(&self.dir.join(Digest::of(&bytes).hex()), &bytes)
+        write(&self.dir.join(Digest::of(&bytes).hex()), &bytes)
     }
 
-    /// The item of `key` and the batch file holding it, if a valid batch has one.
+    /// The item of `key` and the batch file holding it, if a valid batch has one. Looked up in
+    /// the batches read so far first, which are listed again only when they lack it: a build
+    /// looking up each of its steps lists the directory once, not once per step. An item found
+    /// so may be in a batch a gc has rewritten since, which holds the same answer (or has
+    /// dropped it, as if the gc had come just after).
     pub(crate) fn get(&self, key: &Digest) -> Option<(I, PathBuf)> {
+        let read = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).items.get(key).cloned();
+        read.or_else(|| self.get_listed(key))
+    }
+
+    /// The item of `key` as the batches listed now have it.
+    fn get_listed(&self, key: &Digest) -> Option<(I, PathBuf)> {
         let mut loaded = self.load();
         loaded.as_mut().ok()?.items.get(key).cloned()
     }
@@ -85,7 +113,7 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
     /// Stamps the batch holding `key` as used now (a lease then holds all its items, which
     /// keeps more than needed, never less); `false` when no batch has it.
     pub(crate) fn reuse(&self, key: &Digest) -> io::Result<bool> {
-        let Some((_, path)) = self.get(key) else { return Ok(false) };
+        let Some((_, path)) = self.get_listed(key) else { return Ok(false) };
         match fs::File::options().write(true).open(&path) {
             Ok(f) => f.set_modified(SystemTime::now()).map(|()| true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -97,7 +125,7 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
     /// whether it did. The batch is written again without it (keeping its time, so its other
     /// items age as before), or removed when it was the last.
     pub(crate) fn remove_unless_newer(&self, key: &Digest, since: SystemTime) -> io::Result<bool> {
-        let Some((_, path)) = self.get(key) else { return Ok(false) };
+        let Some((_, path)) = self.get_listed(key) else { return Ok(false) };
         let modified = match fs::metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             other => other?.modified()?,
@@ -116,15 +144,24 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             other => other?,
         }
+        self.forget();
         Ok(true)
     }
 
     /// Removes every batch.
     pub(crate) fn clear(&self) -> io::Result<()> {
+        self.forget();
         match fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    /// Drops what was read: this process changed the batches.
+    fn forget(&self) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.names = None;
+        loaded.items.clear();
     }
 
     /// The batches as they are now: read again when the directory lists other files than last

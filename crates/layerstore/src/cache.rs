@@ -5,8 +5,8 @@
 //! what `gc` keeps alive through these entries.
 //!
 //! The entries one build takes from a cache are written together as one
-//! [batch](crate::batch) ([`Cache::put_all`]); an entry of its own, written later, wins over a
-//! batch's.
+//! [batch](crate::batch) ([`Cache::put_all`]), not fsynced; an entry of its own, written later,
+//! wins over a batch's.
 
 use std::fs;
 use std::io;
@@ -105,10 +105,13 @@ impl Cache {
         crate::atomic::write(&path, &bytes).map_err(|source| Error { path, source })
     }
 
-    /// Records every `(key, entry)` of `entries` as one batch: one durable write whatever
-    /// their number.
+    /// Records every `(key, entry)` of `entries` as one batch, whatever their number, without
+    /// fsync: a crash may lose the batch, which costs only running those steps again, or tear
+    /// it, which its name detects ([`crate::batch`]), so it is ignored and reported. The layer
+    /// an entry names must be durable before (a blob committed to the content store, or a
+    /// remote blob's record): an entry that survives a crash then never names a lost layer.
     pub fn put_all(&self, entries: &[(Digest, CacheEntry)]) -> Result<(), Error> {
-        self.batches.write(entries).map_err(|source| Error { path: self.dir.join("batches"), source })
+        self.batches.write_unsynced(entries).map_err(|source| Error { path: self.dir.join("batches"), source })
     }
 
     /// Batches of entries that were ignored because they are torn or altered, and why.

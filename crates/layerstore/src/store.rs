@@ -404,12 +404,22 @@ impl Store {
 
     /// Stores `value` as canonical JSON; returns its digest and size.
     pub fn put_json<T: Serialize>(&self, value: &T, what: &'static str) -> Result<(Digest, u64), Error> {
+        self.put_json_with(value, what, true)
+    }
+
+    /// [`put_json`](Store::put_json); without `sync_name` the blob's name is made durable by the
+    /// next blob committed ([`content::Writer::commit_named_by_next`]).
+    fn put_json_with<T: Serialize>(&self, value: &T, what: &'static str, sync_name: bool) -> Result<(Digest, u64), Error> {
         let bytes = crate::canonical::to_vec(value).map_err(|e| Error::Encode { what, message: e.to_string() })?;
         let digest = Digest::of(&bytes);
         if !self.content.reuse(&digest)? {
             let mut writer = self.content.writer(&unique_ingest(what))?;
             writer.write_all(&bytes).map_err(|source| content::Error::Io { op: "writing", path: self.root.clone(), source })?;
-            writer.commit(Some(bytes.len() as u64), Some(&digest))?;
+            if sync_name {
+                writer.commit(Some(bytes.len() as u64), Some(&digest))?;
+            } else {
+                writer.commit_named_by_next(Some(bytes.len() as u64), Some(&digest))?;
+            }
         }
         Ok((digest, bytes.len() as u64))
     }
@@ -455,7 +465,9 @@ impl Store {
 
     /// Stores `config` and a manifest over `layers`; returns the manifest's descriptor.
     pub fn write_image(&self, config: &ImageConfig, layers: &[Layer]) -> Result<Descriptor, Error> {
-        let (config_digest, config_size) = self.put_json(config, "image config")?;
+        // The manifest's commit, next, makes the config's name durable with its own (one
+        // directory fsync less per image).
+        let (config_digest, config_size) = self.put_json_with(config, "image config", false)?;
         let encode = |e: oci_spec::OciSpecError| Error::Encode { what: "manifest", message: e.to_string() };
         let layers = layers
             .iter()

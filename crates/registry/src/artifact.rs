@@ -7,9 +7,9 @@ use reqwest::Method;
 
 use forge_layerstore::{Digest, Store};
 
-use crate::pull::{fetch_blob, fetch_manifest};
+use crate::pull::{after_attempts, fetch_blob, fetch_manifest, read_body};
 use crate::push::push_blob;
-use crate::transport::{Target, Transport};
+use crate::transport::{backoff, Target, Transport};
 use crate::{Error, NoProgress, Reference};
 
 fn target(reference: &Reference, push: bool) -> Target<'_> {
@@ -31,6 +31,41 @@ pub(crate) async fn pull_blob(t: &Transport, reference: &Reference, store: &Stor
     fetch_blob(t, target(reference, false), store, digest.clone(), size, &NoProgress).await?;
     crate::pull::record_source(store, reference, std::iter::once(digest));
     Ok(())
+}
+
+/// Blob `digest` of `size` bytes (at most `max`) from `reference`'s repository, in memory and
+/// verified by size and digest; nothing is stored. Bytes that do not verify are fetched again,
+/// up to the client's retries.
+pub(crate) async fn blob_bytes(t: &Transport, reference: &Reference, digest: &Digest, size: u64, max: u64) -> Result<Vec<u8>, Error> {
+    let target = target(reference, false);
+    let invalid = |message: String| Error::Invalid { what: format!("blob {digest}"), registry: target.registry.into(), message };
+    if size > max {
+        return Err(invalid(format!("{size} bytes, more than the {max} allowed")));
+    }
+    let url = format!("{}/v2/{}/blobs/{digest}", t.base_url(target.host).await?, target.repository);
+    let mut attempt = 0;
+    loop {
+        let err = async {
+            let resp = Transport::expect(t.send(target, Method::GET, &url, |r| r).await?, "GET", &[200]).await?;
+            match read_body(resp, &url, size).await? {
+                Some(bytes) if bytes.len() as u64 == size && Digest::of(&bytes) == *digest => Ok(bytes),
+                Some(bytes) => Err(invalid(format!("got {} bytes with digest {}", bytes.len(), Digest::of(&bytes)))),
+                None => Err(invalid(format!("more than the {size} bytes announced"))),
+            }
+        }
+        .await;
+        let err = match err {
+            Ok(bytes) => return Ok(bytes),
+            Err(e @ (Error::Connection { .. } | Error::Invalid { .. })) => e,
+            Err(e) => return Err(e),
+        };
+        attempt += 1;
+        if attempt > t.config.max_retries {
+            return Err(after_attempts(err, attempt));
+        }
+        tracing::debug!(url, attempt, %err, "fetching the blob again");
+        tokio::time::sleep(backoff(attempt - 1)).await;
+    }
 }
 
 /// Makes the store's blob `digest` present in `reference`'s repository: nothing when it is

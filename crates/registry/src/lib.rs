@@ -108,6 +108,13 @@ impl Client {
         artifact::pull_blob(&self.transport, reference, store, digest, size).await
     }
 
+    /// Blob `digest` (of `size` bytes, at most `max`) of `reference`'s repository, read into
+    /// memory and verified by digest and size, without storing it: a document that is read
+    /// once (a build cache's config).
+    pub async fn blob_bytes(&self, reference: &Reference, digest: &forge_layerstore::Digest, size: u64, max: u64) -> Result<Vec<u8>, Error> {
+        artifact::blob_bytes(&self.transport, reference, digest, size, max).await
+    }
+
     /// Makes the store's blob `digest` present in `reference`'s repository: skipped when there,
     /// mounted from another repository of the registry that forge knows holds it, else uploaded.
     pub async fn push_blob(&self, reference: &Reference, store: &Store, digest: &forge_layerstore::Digest, size: u64) -> Result<(), Error> {

@@ -133,25 +133,32 @@ async fn fetch_manifest_once(t: &Transport, target: Target<'_>, url: &str) -> Re
     let resp = t.send(target, Method::GET, url, |r| r.header(ACCEPT, MANIFEST_TYPES)).await?;
     let resp = Transport::expect(resp, "GET", &[200]).await?;
     let media_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/vnd.oci.image.manifest.v1+json").split(';').next().unwrap_or("").trim().to_string();
-    if resp.content_length().is_some_and(|l| l > MAX_JSON) {
-        return Err(too_big());
-    }
-    let mut bytes = Vec::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Error::Connection { url: url.to_string(), message: error_chain(&e) })?;
-        if (bytes.len() + chunk.len()) as u64 > MAX_JSON {
-            return Err(too_big());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+    let bytes = read_body(resp, url, MAX_JSON).await?.ok_or_else(too_big)?;
     // A manifest's media type may also be inside it (OCI recommends it; Docker requires it).
     let media_type = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| v.get("mediaType")?.as_str().map(str::to_string)).unwrap_or(media_type);
     Ok((bytes, media_type))
 }
 
+/// A response's whole body, or `None` when it is (or announces) more than `max` bytes: it is
+/// not read further then.
+pub(crate) async fn read_body(resp: reqwest::Response, url: &str, max: u64) -> Result<Option<Vec<u8>>, Error> {
+    if resp.content_length().is_some_and(|l| l > max) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::Connection { url: url.to_string(), message: error_chain(&e) })?;
+        if (bytes.len() + chunk.len()) as u64 > max {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
+}
+
 /// `err` as the final word after `attempts` tries.
-fn after_attempts(err: Error, attempts: u32) -> Error {
+pub(crate) fn after_attempts(err: Error, attempts: u32) -> Error {
     match err {
         Error::Connection { url, message } => Error::Connection { url, message: format!("{message} (gave up after {attempts} attempts)") },
         Error::Invalid { what, registry, message } => Error::Invalid { what, registry, message: format!("{message} (gave up after {attempts} attempts)") },

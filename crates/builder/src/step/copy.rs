@@ -63,7 +63,7 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
     // Kept for `--cache-to`, so another runner keys this step without the stage's layers.
     let keep_for_cache_to = |memo: &FromMemo, records: &[crate::source::Fed]| {
         if !step.build.opts.cache_to.is_empty() {
-            step.build.from_records.lock().unwrap().insert(memo.id(), records.to_vec());
+            step.build.from_records.lock().unwrap().insert(memo.id(), (memo.layers().to_vec(), records.to_vec()));
         }
     };
     if let (Some(memo), Some(records)) = (&memo, &remembered) {

@@ -331,7 +331,21 @@ impl Writer {
     /// Syncs the bytes, checks them against `expected_size` and `expected` when given, and moves
     /// them into the store. Returns the blob's digest. On a mismatch nothing is stored and the
     /// ingest is discarded.
-    pub fn commit(mut self, expected_size: Option<u64>, expected: Option<&Digest>) -> Result<Digest, Error> {
+    pub fn commit(self, expected_size: Option<u64>, expected: Option<&Digest>) -> Result<Digest, Error> {
+        self.commit_with(expected_size, expected, true)
+    }
+
+    /// [`commit`](Writer::commit), except that the blob's name is made durable by the next
+    /// commit into the store (its directory's fsync covers every name in it), not by its own:
+    /// for a blob that only a blob committed right after names (an image's config, named by its
+    /// manifest). Filesystems commit renames in the order they were made, so the later blob's
+    /// name is never durable without this one's. Until then a crash may lose the blob whole,
+    /// never keep it torn: its bytes are synced before it is named.
+    pub fn commit_named_by_next(self, expected_size: Option<u64>, expected: Option<&Digest>) -> Result<Digest, Error> {
+        self.commit_with(expected_size, expected, false)
+    }
+
+    fn commit_with(mut self, expected_size: Option<u64>, expected: Option<&Digest>, sync_name: bool) -> Result<Digest, Error> {
         self.file.flush().ctx("flushing", &self.data_path)?;
         self.file.sync_all().ctx("syncing", &self.data_path)?;
         let (actual, size) = match (self.hasher.take(), expected) {
@@ -363,7 +377,9 @@ impl Writer {
             self.file.set_modified(SystemTime::now()).ctx("stamping", &self.data_path)?;
             fs::set_permissions(&self.data_path, fs::Permissions::from_mode(0o444)).ctx("making read-only", &self.data_path)?;
             fs::rename(&self.data_path, &target).ctx("committing", &target)?;
-            File::open(&self.store.blobs).and_then(|d| d.sync_all()).ctx("syncing", &self.store.blobs)?;
+            if sync_name {
+                File::open(&self.store.blobs).and_then(|d| d.sync_all()).ctx("syncing", &self.store.blobs)?;
+            }
         }
         let _ = fs::remove_dir_all(&self.dir);
         Ok(actual)
