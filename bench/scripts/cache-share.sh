@@ -27,7 +27,12 @@ mkdir -p $A && cp "$repo/../shared/anchors/"* $A/
 # FORGE=path picks another binary (a debug one, to try the script out).
 if [ -z "${FORGE:-}" ]; then cargo build --release --locked -p forge >/dev/null; fi
 forge=${FORGE:-$repo/target/release/forge}
+# A store's default bridge and its firewall rules (its RUN steps use the default network) stay on
+# the host until pruned: each store goes through here.
+drop_store() { if [ -d "$1" ]; then $forge --root "$1" network prune >/dev/null 2>&1 || true; fi; rm -rf "$1"; }
+for s in $work/a $work/b; do drop_store $s; done
 rm -rf $work && mkdir -p $work
+trap 'drop_store $work/a; drop_store $work/b' EXIT
 export SOURCE_DATE_EPOCH=1700000000
 
 bash $A/start-dockerd-modern.sh >/dev/null
@@ -44,7 +49,7 @@ timed() { # COMMAND...: its wall time; a failure stops the run with its output
 
 # A store holding only the workload's base image, pulled outside the timing.
 fresh_store() { # DIR WORKLOAD
-  rm -rf "$1"
+  drop_store "$1"
   $forge --root "$1" pull -q "$(awk '/^FROM/ {print $2; exit}' $A/workloads/$2/Dockerfile)" >/dev/null
 }
 
