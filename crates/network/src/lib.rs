@@ -587,8 +587,8 @@ impl Networks {
         }
     }
 
-    /// Deletes a network's bridge (if up), its rules and its claim on the bridge name; returns
-    /// whether there was a bridge.
+    /// Deletes a network's bridge (if up), its rules and, for a user network, its claim on the
+    /// bridge name; returns whether there was a bridge.
     fn remove_bridge(&self, network: &Network) -> Result<bool, Error> {
         // Only a bridge this network still claims: once its bridge was removed, another store's
         // network may have claimed the same name and made a bridge of its own there, whose link
@@ -602,8 +602,13 @@ impl Networks {
             netlink::delete_link(&network.bridge)?;
         }
         nat::remove(&network.bridge)?;
-        // The name is claimed again when the bridge is next made.
-        let _ = fs::remove_file(claim);
+        // The default network outlives its bridge (pruned when unused, made again on its next
+        // use), so it keeps its name, as docker0 stays docker0. Released, the name went to
+        // whichever store made a bridge next, and a `forge0` seen a moment ago was suddenly
+        // another store's. A removed user network's name is free again (its record is gone).
+        if network.name != DEFAULT_NETWORK {
+            let _ = fs::remove_file(claim);
+        }
         Ok(existed)
     }
 

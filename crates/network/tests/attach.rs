@@ -115,17 +115,20 @@ fn attachments_get_distinct_addresses_and_reach_each_other_and_the_host() {
     let pruned = store.networks.prune().unwrap();
     assert_eq!(pruned.bridges, vec![net.bridge.clone()]);
     let tag = format!("forge:{}", net.bridge);
-    let gone = !link_exists(&net.bridge) && !forge_network::tagged_rules().unwrap().iter().any(|r| r.split_whitespace().any(|w| w.trim_matches('"') == tag));
-    assert!(gone || claimed_by_another(&net.bridge, store.dir.path()), "{} or its rules outlived the prune", net.bridge);
+    assert!(!link_exists(&net.bridge), "{} outlived the prune", net.bridge);
+    assert!(!forge_network::tagged_rules().unwrap().iter().any(|r| r.split_whitespace().any(|w| w.trim_matches('"') == tag)), "{}'s rules outlived the prune", net.bridge);
+    // The store keeps the name for its next bridge: no other store takes it meanwhile.
+    assert_eq!(claim_of(&net.bridge), format!("{}\n{DEFAULT_NETWORK}", store.dir.path().display()));
+    let again = store.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    assert_eq!(again.network().bridge, net.bridge);
 }
 
-/// Whether another store's network has claimed the bridge name `name` since `dir`'s gave it up:
-/// a test beside this one may make its bridge under that name (a claim comes before its link
-/// and rules, so once they exist, the claim says whose they are).
-fn claimed_by_another(name: &str, dir: &Path) -> bool {
-    let claim = std::fs::read_to_string(Path::new("/run/forge/network/bridges").join(name)).unwrap_or_default();
-    !claim.is_empty() && !claim.starts_with(&format!("{}\n", dir.display()))
+/// Who holds the bridge name `name`: a store's directory and its network's name, a line each.
+fn claim_of(name: &str) -> String {
+    std::fs::read_to_string(Path::new(CLAIMS).join(name)).unwrap_or_default()
 }
+
+const CLAIMS: &str = "/run/forge/network/bridges";
 
 #[test]
 fn concurrent_attaches_never_share_an_address_and_the_configured_subnet_is_used() {
@@ -155,24 +158,31 @@ fn concurrent_attaches_never_share_an_address_and_the_configured_subnet_is_used(
     assert!(link_exists(&net.bridge));
 }
 
-/// A store whose bridge was pruned may find its old bridge name taken by another store's
-/// network; pruning again must leave that other bridge (and the containers on it) alone.
+/// Claims live in /run, so after a reboot a store's recorded bridge name may go to another
+/// store's network; pruning must leave that other bridge (and the containers on it) alone,
+/// and the first store's next bridge gets a name of its own.
 #[test]
 fn a_prune_never_removes_another_stores_bridge_that_took_the_name() {
-    let Some(a) = Store::new(None) else { return };
+    let (Some(a), Some(b)) = (Store::new(None), Store::new(None)) else { return };
     let first = a.networks.attach(DEFAULT_NETWORK, None).unwrap();
-    let bridge = a.networks.inspect(DEFAULT_NETWORK).unwrap().0.bridge;
+    let bridge = first.network().bridge.clone();
     drop(first);
     a.networks.prune().unwrap();
-    assert!(!link_exists(&bridge) || claimed_by_another(&bridge, a.dir.path()));
+    assert!(!link_exists(&bridge));
 
-    // Another store takes the first free name, which is the one `a` gave up.
-    let b = Store::new(None).unwrap();
+    // What a reboot does to the claim, and then b's network taking the name a's record holds.
+    std::fs::remove_file(Path::new(CLAIMS).join(&bridge)).unwrap();
+    std::fs::write(Path::new(CLAIMS).join(&bridge), format!("{}\n{DEFAULT_NETWORK}", b.dir.path().display())).unwrap();
+    let record = b.dir.path().join("networks").join(format!("{DEFAULT_NETWORK}.json"));
+    std::fs::copy(a.dir.path().join("networks").join(format!("{DEFAULT_NETWORK}.json")), &record).unwrap();
     let other = b.networks.attach(DEFAULT_NETWORK, None).unwrap();
-    let b_bridge = b.networks.inspect(DEFAULT_NETWORK).unwrap().0.bridge;
+    assert_eq!(other.network().bridge, bridge, "b did not take the name its record holds");
+
     a.networks.prune().unwrap();
-    assert!(link_exists(&b_bridge), "a's prune removed {b_bridge}, which b's network holds");
-    drop(other);
+    assert!(link_exists(&bridge), "a's prune removed {bridge}, which b's network holds");
+    let again = a.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    assert_ne!(again.network().bridge, bridge, "a's network made its bridge under b's name");
+    drop((again, other));
 }
 
 #[test]
