@@ -1,9 +1,10 @@
 //! forge's container networking: the bridged network namespaces that RUN steps (and
 //! containers) get, made with netlink and iptables, with IP leases kept in the store.
 //!
-//! A store's default network, `bridge`, is a Linux bridge on the host (`forge0`, or the next
-//! free `forgeN` when another store holds that name) with a private subnet that clashes with
-//! no route the host has (or the one `default_subnet` in `<dir>/config.json` names). Each
+//! A store's default network, `bridge`, is a Linux bridge on the host (`forge0` on a fresh
+//! host, then the next free `forgeN`, kept for as long as the store exists) with a private
+//! subnet that clashes with no route the host has (or the one `default_subnet` in
+//! `<dir>/config.json` names). Each
 //! [`Attachment`] is a network namespace, bind-mounted at a path a sandbox joins, with loopback,
 //! an `eth0` that is one end of a veth pair whose other end sits on the bridge, an address
 //! leased from the subnet, and a default route via the bridge's address. What leaves the
@@ -430,11 +431,18 @@ impl Networks {
         out
     }
 
-    /// The first `forgeN` this store's `network` can claim.
+    /// The first `forgeN` this store's `network` can claim, searching on from the name
+    /// claimed last (as PIDs are handed out): a name just given up by a removed network is
+    /// not handed out again at once, so a `forge3` seen a moment ago is not suddenly another
+    /// network's bridge. Called under the host lock, which keeps the cursor.
     fn claim_bridge(&self, network: &str) -> Result<String, Error> {
-        for n in 0..1000 {
+        const NAMES: u32 = 1000;
+        let cursor = Path::new(HOST_DIR).join("next-bridge");
+        let start = fs::read_to_string(&cursor).ok().and_then(|c| c.trim().parse::<u32>().ok()).unwrap_or(0) % NAMES;
+        for n in (start..NAMES).chain(0..start) {
             let name = format!("forge{n}");
             if self.claim(&name, network)? {
+                fs::write(&cursor, format!("{}\n", (n + 1) % NAMES)).map_err(io("recording the next bridge name"))?;
                 return Ok(name);
             }
         }
