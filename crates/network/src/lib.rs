@@ -431,12 +431,45 @@ impl Networks {
         out
     }
 
-    /// The first `forgeN` this store's `network` can claim, searching on from the name
-    /// claimed last (as PIDs are handed out): a name just given up by a removed network is
-    /// not handed out again at once, so a `forge3` seen a moment ago is not suddenly another
-    /// network's bridge. Called under the host lock, which keeps the cursor.
+    /// A `forgeN` for this store's `network`. First a name whose claim outlived its store
+    /// (deleted without a prune) or is this network's own (a store made again at the same
+    /// path); every such bridge still up is taken down, as it holds a subnet. Else
+    /// the next free name from the one claimed last, as PIDs are handed out: a name a removed
+    /// network just gave up is not handed out again at once, so a `forge3` seen a moment ago
+    /// is not suddenly another network's bridge. Called under the host lock, which keeps the
+    /// cursor.
     fn claim_bridge(&self, network: &str) -> Result<String, Error> {
         const NAMES: u32 = 1000;
+        let claims = Path::new(HOST_DIR).join("bridges");
+        let me = format!("{}\n{network}", self.dir.display());
+        fs::create_dir_all(&claims).map_err(io("creating the bridge claims"))?;
+        let mut left: Vec<u32> = fs::read_dir(&claims)
+            .map_err(io("listing the bridge claims"))?
+            .flatten()
+            .filter_map(|c| {
+                let n = c.file_name().to_str()?.strip_prefix("forge")?.parse::<u32>().ok()?;
+                let owner = fs::read_to_string(c.path()).ok()?;
+                let orphaned = !owner.split_once('\n').is_some_and(|(dir, _)| Path::new(dir).is_dir());
+                (n < NAMES && (orphaned || owner == me)).then_some(n)
+            })
+            .collect();
+        left.sort_unstable();
+        // What is left under those names is nobody's (its store, or this network's record of
+        // it, is gone): taken down, so their subnets are free again.
+        for n in &left {
+            let name = format!("forge{n}");
+            if netlink::link_exists(&name)? {
+                netlink::delete_link(&name)?;
+                nat::remove(&name)?;
+            }
+            let _ = fs::remove_file(claims.join(&name));
+        }
+        for n in left {
+            let name = format!("forge{n}");
+            if self.claim(&name, network)? {
+                return Ok(name);
+            }
+        }
         let cursor = Path::new(HOST_DIR).join("next-bridge");
         let start = fs::read_to_string(&cursor).ok().and_then(|c| c.trim().parse::<u32>().ok()).unwrap_or(0) % NAMES;
         for n in (start..NAMES).chain(0..start) {

@@ -237,3 +237,21 @@ fn a_network_whose_bridge_is_not_up_yet_keeps_its_subnet_from_other_stores() {
     attached.release().unwrap();
     assert!(!overlap(&waiting, &default), "b's default network took {}, which a's network {} holds", default.subnet, waiting.subnet);
 }
+
+/// A store deleted without a prune (`rm -rf`) leaves its bridge up, holding a subnet; the
+/// next network to claim a bridge name takes it down, so such leftovers never use up the
+/// subnets.
+#[test]
+fn a_bridge_left_by_a_deleted_store_is_taken_down_by_the_next_claim() {
+    let (Some(gone), Some(next)) = (Store::new(None), Store::new(None)) else { return };
+    let attached = gone.networks.attach(DEFAULT_NETWORK, None).unwrap();
+    let bridge = attached.network().bridge.clone();
+    attached.release().unwrap();
+    assert!(link_exists(&bridge));
+    std::fs::remove_dir_all(gone.dir.path()).unwrap();
+
+    next.networks.create("afterrm", None, None, false, Default::default()).unwrap();
+    // Taken down, unless another store's network took the name since (tests run side by side).
+    let owner = claim_of(&bridge);
+    assert!(!link_exists(&bridge) || (!owner.is_empty() && !owner.starts_with(&format!("{}\n", gone.dir.path().display()))), "{bridge} of a deleted store is still up");
+}
