@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use deferred::Deferred;
 
 mod commands;
+mod deferred;
 mod progress;
 mod signals;
 mod stdout;
@@ -60,93 +62,93 @@ impl Global {
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile.
-    Build(commands::build::BuildArgs),
+    Build(Deferred<commands::build::BuildArgs>),
     /// Push an image to a registry.
-    Push(commands::push::PushArgs),
+    Push(Deferred<commands::push::PushArgs>),
     /// Pull an image from a registry.
-    Pull(commands::pull::PullArgs),
+    Pull(Deferred<commands::pull::PullArgs>),
     /// Store credentials for a registry (in docker's config file).
-    Login(commands::login::LoginArgs),
+    Login(Deferred<commands::login::LoginArgs>),
     /// Remove stored credentials for a registry.
-    Logout(commands::login::LogoutArgs),
+    Logout(Deferred<commands::login::LogoutArgs>),
     /// List the tagged images of the store.
-    Images(commands::images::ImagesArgs),
+    Images(Deferred<commands::images::ImagesArgs>),
     /// Show images as JSON.
-    Inspect(commands::inspect::InspectArgs),
+    Inspect(Deferred<commands::inspect::InspectArgs>),
     /// Give an image another name.
-    Tag(commands::tag::TagArgs),
+    Tag(Deferred<commands::tag::TagArgs>),
     /// Remove image names (free space with `forge store gc`).
-    Rmi(commands::tag::RmiArgs),
+    Rmi(Deferred<commands::tag::RmiArgs>),
     /// Write images to an archive (docker-archive or oci-archive).
-    Save(commands::save::SaveArgs),
+    Save(Deferred<commands::save::SaveArgs>),
     /// Read images from an archive or an OCI layout directory.
-    Load(commands::save::LoadArgs),
+    Load(Deferred<commands::save::LoadArgs>),
     /// Store maintenance.
     #[command(subcommand)]
-    Store(commands::store::StoreCommand),
+    Store(Deferred<commands::store::StoreCommand>),
     /// Make a one-layer image from a root filesystem tarball (plain, gzip or zstd).
-    Import(commands::import::ImportArgs),
+    Import(Deferred<commands::import::ImportArgs>),
     /// Print shell completions (bash, zsh, fish, ...).
-    Completion(commands::completion::CompletionArgs),
+    Completion(Deferred<commands::completion::CompletionArgs>),
     /// Create a container and run it in the foreground (exit code: the container's; 125 forge
     /// failed, 126 not executable, 127 not found).
-    Run(commands::run::RunArgs),
+    Run(Deferred<commands::run::RunArgs>),
     /// Create a container without starting it; prints its ID.
-    Create(commands::create::CreateArgs),
+    Create(Deferred<commands::create::CreateArgs>),
     /// Start a container in the foreground (`-a`).
-    Start(commands::start::StartArgs),
+    Start(Deferred<commands::start::StartArgs>),
     /// List containers.
-    Ps(commands::ps::PsArgs),
+    Ps(Deferred<commands::ps::PsArgs>),
     /// Remove containers.
-    Rm(commands::rm::RmArgs),
+    Rm(Deferred<commands::rm::RmArgs>),
     /// Pause the processes of running containers (the cgroup freezer).
-    Pause(commands::resources::PauseArgs),
+    Pause(Deferred<commands::resources::PauseArgs>),
     /// Resume paused containers.
-    Unpause(commands::resources::PauseArgs),
+    Unpause(Deferred<commands::resources::PauseArgs>),
     /// Live resource usage of running containers (CPU, memory, block I/O, PIDs).
-    Stats(commands::resources::StatsArgs),
+    Stats(Deferred<commands::resources::StatsArgs>),
     /// The processes of a running container (`ps` on the host, filtered).
-    Top(commands::resources::TopArgs),
+    Top(Deferred<commands::resources::TopArgs>),
     /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
     #[command(subcommand)]
-    Volume(commands::volume::VolumeCommand),
+    Volume(Deferred<commands::volume::VolumeCommand>),
     /// Follow a running container's output; exit with its code.
-    Attach(commands::attach::AttachArgs),
+    Attach(Deferred<commands::attach::AttachArgs>),
     /// Run a command in a running container.
-    Exec(commands::exec::ExecArgs),
+    Exec(Deferred<commands::exec::ExecArgs>),
     /// A container's output (`-f` follows it).
-    Logs(commands::logs::LogsArgs),
+    Logs(Deferred<commands::logs::LogsArgs>),
     /// Stop containers: their stop signal, then SIGKILL after the timeout.
-    Stop(commands::lifecycle::StopArgs),
+    Stop(Deferred<commands::lifecycle::StopArgs>),
     /// Send a signal to containers (default SIGKILL).
-    Kill(commands::lifecycle::KillArgs),
+    Kill(Deferred<commands::lifecycle::KillArgs>),
     /// Stop then start containers.
-    Restart(commands::lifecycle::StopArgs),
+    Restart(Deferred<commands::lifecycle::StopArgs>),
     /// Wait for containers to stop; print their exit codes.
-    Wait(commands::lifecycle::WaitArgs),
+    Wait(Deferred<commands::lifecycle::WaitArgs>),
     /// Copy files between a container and the host (`CONTAINER:PATH`, `-` for a tar).
-    Cp(commands::cp::CpArgs),
+    Cp(Deferred<commands::cp::CpArgs>),
     /// Make an image of a container's changes.
-    Commit(commands::commit::CommitArgs),
+    Commit(Deferred<commands::commit::CommitArgs>),
     /// Write a container's files as a tar archive.
-    Export(commands::commit::ExportArgs),
+    Export(Deferred<commands::commit::ExportArgs>),
     /// List the files a container added (A), changed (C) and deleted (D).
-    Diff(commands::commit::DiffArgs),
+    Diff(Deferred<commands::commit::DiffArgs>),
     /// Commands on all containers.
     #[command(subcommand)]
-    Container(commands::container::ContainerCommand),
+    Container(Deferred<commands::container::ContainerCommand>),
     /// A running container's published ports.
-    Port(commands::port::PortArgs),
+    Port(Deferred<commands::port::PortArgs>),
     /// Networks.
     #[command(subcommand)]
-    Network(commands::network::NetworkCommand),
+    Network(Deferred<commands::network::NetworkCommand>),
     /// Serve the Docker Engine API on a unix socket (for the docker CLI and SDKs).
-    Serve(commands::serve::ServeArgs),
+    Serve(Deferred<commands::serve::ServeArgs>),
     /// Show forge's version (and with -H, the server's).
     Version,
     /// Developer tools: inspect what forge's front end makes of a file.
     #[command(subcommand)]
-    Debug(commands::debug::DebugCommand),
+    Debug(Deferred<commands::debug::DebugCommand>),
 }
 
 fn main() -> ExitCode {
@@ -160,7 +162,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.global.host.as_deref(), cli.command) {
         // A server listens; it is no client of another.
-        (Some(host), command) if !matches!(command, Command::Serve(_)) => remote(host, command),
+        (Some(host), command) if !matches!(command, Command::Serve(Deferred(_))) => remote(host, command),
         (_, command) => local(&cli.global, command),
     };
     match result {
@@ -179,50 +181,50 @@ fn main() -> ExitCode {
 
 /// Runs `command` on the local store.
 fn local(global: &Global, command: Command) -> anyhow::Result<()> {
-    if !matches!(command, Command::Completion(_) | Command::Version | Command::Serve(_) | Command::Store(commands::store::StoreCommand::FinishTags { .. })) {
+    if !matches!(command, Command::Completion(Deferred(_)) | Command::Version | Command::Serve(Deferred(_)) | Command::Store(Deferred(commands::store::StoreCommand::FinishTags { .. }))) {
         commands::finish_tags::resume(global);
     }
     match command {
-        Command::Build(args) => commands::build::run(global, args),
-        Command::Completion(args) => commands::completion::run(args),
-        Command::Images(args) => commands::images::run(global, args),
-        Command::Inspect(args) => commands::inspect::run(global, args),
-        Command::Tag(args) => commands::tag::tag(global, args),
-        Command::Rmi(args) => commands::tag::rmi(global, args),
-        Command::Save(args) => commands::save::save(global, args),
-        Command::Load(args) => commands::save::load(global, args),
-        Command::Store(cmd) => commands::store::run(global, cmd),
-        Command::Push(args) => commands::push::run(global, args),
-        Command::Pull(args) => commands::pull::run(global, args),
-        Command::Login(args) => commands::login::login(global, args),
-        Command::Logout(args) => commands::login::logout(global, args),
-        Command::Debug(cmd) => commands::debug::run(global, cmd),
-        Command::Import(args) => commands::import::run(global, args),
-        Command::Run(args) => commands::run::run(global, args),
-        Command::Create(args) => commands::create::run(global, args),
-        Command::Start(args) => commands::start::run(global, args),
-        Command::Ps(args) => commands::ps::run(global, args),
-        Command::Rm(args) => commands::rm::run(global, args),
-        Command::Pause(args) => commands::resources::pause(global, args, true),
-        Command::Unpause(args) => commands::resources::pause(global, args, false),
-        Command::Stats(args) => commands::resources::stats(global, args),
-        Command::Top(args) => commands::resources::top(global, args),
-        Command::Volume(cmd) => commands::volume::run(global, cmd),
-        Command::Container(cmd) => commands::container::run(global, cmd),
-        Command::Cp(args) => commands::cp::run(global, args),
-        Command::Commit(args) => commands::commit::commit(global, args),
-        Command::Export(args) => commands::commit::export(global, args),
-        Command::Diff(args) => commands::commit::diff(global, args),
-        Command::Network(cmd) => commands::network::run(global, cmd),
-        Command::Port(args) => commands::port::run(global, args),
-        Command::Attach(args) => commands::attach::run(global, args),
-        Command::Exec(args) => commands::exec::run(global, args),
-        Command::Logs(args) => commands::logs::run(global, args),
-        Command::Stop(args) => commands::lifecycle::stop(global, args),
-        Command::Kill(args) => commands::lifecycle::kill(global, args),
-        Command::Restart(args) => commands::lifecycle::restart(global, args),
-        Command::Wait(args) => commands::lifecycle::wait(global, args),
-        Command::Serve(args) => commands::serve::run(global, args),
+        Command::Build(Deferred(args)) => commands::build::run(global, args),
+        Command::Completion(Deferred(args)) => commands::completion::run(args),
+        Command::Images(Deferred(args)) => commands::images::run(global, args),
+        Command::Inspect(Deferred(args)) => commands::inspect::run(global, args),
+        Command::Tag(Deferred(args)) => commands::tag::tag(global, args),
+        Command::Rmi(Deferred(args)) => commands::tag::rmi(global, args),
+        Command::Save(Deferred(args)) => commands::save::save(global, args),
+        Command::Load(Deferred(args)) => commands::save::load(global, args),
+        Command::Store(Deferred(cmd)) => commands::store::run(global, cmd),
+        Command::Push(Deferred(args)) => commands::push::run(global, args),
+        Command::Pull(Deferred(args)) => commands::pull::run(global, args),
+        Command::Login(Deferred(args)) => commands::login::login(global, args),
+        Command::Logout(Deferred(args)) => commands::login::logout(global, args),
+        Command::Debug(Deferred(cmd)) => commands::debug::run(global, cmd),
+        Command::Import(Deferred(args)) => commands::import::run(global, args),
+        Command::Run(Deferred(args)) => commands::run::run(global, args),
+        Command::Create(Deferred(args)) => commands::create::run(global, args),
+        Command::Start(Deferred(args)) => commands::start::run(global, args),
+        Command::Ps(Deferred(args)) => commands::ps::run(global, args),
+        Command::Rm(Deferred(args)) => commands::rm::run(global, args),
+        Command::Pause(Deferred(args)) => commands::resources::pause(global, args, true),
+        Command::Unpause(Deferred(args)) => commands::resources::pause(global, args, false),
+        Command::Stats(Deferred(args)) => commands::resources::stats(global, args),
+        Command::Top(Deferred(args)) => commands::resources::top(global, args),
+        Command::Volume(Deferred(cmd)) => commands::volume::run(global, cmd),
+        Command::Container(Deferred(cmd)) => commands::container::run(global, cmd),
+        Command::Cp(Deferred(args)) => commands::cp::run(global, args),
+        Command::Commit(Deferred(args)) => commands::commit::commit(global, args),
+        Command::Export(Deferred(args)) => commands::commit::export(global, args),
+        Command::Diff(Deferred(args)) => commands::commit::diff(global, args),
+        Command::Network(Deferred(cmd)) => commands::network::run(global, cmd),
+        Command::Port(Deferred(args)) => commands::port::run(global, args),
+        Command::Attach(Deferred(args)) => commands::attach::run(global, args),
+        Command::Exec(Deferred(args)) => commands::exec::run(global, args),
+        Command::Logs(Deferred(args)) => commands::logs::run(global, args),
+        Command::Stop(Deferred(args)) => commands::lifecycle::stop(global, args),
+        Command::Kill(Deferred(args)) => commands::lifecycle::kill(global, args),
+        Command::Restart(Deferred(args)) => commands::lifecycle::restart(global, args),
+        Command::Wait(Deferred(args)) => commands::lifecycle::wait(global, args),
+        Command::Serve(Deferred(args)) => commands::serve::run(global, args),
         Command::Version => commands::remote::version(None),
     }
 }
@@ -232,8 +234,8 @@ fn local(global: &Global, command: Command) -> anyhow::Result<()> {
 fn remote(host: &str, command: Command) -> anyhow::Result<()> {
     let client = commands::remote::Client::new(host)?;
     match command {
-        Command::Ps(args) => commands::ps::run_remote(&client, args),
-        Command::Images(args) => commands::images::run_remote(&client, args),
+        Command::Ps(Deferred(args)) => commands::ps::run_remote(&client, args),
+        Command::Images(Deferred(args)) => commands::images::run_remote(&client, args),
         Command::Version => commands::remote::version(Some(host)),
         _ => anyhow::bail!("forge -H {host} runs ps, images and version on the server; other commands run on the local store only: drop -H (and FORGE_HOST)"),
     }

@@ -12,6 +12,8 @@ pub struct CompletionArgs {
 
 /// Prints the completion script for `shell` on stdout.
 pub fn run(args: CompletionArgs) -> anyhow::Result<()> {
+    // Every command's arguments, which the generators walk before clap would build them.
+    crate::deferred::build_eagerly();
     let mut cmd = crate::Cli::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "forge", &mut script);
