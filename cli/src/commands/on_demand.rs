@@ -22,3 +22,14 @@ impl OnDemandRuntime {
         Ok(self.0.get_or_init(|| rt).block_on(future))
     }
 }
+
+impl Drop for OnDemandRuntime {
+    /// Without waiting for the workers to wind down (an idle connection's task, say): nothing
+    /// is left to do once its last user is gone, and the wait was a tenth of a build that only
+    /// hit a registry's cache.
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
