@@ -172,10 +172,16 @@ fn blob(dir: &Path, digest: &serde_json::Value) -> std::path::PathBuf {
     dir.join("blobs/sha256").join(digest.as_str().unwrap().trim_start_matches("sha256:"))
 }
 
-fn config_entries(dir: &Path) -> usize {
+/// The cache config of the layout at `dir`, which exports write gzipped.
+fn cache_config(dir: &Path) -> serde_json::Value {
     let (_, m) = cache_manifest(dir);
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(dir, &m["config"]["digest"])).unwrap()).unwrap();
-    config["entries"].as_array().unwrap().len()
+    assert_eq!(m["config"]["mediaType"], "application/vnd.forge.build-cache.config.v1+json+gzip");
+    let gz = std::fs::read(blob(dir, &m["config"]["digest"])).unwrap();
+    serde_json::from_reader(flate2::read::GzDecoder::new(&gz[..])).unwrap()
+}
+
+fn config_entries(dir: &Path) -> usize {
+    cache_config(dir)["entries"].as_array().unwrap().len()
 }
 
 #[test]
@@ -253,13 +259,19 @@ fn a_cache_exported_by_a_build_that_only_hit_still_explains_a_miss() {
     assert_eq!(first(&m), ("0/1", ("context-file", "src/b", "changed"), "context file \"src/b\" changed"), "{stderr}");
 }
 
-/// Rewrites the cache config (and the manifest and index over it) of the layout at `dir`; the
-/// manifest then carries no copy of it, so the blob is what is read.
+/// Rewrites the cache config (and the manifest and index over it) of the layout at `dir`, in
+/// the plain form older exports wrote; the manifest then carries no copy of it, so the blob is
+/// what is read.
 fn rewrite_config(dir: &Path, config: &[u8], claimed_size: Option<u64>) {
+    rewrite_config_as(dir, config, "application/vnd.forge.build-cache.config.v1+json", claimed_size)
+}
+
+fn rewrite_config_as(dir: &Path, config: &[u8], media_type: &str, claimed_size: Option<u64>) {
     use sha2::Digest as _;
     let hex = |b: &[u8]| format!("sha256:{}", hex_of(&sha2::Sha256::digest(b)));
     std::fs::write(dir.join("blobs/sha256").join(&hex(config)[7..]), config).unwrap();
     rewrite_manifest(dir, &|m| {
+        m["config"]["mediaType"] = media_type.into();
         m["config"]["digest"] = hex(config).into();
         m["config"]["size"] = claimed_size.unwrap_or(config.len() as u64).into();
         m["config"].as_object_mut().unwrap().remove("data");
@@ -327,6 +339,15 @@ fn a_bad_cache_is_a_warning_and_nothing_of_it_enters_the_store() {
     assert!(stderr.contains("cache config"), "{stderr}");
     let (_, _, stderr) = variant("huge-config", &|dir| rewrite_config(dir, b"{}", Some(1 << 40)));
     assert!(stderr.contains("more than"), "{stderr}");
+    // A small gzipped config that would unpack past the 64 MiB a config may use.
+    let (_, _, stderr) = variant("gzip-bomb", &|dir| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for _ in 0..65 {
+            std::io::Write::write_all(&mut gz, &[b' '; 1 << 20]).unwrap();
+        }
+        rewrite_config_as(dir, &gz.finish().unwrap(), "application/vnd.forge.build-cache.config.v1+json+gzip", None);
+    });
+    assert!(stderr.contains("cache config: more than 67108864 bytes once unpacked"), "{stderr}");
     // The copy of the config inside the manifest is not the config its digest names.
     let (_, missed, stderr) = variant("inline-config", &|dir| rewrite_manifest(dir, &|m| m["config"]["data"] = "e30=".into()));
     assert!(stderr.contains("cache config in the manifest: blob") && stderr.contains("does not match"), "{stderr}");
@@ -339,8 +360,7 @@ fn a_bad_cache_is_a_warning_and_nothing_of_it_enters_the_store() {
 
     // COPY --from records under a name that is no memo's (a path out of the store): left out.
     let (b, _, stderr) = variant("bad-from-records", &|dir| {
-        let (_, m) = cache_manifest(dir);
-        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(dir, &m["config"]["digest"])).unwrap()).unwrap();
+        let mut config = cache_config(dir);
         assert!(!config["from_records"].as_array().unwrap().is_empty(), "the cache carries the COPY --from records");
         config["from_records"] = serde_json::json!([{"id": "../../../escaped", "records": []}]);
         rewrite_config(dir, &serde_json::to_vec(&config).unwrap(), None);

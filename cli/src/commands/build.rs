@@ -123,6 +123,12 @@ enum ProgressArg {
 pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store_root = global.store_root()?;
     let registry = args.registry.for_store(&store_root);
+    let runtime = std::sync::Arc::new(OnDemandRuntime::default());
+    let cache_registry: std::sync::Arc<dyn forge_builder::CacheRegistry> = std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: forge_registry::Client::new(registry.clone()), runtime: runtime.clone() });
+    let cache_from: Vec<forge_builder::CacheFrom> = args.cache_from.iter().map(|v| v.parse()).collect::<Result<_, _>>().context("--cache-from")?;
+    // Read from here on, while the store is opened and the build set up: for a build that
+    // only hits a registry's cache, the round trip is most of its time.
+    let cache_prefetch = (!cache_from.is_empty()).then(|| forge_builder::CachePrefetch::start(cache_from.clone(), Some(cache_registry.clone())));
     let store = crate::commands::build_cache::fetching(Store::open(&store_root).context("opening the store")?, registry.clone());
     // Checked before the build, not when tagging after it.
     for t in &args.tags {
@@ -180,7 +186,8 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     opts.no_cache = args.no_cache;
     opts.explain_cache = args.explain_cache;
     opts.cache_to = args.cache_to.iter().map(|v| v.parse()).collect::<Result<_, _>>().context("--cache-to")?;
-    opts.cache_from = args.cache_from.iter().map(|v| v.parse()).collect::<Result<_, _>>().context("--cache-from")?;
+    opts.cache_from = cache_from;
+    opts.cache_prefetch = cache_prefetch;
     opts.network = args.network;
     for o in &args.security_opt {
         match o.parse::<SecurityOpt>()? {
@@ -214,9 +221,8 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
         ProgressArg::Json => Some(ProgressMode::Json),
     };
     let printer = Printer::new(mode);
-    let runtime = std::sync::Arc::new(OnDemandRuntime::default());
-    let bases = RegistryBases { client: forge_registry::Client::new(registry.clone()), runtime: runtime.clone() };
-    opts.cache_registry = Some(std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: forge_registry::Client::new(registry), runtime }));
+    let bases = RegistryBases { client: forge_registry::Client::new(registry), runtime };
+    opts.cache_registry = Some(cache_registry);
     let built = forge_builder::build(&store, &opts, Some(&bases), &printer)?;
 
     let deferred = output::write(&store, &built, &output, &args.tags)?;

@@ -18,7 +18,7 @@ use forge_layerstore::{Digest, Layer, Store};
 use base64::Engine as _;
 use oci_spec::image::{ImageIndexBuilder, ImageManifestBuilder, MediaType};
 
-use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, FromRecords, MountEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, MAX_INLINE_CONFIG, VERSION};
+use crate::cache_layout::{CacheConfig, CacheMode, CacheTo, ConfigEntry, FromRecords, MountEntry, ARTIFACT_TYPE, CONFIG_GZIP_MEDIA_TYPE, MAX_INLINE_CONFIG, VERSION};
 use crate::ctx::BuildCtx;
 use crate::Error;
 
@@ -121,13 +121,13 @@ fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMo
     }
     let config = CacheConfig { version: VERSION, entries: config_entries, mounts, from_records };
     let encode = |e: &dyn std::fmt::Display| format!("encoding the cache: {e}");
-    let config = serde_json::to_vec(&config).map_err(|e| encode(&e))?;
+    let config = gzip(&serde_json::to_vec(&config).map_err(|e| encode(&e))?).map_err(|e| encode(&e))?;
     let layer_descriptors = layers
         .values()
         .map(|l| descriptor(MediaType::from(l.media_type.as_str()), l.size, &l.digest))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| encode(&e))?;
-    let mut config_descriptor = descriptor(MediaType::Other(CONFIG_MEDIA_TYPE.into()), config.len() as u64, &Digest::of(&config)).map_err(|e| encode(&e))?;
+    let mut config_descriptor = descriptor(MediaType::Other(CONFIG_GZIP_MEDIA_TYPE.into()), config.len() as u64, &Digest::of(&config)).map_err(|e| encode(&e))?;
     if config.len() as u64 <= MAX_INLINE_CONFIG {
         config_descriptor.set_data(Some(base64::engine::general_purpose::STANDARD.encode(&config)));
     }
@@ -141,6 +141,12 @@ fn artifact(used: &[(Digest, CacheEntry)], image_layers: &[Layer], mode: CacheMo
         .map_err(|e| encode(&e))?;
     let manifest = serde_json::to_vec(&manifest).map_err(|e| encode(&e))?;
     Ok(Artifact { layers: layers.into_values().collect(), config, manifest })
+}
+
+fn gzip(bytes: &[u8]) -> io::Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    io::Write::write_all(&mut gz, bytes)?;
+    gz.finish()
 }
 
 /// Writes the artifact as an OCI layout at `dest`, keeping the blobs that are there.

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use forge_layerstore::cache::{Cache, CacheEntry};
@@ -29,7 +29,7 @@ use forge_layerstore::remote::{RemoteBlob, RemoteSource};
 use forge_layerstore::{Digest, Layer, Store};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
-use crate::cache_layout::{CacheConfig, CacheFrom, CacheRegistry, CONFIG_MEDIA_TYPE, MAX_CONFIG, MAX_INDEX, MAX_MANIFEST, VERSION};
+use crate::cache_layout::{CacheConfig, CacheFrom, CacheRegistry, CONFIG_GZIP_MEDIA_TYPE, CONFIG_MEDIA_TYPE, MAX_CONFIG, MAX_INDEX, MAX_MANIFEST, VERSION};
 
 /// Layers fetched side by side from a registry cache.
 const PARALLEL_FETCHES: usize = 4;
@@ -171,20 +171,81 @@ impl Lazy {
     }
 }
 
-/// Imports `from` into `store`'s `cache`, or into `lazy` for a registry's layers; problems go
-/// to `warn`.
-pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &CacheFrom, registry: Option<&dyn CacheRegistry>, warn: &mut dyn FnMut(String)) {
-    let (source, name) = match from {
-        CacheFrom::Local { src } => (Source::Local(src), format!("cache {}", src.display())),
-        CacheFrom::Registry { reference } => match registry {
-            Some(r) => (Source::Registry(r, reference), format!("cache {reference}")),
-            None => return warn(format!("cache {reference}: no registry client was given to the build; building without it")),
-        },
+/// What reading one cache gave: its config, `None` when there is no cache there yet, or why
+/// it could not be read.
+pub(crate) type CacheRead = Result<Option<Fetched>, String>;
+
+/// The `--cache-from` caches read on a thread of their own, so the round trip to a registry
+/// overlaps with other work: the build's own start, or more of it when a caller starts this
+/// sooner and hands it over in [`BuildOptions::cache_prefetch`](crate::BuildOptions).
+pub struct CachePrefetch {
+    from: Vec<CacheFrom>,
+    registry: Option<Arc<dyn CacheRegistry>>,
+    reading: Mutex<Option<std::thread::JoinHandle<Vec<CacheRead>>>>,
+}
+
+impl CachePrefetch {
+    /// Starts reading the caches `from` names (their manifests and configs; nothing is
+    /// stored), with `registry` for those in a registry.
+    pub fn start(from: Vec<CacheFrom>, registry: Option<Arc<dyn CacheRegistry>>) -> Arc<CachePrefetch> {
+        let (list, client) = (from.clone(), registry.clone());
+        let reading = std::thread::spawn(move || list.iter().map(|f| fetch(f, client.as_deref())).collect());
+        Arc::new(CachePrefetch { from, registry, reading: Mutex::new(Some(reading)) })
+    }
+
+    /// Whether this reads exactly the caches `from` names.
+    pub(crate) fn is_for(&self, from: &[CacheFrom]) -> bool {
+        self.from == from
+    }
+
+    /// What was read, one result per cache; read again if an earlier build took it.
+    pub(crate) fn wait(&self) -> Vec<CacheRead> {
+        match self.reading.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(reading) => reading.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => self.from.iter().map(|f| fetch(f, self.registry.as_deref())).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CachePrefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachePrefetch").field("from", &self.from).finish_non_exhaustive()
+    }
+}
+
+/// Reads the cache `from` names, its manifest and config, without touching the store.
+fn fetch(from: &CacheFrom, registry: Option<&dyn CacheRegistry>) -> CacheRead {
+    match from {
+        CacheFrom::Local { src } => read_config(&Source::Local(src)),
+        CacheFrom::Registry { reference } => read_config(&Source::Registry(registry.ok_or("no registry client was given to the build")?, reference)),
+    }
+}
+
+/// Imports `from`, whose config a [`CachePrefetch`] read, into `store`'s `cache`, or into `lazy` for a
+/// registry's layers; problems go to `warn`.
+pub(crate) fn import(
+    store: &Store,
+    cache: &Cache,
+    lazy: &mut Lazy,
+    from: &CacheFrom,
+    fetched: CacheRead,
+    registry: Option<&dyn CacheRegistry>,
+    warn: &mut dyn FnMut(String),
+) {
+    let name = match from {
+        CacheFrom::Local { src } => format!("cache {}", src.display()),
+        CacheFrom::Registry { reference } => format!("cache {reference}"),
     };
-    let config = match read_config(&source) {
+    let config = match fetched {
         Ok(Some(c)) => c,
         Ok(None) => return warn(format!("{name}: no cache there yet; building without it")),
         Err(e) => return warn(format!("{name}: {e}; building without it")),
+    };
+    let source = match (from, registry) {
+        (CacheFrom::Local { src }, _) => Source::Local(src),
+        (CacheFrom::Registry { reference }, Some(r)) => Source::Registry(r, reference),
+        // Without a client `fetch` read nothing, and said so above.
+        (CacheFrom::Registry { .. }, None) => return,
     };
     let mut warnings = Vec::new();
     let mut checked: HashMap<Digest, Result<(), String>> = HashMap::new();
@@ -258,8 +319,8 @@ pub(crate) fn import(store: &Store, cache: &Cache, lazy: &mut Lazy, from: &Cache
     }
 }
 
-/// The config and the size of each layer the manifest lists.
-struct Parsed {
+/// A cache's config and the size of each layer its manifest lists.
+pub(crate) struct Fetched {
     entries: Vec<crate::cache_layout::ConfigEntry>,
     mounts: Vec<crate::cache_layout::MountEntry>,
     from_records: Vec<crate::cache_layout::FromRecords>,
@@ -325,14 +386,15 @@ impl Source<'_> {
     }
 }
 
-fn read_config(source: &Source<'_>) -> Result<Option<Parsed>, String> {
+fn read_config(source: &Source<'_>) -> Result<Option<Fetched>, String> {
     let Some(manifest_bytes) = source.manifest()? else { return Ok(None) };
     if manifest_bytes.len() as u64 > MAX_MANIFEST {
         return Err(format!("manifest: more than {MAX_MANIFEST} bytes"));
     }
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| format!("manifest: {e}"))?;
-    if manifest.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
-        return Err(format!("not a forge build cache (config media type {})", manifest.config().media_type()));
+    let media_type = manifest.config().media_type().to_string();
+    if media_type != CONFIG_MEDIA_TYPE && media_type != CONFIG_GZIP_MEDIA_TYPE {
+        return Err(format!("not a forge build cache (config media type {media_type})"));
     }
     let config_bytes = match manifest.config().data() {
         // Carried in the manifest: no request for the blob.
@@ -343,6 +405,7 @@ fn read_config(source: &Source<'_>) -> Result<Option<Parsed>, String> {
         }
         None => source.small_blob(manifest.config().digest().as_ref(), manifest.config().size(), MAX_CONFIG).map_err(|e| format!("cache config: {e}"))?,
     };
+    let config_bytes = if media_type == CONFIG_GZIP_MEDIA_TYPE { gunzip(&config_bytes, MAX_CONFIG).map_err(|e| format!("cache config: {e}"))? } else { config_bytes };
     let config: CacheConfig = serde_json::from_slice(&config_bytes).map_err(|e| format!("cache config: {e}"))?;
     if config.version != VERSION {
         return Err(format!("cache config version {} (this forge reads {VERSION})", config.version));
@@ -352,7 +415,17 @@ fn read_config(source: &Source<'_>) -> Result<Option<Parsed>, String> {
         let digest = Digest::from_str(l.digest().as_ref()).map_err(|e| format!("manifest: {e}"))?;
         layers.insert(digest, l.size());
     }
-    Ok(Some(Parsed { entries: config.entries, mounts: config.mounts, from_records: config.from_records, layers }))
+    Ok(Some(Fetched { entries: config.entries, mounts: config.mounts, from_records: config.from_records, layers }))
+}
+
+/// `bytes` gunzipped, refused past `max` bytes: a small blob may unpack to a huge one.
+fn gunzip(bytes: &[u8], max: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes).take(max + 1).read_to_end(&mut out).map_err(|e| format!("not gzip: {e}"))?;
+    if out.len() as u64 > max {
+        return Err(format!("more than {max} bytes once unpacked"));
+    }
+    Ok(out)
 }
 
 /// A blob of the layout, at most `max` bytes, checked against `size` and `digest`.

@@ -7,6 +7,7 @@ use forge_parser::dag::{BuildGraph, GraphOptions};
 use forge_parser::dockerignore::Dockerignore;
 
 use crate::build_file::{self, BuildFileError};
+use crate::cache_import::CachePrefetch;
 use crate::ctx::BuildCtx;
 use crate::progress::{Event, Progress};
 use crate::source::SourceTree;
@@ -18,6 +19,14 @@ use crate::{BaseImages, BuildOptions, Built, Error};
 /// [`Built::manifest`]). `bases` fetches base images missing from the store; without it they
 /// must be there already.
 pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>, progress: &dyn Progress) -> Result<Built, Error> {
+    // The caches are read while the Dockerfile and the context are (if the caller did not start
+    // that sooner): for a build that only hits a registry's cache, that round trip is most of
+    // its time. On a thread that outlives a failed build: a bad Dockerfile is reported at
+    // once, not after a slow registry answers.
+    let prefetch = match &opts.cache_prefetch {
+        Some(p) if p.is_for(&opts.cache_from) => Some(p.clone()),
+        _ => (!opts.cache_from.is_empty()).then(|| CachePrefetch::start(opts.cache_from.clone(), opts.cache_registry.clone())),
+    };
     let dockerfile_path = opts.dockerfile.clone().unwrap_or_else(|| opts.context.join("Dockerfile"));
     let (dockerfile_dir, dockerfile_name) = build_file::split(&dockerfile_path);
     let text = match &opts.dockerfile_text {
@@ -52,8 +61,9 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         }
     }
     let mut lazy = crate::cache_import::Lazy::default();
-    for from in &opts.cache_from {
-        crate::cache_import::import(store, &cache, &mut lazy, from, opts.cache_registry.as_deref(), &mut |message| progress.event(Event::Warning { message }));
+    let fetched = prefetch.map_or_else(Vec::new, |p| p.wait());
+    for (from, config) in opts.cache_from.iter().zip(fetched) {
+        crate::cache_import::import(store, &cache, &mut lazy, from, config, opts.cache_registry.as_deref(), &mut |message| progress.event(Event::Warning { message }));
     }
     let ctx = BuildCtx {
         store,

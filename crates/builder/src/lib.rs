@@ -71,6 +71,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use build_file::{read_capped, read_dockerfile, BuildFileError, MAX_BUILD_FILE};
+pub use cache_import::CachePrefetch;
 pub use cache_layout::{CacheFrom, CacheMode, CacheOptionError, CacheRegistry, CacheTo};
 pub use engine::build;
 pub use from_memo::gc_from_records;
@@ -137,6 +138,9 @@ pub struct BuildOptions {
     pub cache_from: Vec<CacheFrom>,
     /// The registry client for `type=registry` caches.
     pub cache_registry: Option<std::sync::Arc<dyn CacheRegistry>>,
+    /// `cache_from`'s caches, already being read ([`CachePrefetch::start`]); without it (or
+    /// for other caches) the build starts reading them itself.
+    pub cache_prefetch: Option<std::sync::Arc<CachePrefetch>>,
     /// `--label`, added to the final image.
     pub labels: BTreeMap<String, String>,
     /// `--network`.
@@ -178,6 +182,7 @@ impl BuildOptions {
             cache_to: Vec::new(),
             cache_from: Vec::new(),
             cache_registry: None,
+            cache_prefetch: None,
             labels: BTreeMap::new(),
             network: NetworkMode::Default,
             limits: Limits::default(),
