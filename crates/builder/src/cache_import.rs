@@ -107,7 +107,7 @@ impl Lazy {
         let fetched: Vec<(Digest, CacheEntry)> = self
             .entries
             .iter()
-            .filter(|(_, (entry, _))| entry.layer.as_ref().is_some_and(|l| missing.iter().any(|(m, _)| m.digest == l.digest)))
+            .filter(|(key, (entry, _))| entry.layer.as_ref().is_some_and(|l| missing.iter().any(|(m, _)| m.digest == l.digest)) && cache.get(key).is_none())
             .map(|(key, (entry, _))| (key.clone(), entry.clone()))
             .collect();
         cache.put_all(&fetched).map_err(|e| e.to_string())
@@ -251,9 +251,9 @@ pub(crate) fn import(
     let mut checked: HashMap<Digest, Result<(), String>> = HashMap::new();
     let mut taken = Vec::new();
     for entry in config.entries {
-        if cache.get(&entry.key).is_some() {
-            continue;
-        }
+        // A registry's entry whose layer stays remote is only looked at after the store's own
+        // entries miss (and joins them only if none has its key), so no lookup here: a fresh
+        // runner's import is then one stat per entry.
         if let (Some(layer), Source::Registry(_, reference)) = (&entry.layer, &source) {
             let blob = entry.stored.as_ref().unwrap_or(layer);
             if config.layers.get(&blob.digest) != Some(&blob.size) {
@@ -274,6 +274,9 @@ pub(crate) fn import(
                 lazy.entries.insert(entry.key.clone(), (CacheEntry { layer: entry.layer.clone(), inputs: entry.inputs, created: entry.created }, reference.to_string()));
                 continue;
             }
+        }
+        if cache.get(&entry.key).is_some() {
+            continue;
         }
         if let Some(layer) = &entry.layer {
             let stored = entry.stored.as_ref();
