@@ -73,9 +73,6 @@ for b in $(for w in $WORKLOADS; do base_of $w; done | sort -u); do
   [[ " $EXTRA " == *" docker20 "* ]] && docker20 pull -q $b >/dev/null
 done
 
-# Bash's own clock: a `date` would charge each timing a fork and an exec (about 1 ms here, a
-# tenth of a no-op rebuild).
-now() { echo "$EPOCHREALTIME"; }
 # forge's peak RSS (KiB, the largest process of its tree), appended per command; the other
 # builders run under the same wrapper, so each timing pays for it alike.
 rss_of="/usr/bin/time -f %M -a -o $work/rss"
@@ -173,10 +170,12 @@ for w in $WORKLOADS; do
         # noop and change run on what this tool's cold build left; push starts cold again,
         # so it comes last.
         prepare $t $w $s
-        start=$(now)
+        # Bash's own clock, read in place: a `date`, or even `$(...)` (a fork), charged each
+        # timing up to 1 ms, a tenth of a no-op rebuild.
+        start=$EPOCHREALTIME
         build $t $w $s
         [ $s = push ] && push $t $w
-        end=$(now)
+        end=$EPOCHREALTIME
         [ $s = push ] && stop_push_registry
         t_s=$(echo "$end - $start" | bc)
         if [ $t = forge ]; then rss[$w,$s]="${rss[$w,$s]:-} $(sort -n $work/rss | tail -1)"; rm -f $work/rss; fi

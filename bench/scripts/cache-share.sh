@@ -39,13 +39,13 @@ bash $A/start-dockerd-modern.sh >/dev/null
 export DOCKER_HOST=unix://$A/trixie/run/modern/docker.sock DOCKER_BUILDKIT=1
 docker=/usr/bin/docker
 
-# Bash's own clock: a `date` process on each side of a 10 ms build was a tenth of it.
-now() { echo "$EPOCHREALTIME"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# Timed by bash's own clock, read in place: a `date`, or even `$(...)` (a fork), charged each
+# timing up to 1 ms, a tenth of a no-op rebuild.
 timed() { # COMMAND...: its wall time; a failure stops the run with its output
-  local s e; s=$(now)
+  local s e; s=$EPOCHREALTIME
   "$@" >/dev/null 2>$work/err || { echo "failed: $*" >&2; cat $work/err >&2; exit 1; }
-  e=$(now); echo "$e - $s" | bc
+  e=$EPOCHREALTIME; echo "$e - $s" | bc
 }
 
 # A store holding only the workload's base image, pulled outside the timing.

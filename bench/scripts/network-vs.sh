@@ -98,9 +98,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 [[ " $TOOLS " == *" docker "* ]] && start_docker
 
-now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-timed() { local t0; t0=$(now); "$@" >/dev/null; echo "$(now) - $t0" | bc; }
+timed() { local t0; t0=$EPOCHREALTIME; "$@" >/dev/null; echo "$EPOCHREALTIME - $t0" | bc; }
 
 # TOOL run|rm|exec|ip|network-create ARGS: the one place the three CLIs differ.
 t() {
