@@ -33,8 +33,9 @@ pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.forge.build-cache.v1";
 /// The config's media type, plain.
 pub(crate) const CONFIG_MEDIA_TYPE: &str = "application/vnd.forge.build-cache.config.v1+json";
 /// The config's media type, gzipped, as exports write it: the config is mostly the steps'
-/// inputs, which shrink about sevenfold, and a registry takes time by the manifest's size
-/// (the distribution registry: about 18 µs a KiB, so 2 ms for W4's cache plain).
+/// inputs, which shrink about sevenfold, and a registry's answer grows with the manifest (the
+/// distribution registry, medians of 40: 2.97 ms for W4's 55 KB manifest with the config
+/// plain, 2.13 ms for the 12 KB one with it gzipped, 1.58 ms for a 0.5 KB image manifest).
 pub(crate) const CONFIG_GZIP_MEDIA_TYPE: &str = "application/vnd.forge.build-cache.config.v1+json+gzip";
 /// The config's format version.
 pub(crate) const VERSION: u32 = 1;
