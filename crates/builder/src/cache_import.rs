@@ -221,8 +221,8 @@ fn fetch(from: &CacheFrom, registry: Option<&dyn CacheRegistry>) -> CacheRead {
     }
 }
 
-/// Imports `from`, whose config a [`CachePrefetch`] read, into `store`'s `cache`, or into `lazy` for a
-/// registry's layers; problems go to `warn`.
+/// Imports `from`, whose config a [`CachePrefetch`] read, into `store`'s `cache`, or into
+/// `lazy` for a registry's layers; problems go to `warn`.
 pub(crate) fn import(
     store: &Store,
     cache: &Cache,

@@ -282,6 +282,12 @@ pub struct Pruned {
     pub networks: Vec<String>,
 }
 
+/// Whether a bridge claim (a store's directory and a network's name, a line each) is of a
+/// store whose directory is gone.
+fn orphaned(claim: &str) -> bool {
+    !claim.split_once('\n').is_some_and(|(dir, _)| Path::new(dir).is_dir())
+}
+
 fn io(what: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
@@ -402,7 +408,7 @@ impl Networks {
         let claim = claims.join(name);
         let take = match fs::read_to_string(&claim) {
             Ok(owner) if owner == me => return Ok(true),
-            Ok(owner) => !owner.split_once('\n').is_some_and(|(dir, _)| Path::new(dir).is_dir()),
+            Ok(owner) => orphaned(&owner),
             Err(_) => !netlink::link_exists(name)?,
         };
         if take {
@@ -449,8 +455,7 @@ impl Networks {
             .filter_map(|c| {
                 let n = c.file_name().to_str()?.strip_prefix("forge")?.parse::<u32>().ok()?;
                 let owner = fs::read_to_string(c.path()).ok()?;
-                let orphaned = !owner.split_once('\n').is_some_and(|(dir, _)| Path::new(dir).is_dir());
-                (n < NAMES && (orphaned || owner == me)).then_some(n)
+                (n < NAMES && (orphaned(&owner) || owner == me)).then_some(n)
             })
             .collect();
         left.sort_unstable();
