@@ -2,8 +2,9 @@
 //! sandbox (COPY, ADD, WORKDIR) and for reading another stage's tree (`COPY --from`).
 //!
 //! Overlays go through `forge_sandbox::mount_overlay` (the new mount API, one `lowerdir+` per
-//! layer), the same call the sandbox mounts its rootfs with. The mount is detached when the
-//! guard drops, so an error never leaves it behind.
+//! layer), the same call the sandbox mounts its rootfs with; writable ones are `volatile`, as a
+//! RUN step's rootfs is. The mount is detached when the guard drops, so an error never leaves
+//! it behind.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,12 @@ impl OverlayMount {
             ([], None) => return Ok(OverlayMount { target: target.to_path_buf(), owns_dir: false }),
             _ => {}
         }
-        forge_sandbox::mount_overlay(lowerdirs, upper, target)?;
+        match upper {
+            // Every upperdir here is a step's scratch (its snapshot, committed after the step,
+            // or a writable bind's, thrown away).
+            Some(upper) => forge_sandbox::mount_scratch_overlay(lowerdirs, upper, target)?,
+            None => forge_sandbox::mount_overlay(lowerdirs, None, target)?,
+        }
         Ok(OverlayMount { target: target.to_path_buf(), owns_dir: false })
     }
 

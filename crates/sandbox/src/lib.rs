@@ -73,7 +73,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 pub use cgroup::{ControlError, ControlGroup, Stats as CgroupStats};
-pub use overlay::{mount_overlay, TooManyLayers, MAX_LAYERS};
+pub use overlay::{mount_overlay, mount_scratch_overlay, TooManyLayers, MAX_LAYERS};
 pub use seccomp::{check_profile as check_seccomp_profile, ProfileError, Seccomp, UnknownProfile};
 pub use caps::{normalize as normalize_capability, UnknownCapability};
 pub use rootless::{enter_if_unprivileged, in_user_namespace, RootlessError};
