@@ -421,10 +421,11 @@ fn read_config(source: &Source<'_>) -> Result<Option<Fetched>, String> {
     Ok(Some(Fetched { entries: config.entries, mounts: config.mounts, from_records: config.from_records, layers }))
 }
 
-/// `bytes` gunzipped, refused past `max` bytes: a small blob may unpack to a huge one.
+/// `bytes` gunzipped, refused past `max` bytes: a small blob may unpack to a huge one. Every
+/// member, as the store reads gzip (`cat a.gz b.gz` is one valid stream).
 fn gunzip(bytes: &[u8], max: u64) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes).take(max + 1).read_to_end(&mut out).map_err(|e| format!("not gzip: {e}"))?;
+    flate2::read::MultiGzDecoder::new(bytes).take(max + 1).read_to_end(&mut out).map_err(|e| format!("not gzip: {e}"))?;
     if out.len() as u64 > max {
         return Err(format!("more than {max} bytes once unpacked"));
     }
@@ -492,4 +493,35 @@ fn diff_id(path: &Path) -> Result<Digest, String> {
     let mut hasher = HashingWriter::new(io::sink());
     io::copy(&mut tar, &mut hasher).map_err(|e| e.to_string())?;
     Ok(hasher.finish().1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefetch_taken_by_one_build_is_read_again_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = vec![CacheFrom::Local { src: dir.path().join("not-yet") }, CacheFrom::Registry { reference: "reg.example/app:cache".into() }];
+        let prefetch = CachePrefetch::start(from.clone(), None);
+        assert!(prefetch.is_for(&from) && !prefetch.is_for(&from[..1]));
+        for _ in 0..2 {
+            let read = prefetch.wait();
+            assert!(matches!(read[0], Ok(None)), "a cache not written yet is no error");
+            assert_eq!(read[1].as_ref().err().map(String::as_str), Some("no registry client was given to the build"));
+        }
+    }
+
+    #[test]
+    fn gunzip_reads_every_member_and_refuses_past_its_bound() {
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            io::Write::write_all(&mut e, b).unwrap();
+            e.finish().unwrap()
+        };
+        let two = [gz(b"{\"a\":"), gz(b"1}")].concat();
+        assert_eq!(gunzip(&two, 64).unwrap(), b"{\"a\":1}");
+        assert_eq!(gunzip(&gz(&[b' '; 65]), 64).unwrap_err(), "more than 64 bytes once unpacked");
+        assert!(gunzip(b"{}", 64).unwrap_err().starts_with("not gzip"));
+    }
 }

@@ -4,11 +4,10 @@
 //! A store's default network, `bridge`, is a Linux bridge on the host (`forge0` on a fresh
 //! host, then the next free `forgeN`, kept for as long as the store exists) with a private
 //! subnet that clashes with no route the host has (or the one `default_subnet` in
-//! `<dir>/config.json` names). Each
-//! [`Attachment`] is a network namespace, bind-mounted at a path a sandbox joins, with loopback,
-//! an `eth0` that is one end of a veth pair whose other end sits on the bridge, an address
-//! leased from the subnet, and a default route via the bridge's address. What leaves the
-//! subnet is masqueraded (see `nat.rs` for the rules and why iptables).
+//! `<dir>/config.json` names). Each [`Attachment`] is a network namespace, bind-mounted at a
+//! path a sandbox joins, with loopback, an `eth0` that is one end of a veth pair whose other end
+//! sits on the bridge, an address leased from the subnet, and a default route via the bridge's
+//! address. What leaves the subnet is masqueraded (see `nat.rs` for the rules and why iptables).
 //!
 //! User networks ([`Networks::create`]) are the same on bridges of their own, isolated from
 //! each other by forwarding rules; `internal` ones have no NAT and no default route. Their

@@ -255,3 +255,18 @@ fn a_bridge_left_by_a_deleted_store_is_taken_down_by_the_next_claim() {
     let owner = claim_of(&bridge);
     assert!(!link_exists(&bridge) || (!owner.is_empty() && !owner.starts_with(&format!("{}\n", gone.dir.path().display()))), "{bridge} of a deleted store is still up");
 }
+
+/// Bridge names are handed out as PIDs are: the name a removed network gave up is not the next
+/// network's, so a bridge seen a moment ago is not suddenly another network's.
+#[test]
+fn a_removed_networks_bridge_name_is_not_handed_out_again_at_once() {
+    let Some(s) = Store::new(None) else { return };
+    s.networks.create("first", None, None, false, Default::default()).unwrap();
+    let attached = s.networks.attach("first", None).unwrap();
+    let bridge = attached.network().bridge.clone();
+    attached.release().unwrap();
+    s.networks.remove("first").unwrap();
+    assert!(!link_exists(&bridge) && claim_of(&bridge).is_empty(), "{bridge} or its claim outlived the network");
+    let next = s.networks.create("second", None, None, false, Default::default()).unwrap();
+    assert_ne!(next.bridge, bridge, "the name the removed network gave up went to the next one");
+}
