@@ -124,7 +124,7 @@ pub fn run(global: &crate::Global, args: BuildArgs) -> anyhow::Result<()> {
     let store_root = global.store_root()?;
     let registry = args.registry.for_store(&store_root);
     let runtime = std::sync::Arc::new(OnDemandRuntime::default());
-    let cache_registry: std::sync::Arc<dyn forge_builder::CacheRegistry> = std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: forge_registry::Client::new(registry.clone()), runtime: runtime.clone() });
+    let cache_registry: std::sync::Arc<dyn forge_builder::CacheRegistry> = std::sync::Arc::new(crate::commands::build_cache::RegistryCache { client: forge_registry::Client::new(registry.clone()), runtime: runtime.clone(), config: registry.clone() });
     let cache_from: Vec<forge_builder::CacheFrom> = args.cache_from.iter().map(|v| v.parse()).collect::<Result<_, _>>().context("--cache-from")?;
     // Read from here on, while the store is opened and the build set up: for a build that
     // only hits a registry's cache, the round trip is most of its time.

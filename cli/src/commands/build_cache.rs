@@ -13,6 +13,12 @@ use crate::commands::on_demand::OnDemandRuntime;
 pub struct RegistryCache {
     pub client: Client,
     pub runtime: std::sync::Arc<OnDemandRuntime>,
+    /// For the one-off reads of a cache's manifest and config, which a fresh runner's build
+    /// waits for: each runs on a runtime of the calling thread, with a client of its own (a
+    /// client's pooled connections belong to the runtime that made them). The shared runtime
+    /// would first start its workers, and every step of the exchange would hop between them
+    /// and the waiting thread.
+    pub config: forge_registry::ClientConfig,
 }
 
 /// `store`, fetching the layers it knows only as remote (a registry cache's, see
@@ -25,16 +31,28 @@ fn parse(reference: &str) -> Result<Reference, String> {
     Reference::parse(reference).map_err(|e| e.to_string())
 }
 
+impl RegistryCache {
+    fn client_for_one_off(&self) -> Client {
+        Client::new(self.config.clone())
+    }
+}
+
+/// Runs `future` on a single-threaded runtime of the calling thread.
+fn one_off<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("starting the registry client's runtime: {e}"))?;
+    Ok(rt.block_on(future))
+}
+
 impl CacheRegistry for RegistryCache {
     fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, String> {
         let r = parse(reference)?;
-        let found = self.runtime.block_on(self.client.manifest(&r)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let found = one_off(self.client_for_one_off().manifest(&r))?.map_err(|e| e.to_string())?;
         Ok(found.map(|(bytes, _)| bytes))
     }
 
     fn blob(&self, reference: &str, digest: &Digest, size: u64, max: u64) -> Result<Vec<u8>, String> {
         let r = parse(reference)?;
-        self.runtime.block_on(self.client.blob_bytes(&r, digest, size, max)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        one_off(self.client_for_one_off().blob_bytes(&r, digest, size, max))?.map_err(|e| e.to_string())
     }
 
     fn pull_blob(&self, store: &Store, reference: &str, digest: &Digest, size: u64) -> Result<(), String> {
