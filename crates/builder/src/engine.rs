@@ -100,7 +100,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     // blob next: one stat, where a remote record's lookup is two failed opens.
     let elsewhere: Vec<_> = target.layers.iter().filter(|l| !recorded.contains(&l.digest) && !store.content().exists(&l.digest) && store.remote().get(&l.digest).is_none()).cloned().collect();
     ctx.fetch_layers(&elsewhere).map_err(|message| Error::CacheLayer { message })?;
-    let manifest = store.write_image(&config, &target.layers)?;
+    let manifest = store.write_image_unsynced(&config, &target.layers)?;
     let image_id = forge_layerstore::Digest::of(&forge_layerstore::canonical::to_vec(&config)?);
     for to in &opts.cache_to {
         crate::cache_export::export(&ctx, to, &used, &target.layers)?;

@@ -8,8 +8,10 @@
 //! not hash to its name (torn by a crash, truncated, overwritten) is never read as valid, only
 //! reported by [`Batches::damaged`]. Batches are written once and never changed in place, so
 //! two processes need no lock to write them, and two writing the same batch write the same
-//! file. Because the name is the check, a batch whose loss costs nothing but work can be
-//! written without fsync ([`Batches::write_unsynced`]): torn by a crash, it is ignored.
+//! file. Because the name is the check, batches are written without fsync
+//! ([`Batches::write_unsynced`]): torn by a crash, one is ignored. A cache entry's loss costs
+//! the step's work again; remote records are synced by their owner before an image that needs
+//! them is tagged ([`crate::remote::Records::sync`]).
 //!
 //! A single record written later (its own file) takes precedence over a batch's: the owners
 //! ([`crate::remote::Records`], [`crate::cache::Cache`]) look there first. A batch is read once
@@ -54,33 +56,24 @@ impl<I: Serialize + DeserializeOwned + Clone> Batches<I> {
         Batches { dir: parent.join("batches"), key, loaded: Arc::new(Mutex::new(Loaded { names: None, items: HashMap::new(), damaged: Vec::new() })) }
     }
 
-    /// Writes `items` as one batch, durably (2 fsyncs whatever their number); nothing for none.
-    pub(crate) fn write(&self, items: &[I]) -> io::Result<()> {
-        self.write_with(items, crate::atomic::write)
-    }
-
-    /// Writes `items` as one batch without waiting for the disk: a crash may lose the batch or
-    /// leave it torn (as a file of zeros or a part of its bytes under its name), which does not
-    /// hash to its name and so is only reported, never read. For items whose loss costs only
-    /// work done again, and that name nothing less durable than themselves.
+    /// Writes `items` as one batch (nothing for none) without waiting for the disk: a crash may
+    /// lose the batch or leave it torn (as a file of zeros or a part of its bytes under its
+    /// name), which does not hash to its name and so is only reported, never read. For items
+    /// whose loss costs only work done again, or that their owner syncs before anything
+    /// durable names them ([`Batches::get`] gives the file).
     pub(crate) fn write_unsynced(&self, items: &[I]) -> io::Result<()> {
-        self.write_with(items, |path, bytes| {
-            let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
-            io::Write::write_all(&mut tmp, bytes)?;
-            tmp.persist(path).map(drop).map_err(|e| e.error)
-        })
-    }
-
-    fn write_with(&self, items: &[I], write: impl FnOnce(&Path, &[u8]) -> io::Result<()>) -> io::Result<()> {
         if items.is_empty() {
             return Ok(());
         }
-        // The directory's own creation is not fsynced (as the store's other directories are
-        // not): on ext4 and xfs the fsyncs of a durable write commit the journal that holds it,
-        // and a fresh runner's store would pay two more fsyncs for nothing.
         fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec(items).map_err(io::Error::other)?;
-        write(&self.dir.join(Digest::of(&bytes).hex()), &bytes)
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
+        io::Write::write_all(&mut tmp, &bytes)?;
+        tmp.persist(self.dir.join(Digest::of(&bytes).hex())).map_err(|e| e.error)?;
+        // Read again at the next lookup: a batch of the same name read before may have been
+        // a torn one this write replaced.
+        self.forget();
+        Ok(())
     }
 
     /// The item of `key` and the batch file holding it, if a valid batch has one. Looked up in

@@ -20,7 +20,10 @@
 //! - the store is closed to other local users (its root and `forge/` are 0700).
 //!
 //! Every write is atomic (temp file, fsync, rename, fsync of the directory), and two processes
-//! may share a store: locks cover one ingest or one small file, never the whole store.
+//! may share a store: locks cover one ingest or one small file, never the whole store. What
+//! nothing durable names yet waits for no disk: a build's image and the records of its remote
+//! layers ([`Store::write_image_unsynced`]) are synced when a tag first names them, and the
+//! cache's entries never are (a lost one costs its step again).
 //!
 //! # Example
 //!

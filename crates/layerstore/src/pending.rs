@@ -67,6 +67,7 @@ impl Store {
             self.tag(name, manifest)?;
             return Ok(false);
         }
+        self.sync_image(manifest)?;
         self.index().tag_pending(&crate::store::normalize_tag(name), manifest)?;
         Ok(true)
     }

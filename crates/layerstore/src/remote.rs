@@ -117,9 +117,30 @@ impl<T: Record> Records<T> {
         crate::atomic::write(&self.path(blob.digest()), &bytes)
     }
 
-    /// Records every blob of `blobs` as one batch: one durable write whatever their number.
+    /// Records every blob of `blobs` as one batch, without waiting for the disk: the image
+    /// that needs them is durable only once [`Store::tag`](crate::Store::tag) names it, which
+    /// makes them durable first ([`Records::sync`]). A crash before may lose the batch, or tear
+    /// it, which then does not hash to its name and is ignored.
     pub fn record_all(&self, blobs: &[T]) -> io::Result<()> {
-        self.batches.write(blobs)
+        self.batches.write_unsynced(blobs)
+    }
+
+    /// Makes the records of `digests` durable, each its own file or its batch's; digests
+    /// without a record are skipped.
+    pub fn sync(&self, digests: &[Digest]) -> io::Result<()> {
+        let mut files = std::collections::BTreeSet::new();
+        for digest in digests {
+            if self.own(digest).is_some() {
+                files.insert(self.path(digest));
+            } else if let Some((_, batch)) = self.batches.get(digest) {
+                files.insert(batch);
+            }
+        }
+        let dirs: std::collections::BTreeSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(PathBuf::from)).collect();
+        for path in files.iter().chain(&dirs) {
+            fs::File::open(path)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// The record of `digest`, if there is a readable one for that digest: its own, else a

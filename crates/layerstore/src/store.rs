@@ -24,6 +24,17 @@ use crate::remote::{Fetcher, RemoteBlob, Remotes};
 use crate::snapshot_blob::{SnapshotBlob, SnapshotBlobs};
 use crate::snapshot::{self, Snapshotter};
 
+/// How [`Store::put_json_with`] waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// The blob's bytes and name ([`content::Writer::commit`]).
+    Synced,
+    /// Its bytes; its name with the next synced commit ([`content::Writer::commit_named_by_next`]).
+    NamedByNext,
+    /// Neither ([`ContentStore::put_unsynced`]).
+    Unsynced,
+}
+
 /// Remote blobs fetched side by side.
 const PARALLEL_FETCHES: usize = 4;
 
@@ -404,18 +415,19 @@ impl Store {
 
     /// Stores `value` as canonical JSON; returns its digest and size.
     pub fn put_json<T: Serialize>(&self, value: &T, what: &'static str) -> Result<(Digest, u64), Error> {
-        self.put_json_with(value, what, true)
+        self.put_json_with(value, what, Durability::Synced)
     }
 
-    /// [`put_json`](Store::put_json); without `sync_name` the blob's name is made durable by the
-    /// next blob committed ([`content::Writer::commit_named_by_next`]).
-    fn put_json_with<T: Serialize>(&self, value: &T, what: &'static str, sync_name: bool) -> Result<(Digest, u64), Error> {
+    fn put_json_with<T: Serialize>(&self, value: &T, what: &'static str, durability: Durability) -> Result<(Digest, u64), Error> {
         let bytes = crate::canonical::to_vec(value).map_err(|e| Error::Encode { what, message: e.to_string() })?;
         let digest = Digest::of(&bytes);
-        if !self.content.reuse(&digest)? {
+        if durability == Durability::Unsynced {
+            self.content.put_unsynced(&digest, &bytes)?;
+        // Compared, not only found: an unsynced write torn by a crash is written again.
+        } else if !self.content.reuse_same(&digest, &bytes)? {
             let mut writer = self.content.writer(&unique_ingest(what))?;
             writer.write_all(&bytes).map_err(|source| content::Error::Io { op: "writing", path: self.root.clone(), source })?;
-            if sync_name {
+            if durability == Durability::Synced {
                 writer.commit(Some(bytes.len() as u64), Some(&digest))?;
             } else {
                 writer.commit_named_by_next(Some(bytes.len() as u64), Some(&digest))?;
@@ -467,7 +479,19 @@ impl Store {
     pub fn write_image(&self, config: &ImageConfig, layers: &[Layer]) -> Result<Descriptor, Error> {
         // The manifest's commit, next, makes the config's name durable with its own (one
         // directory fsync less per image).
-        let (config_digest, config_size) = self.put_json_with(config, "image config", false)?;
+        self.write_image_with(config, layers, [Durability::NamedByNext, Durability::Synced])
+    }
+
+    /// [`write_image`](Store::write_image) without waiting for the disk, for an image nothing
+    /// names yet (a build's, before it is tagged): [`Store::tag`] makes it durable before the
+    /// tag names it. A crash before that may lose it (a rebuild from the cache makes it again)
+    /// or leave a blob torn, which nothing names and the next write of it replaces.
+    pub fn write_image_unsynced(&self, config: &ImageConfig, layers: &[Layer]) -> Result<Descriptor, Error> {
+        self.write_image_with(config, layers, [Durability::Unsynced; 2])
+    }
+
+    fn write_image_with(&self, config: &ImageConfig, layers: &[Layer], [for_config, for_manifest]: [Durability; 2]) -> Result<Descriptor, Error> {
+        let (config_digest, config_size) = self.put_json_with(config, "image config", for_config)?;
         let encode = |e: oci_spec::OciSpecError| Error::Encode { what: "manifest", message: e.to_string() };
         let layers = layers
             .iter()
@@ -480,8 +504,21 @@ impl Store {
             .layers(layers)
             .build()
             .map_err(encode)?;
-        let (digest, size) = self.put_json(&manifest, "manifest")?;
+        let (digest, size) = self.put_json_with(&manifest, "manifest", for_manifest)?;
         descriptor(MediaType::ImageManifest, size, &digest)
+    }
+
+    /// Makes the image `manifest` durable before something names it: its manifest and config
+    /// (checked against their digests: one an unsynced write left torn is refused) and the
+    /// records of its layers that stay in a registry. Its layers' blobs are durable when stored.
+    pub(crate) fn sync_image(&self, manifest: &Descriptor) -> Result<(), Error> {
+        let digest = Digest::from_str(manifest.digest().as_ref()).map_err(|e| Error::Encode { what: "manifest digest", message: e.to_string() })?;
+        let image = self.image_of(manifest)?;
+        let config = Digest::from_str(image.manifest.config().digest().as_ref()).map_err(|e| Error::Encode { what: "config digest", message: e.to_string() })?;
+        self.content.verify(&config)?;
+        self.content.sync(&[&digest, &config])?;
+        let remote: Vec<Digest> = image.layers()?.into_iter().map(|l| l.digest).filter(|d| !self.content.exists(d)).collect();
+        self.remote().sync(&remote).map_err(|source| Error::Io { what: "syncing the records of remote layers", source })
     }
 
     /// Points tag `name` (normalized as Docker does: `app` means `app:latest`) at `manifest`.
@@ -490,6 +527,10 @@ impl Store {
     /// and podman read it.
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), Error> {
         check_name(name)?;
+        // A rebuild tagging the same image again finds it durable already.
+        if self.index.resolve(&normalize_tag(name))?.is_none_or(|d| d.digest() != manifest.digest()) {
+            self.sync_image(manifest)?;
+        }
         // An image that cannot be read is tagged as before (fsck reports it).
         if let Ok(layers) = self.image_of(manifest).and_then(|i| i.layers()) {
             self.materialize(&layers.into_iter().map(|l| l.digest).collect::<Vec<_>>())?;

@@ -35,6 +35,9 @@ use std::time::SystemTime;
 use crate::digest::{Digest, HashingWriter};
 use crate::lock::FileLock;
 
+/// The name prefix of [`ContentStore::put_unsynced`]'s files in the ingest directory.
+const SMALL_PREFIX: &str = ".small-";
+
 /// A content store failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -158,6 +161,49 @@ impl ContentStore {
         }
     }
 
+    /// Stores the small blob `bytes` (of digest `digest`) without waiting for the disk, for a
+    /// blob that nothing durable names yet (an untagged build's image config and manifest): a
+    /// crash may lose it or leave it torn under its name. [`ContentStore::sync`] makes it
+    /// durable before anything names it, and a torn one is replaced by the next write of it,
+    /// which compares before it reuses ([`ContentStore::reuse_same`]). Written beside the
+    /// ingests and renamed into place, so readers never see part of it.
+    pub fn put_unsynced(&self, digest: &Digest, bytes: &[u8]) -> Result<(), Error> {
+        if self.reuse_same(digest, bytes)? {
+            return Ok(());
+        }
+        let mut tmp = tempfile::Builder::new().prefix(SMALL_PREFIX).permissions(fs::Permissions::from_mode(0o444)).tempfile_in(&self.ingest).ctx("creating a file in", &self.ingest)?;
+        tmp.write_all(bytes).ctx("writing", tmp.path())?;
+        let target = self.path(digest);
+        tmp.persist(&target).map_err(|e| e.error).ctx("committing", &target)?;
+        Ok(())
+    }
+
+    /// Makes the stored blobs `digests` durable, bytes and names: those stored
+    /// [unsynced](ContentStore::put_unsynced), before something durable names them.
+    pub fn sync(&self, digests: &[&Digest]) -> Result<(), Error> {
+        for digest in digests {
+            self.open_blob(digest)?.sync_all().ctx("syncing", &self.path(digest))?;
+        }
+        File::open(&self.blobs).and_then(|d| d.sync_all()).ctx("syncing", &self.blobs)
+    }
+
+    /// [`reuse`](ContentStore::reuse) for a small blob whose bytes the caller has: the stored
+    /// blob counts only if it holds exactly `bytes`. One that does not (torn by a crash after
+    /// [`put_unsynced`](ContentStore::put_unsynced)) is removed, for the caller to write again.
+    pub fn reuse_same(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, Error> {
+        if !self.reuse(digest)? {
+            return Ok(false);
+        }
+        let path = self.path(digest);
+        let mut stored = Vec::with_capacity(bytes.len());
+        io::Read::read_to_end(&mut io::Read::take(self.open_blob(digest)?, bytes.len() as u64 + 1), &mut stored).ctx("reading", &path)?;
+        if stored == bytes {
+            return Ok(true);
+        }
+        self.delete(digest)?;
+        Ok(false)
+    }
+
     /// Whether the blob is stored, for a writer that will use it instead of writing it again.
     /// The blob is stamped as written now, under its lock, so a [lease](crate::lease) holds it
     /// from here on; `Ok(false)` when it is absent (or a gc removed it just before).
@@ -204,6 +250,15 @@ impl ContentStore {
             if name.starts_with(".rm-") {
                 // Set aside by a gc that died before removing it.
                 let _ = fs::remove_dir_all(&dir);
+                continue;
+            }
+            if name.starts_with(SMALL_PREFIX) {
+                // A `put_unsynced` killed before its rename: the file is what is left.
+                if fs::metadata(&dir).and_then(|m| m.modified()).is_ok_and(|t| t < since) {
+                    bytes += fs::metadata(&dir).map_or(0, |m| m.len());
+                    count += 1;
+                    let _ = fs::remove_file(&dir);
+                }
                 continue;
             }
             let lock = match FileLock::try_exclusive(&dir.join("lock")) {
