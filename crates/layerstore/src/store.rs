@@ -511,13 +511,15 @@ impl Store {
     /// Makes the image `manifest` durable before something names it: its manifest and config
     /// (checked against their digests: one an unsynced write left torn is refused) and the
     /// records of its layers that stay in a registry. Its layers' blobs are durable when stored.
+    /// The config is not parsed: an image forge cannot read is still tagged, for fsck to report.
     pub(crate) fn sync_image(&self, manifest: &Descriptor) -> Result<(), Error> {
-        let digest = Digest::from_str(manifest.digest().as_ref()).map_err(|e| Error::Encode { what: "manifest digest", message: e.to_string() })?;
-        let image = self.image_of(manifest)?;
-        let config = Digest::from_str(image.manifest.config().digest().as_ref()).map_err(|e| Error::Encode { what: "config digest", message: e.to_string() })?;
+        let digest = |d: &oci_spec::image::Digest| Digest::from_str(d.as_ref()).map_err(|e| Error::Encode { what: "digest", message: e.to_string() });
+        let manifest_digest = digest(manifest.digest())?;
+        let parsed: ImageManifest = self.get_json(&manifest_digest, "manifest")?;
+        let config = digest(parsed.config().digest())?;
         self.content.verify(&config)?;
-        self.content.sync(&[&digest, &config])?;
-        let remote: Vec<Digest> = image.layers()?.into_iter().map(|l| l.digest).filter(|d| !self.content.exists(d)).collect();
+        self.content.sync(&[&manifest_digest, &config])?;
+        let remote: Vec<Digest> = parsed.layers().iter().map(|l| digest(l.digest())).collect::<Result<Vec<_>, _>>()?.into_iter().filter(|d| !self.content.exists(d)).collect();
         self.remote().sync(&remote).map_err(|source| Error::Io { what: "syncing the records of remote layers", source })
     }
 
