@@ -14,7 +14,7 @@
 //! layer it was made from (see [`crate::maintenance`]), and a memo whose blob is gone is made
 //! again.
 
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -37,13 +37,25 @@ const SMALL_LAYER: u64 = 1 << 20;
 /// An image without plain layers (pulled, or built with `--compression`) comes back unchanged,
 /// manifest digest included. `Compression::None` changes nothing.
 pub fn for_distribution(store: &Store, image: &Image, compression: Compression) -> Result<Image, Error> {
-    for_distribution_with(store, image, compression, &|_| {})
+    for_distribution_with(store, image, compression, &|_| {}, None)
+}
+
+/// Where the compressed bytes of a layer go as they are made, besides the store: a push
+/// sends a big layer to the registry while the compressor is still at work on it, rather
+/// than after.
+pub trait LayerSink: Sync {
+    /// A writer for the compressed form of the plain layer `plain`, about to be made, or `None`
+    /// to leave it to the store only. The writer is dropped once every byte was written to it,
+    /// before the layer is reported `ready`; a write that fails stops the copy, never the
+    /// compression (the caller then sends the stored blob).
+    fn start(&self, plain: &Layer) -> Option<Box<dyn Write + Send>>;
 }
 
 /// [`for_distribution`], calling `ready` with each layer of the result as soon as its blob is in
 /// the store (layers that stay as they are first, then each compressed one as it is finished,
-/// in no fixed order): a push uploads a layer while the next is still being compressed.
-pub fn for_distribution_with(store: &Store, image: &Image, compression: Compression, ready: &(dyn Fn(&Layer) + Sync)) -> Result<Image, Error> {
+/// in no fixed order): a push uploads a layer while the next is still being compressed. The
+/// layers compressed one at a time (the large ones) are also written to `sink` as they are made.
+pub fn for_distribution_with(store: &Store, image: &Image, compression: Compression, ready: &(dyn Fn(&Layer) + Sync), sink: Option<&dyn LayerSink>) -> Result<Image, Error> {
     let layers = image.layers()?;
     let plain: Vec<usize> = (0..layers.len()).filter(|&i| is_plain(&layers[i])).collect();
     if plain.is_empty() || compression == Compression::None {
@@ -51,8 +63,8 @@ pub fn for_distribution_with(store: &Store, image: &Image, compression: Compress
         return Ok(image.clone());
     }
     layers.iter().enumerate().filter(|(i, _)| !plain.contains(i)).for_each(|(_, l)| ready(l));
-    let compress = |layer: &Layer| {
-        let made = compressed_layer(store, layer, compression);
+    let compress = |layer: &Layer, sink: Option<&dyn LayerSink>| {
+        let made = compressed_layer_to(store, layer, compression, sink);
         if let Ok(l) = &made {
             ready(l);
         }
@@ -76,7 +88,7 @@ pub fn for_distribution_with(store: &Store, image: &Image, compression: Compress
                 s.spawn(|| {
                     let mut done = Vec::new();
                     while let Some(&i) = small.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                        done.push((i, compress(&layers[i])));
+                        done.push((i, compress(&layers[i], None)));
                     }
                     done
                 })
@@ -84,7 +96,7 @@ pub fn for_distribution_with(store: &Store, image: &Image, compression: Compress
             .collect();
         workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
-    compressed.extend(large.into_iter().map(|i| (i, compress(&layers[i]))));
+    compressed.extend(large.into_iter().map(|i| (i, compress(&layers[i], sink))));
     compressed.sort_by_key(|(i, _)| *i);
     let mut manifest = image.manifest.clone();
     let mut descriptors = manifest.layers().clone();
@@ -107,21 +119,27 @@ pub fn for_distribution_with(store: &Store, image: &Image, compression: Compress
 /// stored, else compressed now (and remembered). The plain blob's bytes are checked against its
 /// diffID on the way, so a corrupt layer is reported rather than shipped.
 pub fn compressed_layer(store: &Store, layer: &Layer, compression: Compression) -> Result<Layer, Error> {
+    compressed_layer_to(store, layer, compression, None)
+}
+
+/// [`compressed_layer`], its bytes also written to `sink` when they are made now.
+fn compressed_layer_to(store: &Store, layer: &Layer, compression: Compression, sink: Option<&dyn LayerSink>) -> Result<Layer, Error> {
     if let Some(known) = memo(store, &layer.diff_id, compression) {
         // `reuse` also stamps the blob, so a running push's lease holds it against a gc.
         if store.content().reuse(&known.digest)? {
             return Ok(known);
         }
     }
+    let copy = sink.and_then(|s| s.start(layer));
     let io = |source| Error::Io { what: "compressing a layer", source };
     let (d, writer) = match kept_as_snapshot(store, layer) {
         // Its tar is made from the snapshot into the compressor: the plain tar is never
         // written (on W2, 712 MiB the push would write only to read back).
         Some(kept) => {
             let writer = store.content().writer_hashed_by_caller(&crate::store::unique_ingest("compressed-layer"))?;
-            let mut out = BufWriter::with_capacity(256 << 10, writer);
+            let mut out = BufWriter::with_capacity(256 << 10, Tee { store: writer, copy });
             let made = kept.stream_as(store, compression, &mut out).map_err(|message| Error::SnapshotBlob { digest: kept.digest.clone(), chain_id: kept.chain_id.clone(), message })?;
-            let writer = out.into_inner().map_err(|e| io(e.into_error()))?;
+            let writer = out.into_inner().map_err(|e| io(e.into_error()))?.store;
             (BlobDigests { diff_id: made.diff_id, uncompressed_size: kept.size, digest: made.digest, size: made.size }, writer)
         }
         None => {
@@ -129,10 +147,10 @@ pub fn compressed_layer(store: &Store, layer: &Layer, compression: Compression) 
             let (_, mut tar) = decompress(BufReader::with_capacity(256 << 10, plain))
                 .map_err(|e| Error::Invalid { what: "layer", digest: layer.digest.clone(), message: e.to_string() })?;
             let writer = store.content().writer(&crate::store::unique_ingest("compressed-layer"))?;
-            let mut out = LayerWriter::new(BufWriter::with_capacity(256 << 10, writer), compression).map_err(io)?;
+            let mut out = LayerWriter::new(BufWriter::with_capacity(256 << 10, Tee { store: writer, copy }), compression).map_err(io)?;
             std::io::copy(&mut tar, &mut out).map_err(io)?;
             let (buffered, d) = out.finish().map_err(io)?;
-            (d, buffered.into_inner().map_err(|e| io(e.into_error()))?)
+            (d, buffered.into_inner().map_err(|e| io(e.into_error()))?.store)
         }
     };
     if d.diff_id != layer.diff_id {
@@ -147,6 +165,35 @@ pub fn compressed_layer(store: &Store, layer: &Layer, compression: Compression) 
     let made = Layer { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: compression.media_type().to_string() };
     remember(store, compression, &made)?;
     Ok(made)
+}
+
+/// The content store's writer, and a copy of every byte for a [`LayerSink`] while it takes them.
+struct Tee {
+    store: crate::content::Writer,
+    /// Dropped at its first failure, and when the tee is unwrapped (the end of the bytes).
+    copy: Option<Box<dyn Write + Send>>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.store.write(buf)?;
+        if let Some(copy) = &mut self.copy {
+            if copy.write_all(&buf[..n]).is_err() {
+                self.copy = None;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.store.flush()?;
+        if let Some(copy) = &mut self.copy {
+            if copy.flush().is_err() {
+                self.copy = None;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Makes the plain layer `plain` from its compressed form `compressed` (a local blob; a build

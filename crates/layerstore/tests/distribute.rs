@@ -88,7 +88,7 @@ fn reported_layers(store: &Store, image: &Image, compression: Compression) -> (I
     let out = for_distribution_with(store, image, compression, &|l: &Layer| {
         assert!(store.content().exists(&l.digest), "{} was reported before it was stored", l.digest);
         seen.lock().unwrap().push(l.digest.clone());
-    })
+    }, None)
     .unwrap();
     let mut seen = seen.into_inner().unwrap();
     seen.sort();
@@ -152,4 +152,46 @@ fn a_corrupt_plain_layer_is_refused_not_shipped() {
     std::fs::write(&path, bytes).unwrap();
     let err = for_distribution(&store, &image, Compression::Gzip).unwrap_err().to_string();
     assert!(err.contains("not its diffID"), "{err}");
+}
+
+/// Collects what a [`LayerSink`] is given, per plain layer.
+#[derive(Default)]
+struct Collect(std::sync::Arc<std::sync::Mutex<Vec<(Digest, Vec<u8>)>>>);
+
+struct Part(std::sync::Arc<std::sync::Mutex<Vec<(Digest, Vec<u8>)>>>, usize);
+
+impl std::io::Write for Part {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap()[self.1].1.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl forge_layerstore::distribute::LayerSink for Collect {
+    fn start(&self, plain: &Layer) -> Option<Box<dyn std::io::Write + Send>> {
+        let mut all = self.0.lock().unwrap();
+        all.push((plain.diff_id.clone(), Vec::new()));
+        Some(Box::new(Part(self.0.clone(), all.len() - 1)))
+    }
+}
+
+#[test]
+fn a_sink_gets_each_big_layers_blob_as_it_is_made_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, image) = plain_image(dir.path());
+    let sink = Collect::default();
+    let out = for_distribution_with(&store, &image, Compression::Gzip, &|_| {}, Some(&sink)).unwrap();
+    let got = sink.0.lock().unwrap().clone();
+    // The 3 MiB layer only: the small one is compressed beside others, not streamed.
+    let big = &out.layers().unwrap()[1];
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, big.diff_id);
+    assert_eq!(got[0].1, std::fs::read(store.content().path(&big.digest)).unwrap());
+    // Remembered: nothing is made again, so the sink is not called.
+    let again = Collect::default();
+    for_distribution_with(&store, &image, Compression::Gzip, &|_| {}, Some(&again)).unwrap();
+    assert!(again.0.lock().unwrap().is_empty());
 }

@@ -2,15 +2,22 @@
 //! registry when forge knows one holds it, else uploaded (one PUT for small blobs, PATCH chunks
 //! for large ones, streamed from the store file by file range); layers go up in parallel; the
 //! manifest goes last, only once every blob is there.
+//!
+//! A big plain layer, compressed for this push, goes up as it is compressed, as docker's push
+//! does: one PATCH whose body is the compressor's output, then the PUT with the digest once the
+//! blob is stored. Should that fail, the stored blob is sent as any other.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::Method;
 
 use forge_layerstore::archive::Compression;
-use forge_layerstore::{Digest, Store};
+use forge_layerstore::distribute::LayerSink;
+use forge_layerstore::{Digest, Layer, Store};
 use oci_spec::image::Descriptor;
 
 use crate::pull::{descriptor, known_sources, record_source};
@@ -23,23 +30,112 @@ const CHUNK: u64 = 32 << 20;
 /// Parallel blob uploads.
 const PARALLEL: usize = 3;
 
+/// Plain layers at least this large go up while they are compressed.
+const STREAM_FROM: u64 = 8 << 20;
+
+/// Bytes of compressed output a streamed upload may hold in memory: chunks of this size, this
+/// many at a time; the compressor waits for the upload beyond that.
+const STREAM_CHUNK: usize = 1 << 20;
+const STREAM_CHUNKS: usize = 4;
+
+/// What the compressing thread tells the uploads.
+enum Event {
+    /// A blob is stored and can go up.
+    Ready { digest: Digest, size: u64, diff_id: Digest },
+    /// The compressed bytes of the plain layer `diff_id` follow on `bytes`.
+    Streaming { diff_id: Digest, bytes: tokio::sync::mpsc::Receiver<Vec<u8>> },
+}
+
+/// The [`LayerSink`] of a push: each big layer's bytes to a channel the uploads read.
+struct Streams(tokio::sync::mpsc::UnboundedSender<Event>);
+
+impl LayerSink for Streams {
+    fn start(&self, plain: &Layer) -> Option<Box<dyn std::io::Write + Send>> {
+        if plain.size < STREAM_FROM {
+            return None;
+        }
+        let (tx, bytes) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
+        self.0.send(Event::Streaming { diff_id: plain.diff_id.clone(), bytes }).ok()?;
+        Some(Box::new(ChunkSender { tx, chunk: Vec::with_capacity(STREAM_CHUNK) }))
+    }
+}
+
+/// A blocking writer onto a streamed upload's channel, in chunks; the rest goes when dropped.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send_chunk(&mut self) -> std::io::Result<()> {
+        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(STREAM_CHUNK));
+        self.tx.blocking_send(full).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the streamed upload stopped"))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(STREAM_CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == STREAM_CHUNK {
+            self.send_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ChunkSender {
+    fn drop(&mut self) {
+        if !self.chunk.is_empty() {
+            let _ = self.send_chunk();
+        }
+    }
+}
+
 pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &Reference, progress: &dyn Progress) -> Result<Descriptor, Error> {
     let local_image = store.image(local)?;
     let target = Target { host: reference.api_host(), registry: reference.registry(), repository: reference.repository(), push: true };
     // Plain layers leave the machine gzipped (remembered, so a second push reuses the blobs).
     // Each layer goes up as soon as its blob is ready, while the next one is still compressed;
     // the config is not changed by compression, so it goes first.
-    let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel::<(Digest, u64)>();
-    ready_tx.send((local_image.id()?, local_image.manifest.config().size())).expect("the receiver is alive");
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let config = local_image.id()?;
+    events_tx.send(Event::Ready { diff_id: config.clone(), digest: config, size: local_image.manifest.config().size() }).expect("the receiver is alive");
     let compressing = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             // A send fails only once the uploads have stopped on an error, which is reported instead.
-            let ready = |l: &forge_layerstore::Layer| drop(ready_tx.send((l.digest.clone(), l.size)));
-            forge_layerstore::distribute::for_distribution_with(&store, &local_image, Compression::Gzip, &ready)
+            let ready = |l: &Layer| drop(events_tx.send(Event::Ready { digest: l.digest.clone(), size: l.size, diff_id: l.diff_id.clone() }));
+            let streams = Streams(events_tx.clone());
+            forge_layerstore::distribute::for_distribution_with(&store, &local_image, Compression::Gzip, &ready, Some(&streams))
         })
     };
-    let uploads = tokio_stream_of(ready_rx).map(|(d, size)| push_blob(t, target, store, d, size, progress)).buffer_unordered(PARALLEL).try_collect::<Vec<()>>().await;
+    // A streamed layer's upload waits here for its digest, which comes with its `Ready`.
+    let streamed: Mutex<HashMap<Digest, tokio::sync::oneshot::Sender<(Digest, u64)>>> = Mutex::default();
+    let uploads = tokio_stream_of(events_rx)
+        .map(|event| -> futures_util::future::BoxFuture<'_, Result<(), Error>> {
+            match event {
+                Event::Streaming { diff_id, bytes } => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    streamed.lock().unwrap().insert(diff_id, tx);
+                    Box::pin(push_streamed(t, target, store, bytes, rx, progress))
+                }
+                Event::Ready { digest, size, diff_id } => match streamed.lock().unwrap().remove(&diff_id) {
+                    Some(waiting) => {
+                        let _ = waiting.send((digest, size));
+                        Box::pin(async { Ok(()) })
+                    }
+                    None => Box::pin(push_blob(t, target, store, digest, size, progress)),
+                },
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await;
     let image = compressing.await.map_err(|e| Error::Invalid { what: "local image".into(), registry: String::new(), message: format!("compressing its layers: {e}") })??;
     uploads?;
     let mut blobs: Vec<(Digest, u64)> = vec![(image.id()?, image.manifest.config().size())];
@@ -60,6 +156,51 @@ pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &
     Transport::expect(resp, "PUT", &[200, 201]).await?;
     record_source(store, reference, blobs.iter().map(|(d, _)| d));
     descriptor(&media_type, bytes.len() as u64, &manifest_digest)
+}
+
+/// Uploads a layer whose compressed bytes arrive on `bytes` as they are made: one PATCH
+/// streaming them, then the PUT with the digest `stored` gives once the blob is stored. If
+/// that fails, or the layer was there already, the stored blob is pushed as any other.
+async fn push_streamed(t: &Transport, target: Target<'_>, store: &Store, bytes: tokio::sync::mpsc::Receiver<Vec<u8>>, stored: tokio::sync::oneshot::Receiver<(Digest, u64)>, progress: &dyn Progress) -> Result<(), Error> {
+    let sent = stream_body(t, target, bytes).await;
+    // Gone when the compression failed, which the push reports.
+    let Ok((digest, size)) = stored.await else { return Ok(()) };
+    if let Ok(location) = sent {
+        let url = with_digest(&location, &digest);
+        if let Ok(resp) = t.send(target, Method::PUT, &url, |r| r.header(CONTENT_LENGTH, 0)).await {
+            if resp.status().as_u16() == 201 {
+                progress.done(digest.as_str(), "pushed");
+                return Ok(());
+            }
+            tracing::debug!(%digest, status = %resp.status(), "a streamed upload was refused; sending the stored blob");
+        }
+    }
+    push_blob(t, target, store, digest, size, progress).await
+}
+
+/// Opens an upload and sends what arrives on `bytes` as the body of one PATCH, not retried (the
+/// body is read once); the location to finish the upload at.
+async fn stream_body(t: &Transport, target: Target<'_>, mut bytes: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<String, Error> {
+    let base = t.base_url(target.host).await?;
+    let url = format!("{base}/v2/{}/blobs/uploads/", target.repository);
+    let opened = t.send(target, Method::POST, &url, |r| r.header(CONTENT_LENGTH, 0)).await;
+    let opened = match opened {
+        Ok(resp) => Transport::expect(resp, "POST", &[202]).await,
+        Err(e) => Err(e),
+    };
+    let location = match opened.and_then(|resp| location_of(&base, &resp)) {
+        Ok(l) => l,
+        Err(e) => {
+            // Drained, so the compressor is not held up by an upload that will not happen.
+            while bytes.recv().await.is_some() {}
+            return Err(e);
+        }
+    };
+    let stream = futures_util::stream::poll_fn(move |cx| bytes.poll_recv(cx).map(|c| c.map(Ok::<_, std::io::Error>)));
+    let body = reqwest::Body::wrap_stream(stream);
+    let resp = t.send_once(target, Method::PATCH, &location, |r| r.header(CONTENT_TYPE, "application/octet-stream").body(body)).await?;
+    let resp = Transport::expect(resp, "PATCH", &[202]).await?;
+    location_of(&base, &resp)
 }
 
 pub(crate) async fn push_blob(t: &Transport, target: Target<'_>, store: &Store, digest: Digest, size: u64, progress: &dyn Progress) -> Result<(), Error> {

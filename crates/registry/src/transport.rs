@@ -194,6 +194,16 @@ impl Transport {
         }
     }
 
+    /// Sends a request whose body can be sent only once (a stream), as the requests before
+    /// it were authenticated, in one attempt: the caller has another way to fail over to.
+    pub(crate) async fn send_once(&self, target: Target<'_>, method: Method, url: &str, build: impl FnOnce(RequestBuilder) -> RequestBuilder) -> Result<Response, Error> {
+        let mut req = self.client(target.host)?.request(method, url);
+        if let Some(auth) = self.tokens.get(target.host, &target.scope()) {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        build(req).send().await.map_err(|e| Error::Connection { url: url.to_string(), message: error_chain(&e) })
+    }
+
     /// Forgets the remembered scheme of `host`, probes it again and returns `url` on the base
     /// found, or `None` when the probe finds the same base.
     async fn reprobe(&self, host: &str, url: &str) -> Result<Option<String>, Error> {

@@ -1,6 +1,6 @@
 //! Faults between forge and a real registry, injected by a proxy in this file: dropped
 //! connections mid-body (blobs and manifests), 500s, 429 with Retry-After, and a byte flipped
-//! in flight (once, or every time). Pull and push complete through the transient ones; bytes
+//! in flight (once, or every time), a streamed upload refused. Pull and push complete through the transient ones; bytes
 //! that never verify are rejected after bounded retries and never stored. Also a hostile
 //! image pushed with raw HTTP: a config larger than the store reads is refused.
 
@@ -30,7 +30,13 @@ enum Fault {
     CutManifests,
     /// The first download of each blob and manifest carries one altered byte.
     FlipOnce,
+    /// An upload streamed in one PATCH (chunked, no Content-Length) gets a 500 and the
+    /// connection closed, its body unread.
+    RefuseStreams,
 }
+
+/// Streamed uploads [`Fault::RefuseStreams`] refused.
+static REFUSED_STREAMS: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts a proxy to `upstream` injecting `fault`; returns its address.
 fn proxy(upstream: String, fault: Fault) -> String {
@@ -76,7 +82,13 @@ fn serve(mut client: TcpStream, upstream: &str, fault: Fault, count: &AtomicUsiz
         let is_blob_get = head.starts_with("GET ") && head.contains("/blobs/sha256:");
         let is_manifest_get = head.starts_with("GET ") && head.contains("/manifests/");
         let first_time = seen.lock().unwrap().insert(head.lines().next().unwrap_or_default().to_string());
+        let streamed = head.starts_with("PATCH ") && head.to_ascii_lowercase().contains("transfer-encoding: chunked");
         match fault {
+            Fault::RefuseStreams if streamed => {
+                REFUSED_STREAMS.fetch_add(1, Ordering::SeqCst);
+                client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+                return Ok(());
+            }
             Fault::ServerError if n % 3 == 1 => {
                 client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")?;
                 continue;
@@ -266,4 +278,31 @@ fn a_config_larger_than_the_store_reads_is_refused_and_not_tagged() {
     assert!(err.contains("image config") && err.contains(&format!("more than the {} bytes", forge_layerstore::store::MAX_JSON_BYTES)), "{err}");
     assert!(store.index().list().unwrap().is_empty(), "a refused pull tagged something");
     assert!(!store.content().exists(&manifest.parse().unwrap()), "the config was downloaded");
+}
+
+#[test]
+fn a_refused_streamed_upload_sends_the_stored_blob_instead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("plain");
+    std::fs::create_dir(&rootfs).unwrap();
+    // Past the size whose upload streams while it is compressed.
+    std::fs::write(rootfs.join("data.bin"), (0..(12u32 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let tar = std::process::Command::new("tar").arg("-C").arg(&rootfs).args(["-cf", "-", "."]).output().unwrap().stdout;
+    let root = tmp.path().join("store");
+    forge_layerstore::import::import_rootfs(&root, &tar[..], "plain:1", forge_layerstore::archive::Compression::None).unwrap();
+    let store = Store::open(&root).unwrap();
+    let registry = forge_testkit::Registry::start();
+    let via = proxy(registry.addr.clone(), Fault::RefuseStreams);
+    let dest = Reference::parse(&format!("{via}/plain/app:1")).unwrap();
+    rt().block_on(client().push(&store, "plain:1", &dest, &NoProgress)).unwrap_or_else(|e| panic!("{e}\n{}", registry.log()));
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap();
+    let pulled = empty.image(&dest.to_string()).unwrap().layers().unwrap().remove(0);
+    assert_eq!(pulled.diff_id, store.image("plain:1").unwrap().layers().unwrap()[0].diff_id);
+    empty.content().verify(&pulled.digest).unwrap();
+    let log = registry.log();
+    // The stream was tried and refused; nothing streamed reached the registry: the blob went
+    // up from the store in one PUT.
+    assert_eq!(REFUSED_STREAMS.load(Ordering::SeqCst), 1);
+    assert_eq!(log.matches("\"PATCH ").count(), 0, "{log}");
 }

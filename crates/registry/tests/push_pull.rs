@@ -109,3 +109,49 @@ fn missing_images_and_bad_references_are_clear_errors() {
     assert!(err.to_string().contains("not-here"), "{err}");
     assert!(Reference::parse("Bad/Name").is_err());
 }
+
+#[test]
+fn a_big_plain_layer_goes_up_while_it_is_compressed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("plain");
+    std::fs::create_dir(&rootfs).unwrap();
+    // 16 MiB, half of it incompressible: past the size that streams, and one upload chunk
+    // once gzipped (so a PATCH in the log can only be the streamed one).
+    let mut data = vec![0u8; 16 << 20];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for b in data.iter_mut().take(8 << 20) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(rootfs.join("data.bin"), &data).unwrap();
+    let tar = std::process::Command::new("tar").arg("-C").arg(&rootfs).args(["-cf", "-", "."]).output().unwrap().stdout;
+    let root = tmp.path().join("store");
+    forge_layerstore::import::import_rootfs(&root, &tar[..], "plain:1", forge_layerstore::archive::Compression::None).unwrap();
+    let store = Store::open(&root).unwrap();
+    let plain = store.image("plain:1").unwrap().layers().unwrap().remove(0);
+    let registry = forge_testkit::Registry::start();
+    let dest = Reference::parse(&format!("{}/plain/app:1", registry.addr)).unwrap();
+    let client = Client::new(ClientConfig::default());
+    let rec = Recorder::default();
+    rt().block_on(client.push(&store, "plain:1", &dest, &rec)).unwrap();
+    assert_eq!(rec.hows(), ["pushed", "pushed"]);
+    let log = registry.log();
+    assert_eq!(log.matches("\"PATCH /v2/plain/app/blobs/uploads/").count(), 1, "{log}");
+
+    // What went up is the blob the store remembers for the layer, whole.
+    let gzipped = forge_layerstore::distribute::compressed_layer(&store, &plain, forge_layerstore::archive::Compression::Gzip).unwrap();
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    rt().block_on(client.pull(&dest, &empty, &NoProgress)).unwrap();
+    let pulled = empty.image(&dest.to_string()).unwrap().layers().unwrap().remove(0);
+    assert_eq!(pulled.digest, gzipped.digest);
+    assert_eq!(pulled.diff_id, plain.diff_id);
+    empty.content().verify(&pulled.digest).unwrap();
+    let layout = tmp.path().join("copied");
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{dest}"), &format!("oci:{}:x", layout.display())]);
+    // A second push finds it there.
+    let rec = Recorder::default();
+    rt().block_on(client.push(&store, "plain:1", &dest, &rec)).unwrap();
+    assert_eq!(rec.hows(), ["exists", "exists"]);
+}
