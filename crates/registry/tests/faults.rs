@@ -283,14 +283,9 @@ fn a_config_larger_than_the_store_reads_is_refused_and_not_tagged() {
 #[test]
 fn a_refused_streamed_upload_sends_the_stored_blob_instead() {
     let tmp = tempfile::tempdir().unwrap();
-    let rootfs = tmp.path().join("plain");
-    std::fs::create_dir(&rootfs).unwrap();
     // Past the size whose upload streams while it is compressed.
-    std::fs::write(rootfs.join("data.bin"), (0..(12u32 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
-    let tar = std::process::Command::new("tar").arg("-C").arg(&rootfs).args(["-cf", "-", "."]).output().unwrap().stdout;
-    let root = tmp.path().join("store");
-    forge_layerstore::import::import_rootfs(&root, &tar[..], "plain:1", forge_layerstore::archive::Compression::None).unwrap();
-    let store = Store::open(&root).unwrap();
+    let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let store = common::one_file_store(tmp.path(), "plain:1", &data, forge_layerstore::archive::Compression::None);
     let registry = forge_testkit::Registry::start();
     let via = proxy(registry.addr.clone(), Fault::RefuseStreams);
     let dest = Reference::parse(&format!("{via}/plain/app:1")).unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{busybox_store, rt, skopeo, Recorder};
+use common::{busybox_store, incompressible, one_file_store, rt, skopeo, Recorder};
 use forge_layerstore::Store;
 use forge_registry::{Client, ClientConfig, NoProgress, Reference};
 
@@ -68,22 +68,8 @@ fn pulls_what_skopeo_pushed_and_skopeo_copies_what_forge_pushed() {
 #[test]
 fn a_large_layer_goes_up_in_chunks_and_comes_back_intact() {
     let tmp = tempfile::tempdir().unwrap();
-    let rootfs = tmp.path().join("big");
-    std::fs::create_dir(&rootfs).unwrap();
     // Incompressible, so the blob stays larger than one upload chunk.
-    let mut data = vec![0u8; 48 << 20];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    std::fs::write(rootfs.join("blob.bin"), &data).unwrap();
-    let tar = std::process::Command::new("tar").arg("-C").arg(&rootfs).args(["-cf", "-", "."]).output().unwrap().stdout;
-    let root = tmp.path().join("store");
-    forge_layerstore::import::import_rootfs(&root, &tar[..], "big:1", forge_layerstore::archive::Compression::Gzip).unwrap();
-    let store = Store::open(&root).unwrap();
+    let store = one_file_store(tmp.path(), "big:1", &incompressible(48 << 20, 0x9e37_79b9_7f4a_7c15), forge_layerstore::archive::Compression::Gzip);
     let registry = forge_testkit::Registry::start();
     let dest = Reference::parse(&format!("{}/big:1", registry.addr)).unwrap();
     let client = Client::new(ClientConfig::default());
@@ -113,23 +99,11 @@ fn missing_images_and_bad_references_are_clear_errors() {
 #[test]
 fn a_big_plain_layer_goes_up_while_it_is_compressed() {
     let tmp = tempfile::tempdir().unwrap();
-    let rootfs = tmp.path().join("plain");
-    std::fs::create_dir(&rootfs).unwrap();
     // 16 MiB, half of it incompressible: past the size that streams, and one upload chunk
     // once gzipped (so a PATCH in the log can only be the streamed one).
-    let mut data = vec![0u8; 16 << 20];
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    for b in data.iter_mut().take(8 << 20) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    std::fs::write(rootfs.join("data.bin"), &data).unwrap();
-    let tar = std::process::Command::new("tar").arg("-C").arg(&rootfs).args(["-cf", "-", "."]).output().unwrap().stdout;
-    let root = tmp.path().join("store");
-    forge_layerstore::import::import_rootfs(&root, &tar[..], "plain:1", forge_layerstore::archive::Compression::None).unwrap();
-    let store = Store::open(&root).unwrap();
+    let mut data = incompressible(8 << 20, 0x2545_f491_4f6c_dd1d);
+    data.resize(16 << 20, 0);
+    let store = one_file_store(tmp.path(), "plain:1", &data, forge_layerstore::archive::Compression::None);
     let plain = store.image("plain:1").unwrap().layers().unwrap().remove(0);
     let registry = forge_testkit::Registry::start();
     let dest = Reference::parse(&format!("{}/plain/app:1", registry.addr)).unwrap();

@@ -21,6 +21,32 @@ pub fn busybox_store(dir: &Path) -> Store {
     Store::open(&root).unwrap()
 }
 
+/// A store in `dir/store` whose image `name` has one layer, stored with `compression`: a file
+/// `data.bin` holding `data`.
+pub fn one_file_store(dir: &Path, name: &str, data: &[u8], compression: Compression) -> Store {
+    let rootfs = dir.join("one-file");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::write(rootfs.join("data.bin"), data).unwrap();
+    let out = Command::new("tar").arg("-C").arg(&rootfs).args(["-cf", "-", "."]).output().unwrap();
+    assert!(out.status.success());
+    let root = dir.join("store");
+    forge_layerstore::import::import_rootfs(&root, &out.stdout[..], name, compression).unwrap();
+    Store::open(&root).unwrap()
+}
+
+/// `len` bytes that do not compress (xorshift), the same for the same `seed`.
+pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
