@@ -421,9 +421,10 @@ impl Store {
     fn put_json_with<T: Serialize>(&self, value: &T, what: &'static str, durability: Durability) -> Result<(Digest, u64), Error> {
         let bytes = crate::canonical::to_vec(value).map_err(|e| Error::Encode { what, message: e.to_string() })?;
         let digest = Digest::of(&bytes);
+        // Either way a stored blob is compared, not only found: an unsynced write torn by a
+        // crash is written again.
         if durability == Durability::Unsynced {
             self.content.put_unsynced(&digest, &bytes)?;
-        // Compared, not only found: an unsynced write torn by a crash is written again.
         } else if !self.content.reuse_same(&digest, &bytes)? {
             let mut writer = self.content.writer(&unique_ingest(what))?;
             writer.write_all(&bytes).map_err(|source| content::Error::Io { op: "writing", path: self.root.clone(), source })?;

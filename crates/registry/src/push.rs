@@ -160,7 +160,7 @@ pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &
 
 /// Uploads a layer whose compressed bytes arrive on `bytes` as they are made: one PATCH
 /// streaming them, then the PUT with the digest `stored` gives once the blob is stored. If
-/// that fails, or the layer was there already, the stored blob is pushed as any other.
+/// either fails, the stored blob is pushed as any other.
 async fn push_streamed(t: &Transport, target: Target<'_>, store: &Store, bytes: tokio::sync::mpsc::Receiver<Vec<u8>>, stored: tokio::sync::oneshot::Receiver<(Digest, u64)>, progress: &dyn Progress) -> Result<(), Error> {
     let sent = stream_body(t, target, bytes).await;
     // Gone when the compression failed, which the push reports.
@@ -183,19 +183,9 @@ async fn push_streamed(t: &Transport, target: Target<'_>, store: &Store, bytes: 
 async fn stream_body(t: &Transport, target: Target<'_>, mut bytes: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<String, Error> {
     let base = t.base_url(target.host).await?;
     let url = format!("{base}/v2/{}/blobs/uploads/", target.repository);
-    let opened = t.send(target, Method::POST, &url, |r| r.header(CONTENT_LENGTH, 0)).await;
-    let opened = match opened {
-        Ok(resp) => Transport::expect(resp, "POST", &[202]).await,
-        Err(e) => Err(e),
-    };
-    let location = match opened.and_then(|resp| location_of(&base, &resp)) {
-        Ok(l) => l,
-        Err(e) => {
-            // Drained, so the compressor is not held up by an upload that will not happen.
-            while bytes.recv().await.is_some() {}
-            return Err(e);
-        }
-    };
+    // On an error `bytes` is dropped, and the compressor stops copying into it.
+    let resp = t.send(target, Method::POST, &url, |r| r.header(CONTENT_LENGTH, 0)).await?;
+    let location = location_of(&base, &Transport::expect(resp, "POST", &[202]).await?)?;
     let stream = futures_util::stream::poll_fn(move |cx| bytes.poll_recv(cx).map(|c| c.map(Ok::<_, std::io::Error>)));
     let body = reqwest::Body::wrap_stream(stream);
     let resp = t.send_once(target, Method::PATCH, &location, |r| r.header(CONTENT_TYPE, "application/octet-stream").body(body)).await?;
