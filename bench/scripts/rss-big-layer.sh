@@ -13,6 +13,8 @@ work=$(mktemp -d /tmp/forge-rss.XXXXXX)
 registry_pid=
 cleanup() {
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && { wait "$registry_pid" 2>/dev/null || true; }
+  # The store's bridge (and its subnet) go with it, as they would not with the directory alone.
+  [ -d "$work/store" ] && $FORGE --root $work/store network prune >/dev/null 2>&1
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,6 +41,6 @@ measure() { # LABEL COMMAND...
 }
 echo "| layer | command | peak RSS | wall |"
 echo "|---|---|---|---|"
-measure build $FORGE --root $work/store build -q -t big:1 $work/ctx
+measure build $FORGE --root $work/store build -q --network none -t big:1 $work/ctx
 measure push $FORGE --root $work/store push -q big:1 127.0.0.1:$port/big:1
 measure save $FORGE --root $work/store save -o /dev/null big:1
