@@ -1,6 +1,6 @@
 //! Faults between forge and a real registry, injected by a proxy in this file: dropped
 //! connections mid-body (blobs and manifests), 500s, 429 with Retry-After, and a byte flipped
-//! in flight (once, or every time), a streamed upload refused. Pull and push complete through the transient ones; bytes
+//! in flight (once, or every time), a streamed upload refused at its start or at its end. Pull and push complete through the transient ones; bytes
 //! that never verify are rejected after bounded retries and never stored. Also a hostile
 //! image pushed with raw HTTP: a config larger than the store reads is refused.
 
@@ -33,10 +33,15 @@ enum Fault {
     /// An upload streamed in one PATCH (chunked, no Content-Length) gets a 500 and the
     /// connection closed, its body unread.
     RefuseStreams,
+    /// An upload streamed in one PATCH goes through; the PUT that would finish it gets a 400.
+    RefuseStreamedPut,
 }
 
 /// Streamed uploads [`Fault::RefuseStreams`] refused.
 static REFUSED_STREAMS: AtomicUsize = AtomicUsize::new(0);
+/// Streamed uploads forwarded, and the PUTs finishing them refused, by [`Fault::RefuseStreamedPut`].
+static FORWARDED_STREAMS: AtomicUsize = AtomicUsize::new(0);
+static REFUSED_PUTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts a proxy to `upstream` injecting `fault`; returns its address.
 fn proxy(upstream: String, fault: Fault) -> String {
@@ -53,6 +58,32 @@ fn proxy(upstream: String, fault: Fault) -> String {
         }
     });
     addr
+}
+
+/// Reads a chunked request body from `s`, whole.
+fn read_chunked(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let line = |s: &mut TcpStream| -> std::io::Result<String> {
+        let mut l = Vec::new();
+        let mut byte = [0u8; 1];
+        while !l.ends_with(b"\r\n") {
+            s.read_exact(&mut byte)?;
+            l.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&l).trim().to_string())
+    };
+    let mut body = Vec::new();
+    loop {
+        let size = usize::from_str_radix(line(s)?.split(';').next().unwrap_or("0"), 16).map_err(std::io::Error::other)?;
+        if size == 0 {
+            // Trailers, if any, end with an empty line.
+            while !line(s)?.is_empty() {}
+            return Ok(body);
+        }
+        let at = body.len();
+        body.resize(at + size, 0);
+        s.read_exact(&mut body[at..])?;
+        line(s)?;
+    }
 }
 
 /// Reads one request (head and Content-Length body) from `s`.
@@ -77,7 +108,7 @@ fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>>
 }
 
 fn serve(mut client: TcpStream, upstream: &str, fault: Fault, count: &AtomicUsize, seen: &Mutex<HashSet<String>>) -> std::io::Result<()> {
-    while let Some((head, body)) = read_request(&mut client)? {
+    while let Some((mut head, mut body)) = read_request(&mut client)? {
         let n = count.fetch_add(1, Ordering::SeqCst);
         let is_blob_get = head.starts_with("GET ") && head.contains("/blobs/sha256:");
         let is_manifest_get = head.starts_with("GET ") && head.contains("/manifests/");
@@ -87,6 +118,18 @@ fn serve(mut client: TcpStream, upstream: &str, fault: Fault, count: &AtomicUsiz
             Fault::RefuseStreams if streamed => {
                 REFUSED_STREAMS.fetch_add(1, Ordering::SeqCst);
                 client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+                return Ok(());
+            }
+            // Forwarded with its length, as the upstream reads it the same either way.
+            Fault::RefuseStreamedPut if streamed => {
+                body = read_chunked(&mut client)?;
+                let lines: Vec<&str> = head.trim_end().split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("transfer-encoding:")).collect();
+                head = format!("{}\r\nContent-Length: {}\r\n\r\n", lines.join("\r\n"), body.len());
+                FORWARDED_STREAMS.fetch_add(1, Ordering::SeqCst);
+            }
+            Fault::RefuseStreamedPut if head.starts_with("PUT ") && head.contains("digest=") && body.is_empty() && FORWARDED_STREAMS.load(Ordering::SeqCst) > REFUSED_PUTS.load(Ordering::SeqCst) => {
+                REFUSED_PUTS.fetch_add(1, Ordering::SeqCst);
+                client.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
                 return Ok(());
             }
             Fault::ServerError if n % 3 == 1 => {
@@ -300,4 +343,21 @@ fn a_refused_streamed_upload_sends_the_stored_blob_instead() {
     // up from the store in one PUT.
     assert_eq!(REFUSED_STREAMS.load(Ordering::SeqCst), 1);
     assert_eq!(log.matches("\"PATCH ").count(), 0, "{log}");
+}
+
+#[test]
+fn a_streamed_upload_whose_last_put_is_refused_sends_the_stored_blob_instead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let store = common::one_file_store(tmp.path(), "plain:1", &data, forge_layerstore::archive::Compression::None);
+    let registry = forge_testkit::Registry::start();
+    let via = proxy(registry.addr.clone(), Fault::RefuseStreamedPut);
+    let dest = Reference::parse(&format!("{via}/plain/app:1")).unwrap();
+    rt().block_on(client().push(&store, "plain:1", &dest, &NoProgress)).unwrap_or_else(|e| panic!("{e}\n{}", registry.log()));
+    assert_eq!((FORWARDED_STREAMS.load(Ordering::SeqCst), REFUSED_PUTS.load(Ordering::SeqCst)), (1, 1));
+    let empty = Store::open(&tmp.path().join("empty")).unwrap();
+    rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap();
+    let pulled = empty.image(&dest.to_string()).unwrap().layers().unwrap().remove(0);
+    assert_eq!(pulled.diff_id, store.image("plain:1").unwrap().layers().unwrap()[0].diff_id);
+    empty.content().verify(&pulled.digest).unwrap();
 }
