@@ -40,8 +40,8 @@ const STREAM_CHUNKS: usize = 4;
 
 /// What the compressing thread tells the uploads.
 enum Event {
-    /// A blob is stored and can go up.
-    Ready { digest: Digest, size: u64, diff_id: Digest },
+    /// A blob is stored and can go up: the config, or a layer of diffID `diff_id`.
+    Ready { digest: Digest, size: u64, diff_id: Option<Digest> },
     /// The compressed bytes of the plain layer `diff_id` follow on `bytes`.
     Streaming { diff_id: Digest, bytes: tokio::sync::mpsc::Receiver<Vec<u8>> },
 }
@@ -103,13 +103,12 @@ pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &
     // Each layer goes up as soon as its blob is ready, while the next one is still compressed;
     // the config is not changed by compression, so it goes first.
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let config = local_image.id()?;
-    events_tx.send(Event::Ready { diff_id: config.clone(), digest: config, size: local_image.manifest.config().size() }).expect("the receiver is alive");
+    events_tx.send(Event::Ready { digest: local_image.id()?, size: local_image.manifest.config().size(), diff_id: None }).expect("the receiver is alive");
     let compressing = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             // A send fails only once the uploads have stopped on an error, which is reported instead.
-            let ready = |l: &Layer| drop(events_tx.send(Event::Ready { digest: l.digest.clone(), size: l.size, diff_id: l.diff_id.clone() }));
+            let ready = |l: &Layer| drop(events_tx.send(Event::Ready { digest: l.digest.clone(), size: l.size, diff_id: Some(l.diff_id.clone()) }));
             let streams = Streams(events_tx.clone());
             forge_layerstore::distribute::for_distribution_with(&store, &local_image, Compression::Gzip, &ready, Some(&streams))
         })
@@ -124,7 +123,7 @@ pub(crate) async fn push(t: &Transport, store: &Store, local: &str, reference: &
                     streamed.lock().unwrap().insert(diff_id, tx);
                     Box::pin(push_streamed(t, target, store, bytes, rx, progress))
                 }
-                Event::Ready { digest, size, diff_id } => match streamed.lock().unwrap().remove(&diff_id) {
+                Event::Ready { digest, size, diff_id } => match diff_id.and_then(|d| streamed.lock().unwrap().remove(&d)) {
                     Some(waiting) => {
                         let _ = waiting.send((digest, size));
                         Box::pin(async { Ok(()) })

@@ -323,14 +323,14 @@ fn a_config_larger_than_the_store_reads_is_refused_and_not_tagged() {
     assert!(!store.content().exists(&manifest.parse().unwrap()), "the config was downloaded");
 }
 
-#[test]
-fn a_refused_streamed_upload_sends_the_stored_blob_instead() {
+/// Pushes a 12 MiB plain layer (big enough to stream while it is compressed) through a proxy
+/// injecting `fault`, then pulls it back and checks it; the registry, for its log.
+fn push_a_plain_layer_through(fault: Fault) -> forge_testkit::Registry {
     let tmp = tempfile::tempdir().unwrap();
-    // Past the size whose upload streams while it is compressed.
     let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 251) as u8).collect();
     let store = common::one_file_store(tmp.path(), "plain:1", &data, forge_layerstore::archive::Compression::None);
     let registry = forge_testkit::Registry::start();
-    let via = proxy(registry.addr.clone(), Fault::RefuseStreams);
+    let via = proxy(registry.addr.clone(), fault);
     let dest = Reference::parse(&format!("{via}/plain/app:1")).unwrap();
     rt().block_on(client().push(&store, "plain:1", &dest, &NoProgress)).unwrap_or_else(|e| panic!("{e}\n{}", registry.log()));
     let empty = Store::open(&tmp.path().join("empty")).unwrap();
@@ -338,7 +338,12 @@ fn a_refused_streamed_upload_sends_the_stored_blob_instead() {
     let pulled = empty.image(&dest.to_string()).unwrap().layers().unwrap().remove(0);
     assert_eq!(pulled.diff_id, store.image("plain:1").unwrap().layers().unwrap()[0].diff_id);
     empty.content().verify(&pulled.digest).unwrap();
-    let log = registry.log();
+    registry
+}
+
+#[test]
+fn a_refused_streamed_upload_sends_the_stored_blob_instead() {
+    let log = push_a_plain_layer_through(Fault::RefuseStreams).log();
     // The stream was tried and refused; nothing streamed reached the registry: the blob went
     // up from the store in one PUT.
     assert_eq!(REFUSED_STREAMS.load(Ordering::SeqCst), 1);
@@ -347,17 +352,6 @@ fn a_refused_streamed_upload_sends_the_stored_blob_instead() {
 
 #[test]
 fn a_streamed_upload_whose_last_put_is_refused_sends_the_stored_blob_instead() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 241) as u8).collect();
-    let store = common::one_file_store(tmp.path(), "plain:1", &data, forge_layerstore::archive::Compression::None);
-    let registry = forge_testkit::Registry::start();
-    let via = proxy(registry.addr.clone(), Fault::RefuseStreamedPut);
-    let dest = Reference::parse(&format!("{via}/plain/app:1")).unwrap();
-    rt().block_on(client().push(&store, "plain:1", &dest, &NoProgress)).unwrap_or_else(|e| panic!("{e}\n{}", registry.log()));
+    push_a_plain_layer_through(Fault::RefuseStreamedPut);
     assert_eq!((FORWARDED_STREAMS.load(Ordering::SeqCst), REFUSED_PUTS.load(Ordering::SeqCst)), (1, 1));
-    let empty = Store::open(&tmp.path().join("empty")).unwrap();
-    rt().block_on(client().pull(&dest, &empty, &NoProgress)).unwrap();
-    let pulled = empty.image(&dest.to_string()).unwrap().layers().unwrap().remove(0);
-    assert_eq!(pulled.diff_id, store.image("plain:1").unwrap().layers().unwrap()[0].diff_id);
-    empty.content().verify(&pulled.digest).unwrap();
 }

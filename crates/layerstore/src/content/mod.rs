@@ -191,15 +191,14 @@ impl ContentStore {
     /// blob counts only if it holds exactly `bytes`. One that does not (torn by a crash after
     /// [`put_unsynced`](ContentStore::put_unsynced)) is removed, for the caller to write again.
     pub fn reuse_same(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, Error> {
-        if !self.reuse(digest)? {
-            return Ok(false);
-        }
+        let Some(lock) = self.reuse_locked(digest)? else { return Ok(false) };
         let path = self.path(digest);
         let mut stored = Vec::with_capacity(bytes.len());
-        io::Read::read_to_end(&mut io::Read::take(self.open_blob(digest)?, bytes.len() as u64 + 1), &mut stored).ctx("reading", &path)?;
+        io::Read::read_to_end(&mut io::Read::take(lock.file(), bytes.len() as u64 + 1), &mut stored).ctx("reading", &path)?;
         if stored == bytes {
             return Ok(true);
         }
+        drop(lock);
         self.delete(digest)?;
         Ok(false)
     }
@@ -208,18 +207,23 @@ impl ContentStore {
     /// The blob is stamped as written now, under its lock, so a [lease](crate::lease) holds it
     /// from here on; `Ok(false)` when it is absent (or a gc removed it just before).
     pub fn reuse(&self, digest: &Digest) -> Result<bool, Error> {
+        Ok(self.reuse_locked(digest)?.is_some())
+    }
+
+    /// [`reuse`](ContentStore::reuse), giving the blob open and still locked.
+    fn reuse_locked(&self, digest: &Digest) -> Result<Option<FileLock>, Error> {
         let path = self.path(digest);
         let file = match File::open(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             other => other.ctx("opening", &path)?,
         };
         let lock = FileLock::shared(file).ctx("locking", &path)?;
         // Unlinked by a gc that held the lock first.
         if lock.file().metadata().ctx("reading metadata of", &path)?.nlink() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         lock.file().set_modified(SystemTime::now()).ctx("stamping", &path)?;
-        Ok(true)
+        Ok(Some(lock))
     }
 
     /// Removes the blob unless it was written (or reused) at `since` or later, checked under its
