@@ -52,6 +52,22 @@ fn rich_context(forge: &Forge) -> std::path::PathBuf {
     ctx
 }
 
+/// Each layer of `image` (of `count`) above the base equals the diff of the snapshot committed
+/// for it, read again from disk.
+fn assert_layers_are_their_snapshots(forge: &Forge, image: &str, count: usize) {
+    let store = Store::open(&forge.store()).unwrap();
+    let diff_ids: Vec<Digest> =
+        forge.inspect(image)["RootFS"]["diff_ids"].as_array().unwrap().iter().map(|d| Digest::from_str(d.as_str().unwrap()).unwrap()).collect();
+    assert_eq!(diff_ids.len(), count);
+    for n in 2..=diff_ids.len() {
+        let chain = forge_layerstore::chain_id(&diff_ids[..n]).unwrap();
+        let own = store.snapshots().dirs(chain.as_str()).unwrap().lowerdirs[0].clone();
+        let opts = LayerOptions { compression: forge_layerstore::archive::Compression::None, source_date_epoch: None };
+        let scanned = write_layer(&LayerSource::OverlayUpper(&own), &opts, std::io::sink()).unwrap();
+        assert_eq!(scanned.diff_id, diff_ids[n - 1], "layer {} is not the diff of its snapshot {}", n - 1, own.display());
+    }
+}
+
 #[test]
 fn a_copy_to_a_new_destination_makes_the_layer_of_its_snapshot() {
     let forge = Forge::with_busybox();
@@ -68,18 +84,7 @@ fn a_copy_to_a_new_destination_makes_the_layer_of_its_snapshot() {
     let r = forge.build(&ctx, "rich:1", &[]);
     assert!(r.ok, "{}", r.stderr);
 
-    // Each layer equals the diff of the snapshot committed for it, read again from disk.
-    let store = Store::open(&forge.store()).unwrap();
-    let diff_ids: Vec<Digest> =
-        forge.inspect("rich:1")["RootFS"]["diff_ids"].as_array().unwrap().iter().map(|d| Digest::from_str(d.as_str().unwrap()).unwrap()).collect();
-    assert_eq!(diff_ids.len(), 5);
-    for n in 2..=diff_ids.len() {
-        let chain = forge_layerstore::chain_id(&diff_ids[..n]).unwrap();
-        let own = store.snapshots().dirs(chain.as_str()).unwrap().lowerdirs[0].clone();
-        let opts = LayerOptions { compression: forge_layerstore::archive::Compression::None, source_date_epoch: None };
-        let scanned = write_layer(&LayerSource::OverlayUpper(&own), &opts, std::io::sink()).unwrap();
-        assert_eq!(scanned.diff_id, diff_ids[n - 1], "layer {} is not the diff of its snapshot {}", n - 1, own.display());
-    }
+    assert_layers_are_their_snapshots(&forge, "rich:1", 5);
 
     let root = forge.rootfs("rich:1");
     for dest in ["new/dest", "etc/under-existing"] {
@@ -108,6 +113,45 @@ fn a_copy_to_a_new_destination_makes_the_layer_of_its_snapshot() {
     assert!(owned("fifo").file_type().is_fifo() && owned("abs-link").file_type().is_symlink());
     // /etc's own entry (copied up to hold the new directory) kept the base's metadata.
     let etc = std::fs::metadata(root.join("etc")).unwrap();
+    let base = std::fs::metadata(forge.rootfs("busybox:latest").join("etc")).unwrap();
+    assert_eq!((etc.mode(), etc.uid(), etc.gid()), (base.mode(), base.uid(), base.gid()));
+}
+
+#[test]
+fn a_file_copied_to_a_new_name_makes_the_layer_of_its_snapshot() {
+    let forge = Forge::with_busybox();
+    let ctx = forge.context("files", &[("small.txt", "small\n"), ("sub/inner.txt", "inner\n")]);
+    // Past the in-memory size: copied by the kernel while the layer reads it.
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(ctx.join("big.bin"), &big).unwrap();
+    std::fs::set_permissions(ctx.join("big.bin"), std::fs::Permissions::from_mode(0o4751)).unwrap();
+    let stamp = std::process::Command::new("touch").args(["-d", "@1600000000"]).arg(ctx.join("big.bin")).arg(ctx.join("small.txt")).status().unwrap();
+    assert!(stamp.success());
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest\n\
+         COPY big.bin /new/dir/big.bin\n\
+         COPY --chown=7:8 --chmod=640 big.bin /etc/\n\
+         COPY small.txt /etc\n\
+         COPY sub/inner.txt /top.txt\n\
+         COPY sub/inner.txt /etc/small.txt\n",
+    )
+    .unwrap();
+    let r = forge.build(&ctx, "files:1", &[]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_layers_are_their_snapshots(&forge, "files:1", 6);
+
+    let root = forge.rootfs("files:1");
+    let meta = |p: &str| std::fs::symlink_metadata(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(std::fs::read(root.join("new/dir/big.bin")).unwrap(), big);
+    assert_eq!((meta("new/dir/big.bin").mode() & 0o7777, meta("new/dir/big.bin").uid(), meta("new/dir/big.bin").mtime()), (0o4751, 0, 1_600_000_000));
+    assert_eq!(std::fs::read(root.join("etc/big.bin")).unwrap(), big);
+    assert_eq!((meta("etc/big.bin").uid(), meta("etc/big.bin").gid(), meta("etc/big.bin").mode() & 0o7777), (7, 8, 0o640));
+    assert_eq!(std::fs::read_to_string(root.join("top.txt")).unwrap(), "inner\n");
+    // A name already taken goes through the mount, which replaces it.
+    assert_eq!(std::fs::read_to_string(root.join("etc/small.txt")).unwrap(), "inner\n");
+    // /etc's own entry (copied up to hold the new file) kept the base's metadata.
+    let etc = meta("etc");
     let base = std::fs::metadata(forge.rootfs("busybox:latest").join("etc")).unwrap();
     assert_eq!((etc.mode(), etc.uid(), etc.gid()), (base.mode(), base.uid(), base.gid()));
 }

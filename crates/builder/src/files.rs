@@ -47,8 +47,7 @@ pub(crate) struct InlineFile {
 pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile], dest: &str, opts: &CopyOptions) -> Result<(), Fault> {
     let io = |message: String| Fault::new(StepErrorKind::Io, message);
     let count = matches.len() + inline.len();
-    let dest_slash = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
-    let dest_is_dir = dest_slash || root.is_dir(dest);
+    let dest_is_dir = dest_is_dir(root, dest);
     // A file destination that is a symlink is written through.
     let dest_file = if dest_is_dir { dest.to_string() } else { root.follow(dest).map_err(|e| io(format!("{dest}: {e}")))? };
     if count > 1 && !dest_is_dir {
@@ -71,8 +70,7 @@ pub(crate) fn copy_into(root: &Root, matches: &[Matched], inline: &[InlineFile],
             continue;
         }
         let entry = &m.entries[0];
-        let name = Path::new(&m.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| m.rel.clone());
-        let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), name) } else { split_dest(&dest_file) };
+        let (dir_path, file_name) = if dest_is_dir || opts.parents { (base.clone(), m.name()) } else { split_dest(&dest_file) };
         let dir = root.mkdir_all(&dir_path, dir_owner, dir_mode).map_err(|e| err(&dir_path, e))?;
         let opts_owner = opts.owner;
         if opts.extract_archives && !m.remote {
@@ -125,7 +123,13 @@ fn chown_unpacked(target: &OwnedFd, archive: impl Read, (uid, gid): (u32, u32)) 
     Ok(())
 }
 
-fn split_dest(dest: &str) -> (String, String) {
+/// Whether `dest` names a directory: it says so (a trailing `/` or `.`) or is one.
+pub(crate) fn dest_is_dir(root: &Root, dest: &str) -> bool {
+    dest.ends_with('/') || dest.ends_with("/.") || dest == "." || root.is_dir(dest)
+}
+
+/// A file destination split into its directory and its name.
+pub(crate) fn split_dest(dest: &str) -> (String, String) {
     let trimmed = dest.trim_end_matches('/');
     match trimmed.rsplit_once('/') {
         Some((dir, name)) => (if dir.is_empty() { "/".into() } else { dir.into() }, name.into()),
@@ -231,16 +235,20 @@ fn make_room(parent: &OwnedFd, name: &str, for_dir: bool) -> io::Result<bool> {
     }
 }
 
-/// Whether `copy_file_range` works between the context's and the snapshot's filesystems. std's
-/// `io::copy` tries it for every file and falls back to `sendfile` per call, which doubles the
-/// syscalls of a COPY of many small files where the kernel refuses it (overlayfs does, between
-/// some filesystem pairs); here the first refusal decides for the rest of the process.
-static COPY_FILE_RANGE_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The pairs of filesystems (source device, destination device) between which the kernel
+/// refused `copy_file_range`. std's `io::copy` tries it for every file and falls back to
+/// `sendfile` per call, which doubles the syscalls of a COPY of many small files where it is
+/// refused (overlayfs refuses it); here the first refusal decides for the pair. A COPY through
+/// the overlay mount is refused, and one written straight into the upperdir, on the
+/// context's filesystem, is not.
+static COPY_FILE_RANGE_REFUSED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
 
-/// Copies the whole of `from` (read from its start) to the end of `to`.
+/// Copies the rest of `from` (from its offset) to `to` (at its offset).
 pub(crate) fn copy_data(from: &File, to: &mut File) -> io::Result<()> {
-    use std::sync::atomic::Ordering::Relaxed;
-    if !COPY_FILE_RANGE_REFUSED.load(Relaxed) {
+    let refused = || COPY_FILE_RANGE_REFUSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The devices are looked up only once something was refused: most builds never pay for it.
+    let pair = if refused().is_empty() { None } else { Some((from.metadata()?.dev(), to.metadata()?.dev())) };
+    if pair.is_none_or(|p| !refused().contains(&p)) {
         let mut copied = 0u64;
         loop {
             match rustix::fs::copy_file_range(from, None, &*to, None, 1 << 30) {
@@ -252,7 +260,11 @@ pub(crate) fn copy_data(from: &File, to: &mut File) -> io::Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
-        COPY_FILE_RANGE_REFUSED.store(true, Relaxed);
+        let pair = match pair {
+            Some(p) => p,
+            None => (from.metadata()?.dev(), to.metadata()?.dev()),
+        };
+        refused().push(pair);
     }
     // A plain loop: one read and one write per small file.
     let mut buf = [0u8; 64 << 10];
@@ -287,8 +299,12 @@ fn times(entry: &Entry) -> Timestamps {
 /// Owner, mode (after `--chmod`) and times of a file or directory.
 pub(crate) fn set_meta(fd: &impl std::os::fd::AsFd, entry: &Entry, opts: &CopyOptions) -> io::Result<()> {
     set_owner_mode(fd, entry, opts)?;
-    futimens(fd, &times(entry))?;
-    Ok(())
+    set_times(fd, entry)
+}
+
+/// The source's times, which writing into a file or directory changes: set last.
+pub(crate) fn set_times(fd: &impl std::os::fd::AsFd, entry: &Entry) -> io::Result<()> {
+    Ok(futimens(fd, &times(entry))?)
 }
 
 /// Owner and mode (after `--chmod`) of a file or directory.

@@ -1,15 +1,18 @@
-//! The one-pass COPY: a directory copied to a destination that did not exist is written
-//! straight into the snapshot's upperdir, and its layer tar is made from the same reads.
+//! The one-pass COPY: a directory copied to a destination that did not exist, or a file
+//! copied to a name that did not, is written straight into the snapshot's upperdir, and its
+//! layer tar is made from the same reads.
 //!
 //! When the destination is new, the merged tree below it is exactly what the copy writes, so
-//! the overlay mount (where every lookup and create costs) is needed only to resolve the
-//! destination and create it (copying up its parents). After that the mount is gone; each
-//! source file is read once into a buffer that goes both to the new file in the upperdir and
-//! to the layer. The layer starts with a scan of the upperdir as it is then (the destination's
-//! parents and the empty destination) and continues with the copied entries in the order the
-//! scan of the finished upperdir would give (parents first, siblings by name), each with the
-//! metadata read back from its own fd: the bytes, and so the digests, are those of the diff of
-//! the finished upperdir. Any other COPY goes through the mount as before (`files.rs`).
+//! the overlay mount (where every lookup and create costs, and the kernel will not copy a
+//! file's data for us) is needed only to resolve the destination and create its directories
+//! (copying up its parents). After that the mount is gone; each source file is read once
+//! into a buffer that goes both to the new file in the upperdir and to the layer, or, when it
+//! is big, copied by the kernel while the layer reads it. The layer starts with a scan of the
+//! upperdir as it is then (the destination's parents and, for a directory, the empty
+//! destination) and continues with the copied entries in the order the scan of the finished
+//! upperdir would give (parents first, siblings by name), each with the metadata read back
+//! from its own fd: the bytes, and so the digests, are those of the diff of the finished
+//! upperdir. Any other COPY goes through the mount as before (`files.rs`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
@@ -20,25 +23,30 @@ use std::path::Path;
 use forge_layerstore::archive::Compression;
 use forge_layerstore::diff::{LayerInfo, LayerOptions, LayerStream};
 use forge_layerstore::Store;
-use rustix::fs::{futimens, mkdirat, openat, utimensat, AtFlags, Mode, OFlags, Timespec, Timestamps, UTIME_OMIT};
+use rustix::fs::{futimens, mkdirat, openat, unlinkat, utimensat, AtFlags, Mode, OFlags, Timespec, Timestamps, UTIME_OMIT};
 
 use crate::error::{At, StepErrorKind};
-use crate::files::{copy_data, set_meta, set_owner_mode, write_entry, CopyOptions, InlineFile};
+use crate::files::{copy_data, dest_is_dir, set_meta, set_owner_mode, set_times, split_dest, write_entry, CopyOptions, InlineFile};
 use crate::rootfs::Root;
 use crate::source::{Entry, Matched};
 use crate::Error;
 
-/// Files up to this size are read whole into memory once; larger ones are copied in the
-/// kernel where it can and read back from the new file for the tar.
+/// Files up to this size are read whole into memory once; larger ones are copied by the
+/// kernel where it can, while the tar reads them (see [`copy_file`]).
 const WHOLE_FILE: usize = 1 << 20;
 
-/// Whether the copy can take the one-pass path: one directory match, nothing inline, no
-/// `--parents`, names the walk kept byte for byte, and nothing at `dest` yet. If so, creates
-/// the destination through the mount and returns its path relative to the root.
+/// Whether the copy can take the one-pass path: one match, nothing inline, no `--parents`,
+/// and either a directory whose names the walk kept byte for byte with nothing at `dest` yet,
+/// or a regular file (that ADD would not extract) with nothing at the name it gets. If so,
+/// creates the destination's directories through the mount and returns the path of the new
+/// directory or file relative to the root.
 pub(crate) fn claim(root: &Root, matches: &[Matched], inline: &[InlineFile], dest: &str, opts: &CopyOptions) -> io::Result<Option<String>> {
     let [m] = matches else { return Ok(None) };
-    if m.remote || !m.is_dir() || !inline.is_empty() || opts.parents {
+    if m.remote || !inline.is_empty() || opts.parents {
         return Ok(None);
+    }
+    if !m.is_dir() {
+        return claim_file(root, m, dest, opts);
     }
     // Entry names are kept as UTF-8 text; a name that is not would be renamed by the copy
     // and could collide with a sibling, which the mount path handles by replacing.
@@ -54,10 +62,34 @@ pub(crate) fn claim(root: &Root, matches: &[Matched], inline: &[InlineFile], des
     Ok(Some(real.trim_start_matches('/').to_string()))
 }
 
-/// Copies `m`'s contents into `target` (relative to `upper`, made by [`claim`]) and writes the
-/// layer of the whole upperdir into `store`. The overlay must no longer be mounted. With
-/// `lazy`, a plain layer is only hashed: the store makes its tar from the committed snapshot
-/// when it is first read (see `forge_layerstore::snapshot_blob`).
+/// [`claim`] for a file: where `copy_into` would put it, its directories made as it makes
+/// them, and a file created there and removed again through the mount, which copies the
+/// directory up into the upperdir with the change the copy makes to it. Anything in the way
+/// (a file, a symlink, a directory that cannot be made) is left to the mount path, which
+/// replaces it or reports it.
+fn claim_file(root: &Root, m: &Matched, dest: &str, opts: &CopyOptions) -> io::Result<Option<String>> {
+    if !m.entries[0].meta.is_file() || opts.extract_archives {
+        return Ok(None);
+    }
+    let (dir_path, name) = if dest_is_dir(root, dest) { (format!("{}/", dest.trim_end_matches('/')), m.name()) } else { split_dest(&root.follow(dest)?) };
+    let Ok(dir) = root.mkdir_all(&dir_path, opts.owner.unwrap_or((0, 0)), opts.chmod.unwrap_or(0o755)) else { return Ok(None) };
+    match create(&dir, &name) {
+        Ok(file) => drop(file),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    unlinkat(&dir, name.as_str(), AtFlags::empty())?;
+    let real = root.follow(&dir_path)?;
+    Ok(Some(match real.trim_matches('/') {
+        "" => name,
+        dir => format!("{dir}/{name}"),
+    }))
+}
+
+/// Copies `m` (its contents, for a directory) to `target` (relative to `upper`, made by
+/// [`claim`]) and writes the layer of the whole upperdir into `store`. The overlay must no
+/// longer be mounted. With `lazy`, a plain layer is only hashed: the store makes its tar
+/// from the committed snapshot when it is first read (see `forge_layerstore::snapshot_blob`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy(store: &Store, at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, layer_opts: &LayerOptions, lazy: bool) -> Result<LayerInfo, Error> {
     let diff = |e: forge_layerstore::diff::Error| Error::Store(e.into());
@@ -73,9 +105,19 @@ pub(crate) fn copy(store: &Store, at: &At, upper: &Path, target: &str, m: &Match
 fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, mut layer: LayerStream<W>) -> Result<LayerStream<W>, Error> {
     let io_fail = |what: &str, e: io::Error| at.fail(StepErrorKind::Io, format!("copying {} to /{target}: {what}: {e}", if m.rel.is_empty() { "." } else { &m.rel }));
     let upper_root = Root::open(upper).map_err(|e| io_fail("opening the snapshot", e))?;
+    let diff = |e: forge_layerstore::diff::Error| Error::Store(e.into());
+    if !m.is_dir() {
+        let (dir_rel, name) = target.rsplit_once('/').unwrap_or((".", target));
+        let dir = File::from(upper_root.open_at(dir_rel, OFlags::DIRECTORY | OFlags::RDONLY).map_err(|e| io_fail("opening the destination", e))?);
+        let before = dir.metadata().map_err(|e| io_fail("reading the destination", e))?;
+        layer.scan_upper(upper).map_err(diff)?;
+        let out = File::from(create(&dir, name).map_err(|e| io_fail(name, e))?);
+        copy_file(&m.entries[0], out, target, &upper.join(target), opts, &mut Vec::new(), &mut layer, |e| io_fail(name, e))?;
+        keep_time(&dir, &before).map_err(|e| io_fail("the destination's time", e))?;
+        return Ok(layer);
+    }
     let target_dir = File::from(upper_root.open_at(target, OFlags::DIRECTORY | OFlags::RDONLY).map_err(|e| io_fail("opening the destination", e))?);
     let before = target_dir.metadata().map_err(|e| io_fail("reading the destination", e))?;
-    let diff = |e: forge_layerstore::diff::Error| Error::Store(e.into());
     layer.scan_upper(upper).map_err(diff)?;
 
     let target_abs = upper.join(target);
@@ -94,14 +136,8 @@ fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &Copy
         let fail = |e: io::Error| io_fail(&entry.rel, e);
         let ft = entry.meta.file_type();
         if ft.is_file() {
-            let mut out = File::from(create(parent, name).map_err(fail)?);
-            let whole = copy_file(entry, &mut out, &mut buf, opts).map_err(fail)?;
-            if whole {
-                layer.append_open(path.as_bytes(), &abs, &out, None, &buf[..]).map_err(diff)?;
-            } else {
-                (&out).rewind().map_err(fail)?;
-                layer.append_open(path.as_bytes(), &abs, &out, None, &out).map_err(diff)?;
-            }
+            let out = File::from(create(parent, name).map_err(fail)?);
+            copy_file(entry, out, &path, &abs, opts, &mut buf, &mut layer, fail)?;
         } else if ft.is_dir() {
             mkdirat(parent, name, Mode::from_raw_mode(0o755)).map_err(|e| fail(e.into()))?;
             let dir = File::from(openat(parent, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(|e| fail(e.into()))?);
@@ -127,29 +163,67 @@ fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &Copy
         utimensat(&target_dir, entry.rel.as_str(), &Timestamps { last_access: t, last_modification: t }, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io_fail(&entry.rel, e.into()))?;
     }
-    // The destination keeps the time the scan saw (writing into it changed it).
-    let mtime = Timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() as _ };
-    futimens(&target_dir, &Timestamps { last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT }, last_modification: mtime }).map_err(|e| io_fail("the destination's time", e.into()))?;
+    keep_time(&target_dir, &before).map_err(|e| io_fail("the destination's time", e))?;
     Ok(layer)
 }
 
-fn create(parent: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
-    Ok(openat(parent, name, OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?)
+/// Gives the directory `dir` back the modification time `before` had, which the scan saw
+/// (writing into it changed it).
+fn keep_time(dir: &File, before: &std::fs::Metadata) -> io::Result<()> {
+    let mtime = Timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() as _ };
+    Ok(futimens(dir, &Timestamps { last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT }, last_modification: mtime })?)
 }
 
-/// Copies the file `entry` into `out` and gives it its metadata. Returns true when the whole
-/// content is in `buf`; else `out` holds more and must be read back.
-fn copy_file(entry: &Entry, out: &mut File, buf: &mut Vec<u8>, opts: &CopyOptions) -> io::Result<bool> {
-    let src = File::open(&entry.path)?;
+fn create(parent: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
+    Ok(openat(parent, name, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?)
+}
+
+/// Copies the file `entry` into the new file `out`, gives it its metadata, and appends it to
+/// `layer` as `path`. A file up to [`WHOLE_FILE`] is read once into `buf` for both. A bigger
+/// one is copied by the kernel on another thread while the layer reads the source; its
+/// header is written before the data is all there, from the metadata the file is given first
+/// (its size by truncation, its owner and mode) and the time it is given last. The source
+/// must then be unchanged, so that the layer holds exactly the bytes the snapshot does.
+#[allow(clippy::too_many_arguments)]
+fn copy_file<W: Write>(
+    entry: &Entry,
+    out: File,
+    path: &str,
+    abs: &Path,
+    opts: &CopyOptions,
+    buf: &mut Vec<u8>,
+    layer: &mut LayerStream<W>,
+    fail: impl Fn(io::Error) -> Error,
+) -> Result<(), Error> {
+    let diff = |e: forge_layerstore::diff::Error| Error::Store(e.into());
+    let src = File::open(&entry.path).map_err(&fail)?;
     buf.clear();
     // One read for the content, one to see the end.
     buf.reserve((entry.meta.len() as usize).min(WHOLE_FILE) + 1);
-    (&src).take(WHOLE_FILE as u64 + 1).read_to_end(buf)?;
-    out.write_all(buf)?;
-    let whole = buf.len() <= WHOLE_FILE;
-    if !whole {
-        copy_data(&src, out)?;
+    (&src).take(WHOLE_FILE as u64 + 1).read_to_end(buf).map_err(&fail)?;
+    (&out).write_all(buf).map_err(&fail)?;
+    if buf.len() <= WHOLE_FILE {
+        set_meta(&out, entry, opts).map_err(&fail)?;
+        return layer.append_open(path.as_bytes(), abs, &out, None, &buf[..]).map_err(diff);
     }
-    set_meta(&*out, entry, opts)?;
-    Ok(whole)
+    let before = src.metadata().map_err(&fail)?;
+    out.set_len(before.len()).map_err(&fail)?;
+    set_owner_mode(&out, entry, opts).map_err(&fail)?;
+    let mut rest = File::open(&entry.path).map_err(&fail)?;
+    rest.seek(io::SeekFrom::Start(buf.len() as u64)).map_err(&fail)?;
+    let mut to = out.try_clone().map_err(&fail)?;
+    let (copied, appended) = std::thread::scope(|s| {
+        let copier = s.spawn(|| copy_data(&src, &mut to));
+        let appended = layer.append_open(path.as_bytes(), abs, &out, Some(entry.meta.mtime()), (&buf[..]).chain(rest));
+        (copier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), appended)
+    });
+    copied.map_err(&fail)?;
+    appended.map_err(diff)?;
+    set_times(&out, entry).map_err(&fail)?;
+    let after = src.metadata().map_err(&fail)?;
+    let unchanged = |m: &std::fs::Metadata| (m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec());
+    if unchanged(&after) != unchanged(&before) || out.metadata().map_err(&fail)?.len() != before.len() {
+        return Err(fail(io::Error::other("the source changed while it was copied")));
+    }
+    Ok(())
 }

@@ -45,6 +45,11 @@ impl Matched {
     pub(crate) fn is_dir(&self) -> bool {
         self.entries[0].meta.is_dir()
     }
+
+    /// The name a file match gets in a destination directory: its last component.
+    pub(crate) fn name(&self) -> String {
+        std::path::Path::new(&self.rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| self.rel.clone())
+    }
 }
 
 /// A file, directory or link to copy.
