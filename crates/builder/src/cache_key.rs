@@ -15,7 +15,8 @@
 //!   WORKDIR, network mode, `--mount` flags, and the seccomp profile when not the default;
 //! - the content a step reads: for each file COPY/ADD or a `RUN --mount=type=bind` takes from
 //!   the context or a stage, its path relative to the source, type, mode, link target and the
-//!   sha256 of its bytes (owners too for files from stages and images, which keep them); for
+//!   BLAKE3 hash of its bytes (`stat_cache::content_hash`; owners too for files from stages and
+//!   images, which keep them); for
 //!   `ADD <url>`, the sha256 of what was downloaded;
 //! - for the layer itself, the compression and `SOURCE_DATE_EPOCH` (`layer_key`).
 //!

@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use crate::cache_key::{InputKind, KeyBuilder};
 use crate::error::StepErrorKind;
 use crate::rootfs::Root;
-use crate::stat_cache::{sha256_file, StatCache};
+use crate::stat_cache::{content_hash, StatCache};
 
 /// A tree sources are read from.
 #[derive(Debug)]
@@ -288,7 +288,7 @@ fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f:
             if ft.is_file() {
                 // Only the context's files are remembered: other trees are mounted at a new
                 // place each build, so their paths never come back.
-                let sum = if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { sha256_file(&e.path) };
+                let sum = if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { content_hash(&e.path) };
                 let mut hex = [0u8; 64];
                 hex::encode_to_slice(sum.map_err(io_err(&e.path))?, &mut hex).expect("64 hex digits for 32 bytes");
                 record.extend_from_slice(&hex);
