@@ -15,7 +15,7 @@
 //! upperdir. Any other COPY goes through the mount as before (`files.rs`).
 
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -73,11 +73,8 @@ fn claim_file(root: &Root, m: &Matched, dest: &str, opts: &CopyOptions) -> io::R
     }
     let (dir_path, name) = if dest_is_dir(root, dest) { (format!("{}/", dest.trim_end_matches('/')), m.name()) } else { split_dest(&root.follow(dest)?) };
     let Ok(dir) = root.mkdir_all(&dir_path, opts.owner.unwrap_or((0, 0)), opts.chmod.unwrap_or(0o755)) else { return Ok(None) };
-    match create(&dir, &name) {
-        Ok(file) => drop(file),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
-        Err(e) => return Err(e),
-    }
+    let Ok(file) = create(&dir, &name) else { return Ok(None) };
+    drop(file);
     unlinkat(&dir, name.as_str(), AtFlags::empty())?;
     let real = root.follow(&dir_path)?;
     Ok(Some(match real.trim_matches('/') {
@@ -209,8 +206,9 @@ fn copy_file<W: Write>(
     let before = src.metadata().map_err(&fail)?;
     out.set_len(before.len()).map_err(&fail)?;
     set_owner_mode(&out, entry, opts).map_err(&fail)?;
-    let mut rest = File::open(&entry.path).map_err(&fail)?;
-    rest.seek(io::SeekFrom::Start(buf.len() as u64)).map_err(&fail)?;
+    // The layer reads the same open file as the copy (a path opened again could name another
+    // file by then), at offsets of its own.
+    let rest = ReadAt { file: &src, at: buf.len() as u64 };
     let mut to = out.try_clone().map_err(&fail)?;
     let (copied, appended) = std::thread::scope(|s| {
         let copier = s.spawn(|| copy_data(&src, &mut to));
@@ -226,4 +224,18 @@ fn copy_file<W: Write>(
         return Err(fail(io::Error::other("the source changed while it was copied")));
     }
     Ok(())
+}
+
+/// Reads `file` from `at` on, by `pread`: the file's own offset is left to another reader.
+struct ReadAt<'f> {
+    file: &'f File,
+    at: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
