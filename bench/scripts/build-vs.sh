@@ -112,7 +112,10 @@ prepare() { # TOOL WORKLOAD SCENARIO
         forge) [ -d $work/forge ] && mv $work/forge $work/trash/forge-$(date +%s%N)
                $FORGE --root $work/forge pull -q --unpack $b >/dev/null ;;
         # The daemon is shared: --no-cache (below) rather than a prune of everyone's cache.
-        docker|docker20) $1 rmi -f bench/$2 >/dev/null 2>&1 || true ;;
+        # The last run's image stays until the workload is done (see below), as forge's store
+        # does: an `rmi` here deleted its files just before the next timing, whichever builder
+        # came next paid for it (W1: 5,000 files), and forge came next in every other run.
+        docker|docker20) ;;
         buildah) $buildah rmi -a -f >/dev/null 2>&1 || true; $buildah pull -q --tls-verify=false $b >/dev/null ;;
       esac ;;
   esac
@@ -191,7 +194,10 @@ for w in $WORKLOADS; do
     done
     echo "late file v1" > $A/workloads/$w/late.txt
   done
-  # The stores set aside go between workloads.
+  # The stores set aside, and the other builders' images, go between workloads.
+  for t in $tools; do
+    case $t in docker|docker20) { $t rmi -f bench/$w && $t image prune -f; } >/dev/null 2>&1 || true ;; esac
+  done
   rm -rf $work/trash/* && age_deleted
 done
 
