@@ -112,7 +112,7 @@ prepare() { # TOOL WORKLOAD SCENARIO
         forge) [ -d $work/forge ] && mv $work/forge $work/trash/forge-$(date +%s%N)
                $FORGE --root $work/forge pull -q --unpack $b >/dev/null ;;
         # The daemon is shared: --no-cache (below) rather than a prune of everyone's cache.
-        # The last run's image stays until the workload is done (see below), as forge's store
+        # The last cold build's image stays until the next run (clear_kept), as forge's store
         # does: an `rmi` here deleted its files just before the next timing, whichever builder
         # came next paid for it (W1: 5,000 files), and forge came next in every other run.
         docker|docker20) ;;
@@ -161,6 +161,17 @@ for l in open(sys.argv[1]):
 print(t / int(sys.argv[2]))' "$1" "$(nproc)"
 }
 
+# The stores set aside and the other builders' images go before each run and after each
+# workload, then age (see age_deleted). Not within a run: a delete lands on whichever builder
+# comes next. Not only at the end: what is kept grows by about 5 GiB per W2 run, and on this VM
+# (DAMON pages out cold memory) both builders ran W2 twice as slowly from the second run on.
+clear_kept() { # WORKLOAD
+  for t in $tools; do
+    case $t in docker|docker20) { $t rmi -f bench/$1 && $t image prune -f; } >/dev/null 2>&1 || true ;; esac
+  done
+  rm -rf $work/trash/* && age_deleted
+}
+
 declare -A times rss limit
 for w in $WORKLOADS; do
   # noop and change time a rebuild: without cold among the scenarios, an untimed cold build
@@ -170,6 +181,7 @@ for w in $WORKLOADS; do
     rm -f $work/rss
   fi
   for i in $(seq $RUNS); do
+    [ $i -gt 1 ] && clear_kept $w
     # Alternate the order: odd runs forge first, even runs forge last.
     order=$tools; [ $((i % 2)) = 0 ] && order=$(echo $tools | tr ' ' '\n' | tac | tr '\n' ' ')
     for s in $SCENARIOS; do
@@ -194,11 +206,7 @@ for w in $WORKLOADS; do
     done
     echo "late file v1" > $A/workloads/$w/late.txt
   done
-  # The stores set aside, and the other builders' images, go between workloads.
-  for t in $tools; do
-    case $t in docker|docker20) { $t rmi -f bench/$w && $t image prune -f; } >/dev/null 2>&1 || true ;; esac
-  done
-  rm -rf $work/trash/* && age_deleted
+  clear_kept $w
 done
 
 med() { printf '%s\n' $1 | median; }

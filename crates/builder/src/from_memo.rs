@@ -39,8 +39,9 @@ impl FromMemo {
     /// The memo of `sources` (minus `exclude`) read from the tree of `layers`.
     pub(crate) fn new(store: &Store, layers: &[Layer], sources: &[String], exclude: &[String]) -> FromMemo {
         let mut h = Sha256::new();
-        // The record layout's version: another layout must never read these.
-        h.update(b"forge-from-records-v1\0");
+        // The record layout's version: another layout must never read these (v2: files are
+        // hashed with BLAKE3).
+        h.update(b"forge-from-records-v2\0");
         let chain = forge_layerstore::chain_id(layers.iter().map(|l| &l.diff_id));
         h.update(chain.as_ref().map_or("scratch", |c| c.as_str()));
         for list in [sources, exclude] {
