@@ -252,7 +252,8 @@ pub(crate) fn copy_data(from: &File, to: &mut File) -> io::Result<()> {
         let mut copied = 0u64;
         loop {
             match rustix::fs::copy_file_range(from, None, &*to, None, 1 << 30) {
-                Ok(0) if copied == 0 && from.metadata()?.len() > 0 => break,
+                // Nothing copied from a file with more to give: refused (procfs-like files).
+                Ok(0) if copied == 0 && from.metadata()?.len() > io::Seek::stream_position(&mut &*from)? => break,
                 Ok(0) => return Ok(()),
                 Ok(n) => copied += n as u64,
                 Err(rustix::io::Errno::INTR) => {}
