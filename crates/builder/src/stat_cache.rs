@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fs::Metadata;
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,19 +122,9 @@ impl StatCache {
 
 /// The content hash (BLAKE3) of a file's bytes.
 pub(crate) fn content_hash(path: &Path) -> io::Result<[u8; 32]> {
-    let mut file = std::fs::File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 128 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(hasher.finalize().into()),
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().into())
 }
 
 // A fixed binary layout rather than serde_json: decoding 5,000 entries as JSON took a tenth of
