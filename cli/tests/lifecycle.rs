@@ -216,6 +216,36 @@ fn a_killed_monitor_leaves_an_exited_container_that_rm_cleans() {
     assert_eq!(mounts_under(&forge.store()), Vec::<String>::new());
 }
 
+/// A holder of a stopped container's lock that is not its supervisor (here the test; in
+/// `forge serve`, a child spawned by another thread before it executes its program) is waited
+/// for, not taken for a running container; one that stays is reported as busy.
+#[test]
+fn a_brief_holder_of_a_stopped_containers_lock_is_waited_for() {
+    let forge = Forge::with_busybox();
+    let id = forge.ok(&["create", "--name", "held", "busybox", "sleep", "1000"]).stdout.trim().to_string();
+    let c = Detached { forge: &forge, id };
+    let hold = || {
+        let file = std::fs::File::open(c.dir().join("lock")).unwrap();
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        file
+    };
+    let held = hold();
+    let start = forge.cmd().args(["start", "held"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(c.state()["Status"], "created", "it started while its lock was held");
+    drop(held);
+    let out = start.wait_with_output().unwrap();
+    assert!(out.status.success(), "start: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c.state()["Status"], "running");
+    forge.ok(&["stop", "-t", "0", "held"]);
+    let held = hold();
+    let r = forge.run(&["rm", "held"]);
+    assert!(!r.ok && r.stderr.contains("another forge command is using it; try again"), "{}", r.stderr);
+    drop(held);
+    forge.ok(&["rm", "held"]);
+    assert!(!c.dir().exists());
+}
+
 #[test]
 fn inspect_shows_a_container_in_dockers_shape_and_images_still() {
     let forge = Forge::with_busybox();

@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use forge_layerstore::snapshot::Error as SnapshotError;
 use forge_layerstore::Store;
@@ -13,6 +14,10 @@ use crate::config::{resolve, Config, CreateOptions};
 use crate::error::{io, Error};
 use crate::state::{now, read_json, write_json, State, Status};
 use crate::sys::{kill_if_same, parse_signal, start_time, SignalProxy};
+
+/// How long [`Containers::lock_stopped`] waits for a holder of a container's lock that is not
+/// its supervisor (a `cp` into it, say) before it says the container is busy.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
 
 /// How a run goes, as [`Containers::run_once`] tells its caller.
 pub(crate) enum Progress {
@@ -428,6 +433,34 @@ impl Containers {
         self.lock_with(id, rustix::fs::FlockOperation::NonBlockingLockExclusive)
     }
 
+    /// The lock of container `id`, which must not be running: `what` says why in the error
+    /// when it runs (its supervisor holds the lock for as long as it does).
+    ///
+    /// Anyone else holds it only for a moment, and is waited for: a forge command at work on
+    /// the container, or a child that another thread of this process (`forge serve`) spawned
+    /// meanwhile, whose copy of the descriptor lives until it executes its program. Taken for
+    /// a supervisor, such a holder made `docker-compose up` fail now and then with "it is
+    /// already running". A holder still there after [`BUSY_WAIT`] is reported as busy.
+    pub(crate) fn lock_stopped(&self, id: &str, what: &'static str) -> Result<Lock, Error> {
+        let deadline = Instant::now() + BUSY_WAIT;
+        loop {
+            if let Some(lock) = self.try_lock(id)? {
+                return Ok(lock);
+            }
+            let state: State = match read_json(&self.path(id).join("state.json")) {
+                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => return Err(Error::NotFound(id.into())),
+                other => other?,
+            };
+            if state.status == Status::Running {
+                return Err(Error::WrongStatus { id: id.into(), status: Status::Running, what });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::WrongStatus { id: id.into(), status: state.status, what: "another forge command is using it; try again" });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub(crate) fn lock(&self, id: &str) -> Result<Option<Lock>, Error> {
         self.lock_with(id, rustix::fs::FlockOperation::LockExclusive)
     }
@@ -465,7 +498,7 @@ impl Containers {
         proxy: Option<&SignalProxy>,
     ) -> Result<State, Error> {
         let id = container.id().to_string();
-        let lock = self.try_lock(&id)?.ok_or_else(|| Error::WrongStatus { id: id.clone(), status: Status::Running, what: "it can be started again once it exits" })?;
+        let lock = self.lock_stopped(&id, "it can be started again once it exits")?;
         let config = container.config.clone();
         // Logged as a detached container's output is, for `logs`. The caller gets every byte
         // either way: a log that cannot be written costs only the log.
@@ -666,13 +699,11 @@ impl Containers {
     /// with `force`, which kills it first.
     pub fn remove(&self, container: &Container, force: bool) -> Result<(), Error> {
         let id = container.id();
-        let lock = match self.try_lock(id)? {
-            Some(lock) => lock,
-            None if !self.path(id).exists() => return Ok(()),
-            None if !force => {
-                return Err(Error::WrongStatus { id: id.into(), status: Status::Running, what: "stop it first, or remove it with -f" });
-            }
-            None => {
+        let lock = match self.lock_stopped(id, "stop it first, or remove it with -f") {
+            Ok(lock) => lock,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) if !force => return Err(e),
+            Err(_) => {
                 // Its monitor must not restart it.
                 self.mark_stopped(id)?;
                 let state: State = read_json(&self.path(id).join("state.json"))?;

@@ -81,13 +81,7 @@ impl Containers {
     pub fn start_detached(&self, container: &Container, monitor: &MonitorCommand) -> Result<u32, Error> {
         let id = container.id();
         let mut monitor = monitor.command(id);
-        match self.try_lock(id)? {
-            Some(lock) => drop(lock),
-            None if self.path(id).exists() => {
-                return Err(Error::WrongStatus { id: id.into(), status: Status::Running, what: "it is already running" });
-            }
-            None => return Err(Error::NotFound(id.into())),
-        }
+        drop(self.lock_stopped(id, "it is already running")?);
         let program = monitor.get_program().to_owned();
         monitor.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = monitor.spawn().map_err(io("starting the container's monitor", program))?;
@@ -126,7 +120,7 @@ impl Containers {
     }
 
     fn supervise(&self, id: &str, starter: &mut Option<std::io::Stdout>) -> Result<(), Error> {
-        let lock = self.try_lock(id)?.ok_or_else(|| Error::WrongStatus { id: id.into(), status: Status::Running, what: "it is already running" })?;
+        let lock = self.lock_stopped(id, "it is already running")?;
         let config: Config = read_json(&self.path(id).join("config.json"))?;
         let stopped = self.path(id).join(STOPPED);
         match fs::remove_file(&stopped) {

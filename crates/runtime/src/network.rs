@@ -220,7 +220,7 @@ impl Containers {
         if c.state.status != Status::Running {
             // Its lock is free while it does not run; held, the record cannot be lost to a
             // start that read it before.
-            let _lock = self.try_lock(c.id())?.ok_or_else(|| Error::WrongStatus { id: c.id().into(), status: Status::Running, what: "it started meanwhile: connect it again" })?;
+            let _lock = self.lock_stopped(c.id(), "it started meanwhile: connect it again")?;
             networks(self.store().root()).and_then(|n| n.inspect(network)).map_err(|source| Error::Network { id: c.id().into(), source })?;
             crate::state::write_json(&path, &extra)?;
             return Ok(None);
@@ -277,7 +277,7 @@ impl Containers {
         extra.retain(|e| e.network != network);
         let recorded = extra.len() != before;
         if c.state.status != Status::Running {
-            let _lock = self.try_lock(c.id())?.ok_or_else(|| Error::WrongStatus { id: c.id().into(), status: Status::Running, what: "it started meanwhile: disconnect it again" })?;
+            let _lock = self.lock_stopped(c.id(), "it started meanwhile: disconnect it again")?;
             if !recorded {
                 return Err(Error::Network { id: c.id().into(), source: forge_network::Error::NotFound(format!("container {} on network {network}", c.id())) });
             }
