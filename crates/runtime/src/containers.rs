@@ -436,11 +436,11 @@ impl Containers {
     /// The lock of container `id`, which must not be running: `what` says why in the error
     /// when it runs (its supervisor holds the lock for as long as it does).
     ///
-    /// Anyone else holds it only for a moment, and is waited for: a forge command at work on
-    /// the container, or a child that another thread of this process (`forge serve`) spawned
-    /// meanwhile, whose copy of the descriptor lives until it executes its program. Taken for
-    /// a supervisor, such a holder made `docker-compose up` fail now and then with "it is
-    /// already running". A holder still there after [`BUSY_WAIT`] is reported as busy.
+    /// Anyone else holds it for a while at most, and is waited for: a forge command at work on
+    /// the container (a `cp`), or a child that another thread of this process (`forge serve`)
+    /// spawned meanwhile, whose copy of the descriptor lives until it executes its program.
+    /// Taken for a supervisor, such a holder made `docker-compose up` fail now and then with
+    /// "it is already running". A holder still there after [`BUSY_WAIT`] is reported as busy.
     pub(crate) fn lock_stopped(&self, id: &str, what: &'static str) -> Result<Lock, Error> {
         let deadline = Instant::now() + BUSY_WAIT;
         loop {
