@@ -15,13 +15,13 @@ const ZSTD_LEVEL: i32 = 3;
 /// with 0 (single-threaded mode), and layer digests must not depend on how they were made.
 const ZSTD_WORKERS: u32 = 2;
 
-/// gzip level for layers. Not gzip's default 6 (what docker and BuildKit use, through Go's
-/// compress/gzip): compression is nearly all of a push's time, and with zlib-rs level 2 compresses
-/// 1.5-3.4x faster than 6 for blobs 3-13% larger (measured on the anchor workloads: W2 2.73 vs 3.13
-/// ratio, Debian rootfs 2.19 vs 2.32, W1 1.81 vs 1.87). Level 1 (zlib-rs' "quick" strategy) is
-/// faster again but its blobs are 30-60% larger. Any fixed level keeps digests reproducible; a
-/// layer pushed before keeps its remembered level-6 blob (see `distribute`).
-const GZIP_LEVEL: u32 = 2;
+/// libdeflate level for gzip layers. Not gzip's default 6 (what docker and BuildKit use, through
+/// Go's compress/gzip): compression is nearly all of a push's time. libdeflate's level 1 gives
+/// blobs as small as zlib-rs' level 2 did (forge's level until 2026-12-01; W2 0.367 of the tar
+/// for both, a Debian rootfs 0.427 against 0.434) 1.4-1.9x faster, and 4-15% larger than zlib's
+/// level 6 (W2 0.320, Debian 0.411) 2.9-4.3x faster. Any fixed level keeps digests reproducible; a layer
+/// pushed before keeps its remembered blob (see `distribute`).
+const GZIP_LEVEL: i32 = 1;
 /// gzip worker threads; any count gives the same bytes (see `pgzip`).
 const GZIP_WORKERS: usize = 2;
 
@@ -33,7 +33,7 @@ const ZSTD_JOB_SIZE: u32 = 4 << 20;
 pub enum Compression {
     /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
     None,
-    /// gzip (level 2, see `GZIP_LEVEL`), the format every registry and runtime accepts.
+    /// gzip (libdeflate level 1, see `GZIP_LEVEL`), the format every registry and runtime accepts.
     #[default]
     Gzip,
     /// zstd level 3, faster to write and read; needs a recent runtime on the consumer side.
