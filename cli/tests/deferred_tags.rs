@@ -105,6 +105,14 @@ fn a_pending_tag_is_used_by_forge_at_once_and_published_only_whole_even_after_a_
     // The finisher holds before storing anything: the layers are snapshots only, and the
     // layout names no app:1, so skopeo finds no such image rather than a broken one.
     let stalled = finisher(&forge);
+    // At the lowest priority, and so is its scheduling group, where the kernel has them: a
+    // session of its own is a group of its own, which its nice alone does not lower.
+    let stat = std::fs::read_to_string(format!("/proc/{stalled}/stat")).unwrap();
+    let nice = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(16).unwrap();
+    assert_eq!(nice, "19", "{stat}");
+    if let Ok(group) = std::fs::read_to_string(format!("/proc/{stalled}/autogroup")) {
+        assert!(group.trim_end().ends_with("nice 19"), "{group}");
+    }
     assert!(built[1..].iter().all(|l| !blob(&forge, l).exists()), "the build wrote its layers' tars");
     assert_eq!(published(&forge, "app:1"), None);
     assert!(!skopeo_inspect(&forge).ok);

@@ -62,6 +62,11 @@ pub fn run(store: &Store, detached: bool) -> anyhow::Result<()> {
     if detached {
         let _ = rustix::process::setsid();
         let _ = rustix::process::setpriority_process(None, 19);
+        // A new session is a scheduling group of its own where the kernel groups by session
+        // (`kernel.sched_autogroup_enabled`, on by default), and groups share the cores equally
+        // whatever their processes' nice: a W2 push beside its build's finisher had about one
+        // core of the two until the finisher ended. The group's own nice is what lowers it.
+        let _ = std::fs::write("/proc/self/autogroup", "19");
     }
     // A test stops the finisher at a step (`materialize` or `promote`) to kill it there.
     let stall = std::env::var("FORGE_TEST_FINISH_TAGS_STALL").ok();
