@@ -19,8 +19,8 @@ const ZSTD_WORKERS: u32 = 2;
 /// Go's compress/gzip): compression is nearly all of a push's time. libdeflate's level 1 gives
 /// blobs as small as zlib-rs' level 2 did (forge's level until 2026-12-01; W2 0.367 of the tar
 /// for both, a Debian rootfs 0.427 against 0.434) 1.4-1.9x faster, and 4-15% larger than zlib's
-/// level 6 (W2 0.320, Debian 0.411) 2.9-4.3x faster. Any fixed level keeps digests reproducible; a layer
-/// pushed before keeps its remembered blob (see `distribute`).
+/// level 6 (W2 0.320, Debian 0.411) 2.9-4.3x faster. Any fixed level keeps digests reproducible;
+/// a layer pushed before keeps its remembered blob (see `distribute`).
 const GZIP_LEVEL: i32 = 1;
 /// gzip worker threads; any count gives the same bytes (see `pgzip`).
 const GZIP_WORKERS: usize = 2;
