@@ -12,9 +12,9 @@
 //! faster than zlib-rs for the same size. Measured on 1 MiB blocks, one core of the Xeon host of
 //! 2026-12-01: W2's data 144 MiB/s at level 1 against zlib-rs' 104 at level 2, both 0.367 of the
 //! input; a Debian rootfs tar 128 against 67 MiB/s, 0.427 against 0.434. Every reader of image
-//! layers reads all members: Go's compress/gzip (docker, containerd, podman, skopeo, umoci), zlib's
-//! gzip, pigz, and flate2's `MultiGzDecoder` here. eStargz layers, which every runtime pulls, are
-//! multi-member gzip too, and bgzip writes blocked members the same way.
+//! layers reads all members: Go's compress/gzip (docker, containerd, podman, skopeo, umoci),
+//! zlib's gzip, pigz, and flate2's `MultiGzDecoder` here. eStargz layers, which every runtime
+//! pulls, are multi-member gzip too, and bgzip writes blocked members the same way.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
