@@ -10,7 +10,7 @@ pkgs=(
   debootstrap      # the Debian trixie chroot where Docker 28.5 (the reference builder) runs
   apache2-utils    # htpasswd for the Basic-auth registry test
   gcc libc6-dev    # a static system-call probe for the sandbox tests
-  openssl iproute2 zstd bzip2 xz-utils jq curl ca-certificates
+  openssl iproute2 zstd bzip2 xz-utils gzip jq curl ca-certificates
   iptables         # NAT and isolation rules of forge's bridged networks
   uidmap           # newuidmap/newgidmap for rootless forge
   docker-compose   # compose 1.29 against forge serve
