@@ -275,6 +275,8 @@ pub(crate) fn records(tree: &SourceTree, matches: &[Matched], cache: &StatCache)
 /// Gives `f` each record [`hash_matches`] feeds, in order. Downloads are left out: they enter
 /// the key by their digest.
 fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f: impl FnMut(Fed)) -> Result<(), SourceError> {
+    let files: Vec<&Entry> = matches.iter().filter(|m| !m.remote).flat_map(|m| &m.entries).filter(|e| e.meta.file_type().is_file()).collect();
+    let mut sums = file_sums(tree, &files, cache).into_iter();
     for m in matches.iter().filter(|m| !m.remote) {
         f(Fed::Match(m.rel.clone()));
         for e in &m.entries {
@@ -286,9 +288,7 @@ fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f:
             }
             let ft = e.meta.file_type();
             if ft.is_file() {
-                // Only the context's files are remembered: other trees are mounted at a new
-                // place each build, so their paths never come back.
-                let sum = if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { content_hash(&e.path) };
+                let sum = sums.next().expect("one sum per file, in the order of `files`");
                 let mut hex = [0u8; 64];
                 hex::encode_to_slice(sum.map_err(io_err(&e.path))?, &mut hex).expect("64 hex digits for 32 bytes");
                 record.extend_from_slice(&hex);
@@ -309,6 +309,47 @@ fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f:
         }
     }
     Ok(())
+}
+
+/// At most this many threads read the files a stat cache does not remember.
+const READERS: usize = 16;
+
+/// The content hashes of `files`, in order. The ones the stat cache does not remember are read
+/// on up to [`READERS`] threads: the disk serves several reads at once, and a context that is
+/// not in the page cache (on this VM, pages untouched for a minute are paged out) read one file
+/// at a time waits on one disk read per file. W1's 5,000 files: 0.46 s to `cat` one by one,
+/// 0.21 s on sixteen.
+fn file_sums(tree: &SourceTree, files: &[&Entry], cache: &StatCache) -> Vec<io::Result<[u8; 32]>> {
+    // Only the context's files are remembered: other trees are mounted at a new place each
+    // build, so their paths never come back.
+    let hash = |e: &Entry| if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { content_hash(&e.path) };
+    let mut sums: Vec<Option<io::Result<[u8; 32]>>> =
+        files.iter().map(|e| tree.is_context.then(|| cache.remembered(&e.path, &e.meta)).flatten().map(Ok)).collect();
+    let missing: Vec<usize> = (0..files.len()).filter(|&i| sums[i].is_none()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let read = || {
+        let mut done = Vec::new();
+        while let Some(&i) = missing.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+            done.push((i, hash(files[i])));
+        }
+        done
+    };
+    let done: Vec<(usize, io::Result<[u8; 32]>)> = if missing.len() < 2 {
+        read()
+    } else {
+        std::thread::scope(|scope| {
+            let others: Vec<_> = (1..missing.len().min(READERS)).map(|_| scope.spawn(read)).collect();
+            let mut done = read();
+            for other in others {
+                done.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+            done
+        })
+    };
+    for (i, sum) in done {
+        sums[i] = Some(sum);
+    }
+    sums.into_iter().map(|s| s.expect("each file remembered or read")).collect()
 }
 
 /// Feeds `records` into `key`, each entry noted as an input of kind `kind`.
@@ -338,6 +379,43 @@ mod tests {
         let mut out = Vec::new();
         tree.walk_in(tree.dir(), "", exclude, &mut out, may_split).unwrap();
         out.into_iter().map(|e| e.rel).collect()
+    }
+
+    #[test]
+    fn files_read_on_several_threads_are_fed_in_walk_order_beside_remembered_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        let names: Vec<String> = (0..3 * READERS).map(|i| ["", "d/", "d/e/"][i % 3].to_string() + &format!("f{i:03}")).collect();
+        for name in &names {
+            std::fs::write(dir.path().join(name), format!("content of {name}")).unwrap();
+        }
+        std::os::unix::fs::symlink("d/f001", dir.path().join("link")).unwrap();
+        let tree = SourceTree::open(dir.path(), Dockerignore::default(), true).unwrap();
+        let matches = tree.matches(".", &Dockerignore::default()).unwrap();
+        let cache = StatCache::for_context(store.path(), tree.dir());
+        // Every other file remembered (a file is once its times are a second old); the rest
+        // are read by `file_sums`.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        for e in matches[0].entries.iter().filter(|e| e.meta.is_file()).step_by(2) {
+            cache.file_hash(&e.path, &e.meta).unwrap();
+        }
+        let fed = records(&tree, &matches, &cache).unwrap();
+        let mut files = 0;
+        for r in &fed {
+            let Fed::Entry(name, record) = r else { continue };
+            if let Some(name) = names.iter().find(|n| *n == name) {
+                let sum = blake3::hash(format!("content of {name}").as_bytes()).to_hex();
+                assert!(record.windows(64).any(|w| w == sum.as_bytes()), "{name}: {:?}", String::from_utf8_lossy(record));
+                files += 1;
+            }
+        }
+        assert_eq!(files, names.len());
+        // A file gone since the walk: an error that names it.
+        std::fs::remove_file(dir.path().join("d/e/f002")).unwrap();
+        let fresh = StatCache::for_context(store.path(), Path::new("/elsewhere"));
+        let err = records(&tree, &matches, &fresh).unwrap_err().to_string();
+        assert!(err.contains("d/e/f002"), "{err}");
     }
 
     #[test]

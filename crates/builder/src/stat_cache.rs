@@ -77,14 +77,10 @@ impl StatCache {
 
     /// The content hash of the context file at `path` with metadata `meta`: remembered, or read.
     pub(crate) fn file_hash(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
-        // Paths under the context are made by joining onto it: its bytes are their prefix.
-        let full = path.as_os_str().as_encoded_bytes();
-        let rel = full.strip_prefix(self.context.as_os_str().as_encoded_bytes()).map_or(full, |r| r.strip_prefix(b"/").unwrap_or(r));
-        if let Some(s) = self.entries().lock().unwrap().get(rel) {
-            if s.matches(meta) {
-                return Ok(s.hash);
-            }
+        if let Some(hash) = self.remembered(path, meta) {
+            return Ok(hash);
         }
+        let rel = self.rel(path);
         let hash = content_hash(path)?;
         let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
         let (mtime_ns, ctime_ns) = (mtime_ns(meta), ctime_ns(meta));
@@ -94,6 +90,19 @@ impl StatCache {
             self.dirty.store(true, Ordering::Relaxed);
         }
         Ok(hash)
+    }
+
+    /// The remembered content hash of the context file at `path`, if its stamp still matches
+    /// `meta`.
+    pub(crate) fn remembered(&self, path: &Path, meta: &Metadata) -> Option<[u8; 32]> {
+        self.entries().lock().unwrap().get(self.rel(path)).filter(|s| s.matches(meta)).map(|s| s.hash)
+    }
+
+    /// `path` relative to the context, as the cache names it.
+    fn rel<'p>(&self, path: &'p Path) -> &'p [u8] {
+        // Paths under the context are made by joining onto it: its bytes are their prefix.
+        let full = path.as_os_str().as_encoded_bytes();
+        full.strip_prefix(self.context.as_os_str().as_encoded_bytes()).map_or(full, |r| r.strip_prefix(b"/").unwrap_or(r))
     }
 
     /// Writes the cache back if it changed, renamed over the old one, so a reader sees the old
