@@ -394,8 +394,8 @@ mod tests {
         let tree = SourceTree::open(dir.path(), Dockerignore::default(), true).unwrap();
         let matches = tree.matches(".", &Dockerignore::default()).unwrap();
         let cache = StatCache::for_context(store.path(), tree.dir());
-        // Every other file remembered (a file is once its times are a second old); the rest
-        // are read by `file_sums`.
+        // Every other file remembered (the cache keeps a file once its times are a second
+        // old); `file_sums` reads the rest.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         for e in matches[0].entries.iter().filter(|e| e.meta.is_file()).step_by(2) {
             cache.file_hash(&e.path, &e.meta).unwrap();
