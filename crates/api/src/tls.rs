@@ -40,7 +40,7 @@ fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>
 
 /// The acceptor for `files`; every problem with them is found here, before serving.
 pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for ca in certs(&files.ca, "--tlscacert")? {
         roots.add(ca).map_err(|e| tls_err(&files.ca, "--tlscacert")(e.to_string()))?;

@@ -23,6 +23,8 @@ pub(crate) fn is_url(source: &str) -> bool {
 pub(crate) fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<(Matched, Digest), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
     let name = parsed.path_segments().and_then(|mut s| s.next_back()).filter(|n| !n.is_empty()).unwrap_or("download").to_string();
+    // As the registry client: reqwest has no TLS provider of its own; an error means one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
         .build()

@@ -115,6 +115,9 @@ impl Transport {
         if let Some(c) = self.clients.lock().unwrap().get(host) {
             return Ok(c.clone());
         }
+        // reqwest is built without a TLS provider of its own (see the workspace's Cargo.toml);
+        // an error means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))

@@ -297,6 +297,7 @@ fn a_config_larger_than_the_store_reads_is_refused_and_not_tagged() {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"pad":"{}"}}"#, "x".repeat(60 << 20)).into_bytes();
     let config_size = config.len();
     let manifest = rt().block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let config_digest = upload(&http, &base, "big/config", config).await;
         let manifest = serde_json::json!({
