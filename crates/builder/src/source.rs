@@ -322,9 +322,9 @@ const READERS: usize = 16;
 fn file_sums(tree: &SourceTree, files: &[&Entry], cache: &StatCache) -> Vec<io::Result<[u8; 32]>> {
     // Only the context's files are remembered: other trees are mounted at a new place each
     // build, so their paths never come back.
-    let hash = |e: &Entry| if tree.is_context { cache.file_hash(&e.path, &e.meta) } else { content_hash(&e.path) };
+    let hash = |e: &Entry| if tree.is_context { cache.read(&e.path, &e.meta) } else { content_hash(&e.path) };
     let mut sums: Vec<Option<io::Result<[u8; 32]>>> =
-        files.iter().map(|e| tree.is_context.then(|| cache.remembered(&e.path, &e.meta)).flatten().map(Ok)).collect();
+        files.iter().map(|e| if tree.is_context { cache.remembered(&e.path, &e.meta).map(Ok) } else { None }).collect();
     let missing: Vec<usize> = (0..files.len()).filter(|&i| sums[i].is_none()).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let read = || {
@@ -398,7 +398,7 @@ mod tests {
         // old); `file_sums` reads the rest.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         for e in matches[0].entries.iter().filter(|e| e.meta.is_file()).step_by(2) {
-            cache.file_hash(&e.path, &e.meta).unwrap();
+            cache.read(&e.path, &e.meta).unwrap();
         }
         let fed = records(&tree, &matches, &cache).unwrap();
         let mut files = 0;

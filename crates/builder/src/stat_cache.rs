@@ -75,18 +75,16 @@ impl StatCache {
         self.entries.get_or_init(|| Mutex::new(self.file.as_deref().and_then(|f| std::fs::read(f).ok()).map(|b| decode(&b)).unwrap_or_default()))
     }
 
-    /// The content hash of the context file at `path` with metadata `meta`: remembered, or read.
-    pub(crate) fn file_hash(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
-        if let Some(hash) = self.remembered(path, meta) {
-            return Ok(hash);
-        }
-        let rel = self.rel(path);
+    /// The content hash of the context file at `path` with metadata `meta`, read from the file
+    /// and remembered once the file's times are a second old (a file changed within the second
+    /// could change again under the same times).
+    pub(crate) fn read(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
         let hash = content_hash(path)?;
         let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
         let (mtime_ns, ctime_ns) = (mtime_ns(meta), ctime_ns(meta));
         if now_ns - mtime_ns.max(ctime_ns) > 1_000_000_000 {
             let stamp = Stamp { ino: meta.ino(), size: meta.size(), mtime_ns, ctime_ns, hash };
-            self.entries().lock().unwrap().insert(rel.to_vec(), stamp);
+            self.entries().lock().unwrap().insert(self.rel(path).to_vec(), stamp);
             self.dirty.store(true, Ordering::Relaxed);
         }
         Ok(hash)
@@ -208,8 +206,10 @@ mod tests {
         path
     }
 
+    /// The hash a build takes for `path`: remembered, or read (as `source::file_sums` does).
     fn hash_of(cache: &StatCache, path: &Path) -> String {
-        hex::encode(cache.file_hash(path, &std::fs::symlink_metadata(path).unwrap()).unwrap())
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        hex::encode(cache.remembered(path, &meta).unwrap_or_else(|| cache.read(path, &meta).unwrap()))
     }
 
     fn hash_hex(b: &[u8]) -> String {
