@@ -13,6 +13,7 @@ pkgs=(
   openssl iproute2 zstd bzip2 xz-utils gzip jq curl ca-certificates
   iptables         # NAT and isolation rules of forge's bridged networks
   uidmap           # newuidmap/newgidmap for rootless forge
+  util-linux-extra # fincore: what a write past the page cache left in it
   docker-compose   # compose 1.29 against forge serve
 )
 missing=()

@@ -136,7 +136,9 @@ fn compressed_layer_to(store: &Store, layer: &Layer, compression: Compression, s
         // Its tar is made from the snapshot into the compressor: the plain tar is never
         // written (on W2, 712 MiB the push would write only to read back).
         Some(kept) => {
-            let writer = store.content().writer_hashed_by_caller(&crate::store::unique_ingest("compressed-layer"))?;
+            let mut writer = store.content().writer_hashed_by_caller(&crate::store::unique_ingest("compressed-layer"))?;
+            // Read again only by a later push or archive, maybe never.
+            writer.past_page_cache();
             let mut out = BufWriter::with_capacity(256 << 10, Tee { store: writer, copy });
             let made = kept.stream_as(store, compression, &mut out).map_err(|message| Error::SnapshotBlob { digest: kept.digest.clone(), chain_id: kept.chain_id.clone(), message })?;
             let writer = out.into_inner().map_err(|e| io(e.into_error()))?.store;
@@ -146,7 +148,8 @@ fn compressed_layer_to(store: &Store, layer: &Layer, compression: Compression, s
             let plain = store.blob(&layer.digest)?;
             let (_, mut tar) = decompress(BufReader::with_capacity(256 << 10, plain))
                 .map_err(|e| Error::Invalid { what: "layer", digest: layer.digest.clone(), message: e.to_string() })?;
-            let writer = store.content().writer(&crate::store::unique_ingest("compressed-layer"))?;
+            let mut writer = store.content().writer(&crate::store::unique_ingest("compressed-layer"))?;
+            writer.past_page_cache();
             let mut out = LayerWriter::new(BufWriter::with_capacity(256 << 10, Tee { store: writer, copy }), compression).map_err(io)?;
             std::io::copy(&mut tar, &mut out).map_err(io)?;
             let (buffered, d) = out.finish().map_err(io)?;

@@ -319,7 +319,11 @@ impl Store {
             // Another thread may have made it while this one waited.
             let Some(blob) = kept(d) else { continue };
             let fail = |message: String| Error::SnapshotBlob { digest: blob.digest.clone(), chain_id: blob.chain_id.clone(), message };
-            let mut out = std::io::BufWriter::new(self.content.writer_hashed_by_caller(&unique_ingest("snapblob"))?);
+            let mut writer = self.content.writer_hashed_by_caller(&unique_ingest("snapblob"))?;
+            // Read by other tools reading the layout, or once by a later push or archive: not
+            // worth the page cache (the snapshot it is made from stays there for builds and runs).
+            writer.past_page_cache();
+            let mut out = std::io::BufWriter::with_capacity(256 << 10, writer);
             let made = blob.stream(self, &mut out).map_err(fail)?;
             let writer = out.into_inner().map_err(|e| fail(e.into_error().to_string()))?;
             // A snapshot changed since stores nothing (the writer takes the digest hashed here

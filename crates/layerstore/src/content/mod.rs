@@ -35,6 +35,8 @@ use std::time::SystemTime;
 use crate::digest::{Digest, HashingWriter};
 use crate::lock::FileLock;
 
+mod uncached;
+
 /// The name prefix of [`ContentStore::put_unsynced`]'s files in the ingest directory.
 const SMALL_PREFIX: &str = ".small-";
 
@@ -342,7 +344,7 @@ impl ContentStore {
         let mut hasher = HashingWriter::new(io::sink());
         io::copy(&mut file, &mut hasher).ctx("re-reading", &data_path)?;
         let written = hasher.written();
-        Ok(Writer { store: self.clone(), ingest_ref: ingest_ref.to_string(), dir, data_path, file, hasher: Some(hasher), written, _lock: lock })
+        Ok(Writer { store: self.clone(), ingest_ref: ingest_ref.to_string(), dir, data_path, file, uncached: None, hasher: Some(hasher), written, _lock: lock })
     }
 
     /// A [`writer`](ContentStore::writer) for a caller that hashes the bytes it writes itself
@@ -370,6 +372,8 @@ pub struct Writer {
     dir: PathBuf,
     data_path: PathBuf,
     file: File,
+    /// Set by [`Writer::past_page_cache`] until the bytes are committed or flushed.
+    uncached: Option<uncached::Uncached>,
     /// None for [`ContentStore::writer_hashed_by_caller`].
     hasher: Option<HashingWriter<io::Sink>>,
     written: u64,
@@ -380,6 +384,24 @@ impl Writer {
     /// Bytes already written (including those of an interrupted earlier writer).
     pub fn offset(&self) -> u64 {
         self.written
+    }
+
+    /// Writes the bytes from here on past the page cache (`O_DIRECT`, where the filesystem has
+    /// it), for a big blob that nothing reads soon: it spares the copy into freshly allocated
+    /// cache pages and leaves the cache to what is in use. [`flush`](Write::flush) and commit
+    /// write the last, unaligned bytes through the cache.
+    pub fn past_page_cache(&mut self) {
+        if self.uncached.is_none() {
+            self.uncached = uncached::Uncached::start(&self.file, self.written);
+        }
+    }
+
+    /// Writes what [`past_page_cache`](Writer::past_page_cache) staged.
+    fn end_uncached(&mut self) -> io::Result<()> {
+        match self.uncached.take() {
+            Some(u) => u.finish(&self.file),
+            None => Ok(()),
+        }
     }
 
     /// Drops the bytes written instead of keeping them for a later writer to resume.
@@ -405,7 +427,7 @@ impl Writer {
     }
 
     fn commit_with(mut self, expected_size: Option<u64>, expected: Option<&Digest>, sync_name: bool) -> Result<Digest, Error> {
-        self.file.flush().ctx("flushing", &self.data_path)?;
+        self.flush().ctx("flushing", &self.data_path)?;
         self.file.sync_all().ctx("syncing", &self.data_path)?;
         let (actual, size) = match (self.hasher.take(), expected) {
             (Some(hasher), _) => {
@@ -453,7 +475,10 @@ impl std::fmt::Debug for Writer {
 
 impl Write for Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = match &mut self.uncached {
+            Some(u) => u.write(&self.file, buf).map(|()| buf.len())?,
+            None => self.file.write(buf)?,
+        };
         if let Some(hasher) = &mut self.hasher {
             hasher.write_all(&buf[..n])?;
         }
@@ -462,6 +487,7 @@ impl Write for Writer {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.end_uncached()?;
         self.file.flush()
     }
 }
