@@ -191,3 +191,20 @@ fn a_writer_past_the_page_cache_stores_every_byte_and_leaves_at_most_the_tail_ca
     let d = w.commit(Some(bytes.len() as u64), Some(&Digest::of(&bytes))).unwrap();
     assert_eq!(std::fs::read(store.path(&d)).unwrap(), bytes);
 }
+
+#[test]
+fn a_dropped_writer_past_the_page_cache_resumes_after_its_whole_blocks() {
+    let (_dir, store) = store();
+    let bytes: Vec<u8> = (0..(5 << 19) + 3).map(|j| (j % 241) as u8).collect();
+    let mut w = store.writer("uncached-resume").unwrap();
+    w.past_page_cache();
+    w.write_all(&bytes[..3 << 19]).unwrap();
+    drop(w);
+    // The staged half block is gone; the resumed writer hashes what is there and goes on.
+    let mut w = store.writer("uncached-resume").unwrap();
+    assert_eq!(w.offset(), 1 << 20);
+    w.past_page_cache();
+    w.write_all(&bytes[1 << 20..]).unwrap();
+    let d = w.commit(Some(bytes.len() as u64), Some(&Digest::of(&bytes))).unwrap();
+    assert_eq!(std::fs::read(store.path(&d)).unwrap(), bytes);
+}
