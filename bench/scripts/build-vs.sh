@@ -61,9 +61,20 @@ buildah="buildah --root $work/buildah --runroot $work/buildah-run --storage-driv
 # right after a big delete spent 80% of its time there (`recently_deleted`). So deleted stores
 # are synced, then left to age past that window.
 age_deleted() { sync; sleep ${TRASH_AGE:-65}; }
+# BuildKit's build cache of the --no-cache builds, left to the end of a run: it grew by 16.7 GB
+# over one day's runs and filled this machine's disk. Not between workloads: in the two full runs
+# that pruned there, forge's first two W2 builds took 4-16 s (1.1-2.3 s after); by hand, a W2
+# build just after a prune of W1's cache (114 MB) took 3.9, 2.2 and 1.0 s, against 1.1 s.
+prune_buildkit() {
+  for t in $tools; do
+    case $t in docker|docker20) $t builder prune -af >/dev/null 2>&1 || true ;; esac
+  done
+}
 # A previous run's stores go first (see prepare).
 umount $work/registry 2>/dev/null || true
-[ -d $work ] && rm -rf $work && age_deleted
+prune_buildkit
+[ -d $work ] && rm -rf $work
+age_deleted
 mkdir -p $work/trash
 registry_pid=
 cleanup() {
@@ -206,9 +217,6 @@ print(t / int(sys.argv[2]))' "$1" "$(nproc)"
 clear_kept() { # WORKLOAD [run]
   for t in $tools; do
     case $t in docker|docker20) { $t rmi -f bench/$1 && $t image prune -f; } >/dev/null 2>&1 || true ;; esac
-    # BuildKit's cache of the workload's --no-cache builds goes with forge's stores: kept, it
-    # grew by 16.7 GB over one day's runs and filled this machine's disk.
-    case $t in docker|docker20) [ "${2:-}" = run ] || $t builder prune -af >/dev/null 2>&1 || true ;; esac
   done
   if [ "${2:-}" != run ] || [ "$(du -sm $work/trash | cut -f1)" -gt 1024 ]; then
     rm -rf $work/trash/* && age_deleted
@@ -251,6 +259,8 @@ for w in $WORKLOADS; do
   done
   clear_kept $w
 done
+
+prune_buildkit
 
 med() { printf '%s\n' $1 | median; }
 head="| workload | scenario | forge s | BuildKit 28.5 s | forge / BuildKit |"
