@@ -61,10 +61,10 @@ buildah="buildah --root $work/buildah --runroot $work/buildah-run --storage-driv
 # right after a big delete spent 80% of its time there (`recently_deleted`). So deleted stores
 # are synced, then left to age past that window.
 age_deleted() { sync; sleep ${TRASH_AGE:-65}; }
-# BuildKit's build cache of the --no-cache builds, left to the end of a run: it grew by 16.7 GB
-# over one day's runs and filled this machine's disk. Not between workloads: in the two full runs
-# that pruned there, forge's first two W2 builds took 4-16 s (1.1-2.3 s after); by hand, a W2
-# build just after a prune of W1's cache (114 MB) took 3.9, 2.2 and 1.0 s, against 1.1 s.
+# BuildKit's build cache of the --no-cache builds, pruned at the start and the end of a run: it
+# grew by 16.7 GB over one day's runs and filled this machine's disk. Not between workloads,
+# where its deletes would land just before the next workload's first timing. (Pruning there was
+# not what made W2's first cold builds slow: they stayed slow without it; see the README.)
 prune_buildkit() {
   for t in $tools; do
     case $t in docker|docker20) $t builder prune -af >/dev/null 2>&1 || true ;; esac
