@@ -134,30 +134,10 @@ fn a_writer_hashed_by_its_caller_stores_what_it_was_given_and_checks_the_size() 
     assert_eq!(std::fs::read_dir(dir.path().join("forge/ingest")).unwrap().count(), 0);
 }
 
-/// Bytes in the page cache for `path`, by util-linux's `fincore`.
-fn cached_bytes(path: &std::path::Path) -> u64 {
-    let out = std::process::Command::new("fincore").args(["--bytes", "--noheadings", "--output", "RES"]).arg(path).output().expect("fincore (util-linux-extra)");
-    assert!(out.status.success(), "fincore: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("fincore prints a byte count")
-}
-
-/// Whether the filesystem of `dir` takes `O_DIRECT` writes (tmpfs before Linux 6.6 does not),
-/// asked of dd, which aligns its own buffer.
-fn direct_io_works(dir: &std::path::Path) -> bool {
-    let probe = dir.join("direct-probe");
-    let ok = std::process::Command::new("dd")
-        .args(["if=/dev/zero", "bs=4096", "count=1", "oflag=direct", "status=none"])
-        .arg(format!("of={}", probe.display()))
-        .status()
-        .is_ok_and(|s| s.success());
-    let _ = std::fs::remove_file(probe);
-    ok
-}
-
 #[test]
 fn a_writer_past_the_page_cache_stores_every_byte_and_leaves_at_most_the_tail_cached() {
     let (dir, store) = store();
-    let direct = direct_io_works(dir.path());
+    let direct = forge_testkit::direct_io_works(dir.path());
     if !direct {
         eprintln!("skipped: the page-cache check (no direct I/O under {}); the bytes are still checked", dir.path().display());
     }
@@ -175,7 +155,7 @@ fn a_writer_past_the_page_cache_stores_every_byte_and_leaves_at_most_the_tail_ca
             // Only the tail after the last whole 1 MiB block went through the page cache (a
             // buffered writer leaves every byte there).
             let tail = (size % (1 << 20)).div_ceil(4096) as u64 * 4096;
-            let cached = cached_bytes(&store.path(&d));
+            let cached = forge_testkit::cached_bytes(&store.path(&d));
             assert!(cached <= tail, "size {size}: {cached} bytes cached, tail {tail}");
         }
         store.verify(&d).unwrap();

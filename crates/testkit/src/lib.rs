@@ -4,6 +4,7 @@
 //!   base image of most tests (`/bin/busybox` must exist; `.ci/run` installs it).
 //! - [`Registry`]: Debian's `docker-registry` (the CNCF distribution server) on a free
 //!   `127.0.0.1` port with its own temporary storage, stopped on drop.
+//! - [`cached_bytes`], [`direct_io_works`]: what a write past the page cache left in it.
 //!
 //! Everything here panics on failure: it is test setup, and a panic names what is missing.
 
@@ -13,6 +14,27 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Bytes of `path` in the page cache, by util-linux's `fincore` (`.ci/run` installs
+/// util-linux-extra).
+pub fn cached_bytes(path: &Path) -> u64 {
+    let out = Command::new("fincore").args(["--bytes", "--noheadings", "--output", "RES"]).arg(path).output().expect("fincore (apt-get install util-linux-extra)");
+    assert!(out.status.success(), "fincore: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("fincore prints a byte count")
+}
+
+/// Whether the filesystem of `dir` takes `O_DIRECT` writes (tmpfs before Linux 6.6 does not),
+/// asked of dd, which aligns its own buffer.
+pub fn direct_io_works(dir: &Path) -> bool {
+    let probe = dir.join("direct-probe");
+    let ok = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4096", "count=1", "oflag=direct", "status=none"])
+        .arg(format!("of={}", probe.display()))
+        .status()
+        .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(probe);
+    ok
+}
 
 /// Fills `dir` with a minimal busybox rootfs: `/bin/busybox`, one symlink per applet at the path
 /// busybox advertises, `/etc/passwd` and `/etc/group` with root, nobody and a `app` user

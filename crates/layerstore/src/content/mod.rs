@@ -389,8 +389,9 @@ impl Writer {
     /// Writes the bytes from here on past the page cache (`O_DIRECT`, where the filesystem has
     /// it), for a big blob that nothing reads soon: it spares the copy into freshly allocated
     /// cache pages and leaves the cache to what is in use. [`flush`](Write::flush) and commit
-    /// write the last, unaligned bytes through the cache; a writer dropped before either keeps,
-    /// for a resume, only the whole 1 MiB blocks written so far.
+    /// write the last, unaligned bytes through the cache, and the writer goes on through the
+    /// cache after a flush; a writer dropped before either keeps, for a resume, only the whole
+    /// 1 MiB blocks written so far.
     pub fn past_page_cache(&mut self) {
         if self.uncached.is_none() {
             self.uncached = uncached::Uncached::start(&self.file, self.written);
