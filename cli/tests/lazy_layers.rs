@@ -125,6 +125,20 @@ fn a_cached_image_keeps_its_layers_remote_until_they_are_read() {
     assert_eq!(push(&b3, "from-b"), push(&a, "from-a"));
 }
 
+/// The steps a runner took from a registry cache join its own cache with the inputs of their
+/// keys (a hit labels them only when something reads them again): its next build, one file
+/// changed and no cache given, explains the miss by that file.
+#[test]
+fn steps_taken_from_a_registry_cache_explain_a_later_local_miss() {
+    let registry = forge_testkit::Registry::start();
+    let (a, _ctx, cache_ref, image_a) = runner_a(&registry);
+    let b = runner_b(&a, &cache_ref, &image_a);
+    let ctx = b.dir.path().join("checkout");
+    std::fs::write(ctx.join("src/b"), "b2").unwrap();
+    let (_, stderr) = build(&b, &ctx, &["--explain-cache"]);
+    assert!(stderr.contains("cache miss: context file \"src/b\" changed"), "{stderr}");
+}
+
 #[test]
 fn a_registry_that_lost_a_layer_fails_the_fetch_clearly_and_corrupts_nothing() {
     let registry = forge_testkit::Registry::start();

@@ -89,7 +89,7 @@ impl InputKind {
 }
 
 /// A step's key and its labelled inputs.
-pub(crate) type StepKey = (Digest, Vec<KeyInput>);
+pub(crate) type StepKey = (Digest, Inputs);
 
 /// The name of the instruction input that holds the step's kind (`RUN`, `COPY`, ...).
 pub(crate) const STEP_KIND: &str = "step";
@@ -98,7 +98,39 @@ pub(crate) const STEP_KIND: &str = "step";
 /// ([`KeyBuilder::note`]) are recorded beside it; they never change the key.
 pub(crate) struct KeyBuilder {
     hasher: Sha256,
-    inputs: Vec<KeyInput>,
+    inputs: Inputs,
+}
+
+/// The labelled inputs of a key, in the order they were noted. A source's entries (one per
+/// file: thousands for a big context) are kept as the bytes the key took for them and
+/// labelled only when the inputs are read, which a cache hit does only for `--cache-to` or an
+/// entry of a registry cache: labelling W1's 5,000 files took 3 ms of its 25 ms no-op rebuild.
+#[derive(Default)]
+pub(crate) struct Inputs(Vec<Noted>);
+
+enum Noted {
+    One(KeyInput),
+    /// Entries of one kind: each one's path and the bytes the key took for it.
+    Entries(InputKind, Vec<(String, Vec<u8>)>),
+}
+
+impl Inputs {
+    pub(crate) fn push(&mut self, input: KeyInput) {
+        self.0.push(Noted::One(input));
+    }
+
+    /// The inputs, an entry valued by 64 bits of the sha256 of its bytes: enough to tell a
+    /// changed file from an unchanged one in an explanation.
+    pub(crate) fn labelled(self) -> Vec<KeyInput> {
+        let mut out = Vec::with_capacity(self.0.iter().map(|n| if let Noted::Entries(_, e) = n { e.len() } else { 1 }).sum());
+        for noted in self.0 {
+            match noted {
+                Noted::One(i) => out.push(i),
+                Noted::Entries(kind, entries) => out.extend(entries.into_iter().map(|(name, bytes)| KeyInput { kind: kind.as_str().into(), name, value: crate::explain::short_digest(&bytes) })),
+            }
+        }
+        out
+    }
 }
 
 impl KeyBuilder {
@@ -110,7 +142,7 @@ impl KeyBuilder {
         h.update(b"\0");
         h.update(kind);
         h.update(b"\0");
-        let mut k = KeyBuilder { hasher: h, inputs: Vec::new() };
+        let mut k = KeyBuilder { hasher: h, inputs: Inputs::default() };
         k.note(InputKind::Parent, "parent", parent.as_str()).note(InputKind::Instruction, STEP_KIND, kind);
         k
     }
@@ -135,6 +167,12 @@ impl KeyBuilder {
             self.part(i.as_ref());
         }
         self
+    }
+
+    /// Notes a source's entries as inputs of kind `kind`: each one's path, and the bytes the
+    /// key took for it (fed through [`KeyBuilder::hasher`]).
+    pub(crate) fn note_entries(&mut self, kind: InputKind, entries: Vec<(String, Vec<u8>)>) {
+        self.inputs.0.push(Noted::Entries(kind, entries));
     }
 
     /// The hasher itself, for content hashing of sources.
@@ -164,7 +202,7 @@ pub(crate) fn layer_key(step: &Digest, compression: Compression, source_date_epo
 }
 
 /// Records the options [`layer_key`] adds, as inputs of the step.
-pub(crate) fn note_layer_options(inputs: &mut Vec<KeyInput>, compression: Compression, source_date_epoch: Option<i64>) {
+pub(crate) fn note_layer_options(inputs: &mut Inputs, compression: Compression, source_date_epoch: Option<i64>) {
     inputs.push(input(InputKind::Option, "compression", &format!("{compression:?}")));
     inputs.push(input(InputKind::Option, "SOURCE_DATE_EPOCH", &source_date_epoch.map(|s| s.to_string()).unwrap_or_default()));
 }

@@ -20,8 +20,8 @@ pub(crate) struct Miss {
 
 /// A value that may be long or private (a variable's), kept as 64 bits of its sha256: enough to
 /// see that it changed, without storing it in the cache entry.
-pub(crate) fn short_digest(value: &str) -> String {
-    hex::encode(&Sha256::digest(value.as_bytes())[..8])
+pub(crate) fn short_digest(value: impl AsRef<[u8]>) -> String {
+    hex::encode(&Sha256::digest(value)[..8])
 }
 
 /// Explains a miss of the step with `inputs`. `no_cache` says the user asked for it;

@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use forge_layerstore::cache::{CacheEntry, KeyInput};
+use forge_layerstore::cache::CacheEntry;
 use forge_layerstore::diff::{LayerInfo, LayerOptions, LayerSource};
 use forge_layerstore::{Digest, Layer, Store};
 
+use crate::cache_key::Inputs;
 use crate::ctx::BuildCtx;
 use crate::error::{At, StepErrorKind};
 use crate::mount::OverlayMount;
@@ -49,7 +50,7 @@ pub(crate) fn layer_step(
     at: &At,
     parent: &[Layer],
     key: &Digest,
-    mut inputs: Vec<KeyInput>,
+    mut inputs: Inputs,
     change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
 ) -> Result<(Option<Layer>, String), Error> {
     let (store, opts) = (build.store, build.opts);
@@ -62,11 +63,16 @@ pub(crate) fn layer_step(
             let entry = cached.expect("matched just above");
             // An entry from before times were kept gets this build's.
             let created = entry.created.unwrap_or_else(|| crate::stage::timestamp(None));
-            // The inputs that made the key are the cached step's: a `--cache-to` carries them.
+            // The inputs that made the key are the cached step's: a `--cache-to` carries them,
+            // and an entry of a registry cache joins the store's own with them
+            // (`Lazy::record_remote`). Nothing else reads them on a hit.
+            let read_again = !opts.cache_to.is_empty() || entry.layer.as_ref().is_some_and(|l| build.lazy.origin(&l.digest).is_some());
+            let inputs = if read_again { inputs.labelled() } else { Vec::new() };
             build.used.lock().unwrap().push((index_key, CacheEntry { layer: entry.layer.clone(), inputs, created: Some(created.clone()) }));
             return Ok((entry.layer, created));
         }
     }
+    let inputs = inputs.labelled();
     if opts.explain_cache {
         let miss = crate::explain::explain(&build.cache, &inputs, opts.no_cache, cached.is_some());
         build.progress.event(Event::CacheMiss { id: at.id.clone(), reason: miss.reason, changes: miss.changes });

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use forge_parser::dockerignore::{Dockerignore, Glob};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
 
 use crate::cache_key::{InputKind, KeyBuilder};
 use crate::error::StepErrorKind;
@@ -261,8 +261,10 @@ pub(crate) enum Fed {
 /// trees, where they are copied. Each entry is also noted as an input of kind `kind`, named
 /// by its path in the tree, valued by a digest of what it fed (the key gets the same bytes).
 pub(crate) fn hash_matches(tree: &SourceTree, matches: &[Matched], cache: &StatCache, key: &mut KeyBuilder, kind: InputKind) -> Result<(), SourceError> {
-    // Fed as they are made: nothing the size of the tree is kept.
-    each_record(tree, matches, cache, |r| feed_one(&r, key, kind))
+    let mut entries = Vec::new();
+    each_record(tree, matches, cache, |r| feed_one(r, key, &mut entries))?;
+    key.note_entries(kind, entries);
+    Ok(())
 }
 
 /// What [`hash_matches`] feeds a key, in order, before it is fed.
@@ -353,20 +355,21 @@ fn file_sums(tree: &SourceTree, files: &[&Entry], cache: &StatCache) -> Vec<io::
 }
 
 /// Feeds `records` into `key`, each entry noted as an input of kind `kind`.
-pub(crate) fn feed(records: &[Fed], key: &mut KeyBuilder, kind: InputKind) {
+pub(crate) fn feed(records: Vec<Fed>, key: &mut KeyBuilder, kind: InputKind) {
+    let mut entries = Vec::with_capacity(records.len());
     for r in records {
-        feed_one(r, key, kind);
+        feed_one(r, key, &mut entries);
     }
+    key.note_entries(kind, entries);
 }
 
-fn feed_one(r: &Fed, key: &mut KeyBuilder, kind: InputKind) {
+/// Feeds one record into `key`; an entry goes on to `entries`, to be noted.
+fn feed_one(r: Fed, key: &mut KeyBuilder, entries: &mut Vec<(String, Vec<u8>)>) {
     match r {
         Fed::Match(rel) => key.hasher().update(format!("match {rel}\0")),
         Fed::Entry(name, record) => {
-            key.hasher().update(record);
-            // 64 bits tell a changed file from an unchanged one well enough for an explanation.
-            let digest = hex::encode(&Sha256::digest(record)[..8]);
-            key.note(kind, name, &digest);
+            key.hasher().update(&record);
+            entries.push((name, record));
         }
     }
 }

@@ -79,7 +79,7 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
     let fail = |e: SourceError| step.at.fail(e.kind(), e.to_string());
     let (key, inputs) = cache_key(step, c, &x, origin_key, remote_digests, |key| match (remembered, &located) {
         (Some(records), _) => {
-            feed(&records, key, kind);
+            feed(records, key, kind);
             Ok(())
         }
         (None, Some((origin, found))) => match (&origin.tree, &memo) {
@@ -88,7 +88,7 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
                 // Not remembered only costs reading the tree again next time.
                 let _ = memo.write(&records);
                 keep_for_cache_to(memo, &records);
-                feed(&records, key, kind);
+                feed(records, key, kind);
                 Ok(())
             }
             (tree, _) => hash_matches(tree.as_ref().unwrap_or(&step.build.context), &found.matches, &step.build.stat_cache, key, kind).map_err(fail),

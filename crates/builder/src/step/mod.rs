@@ -7,9 +7,9 @@ pub(crate) mod copy;
 pub(crate) mod run;
 pub(crate) mod workdir;
 
-use forge_layerstore::cache::KeyInput;
 use forge_layerstore::{Digest, Layer};
 
+use crate::cache_key::Inputs;
 use crate::ctx::BuildCtx;
 use crate::error::At;
 use crate::layers::{self, Snapshot};
@@ -59,7 +59,7 @@ impl StepCtx<'_> {
 
     /// The step's layer for `key` and when it was first made: cached, or made by `change`
     /// (see `layers.rs`).
-    pub(crate) fn layer(&self, key: &Digest, inputs: Vec<KeyInput>, change: impl FnOnce(&Snapshot<'_>) -> Result<Option<forge_layerstore::diff::LayerInfo>, Error>) -> Result<(Option<Layer>, String), Error> {
+    pub(crate) fn layer(&self, key: &Digest, inputs: Inputs, change: impl FnOnce(&Snapshot<'_>) -> Result<Option<forge_layerstore::diff::LayerInfo>, Error>) -> Result<(Option<Layer>, String), Error> {
         layers::layer_step(self.build, self.at, self.layers, key, inputs, change)
     }
 }
