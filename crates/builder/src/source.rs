@@ -282,9 +282,13 @@ fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f:
     for m in matches.iter().filter(|m| !m.remote) {
         f(Fed::Match(m.rel.clone()));
         for e in &m.entries {
-            // Written in place (a no-op rebuild makes one record per context file).
+            // Written in place, without the formatter (a no-op rebuild makes one record per
+            // context file, and `write!` took a tenth of W1's key).
             let mut record = Vec::with_capacity(e.rel.len() + 96);
-            let _ = write!(record, "{}\0{:o}\0", e.rel, e.meta.mode());
+            record.extend_from_slice(e.rel.as_bytes());
+            record.push(0);
+            push_octal(&mut record, e.meta.mode());
+            record.push(0);
             if !tree.is_context {
                 let _ = write!(record, "{}:{}\0", e.meta.uid(), e.meta.gid());
             }
@@ -305,12 +309,27 @@ fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f:
                 ("", "") => ".".to_string(),
                 (m, "") => m.to_string(),
                 ("", e) => e.to_string(),
-                (m, e) => format!("{m}/{e}"),
+                (m, e) => [m, "/", e].concat(),
             };
             f(Fed::Entry(name, record));
         }
     }
     Ok(())
+}
+
+/// Appends `n` in octal, as `{:o}` writes it.
+fn push_octal(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 11];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n & 7) as u8;
+        n >>= 3;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// At most this many threads read the files a stat cache does not remember.
@@ -419,6 +438,15 @@ mod tests {
         let fresh = StatCache::for_context(store.path(), Path::new("/elsewhere"));
         let err = records(&tree, &matches, &fresh).unwrap_err().to_string();
         assert!(err.contains("d/e/f002"), "{err}");
+    }
+
+    #[test]
+    fn octal_is_written_as_the_formatter_writes_it() {
+        for n in [0, 7, 8, 0o644, 0o100755, 0o170000, u32::MAX] {
+            let mut out = b"x".to_vec();
+            push_octal(&mut out, n);
+            assert_eq!(out, format!("x{n:o}").into_bytes());
+        }
     }
 
     #[test]
