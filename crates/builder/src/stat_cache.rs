@@ -194,7 +194,8 @@ fn decode(bytes: Vec<u8>) -> Loaded {
     if blake3::hash(body) != *sum || !body.starts_with(MAGIC) || body.len() > u32::MAX as usize {
         return Loaded::default();
     }
-    let mut loaded = Loaded::default();
+    // Paths are short: room for about as many entries as there are, without growing.
+    let mut loaded = Loaded { offsets: hashbrown::HashTable::with_capacity(body.len() / (FIXED + 4 + 24)), ..Loaded::default() };
     let mut at = MAGIC.len();
     while at < body.len() {
         let Some(len) = body[at..].first_chunk::<4>() else { return Loaded::default() };
@@ -202,11 +203,9 @@ fn decode(bytes: Vec<u8>) -> Loaded {
         if body.len() - at - 4 < len + FIXED {
             return Loaded::default();
         }
+        // Unique: `encode` writes each path once, and the checksum says this is what it wrote.
         let hash = loaded.hasher.hash_one(&body[at + 4..at + 4 + len]);
-        // A path written twice (never by `encode`) keeps its first entry.
-        if loaded.offsets.find(hash, |&o| entry_at(body, o as usize).0 == &body[at + 4..at + 4 + len]).is_none() {
-            loaded.offsets.insert_unique(hash, at as u32, |&o| loaded.hasher.hash_one(entry_at(body, o as usize).0));
-        }
+        loaded.offsets.insert_unique(hash, at as u32, |&o| loaded.hasher.hash_one(entry_at(body, o as usize).0));
         at += 4 + len + FIXED;
     }
     loaded.bytes = bytes;
