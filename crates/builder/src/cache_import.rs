@@ -115,6 +115,12 @@ impl Lazy {
 }
 
 impl Lazy {
+    /// The registry cache that holds `layer`, while it is only there (not in the store): an
+    /// entry naming it joins the store's cache at the build's end ([`Lazy::record_remote`]).
+    pub(crate) fn remote_only(&self, store: &Store, layer: &Layer) -> Option<&str> {
+        self.origin(&layer.digest).filter(|_| !store.content().exists(&layer.digest))
+    }
+
     /// Records the layers of the `used` entries that are still only in a registry cache as
     /// remote blobs of the store ([`forge_layerstore::remote`]), and puts those entries into
     /// the store's index: the image is written without the bytes, which come when something
@@ -128,10 +134,7 @@ impl Lazy {
         let mut entries = Vec::new();
         for (key, entry) in used {
             let Some(layer) = &entry.layer else { continue };
-            let Some(reference) = self.layers.get(&layer.digest) else { continue };
-            if store.content().exists(&layer.digest) {
-                continue;
-            }
+            let Some(reference) = self.remote_only(store, layer) else { continue };
             let r = forge_layerstore::reference::ImageName::parse(reference).map_err(|e| format!("cache {reference}: {e}"))?;
             let source = RemoteSource { registry: r.registry().to_string(), repository: r.repository().to_string() };
             let blob = RemoteBlob { digest: layer.digest.clone(), size: layer.size, source, stored: self.stored.get(&layer.digest).cloned() };

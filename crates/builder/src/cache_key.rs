@@ -126,7 +126,7 @@ impl Inputs {
         for noted in self.0 {
             match noted {
                 Noted::One(i) => out.push(i),
-                Noted::Entries(kind, entries) => out.extend(entries.into_iter().map(|(name, bytes)| KeyInput { kind: kind.as_str().into(), name, value: crate::explain::short_digest(&bytes) })),
+                Noted::Entries(kind, entries) => out.extend(entries.into_iter().map(|(name, bytes)| input(kind, name, crate::explain::short_digest(&bytes)))),
             }
         }
         out
@@ -203,12 +203,12 @@ pub(crate) fn layer_key(step: &Digest, compression: Compression, source_date_epo
 
 /// Records the options [`layer_key`] adds, as inputs of the step.
 pub(crate) fn note_layer_options(inputs: &mut Inputs, compression: Compression, source_date_epoch: Option<i64>) {
-    inputs.push(input(InputKind::Option, "compression", &format!("{compression:?}")));
-    inputs.push(input(InputKind::Option, "SOURCE_DATE_EPOCH", &source_date_epoch.map(|s| s.to_string()).unwrap_or_default()));
+    inputs.push(input(InputKind::Option, "compression", format!("{compression:?}")));
+    inputs.push(input(InputKind::Option, "SOURCE_DATE_EPOCH", source_date_epoch.map(|s| s.to_string()).unwrap_or_default()));
 }
 
 /// A labelled input.
-pub(crate) fn input(kind: InputKind, name: &str, value: &str) -> KeyInput {
+pub(crate) fn input(kind: InputKind, name: impl Into<String>, value: impl Into<String>) -> KeyInput {
     KeyInput { kind: kind.as_str().into(), name: name.into(), value: value.into() }
 }
 

@@ -64,9 +64,9 @@ pub(crate) fn layer_step(
             // An entry from before times were kept gets this build's.
             let created = entry.created.unwrap_or_else(|| crate::stage::timestamp(None));
             // The inputs that made the key are the cached step's: a `--cache-to` carries them,
-            // and an entry of a registry cache joins the store's own with them
-            // (`Lazy::record_remote`). Nothing else reads them on a hit.
-            let read_again = !opts.cache_to.is_empty() || entry.layer.as_ref().is_some_and(|l| build.lazy.origin(&l.digest).is_some());
+            // and an entry whose layer is only in a registry cache joins the store's own cache
+            // with them. Nothing else reads them on a hit.
+            let read_again = !opts.cache_to.is_empty() || entry.layer.as_ref().is_some_and(|l| build.lazy.remote_only(store, l).is_some());
             let inputs = if read_again { inputs.labelled() } else { Vec::new() };
             build.used.lock().unwrap().push((index_key, CacheEntry { layer: entry.layer.clone(), inputs, created: Some(created.clone()) }));
             return Ok((entry.layer, created));

@@ -64,6 +64,8 @@ pub(crate) struct StatCache {
     loaded: OnceLock<Loaded>,
     /// Hashes this build made, newer than the file's.
     fresh: Mutex<HashMap<Vec<u8>, Stamp>>,
+    /// Whether `fresh` holds anything (to save, and to look in): set after each insert, read
+    /// without its lock.
     dirty: AtomicBool,
 }
 
@@ -81,7 +83,7 @@ struct Loaded {
 impl Loaded {
     fn get(&self, path: &[u8]) -> Option<Stamp> {
         let hash = self.hasher.hash_one(path);
-        let at = self.offsets.find(hash, |&at| entry_at(&self.bytes, at as usize).0 == path)?;
+        let at = self.offsets.find(hash, |&at| path_at(&self.bytes, at as usize) == path)?;
         Some(entry_at(&self.bytes, *at as usize).1)
     }
 
@@ -204,18 +206,24 @@ fn decode(bytes: Vec<u8>) -> Loaded {
             return Loaded::default();
         }
         // Unique: `encode` writes each path once, and the checksum says this is what it wrote.
-        let hash = loaded.hasher.hash_one(&body[at + 4..at + 4 + len]);
-        loaded.offsets.insert_unique(hash, at as u32, |&o| loaded.hasher.hash_one(entry_at(body, o as usize).0));
+        let hash = loaded.hasher.hash_one(path_at(body, at));
+        loaded.offsets.insert_unique(hash, at as u32, |&o| loaded.hasher.hash_one(path_at(body, o as usize)));
         at += 4 + len + FIXED;
     }
     loaded.bytes = bytes;
     loaded
 }
 
+/// The path of the entry at `at` in a checked cache file's bytes.
+fn path_at(bytes: &[u8], at: usize) -> &[u8] {
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    &bytes[at + 4..at + 4 + len]
+}
+
 /// The path and stamp of the entry at `at` in a checked cache file's bytes.
 fn entry_at(bytes: &[u8], at: usize) -> (&[u8], Stamp) {
-    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-    let (path, fixed) = (&bytes[at + 4..at + 4 + len], &bytes[at + 4 + len..at + 4 + len + FIXED]);
+    let path = path_at(bytes, at);
+    let fixed = &bytes[at + 4 + path.len()..at + 4 + path.len() + FIXED];
     let n = |i: usize| <[u8; 8]>::try_from(&fixed[i * 8..i * 8 + 8]).expect("8 bytes");
     let stamp = Stamp {
         ino: u64::from_le_bytes(n(0)),
