@@ -591,8 +591,11 @@ fn a_network_connected_to_a_running_container_is_there_again_after_a_restart() {
     let r = forge.run(&["network", "disconnect", "later", "live"]);
     assert!(!r.ok, "a second disconnect succeeded");
 
-    // A restart policy's restart: each run prints its addresses first, then waits for /go.
-    let script = "echo run; ip -4 -o addr; until [ -e /go ]; do sleep 0.1; done; rm /go; exit 1";
+    // A restart policy's restart: each run prints its addresses first, then waits for /go. It
+    // exits a second after /go appears, not at once: its exit kills everything in its PID
+    // namespace, and the `exec` that made /go could still be on its way out (seen once in a
+    // rehearsal: the exec's init killed before it reported `touch`'s status).
+    let script = "echo run; ip -4 -o addr; until [ -e /go ]; do sleep 0.1; done; rm /go; sleep 1; exit 1";
     forge.ok(&["run", "-d", "--name", "again", "--restart", "on-failure:1", "busybox", "sh", "-c", script]);
     let _again = Removed(&forge, "again");
     let runs = || forge.ok(&["logs", "again"]).stdout.matches("run\n").count();
