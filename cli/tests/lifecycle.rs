@@ -321,6 +321,17 @@ fn exec_joins_the_running_container_with_its_defaults_and_restrictions() {
     assert!(r.stderr.contains("running"), "{}", r.stderr);
 }
 
+/// The end of a container kills what exec started in it, and exec then exits as podman's does
+/// (137, its command's SIGKILL), not with an error about forge's init.
+#[test]
+fn an_exec_ended_by_its_containers_end_exits_137() {
+    let forge = Forge::with_busybox();
+    let c = Detached::run(&forge, &[], "echo ready; while [ ! -e /go ]; do sleep 0.1; done");
+    let r = forge.run(&["exec", &c.id, "sh", "-c", "touch /go; exec sleep 60"]);
+    assert_eq!(r.code, Some(137), "{}", r.stderr);
+    assert!(eventually(|| c.state()["Status"] == "exited"), "{}", c.state());
+}
+
 /// A podman container, removed on drop.
 struct Podman(String);
 

@@ -648,7 +648,7 @@ impl Containers {
             Err(source) => {
                 state.exit_code = 125;
                 state.error = source.to_string();
-                Err(Error::Sandbox { id: id.clone(), source })
+                Err(Error::Sandbox { what: "starting container", id: id.clone(), source })
             }
         };
         let written = write_json(&state_path, &state).and(recorded).map(|()| state);

@@ -114,9 +114,11 @@ pub enum Error {
     /// create rather than ignored.
     #[error(transparent)]
     LimitsUnavailable(forge_sandbox::Error),
-    /// The sandbox could not run the container.
-    #[error("starting container {id}: {source}")]
+    /// The sandbox could not run the container's command, or a command exec'd in it.
+    #[error("{what} {id}: {source}")]
     Sandbox {
+        /// What was being done: `starting container`, `exec in container`.
+        what: &'static str,
         /// The container.
         id: String,
         /// The sandbox's error.

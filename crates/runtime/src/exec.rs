@@ -122,7 +122,7 @@ impl Containers {
                 ExitStatus::OomKilled { .. } => 137,
             }),
             Err(forge_sandbox::Error::Exec { message, not_found }) => Err(Error::Exec { message, not_found }),
-            Err(source) => Err(Error::Sandbox { id: id.into(), source }),
+            Err(source) => Err(Error::Sandbox { what: "exec in container", id: id.into(), source }),
         }
     }
 }

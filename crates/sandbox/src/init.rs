@@ -91,7 +91,8 @@ pub(crate) fn main() -> ! {
     // The command must not inherit the report channel.
     let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
     let report = match sys::close_from(STATUS_FD as u32 + 1).map_err(|e| format!("closing inherited descriptors: {e}")).and_then(|()| stage1()) {
-        Ok(()) => std::process::exit(0),
+        Ok(None) => std::process::exit(0),
+        Ok(Some(report)) => report,
         Err(message) => Report::Error(message),
     };
     let _ = writeln!(status, "{}", serde_json::to_string(&report).unwrap_or_default());
@@ -135,7 +136,9 @@ fn wait_for_go() -> Result<(), String> {
     read_stdin_exact(&mut [0u8; 1], "the caller's go")
 }
 
-fn stage1() -> Result<(), String> {
+/// Makes or joins the namespaces and runs [`stage2`] in them. Returns the report to send for
+/// a second stage that ended without sending its own.
+fn stage1() -> Result<Option<Report>, String> {
     let spec = read_spec()?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID;
     match &spec.run.network {
@@ -176,11 +179,23 @@ fn stage1() -> Result<(), String> {
         ForkResult::Parent { child } => {
             drop(alive_read);
             sys::forward_signals_to(child.as_raw());
-            loop {
+            let ended = loop {
                 match waitpid(child, None) {
                     Err(nix::errno::Errno::EINTR) => continue,
-                    _ => return Ok(()),
+                    other => break other,
                 }
+            };
+            match ended {
+                // Killed before it reported: by the end of the PID namespace it is in, which
+                // kills the command too (an exec's container ended: podman's exec says 137
+                // then), or by the OOM killer or a `kill -9`. Reported as the command's SIGKILL,
+                // as podman does; a report it got out first is the one read.
+                Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) => Ok(Some(Report::Signaled(Signal::SIGKILL as i32))),
+                // It forwards every signal it can catch: any other one is its own crash.
+                Ok(WaitStatus::Signaled(_, sig, _)) => Err(format!("the sandbox init's second stage was killed by {sig}")),
+                // It exits 0 once it has reported; 101 is a panic.
+                Ok(WaitStatus::Exited(_, code)) if code != 0 => Err(format!("the sandbox init's second stage exited with code {code} without reporting")),
+                _ => Ok(None),
             }
         }
     }
