@@ -20,7 +20,8 @@
 #   push   : a cold build, then a push to a fresh, empty registry (both timed together)
 # Each run alternates which builder goes first (the second pays for the first one's writeback),
 # with `sync` before every timed build. Prints per-run lines, then the medians, the ratios
-# (forge / BuildKit, lower is better) and forge's peak RSS as a markdown table.
+# (forge / BuildKit, lower is better) and forge's peak RSS as a markdown table. The step events
+# of each of forge's cold builds stay in $WORK/events-WORKLOAD-RUN, to see where a slow one went.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -250,7 +251,10 @@ for w in $WORKLOADS; do
         [ $s = push ] && stop_push_registry
         t_s=$(echo "$end - $start" | bc)
         if [ $t = forge ]; then rss[$w,$s]="${rss[$w,$s]:-} $(sort -n $work/rss | tail -1)"; rm -f $work/rss; fi
-        if [ $t = forge ] && [ $s = cold ]; then limit[$w]="${limit[$w]:-} $(run_cpu_per_core $work/events)"; fi
+        if [ $t = forge ] && [ $s = cold ]; then
+          mv $work/events $work/events-$w-$i
+          limit[$w]="${limit[$w]:-} $(run_cpu_per_core $work/events-$w-$i)"
+        fi
         times[$t,$w,$s]="${times[$t,$w,$s]:-} $t_s"
         printf '%s run %d %s %s: %.3f s\n' $w $i $s $t $t_s >&2
       done
