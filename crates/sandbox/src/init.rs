@@ -191,8 +191,9 @@ fn stage1() -> Result<Option<Report>, String> {
                 // then), or by the OOM killer or a `kill -9`. Reported as the command's SIGKILL,
                 // as podman does; a report it got out first is the one read.
                 Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) => Ok(Some(Report::Signaled(Signal::SIGKILL as i32))),
-                // It forwards every signal it can catch: any other one is its own crash.
-                Ok(WaitStatus::Signaled(_, sig, _)) => Err(format!("the sandbox init's second stage was killed by {sig}")),
+                // A crash, or a signal it does not forward (`sys::FORWARDED`) sent to it rather
+                // than to the command: how the command ended is not known.
+                Ok(WaitStatus::Signaled(_, sig, _)) => Err(format!("the sandbox init's second stage was killed by {sig} before it reported")),
                 // It exits 0 once it has reported; 101 is a panic.
                 Ok(WaitStatus::Exited(_, code)) if code != 0 => Err(format!("the sandbox init's second stage exited with code {code} without reporting")),
                 _ => Ok(None),
