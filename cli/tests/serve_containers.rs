@@ -107,6 +107,12 @@ fn docker_run_d_logs_follow_exec_top_stats_pause_kill_stop_wait_rm() {
     assert_eq!(restarted.stdout.trim(), "five");
     assert_eq!(server.ok(&["wait", "five"]).stdout.trim(), "5");
     server.ok(&["rm", "five"]);
+
+    // An exec that its container's end kills: the client reads 137 from the exec's inspect.
+    server.ok(&["run", "--network", "none", "-d", "--name", "brief", "busybox", "sh", "-c", "while [ ! -e /go ]; do sleep 0.1; done"]);
+    let killed = server.docker(&["exec", "brief", "sh", "-c", "touch /go; exec sleep 60"]);
+    assert_eq!(killed.code, Some(137), "{}", killed.stderr);
+    server.ok(&["rm", "-f", "brief"]);
 }
 
 #[test]
