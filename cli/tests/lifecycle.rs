@@ -332,6 +332,41 @@ fn an_exec_ended_by_its_containers_end_exits_137() {
     assert!(eventually(|| c.state()["Status"] == "exited"), "{}", c.state());
 }
 
+/// The parent of the host process whose command line is `argv`, if one runs.
+fn parent_of(argv: &[&str]) -> Option<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        std::fs::read(e.path().join("cmdline")).ok().filter(|c| *c == want)?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// An exec whose init dies of anything but SIGKILL before it reports fails and says how,
+/// rather than giving its command a status it never had. SIGALRM: not forwarded to the
+/// command, and fatal by default (forge's SIGSEGV, which Rust's runtime handles to detect stack
+/// overflows, survives a first one sent by `kill`).
+#[test]
+fn an_exec_whose_init_dies_fails_with_the_cause() {
+    let forge = Forge::with_busybox();
+    let c = Detached::run(&forge, &[], "echo ready; exec sleep 1000");
+    // The command outlives its init, so it must not hold exec's output open.
+    let exec = forge.cmd().args(["exec", &c.id, "sh", "-c", "exec sleep 4242 >/dev/null 2>&1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The init's second stage, which waits for the command to report its end.
+    let mut stage2 = None;
+    assert!(eventually(|| {
+        stage2 = parent_of(&["sleep", "4242"]);
+        stage2.is_some()
+    }));
+    let pid = rustix::process::Pid::from_raw(stage2.unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::ALARM).unwrap();
+    let out = exec.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the sandbox init died without reporting a status (its second stage was killed by SIGALRM)"), "{stderr}");
+    assert_eq!(c.state()["Status"], "running", "an exec's end leaves its container running");
+}
+
 /// A podman container, removed on drop.
 struct Podman(String);
 

@@ -79,6 +79,8 @@ pub(crate) enum Report {
     Exited(i32),
     /// The command was killed by this signal.
     Signaled(i32),
+    /// The init's second stage ended without reporting, other than by SIGKILL: how, in words.
+    Died(String),
 }
 
 /// Entry point of a re-executed init; never returns.
@@ -193,9 +195,9 @@ fn stage1() -> Result<Option<Report>, String> {
                 Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) => Ok(Some(Report::Signaled(Signal::SIGKILL as i32))),
                 // A crash, or a signal it does not forward (`sys::FORWARDED`) sent to it rather
                 // than to the command: how the command ended is not known.
-                Ok(WaitStatus::Signaled(_, sig, _)) => Err(format!("the sandbox init's second stage was killed by {sig} before it reported")),
+                Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(Report::Died(format!("its second stage was killed by {sig}")))),
                 // It exits 0 once it has reported; 101 is a panic.
-                Ok(WaitStatus::Exited(_, code)) if code != 0 => Err(format!("the sandbox init's second stage exited with code {code} without reporting")),
+                Ok(WaitStatus::Exited(_, code)) if code != 0 => Ok(Some(Report::Died(format!("its second stage exited with code {code}")))),
                 _ => Ok(None),
             }
         }

@@ -464,6 +464,7 @@ pub fn run_observed(spec: &RunSpec, cancel: &Cancel, observe: &mut dyn FnMut(Eve
     let status = match reports.first() {
         Some(Report::Exited(c)) => ExitStatus::Exited(*c),
         Some(Report::Signaled(s)) => ExitStatus::Signaled(*s),
+        Some(Report::Died(how)) => return Err(Error::InitDied { how: how.clone() }),
         _ if usage.oom_killed => ExitStatus::OomKilled { limit: spec.limits.memory },
         // Killed from outside (`forge rm -f` kills a container's init): the command died with it.
         _ => match init_status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)) {
