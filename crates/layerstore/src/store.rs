@@ -246,7 +246,7 @@ impl Store {
 
     /// Opens blob `digest` for reading, fetching it first if the store knows it as remote.
     pub fn blob(&self, digest: &Digest) -> Result<std::fs::File, Error> {
-        self.fetch_remote(&[digest.clone()])?;
+        self.fetch_remote(std::slice::from_ref(digest))?;
         Ok(self.content.open_blob(digest)?)
     }
 

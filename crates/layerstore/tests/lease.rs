@@ -79,7 +79,7 @@ fn the_images_a_lease_names_stay_whole() {
     let manifest_digest: Digest = manifest.digest().as_ref().parse().unwrap();
     // Untagged, so only the lease holds it, even for a gc that starts once it is all written.
     tick();
-    let lease = store.lease("push", &[manifest_digest.clone()]).unwrap();
+    let lease = store.lease("push", std::slice::from_ref(&manifest_digest)).unwrap();
     let report = gc(&store).unwrap();
     assert_eq!(report.blobs_removed, 0, "{report:?}");
     assert!(store.image_of(&manifest).unwrap().layers().unwrap().iter().all(|l| store.content().exists(&l.digest)));

@@ -607,7 +607,7 @@ impl Containers {
                     started_at: now(),
                     cgroup: forge_sandbox::ControlGroup::of_process(pid).map(|c| c.paths().to_vec()).unwrap_or_default(),
                     restart_count,
-                    terminal_fd: terminal.as_ref().map(|t| std::os::fd::AsRawFd::as_raw_fd(t)),
+                    terminal_fd: terminal.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
                     ..State::created()
                 };
                 if !not_connected.is_empty() {

@@ -161,7 +161,7 @@ impl CgroupV1 {
             let _ = write(&f.join("freezer.state"), "FROZEN");
         }
         let dir = self.dirs.first().map(|(_, d)| d.clone());
-        let result = match &dir {
+        match &dir {
             Some(d) => {
                 for pid in super::procs(d) {
                     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
@@ -174,8 +174,7 @@ impl CgroupV1 {
                 kill_procs(d)
             }
             None => Ok(()),
-        };
-        result
+        }
     }
 
     pub(crate) fn usage(&self) -> Usage {
