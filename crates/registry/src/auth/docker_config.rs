@@ -117,8 +117,8 @@ pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<(), Error> 
 pub fn remove(path: &Path, host: &str) -> Result<bool, Error> {
     let mut config = read(path)?;
     let removed = match config.get_mut("auths").and_then(Value::as_object_mut) {
-        Some(auths) => // Every spelling of the host goes, not only the first found.
-            keys_for(host).iter().filter(|k| auths.remove(*k).is_some()).count() > 0,
+        // Every spelling of the host goes, not only the first found.
+        Some(auths) => keys_for(host).iter().filter(|k| auths.remove(*k).is_some()).count() > 0,
         None => false,
     };
     if removed {
