@@ -31,16 +31,18 @@ impl Bytes<'_> {
 }
 
 /// The tar the input describes: entries of every type tar layers use, with names, link
-/// targets, modes and contents from the input, PAX and GNU long-name records included.
+/// targets, modes and contents from the input, PAX and GNU long-name records included. Headers
+/// are filled field by field: `Header::set_path` would refuse the `..` and absolute names the
+/// extraction must refuse itself.
 fn tar_of(data: &[u8]) -> Vec<u8> {
     let mut input = Bytes(data);
-    let mut out = Vec::new();
+    let mut tar = tar::Builder::new(Vec::new());
     while !input.0.is_empty() {
         let kind = input.byte();
         let name = input.take(60);
         let link = input.take(60);
         let body = input.take(40);
-        let mode = u32::from(input.byte()) << 4 | 0o600;
+        let mode = (u32::from(input.byte()) << 4) | 0o600;
         let (entry_type, body) = match kind % 9 {
             0 => (tar::EntryType::Regular, body),
             1 => (tar::EntryType::Directory, Vec::new()),
@@ -48,7 +50,11 @@ fn tar_of(data: &[u8]) -> Vec<u8> {
             3 => (tar::EntryType::Link, Vec::new()),
             4 => (tar::EntryType::Fifo, Vec::new()),
             5 => (tar::EntryType::Char, Vec::new()),
-            6 => (tar::EntryType::XHeader, pax(&[(b"path".as_slice(), &name), (b"linkpath", &link), (b"SCHILY.xattr.user.x", &body)])),
+            6 => {
+                let records = [("path", &name), ("linkpath", &link), ("SCHILY.xattr.user.x", &body)];
+                tar.append_pax_extensions(records.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (*k, v.as_slice()))).unwrap();
+                continue;
+            }
             7 => (tar::EntryType::GNULongName, name.clone()),
             _ => (tar::EntryType::new(input.byte()), body),
         };
@@ -63,30 +69,9 @@ fn tar_of(data: &[u8]) -> Vec<u8> {
         header.set_mtime(u64::from(input.byte()) << 20);
         header.set_size(body.len() as u64);
         header.set_cksum();
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(&body);
-        out.resize(out.len().div_ceil(512) * 512, 0);
+        tar.append(&header, &body[..]).unwrap();
     }
-    out.resize(out.len() + 1024, 0);
-    out
-}
-
-/// PAX records (`<len> <key>=<value>\n`, the length counting itself).
-fn pax(records: &[(&[u8], &Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, v) in records.iter().filter(|(_, v)| !v.is_empty()) {
-        let rest = k.len() + v.len() + 3;
-        let mut len = rest + 1;
-        while len.to_string().len() + rest != len {
-            len = len.to_string().len() + rest;
-        }
-        out.extend_from_slice(format!("{len} ").as_bytes());
-        out.extend_from_slice(k);
-        out.push(b'=');
-        out.extend_from_slice(v);
-        out.push(b'\n');
-    }
-    out
+    tar.into_inner().unwrap()
 }
 
 /// The scratch directory: `root` (applied to) and `outside` (the sentinel). A fixed path, so
@@ -113,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
     let base = base();
     let root = base.join("root");
     if root.exists() {
-        // Entries may have been made read-only or immutable-looking; root can still remove them.
+        // The previous input's tree (read-only entries do not stop root).
         std::fs::remove_dir_all(&root).unwrap();
     }
     std::fs::create_dir(&root).unwrap();
