@@ -60,9 +60,10 @@ fn tar_of(data: &[u8]) -> Vec<u8> {
         };
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(entry_type);
+        // Both fit the 100-byte fields (`take(60)`); longer names come through PAX and GNU records.
         let old = header.as_old_mut();
-        old.name[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
-        old.linkname[..link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
+        old.name[..name.len()].copy_from_slice(&name);
+        old.linkname[..link.len()].copy_from_slice(&link);
         header.set_mode(mode);
         header.set_uid(u64::from(input.byte()));
         header.set_gid(0);
