@@ -130,3 +130,41 @@ fn a_fully_cached_rebuild_gives_the_same_image_with_each_layers_first_time() {
     assert_ne!(changed["Id"], image["Id"]);
     assert_eq!(changed["Created"].as_str().unwrap(), late);
 }
+
+#[test]
+fn a_copy_keyed_after_it_runs_gets_the_key_a_rebuild_computes() {
+    let forge = Forge::with_busybox();
+    // Past the size the one-pass copy reads whole, so its hash is made as the layer reads it.
+    let big: String = (0..300_000).map(|i| format!("{i:07}\n")).collect();
+    let df = "FROM busybox:latest\nCOPY big /big\nCOPY dir/ /dir/\n";
+    let ctx = forge.context("ctx", &[("Dockerfile", df), ("big", &big), ("dir/a", "a"), ("dir/sub/b", "b")]);
+    for f in ["big", "dir/a", "dir/sub/b"] {
+        std::fs::File::options().write(true).open(ctx.join(f)).unwrap().set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000_000)).unwrap();
+    }
+    // A second old, so the copy's hashes are remembered and make the key.
+    std::thread::sleep(Duration::from_millis(1100));
+    // With --no-cache no step looks its key up: each COPY copies first and is keyed from what
+    // the copy read.
+    let out = build(&forge, &ctx, "after:1", &["--no-cache"]);
+    assert_eq!(out.matches(" CACHED").count(), 0, "{out}");
+    assert_eq!(read(&forge.rootfs("after:1"), "/big"), big);
+    // Without the hashes the copy remembered, the rebuild reads each file for its key, as a
+    // step that can hit does: the same keys, so both steps are found.
+    std::fs::remove_dir_all(forge.store().join("forge/statcache")).unwrap();
+    let again = build(&forge, &ctx, "after:2", &[]);
+    assert_eq!(again.matches(" CACHED").count(), 2, "{again}");
+    assert_eq!(forge.inspect("after:2")["Id"], forge.inspect("after:1")["Id"]);
+}
+
+#[test]
+fn a_step_an_earlier_stage_of_the_same_cold_build_made_is_found() {
+    let forge = Forge::with_busybox();
+    // The second stage starts as the first does and runs after it (it copies from it). The
+    // store's cache is empty as the build begins, so the first stage's COPY is keyed after it
+    // runs; the second stage's must still find it.
+    let df = "FROM busybox:latest AS a\nCOPY f /f\nRUN echo a > /a\nFROM busybox:latest\nCOPY f /f\nCOPY --from=a /a /a\n";
+    let ctx = forge.context("ctx", &[("Dockerfile", df), ("f", "f")]);
+    let out = build(&forge, &ctx, "twice:1", &[]);
+    assert_eq!(out.matches(" CACHED").count(), 1, "{out}");
+    assert_eq!(read(&forge.rootfs("twice:1"), "/a"), "a\n");
+}

@@ -64,6 +64,11 @@ impl Lazy {
         self.entries.get(key).map(|(e, _)| e.clone())
     }
 
+    /// Whether no registry cache gave any step.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The cache a layer can be fetched from.
     pub(crate) fn origin(&self, layer: &Digest) -> Option<&str> {
         self.layers.get(layer).map(String::as_str)

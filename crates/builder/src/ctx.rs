@@ -34,6 +34,8 @@ pub(crate) struct BuildCtx<'a> {
     pub(crate) lazy: crate::cache_import::Lazy,
     /// The cache entries the build's steps used or made (index key, entry), for `--cache-to`.
     pub(crate) used: std::sync::Mutex<Vec<(forge_layerstore::Digest, forge_layerstore::cache::CacheEntry)>>,
+    /// Which steps cannot hit the cache, known before their keys are.
+    pub(crate) new_keys: crate::layers::NewKeys,
     /// The `COPY --from` memos the build's steps used or made (id, records), for `--cache-to`.
     pub(crate) from_records: std::sync::Mutex<std::collections::BTreeMap<String, (Vec<forge_layerstore::Digest>, Vec<crate::source::Fed>)>>,
 }

@@ -65,6 +65,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
     for (from, config) in opts.cache_from.iter().zip(fetched) {
         crate::cache_import::import(store, &cache, &mut lazy, from, config, opts.cache_registry.as_deref(), &mut |message| progress.event(Event::Warning { message }));
     }
+    let new_keys = crate::layers::NewKeys::new(opts.no_cache, lazy.is_empty() && cache.is_empty());
     let ctx = BuildCtx {
         store,
         opts,
@@ -78,6 +79,7 @@ pub fn build(store: &Store, opts: &BuildOptions, bases: Option<&dyn BaseImages>,
         stat_cache,
         cache,
         lazy,
+        new_keys,
         used: Default::default(),
         from_records: Default::default(),
         mounts_used: Default::default(),

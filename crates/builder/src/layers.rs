@@ -1,8 +1,10 @@
 //! How a step makes a layer: reuse the cached result for its key, or prepare a snapshot on
 //! the layers so far, let the step change it, diff the upperdir into a layer, commit the
-//! snapshot and record the result in the cache. Also read-only views of other stages' and
+//! snapshot and record the result in the cache; or, for a step known to miss ([`NewKeys`]),
+//! make the layer first and key it after. Also read-only views of other stages' and
 //! images' layers (`COPY --from`, `RUN --mount=from=`).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,14 +43,14 @@ impl Snapshot<'_> {
     }
 }
 
-/// The layer of a step with cache key `key` on top of `parent`, and when it was first made:
-/// from the cache, or made by `change` on a fresh snapshot (now). `change` returns the layer
-/// when it wrote it itself while changing the snapshot (the one-pass COPY), else `None` and
-/// its upperdir is diffed.
+/// The layer of a step with cache key `key` on top of `parent` (the stage's layers; the key
+/// of the step before is `parent_key`), and when it was first made: from the cache, or made by
+/// `change` on a fresh snapshot (now). `change` returns the layer when it wrote it itself while
+/// changing the snapshot (the one-pass COPY), else `None` and its upperdir is diffed.
 pub(crate) fn layer_step(
     build: &BuildCtx<'_>,
     at: &At,
-    parent: &[Layer],
+    (parent, parent_key): (&[Layer], &Digest),
     key: &Digest,
     mut inputs: Inputs,
     change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
@@ -77,11 +79,59 @@ pub(crate) fn layer_step(
         let miss = crate::explain::explain(&build.cache, &inputs, opts.no_cache, cached.is_some());
         build.progress.event(Event::CacheMiss { id: at.id.clone(), reason: miss.reason, changes: miss.changes });
     }
+    if cached.is_none() {
+        build.new_keys.missed(key);
+    }
+    let made = make(build, at, parent, change)?;
+    keep(build, at, parent_key, &index_key, inputs, made)
+}
+
+/// [`layer_step`] for a step that cannot hit the cache ([`NewKeys::cannot_hit`]): `change`
+/// runs first and `key` gives the step's cache key and inputs after it, from what it read
+/// (the one-pass COPY remembers the hashes of the files it copied, so a cold build reads
+/// each file once, not once for the key and again for the copy). Returns the key too.
+pub(crate) fn layer_step_keyed_after(
+    build: &BuildCtx<'_>,
+    at: &At,
+    (parent, parent_key): (&[Layer], &Digest),
+    change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
+    key: impl FnOnce() -> Result<(Digest, Inputs), Error>,
+) -> Result<(Digest, Option<Layer>, String), Error> {
+    let opts = build.opts;
+    let made = make(build, at, parent, change)?;
+    let (key, mut inputs) = key()?;
+    let index_key = crate::cache_key::layer_key(&key, opts.compression, opts.source_date_epoch);
+    crate::cache_key::note_layer_options(&mut inputs, opts.compression, opts.source_date_epoch);
+    let inputs = inputs.labelled();
+    if opts.explain_cache {
+        let miss = crate::explain::explain(&build.cache, &inputs, opts.no_cache, false);
+        build.progress.event(Event::CacheMiss { id: at.id.clone(), reason: miss.reason, changes: miss.changes });
+    }
+    build.new_keys.missed(&key);
+    let (layer, created) = keep(build, at, parent_key, &index_key, inputs, made)?;
+    Ok((key, layer, created))
+}
+
+/// A step's change made on a fresh snapshot, not yet committed.
+struct Made<'s> {
+    /// Removes the snapshot unless it is committed.
+    guard: SnapshotGuard<'s>,
+    upper: PathBuf,
+    /// The chain of the layers below.
+    chain: Option<Digest>,
+    info: LayerInfo,
+    layer_opts: LayerOptions,
+}
+
+/// Prepares a snapshot on `parent`, lets `change` change it and diffs it (unless `change`
+/// wrote the layer).
+fn make<'s>(build: &BuildCtx<'s>, at: &At, parent: &[Layer], change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>) -> Result<Made<'s>, Error> {
+    let (store, opts) = (build.store, build.opts);
     build.fetch_layers(parent).map_err(|e| at.fail(StepErrorKind::Store, format!("fetching a layer of the build cache: {e}")))?;
     let chain = store.unpack(parent)?;
     let snap_key = format!("build-{}", unique());
     store.snapshots().prepare(&snap_key, chain.as_ref()).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
-    let mut guard = SnapshotGuard { store, key: Some(snap_key.clone()) };
+    let guard = SnapshotGuard { store, key: Some(snap_key.clone()) };
     let dirs = store.snapshots().dirs(&snap_key).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
     let (upper, work) = dirs.upper.clone().expect("an active snapshot has an upperdir");
     let layer_opts = LayerOptions { compression: opts.compression, source_date_epoch: opts.source_date_epoch };
@@ -93,6 +143,15 @@ pub(crate) fn layer_step(
         None if opts.lazy_layers => store.hash_layer(&upper, &layer_opts)?,
         None => store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?,
     };
+    Ok(Made { guard, upper, chain, info, layer_opts })
+}
+
+/// Commits `made`'s snapshot and records its layer in the cache under `index_key`, with
+/// `inputs`, as an entry under `parent_key`.
+fn keep(build: &BuildCtx<'_>, at: &At, parent_key: &Digest, index_key: &Digest, inputs: Vec<forge_layerstore::cache::KeyInput>, made: Made<'_>) -> Result<(Option<Layer>, String), Error> {
+    let store = build.store;
+    let Made { mut guard, upper, chain, info, layer_opts } = made;
+    let snap_key = guard.key.clone().expect("an uncommitted snapshot");
     let hashed = !store.content().exists(&info.digest);
     let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
     let mut ours = false;
@@ -117,9 +176,43 @@ pub(crate) fn layer_step(
     let layer = Some(Layer::from(&info));
     let created = crate::stage::timestamp(None);
     let entry = CacheEntry { layer: layer.clone(), inputs, created: Some(created.clone()) };
-    build.cache.put(&index_key, &entry).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
-    build.used.lock().unwrap().push((index_key, entry));
+    build.cache.put(index_key, &entry).map_err(|e| at.fail(StepErrorKind::Store, e.to_string()))?;
+    build.new_keys.put_under(parent_key);
+    build.used.lock().unwrap().push((index_key.clone(), entry));
     Ok((layer, created))
+}
+
+/// Which steps cannot find their key in the cache, known before the key is: those whose
+/// parent's key (the key of the step before) no entry is kept under. Keys chain, so that holds
+/// for every key when the cache held nothing as the build began (and no registry cache was
+/// imported), and for the key of a step this build made because no cache had it, until the
+/// build itself puts an entry under it (the same step in another stage then finds it). With
+/// `--no-cache` no step looks.
+pub(crate) struct NewKeys {
+    no_cache: bool,
+    cache_was_empty: bool,
+    /// Keys this build made on a miss, and keys it put entries under.
+    seen: std::sync::Mutex<(HashSet<Digest>, HashSet<Digest>)>,
+}
+
+impl NewKeys {
+    pub(crate) fn new(no_cache: bool, cache_was_empty: bool) -> NewKeys {
+        NewKeys { no_cache, cache_was_empty, seen: Default::default() }
+    }
+
+    /// Whether the step after the one keyed `parent_key` cannot hit the cache.
+    pub(crate) fn cannot_hit(&self, parent_key: &Digest) -> bool {
+        let (missed, put_under) = &*self.seen.lock().unwrap();
+        self.no_cache || ((self.cache_was_empty || missed.contains(parent_key)) && !put_under.contains(parent_key))
+    }
+
+    fn missed(&self, key: &Digest) {
+        self.seen.lock().unwrap().0.insert(key.clone());
+    }
+
+    fn put_under(&self, parent_key: &Digest) {
+        self.seen.lock().unwrap().1.insert(parent_key.clone());
+    }
 }
 
 /// Mounts `layers` read-only at a scratch directory kept alive by `holders`; returns it.

@@ -29,6 +29,7 @@ use crate::error::{At, StepErrorKind};
 use crate::files::{copy_data, dest_is_dir, set_meta, set_owner_mode, set_times, split_dest, write_entry, CopyOptions, InlineFile};
 use crate::rootfs::Root;
 use crate::source::{Entry, Matched};
+use crate::stat_cache::StatCache;
 use crate::Error;
 
 /// Files up to this size are read whole into memory once; larger ones are copied by the
@@ -87,19 +88,21 @@ fn claim_file(root: &Root, m: &Matched, dest: &str, opts: &CopyOptions) -> io::R
 /// [`claim`]) and writes the layer of the whole upperdir into `store`. The overlay must no
 /// longer be mounted. With `lazy`, a plain layer is only hashed: the store makes its tar
 /// from the committed snapshot when it is first read (see `forge_layerstore::snapshot_blob`).
+/// With `learn` (the context's stat cache, for a copy from the context), the content hash of
+/// each file copied is remembered there, from the same reads.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn copy(store: &Store, at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, layer_opts: &LayerOptions, lazy: bool) -> Result<LayerInfo, Error> {
+pub(crate) fn copy(store: &Store, at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, layer_opts: &LayerOptions, lazy: bool, learn: Option<&StatCache>) -> Result<LayerInfo, Error> {
     let diff = |e: forge_layerstore::diff::Error| Error::Store(e.into());
     if lazy && layer_opts.compression == Compression::None {
         let layer = LayerStream::new(layer_opts, io::sink()).map_err(diff)?;
-        return Ok(write(at, upper, target, m, opts, layer)?.finish().map_err(diff)?.0);
+        return Ok(write(at, upper, target, m, opts, learn, layer)?.finish().map_err(diff)?.0);
     }
-    let layer = write(at, upper, target, m, opts, store.stream_layer(layer_opts)?)?;
+    let layer = write(at, upper, target, m, opts, learn, store.stream_layer(layer_opts)?)?;
     Ok(store.commit_layer(layer)?)
 }
 
 /// [`copy`]'s copy, the layer's entries written into `layer` from the same reads.
-fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, mut layer: LayerStream<W>) -> Result<LayerStream<W>, Error> {
+fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &CopyOptions, learn: Option<&StatCache>, mut layer: LayerStream<W>) -> Result<LayerStream<W>, Error> {
     let io_fail = |what: &str, e: io::Error| at.fail(StepErrorKind::Io, format!("copying {} to /{target}: {what}: {e}", if m.rel.is_empty() { "." } else { &m.rel }));
     let upper_root = Root::open(upper).map_err(|e| io_fail("opening the snapshot", e))?;
     let diff = |e: forge_layerstore::diff::Error| Error::Store(e.into());
@@ -109,7 +112,7 @@ fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &Copy
         let before = dir.metadata().map_err(|e| io_fail("reading the destination", e))?;
         layer.scan_upper(upper).map_err(diff)?;
         let out = File::from(create(&dir, name).map_err(|e| io_fail(name, e))?);
-        copy_file(&m.entries[0], out, target, &upper.join(target), opts, &mut Vec::new(), &mut layer, |e| io_fail(name, e))?;
+        copy_file(&m.entries[0], out, (target, &upper.join(target)), opts, learn, &mut Vec::new(), &mut layer, |e| io_fail(name, e))?;
         keep_time(&dir, &before).map_err(|e| io_fail("the destination's time", e))?;
         return Ok(layer);
     }
@@ -134,7 +137,7 @@ fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &Copy
         let ft = entry.meta.file_type();
         if ft.is_file() {
             let out = File::from(create(parent, name).map_err(fail)?);
-            copy_file(entry, out, &path, &abs, opts, &mut buf, &mut layer, fail)?;
+            copy_file(entry, out, (&path, &abs), opts, learn, &mut buf, &mut layer, fail)?;
         } else if ft.is_dir() {
             mkdirat(parent, name, Mode::from_raw_mode(0o755)).map_err(|e| fail(e.into()))?;
             let dir = File::from(openat(parent, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(|e| fail(e.into()))?);
@@ -175,8 +178,9 @@ fn create(parent: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
     Ok(openat(parent, name, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?)
 }
 
-/// Copies the file `entry` into the new file `out`, gives it its metadata, and appends it to
-/// `layer` as `path`. A file up to [`WHOLE_FILE`] is read once into `buf` for both. A bigger
+/// Copies the file `entry` into the new file `out` (at `abs`), gives it its metadata, and
+/// appends it to `layer` as `path`; with `learn`, remembers its content hash there. A file up
+/// to [`WHOLE_FILE`] is read once into `buf` for all three. A bigger
 /// one is copied by the kernel on another thread while the layer reads the source; its
 /// header is written before the data is all there, from the metadata the file is given first
 /// (its size by truncation, its owner and mode) and the time it is given last. The source
@@ -185,9 +189,9 @@ fn create(parent: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
 fn copy_file<W: Write>(
     entry: &Entry,
     out: File,
-    path: &str,
-    abs: &Path,
+    (path, abs): (&str, &Path),
     opts: &CopyOptions,
+    learn: Option<&StatCache>,
     buf: &mut Vec<u8>,
     layer: &mut LayerStream<W>,
     fail: impl Fn(io::Error) -> Error,
@@ -201,7 +205,11 @@ fn copy_file<W: Write>(
     (&out).write_all(buf).map_err(&fail)?;
     if buf.len() <= WHOLE_FILE {
         set_meta(&out, entry, opts).map_err(&fail)?;
-        return layer.append_open(path.as_bytes(), abs, &out, None, &buf[..]).map_err(diff);
+        layer.append_open(path.as_bytes(), abs, &out, None, &buf[..]).map_err(diff)?;
+        if let Some(cache) = learn {
+            cache.remember(&entry.path, &entry.meta, blake3::hash(buf).into());
+        }
+        return Ok(());
     }
     let before = src.metadata().map_err(&fail)?;
     out.set_len(before.len()).map_err(&fail)?;
@@ -210,9 +218,10 @@ fn copy_file<W: Write>(
     // file by then), at offsets of its own.
     let rest = ReadAt { file: &src, at: buf.len() as u64 };
     let mut to = out.try_clone().map_err(&fail)?;
+    let mut content = Hashing { read: (&buf[..]).chain(rest), hasher: learn.map(|_| blake3::Hasher::new()) };
     let (copied, appended) = std::thread::scope(|s| {
         let copier = s.spawn(|| copy_data(&src, &mut to));
-        let appended = layer.append_open(path.as_bytes(), abs, &out, Some(entry.meta.mtime()), (&buf[..]).chain(rest));
+        let appended = layer.append_open(path.as_bytes(), abs, &out, Some(entry.meta.mtime()), &mut content);
         (copier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), appended)
     });
     copied.map_err(&fail)?;
@@ -223,7 +232,26 @@ fn copy_file<W: Write>(
     if unchanged(&after) != unchanged(&before) || out.metadata().map_err(&fail)?.len() != before.len() {
         return Err(fail(io::Error::other("the source changed while it was copied")));
     }
+    if let (Some(cache), Some(hasher)) = (learn, content.hasher) {
+        cache.remember(&entry.path, &entry.meta, hasher.finalize().into());
+    }
     Ok(())
+}
+
+/// Hashes what is read through it, when it has a hasher.
+struct Hashing<R> {
+    read: R,
+    hasher: Option<blake3::Hasher>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// Reads `file` from `at` on, by `pread`: the file's own offset is left to another reader.

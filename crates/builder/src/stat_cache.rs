@@ -109,6 +109,13 @@ impl StatCache {
     /// could change again under the same times).
     pub(crate) fn read(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
         let hash = content_hash(path)?;
+        self.remember(path, meta, hash);
+        Ok(hash)
+    }
+
+    /// Remembers `hash`, the content hash of the context file at `path` with metadata `meta`
+    /// read by the caller, as [`StatCache::read`] remembers what it reads.
+    pub(crate) fn remember(&self, path: &Path, meta: &Metadata, hash: [u8; 32]) {
         let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
         let (mtime_ns, ctime_ns) = (mtime_ns(meta), ctime_ns(meta));
         if now_ns - mtime_ns.max(ctime_ns) > 1_000_000_000 {
@@ -116,7 +123,6 @@ impl StatCache {
             self.fresh.lock().unwrap().insert(self.rel(path).to_vec(), stamp);
             self.dirty.store(true, Ordering::Relaxed);
         }
-        Ok(hash)
     }
 
     /// The remembered content hash of the context file at `path`, if its stamp still matches

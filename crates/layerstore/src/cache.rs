@@ -98,6 +98,17 @@ impl Cache {
             .or_else(|| self.batches.get(key).map(|((_, entry), _)| CacheEntry { inputs: Vec::new(), ..entry }))
     }
 
+    /// Whether the cache holds no entry, of its own or batched. A directory that cannot be
+    /// read counts as holding some: the answer only ever saves a look-up that would miss.
+    pub fn is_empty(&self) -> bool {
+        let none = |dir: &Path, entry: fn(&str) -> bool| match fs::read_dir(dir) {
+            Ok(mut list) => !list.any(|e| e.map_or(true, |e| entry(&e.file_name().to_string_lossy()))),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        // Temporary files of writes under way start with a dot.
+        none(&self.dir, |name| name.ends_with(".json") && !name.starts_with('.')) && none(&self.dir.join("batches"), |name| !name.starts_with('.'))
+    }
+
     /// Records what the step with `key` produced.
     pub fn put(&self, key: &Digest, entry: &CacheEntry) -> Result<(), Error> {
         let path = self.path(key);
@@ -145,5 +156,32 @@ impl Cache {
             fs::remove_file(&path).map_err(|source| Error { path, source })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> CacheEntry {
+        CacheEntry { layer: None, inputs: Vec::new(), created: None }
+    }
+
+    #[test]
+    fn a_cache_is_empty_until_an_entry_of_its_own_or_a_batch_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        assert!(cache.is_empty());
+        // A write under way (its temporary file) is not an entry yet.
+        fs::write(cache.dir.join(".tmp-x"), b"{}").unwrap();
+        assert!(cache.is_empty());
+
+        cache.put(&Digest::of(b"own"), &entry()).unwrap();
+        assert!(!cache.is_empty());
+        cache.clear().unwrap();
+        assert!(cache.is_empty());
+
+        cache.put_all(&[(Digest::of(b"batched"), entry())]).unwrap();
+        assert!(!Cache::open(dir.path()).unwrap().is_empty());
     }
 }

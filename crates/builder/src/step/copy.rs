@@ -1,20 +1,24 @@
 //! COPY and ADD: expand the instruction, find the sources (the context, a stage's or image's
 //! tree, or URLs for ADD), key them by content, and write them into the step's snapshot
-//! (`files.rs` places them).
+//! (`files.rs` places them). A copy from the context that cannot hit the cache
+//! (`layers::NewKeys`) is written first and keyed after, from the hashes the copy made of
+//! what it read: a cold build reads each context file once.
 
 use forge_parser::dag::Source;
 use forge_parser::dockerignore::Dockerignore;
 use forge_parser::Copy;
+use forge_layerstore::diff::LayerInfo;
 use forge_layerstore::Layer;
 
 use crate::cache_key::{InputKind, KeyBuilder, StepKey};
 use crate::files::{copy_into, CopyOptions, InlineFile};
-use crate::layers;
+use crate::layers::{self, Snapshot};
 use crate::one_pass;
 use crate::mount::OverlayMount;
 use crate::from_memo::FromMemo;
 use crate::source::{feed, hash_matches, records, Matched, SourceError, SourceTree};
 use crate::step::{Made, StepCtx};
+use crate::stat_cache::StatCache;
 use crate::users::resolve_owner;
 use crate::error::StepErrorKind;
 use crate::Error;
@@ -74,9 +78,21 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
         None => Some(locate(step, &x, from.as_ref())?),
     };
     let origin_key = from.as_ref().map_or("context", |(_, k)| k.as_str());
-    let remote_digests = located.as_ref().map_or(&[][..], |(_, f)| &f.remote_digests[..]);
     let kind = if from.is_none() { InputKind::ContextFile } else { InputKind::FromFile };
     let fail = |e: SourceError| step.at.fail(e.kind(), e.to_string());
+    let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
+    if from.is_none() && step.build.new_keys.cannot_hit(step.parent_key) {
+        // Nothing to look up: the files are copied first, their hashes remembered as they are
+        // read, and the key made from those.
+        let (_, found) = located.take().expect("the context is located, never remembered");
+        let remote_digests = &found.remote_digests[..];
+        let (key, layer, created) = step.layer_keyed_after(
+            |snap| write(step, &x, opts, &found, Some(&step.build.stat_cache), snap),
+            || cache_key(step, c, &x, origin_key, remote_digests, |key| hash_matches(&step.build.context, &found.matches, &step.build.stat_cache, key, kind).map_err(fail)),
+        )?;
+        return Ok(Made { key, layer, created, created_by: created_by(c, &x) });
+    }
+    let remote_digests = located.as_ref().map_or(&[][..], |(_, f)| &f.remote_digests[..]);
     let (key, inputs) = cache_key(step, c, &x, origin_key, remote_digests, |key| match (remembered, &located) {
         (Some(records), _) => {
             feed(records, key, kind);
@@ -95,26 +111,32 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
         },
         (None, None) => unreachable!("located when not remembered"),
     })?;
-    let opts = CopyOptions { owner: None, from_context: c.from.is_none(), chmod: x.chmod, extract_archives: c.add, parents: c.parents };
     let (layer, created) = step.layer(&key, inputs, |snap| {
         // The origin's mounts stay until the files are copied.
         let (_origin, found) = match located.take() {
             Some(l) => l,
             None => locate(step, &x, from.as_ref())?,
         };
-        let (mount, root) = snap.mount(step.build.store, step.at)?;
-        let owner = x.chown.as_deref().map(|spec| resolve_owner(&root, spec)).transpose().map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))?;
-        let opts = CopyOptions { owner, ..opts };
-        let claimed = one_pass::claim(&root, &found.matches, &x.inline, &x.dest, &opts).map_err(|e| step.at.fail(StepErrorKind::Io, format!("{}: {e}", x.dest)))?;
-        if let Some(target) = claimed {
-            // Nothing may hold the overlay while its upperdir is written directly.
-            drop((root, mount));
-            return one_pass::copy(step.build.store, step.at, snap.upperdir, &target, &found.matches[0], &opts, &snap.layer_opts, snap.lazy).map(Some);
-        }
-        copy_into(&root, &found.matches, &x.inline, &x.dest, &opts).map_err(|e| step.at.locate(e))?;
-        Ok(None)
+        write(step, &x, opts, &found, None, snap)
     })?;
     Ok(Made { key, layer, created, created_by: created_by(c, &x) })
+}
+
+/// Writes the sources `found` into the step's snapshot `snap`; returns the layer when the
+/// one-pass copy wrote it (see `one_pass.rs`). With `learn`, the one-pass copy remembers the
+/// content hashes of the context files it reads there.
+fn write(step: &StepCtx<'_>, x: &Expanded, opts: CopyOptions, found: &Found, learn: Option<&StatCache>, snap: &Snapshot<'_>) -> Result<Option<LayerInfo>, Error> {
+    let (mount, root) = snap.mount(step.build.store, step.at)?;
+    let owner = x.chown.as_deref().map(|spec| resolve_owner(&root, spec)).transpose().map_err(|e| step.at.fail(StepErrorKind::UnknownUser, e))?;
+    let opts = CopyOptions { owner, ..opts };
+    let claimed = one_pass::claim(&root, &found.matches, &x.inline, &x.dest, &opts).map_err(|e| step.at.fail(StepErrorKind::Io, format!("{}: {e}", x.dest)))?;
+    if let Some(target) = claimed {
+        // Nothing may hold the overlay while its upperdir is written directly.
+        drop((root, mount));
+        return one_pass::copy(step.build.store, step.at, snap.upperdir, &target, &found.matches[0], &opts, &snap.layer_opts, snap.lazy, learn).map(Some);
+    }
+    copy_into(&root, &found.matches, &x.inline, &x.dest, &opts).map_err(|e| step.at.locate(e))?;
+    Ok(None)
 }
 
 /// The origin mounted (for `--from`) and the sources found in it.
