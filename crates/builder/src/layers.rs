@@ -50,7 +50,8 @@ impl Snapshot<'_> {
 pub(crate) fn layer_step(
     build: &BuildCtx<'_>,
     at: &At,
-    (parent, parent_key): (&[Layer], &Digest),
+    parent: &[Layer],
+    parent_key: &Digest,
     key: &Digest,
     mut inputs: Inputs,
     change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
@@ -93,7 +94,8 @@ pub(crate) fn layer_step(
 pub(crate) fn layer_step_keyed_after(
     build: &BuildCtx<'_>,
     at: &At,
-    (parent, parent_key): (&[Layer], &Digest),
+    parent: &[Layer],
+    parent_key: &Digest,
     change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
     key: impl FnOnce() -> Result<(Digest, Inputs), Error>,
 ) -> Result<(Digest, Option<Layer>, String), Error> {

@@ -60,7 +60,7 @@ impl StepCtx<'_> {
     /// The step's layer for `key` and when it was first made: cached, or made by `change`
     /// (see `layers.rs`).
     pub(crate) fn layer(&self, key: &Digest, inputs: Inputs, change: impl FnOnce(&Snapshot<'_>) -> Result<Option<forge_layerstore::diff::LayerInfo>, Error>) -> Result<(Option<Layer>, String), Error> {
-        layers::layer_step(self.build, self.at, (self.layers, self.parent_key), key, inputs, change)
+        layers::layer_step(self.build, self.at, self.layers, self.parent_key, key, inputs, change)
     }
 
     /// [`StepCtx::layer`] for a step that cannot hit the cache, its key computed by `key`
@@ -70,6 +70,6 @@ impl StepCtx<'_> {
         change: impl FnOnce(&Snapshot<'_>) -> Result<Option<forge_layerstore::diff::LayerInfo>, Error>,
         key: impl FnOnce() -> Result<(Digest, Inputs), Error>,
     ) -> Result<(Digest, Option<Layer>, String), Error> {
-        layers::layer_step_keyed_after(self.build, self.at, (self.layers, self.parent_key), change, key)
+        layers::layer_step_keyed_after(self.build, self.at, self.layers, self.parent_key, change, key)
     }
 }
