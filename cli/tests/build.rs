@@ -391,14 +391,7 @@ fn ctrl_c_cancels_cleanly() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("cancelled"), "{err}");
     // No process, mount or half-written entry is left behind.
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&marker))
-        .collect();
-    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(common::pids_with(&marker), Vec::<u32>::new(), "processes of the step outlived the build");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(forge.store().to_str().unwrap()), "a mount under the store is left");
     forge.ok(&["store", "fsck"]);

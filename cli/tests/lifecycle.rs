@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::modern::Modern;
-use common::{cgroups_of, eventually, Forge};
+use common::{cgroups_of, eventually, pids_with, processes, Forge};
 
 /// A detached container, removed (`rm -f`) on drop, pass or fail.
 struct Detached<'a> {
@@ -205,8 +205,7 @@ fn a_killed_monitor_leaves_an_exited_container_that_rm_cleans() {
     assert!(!cgroups.is_empty(), "the container is in no forge cgroup");
     assert!(std::process::Command::new("kill").args(["-9", &monitor.to_string()]).status().unwrap().success());
     // The container's processes die with their monitor.
-    let with_marker = || std::fs::read_dir("/proc").unwrap().flatten().filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))).count();
-    assert!(eventually(|| with_marker() == 0 && !alive(monitor)), "the container outlived its monitor");
+    assert!(eventually(|| pids_with(&marker).is_empty() && !alive(monitor)), "the container outlived its monitor");
     let ps = forge.ok(&["ps", "-a", "--format", "json"]).stdout;
     let row: serde_json::Value = serde_json::from_str(ps.lines().next().unwrap()).unwrap();
     assert_eq!((row["State"].as_str(), row["Status"].as_str().map(|s| s.starts_with("Exited (255)"))), (Some("exited"), Some(true)), "{row}");
@@ -335,9 +334,8 @@ fn an_exec_ended_by_its_containers_end_exits_137() {
 /// The parent of the host process whose command line is `argv`, if one runs.
 fn parent_of(argv: &[&str]) -> Option<u32> {
     let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        std::fs::read(e.path().join("cmdline")).ok().filter(|c| *c == want)?;
-        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+    processes(|c| c == want).into_iter().find_map(|pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
     })
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{eventually, Forge, Ran};
+use common::{eventually, pids_with, Forge, Ran};
 
 /// What `--progress plain` printed, without the `#N ` step prefixes.
 fn step_output(r: &Ran) -> String {
@@ -150,16 +150,6 @@ fn cgroup_dirs(pid: u32) -> Vec<PathBuf> {
         out.push(base.join(path.trim_start_matches('/')));
     }
     out
-}
-
-/// Pids of host processes whose command line contains `marker`.
-fn pids_with(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker)))
-        .collect()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::server::{message, raw, raw_whole, Server, DOCKER};
-use common::{eventually, Forge, Ran};
+use common::{eventually, pids_with, Forge, Ran};
 
 #[test]
 fn docker_cli_drives_version_info_build_images_tag_push_pull_save_load_rmi_df() {
@@ -434,15 +434,6 @@ fn build_until_started(server: &Server, dir: &Path, tag: &str) -> BufReader<Unix
     reader
 }
 
-/// The PIDs of processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker)))
-        .collect()
-}
-
 #[test]
 fn kill_9_of_the_server_during_a_build_leaves_a_store_that_fsck_and_gc_accept() {
     let forge = Forge::with_busybox();
@@ -450,12 +441,12 @@ fn kill_9_of_the_server_during_a_build_leaves_a_store_that_fsck_and_gc_accept() 
     let marker = format!("{}", 40_000 + std::process::id() % 10_000);
     let dir = forge.context("killed", &[("Dockerfile", &format!("FROM busybox\nRUN echo started && head -c 5000000 /dev/zero > /big && sleep {marker}\n"))]);
     let _connection = build_until_started(&server, &dir, "killed:1");
-    assert!(eventually(|| !processes_with(&marker).is_empty()), "the step never ran its sleep");
+    assert!(eventually(|| !pids_with(&marker).is_empty()), "the step never ran its sleep");
     let mut child = server.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     // The step dies with the server (its init has the parent-death signal).
-    assert!(eventually(|| processes_with(&marker).is_empty()), "the step outlived the server");
+    assert!(eventually(|| pids_with(&marker).is_empty()), "the step outlived the server");
 
     // gc expires the dead server's lease and removes what it left; fsck finds nothing wrong.
     forge.ok(&["store", "gc"]);
@@ -648,10 +639,10 @@ fn a_build_client_that_hangs_up_cancels_the_build() {
     let marker = format!("{}", 50_000 + std::process::id() % 10_000);
     let dir = forge.context("cancelled", &[("Dockerfile", &format!("FROM busybox\nRUN echo started && sleep {marker}\n"))]);
     let reader = build_until_started(&server, &dir, "cancelled:1");
-    assert!(eventually(|| !processes_with(&marker).is_empty()), "the step never ran its sleep");
+    assert!(eventually(|| !pids_with(&marker).is_empty()), "the step never ran its sleep");
     // As Ctrl-C on `docker build` does.
     drop(reader);
-    assert!(eventually(|| processes_with(&marker).is_empty()), "the build ran on after its client left");
+    assert!(eventually(|| pids_with(&marker).is_empty()), "the build ran on after its client left");
     server.ok(&["version"]);
     assert!(!server.ok(&["images", "--format", "{{.Repository}}"]).stdout.contains("cancelled"));
     forge.ok(&["store", "fsck"]);

@@ -85,18 +85,10 @@ impl Forge {
     /// of pending tags, or one a later command restarted).
     pub fn finishers(&self) -> Vec<u32> {
         let store = self.store();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        processes(|cmdline| {
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            let ours = args.windows(2).any(|w| w[0] == b"--root" && w[1] == store.as_os_str().as_encoded_bytes()) && args.contains(&&b"finish-tags"[..]);
-            // A zombie's command line reads empty: a killed finisher is not listed.
-            if ours {
-                pids.push(pid);
-            }
-        }
-        pids
+            args.windows(2).any(|w| w[0] == b"--root" && w[1] == store.as_os_str().as_encoded_bytes()) && args.contains(&&b"finish-tags"[..])
+        })
     }
 
     pub fn cmd(&self) -> Command {
@@ -281,4 +273,20 @@ impl Drop for Removed<'_> {
     fn drop(&mut self) {
         let _ = self.0.run(&["rm", "-f", self.1]);
     }
+}
+
+/// The pids of host processes whose command line (its arguments, each ended by a NUL) `keep`
+/// accepts. A process that ends meanwhile is left out, and so is a zombie: its command line
+/// reads empty.
+pub fn processes(keep: impl Fn(&[u8]) -> bool) -> Vec<u32> {
+    let Ok(list) = std::fs::read_dir("/proc") else { return Vec::new() };
+    list.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty() && keep(&c)))
+        .collect()
+}
+
+/// The pids of host processes whose command line contains `marker`.
+pub fn pids_with(marker: &str) -> Vec<u32> {
+    processes(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
 }
