@@ -135,25 +135,32 @@ fn a_fully_cached_rebuild_gives_the_same_image_with_each_layers_first_time() {
 fn a_copy_keyed_after_it_runs_gets_the_key_a_rebuild_computes() {
     let forge = Forge::with_busybox();
     // Past the size the one-pass copy reads whole, so its hash is made as the layer reads it.
-    let big: String = (0..300_000).map(|i| format!("{i:07}\n")).collect();
+    let big = |n: usize| -> String { (n..n + 300_000).map(|i| format!("{i:07}\n")).collect() };
     let df = "FROM busybox:latest\nCOPY big /big\nCOPY dir/ /dir/\n";
-    let ctx = forge.context("ctx", &[("Dockerfile", df), ("big", &big), ("dir/a", "a"), ("dir/sub/b", "b")]);
-    for f in ["big", "dir/a", "dir/sub/b"] {
-        std::fs::File::options().write(true).open(ctx.join(f)).unwrap().set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000_000)).unwrap();
-    }
-    // A second old, so the copy's hashes are remembered and make the key.
-    std::thread::sleep(Duration::from_millis(1100));
-    // With --no-cache no step looks its key up: each COPY copies first and is keyed from what
-    // the copy read.
-    let out = build(&forge, &ctx, "after:1", &["--no-cache"]);
+    let ctx = forge.context("ctx", &[("Dockerfile", df), ("big", &big(0)), ("dir/a", "a"), ("dir/sub/b", "b")]);
+    let age = |files: &[&str]| {
+        for f in files {
+            std::fs::File::options().write(true).open(ctx.join(f)).unwrap().set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000_000)).unwrap();
+        }
+        // A second old, so the hashes are remembered (and the copy's make the key).
+        std::thread::sleep(Duration::from_millis(1100));
+    };
+    age(&["big", "dir/a", "dir/sub/b"]);
+    build(&forge, &ctx, "after:1", &[]);
+    // Now each COPY has one file the stat cache does not remember. With --no-cache no step
+    // looks its key up, so each is copied first and keyed from what the copy read.
+    std::fs::write(ctx.join("big"), big(1)).unwrap();
+    std::fs::write(ctx.join("dir/sub/b"), "b2").unwrap();
+    age(&["big", "dir/sub/b"]);
+    let out = build(&forge, &ctx, "after:2", &["--no-cache"]);
     assert_eq!(out.matches(" CACHED").count(), 0, "{out}");
-    assert_eq!(read(&forge.rootfs("after:1"), "/big"), big);
-    // Without the hashes the copy remembered, the rebuild reads each file for its key, as a
+    assert_eq!(read(&forge.rootfs("after:2"), "/big"), big(1));
+    // Without the hashes the copies remembered, the rebuild reads each file for its key, as a
     // step that can hit does: the same keys, so both steps are found.
     std::fs::remove_dir_all(forge.store().join("forge/statcache")).unwrap();
-    let again = build(&forge, &ctx, "after:2", &[]);
+    let again = build(&forge, &ctx, "after:3", &[]);
     assert_eq!(again.matches(" CACHED").count(), 2, "{again}");
-    assert_eq!(forge.inspect("after:2")["Id"], forge.inspect("after:1")["Id"]);
+    assert_eq!(forge.inspect("after:3")["Id"], forge.inspect("after:2")["Id"]);
 }
 
 #[test]

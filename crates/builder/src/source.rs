@@ -274,6 +274,13 @@ pub(crate) fn records(tree: &SourceTree, matches: &[Matched], cache: &StatCache)
     Ok(out)
 }
 
+/// How many of the context files in `matches` [`hash_matches`] would read: those the stat
+/// cache does not remember.
+pub(crate) fn context_files_to_read(matches: &[Matched], cache: &StatCache) -> usize {
+    let files = matches.iter().filter(|m| !m.remote).flat_map(|m| &m.entries).filter(|e| e.meta.file_type().is_file());
+    files.filter(|e| cache.remembered(&e.path, &e.meta).is_none()).count()
+}
+
 /// Gives `f` each record [`hash_matches`] feeds, in order. Downloads are left out: they enter
 /// the key by their digest.
 fn each_record(tree: &SourceTree, matches: &[Matched], cache: &StatCache, mut f: impl FnMut(Fed)) -> Result<(), SourceError> {
