@@ -105,8 +105,8 @@ impl Cache {
             Ok(mut list) => !list.any(|e| e.map_or(true, |e| entry(&e.file_name().to_string_lossy()))),
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         };
-        // Temporary files of writes under way start with a dot.
-        none(&self.dir, |name| name.ends_with(".json") && !name.starts_with('.')) && none(&self.dir.join("batches"), |name| !name.starts_with('.'))
+        // A batch being written is a temporary file whose name starts with a dot.
+        none(&self.dir, |name| name.ends_with(".json")) && none(&self.dir.join("batches"), |name| !name.starts_with('.'))
     }
 
     /// Records what the step with `key` produced.
@@ -172,8 +172,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         assert!(cache.is_empty());
-        // A write under way (its temporary file) is not an entry yet.
+        // Writes under way (their temporary files) are no entries yet.
         fs::write(cache.dir.join(".tmp-x"), b"{}").unwrap();
+        fs::create_dir_all(cache.dir.join("batches")).unwrap();
+        fs::write(cache.dir.join("batches/.tmp-y"), b"[]").unwrap();
         assert!(cache.is_empty());
 
         cache.put(&Digest::of(b"own"), &entry()).unwrap();
