@@ -279,8 +279,10 @@ impl Drop for Removed<'_> {
 /// accepts. A process that ends meanwhile is left out, and so is a zombie: its command line
 /// reads empty.
 pub fn processes(keep: impl Fn(&[u8]) -> bool) -> Vec<u32> {
-    let Ok(list) = std::fs::read_dir("/proc") else { return Vec::new() };
-    list.flatten()
+    // Unreadable, /proc must fail the test: an empty list would pass every "nothing left".
+    std::fs::read_dir("/proc")
+        .expect("listing /proc")
+        .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty() && keep(&c)))
         .collect()

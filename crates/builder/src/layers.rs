@@ -115,7 +115,7 @@ pub(crate) fn layer_step_keyed_after(
 }
 
 /// A step's change made on a fresh snapshot, not yet committed.
-struct Made<'s> {
+struct Uncommitted<'s> {
     /// Removes the snapshot unless it is committed.
     guard: SnapshotGuard<'s>,
     upper: PathBuf,
@@ -127,7 +127,7 @@ struct Made<'s> {
 
 /// Prepares a snapshot on `parent`, lets `change` change it and diffs it (unless `change`
 /// wrote the layer).
-fn make<'s>(build: &BuildCtx<'s>, at: &At, parent: &[Layer], change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>) -> Result<Made<'s>, Error> {
+fn make<'s>(build: &BuildCtx<'s>, at: &At, parent: &[Layer], change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>) -> Result<Uncommitted<'s>, Error> {
     let (store, opts) = (build.store, build.opts);
     build.fetch_layers(parent).map_err(|e| at.fail(StepErrorKind::Store, format!("fetching a layer of the build cache: {e}")))?;
     let chain = store.unpack(parent)?;
@@ -145,14 +145,14 @@ fn make<'s>(build: &BuildCtx<'s>, at: &At, parent: &[Layer], change: impl FnOnce
         None if opts.lazy_layers => store.hash_layer(&upper, &layer_opts)?,
         None => store.write_layer(&LayerSource::OverlayUpper(&upper), &layer_opts)?,
     };
-    Ok(Made { guard, upper, chain, info, layer_opts })
+    Ok(Uncommitted { guard, upper, chain, info, layer_opts })
 }
 
 /// Commits `made`'s snapshot and records its layer in the cache under `index_key`, with
 /// `inputs`, as an entry under `parent_key`.
-fn keep(build: &BuildCtx<'_>, at: &At, parent_key: &Digest, index_key: &Digest, inputs: Vec<forge_layerstore::cache::KeyInput>, made: Made<'_>) -> Result<(Option<Layer>, String), Error> {
+fn keep(build: &BuildCtx<'_>, at: &At, parent_key: &Digest, index_key: &Digest, inputs: Vec<forge_layerstore::cache::KeyInput>, made: Uncommitted<'_>) -> Result<(Option<Layer>, String), Error> {
     let store = build.store;
-    let Made { mut guard, upper, chain, info, layer_opts } = made;
+    let Uncommitted { mut guard, upper, chain, info, layer_opts } = made;
     let snap_key = guard.key.clone().expect("an uncommitted snapshot");
     let hashed = !store.content().exists(&info.digest);
     let new_chain = forge_layerstore::chain_id(chain.iter().chain([&info.diff_id])).expect("one diffID at least");
