@@ -57,8 +57,7 @@ pub(crate) fn layer_step(
     change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
 ) -> Result<(Option<Layer>, String), Error> {
     let (store, opts) = (build.store, build.opts);
-    let index_key = crate::cache_key::layer_key(key, opts.compression, opts.source_date_epoch);
-    crate::cache_key::note_layer_options(&mut inputs, opts.compression, opts.source_date_epoch);
+    let index_key = index_key(build, key, &mut inputs);
     let cached = if opts.no_cache { None } else { build.cache.get(&index_key).or_else(|| build.lazy.get(&index_key)) };
     if let Some(entry) = &cached {
         if entry.layer.as_ref().is_none_or(|l| store.content().exists(&l.digest) || build.lazy.origin(&l.digest).is_some() || store.remote().get(&l.digest).is_some() || store.snapshot_blobs().get(&l.digest).is_some()) {
@@ -76,10 +75,7 @@ pub(crate) fn layer_step(
         }
     }
     let inputs = inputs.labelled();
-    if opts.explain_cache {
-        let miss = crate::explain::explain(&build.cache, &inputs, opts.no_cache, cached.is_some());
-        build.progress.event(Event::CacheMiss { id: at.id.clone(), reason: miss.reason, changes: miss.changes });
-    }
+    explain_miss(build, at, &inputs, cached.is_some());
     if cached.is_none() {
         build.new_keys.missed(key);
     }
@@ -99,19 +95,31 @@ pub(crate) fn layer_step_keyed_after(
     change: impl FnOnce(&Snapshot<'_>) -> Result<Option<LayerInfo>, Error>,
     key: impl FnOnce() -> Result<(Digest, Inputs), Error>,
 ) -> Result<(Digest, Option<Layer>, String), Error> {
-    let opts = build.opts;
     let made = make(build, at, parent, change)?;
     let (key, mut inputs) = key()?;
-    let index_key = crate::cache_key::layer_key(&key, opts.compression, opts.source_date_epoch);
-    crate::cache_key::note_layer_options(&mut inputs, opts.compression, opts.source_date_epoch);
+    let index_key = index_key(build, &key, &mut inputs);
     let inputs = inputs.labelled();
-    if opts.explain_cache {
-        let miss = crate::explain::explain(&build.cache, &inputs, opts.no_cache, false);
-        build.progress.event(Event::CacheMiss { id: at.id.clone(), reason: miss.reason, changes: miss.changes });
-    }
+    explain_miss(build, at, &inputs, false);
     build.new_keys.missed(&key);
     let (layer, created) = keep(build, at, parent_key, &index_key, inputs, made)?;
     Ok((key, layer, created))
+}
+
+/// The cache's key for step key `key` under the build's layer options, which are noted in
+/// `inputs`.
+fn index_key(build: &BuildCtx<'_>, key: &Digest, inputs: &mut Inputs) -> Digest {
+    let opts = build.opts;
+    crate::cache_key::note_layer_options(inputs, opts.compression, opts.source_date_epoch);
+    crate::cache_key::layer_key(key, opts.compression, opts.source_date_epoch)
+}
+
+/// With `--explain-cache`, says why the step with `inputs` missed (`had_entry`: its entry was
+/// found, its layer was not).
+fn explain_miss(build: &BuildCtx<'_>, at: &At, inputs: &[forge_layerstore::cache::KeyInput], had_entry: bool) {
+    if build.opts.explain_cache {
+        let miss = crate::explain::explain(&build.cache, inputs, build.opts.no_cache, had_entry);
+        build.progress.event(Event::CacheMiss { id: at.id.clone(), reason: miss.reason, changes: miss.changes });
+    }
 }
 
 /// A step's change made on a fresh snapshot, not yet committed.

@@ -112,7 +112,7 @@ fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &Copy
         let before = dir.metadata().map_err(|e| io_fail("reading the destination", e))?;
         layer.scan_upper(upper).map_err(diff)?;
         let out = File::from(create(&dir, name).map_err(|e| io_fail(name, e))?);
-        copy_file(&m.entries[0], out, (target, &upper.join(target)), opts, learn, &mut Vec::new(), &mut layer, |e| io_fail(name, e))?;
+        copy_file(&m.entries[0], out, target, &upper.join(target), opts, learn, &mut Vec::new(), &mut layer, |e| io_fail(name, e))?;
         keep_time(&dir, &before).map_err(|e| io_fail("the destination's time", e))?;
         return Ok(layer);
     }
@@ -137,7 +137,7 @@ fn write<W: Write>(at: &At, upper: &Path, target: &str, m: &Matched, opts: &Copy
         let ft = entry.meta.file_type();
         if ft.is_file() {
             let out = File::from(create(parent, name).map_err(fail)?);
-            copy_file(entry, out, (&path, &abs), opts, learn, &mut buf, &mut layer, fail)?;
+            copy_file(entry, out, &path, &abs, opts, learn, &mut buf, &mut layer, fail)?;
         } else if ft.is_dir() {
             mkdirat(parent, name, Mode::from_raw_mode(0o755)).map_err(|e| fail(e.into()))?;
             let dir = File::from(openat(parent, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(|e| fail(e.into()))?);
@@ -189,7 +189,8 @@ fn create(parent: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
 fn copy_file<W: Write>(
     entry: &Entry,
     out: File,
-    (path, abs): (&str, &Path),
+    path: &str,
+    abs: &Path,
     opts: &CopyOptions,
     learn: Option<&StatCache>,
     buf: &mut Vec<u8>,

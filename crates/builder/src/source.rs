@@ -274,11 +274,11 @@ pub(crate) fn records(tree: &SourceTree, matches: &[Matched], cache: &StatCache)
     Ok(out)
 }
 
-/// How many of the context files in `matches` [`hash_matches`] would read: those the stat
-/// cache does not remember.
-pub(crate) fn context_files_to_read(matches: &[Matched], cache: &StatCache) -> usize {
+/// Whether [`hash_matches`] would read one context file of `matches` at most (it reads those
+/// the stat cache does not remember). Stops at the second.
+pub(crate) fn reads_one_context_file_at_most(matches: &[Matched], cache: &StatCache) -> bool {
     let files = matches.iter().filter(|m| !m.remote).flat_map(|m| &m.entries).filter(|e| e.meta.file_type().is_file());
-    files.filter(|e| cache.remembered(&e.path, &e.meta).is_none()).count()
+    files.filter(|e| cache.remembered(&e.path, &e.meta).is_none()).nth(1).is_none()
 }
 
 /// Gives `f` each record [`hash_matches`] feeds, in order. Downloads are left out: they enter

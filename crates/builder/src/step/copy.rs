@@ -16,7 +16,7 @@ use crate::layers::{self, Snapshot};
 use crate::one_pass;
 use crate::mount::OverlayMount;
 use crate::from_memo::FromMemo;
-use crate::source::{context_files_to_read, feed, hash_matches, records, Matched, SourceError, SourceTree};
+use crate::source::{feed, reads_one_context_file_at_most, hash_matches, records, Matched, SourceError, SourceTree};
 use crate::step::{Made, StepCtx};
 use crate::stat_cache::StatCache;
 use crate::users::resolve_owner;
@@ -85,7 +85,7 @@ pub(crate) fn copy(step: &StepCtx<'_>, c: &Copy, sources: &[Source]) -> Result<M
     // paged out is read back in parallel), the copy one after another: keyed after the copy,
     // W1's COPY of 5,000 files paged out took 0.71-0.79 s instead of 0.29-0.37 s. So only
     // when the key would read one file at most.
-    let few_to_read = |(_, found): &(Origin, Found)| context_files_to_read(&found.matches, &step.build.stat_cache) <= 1;
+    let few_to_read = |(_, found): &(Origin, Found)| reads_one_context_file_at_most(&found.matches, &step.build.stat_cache);
     if from.is_none() && step.build.new_keys.cannot_hit(step.parent_key) && located.as_ref().is_some_and(few_to_read) {
         // Nothing to look up: the files are copied first, their hashes remembered as they are
         // read, and the key made from those.
